@@ -1,0 +1,28 @@
+/* comm.h: everything that talks between processes (DESIGN "Comm"). No other directory
+ * includes mpi.h or nccl.h. This build links the single-process version (comm_single.c);
+ * the MPI version arrives behind the same interface. */
+#ifndef DT_COMM_H
+#define DT_COMM_H
+
+#include <stddef.h>
+
+typedef struct dt_comm dt_comm;
+
+/* Start the process group (a singleton without mpirun). Never fails: errors are fatal. */
+dt_comm *dt_comm_init(int *argc, char ***argv);
+void dt_comm_finalize(dt_comm *comm);
+int dt_comm_rank(const dt_comm *comm);
+int dt_comm_size(const dt_comm *comm);
+/* In-place sum of a float buffer over every rank. */
+void dt_comm_allreduce_sum(dt_comm *comm, float *buf, size_t count);
+/* In-place sum of doubles (loss and accuracy sums). */
+void dt_comm_allreduce_sum_f64(dt_comm *comm, double *buf, size_t count);
+void dt_comm_broadcast(dt_comm *comm, void *buf, size_t bytes, int root);
+void dt_comm_barrier(dt_comm *comm);
+
+/* Usable before init and from the fatal-error path: the world rank (0 if unknown), and an
+ * abort that takes every rank down. */
+int dt_comm_world_rank(void);
+_Noreturn void dt_comm_abort(int code);
+
+#endif

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the Debian packages dtrain needs to build, test and train (root or sudo).
+# Usage: scripts/install_deps.sh [--with-torch]   (--with-torch: PyTorch for the reference tools)
+set -euo pipefail
+pkgs=(build-essential cmake pkg-config zlib1g-dev libopenmpi-dev openmpi-bin libhdf5-dev hdf5-tools
+      libdnnl-dev libinih-dev libcmocka-dev dataset-fashion-mnist)
+if [[ "${1:-}" == "--with-torch" ]]; then
+  pkgs+=(python3-torch python3-numpy python3-h5py python3-matplotlib)
+fi
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  sudo=""
+  [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  echo "installing: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

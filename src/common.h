@@ -1,0 +1,50 @@
+/* common.h: status codes, the error message buffer of the input-error tier, and the
+ * fatal-check macro family of the runtime-error tier (DESIGN "Errors"). */
+#ifndef DT_COMMON_H
+#define DT_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+/* Input errors (config, dataset files, checkpoints, CLI) return a dt_status up the stack;
+ * the function that fails first writes one message with dt_error_set(), and main prints it. */
+typedef enum {
+  DT_OK = 0,
+  DT_ERR_CONFIG = 1,   /* bad configuration or command line */
+  DT_ERR_DATA = 2,     /* missing, truncated or corrupt dataset file */
+  DT_ERR_IO = 3,       /* output directory or file cannot be written */
+  DT_ERR_NOMEM = 4,
+} dt_status;
+
+/* Record the message of the first error (printf format). Later calls are ignored until
+ * dt_error_clear(); returns `status` so that `return dt_error_set(DT_ERR_DATA, ...)` reads well. */
+dt_status dt_error_set(dt_status status, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+const char *dt_error_message(void);
+void dt_error_clear(void);
+
+/* Runtime-error tier: print the failed expression, file:line, rank and host, then abort
+ * every rank. dt_fatal never returns. */
+_Noreturn void dt_fatal(const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+#define DT_FATAL(...) dt_fatal(__FILE__, __LINE__, __VA_ARGS__)
+#define DT_CHECK(cond)                                            \
+  do {                                                            \
+    if (!(cond)) dt_fatal(__FILE__, __LINE__, "check failed: %s", #cond); \
+  } while (0)
+
+/* Allocation that never returns NULL (out of memory is fatal). */
+void *dt_xmalloc(size_t bytes);
+void *dt_xcalloc(size_t count, size_t size);
+/* 64-byte aligned allocation for arenas and activations; free with free(). */
+void *dt_xaligned(size_t bytes);
+char *dt_xstrdup(const char *s);
+
+double dt_now(void); /* monotonic seconds */
+
+#define DT_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define DT_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define DT_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+#endif

@@ -1,0 +1,40 @@
+/* dataset.h: in-memory image classification datasets read from their standard files.
+ *   MNIST, Fashion-MNIST, KMNIST: IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte,
+ *     t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte), each gzip-compressed (.gz) or raw.
+ *   CIFAR-10 binary version: data_batch_1.bin .. data_batch_5.bin, test_batch.bin
+ *     (records of 1 label byte + 3072 pixel bytes, channel-major 3x32x32).
+ *   CIFAR-100 binary version: train.bin, test.bin (records of coarse label, fine label,
+ *     3072 pixel bytes; the fine label is used).
+ * Magic numbers, dimensions, counts, file sizes and label ranges are checked; any problem
+ * is DT_ERR_DATA with one message naming the file and what is wrong. */
+#ifndef DT_DATASET_H
+#define DT_DATASET_H
+
+#include "common.h"
+
+typedef struct {
+  int count;
+  int channels, height, width;
+  uint8_t *images; /* count x (C, H, W) uint8 pixels */
+  uint8_t *labels; /* count class indices */
+} dt_split;
+
+typedef struct {
+  const char *name; /* config name: fashion_mnist, mnist, kmnist, cifar10, cifar100 */
+  int classes;
+  float mean[3], std[3]; /* per channel, SPEC section 2 */
+  bool default_hflip;    /* SPEC C12 (HEAD): CIFAR and Fashion-MNIST flip, MNIST/KMNIST do not */
+  dt_split train, test;
+} dt_dataset;
+
+/* The directory used when data.dir is empty. */
+const char *dt_dataset_default_dir(const char *name);
+/* Shape and class count of a dataset by name without reading files (for --dry-run). */
+dt_status dt_dataset_describe(const char *name, dt_dataset *ds);
+/* Read both splits. dir NULL or "" = the default directory. */
+dt_status dt_dataset_load(dt_dataset *ds, const char *name, const char *dir);
+/* Keep only the first `train_limit` / `test_limit` images (0 = all). */
+void dt_dataset_limit(dt_dataset *ds, int train_limit, int test_limit);
+void dt_dataset_free(dt_dataset *ds);
+
+#endif
