@@ -29,7 +29,8 @@ typedef struct {
 
 /* The directory used when data.dir is empty. */
 const char *dt_dataset_default_dir(const char *name);
-/* Shape and class count of a dataset by name without reading files (for --dry-run). */
+/* Shape and class count of a dataset by name without reading files (for --dry-run);
+ * DT_ERR_CONFIG for an unknown name. */
 dt_status dt_dataset_describe(const char *name, dt_dataset *ds);
 /* Read both splits. dir NULL or "" = the default directory. */
 dt_status dt_dataset_load(dt_dataset *ds, const char *name, const char *dir);

@@ -5,7 +5,10 @@
  * takes the contiguous slice [offset, offset + count) of each global batch.
  * Augmentation: each sample is augmented with an RNG keyed by (seed, epoch, sample index),
  * never by rank or thread, so a run is the same for any world size.
- * Evaluation batches are the test set in order, sliced the same way, the last one partial. */
+ * Evaluation batches are the test set in order, sliced the same way; the last global batch
+ * may be short (length L < B): a rank's slice [o, o + c) of it is scaled to
+ * [floor(o L / B), floor((o + c) L / B)), so every test image is counted exactly once over the
+ * ranks, and a rank's batch may then have n = 0. */
 #ifndef DT_LOADER_H
 #define DT_LOADER_H
 

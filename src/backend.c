@@ -1,0 +1,18 @@
+/* backend.c: the one place that picks a compute backend for a device (DESIGN "The seams"). */
+#include "backend.h"
+
+#include <stddef.h>
+
+dt_backend *dt_backend_create(dt_device device, int threads) {
+  switch (device) {
+  case DT_DEVICE_CPU:
+    return dt_backend_cpu_create(threads);
+  case DT_DEVICE_CUDA:
+    dt_error_set(DT_ERR_CONFIG,
+                 "this build has no CUDA backend (--device cuda); rebuild with the CUDA toolkit, "
+                 "cuDNN and NCCL installed (cmake -DDT_CUDA=ON), or use --device cpu");
+    return NULL;
+  }
+  dt_error_set(DT_ERR_CONFIG, "unknown device %d", (int)device);
+  return NULL;
+}

@@ -1,0 +1,774 @@
+/* config.c: the configuration of dtrain, driven entirely by the X-macro table DT_CONFIG_KEYS
+ * of config.h. The table becomes one descriptor array (g_keys) from which the defaults, the
+ * inih handler, per-type parsing and range checks, --set overrides, the INI printout and
+ * --help-config are all generated; only dt_config_validate names keys one by one, because
+ * its checks relate several keys. */
+#include "config.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+typedef enum { CFG_INT, CFG_FLOAT, CFG_BOOL, CFG_STR, CFG_CHOICE, CFG_INTLIST, CFG_BOOLLIST } cfg_type;
+
+typedef struct {
+  const char *section, *key, *def, *choices, *help;
+  cfg_type type;
+  long ilo, ihi;   /* INT and the items of INTLIST */
+  double flo, fhi; /* FLOAT */
+  size_t offset;   /* of the field in dt_config */
+} cfg_key;
+
+/* Only the range of the matching kind is taken from the table, so that a large FLOAT bound is
+ * never converted to long (and the reverse). */
+#define CFG_RANGE_INT(lo, hi) (long)(lo), (long)(hi), 0.0, 0.0
+#define CFG_RANGE_INTLIST(lo, hi) (long)(lo), (long)(hi), 0.0, 0.0
+#define CFG_RANGE_FLOAT(lo, hi) 0L, 0L, (double)(lo), (double)(hi)
+#define CFG_RANGE_BOOL(lo, hi) 0L, 0L, 0.0, 0.0
+#define CFG_RANGE_STR(lo, hi) 0L, 0L, 0.0, 0.0
+#define CFG_RANGE_CHOICE(lo, hi) 0L, 0L, 0.0, 0.0
+#define CFG_RANGE_BOOLLIST(lo, hi) 0L, 0L, 0.0, 0.0
+
+#define CFG_ENTRY(sec, name, type, def, lo, hi, choices, help)                               \
+  {#sec, #name, def, choices, help, CFG_##type, CFG_RANGE_##type(lo, hi),                   \
+   offsetof(dt_config, sec##_##name)},
+static const cfg_key g_keys[] = {DT_CONFIG_KEYS(CFG_ENTRY)};
+#undef CFG_ENTRY
+#define CFG_NKEYS DT_ARRAY_LEN(g_keys)
+
+/* One parsed value before it is stored; `s` borrows the text it was parsed from. */
+typedef union {
+  long i;
+  double f;
+  bool b;
+  const char *s;
+  dt_intlist il;
+  dt_boollist bl;
+} cfg_value;
+
+/* Longest content of one line that inih takes whole: its buffer holds INI_MAX_LINE bytes
+ * including "\r\n" and the terminating NUL (ini.h). Debian builds it with 200. */
+#define CFG_LINE_MAX (INI_MAX_LINE - 3)
+
+/* ---- small string helpers ---- */
+
+/* Append printf output to the NUL-terminated `buf` of `cap` bytes, truncating silently. */
+__attribute__((format(printf, 3, 4))) static void cfg_append(char *buf, size_t cap, const char *fmt,
+                                                             ...) {
+  size_t len = strlen(buf);
+  if (len + 1 >= cap) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf + len, cap - len, fmt, ap);
+  va_end(ap);
+}
+
+static bool cfg_is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+/* Copy [begin, end) without leading and trailing whitespace into a new string. */
+static char *cfg_strip_dup(const char *begin, const char *end) {
+  while (begin < end && cfg_is_space(*begin)) begin++;
+  while (end > begin && cfg_is_space(end[-1])) end--;
+  size_t n = (size_t)(end - begin);
+  char *s = dt_xmalloc(n + 1);
+  memcpy(s, begin, n);
+  s[n] = 0;
+  return s;
+}
+
+/* Optimal-string-alignment distance (a swap of two neighbours counts 1), for "did you mean".
+ * Long strings get a large distance: no suggestion. */
+static int cfg_distance(const char *a, const char *b) {
+  enum { N = 48 };
+  size_t la = strlen(a), lb = strlen(b);
+  if (la >= N || lb >= N) return N;
+  int d[N + 1][N + 1];
+  for (size_t i = 0; i <= la; i++) d[i][0] = (int)i;
+  for (size_t j = 0; j <= lb; j++) d[0][j] = (int)j;
+  for (size_t i = 1; i <= la; i++) {
+    for (size_t j = 1; j <= lb; j++) {
+      int cost = a[i - 1] != b[j - 1];
+      int best = DT_MIN(d[i - 1][j] + 1, d[i][j - 1] + 1);
+      best = DT_MIN(best, d[i - 1][j - 1] + cost);
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+        best = DT_MIN(best, d[i - 2][j - 2] + 1);
+      d[i][j] = best;
+    }
+  }
+  return d[la][lb];
+}
+
+/* A name close enough to `typed` to be a typo of it. */
+static bool cfg_is_typo(const char *typed, const char *name) {
+  int limit = strlen(typed) >= 6 ? 2 : 1;
+  return cfg_distance(typed, name) <= limit;
+}
+
+/* ---- the table ---- */
+
+static const cfg_key *cfg_find(const char *section, const char *key) {
+  for (size_t i = 0; i < CFG_NKEYS; i++)
+    if (strcmp(g_keys[i].section, section) == 0 && strcmp(g_keys[i].key, key) == 0) return &g_keys[i];
+  return NULL;
+}
+
+static bool cfg_section_known(const char *section) {
+  for (size_t i = 0; i < CFG_NKEYS; i++)
+    if (strcmp(g_keys[i].section, section) == 0) return true;
+  return false;
+}
+
+/* True for the first key of each section in table order. */
+static bool cfg_first_of_section(size_t i) {
+  for (size_t j = 0; j < i; j++)
+    if (strcmp(g_keys[j].section, g_keys[i].section) == 0) return false;
+  return true;
+}
+
+static void cfg_list_sections(char *buf, size_t cap) {
+  buf[0] = 0;
+  for (size_t i = 0; i < CFG_NKEYS; i++)
+    if (cfg_first_of_section(i)) cfg_append(buf, cap, "%s%s", buf[0] ? ", " : "", g_keys[i].section);
+}
+
+static void cfg_list_keys(const char *section, char *buf, size_t cap) {
+  buf[0] = 0;
+  for (size_t i = 0; i < CFG_NKEYS; i++)
+    if (strcmp(g_keys[i].section, section) == 0)
+      cfg_append(buf, cap, "%s%s", buf[0] ? ", " : "", g_keys[i].key);
+}
+
+/* `where` is "file:line" or "--set assignment". */
+static dt_status cfg_unknown_section(const char *where, const char *section) {
+  char hint[128] = "", sections[512];
+  for (size_t i = 0; i < CFG_NKEYS && !hint[0]; i++)
+    if (cfg_first_of_section(i) && cfg_is_typo(section, g_keys[i].section))
+      snprintf(hint, sizeof hint, ", did you mean [%s]?", g_keys[i].section);
+  cfg_list_sections(sections, sizeof sections);
+  return dt_error_set(DT_ERR_CONFIG, "%s: unknown section [%s]%s (sections: %s)", where, section, hint,
+                      sections);
+}
+
+static dt_status cfg_unknown_key(const char *where, const char *section, const char *key) {
+  char hint[160] = "", keys[1024];
+  /* The same name in another section is the likeliest mistake; a typo in this section next. */
+  for (size_t i = 0; i < CFG_NKEYS && !hint[0]; i++)
+    if (strcmp(g_keys[i].key, key) == 0)
+      snprintf(hint, sizeof hint, ", did you mean [%s] %s?", g_keys[i].section, g_keys[i].key);
+  for (size_t i = 0; i < CFG_NKEYS && !hint[0]; i++)
+    if (strcmp(g_keys[i].section, section) == 0 && cfg_is_typo(key, g_keys[i].key))
+      snprintf(hint, sizeof hint, ", did you mean %s?", g_keys[i].key);
+  cfg_list_keys(section, keys, sizeof keys);
+  return dt_error_set(DT_ERR_CONFIG, "%s: [%s] %s: unknown key%s (keys of [%s]: %s)", where, section,
+                      key, hint, section, keys);
+}
+
+/* ---- parsing one value ---- */
+
+/* Longest STR value: DT_STR_MAX with its NUL, and short enough that "key = value" still fits
+ * one line of the INI parser, so that dt_config_write always produces a loadable file. */
+static size_t cfg_str_max(const cfg_key *k) {
+  size_t line_room = CFG_LINE_MAX - strlen(k->key) - 3;
+  return DT_MIN((size_t)DT_STR_MAX - 1, line_room);
+}
+
+static const char *const g_true_words[] = {"true", "yes", "on", "1"};
+static const char *const g_false_words[] = {"false", "no", "off", "0"};
+
+static bool cfg_parse_bool(const char *s, bool *out) {
+  for (size_t i = 0; i < DT_ARRAY_LEN(g_true_words); i++) {
+    if (strcasecmp(s, g_true_words[i]) == 0) return *out = true;
+    if (strcasecmp(s, g_false_words[i]) == 0) return !(*out = false);
+  }
+  return false;
+}
+
+/* The whole of `s` is a decimal integer. *overflow: it is one, but does not fit a long. */
+static bool cfg_parse_long(const char *s, long *out, bool *overflow) {
+  *overflow = false;
+  if (!*s || cfg_is_space(*s)) return false;
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (end == s || *end) return false;
+  *overflow = errno == ERANGE;
+  *out = v;
+  return true;
+}
+
+static bool cfg_check_long(const cfg_key *k, long v, bool overflow, char *why, size_t cap,
+                           const char *what) {
+  if (overflow) {
+    snprintf(why, cap, "%s does not fit a 64-bit integer", what);
+    return false;
+  }
+  if (v < k->ilo) {
+    snprintf(why, cap, "%s is less than the minimum %ld", what, k->ilo);
+    return false;
+  }
+  if (v > k->ihi) {
+    snprintf(why, cap, "%s is greater than the maximum %ld", what, k->ihi);
+    return false;
+  }
+  return true;
+}
+
+/* INTLIST and BOOLLIST: comma-separated items, whitespace around each item ignored. */
+static bool cfg_parse_list(const cfg_key *k, const char *s, cfg_value *v, char *why, size_t cap) {
+  int n = 0;
+  long ivals[DT_LIST_MAX];
+  bool bvals[DT_LIST_MAX];
+  if (*s) {
+    const char *p = s;
+    for (int item = 1;; item++) {
+      const char *comma = strchr(p, ',');
+      const char *end = comma ? comma : p + strlen(p);
+      char *text = cfg_strip_dup(p, end);
+      bool ok = true;
+      if (n == DT_LIST_MAX) {
+        snprintf(why, cap, "more than %d items", DT_LIST_MAX);
+        ok = false;
+      } else if (!*text) {
+        snprintf(why, cap, "item %d is empty", item);
+        ok = false;
+      } else if (k->type == CFG_INTLIST) {
+        bool overflow;
+        char what[96];
+        snprintf(what, sizeof what, "item %d (%.40s)", item, text);
+        if (!cfg_parse_long(text, &ivals[n], &overflow)) {
+          snprintf(why, cap, "%s is not an integer", what);
+          ok = false;
+        } else {
+          ok = cfg_check_long(k, ivals[n], overflow, why, cap, what);
+        }
+      } else if (!cfg_parse_bool(text, &bvals[n])) {
+        snprintf(why, cap, "item %d (%.40s) is not a boolean", item, text);
+        ok = false;
+      }
+      free(text);
+      if (!ok) return false;
+      n++;
+      if (!comma) break;
+      p = comma + 1;
+    }
+  }
+  if (k->type == CFG_INTLIST) {
+    v->il.n = n;
+    memcpy(v->il.v, ivals, (size_t)n * sizeof ivals[0]);
+  } else {
+    v->bl.n = n;
+    memcpy(v->bl.v, bvals, (size_t)n * sizeof bvals[0]);
+  }
+  return true;
+}
+
+static bool cfg_parse_str(const cfg_key *k, const char *s, char *why, size_t cap) {
+  size_t len = strlen(s), max = cfg_str_max(k);
+  if (len > max) {
+    snprintf(why, cap, "text of %zu characters, longer than %zu", len, max);
+    return false;
+  }
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c < 0x20 || c == 0x7f) {
+      snprintf(why, cap, "contains a control character");
+      return false;
+    }
+    /* inih cuts a value at ';' after whitespace (an inline comment): such a value could not
+     * be read back from the file that dt_config_write makes. */
+    if (c == ';' && i > 0 && (s[i - 1] == ' ' || s[i - 1] == '\t')) {
+      snprintf(why, cap, "contains ';' after a space, which an INI file reads as a comment");
+      return false;
+    }
+  }
+  return true;
+}
+
+static bool cfg_parse_choice(const cfg_key *k, const char *s) {
+  size_t len = strlen(s);
+  for (const char *p = k->choices; *p;) {
+    const char *bar = strchr(p, '|');
+    size_t n = bar ? (size_t)(bar - p) : strlen(p);
+    if (n == len && strncmp(p, s, n) == 0) return true;
+    if (!bar) break;
+    p = bar + 1;
+  }
+  return false;
+}
+
+/* Parse and range-check `s` for key `k`; on failure write the reason to `why`. */
+static bool cfg_parse_value(const cfg_key *k, const char *s, cfg_value *v, char *why, size_t cap) {
+  switch (k->type) {
+    case CFG_INT: {
+      bool overflow;
+      if (!cfg_parse_long(s, &v->i, &overflow)) {
+        snprintf(why, cap, "not an integer");
+        return false;
+      }
+      return cfg_check_long(k, v->i, overflow, why, cap, "the value");
+    }
+    case CFG_FLOAT: {
+      char *end;
+      if (!*s || cfg_is_space(*s)) {
+        snprintf(why, cap, "not a number");
+        return false;
+      }
+      v->f = strtod(s, &end);
+      if (end == s || *end) {
+        snprintf(why, cap, "not a number");
+        return false;
+      }
+      if (!isfinite(v->f)) {
+        snprintf(why, cap, "not a finite number");
+        return false;
+      }
+      if (v->f < k->flo || v->f > k->fhi) {
+        snprintf(why, cap, "the value is %s the %s %g", v->f < k->flo ? "less than" : "greater than",
+                 v->f < k->flo ? "minimum" : "maximum", v->f < k->flo ? k->flo : k->fhi);
+        return false;
+      }
+      return true;
+    }
+    case CFG_BOOL:
+      if (!cfg_parse_bool(s, &v->b)) {
+        snprintf(why, cap, "not a boolean");
+        return false;
+      }
+      return true;
+    case CFG_STR:
+      v->s = s;
+      return cfg_parse_str(k, s, why, cap);
+    case CFG_CHOICE:
+      v->s = s;
+      if (!cfg_parse_choice(k, s)) {
+        snprintf(why, cap, "not one of the choices");
+        return false;
+      }
+      return true;
+    case CFG_INTLIST:
+    case CFG_BOOLLIST:
+      return cfg_parse_list(k, s, v, why, cap);
+  }
+  return false;
+}
+
+/* What a key accepts, for messages, the INI printout and --help-config. */
+static void cfg_accepted(const cfg_key *k, char *buf, size_t cap) {
+  buf[0] = 0;
+  switch (k->type) {
+    case CFG_INT:
+      snprintf(buf, cap, "an integer in [%ld, %ld]", k->ilo, k->ihi);
+      break;
+    case CFG_FLOAT:
+      snprintf(buf, cap, "a finite number in [%g, %g]", k->flo, k->fhi);
+      break;
+    case CFG_BOOL:
+      snprintf(buf, cap, "true, false, yes, no, on, off, 1 or 0");
+      break;
+    case CFG_STR:
+      snprintf(buf, cap, "text of at most %zu characters", cfg_str_max(k));
+      break;
+    case CFG_CHOICE:
+      cfg_append(buf, cap, "one of ");
+      for (const char *p = k->choices; *p; p++) {
+        if (*p == '|')
+          cfg_append(buf, cap, ", ");
+        else
+          cfg_append(buf, cap, "%c", *p);
+      }
+      break;
+    case CFG_INTLIST:
+      snprintf(buf, cap, "up to %d comma-separated integers, each in [%ld, %ld]; empty for none",
+               DT_LIST_MAX, k->ilo, k->ihi);
+      break;
+    case CFG_BOOLLIST:
+      snprintf(buf, cap, "up to %d comma-separated booleans (true, false, ...); empty for none",
+               DT_LIST_MAX);
+      break;
+  }
+}
+
+static const char *cfg_type_name(cfg_type t) {
+  switch (t) {
+    case CFG_INT: return "integer";
+    case CFG_FLOAT: return "number";
+    case CFG_BOOL: return "boolean";
+    case CFG_STR: return "text";
+    case CFG_CHOICE: return "choice";
+    case CFG_INTLIST: return "integer list";
+    case CFG_BOOLLIST: return "boolean list";
+  }
+  return "?";
+}
+
+static void *cfg_field(dt_config *cfg, const cfg_key *k) { return (char *)cfg + k->offset; }
+static const void *cfg_cfield(const dt_config *cfg, const cfg_key *k) {
+  return (const char *)cfg + k->offset;
+}
+
+static void cfg_store(dt_config *cfg, const cfg_key *k, const cfg_value *v) {
+  void *field = cfg_field(cfg, k);
+  switch (k->type) {
+    case CFG_INT: *(long *)field = v->i; break;
+    case CFG_FLOAT: *(double *)field = v->f; break;
+    case CFG_BOOL: *(bool *)field = v->b; break;
+    case CFG_STR:
+    case CFG_CHOICE: {
+      char *copy = dt_xstrdup(v->s);
+      free(*(char **)field);
+      *(char **)field = copy;
+      break;
+    }
+    case CFG_INTLIST: *(dt_intlist *)field = v->il; break;
+    case CFG_BOOLLIST: *(dt_boollist *)field = v->bl; break;
+  }
+}
+
+/* Parse, check and store one value. `where` names its origin ("file:line" or "--set a.b=c");
+ * messages from a file restate "[section] key = value", an override already shows it. */
+static dt_status cfg_apply(dt_config *cfg, const cfg_key *k, const char *text, const char *where,
+                           bool from_set) {
+  cfg_value v;
+  char why[256], accepted[512];
+  if (!cfg_parse_value(k, text, &v, why, sizeof why)) {
+    cfg_accepted(k, accepted, sizeof accepted);
+    if (from_set)
+      return dt_error_set(DT_ERR_CONFIG, "%s: %s (accepted: %s)", where, why, accepted);
+    return dt_error_set(DT_ERR_CONFIG, "%s: [%s] %s = %s: %s (accepted: %s)", where, k->section,
+                        k->key, text, why, accepted);
+  }
+  cfg_store(cfg, k, &v);
+  return DT_OK;
+}
+
+/* ---- printing values ---- */
+
+/* Shortest decimal text that reads back as exactly `v`. */
+static void cfg_print_double(FILE *f, double v) {
+  char buf[40];
+  for (int digits = 1; digits <= 17; digits++) {
+    snprintf(buf, sizeof buf, "%.*g", digits, v);
+    if (strtod(buf, NULL) == v) break;
+  }
+  fputs(buf, f);
+}
+
+static void cfg_print_value(FILE *f, const dt_config *cfg, const cfg_key *k) {
+  const void *field = cfg_cfield(cfg, k);
+  switch (k->type) {
+    case CFG_INT: fprintf(f, "%ld", *(const long *)field); break;
+    case CFG_FLOAT: cfg_print_double(f, *(const double *)field); break;
+    case CFG_BOOL: fputs(*(const bool *)field ? "true" : "false", f); break;
+    case CFG_STR:
+    case CFG_CHOICE: {
+      const char *s = *(char *const *)field;
+      fputs(s ? s : "", f);
+      break;
+    }
+    case CFG_INTLIST: {
+      const dt_intlist *l = field;
+      for (int i = 0; i < l->n; i++) fprintf(f, "%s%ld", i ? "," : "", l->v[i]);
+      break;
+    }
+    case CFG_BOOLLIST: {
+      const dt_boollist *l = field;
+      for (int i = 0; i < l->n; i++) fprintf(f, "%s%s", i ? "," : "", l->v[i] ? "true" : "false");
+      break;
+    }
+  }
+}
+
+/* Write `text` as lines of at most ~`width` characters, each starting with `prefix`. */
+static void cfg_print_wrapped(FILE *f, const char *prefix, const char *text, size_t width) {
+  const char *p = text;
+  while (*p) {
+    while (*p == ' ') p++;
+    size_t len = strlen(p);
+    size_t n = len;
+    if (len > width) {
+      n = width;
+      while (n > 0 && p[n] != ' ') n--;
+      if (n == 0) { /* one word longer than the width: break after it */
+        n = width;
+        while (p[n] && p[n] != ' ') n++;
+      }
+    }
+    if (n == 0) break;
+    fprintf(f, "%s%.*s\n", prefix, (int)n, p);
+    p += n;
+  }
+}
+
+/* ---- public interface ---- */
+
+void dt_config_defaults(dt_config *cfg) {
+  memset(cfg, 0, sizeof *cfg);
+  for (size_t i = 0; i < CFG_NKEYS; i++) {
+    const cfg_key *k = &g_keys[i];
+    cfg_value v;
+    char why[256];
+    if (!cfg_parse_value(k, k->def, &v, why, sizeof why))
+      DT_FATAL("config table: the default \"%s\" of [%s] %s is invalid: %s", k->def, k->section,
+               k->key, why);
+    cfg_store(cfg, k, &v);
+  }
+}
+
+void dt_config_free(dt_config *cfg) {
+  for (size_t i = 0; i < CFG_NKEYS; i++) {
+    if (g_keys[i].type != CFG_STR && g_keys[i].type != CFG_CHOICE) continue;
+    char **s = cfg_field(cfg, &g_keys[i]);
+    free(*s);
+    *s = NULL;
+  }
+  free(cfg->source);
+  cfg->source = NULL;
+}
+
+/* State of one dt_config_load. The reader hands inih one physical line per call, so that it
+ * knows the line number of every handler call (Debian's inih passes the handler none). */
+typedef struct {
+  dt_config *cfg;
+  const char *path;
+  FILE *f;
+  char *line; /* getline buffer */
+  size_t cap;
+  int lineno;
+  bool failed;              /* a message is set; stop */
+  int set_on[CFG_NKEYS];    /* line where each key was given, 0 = not yet */
+} cfg_parse;
+
+/* Where in the file: "path:line". */
+static void cfg_where(const cfg_parse *st, char *buf, size_t cap) {
+  snprintf(buf, cap, "%s:%d", st->path, st->lineno);
+}
+
+static char *cfg_reader(char *str, int num, void *stream) {
+  cfg_parse *st = stream;
+  if (st->failed) return NULL;
+  errno = 0;
+  ssize_t got = getline(&st->line, &st->cap, st->f);
+  if (got < 0) {
+    if (ferror(st->f)) {
+      dt_error_set(DT_ERR_CONFIG, "%s: cannot read: %s", st->path, strerror(errno));
+      st->failed = true;
+    }
+    return NULL;
+  }
+  st->lineno++;
+  char where[4200];
+  cfg_where(st, where, sizeof where);
+  size_t len = (size_t)got, content = len;
+  if (content > 0 && st->line[content - 1] == '\n') content--;
+  if (content > 0 && st->line[content - 1] == '\r') content--;
+  /* A longer line would reach inih in pieces, each parsed as a line of its own. */
+  int limit = DT_MIN(num, INI_MAX_LINE) - 3;
+  if (content > (size_t)limit) {
+    dt_error_set(DT_ERR_CONFIG, "%s: line of %zu characters, longer than the %d the INI parser accepts",
+                 where, content, limit);
+    st->failed = true;
+    return NULL;
+  }
+  const char *p = st->line;
+  if (st->lineno == 1 && strncmp(p, "\xEF\xBB\xBF", 3) == 0) p += 3;
+  if (*p == ' ' || *p == '\t') {
+    /* inih continues the previous value with an indented line (multi-line values), so an
+     * indented key or section would silently become part of a value. */
+    const char *q = p;
+    while (cfg_is_space(*q)) q++;
+    if (*q && *q != ';' && *q != '#') {
+      dt_error_set(DT_ERR_CONFIG,
+                   "%s: indented line (an INI parser reads it as the continuation of the previous "
+                   "value): remove the leading whitespace",
+                   where);
+      st->failed = true;
+      return NULL;
+    }
+  }
+  /* Check section headers here: a section with no keys never reaches the handler. */
+  if (*p == '[') {
+    const char *close = strchr(p, ']');
+    if (close && !memchr(p, ';', (size_t)(close - p))) {
+      char *name = dt_xmalloc((size_t)(close - p));
+      memcpy(name, p + 1, (size_t)(close - p - 1));
+      name[close - p - 1] = 0;
+      if (!cfg_section_known(name)) {
+        cfg_unknown_section(where, name);
+        st->failed = true;
+      }
+      free(name);
+      if (st->failed) return NULL;
+    }
+  }
+  memcpy(str, st->line, len + 1); /* len <= limit + 2 < num */
+  return str;
+}
+
+static int cfg_handler(void *user, const char *section, const char *name, const char *value) {
+  cfg_parse *st = user;
+  if (st->failed) return 0;
+  char where[4200];
+  cfg_where(st, where, sizeof where);
+  const cfg_key *k = cfg_find(section, name);
+  if (!*section) {
+    dt_error_set(DT_ERR_CONFIG, "%s: key %s before any [section] header", where, name);
+  } else if (!cfg_section_known(section)) {
+    cfg_unknown_section(where, section);
+  } else if (!k) {
+    cfg_unknown_key(where, section, name);
+  } else if (st->set_on[k - g_keys]) {
+    dt_error_set(DT_ERR_CONFIG, "%s: [%s] %s given twice (first on line %d)", where, section, name,
+                 st->set_on[k - g_keys]);
+  } else {
+    st->set_on[k - g_keys] = st->lineno;
+    if (cfg_apply(st->cfg, k, value ? value : "", where, false) == DT_OK) return 1;
+  }
+  st->failed = true;
+  return 0;
+}
+
+dt_status dt_config_load(dt_config *cfg, const char *path) {
+  free(cfg->source);
+  cfg->source = dt_xstrdup(path);
+  FILE *f = fopen(path, "r");
+  if (!f) return dt_error_set(DT_ERR_CONFIG, "%s: cannot open: %s", path, strerror(errno));
+  cfg_parse st = {.cfg = cfg, .path = path, .f = f};
+  int rc = ini_parse_stream(cfg_reader, &st, cfg_handler, &st);
+  free(st.line);
+  fclose(f);
+  if (st.failed) return DT_ERR_CONFIG;
+  /* Every non-zero return is an error; the handler and reader report their own, so what is
+   * left here is inih's: a line that is neither a [section], key = value nor a comment. */
+  if (rc > 0)
+    return dt_error_set(DT_ERR_CONFIG,
+                        "%s:%d: syntax error or line longer than %d characters (expected "
+                        "[section], key = value or a ; comment)",
+                        path, rc, INI_MAX_LINE);
+  if (rc == -1) return dt_error_set(DT_ERR_CONFIG, "%s: cannot open", path);
+  if (rc == -2) return dt_error_set(DT_ERR_CONFIG, "%s: out of memory while parsing", path);
+  if (rc != 0) return dt_error_set(DT_ERR_CONFIG, "%s: cannot parse (inih returned %d)", path, rc);
+  return DT_OK;
+}
+
+dt_status dt_config_set(dt_config *cfg, const char *assignment) {
+  char where[4200];
+  snprintf(where, sizeof where, "--set %s", assignment);
+  const char *eq = strchr(assignment, '=');
+  const char *dot = eq ? memchr(assignment, '.', (size_t)(eq - assignment)) : NULL;
+  if (!dot)
+    return dt_error_set(DT_ERR_CONFIG, "%s: expected section.key=value, e.g. train.epochs=30", where);
+  char *section = cfg_strip_dup(assignment, dot);
+  char *key = cfg_strip_dup(dot + 1, eq);
+  char *value = cfg_strip_dup(eq + 1, eq + 1 + strlen(eq + 1));
+  dt_status st;
+  const cfg_key *k = cfg_find(section, key);
+  if (!cfg_section_known(section))
+    st = cfg_unknown_section(where, section);
+  else if (!k)
+    st = cfg_unknown_key(where, section, key);
+  else
+    st = cfg_apply(cfg, k, value, where, true);
+  free(section);
+  free(key);
+  free(value);
+  return st;
+}
+
+/* "file: [model] depth = 21" etc.: the checks here see the merged result of the file and the
+ * overrides, so they name the file without a line. */
+static const char *cfg_origin(const dt_config *cfg) {
+  return cfg->source ? cfg->source : "configuration";
+}
+
+static void cfg_format_intlist(const dt_intlist *l, char *buf, size_t cap) {
+  buf[0] = 0;
+  for (int i = 0; i < l->n; i++) cfg_append(buf, cap, "%s%ld", i ? "," : "", l->v[i]);
+}
+
+dt_status dt_config_validate(const dt_config *cfg) {
+  const char *src = cfg_origin(cfg);
+  if (strcmp(cfg->model_name, "resnet_preact") == 0) {
+    /* 2 layers outside the stages; 3 stages of blocks with 2 (basic) or 3 (bottleneck) convs */
+    bool basic = strcmp(cfg->model_block_type, "basic") == 0;
+    long per = basic ? 6 : 9, depth = cfg->model_depth;
+    if ((depth - 2) % per != 0) {
+      long below = (depth - 2) / per * per + 2, above = below + per;
+      char nearest[64];
+      if (below >= 2 + per)
+        snprintf(nearest, sizeof nearest, "%ld or %ld", below, above);
+      else
+        snprintf(nearest, sizeof nearest, "%ld", above);
+      return dt_error_set(DT_ERR_CONFIG,
+                          "%s: [model] depth = %ld does not fit block_type = %s: the depth must be "
+                          "%ldn+2 (accepted: %s; nearest: %s)",
+                          src, depth, cfg->model_block_type, per,
+                          basic ? "20, 32, 44, 56, 110, ..." : "29, 56, 110, 164, ...", nearest);
+    }
+  }
+  if (cfg->model_preact_stage.n != 3)
+    return dt_error_set(DT_ERR_CONFIG,
+                        "%s: [model] preact_stage has %d values (accepted: exactly 3 booleans, one "
+                        "per stage, e.g. true,false,false)",
+                        src, cfg->model_preact_stage.n);
+  if (cfg->schedule_warmup_epochs >= cfg->train_epochs)
+    return dt_error_set(DT_ERR_CONFIG,
+                        "%s: [schedule] warmup_epochs = %ld must be less than [train] epochs = %ld "
+                        "(the warmup is part of the training epochs)",
+                        src, cfg->schedule_warmup_epochs, cfg->train_epochs);
+  const dt_intlist *m = &cfg->schedule_milestones;
+  long after_warmup = cfg->train_epochs - cfg->schedule_warmup_epochs;
+  char list[DT_LIST_MAX * 24];
+  cfg_format_intlist(m, list, sizeof list);
+  for (int i = 0; i < m->n; i++) {
+    if (i > 0 && m->v[i] <= m->v[i - 1])
+      return dt_error_set(DT_ERR_CONFIG,
+                          "%s: [schedule] milestones = %s: not strictly increasing (%ld follows %ld)",
+                          src, list, m->v[i], m->v[i - 1]);
+    if (m->v[i] >= after_warmup)
+      return dt_error_set(DT_ERR_CONFIG,
+                          "%s: [schedule] milestones = %s: %ld is not less than [train] epochs - "
+                          "[schedule] warmup_epochs = %ld (milestones count epochs after the warmup)",
+                          src, list, m->v[i], after_warmup);
+  }
+  return DT_OK;
+}
+
+void dt_config_write(const dt_config *cfg, FILE *f) {
+  fprintf(f, "; dtrain configuration (dtrain --help-config describes every key)\n");
+  char accepted[512], line[700];
+  for (size_t i = 0; i < CFG_NKEYS; i++) {
+    const cfg_key *k = &g_keys[i];
+    if (i == 0 || strcmp(k->section, g_keys[i - 1].section) != 0) fprintf(f, "\n[%s]\n", k->section);
+    /* Comment lines obey the parser's line limit too: wrap them. */
+    cfg_print_wrapped(f, "; ", k->help, 90);
+    cfg_accepted(k, accepted, sizeof accepted);
+    snprintf(line, sizeof line, "%s; default: %s", accepted, k->def[0] ? k->def : "(empty)");
+    cfg_print_wrapped(f, "; ", line, 90);
+    fprintf(f, "%s = ", k->key);
+    cfg_print_value(f, cfg, k);
+    fputc('\n', f);
+  }
+}
+
+void dt_config_help(FILE *f) {
+  fprintf(f,
+          "dtrain configuration keys. An INI file sets them as\n"
+          "  [section]\n  key = value\n"
+          "and --set section.key=value overrides one on the command line.\n");
+  char accepted[512], head[700];
+  for (size_t i = 0; i < CFG_NKEYS; i++) {
+    const cfg_key *k = &g_keys[i];
+    if (i == 0 || strcmp(k->section, g_keys[i - 1].section) != 0) fprintf(f, "\n[%s]\n", k->section);
+    cfg_accepted(k, accepted, sizeof accepted);
+    snprintf(head, sizeof head, "%s (%s, default %s)", k->key, cfg_type_name(k->type),
+             k->def[0] ? k->def : "empty");
+    fprintf(f, "  %s\n", head);
+    cfg_print_wrapped(f, "      ", k->help, 80);
+    snprintf(head, sizeof head, "accepted: %s", accepted);
+    cfg_print_wrapped(f, "      ", head, 80);
+  }
+}

@@ -1,0 +1,361 @@
+/* backend_cpu.c: the oneDNN CPU backend (DESIGN "The seams"): engine and stream, layouts,
+ * memory, host transfers, the primitive helpers every op file uses, the loss, and the table
+ * of function pointers. Convolutions live in cpu_conv.c, batch norm in cpu_bn.c, the other
+ * ops in cpu_ops.c. */
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu/cpu_internal.h"
+
+/* Upload / download reorders between plain NCHW and one layout, made on first use. */
+struct dt_cpu_xfer {
+  const dt_layout *layout;
+  bool plain; /* the layout is NCHW itself: a memcpy */
+  dt_cpu_prim up, down;
+  dnnl_memory_t m_plain, m_layout;
+  dt_cpu_xfer *next;
+};
+
+/* ---- layouts and memory objects ---- */
+
+const dt_layout *dt_cpu_layout_intern(dt_cpu_backend *be, const dnnl_memory_desc_t *md) {
+  for (struct dt_layout *l = be->layouts; l; l = l->next)
+    if (dnnl_memory_desc_equal(&l->md, md)) return l;
+  struct dt_layout *l = dt_xcalloc(1, sizeof *l);
+  l->md = *md;
+  l->next = be->layouts;
+  be->layouts = l;
+  return l;
+}
+
+dnnl_memory_desc_t dt_cpu_md(int ndims, const dnnl_dim_t *dims, dnnl_format_tag_t tag) {
+  dnnl_memory_desc_t md;
+  DT_DNNL_CHECK(dnnl_memory_desc_init_by_tag(&md, ndims, dims, dnnl_f32, tag));
+  return md;
+}
+
+const dt_layout *dt_cpu_layout_plain(dt_backend *be, dt_shape s) {
+  if (s.n <= 0 || s.c <= 0 || s.h <= 0 || s.w <= 0)
+    DT_FATAL("layout_plain: bad shape (%d, %d, %d, %d)", s.n, s.c, s.h, s.w);
+  dnnl_dims_t dims = {s.n, s.c, s.h, s.w};
+  dnnl_memory_desc_t md = dt_cpu_md(4, dims, dnnl_nchw);
+  return dt_cpu_layout_intern(dt_cpu_be(be), &md);
+}
+
+static size_t cpu_layout_bytes(const dt_layout *layout) {
+  return dnnl_memory_desc_get_size(&layout->md);
+}
+
+void dt_cpu_check_tensor(const dt_tensor *t, const dt_layout *expected, const char *what) {
+  if (!t || !t->data) DT_FATAL("%s: missing tensor or buffer", what);
+  if (t->layout != expected && !(t->layout && dnnl_memory_desc_equal(&t->layout->md, &expected->md)))
+    DT_FATAL("%s: tensor (%d, %d, %d, %d) does not have the layout the op was created for", what,
+             t->shape.n, t->shape.c, t->shape.h, t->shape.w);
+}
+
+dnnl_memory_t dt_cpu_mem(dt_cpu_backend *be, const dnnl_memory_desc_t *md) {
+  dnnl_memory_t m;
+  DT_DNNL_CHECK(dnnl_memory_create(&m, md, be->engine, DNNL_MEMORY_NONE));
+  return m;
+}
+
+void dt_cpu_mem_free(dnnl_memory_t *mem) {
+  if (*mem) DT_DNNL_CHECK(dnnl_memory_destroy(*mem));
+  *mem = NULL;
+}
+
+void dt_cpu_bind(dt_cpu_backend *be, dnnl_memory_t mem, const void *ptr) {
+  /* oneDNN never writes through a memory object that is only read; the cast is its API. */
+  DT_DNNL_CHECK(dnnl_memory_set_data_handle_v2(mem, (void *)ptr, be->stream));
+}
+
+/* ---- primitives ---- */
+
+static dnnl_primitive_attr_t cpu_attr(const_dnnl_post_ops_t post_ops) {
+  dnnl_primitive_attr_t attr;
+  DT_DNNL_CHECK(dnnl_primitive_attr_create(&attr));
+  DT_DNNL_CHECK(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
+  if (post_ops) DT_DNNL_CHECK(dnnl_primitive_attr_set_post_ops(attr, post_ops));
+  return attr;
+}
+
+/* Create the primitive of p->pd and grow the shared scratchpad to what it needs. */
+static void cpu_prim_finish(dt_cpu_backend *be, dt_cpu_prim *p) {
+  DT_DNNL_CHECK(dnnl_primitive_create(&p->prim, p->pd));
+  const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(p->pd, dnnl_query_scratchpad_md, 0);
+  size_t bytes = smd ? dnnl_memory_desc_get_size(smd) : 0;
+  p->scratch = NULL;
+  if (bytes == 0) return;
+  p->scratch = dt_cpu_mem(be, smd);
+  if (bytes > be->scratchpad_bytes) {
+    free(be->scratchpad);
+    be->scratchpad = dt_xaligned(bytes);
+    be->scratchpad_bytes = bytes;
+  }
+}
+
+void dt_cpu_prim_create(dt_cpu_backend *be, dt_cpu_prim *p, const void *op_desc,
+                        const_dnnl_post_ops_t post_ops, const_dnnl_primitive_desc_t hint,
+                        const char *what) {
+  dnnl_primitive_attr_t attr = cpu_attr(post_ops);
+  dnnl_status_t s = dnnl_primitive_desc_create(&p->pd, op_desc, attr, be->engine, hint);
+  DT_DNNL_CHECK(dnnl_primitive_attr_destroy(attr));
+  if (s != dnnl_success)
+    DT_FATAL("oneDNN cannot create %s: %s", what, dnnl_status2str(s));
+  cpu_prim_finish(be, p);
+}
+
+void dt_cpu_prim_reorder(dt_cpu_backend *be, dt_cpu_prim *p, const dnnl_memory_desc_t *from,
+                         const dnnl_memory_desc_t *to, const char *what) {
+  dnnl_primitive_attr_t attr = cpu_attr(NULL);
+  dnnl_status_t s =
+      dnnl_reorder_primitive_desc_create(&p->pd, from, be->engine, to, be->engine, attr);
+  DT_DNNL_CHECK(dnnl_primitive_attr_destroy(attr));
+  if (s != dnnl_success)
+    DT_FATAL("oneDNN cannot create the reorder of %s: %s", what, dnnl_status2str(s));
+  cpu_prim_finish(be, p);
+}
+
+dnnl_memory_desc_t dt_cpu_prim_md(const dt_cpu_prim *p, dnnl_query_t what, int index) {
+  const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(p->pd, what, index);
+  if (!md) DT_FATAL("oneDNN primitive has no memory descriptor for query %d", (int)what);
+  return *md;
+}
+
+void dt_cpu_prim_exec(dt_cpu_backend *be, const dt_cpu_prim *p, int nargs,
+                      const dnnl_exec_arg_t *args) {
+  dnnl_exec_arg_t all[13];
+  if (nargs > 12) DT_FATAL("dt_cpu_prim_exec: %d arguments (at most 12)", nargs);
+  memcpy(all, args, sizeof(dnnl_exec_arg_t) * (size_t)nargs);
+  if (p->scratch) {
+    dt_cpu_bind(be, p->scratch, be->scratchpad);
+    all[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, p->scratch};
+  }
+  DT_DNNL_CHECK(dnnl_primitive_execute(p->prim, be->stream, nargs, all));
+  DT_DNNL_CHECK(dnnl_stream_wait(be->stream));
+}
+
+void dt_cpu_prim_free(dt_cpu_prim *p) {
+  if (p->prim) DT_DNNL_CHECK(dnnl_primitive_destroy(p->prim));
+  if (p->pd) DT_DNNL_CHECK(dnnl_primitive_desc_destroy(p->pd));
+  dt_cpu_mem_free(&p->scratch);
+  p->prim = NULL;
+  p->pd = NULL;
+}
+
+/* ---- parameter reorders ---- */
+
+void dt_cpu_reorder_init(dt_cpu_backend *be, dt_cpu_reorder *r, const dnnl_memory_desc_t *from,
+                         const dnnl_memory_desc_t *to, const char *what) {
+  memset(r, 0, sizeof *r);
+  r->same = dnnl_memory_desc_equal(from, to);
+  if (r->same) return;
+  dt_cpu_prim_reorder(be, &r->re, from, to, what);
+  r->from = dt_cpu_mem(be, from);
+  r->to = dt_cpu_mem(be, to);
+}
+
+void dt_cpu_reorder_run(dt_cpu_backend *be, const dt_cpu_reorder *r, const void *src, void *dst) {
+  dt_cpu_bind(be, r->from, src);
+  dt_cpu_bind(be, r->to, dst);
+  dnnl_exec_arg_t args[] = {{DNNL_ARG_FROM, r->from}, {DNNL_ARG_TO, r->to}};
+  dt_cpu_prim_exec(be, &r->re, 2, args);
+}
+
+void dt_cpu_reorder_free(dt_cpu_reorder *r) {
+  dt_cpu_prim_free(&r->re);
+  dt_cpu_mem_free(&r->from);
+  dt_cpu_mem_free(&r->to);
+}
+
+/* ---- ops ---- */
+
+void dt_cpu_op_register(dt_cpu_backend *be, dt_op *op, void (*release)(dt_op *op)) {
+  op->be = be;
+  op->release = release;
+  op->prev = NULL;
+  op->next = be->ops;
+  if (be->ops) be->ops->prev = op;
+  be->ops = op;
+}
+
+void dt_cpu_op_free(dt_op *op) {
+  if (!op) return;
+  dt_cpu_backend *be = op->be;
+  if (op->prev) op->prev->next = op->next;
+  else be->ops = op->next;
+  if (op->next) op->next->prev = op->prev;
+  op->release(op);
+  free(op);
+}
+
+/* ---- memory ---- */
+
+static void *cpu_alloc(dt_backend *be, size_t bytes) {
+  (void)be;
+  void *p = dt_xaligned(bytes);
+  memset(p, 0, bytes);
+  return p;
+}
+
+static void cpu_free(dt_backend *be, void *ptr) {
+  (void)be;
+  free(ptr);
+}
+
+static void cpu_zero(dt_backend *be, void *ptr, size_t bytes) {
+  (void)be;
+  memset(ptr, 0, bytes);
+}
+
+static void cpu_copy(dt_backend *be, void *dst, const void *src, size_t bytes) {
+  (void)be;
+  memcpy(dst, src, bytes);
+}
+
+static dt_cpu_xfer *cpu_xfer_get(dt_cpu_backend *be, const dt_layout *layout) {
+  for (dt_cpu_xfer *x = be->xfers; x; x = x->next)
+    if (x->layout == layout) return x;
+  const dnnl_memory_desc_t *md = &layout->md;
+  if (md->ndims != 4) DT_FATAL("upload/download: layout has %d dimensions, not 4", md->ndims);
+  dnnl_memory_desc_t plain = dt_cpu_md(4, md->dims, dnnl_nchw);
+  dt_cpu_xfer *x = dt_xcalloc(1, sizeof *x);
+  x->layout = layout;
+  x->plain = dnnl_memory_desc_equal(&plain, md);
+  if (!x->plain) {
+    char what[96];
+    snprintf(what, sizeof what, "tensor (%ld, %ld, %ld, %ld) to or from NCHW", (long)md->dims[0],
+             (long)md->dims[1], (long)md->dims[2], (long)md->dims[3]);
+    dt_cpu_prim_reorder(be, &x->up, &plain, md, what);
+    dt_cpu_prim_reorder(be, &x->down, md, &plain, what);
+    x->m_plain = dt_cpu_mem(be, &plain);
+    x->m_layout = dt_cpu_mem(be, md);
+  }
+  x->next = be->xfers;
+  be->xfers = x;
+  return x;
+}
+
+static void cpu_upload(dt_backend *bep, const float *nchw_host, dt_tensor *dst) {
+  dt_cpu_backend *be = dt_cpu_be(bep);
+  dt_cpu_xfer *x = cpu_xfer_get(be, dst->layout);
+  if (x->plain) {
+    memcpy(dst->data, nchw_host, sizeof(float) * dt_shape_count(dst->shape));
+    return;
+  }
+  dt_cpu_bind(be, x->m_plain, nchw_host);
+  dt_cpu_bind(be, x->m_layout, dst->data);
+  dnnl_exec_arg_t args[] = {{DNNL_ARG_FROM, x->m_plain}, {DNNL_ARG_TO, x->m_layout}};
+  dt_cpu_prim_exec(be, &x->up, 2, args);
+}
+
+static void cpu_download(dt_backend *bep, const dt_tensor *src, float *nchw_host) {
+  dt_cpu_backend *be = dt_cpu_be(bep);
+  dt_cpu_xfer *x = cpu_xfer_get(be, src->layout);
+  if (x->plain) {
+    memcpy(nchw_host, src->data, sizeof(float) * dt_shape_count(src->shape));
+    return;
+  }
+  dt_cpu_bind(be, x->m_layout, src->data);
+  dt_cpu_bind(be, x->m_plain, nchw_host);
+  dnnl_exec_arg_t args[] = {{DNNL_ARG_FROM, x->m_layout}, {DNNL_ARG_TO, x->m_plain}};
+  dt_cpu_prim_exec(be, &x->down, 2, args);
+}
+
+/* ---- loss ---- */
+
+/* Soft-target cross-entropy on plain logits (N, K): loss_i = -sum_k t_ik log_softmax(z_i)_k,
+ * dlogits = (softmax(z) - t) * grad_scale. Tiny (N K values), so plain loops in double. */
+static void cpu_xent(dt_backend *be, const dt_tensor *logits, const float *targets, int n, int k,
+                     float grad_scale, dt_tensor *dlogits, float *loss_host) {
+  (void)be;
+  const float *z = logits->data;
+  float *dz = dlogits ? dlogits->data : NULL;
+  for (int i = 0; i < n; i++) {
+    const float *zi = z + (size_t)i * k, *ti = targets + (size_t)i * k;
+    double zmax = zi[0];
+    for (int j = 1; j < k; j++) zmax = fmax(zmax, zi[j]);
+    double sum = 0;
+    for (int j = 0; j < k; j++) sum += exp(zi[j] - zmax);
+    double lse = zmax + log(sum), loss = 0;
+    for (int j = 0; j < k; j++) loss -= ti[j] * (zi[j] - lse);
+    if (loss_host) loss_host[i] = (float)loss;
+    if (dz)
+      for (int j = 0; j < k; j++)
+        dz[(size_t)i * k + j] = (float)((exp(zi[j] - lse) - ti[j]) * grad_scale);
+  }
+}
+
+/* ---- the backend ---- */
+
+static void cpu_destroy(dt_backend *bep) {
+  if (!bep) return;
+  dt_cpu_backend *be = dt_cpu_be(bep);
+  while (be->ops) dt_cpu_op_free(be->ops);
+  for (dt_cpu_xfer *x = be->xfers, *next; x; x = next) {
+    next = x->next;
+    dt_cpu_prim_free(&x->up);
+    dt_cpu_prim_free(&x->down);
+    dt_cpu_mem_free(&x->m_plain);
+    dt_cpu_mem_free(&x->m_layout);
+    free(x);
+  }
+  for (struct dt_layout *l = be->layouts, *next; l; l = next) {
+    next = l->next;
+    free(l);
+  }
+  free(be->scratchpad);
+  DT_DNNL_CHECK(dnnl_stream_destroy(be->stream));
+  DT_DNNL_CHECK(dnnl_engine_destroy(be->engine));
+  free(be);
+}
+
+static const dt_backend_ops cpu_ops = {
+    .name = "cpu",
+    .destroy = cpu_destroy,
+    .layout_plain = dt_cpu_layout_plain,
+    .layout_bytes = cpu_layout_bytes,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .zero = cpu_zero,
+    .to_device = cpu_copy,
+    .to_host = cpu_copy,
+    .upload = cpu_upload,
+    .download = cpu_download,
+    .conv_create = dt_cpu_conv_create,
+    .conv_forward = dt_cpu_conv_forward,
+    .conv_backward_data = dt_cpu_conv_backward_data,
+    .conv_backward_weights = dt_cpu_conv_backward_weights,
+    .bn_create = dt_cpu_bn_create,
+    .bn_forward_train = dt_cpu_bn_forward_train,
+    .bn_forward_infer = dt_cpu_bn_forward_infer,
+    .bn_backward = dt_cpu_bn_backward,
+    .eltwise_create = dt_cpu_eltwise_create,
+    .relu_forward = dt_cpu_relu_forward,
+    .relu_backward = dt_cpu_relu_backward,
+    .add = dt_cpu_add,
+    .accumulate = dt_cpu_accumulate,
+    .gap_create = dt_cpu_gap_create,
+    .gap_forward = dt_cpu_gap_forward,
+    .gap_backward = dt_cpu_gap_backward,
+    .linear_create = dt_cpu_linear_create,
+    .linear_forward = dt_cpu_linear_forward,
+    .linear_backward = dt_cpu_linear_backward,
+    .xent = cpu_xent,
+    .op_free = dt_cpu_op_free,
+};
+
+dt_backend *dt_backend_cpu_create(int threads) {
+  /* oneDNN here is built on OpenMP: its thread count is OpenMP's. Set it before any
+   * primitive is created, since primitives pick their blocking for the thread count. */
+  if (threads > 0) omp_set_num_threads(threads);
+  dt_cpu_backend *be = dt_xcalloc(1, sizeof *be);
+  be->base.ops = &cpu_ops;
+  be->base.threads = threads > 0 ? threads : omp_get_max_threads();
+  DT_DNNL_CHECK(dnnl_engine_create(&be->engine, dnnl_cpu, 0));
+  DT_DNNL_CHECK(dnnl_stream_create(&be->stream, be->engine, dnnl_stream_default_flags));
+  return &be->base;
+}

@@ -1,0 +1,201 @@
+/* cpu_conv.c: convolution on oneDNN. The forward primitive takes its input in the layout it
+ * is given and chooses its output layout (nChw8c on AVX2); backward-data and backward-weights
+ * use the forward's layouts for the gradients, so activations are never reordered. Weights
+ * stay plain OIHW (goihw with groups) in the caller's arrays and are reordered into the
+ * primitive's layout on every call (they are small); weight gradients are reordered back. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu/cpu_internal.h"
+
+typedef struct {
+  dt_op base;
+  dt_conv_params p;
+  const dt_layout *x, *y;  /* (N, C, H, W) and (N, K, P, Q) */
+  dt_cpu_prim fwd;         /* y = conv(x, w) */
+  dt_cpu_prim fwd_acc;     /* y += conv(x, w): the same with a sum post-op */
+  dt_cpu_prim bwd_data;    /* only with need_dx */
+  dt_cpu_prim bwd_weights;
+  /* Weight reorders: plain -> forward layout, plain -> backward-data layout, and the weight
+   * gradient's layout -> plain; each with the op's buffer for the non-plain side. */
+  dt_cpu_reorder w_fwd, w_bwd, dw;
+  float *w_fwd_buf, *w_bwd_buf, *dw_buf;
+  /* Memory objects, pointed at the caller's buffers on each call. */
+  dnnl_memory_t m_x, m_y, m_w_fwd, m_w_bwd, m_dw;
+} cpu_conv;
+
+static void conv_release(dt_op *op) {
+  cpu_conv *c = (cpu_conv *)op;
+  dt_cpu_prim_free(&c->fwd);
+  dt_cpu_prim_free(&c->fwd_acc);
+  dt_cpu_prim_free(&c->bwd_data);
+  dt_cpu_prim_free(&c->bwd_weights);
+  dt_cpu_reorder_free(&c->w_fwd);
+  dt_cpu_reorder_free(&c->w_bwd);
+  dt_cpu_reorder_free(&c->dw);
+  free(c->w_fwd_buf);
+  free(c->w_bwd_buf);
+  free(c->dw_buf);
+  dt_cpu_mem_free(&c->m_x);
+  dt_cpu_mem_free(&c->m_y);
+  dt_cpu_mem_free(&c->m_w_fwd);
+  dt_cpu_mem_free(&c->m_w_bwd);
+  dt_cpu_mem_free(&c->m_dw);
+}
+
+/* The op's buffer for a non-plain weight layout (NULL when the plain array is used). */
+static float *conv_wbuf(const dt_cpu_reorder *r, const dnnl_memory_desc_t *md) {
+  if (r->same) return NULL;
+  size_t bytes = dnnl_memory_desc_get_size(md);
+  float *p = dt_xaligned(bytes);
+  memset(p, 0, bytes);
+  return p;
+}
+
+dt_op *dt_cpu_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_layout *x,
+                          const dt_layout **y) {
+  dt_cpu_backend *be = dt_cpu_be(bep);
+  int g = p->groups > 0 ? p->groups : 1;
+  if (p->c % g || p->k % g || p->stride < 1 || p->pad < 0)
+    DT_FATAL("conv_create: bad parameters (C %d, K %d, groups %d, stride %d, pad %d)", p->c, p->k,
+             g, p->stride, p->pad);
+  int oh = (p->h + 2 * p->pad - p->r) / p->stride + 1;
+  int ow = (p->w + 2 * p->pad - p->s) / p->stride + 1;
+  if (oh < 1 || ow < 1) DT_FATAL("conv_create: empty output for input %dx%d", p->h, p->w);
+  const dnnl_memory_desc_t *xmd = &x->md;
+  if (xmd->ndims != 4 || xmd->dims[0] != p->n || xmd->dims[1] != p->c || xmd->dims[2] != p->h ||
+      xmd->dims[3] != p->w)
+    DT_FATAL("conv_create: input layout does not match (%d, %d, %d, %d)", p->n, p->c, p->h, p->w);
+
+  char what[160];
+  snprintf(what, sizeof what,
+           "convolution x (%d, %d, %d, %d) w (%d, %d, %d, %d) stride %d pad %d groups %d", p->n,
+           p->c, p->h, p->w, p->k, p->c / g, p->r, p->s, p->stride, p->pad, g);
+
+  cpu_conv *c = dt_xcalloc(1, sizeof *c);
+  dt_cpu_op_register(be, &c->base, conv_release);
+  c->p = *p;
+  c->p.groups = g;
+
+  /* Plain weights: OIHW (K, C, R, S), or goihw (G, K/G, C/G, R, S) with groups. */
+  dnnl_memory_desc_t w_plain, w_any, y_any;
+  if (g == 1) {
+    dnnl_dims_t wd = {p->k, p->c, p->r, p->s};
+    w_plain = dt_cpu_md(4, wd, dnnl_oihw);
+    w_any = dt_cpu_md(4, wd, dnnl_format_tag_any);
+  } else {
+    dnnl_dims_t wd = {g, p->k / g, p->c / g, p->r, p->s};
+    w_plain = dt_cpu_md(5, wd, dnnl_goihw);
+    w_any = dt_cpu_md(5, wd, dnnl_format_tag_any);
+  }
+  dnnl_dims_t yd = {p->n, p->k, oh, ow};
+  y_any = dt_cpu_md(4, yd, dnnl_format_tag_any);
+  dnnl_dims_t strides = {p->stride, p->stride}, pad = {p->pad, p->pad};
+
+  dnnl_convolution_desc_t d;
+  DT_DNNL_CHECK(dnnl_convolution_forward_desc_init(&d, dnnl_forward_training,
+                                                   dnnl_convolution_direct, xmd, &w_any, NULL,
+                                                   &y_any, strides, pad, pad));
+  char fwhat[200];
+  snprintf(fwhat, sizeof fwhat, "%s forward", what);
+  dt_cpu_prim_create(be, &c->fwd, &d, NULL, NULL, fwhat);
+  dnnl_memory_desc_t w_fwd = dt_cpu_prim_md(&c->fwd, dnnl_query_weights_md, 0);
+  dnnl_memory_desc_t ymd = dt_cpu_prim_md(&c->fwd, dnnl_query_dst_md, 0);
+  c->x = x;
+  c->y = dt_cpu_layout_intern(be, &ymd);
+
+  /* The accumulating variant: the same layouts, with the residual summed into y. */
+  dnnl_post_ops_t po;
+  DT_DNNL_CHECK(dnnl_post_ops_create(&po));
+  DT_DNNL_CHECK(dnnl_post_ops_append_sum(po, 1.0f));
+  DT_DNNL_CHECK(dnnl_convolution_forward_desc_init(&d, dnnl_forward_training,
+                                                   dnnl_convolution_direct, xmd, &w_fwd, NULL,
+                                                   &ymd, strides, pad, pad));
+  snprintf(fwhat, sizeof fwhat, "%s forward with residual sum", what);
+  dt_cpu_prim_create(be, &c->fwd_acc, &d, po, NULL, fwhat);
+  DT_DNNL_CHECK(dnnl_post_ops_destroy(po));
+
+  dt_cpu_reorder_init(be, &c->w_fwd, &w_plain, &w_fwd, fwhat);
+  c->w_fwd_buf = conv_wbuf(&c->w_fwd, &w_fwd);
+  c->m_x = dt_cpu_mem(be, xmd);
+  c->m_y = dt_cpu_mem(be, &ymd);
+  c->m_w_fwd = dt_cpu_mem(be, &w_fwd);
+
+  if (p->need_dx) {
+    DT_DNNL_CHECK(dnnl_convolution_backward_data_desc_init(
+        &d, dnnl_convolution_direct, xmd, &w_any, &ymd, strides, pad, pad));
+    snprintf(fwhat, sizeof fwhat, "%s backward data", what);
+    dt_cpu_prim_create(be, &c->bwd_data, &d, NULL, c->fwd.pd, fwhat);
+    dnnl_memory_desc_t w_bwd = dt_cpu_prim_md(&c->bwd_data, dnnl_query_weights_md, 0);
+    dt_cpu_reorder_init(be, &c->w_bwd, &w_plain, &w_bwd, fwhat);
+    c->w_bwd_buf = conv_wbuf(&c->w_bwd, &w_bwd);
+    c->m_w_bwd = dt_cpu_mem(be, &w_bwd);
+  }
+
+  DT_DNNL_CHECK(dnnl_convolution_backward_weights_desc_init(
+      &d, dnnl_convolution_direct, xmd, &w_any, NULL, &ymd, strides, pad, pad));
+  snprintf(fwhat, sizeof fwhat, "%s backward weights", what);
+  dt_cpu_prim_create(be, &c->bwd_weights, &d, NULL, c->fwd.pd, fwhat);
+  dnnl_memory_desc_t dw = dt_cpu_prim_md(&c->bwd_weights, dnnl_query_diff_weights_md, 0);
+  dt_cpu_reorder_init(be, &c->dw, &dw, &w_plain, fwhat);
+  c->dw_buf = conv_wbuf(&c->dw, &dw);
+  c->m_dw = dt_cpu_mem(be, &dw);
+
+  *y = c->y;
+  return &c->base;
+}
+
+void dt_cpu_conv_forward(dt_op *op, const dt_tensor *x, const float *w, dt_tensor *y,
+                         bool accumulate) {
+  cpu_conv *c = (cpu_conv *)op;
+  dt_cpu_backend *be = op->be;
+  dt_cpu_check_tensor(x, c->x, "conv_forward x");
+  dt_cpu_check_tensor(y, c->y, "conv_forward y");
+  const void *wk = w;
+  if (!c->w_fwd.same) {
+    dt_cpu_reorder_run(be, &c->w_fwd, w, c->w_fwd_buf);
+    wk = c->w_fwd_buf;
+  }
+  dt_cpu_bind(be, c->m_x, x->data);
+  dt_cpu_bind(be, c->m_w_fwd, wk);
+  dt_cpu_bind(be, c->m_y, y->data);
+  dnnl_exec_arg_t args[] = {
+      {DNNL_ARG_SRC, c->m_x}, {DNNL_ARG_WEIGHTS, c->m_w_fwd}, {DNNL_ARG_DST, c->m_y}};
+  dt_cpu_prim_exec(be, accumulate ? &c->fwd_acc : &c->fwd, 3, args);
+}
+
+void dt_cpu_conv_backward_data(dt_op *op, const dt_tensor *dy, const float *w, dt_tensor *dx) {
+  cpu_conv *c = (cpu_conv *)op;
+  dt_cpu_backend *be = op->be;
+  if (!c->p.need_dx) DT_FATAL("conv_backward_data on a convolution created without need_dx");
+  dt_cpu_check_tensor(dy, c->y, "conv_backward_data dy");
+  dt_cpu_check_tensor(dx, c->x, "conv_backward_data dx");
+  const void *wk = w;
+  if (!c->w_bwd.same) {
+    dt_cpu_reorder_run(be, &c->w_bwd, w, c->w_bwd_buf);
+    wk = c->w_bwd_buf;
+  }
+  dt_cpu_bind(be, c->m_y, dy->data);
+  dt_cpu_bind(be, c->m_w_bwd, wk);
+  dt_cpu_bind(be, c->m_x, dx->data);
+  dnnl_exec_arg_t args[] = {{DNNL_ARG_DIFF_DST, c->m_y},
+                            {DNNL_ARG_WEIGHTS, c->m_w_bwd},
+                            {DNNL_ARG_DIFF_SRC, c->m_x}};
+  dt_cpu_prim_exec(be, &c->bwd_data, 3, args);
+}
+
+void dt_cpu_conv_backward_weights(dt_op *op, const dt_tensor *x, const dt_tensor *dy, float *dw) {
+  cpu_conv *c = (cpu_conv *)op;
+  dt_cpu_backend *be = op->be;
+  dt_cpu_check_tensor(x, c->x, "conv_backward_weights x");
+  dt_cpu_check_tensor(dy, c->y, "conv_backward_weights dy");
+  void *dwk = c->dw.same ? (void *)dw : (void *)c->dw_buf;
+  dt_cpu_bind(be, c->m_x, x->data);
+  dt_cpu_bind(be, c->m_y, dy->data);
+  dt_cpu_bind(be, c->m_dw, dwk);
+  dnnl_exec_arg_t args[] = {
+      {DNNL_ARG_SRC, c->m_x}, {DNNL_ARG_DIFF_DST, c->m_y}, {DNNL_ARG_DIFF_WEIGHTS, c->m_dw}};
+  dt_cpu_prim_exec(be, &c->bwd_weights, 3, args);
+  if (!c->dw.same) dt_cpu_reorder_run(be, &c->dw, c->dw_buf, dw);
+}

@@ -1,0 +1,142 @@
+/* cpu_internal.h: private pieces shared by the files of the oneDNN CPU backend (src/cpu/).
+ *
+ * Every op keeps its primitives and dnnl memory objects from *_create; the memory objects
+ * are created without a buffer (DNNL_MEMORY_NONE) and pointed at the caller's tensors on each
+ * call, so running an op allocates nothing and creates nothing. All primitives use a user
+ * scratchpad: one buffer per backend, grown to the largest need, shared by every primitive
+ * (the backend runs one primitive at a time). */
+#ifndef DT_CPU_INTERNAL_H
+#define DT_CPU_INTERNAL_H
+
+#include <oneapi/dnnl/dnnl.h>
+#include <oneapi/dnnl/dnnl_debug.h>
+
+#include "backend.h"
+
+/* Every oneDNN call goes through this: a failure is a runtime error (DESIGN "Errors"). */
+#define DT_DNNL_CHECK(expr)                                                         \
+  do {                                                                              \
+    dnnl_status_t dt_dnnl_s_ = (expr);                                              \
+    if (dt_dnnl_s_ != dnnl_success)                                                 \
+      DT_FATAL("oneDNN call %s failed: %s", #expr, dnnl_status2str(dt_dnnl_s_));    \
+  } while (0)
+
+/* A storage order: one oneDNN memory descriptor. Layouts are interned per backend (equal
+ * descriptors give the same pointer) and freed with it. */
+struct dt_layout {
+  dnnl_memory_desc_t md;
+  struct dt_layout *next;
+};
+
+typedef struct dt_cpu_xfer dt_cpu_xfer;
+
+typedef struct {
+  dt_backend base; /* first: a dt_backend * is a dt_cpu_backend * */
+  dnnl_engine_t engine;
+  dnnl_stream_t stream;
+  struct dt_layout *layouts; /* interned layouts */
+  dt_cpu_xfer *xfers;        /* upload / download reorders, one per layout */
+  dt_op *ops;                /* live ops, freed by destroy if the caller has not */
+  void *scratchpad;          /* shared user scratchpad of every primitive */
+  size_t scratchpad_bytes;
+} dt_cpu_backend;
+
+/* Common head of every op; each kind embeds it as its first member. */
+struct dt_op {
+  dt_cpu_backend *be;
+  void (*release)(dt_op *op); /* frees the kind's primitives and buffers, not the struct */
+  dt_op *prev, *next;
+};
+
+/* A primitive with its descriptor and the memory object of its scratchpad (NULL if none). */
+typedef struct {
+  dnnl_primitive_desc_t pd;
+  dnnl_primitive_t prim;
+  dnnl_memory_t scratch;
+} dt_cpu_prim;
+
+/* A reorder of a small parameter array (weights, their gradients) between the plain logical
+ * layout and the layout a primitive chose. `same` means no reorder is needed: the primitive
+ * reads or writes the caller's array directly. */
+typedef struct {
+  bool same;
+  dt_cpu_prim re;
+  dnnl_memory_t from, to;
+} dt_cpu_reorder;
+
+static inline dt_cpu_backend *dt_cpu_be(dt_backend *be) { return (dt_cpu_backend *)be; }
+
+/* ---- layouts and memory objects (backend_cpu.c) ---- */
+const dt_layout *dt_cpu_layout_intern(dt_cpu_backend *be, const dnnl_memory_desc_t *md);
+const dt_layout *dt_cpu_layout_plain(dt_backend *be, dt_shape shape);
+/* Descriptor with the given dims and tag (f32). */
+dnnl_memory_desc_t dt_cpu_md(int ndims, const dnnl_dim_t *dims, dnnl_format_tag_t tag);
+/* Fatal unless the tensor has the expected layout (shape mistakes are programming errors). */
+void dt_cpu_check_tensor(const dt_tensor *t, const dt_layout *expected, const char *what);
+dnnl_memory_t dt_cpu_mem(dt_cpu_backend *be, const dnnl_memory_desc_t *md);
+void dt_cpu_mem_free(dnnl_memory_t *mem);
+void dt_cpu_bind(dt_cpu_backend *be, dnnl_memory_t mem, const void *ptr);
+
+/* ---- primitives ---- */
+/* Create the primitive of an op descriptor; post_ops may be NULL, hint is the forward
+ * primitive descriptor of a backward primitive. Fatal (naming `what`) if unimplemented. */
+void dt_cpu_prim_create(dt_cpu_backend *be, dt_cpu_prim *p, const void *op_desc,
+                        const_dnnl_post_ops_t post_ops, const_dnnl_primitive_desc_t hint,
+                        const char *what);
+void dt_cpu_prim_reorder(dt_cpu_backend *be, dt_cpu_prim *p, const dnnl_memory_desc_t *from,
+                         const dnnl_memory_desc_t *to, const char *what);
+/* Copy of the memory descriptor a primitive chose for one of its arguments. */
+dnnl_memory_desc_t dt_cpu_prim_md(const dt_cpu_prim *p, dnnl_query_t what, int index);
+/* Execute with the given arguments (the scratchpad is added here) and wait. At most 12. */
+void dt_cpu_prim_exec(dt_cpu_backend *be, const dt_cpu_prim *p, int nargs,
+                      const dnnl_exec_arg_t *args);
+void dt_cpu_prim_free(dt_cpu_prim *p);
+
+/* ---- parameter reorders ---- */
+void dt_cpu_reorder_init(dt_cpu_backend *be, dt_cpu_reorder *r, const dnnl_memory_desc_t *from,
+                         const dnnl_memory_desc_t *to, const char *what);
+void dt_cpu_reorder_run(dt_cpu_backend *be, const dt_cpu_reorder *r, const void *src, void *dst);
+void dt_cpu_reorder_free(dt_cpu_reorder *r);
+
+/* ---- ops ---- */
+void dt_cpu_op_register(dt_cpu_backend *be, dt_op *op, void (*release)(dt_op *op));
+void dt_cpu_op_free(dt_op *op);
+
+dt_op *dt_cpu_conv_create(dt_backend *be, const dt_conv_params *p, const dt_layout *x,
+                          const dt_layout **y);
+void dt_cpu_conv_forward(dt_op *op, const dt_tensor *x, const float *w, dt_tensor *y,
+                         bool accumulate);
+void dt_cpu_conv_backward_data(dt_op *op, const dt_tensor *dy, const float *w, dt_tensor *dx);
+void dt_cpu_conv_backward_weights(dt_op *op, const dt_tensor *x, const dt_tensor *dy, float *dw);
+
+dt_op *dt_cpu_bn_create(dt_backend *be, dt_shape shape, const dt_layout *x, float eps,
+                        bool fuse_relu);
+void dt_cpu_bn_forward_train(dt_op *op, const dt_tensor *x, const float *gamma,
+                             const float *beta, dt_tensor *y, float *save_mean, float *save_var,
+                             float *running_mean, float *running_var, float momentum);
+void dt_cpu_bn_forward_infer(dt_op *op, const dt_tensor *x, const float *gamma,
+                             const float *beta, const float *running_mean,
+                             const float *running_var, dt_tensor *y);
+void dt_cpu_bn_backward(dt_op *op, const dt_tensor *x, const dt_tensor *dy, const float *gamma,
+                        const float *save_mean, const float *save_var, dt_tensor *dx,
+                        float *dgamma, float *dbeta);
+
+dt_op *dt_cpu_eltwise_create(dt_backend *be, dt_shape shape, const dt_layout *x);
+void dt_cpu_relu_forward(dt_op *op, const dt_tensor *x, dt_tensor *y);
+void dt_cpu_relu_backward(dt_op *op, const dt_tensor *y, const dt_tensor *dy, dt_tensor *dx);
+void dt_cpu_add(dt_op *op, const dt_tensor *a, const dt_tensor *b, dt_tensor *y);
+void dt_cpu_accumulate(dt_op *op, const dt_tensor *src, dt_tensor *dst);
+
+dt_op *dt_cpu_gap_create(dt_backend *be, dt_shape x_shape, const dt_layout *x,
+                         const dt_layout **y);
+void dt_cpu_gap_forward(dt_op *op, const dt_tensor *x, dt_tensor *y);
+void dt_cpu_gap_backward(dt_op *op, const dt_tensor *dy, dt_tensor *dx);
+
+dt_op *dt_cpu_linear_create(dt_backend *be, dt_shape x_shape, const dt_layout *x, int k,
+                            const dt_layout **y);
+void dt_cpu_linear_forward(dt_op *op, const dt_tensor *x, const float *w, const float *b,
+                           dt_tensor *y);
+void dt_cpu_linear_backward(dt_op *op, const dt_tensor *x, const dt_tensor *dy, const float *w,
+                            dt_tensor *dx, float *dw, float *db);
+
+#endif

@@ -1,0 +1,254 @@
+/* loader.c: the epoch sampler, per-sample augmentation and the batch-preparing thread pool
+ * (DESIGN "One step, as data flows").
+ *
+ * Training batches: perm = dt_sampler_permutation(seed, epoch, train count); global batch b
+ * is perm[b*B, (b+1)*B), the last incomplete batch dropped; this rank takes entries
+ * [slice_offset, slice_offset + slice_count) of it. Each sample is augmented with the RNG
+ * keyed by (seed, epoch, sample index). Targets are one-hot.
+ *
+ * Evaluation batches: the test split in order; global batch b is [b*B, b*B + L) with
+ * L = min(B, count - b*B). The rank's slice is scaled to the actual batch length:
+ *   [floor(slice_offset * L / B), floor((slice_offset + slice_count) * L / B))
+ * For a full batch (L = B) that is the slice itself. For the last, short batch it gives rank
+ * i of R equal slices (offset i*B/R) the range [floor(i*L/R), floor((i+1)*L/R)), and in
+ * general any set of slices that tiles [0, B) is mapped onto ranges that tile [0, L), so each
+ * test image is counted exactly once whatever the world size. A rank may get n = 0 images in
+ * a short batch; global_n is L.
+ *
+ * Threads: cfg->threads workers fill a ring of threads + 1 batch slots (at least double
+ * buffering). Step s of the epoch always goes to slot (s - first_step) mod slots, and workers
+ * claim steps in order only when that slot is free, so dt_loader_next hands the batches out
+ * in step order. The content of a batch depends only on (seed, epoch, step, slice), never on
+ * which thread made it or when. dt_loader_start waits for the workers to finish the batches
+ * they are making, then discards everything prepared and begins the new epoch. */
+#include "data/loader.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rng.h"
+
+void dt_sampler_permutation(uint64_t seed, long epoch, int count, int *perm) {
+  for (int i = 0; i < count; i++) perm[i] = i;
+  dt_rng r = dt_rng_key(seed, DT_RNG_SHUFFLE, (uint64_t)epoch, 0);
+  for (int i = count - 1; i > 0; i--) {
+    int j = (int)dt_rng_below(&r, (uint64_t)i + 1);
+    int t = perm[i];
+    perm[i] = perm[j];
+    perm[j] = t;
+  }
+}
+
+void dt_augment_image(const dt_dataset *ds, const dt_split *split, int index,
+                      const dt_augment_cfg *aug, uint64_t seed, long epoch, float *out) {
+  const int C = split->channels, H = split->height, W = split->width;
+  const uint8_t *src = split->images + (size_t)index * C * H * W; // (C, H, W)
+  /* Crop origin in the padded image, (pad, pad) = no shift; torchvision draws top, then left. */
+  int top = 0, left = 0, pad = 0;
+  bool flip = false;
+  if (aug && (aug->random_crop || aug->hflip)) {
+    dt_rng r = dt_rng_key(seed, DT_RNG_AUGMENT, (uint64_t)epoch, (uint64_t)index);
+    if (aug->random_crop) {
+      pad = aug->crop_padding;
+      top = (int)dt_rng_below(&r, (uint64_t)(2 * pad + 1));
+      left = (int)dt_rng_below(&r, (uint64_t)(2 * pad + 1));
+    }
+    if (aug->hflip) flip = dt_rng_uniform(&r) < (double)aug->hflip_prob;
+  }
+  const int dy = top - pad, dx = left - pad; // out(y, x) = padded(y + top, x + left)
+  for (int c = 0; c < C; c++) {
+    const float mean = ds->mean[c], std = ds->std[c];
+    const float zero = (0.0f / 255.0f - mean) / std; /* a padding pixel, normalised */
+    const uint8_t *plane = src + (size_t)c * H * W;
+    float *o = out + (size_t)c * H * W;
+    for (int y = 0; y < H; y++) {
+      const int sy = y + dy;
+      for (int x = 0; x < W; x++) {
+        const int sx = (flip ? W - 1 - x : x) + dx;
+        float v = zero;
+        if (sy >= 0 && sy < H && sx >= 0 && sx < W)
+          v = ((float)plane[sy * W + sx] / 255.0f - mean) / std;
+        o[y * W + x] = v;
+      }
+    }
+  }
+}
+
+typedef enum { DT_SLOT_FREE, DT_SLOT_FILLING, DT_SLOT_READY, DT_SLOT_HELD } dt_slot_state;
+
+typedef struct {
+  dt_slot_state state;
+  dt_batch batch;
+} dt_slot;
+
+struct dt_loader {
+  dt_loader_cfg cfg;
+  const dt_split *split;
+  long steps;
+  size_t image_floats; /* C * H * W */
+  int *perm;           /* training permutation of the current epoch */
+  int nslots;
+  dt_slot *slots;
+  pthread_t *threads;
+  int nthreads;
+
+  pthread_mutex_t mu;
+  pthread_cond_t cv; /* every state change is broadcast; the pool is small */
+  bool active;       /* an epoch has been started */
+  bool resetting;    /* dt_loader_start is waiting for the workers to go idle */
+  bool quit;
+  int busy;          /* workers filling a slot */
+  long epoch, first, claim, head;
+  int held;          /* slot returned by the last dt_loader_next, or -1 */
+};
+
+/* The rank's entries of global batch `step` as a range of the split. Training: positions in
+ * perm. Evaluation: test indices. Returns the global batch length. */
+static int dt_loader_range(const dt_loader *ld, long step, long *begin, long *end) {
+  const long B = ld->cfg.global_batch;
+  if (ld->cfg.train) {
+    *begin = step * B + ld->cfg.slice_offset;
+    *end = *begin + ld->cfg.slice_count;
+    return (int)B;
+  }
+  const long L = DT_MIN(B, (long)ld->split->count - step * B);
+  *begin = step * B + (long)ld->cfg.slice_offset * L / B;
+  *end = step * B + (long)(ld->cfg.slice_offset + ld->cfg.slice_count) * L / B;
+  return (int)L;
+}
+
+static void dt_loader_fill(dt_loader *ld, long step, dt_batch *b) {
+  long begin, end;
+  b->global_n = dt_loader_range(ld, step, &begin, &end);
+  b->n = (int)(end - begin);
+  b->step = step;
+  const int K = ld->cfg.ds->classes;
+  memset(b->targets, 0, sizeof(float) * (size_t)b->n * K);
+  for (int i = 0; i < b->n; i++) {
+    const int index = ld->cfg.train ? ld->perm[begin + i] : (int)(begin + i);
+    dt_augment_image(ld->cfg.ds, ld->split, index, ld->cfg.train ? &ld->cfg.aug : NULL,
+                     ld->cfg.seed, ld->epoch, b->images + (size_t)i * ld->image_floats);
+    const int label = ld->split->labels[index];
+    b->labels[i] = label;
+    b->targets[(size_t)i * K + label] = 1.0f;
+  }
+}
+
+static bool dt_loader_can_claim(const dt_loader *ld) {
+  return ld->active && !ld->resetting && ld->claim < ld->steps &&
+         ld->slots[(ld->claim - ld->first) % ld->nslots].state == DT_SLOT_FREE;
+}
+
+static void *dt_loader_worker(void *arg) {
+  dt_loader *ld = arg;
+  pthread_mutex_lock(&ld->mu);
+  for (;;) {
+    while (!ld->quit && !dt_loader_can_claim(ld)) pthread_cond_wait(&ld->cv, &ld->mu);
+    if (ld->quit) break;
+    const long step = ld->claim++;
+    dt_slot *slot = &ld->slots[(step - ld->first) % ld->nslots];
+    slot->state = DT_SLOT_FILLING;
+    ld->busy++;
+    /* perm, epoch and the slot stay untouched while busy > 0 (dt_loader_start waits). */
+    pthread_mutex_unlock(&ld->mu);
+    dt_loader_fill(ld, step, &slot->batch);
+    pthread_mutex_lock(&ld->mu);
+    slot->state = DT_SLOT_READY;
+    ld->busy--;
+    pthread_cond_broadcast(&ld->cv);
+  }
+  pthread_mutex_unlock(&ld->mu);
+  return NULL;
+}
+
+dt_loader *dt_loader_create(const dt_loader_cfg *cfg) {
+  DT_CHECK(cfg->ds && cfg->global_batch > 0 && cfg->threads >= 1);
+  DT_CHECK(cfg->slice_offset >= 0 && cfg->slice_count > 0 &&
+           cfg->slice_offset + cfg->slice_count <= cfg->global_batch);
+  dt_loader *ld = dt_xcalloc(1, sizeof *ld);
+  ld->cfg = *cfg;
+  ld->split = cfg->train ? &cfg->ds->train : &cfg->ds->test;
+  const long count = ld->split->count, B = cfg->global_batch;
+  ld->steps = cfg->train ? count / B : (count + B - 1) / B;
+  ld->image_floats = (size_t)ld->split->channels * ld->split->height * ld->split->width;
+  ld->perm = cfg->train ? dt_xmalloc(sizeof(int) * (size_t)DT_MAX(count, 1L)) : NULL;
+  ld->nslots = cfg->threads + 1;
+  ld->slots = dt_xcalloc((size_t)ld->nslots, sizeof *ld->slots);
+  const size_t n = (size_t)cfg->slice_count, K = (size_t)cfg->ds->classes;
+  for (int s = 0; s < ld->nslots; s++) {
+    dt_batch *b = &ld->slots[s].batch;
+    b->images = dt_xaligned(sizeof(float) * n * ld->image_floats); // (n, C, H, W)
+    b->targets = dt_xmalloc(sizeof(float) * n * K);                // (n, K)
+    b->labels = dt_xmalloc(sizeof(int) * n);                       // (n)
+  }
+  ld->held = -1;
+  DT_CHECK(pthread_mutex_init(&ld->mu, NULL) == 0);
+  DT_CHECK(pthread_cond_init(&ld->cv, NULL) == 0);
+  ld->nthreads = cfg->threads;
+  ld->threads = dt_xcalloc((size_t)ld->nthreads, sizeof *ld->threads);
+  for (int t = 0; t < ld->nthreads; t++)
+    if (pthread_create(&ld->threads[t], NULL, dt_loader_worker, ld) != 0)
+      DT_FATAL("cannot start loader thread %d of %d", t + 1, ld->nthreads);
+  return ld;
+}
+
+long dt_loader_steps(const dt_loader *ld) { return ld->steps; }
+
+void dt_loader_start(dt_loader *ld, long epoch, long first_step) {
+  DT_CHECK(first_step >= 0);
+  pthread_mutex_lock(&ld->mu);
+  ld->resetting = true;
+  while (ld->busy > 0) pthread_cond_wait(&ld->cv, &ld->mu);
+  for (int s = 0; s < ld->nslots; s++) ld->slots[s].state = DT_SLOT_FREE;
+  ld->held = -1;
+  ld->epoch = epoch;
+  ld->first = ld->claim = ld->head = first_step;
+  if (ld->cfg.train)
+    dt_sampler_permutation(ld->cfg.seed, epoch, ld->split->count, ld->perm);
+  ld->resetting = false;
+  ld->active = true;
+  pthread_cond_broadcast(&ld->cv);
+  pthread_mutex_unlock(&ld->mu);
+}
+
+const dt_batch *dt_loader_next(dt_loader *ld) {
+  pthread_mutex_lock(&ld->mu);
+  if (ld->held >= 0) {
+    ld->slots[ld->held].state = DT_SLOT_FREE;
+    ld->held = -1;
+    pthread_cond_broadcast(&ld->cv);
+  }
+  if (!ld->active || ld->head >= ld->steps) {
+    pthread_mutex_unlock(&ld->mu);
+    return NULL;
+  }
+  const int s = (int)((ld->head - ld->first) % ld->nslots);
+  while (ld->slots[s].state != DT_SLOT_READY) pthread_cond_wait(&ld->cv, &ld->mu);
+  ld->slots[s].state = DT_SLOT_HELD;
+  ld->held = s;
+  ld->head++;
+  const dt_batch *b = &ld->slots[s].batch;
+  pthread_mutex_unlock(&ld->mu);
+  return b;
+}
+
+void dt_loader_free(dt_loader *ld) {
+  if (!ld) return;
+  pthread_mutex_lock(&ld->mu);
+  ld->quit = true;
+  pthread_cond_broadcast(&ld->cv);
+  pthread_mutex_unlock(&ld->mu);
+  for (int t = 0; t < ld->nthreads; t++) pthread_join(ld->threads[t], NULL);
+  pthread_cond_destroy(&ld->cv);
+  pthread_mutex_destroy(&ld->mu);
+  for (int s = 0; s < ld->nslots; s++) {
+    free(ld->slots[s].batch.images);
+    free(ld->slots[s].batch.targets);
+    free(ld->slots[s].batch.labels);
+  }
+  free(ld->slots);
+  free(ld->threads);
+  free(ld->perm);
+  free(ld);
+}

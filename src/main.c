@@ -1,0 +1,117 @@
+/* main.c: the dtrain command line. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "comm/comm.h"
+#include "config.h"
+#include "train.h"
+
+static const struct option long_options[] = {
+    {"set", required_argument, NULL, 's'},     {"device", required_argument, NULL, 'd'},
+    {"dry-run", no_argument, NULL, 'n'},       {"bench", required_argument, NULL, 'b'},
+    {"help", no_argument, NULL, 'h'},          {"help-config", no_argument, NULL, 'H'},
+    {"version", no_argument, NULL, 'V'},       {NULL, 0, NULL, 0},
+};
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: dtrain CONFIG.ini [options]\n"
+          "Trains an image classifier described by CONFIG.ini (see --help-config).\n\n"
+          "  --set SECTION.KEY=VALUE  override one configuration key (repeatable)\n"
+          "  --device cpu|cuda        compute device (default cpu)\n"
+          "  --dry-run                print the effective configuration and a model summary,\n"
+          "                           validate the dataset, and exit\n"
+          "  --bench STEPS            time STEPS training steps after a warm-up; prints\n"
+          "                           'bench_with_data: X images/s' and 'bench: X images/s'\n"
+          "  --help                   this text\n"
+          "  --help-config            every configuration key: type, default, range, meaning\n"
+          "  --version                print the version\n\n"
+          "examples:\n"
+          "  ./dtrain configs/quickstart.ini\n"
+          "  ./dtrain configs/quickstart.ini --set train.epochs=1 --set output.dir=runs/try\n"
+          "  mpirun -np 8 ./dtrain configs/resnext29.ini\n");
+}
+
+static int fail(const char *what) {
+  fprintf(stderr, "dtrain: %s\n", what);
+  return 1;
+}
+
+int main(int argc, char **argv) {
+  dt_comm *comm = dt_comm_init(&argc, &argv);
+  const char *sets[256];
+  int n_sets = 0;
+  const char *device_name = "cpu";
+  bool dry_run = false;
+  long bench_steps = 0;
+  int opt;
+  opterr = 0;
+  while ((opt = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
+    switch (opt) {
+      case 's':
+        if (n_sets == (int)DT_ARRAY_LEN(sets)) return fail("too many --set options");
+        sets[n_sets++] = optarg;
+        break;
+      case 'd':
+        device_name = optarg;
+        break;
+      case 'n':
+        dry_run = true;
+        break;
+      case 'b': {
+        char *end;
+        bench_steps = strtol(optarg, &end, 10);
+        if (*optarg == 0 || *end != 0 || bench_steps < 1 || bench_steps > 1000000) {
+          fprintf(stderr, "dtrain: --bench %s: expected a number of steps in [1, 1000000]\n", optarg);
+          return 1;
+        }
+        break;
+      }
+      case 'h':
+        usage(stdout);
+        return 0;
+      case 'H':
+        dt_config_help(stdout);
+        return 0;
+      case 'V':
+        printf("dtrain %s\n", DT_VERSION);
+        return 0;
+      default:
+        fprintf(stderr, "dtrain: unknown or incomplete option '%s' (see --help)\n", argv[optind - 1]);
+        return 1;
+    }
+  }
+  if (optind != argc - 1) {
+    usage(stderr);
+    return fail(optind >= argc ? "missing CONFIG.ini" : "expected exactly one CONFIG.ini");
+  }
+  dt_device device;
+  if (strcmp(device_name, "cpu") == 0)
+    device = DT_DEVICE_CPU;
+  else if (strcmp(device_name, "cuda") == 0)
+    device = DT_DEVICE_CUDA;
+  else {
+    fprintf(stderr, "dtrain: --device %s: expected cpu or cuda\n", device_name);
+    return 1;
+  }
+
+  dt_config cfg;
+  dt_config_defaults(&cfg);
+  if (dt_config_load(&cfg, argv[optind]) != DT_OK) return fail(dt_error_message());
+  for (int i = 0; i < n_sets; i++)
+    if (dt_config_set(&cfg, sets[i]) != DT_OK) return fail(dt_error_message());
+  if (dt_config_validate(&cfg) != DT_OK) return fail(dt_error_message());
+
+  int status;
+  if (dry_run)
+    status = dt_train_dry_run(&cfg);
+  else if (bench_steps > 0)
+    status = dt_train_bench(&cfg, device, bench_steps);
+  else
+    status = dt_train_run(&cfg, device);
+  dt_config_free(&cfg);
+  dt_comm_finalize(comm);
+  return status;
+}

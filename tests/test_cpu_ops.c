@@ -1,0 +1,901 @@
+/* test_cpu_ops.c: every op of the oneDNN CPU backend against the double-precision reference
+ * (tests/ref/ref_ops.c), in fp32 with a relative error in norm |a - b| / |b| below 1e-4.
+ *
+ * Each op is run on plain NCHW inputs and also on the layout a convolution produces (oneDNN's
+ * blocked nChw8c / nChw16c, channels padded to the block), since that is how the model chains
+ * them; a last test runs a small residual block (conv -> bn -> relu -> conv accumulating
+ * onto the skip -> gap -> linear -> cross-entropy) forward and backward and compares every
+ * intermediate. Outputs are pre-filled with garbage so an op that fails to overwrite them is
+ * caught. Shapes include odd channel counts and sizes, batch 1, stride 2, 1x1 kernels and
+ * groups; data comes from fixed seeds (tu_fill_uniform).
+ *
+ * Parameter-like arrays (weights, statistics, targets) go through alloc / to_device /
+ * to_host as the contract asks, so the same checks can later run on another backend.
+ * Failing checks are listed with op, shape and error; DT_TEST_VERBOSE=1 lists every check,
+ * DT_TEST_FILTER / DT_TEST_SKIP (cmocka patterns such as "test_bn") select tests. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "backend.h"
+#include "common.h"
+#include "ref/ref_ops.h"
+#include "rng.h"
+#include "testutil.h"
+
+#define TOL 1e-4
+#define BN_EPS 1e-5f
+#define BN_MOMENTUM 0.1f
+#define KINK_MARGIN 1e-3 /* ReLU inputs closer than this to 0 may flip sign in fp32 */
+
+/* ---- check bookkeeping: every check of a test runs, failures are listed at the end ---- */
+
+static struct {
+  int checks, failures;
+  double worst;
+  char worst_what[160];
+  bool verbose;
+} g_chk;
+
+static void chk_begin(void) {
+  g_chk.checks = g_chk.failures = 0;
+  g_chk.worst = 0;
+  g_chk.worst_what[0] = 0;
+  const char *v = getenv("DT_TEST_VERBOSE");
+  g_chk.verbose = v && *v && strcmp(v, "0") != 0;
+}
+
+static void chk_close(const char *what, const double *got, const double *want, size_t count) {
+  const double err = tu_rel_err_d(got, want, count);
+  const bool ok = err < TOL; /* false for NaN */
+  g_chk.checks++;
+  if (!ok || err > g_chk.worst) {
+    g_chk.worst = ok ? err : INFINITY;
+    snprintf(g_chk.worst_what, sizeof g_chk.worst_what, "%s", what);
+  }
+  if (!ok) g_chk.failures++;
+  if (!ok || g_chk.verbose)
+    print_message("  %s %-60s rel err %.2e\n", ok ? "ok  " : "FAIL", what, err);
+}
+
+static void chk_end(void) {
+  print_message("  %d checks, %d failed; worst rel err %.2e (%s)\n", g_chk.checks,
+                g_chk.failures, g_chk.worst, g_chk.worst_what);
+  assert_int_equal(g_chk.failures, 0);
+}
+
+/* ---- host arrays: the fp32 values the backend gets and the same values in double ---- */
+
+typedef struct {
+  size_t n;
+  float *f;
+  double *d;
+} hvec;
+
+static hvec hv_new(size_t n) {
+  hvec v = {n, dt_xcalloc(n ? n : 1, sizeof(float)), dt_xcalloc(n ? n : 1, sizeof(double))};
+  return v;
+}
+
+static hvec hv_rand(size_t n, uint64_t seed, float lo, float hi) {
+  hvec v = hv_new(n);
+  tu_fill_uniform(v.f, n, seed, lo, hi);
+  for (size_t i = 0; i < n; i++) v.d[i] = v.f[i];
+  return v;
+}
+
+static void hv_free(hvec *v) {
+  free(v->f);
+  free(v->d);
+}
+
+/* ---- backend memory ---- */
+
+static dt_tensor t_new(dt_backend *be, dt_shape s, const dt_layout *l) {
+  dt_tensor t = {s, l, be->ops->alloc(be, be->ops->layout_bytes(l))};
+  return t;
+}
+
+static void t_free(dt_backend *be, dt_tensor *t) { be->ops->free(be, t->data); }
+
+static void t_put(dt_backend *be, dt_tensor *t, const hvec *v) {
+  assert_int_equal(v->n, dt_shape_count(t->shape));
+  be->ops->upload(be, v->f, t);
+}
+
+/* Download as a malloc'ed double array in plain NCHW. */
+static double *t_get(dt_backend *be, const dt_tensor *t) {
+  const size_t n = dt_shape_count(t->shape);
+  float *f = dt_xcalloc(n, sizeof *f);
+  double *d = dt_xcalloc(n, sizeof *d);
+  be->ops->download(be, t, f);
+  for (size_t i = 0; i < n; i++) d[i] = f[i];
+  free(f);
+  return d;
+}
+
+/* A tensor of shape s in layout l holding random garbage (to see that outputs are
+ * overwritten). */
+static dt_tensor t_garbage(dt_backend *be, dt_shape s, const dt_layout *l, uint64_t seed) {
+  dt_tensor t = t_new(be, s, l);
+  hvec g = hv_rand(dt_shape_count(s), seed, -7, 7);
+  t_put(be, &t, &g);
+  hv_free(&g);
+  return t;
+}
+
+static float *p_new(dt_backend *be, const hvec *v) {
+  float *p = be->ops->alloc(be, v->n * sizeof(float));
+  be->ops->to_device(be, p, v->f, v->n * sizeof(float));
+  return p;
+}
+
+static double *p_get(dt_backend *be, const float *p, size_t n) {
+  float *f = dt_xcalloc(n, sizeof *f);
+  double *d = dt_xcalloc(n, sizeof *d);
+  be->ops->to_host(be, f, p, n * sizeof(float));
+  for (size_t i = 0; i < n; i++) d[i] = f[i];
+  free(f);
+  return d;
+}
+
+static void chk_tensor(dt_backend *be, const char *what, const dt_tensor *t, const double *want) {
+  double *got = t_get(be, t);
+  chk_close(what, got, want, dt_shape_count(t->shape));
+  free(got);
+}
+
+static void chk_param(dt_backend *be, const char *what, const float *p, const double *want,
+                      size_t n) {
+  double *got = p_get(be, p, n);
+  chk_close(what, got, want, n);
+  free(got);
+}
+
+/* ---- layouts under test ---- */
+
+/* Input layouts every op is tried with: plain NCHW, and what a convolution writes. */
+enum { LAYOUT_PLAIN, LAYOUT_CONV, LAYOUT_KINDS };
+static const char *const layout_name[LAYOUT_KINDS] = {"plain", "conv-out"};
+
+/* The layout of shape s in the given kind. For LAYOUT_CONV this is the output layout of a
+ * 1x1 convolution (C -> C) over plain input, which is kept alive in *keep (the contract
+ * does not promise that a layout outlives its op); free it with op_free. */
+static const dt_layout *layout_of(dt_backend *be, dt_shape s, int kind, dt_op **keep) {
+  *keep = NULL;
+  const dt_layout *plain = be->ops->layout_plain(be, s);
+  if (kind == LAYOUT_PLAIN) return plain;
+  const dt_conv_params p = {s.n, s.c, s.h, s.w, s.c, 1, 1, 1, 0, 1, false};
+  const dt_layout *y = NULL;
+  *keep = be->ops->conv_create(be, &p, plain, &y);
+  assert_non_null(*keep);
+  assert_non_null(y);
+  return y;
+}
+
+static void op_release(dt_backend *be, dt_op **op) {
+  if (*op) be->ops->op_free(*op);
+  *op = NULL;
+}
+
+/* ---- fixtures ---- */
+
+static int setup_backend(void **state) {
+  dt_backend *be = dt_backend_cpu_create(2);
+  if (!be) {
+    fprintf(stderr, "dt_backend_cpu_create failed: %s\n", dt_error_message());
+    return -1;
+  }
+  *state = be;
+  return 0;
+}
+
+static int teardown_backend(void **state) {
+  dt_backend *be = *state;
+  if (be) be->ops->destroy(be);
+  return 0;
+}
+
+/* ---- memory: upload / download / zero / to_device / to_host ---- */
+
+static void test_memory(void **state) {
+  dt_backend *be = *state;
+  chk_begin();
+  static const dt_shape shapes[] = {{2, 3, 7, 7}, {1, 17, 9, 9}, {3, 5, 1, 1}, {2, 16, 4, 4}};
+  for (size_t si = 0; si < DT_ARRAY_LEN(shapes); si++)
+    for (int kind = 0; kind < LAYOUT_KINDS; kind++) {
+      const dt_shape s = shapes[si];
+      dt_op *keep;
+      const dt_layout *l = layout_of(be, s, kind, &keep);
+      const size_t n = dt_shape_count(s);
+      assert_true(be->ops->layout_bytes(l) >= n * sizeof(float));
+      hvec v = hv_rand(n, 10 + si, -1, 1);
+      dt_tensor t = t_new(be, s, l);
+      t_put(be, &t, &v);
+      char what[160];
+      snprintf(what, sizeof what, "upload/download %dx%dx%dx%d %s", s.n, s.c, s.h, s.w,
+               layout_name[kind]);
+      double *got = t_get(be, &t);
+      /* A storage-order change must be exact. */
+      for (size_t i = 0; i < n; i++)
+        if (got[i] != v.d[i]) {
+          print_message("  FAIL %s: element %zu is %g, want %g\n", what, i, got[i], v.d[i]);
+          g_chk.failures++;
+          break;
+        }
+      g_chk.checks++;
+      free(got);
+      be->ops->zero(be, t.data, be->ops->layout_bytes(l));
+      hvec zero = hv_new(n);
+      snprintf(what, sizeof what, "zero %dx%dx%dx%d %s", s.n, s.c, s.h, s.w, layout_name[kind]);
+      chk_tensor(be, what, &t, zero.d);
+      float *p = p_new(be, &v);
+      snprintf(what, sizeof what, "to_device/to_host %zu floats", n);
+      chk_param(be, what, p, v.d, n);
+      be->ops->free(be, p);
+      t_free(be, &t);
+      hv_free(&v);
+      hv_free(&zero);
+      op_release(be, &keep);
+    }
+  chk_end();
+}
+
+/* ---- convolution ---- */
+
+static void conv_name(char *buf, size_t size, const dt_conv_params *p, const char *layout,
+                      const char *what) {
+  snprintf(buf, size, "conv %dx%dx%dx%d k%d %dx%d s%d p%d g%d %s: %s", p->n, p->c, p->h, p->w,
+           p->k, p->r, p->s, p->stride, p->pad, p->groups, layout, what);
+}
+
+/* Forward, forward accumulating onto a random y, backward data (when need_dx) and backward
+ * weights of one convolution with input layout `kind`. */
+static void conv_case(dt_backend *be, const dt_conv_params *p, int kind, uint64_t seed) {
+  const ref_conv rp = {p->n, p->c, p->h, p->w, p->k, p->r, p->s, p->stride, p->pad, p->groups};
+  const dt_shape xs = {p->n, p->c, p->h, p->w};
+  const dt_shape ys = {p->n, p->k, ref_conv_out_h(&rp), ref_conv_out_w(&rp)};
+  const size_t nx = ref_conv_x_count(&rp), nw = ref_conv_w_count(&rp), ny = ref_conv_y_count(&rp);
+  dt_op *keep;
+  const dt_layout *xl = layout_of(be, xs, kind, &keep);
+  const dt_layout *yl = NULL;
+  dt_op *op = be->ops->conv_create(be, p, xl, &yl);
+  assert_non_null(op);
+  assert_non_null(yl);
+  char what[160];
+
+  hvec x = hv_rand(nx, seed, -1, 1), w = hv_rand(nw, seed + 1, -0.5f, 0.5f);
+  hvec y0 = hv_rand(ny, seed + 2, -1, 1), dy = hv_rand(ny, seed + 3, -1, 1);
+  double *ry = dt_xcalloc(ny, sizeof *ry), *rdx = dt_xcalloc(nx, sizeof *rdx);
+  double *rdw = dt_xcalloc(nw, sizeof *rdw);
+  ref_conv_forward(&rp, x.d, w.d, ry);
+
+  dt_tensor xt = t_new(be, xs, xl);
+  t_put(be, &xt, &x);
+  float *wd = p_new(be, &w);
+  dt_tensor yt = t_garbage(be, ys, yl, seed + 4);
+  be->ops->conv_forward(op, &xt, wd, &yt, false);
+  conv_name(what, sizeof what, p, layout_name[kind], "forward");
+  chk_tensor(be, what, &yt, ry);
+
+  /* y += conv(x, w): the residual addition. */
+  t_put(be, &yt, &y0);
+  be->ops->conv_forward(op, &xt, wd, &yt, true);
+  for (size_t i = 0; i < ny; i++) ry[i] += y0.d[i];
+  conv_name(what, sizeof what, p, layout_name[kind], "forward accumulate");
+  chk_tensor(be, what, &yt, ry);
+
+  dt_tensor dyt = t_new(be, ys, yl);
+  t_put(be, &dyt, &dy);
+  if (p->need_dx) {
+    dt_tensor dxt = t_garbage(be, xs, xl, seed + 5);
+    be->ops->conv_backward_data(op, &dyt, wd, &dxt);
+    ref_conv_backward_data(&rp, dy.d, w.d, rdx);
+    conv_name(what, sizeof what, p, layout_name[kind], "backward data");
+    chk_tensor(be, what, &dxt, rdx);
+    t_free(be, &dxt);
+  }
+  hvec garbage = hv_rand(nw, seed + 6, -7, 7);
+  float *dwd = p_new(be, &garbage);
+  be->ops->conv_backward_weights(op, &xt, &dyt, dwd);
+  ref_conv_backward_weights(&rp, x.d, dy.d, rdw);
+  conv_name(what, sizeof what, p, layout_name[kind], "backward weights");
+  chk_param(be, what, dwd, rdw, nw);
+
+  be->ops->free(be, dwd);
+  be->ops->free(be, wd);
+  t_free(be, &xt), t_free(be, &yt), t_free(be, &dyt);
+  hv_free(&x), hv_free(&w), hv_free(&y0), hv_free(&dy), hv_free(&garbage);
+  free(ry), free(rdx), free(rdw);
+  be->ops->op_free(op);
+  op_release(be, &keep);
+}
+
+static void test_conv(void **state) {
+  dt_backend *be = *state;
+  chk_begin();
+  static const dt_conv_params cases[] = {
+      /* n   c   h   w   k  r  s  stride pad groups need_dx */
+      {2, 3, 28, 28, 16, 3, 3, 1, 1, 1, false}, /* stem: no input gradient */
+      {2, 3, 7, 7, 5, 3, 3, 1, 1, 1, true},
+      {1, 5, 9, 9, 17, 3, 3, 2, 1, 1, true},    /* batch 1, stride 2, odd channels */
+      {2, 17, 7, 7, 8, 1, 1, 1, 0, 1, true},    /* 1x1 */
+      {2, 16, 9, 9, 32, 1, 1, 2, 0, 1, true},   /* 1x1 stride 2 projection shortcut */
+      {2, 16, 8, 8, 16, 3, 3, 1, 1, 1, true},   /* block-aligned channels */
+      {2, 32, 8, 8, 64, 3, 3, 2, 1, 1, true},   /* downsampling 3x3 */
+      {3, 8, 7, 7, 6, 3, 3, 1, 1, 2, true},     /* groups 2 */
+      {2, 16, 8, 8, 32, 3, 3, 2, 1, 4, true},   /* groups 4 (ResNeXt-like), stride 2 */
+      {2, 6, 7, 7, 6, 3, 3, 1, 1, 6, true},     /* depthwise */
+      {1, 4, 9, 7, 6, 3, 3, 2, 0, 1, true},     /* non-square, pad 0 */
+      {2, 3, 9, 9, 4, 5, 5, 1, 2, 1, true},     /* 5x5 */
+  };
+  for (size_t ci = 0; ci < DT_ARRAY_LEN(cases); ci++)
+    for (int kind = 0; kind < LAYOUT_KINDS; kind++)
+      conv_case(be, &cases[ci], kind, 1000 + 10 * ci);
+
+  /* Random shapes from a fixed seed. */
+  dt_rng r = dt_rng_key(2024, 11, 0, 0);
+  for (int i = 0; i < 8; i++) {
+    dt_conv_params p = {0};
+    p.groups = 1 + (int)dt_rng_below(&r, 2);
+    p.n = 1 + (int)dt_rng_below(&r, 3);
+    p.c = p.groups * (1 + (int)dt_rng_below(&r, 12));
+    p.k = p.groups * (1 + (int)dt_rng_below(&r, 12));
+    p.h = 5 + (int)dt_rng_below(&r, 8);
+    p.w = 5 + (int)dt_rng_below(&r, 8);
+    p.r = p.s = dt_rng_below(&r, 2) ? 3 : 1;
+    p.stride = 1 + (int)dt_rng_below(&r, 2);
+    p.pad = dt_rng_below(&r, 2) ? p.r / 2 : 0;
+    p.need_dx = true;
+    for (int kind = 0; kind < LAYOUT_KINDS; kind++) conv_case(be, &p, kind, 5000 + 10 * i);
+  }
+  chk_end();
+}
+
+/* ---- batch normalisation ---- */
+
+/* Smallest |bn(x)| over all elements with batch statistics: how close a ReLU input is to
+ * its kink. */
+static double bn_kink_distance(dt_shape s, const double *x, const double *gamma,
+                               const double *beta) {
+  const size_t n = dt_shape_count(s);
+  double *pre = dt_xcalloc(n, sizeof *pre);
+  ref_bn_forward_train(s.n, s.c, s.h * s.w, x, gamma, beta, BN_EPS, false, pre, NULL, NULL,
+                       NULL, NULL, 0);
+  double d = INFINITY;
+  for (size_t i = 0; i < n; i++) d = fmin(d, fabs(pre[i]));
+  free(pre);
+  return d;
+}
+
+static void bn_case(dt_backend *be, dt_shape s, bool relu, int kind, uint64_t seed) {
+  const int c = s.c, hw = s.h * s.w;
+  const size_t n = dt_shape_count(s);
+  dt_op *keep;
+  const dt_layout *xl = layout_of(be, s, kind, &keep);
+  dt_op *op = be->ops->bn_create(be, s, xl, BN_EPS, relu);
+  assert_non_null(op);
+  char what[160], tag[96];
+  snprintf(tag, sizeof tag, "bn%s %dx%dx%dx%d %s", relu ? "+relu" : "", s.n, s.c, s.h, s.w,
+           layout_name[kind]);
+
+  /* Redraw the input until no ReLU input is within fp32 reach of 0, where the backend and
+   * the reference could disagree on the mask. */
+  hvec x = {0}, gamma = {0}, beta = {0};
+  for (int tries = 0;; tries++) {
+    assert_true(tries < 100);
+    hv_free(&x), hv_free(&gamma), hv_free(&beta);
+    x = hv_rand(n, seed + 100 * tries, -2, 3);
+    gamma = hv_rand(c, seed + 100 * tries + 1, 0.5f, 1.5f);
+    beta = hv_rand(c, seed + 100 * tries + 2, -0.5f, 0.5f);
+    if (!relu || bn_kink_distance(s, x.d, gamma.d, beta.d) > KINK_MARGIN) break;
+  }
+  hvec rmean = hv_rand(c, seed + 3, -1, 1), rvar = hv_rand(c, seed + 4, 0.5f, 2);
+  hvec dy = hv_rand(n, seed + 5, -1, 1), garbage = hv_rand(c, seed + 6, -7, 7);
+
+  /* Training forward: output, saved statistics, running statistics. */
+  double *ry = dt_xcalloc(n, sizeof *ry), *rdx = dt_xcalloc(n, sizeof *rdx);
+  double *rmu = dt_xcalloc(c, sizeof(double)), *rv = dt_xcalloc(c, sizeof(double));
+  double *rrm = dt_xcalloc(c, sizeof(double)), *rrv = dt_xcalloc(c, sizeof(double));
+  double *rdg = dt_xcalloc(c, sizeof(double)), *rdb = dt_xcalloc(c, sizeof(double));
+  memcpy(rrm, rmean.d, c * sizeof(double));
+  memcpy(rrv, rvar.d, c * sizeof(double));
+  ref_bn_forward_train(s.n, c, hw, x.d, gamma.d, beta.d, BN_EPS, relu, ry, rmu, rv, rrm, rrv,
+                       BN_MOMENTUM);
+
+  dt_tensor xt = t_new(be, s, xl);
+  t_put(be, &xt, &x);
+  dt_tensor yt = t_garbage(be, s, xl, seed + 7);
+  float *gd = p_new(be, &gamma), *bd = p_new(be, &beta);
+  float *smd = p_new(be, &garbage), *svd = p_new(be, &garbage);
+  float *rmd = p_new(be, &rmean), *rvd = p_new(be, &rvar);
+  be->ops->bn_forward_train(op, &xt, gd, bd, &yt, smd, svd, rmd, rvd, BN_MOMENTUM);
+  snprintf(what, sizeof what, "%s: forward train y", tag);
+  chk_tensor(be, what, &yt, ry);
+  snprintf(what, sizeof what, "%s: save_mean", tag);
+  chk_param(be, what, smd, rmu, c);
+  snprintf(what, sizeof what, "%s: save_var", tag);
+  chk_param(be, what, svd, rv, c);
+  snprintf(what, sizeof what, "%s: running_mean", tag);
+  chk_param(be, what, rmd, rrm, c);
+  snprintf(what, sizeof what, "%s: running_var", tag);
+  chk_param(be, what, rvd, rrv, c);
+
+  /* Backward from the statistics of that forward (the reference's own, so that an error in
+   * save_mean / save_var shows up above and not twice). */
+  dt_tensor dyt = t_new(be, s, xl);
+  t_put(be, &dyt, &dy);
+  dt_tensor dxt = t_garbage(be, s, xl, seed + 8);
+  float *dgd = p_new(be, &garbage), *dbd = p_new(be, &garbage);
+  be->ops->bn_backward(op, &xt, &dyt, gd, smd, svd, &dxt, dgd, dbd);
+  ref_bn_backward(s.n, c, hw, x.d, dy.d, gamma.d, rmu, rv, BN_EPS, relu, ry, rdx, rdg, rdb);
+  snprintf(what, sizeof what, "%s: backward dx", tag);
+  chk_tensor(be, what, &dxt, rdx);
+  snprintf(what, sizeof what, "%s: backward dgamma", tag);
+  chk_param(be, what, dgd, rdg, c);
+  snprintf(what, sizeof what, "%s: backward dbeta", tag);
+  chk_param(be, what, dbd, rdb, c);
+
+  /* Inference with the (original) running statistics. */
+  be->ops->to_device(be, rmd, rmean.f, c * sizeof(float));
+  be->ops->to_device(be, rvd, rvar.f, c * sizeof(float));
+  dt_tensor yit = t_garbage(be, s, xl, seed + 9);
+  be->ops->bn_forward_infer(op, &xt, gd, bd, rmd, rvd, &yit);
+  ref_bn_forward_infer(s.n, c, hw, x.d, gamma.d, beta.d, rmean.d, rvar.d, BN_EPS, relu, ry);
+  snprintf(what, sizeof what, "%s: forward infer y", tag);
+  chk_tensor(be, what, &yit, ry);
+
+  float *dev[] = {gd, bd, smd, svd, rmd, rvd, dgd, dbd};
+  for (size_t i = 0; i < DT_ARRAY_LEN(dev); i++) be->ops->free(be, dev[i]);
+  t_free(be, &xt), t_free(be, &yt), t_free(be, &dyt), t_free(be, &dxt), t_free(be, &yit);
+  hv_free(&x), hv_free(&gamma), hv_free(&beta), hv_free(&rmean), hv_free(&rvar);
+  hv_free(&dy), hv_free(&garbage);
+  free(ry), free(rdx), free(rmu), free(rv), free(rrm), free(rrv), free(rdg), free(rdb);
+  be->ops->op_free(op);
+  op_release(be, &keep);
+}
+
+static void test_bn(void **state) {
+  dt_backend *be = *state;
+  chk_begin();
+  static const dt_shape shapes[] = {
+      {2, 3, 7, 7}, {1, 17, 9, 9}, {4, 5, 1, 1}, {3, 16, 5, 5}, {2, 32, 28, 28},
+  };
+  for (size_t si = 0; si < DT_ARRAY_LEN(shapes); si++)
+    for (int relu = 0; relu <= 1; relu++)
+      for (int kind = 0; kind < LAYOUT_KINDS; kind++)
+        bn_case(be, shapes[si], relu, kind, 2000 + 20 * si + 10 * relu);
+  chk_end();
+}
+
+/* ---- elementwise: relu forward / backward, add, accumulate ---- */
+
+static void test_eltwise(void **state) {
+  dt_backend *be = *state;
+  chk_begin();
+  static const dt_shape shapes[] = {{2, 3, 7, 7}, {1, 17, 9, 9}, {3, 5, 1, 1}, {2, 16, 28, 28}};
+  for (size_t si = 0; si < DT_ARRAY_LEN(shapes); si++)
+    for (int kind = 0; kind < LAYOUT_KINDS; kind++) {
+      const dt_shape s = shapes[si];
+      const size_t n = dt_shape_count(s);
+      const uint64_t seed = 3000 + 10 * si;
+      dt_op *keep;
+      const dt_layout *l = layout_of(be, s, kind, &keep);
+      dt_op *op = be->ops->eltwise_create(be, s, l);
+      assert_non_null(op);
+      char what[160], tag[96];
+      snprintf(tag, sizeof tag, "%dx%dx%dx%d %s", s.n, s.c, s.h, s.w, layout_name[kind]);
+      hvec a = hv_rand(n, seed, -1, 1), b = hv_rand(n, seed + 1, -1, 1);
+      double *want = dt_xcalloc(n, sizeof *want), *ry = dt_xcalloc(n, sizeof *ry);
+      dt_tensor at = t_new(be, s, l), bt = t_new(be, s, l);
+      t_put(be, &at, &a);
+      t_put(be, &bt, &b);
+
+      dt_tensor yt = t_garbage(be, s, l, seed + 2);
+      be->ops->relu_forward(op, &at, &yt);
+      ref_relu_forward(n, a.d, ry);
+      snprintf(what, sizeof what, "relu forward %s", tag);
+      chk_tensor(be, what, &yt, ry);
+
+      /* dx = b where y > 0; y is the backend's own forward output. */
+      dt_tensor dxt = t_garbage(be, s, l, seed + 3);
+      be->ops->relu_backward(op, &yt, &bt, &dxt);
+      ref_relu_backward(n, ry, b.d, want);
+      snprintf(what, sizeof what, "relu backward %s", tag);
+      chk_tensor(be, what, &dxt, want);
+
+      dt_tensor st = t_garbage(be, s, l, seed + 4);
+      be->ops->add(op, &at, &bt, &st);
+      ref_add(n, a.d, b.d, want);
+      snprintf(what, sizeof what, "add %s", tag);
+      chk_tensor(be, what, &st, want);
+
+      /* dst (= a) += src (= b) */
+      be->ops->accumulate(op, &bt, &at);
+      snprintf(what, sizeof what, "accumulate %s", tag);
+      chk_tensor(be, what, &at, want);
+
+      t_free(be, &at), t_free(be, &bt), t_free(be, &yt), t_free(be, &dxt), t_free(be, &st);
+      hv_free(&a), hv_free(&b);
+      free(want), free(ry);
+      be->ops->op_free(op);
+      op_release(be, &keep);
+    }
+  chk_end();
+}
+
+/* ---- global average pooling ---- */
+
+static void test_gap(void **state) {
+  dt_backend *be = *state;
+  chk_begin();
+  static const dt_shape shapes[] = {{2, 3, 7, 7}, {1, 17, 9, 9}, {3, 64, 8, 8}, {2, 5, 1, 1}};
+  for (size_t si = 0; si < DT_ARRAY_LEN(shapes); si++)
+    for (int kind = 0; kind < LAYOUT_KINDS; kind++) {
+      const dt_shape s = shapes[si], ys = {s.n, s.c, 1, 1};
+      const int hw = s.h * s.w;
+      const size_t nx = dt_shape_count(s), ny = dt_shape_count(ys);
+      const uint64_t seed = 4000 + 10 * si;
+      dt_op *keep;
+      const dt_layout *xl = layout_of(be, s, kind, &keep), *yl = NULL;
+      dt_op *op = be->ops->gap_create(be, s, xl, &yl);
+      assert_non_null(op);
+      assert_non_null(yl);
+      char what[160];
+      hvec x = hv_rand(nx, seed, -1, 1), dy = hv_rand(ny, seed + 1, -1, 1);
+      double *ry = dt_xcalloc(ny, sizeof *ry), *rdx = dt_xcalloc(nx, sizeof *rdx);
+      dt_tensor xt = t_new(be, s, xl), dyt = t_new(be, ys, yl);
+      t_put(be, &xt, &x);
+      t_put(be, &dyt, &dy);
+      dt_tensor yt = t_garbage(be, ys, yl, seed + 2), dxt = t_garbage(be, s, xl, seed + 3);
+      be->ops->gap_forward(op, &xt, &yt);
+      ref_gap_forward(s.n, s.c, hw, x.d, ry);
+      snprintf(what, sizeof what, "gap forward %dx%dx%dx%d %s", s.n, s.c, s.h, s.w,
+               layout_name[kind]);
+      chk_tensor(be, what, &yt, ry);
+      be->ops->gap_backward(op, &dyt, &dxt);
+      ref_gap_backward(s.n, s.c, hw, dy.d, rdx);
+      snprintf(what, sizeof what, "gap backward %dx%dx%dx%d %s", s.n, s.c, s.h, s.w,
+               layout_name[kind]);
+      chk_tensor(be, what, &dxt, rdx);
+      t_free(be, &xt), t_free(be, &dyt), t_free(be, &yt), t_free(be, &dxt);
+      hv_free(&x), hv_free(&dy);
+      free(ry), free(rdx);
+      be->ops->op_free(op);
+      op_release(be, &keep);
+    }
+  chk_end();
+}
+
+/* ---- linear ---- */
+
+/* x (N, C, 1, 1) in layout kind: plain, or what a GAP over a conv output writes (the
+ * model's head). */
+static void linear_case(dt_backend *be, int n, int c, int k, int kind, uint64_t seed) {
+  const dt_shape xs = {n, c, 1, 1}, ys = {n, k, 1, 1};
+  const size_t nx = dt_shape_count(xs), nw = (size_t)k * c, ny = dt_shape_count(ys);
+  dt_op *keep = NULL, *gap = NULL;
+  const dt_layout *xl;
+  if (kind == LAYOUT_PLAIN) {
+    xl = be->ops->layout_plain(be, xs);
+  } else {
+    const dt_shape fs = {n, c, 4, 4};
+    const dt_layout *fl = layout_of(be, fs, LAYOUT_CONV, &keep);
+    gap = be->ops->gap_create(be, fs, fl, &xl);
+    assert_non_null(gap);
+  }
+  const dt_layout *yl = NULL;
+  dt_op *op = be->ops->linear_create(be, xs, xl, k, &yl);
+  assert_non_null(op);
+  assert_non_null(yl);
+  char what[160], tag[96];
+  snprintf(tag, sizeof tag, "linear %dx%d -> %d %s", n, c, k,
+           kind == LAYOUT_PLAIN ? "plain" : "gap-out");
+
+  hvec x = hv_rand(nx, seed, -1, 1), w = hv_rand(nw, seed + 1, -0.5f, 0.5f);
+  hvec b = hv_rand(k, seed + 2, -1, 1), dy = hv_rand(ny, seed + 3, -1, 1);
+  hvec gw = hv_rand(nw, seed + 4, -7, 7), gb = hv_rand(k, seed + 5, -7, 7);
+  double *ry = dt_xcalloc(ny, sizeof *ry), *rdx = dt_xcalloc(nx, sizeof *rdx);
+  double *rdw = dt_xcalloc(nw, sizeof *rdw), *rdb = dt_xcalloc(k, sizeof *rdb);
+  ref_linear_forward(n, c, k, x.d, w.d, b.d, ry);
+  ref_linear_backward(n, c, k, x.d, dy.d, w.d, rdx, rdw, rdb);
+
+  dt_tensor xt = t_new(be, xs, xl), dyt = t_new(be, ys, yl);
+  t_put(be, &xt, &x);
+  t_put(be, &dyt, &dy);
+  float *wd = p_new(be, &w), *bd = p_new(be, &b);
+  dt_tensor yt = t_garbage(be, ys, yl, seed + 6);
+  be->ops->linear_forward(op, &xt, wd, bd, &yt);
+  snprintf(what, sizeof what, "%s: forward", tag);
+  chk_tensor(be, what, &yt, ry);
+
+  dt_tensor dxt = t_garbage(be, xs, xl, seed + 7);
+  float *dwd = p_new(be, &gw), *dbd = p_new(be, &gb);
+  be->ops->linear_backward(op, &xt, &dyt, wd, &dxt, dwd, dbd);
+  snprintf(what, sizeof what, "%s: backward dx", tag);
+  chk_tensor(be, what, &dxt, rdx);
+  snprintf(what, sizeof what, "%s: backward dw", tag);
+  chk_param(be, what, dwd, rdw, nw);
+  snprintf(what, sizeof what, "%s: backward db", tag);
+  chk_param(be, what, dbd, rdb, k);
+
+  /* Without dx (a head whose input needs no gradient): dw and db still overwritten. */
+  be->ops->to_device(be, dwd, gw.f, nw * sizeof(float));
+  be->ops->to_device(be, dbd, gb.f, k * sizeof(float));
+  be->ops->linear_backward(op, &xt, &dyt, wd, NULL, dwd, dbd);
+  snprintf(what, sizeof what, "%s: backward (dx NULL) dw", tag);
+  chk_param(be, what, dwd, rdw, nw);
+  snprintf(what, sizeof what, "%s: backward (dx NULL) db", tag);
+  chk_param(be, what, dbd, rdb, k);
+
+  float *dev[] = {wd, bd, dwd, dbd};
+  for (size_t i = 0; i < DT_ARRAY_LEN(dev); i++) be->ops->free(be, dev[i]);
+  t_free(be, &xt), t_free(be, &dyt), t_free(be, &yt), t_free(be, &dxt);
+  hv_free(&x), hv_free(&w), hv_free(&b), hv_free(&dy), hv_free(&gw), hv_free(&gb);
+  free(ry), free(rdx), free(rdw), free(rdb);
+  be->ops->op_free(op);
+  op_release(be, &gap);
+  op_release(be, &keep);
+}
+
+static void test_linear(void **state) {
+  dt_backend *be = *state;
+  chk_begin();
+  static const int cases[][3] = {{2, 8, 10}, {1, 17, 10}, {5, 64, 7}, {3, 5, 1}, {4, 33, 100}};
+  for (size_t ci = 0; ci < DT_ARRAY_LEN(cases); ci++)
+    for (int kind = 0; kind < LAYOUT_KINDS; kind++)
+      linear_case(be, cases[ci][0], cases[ci][1], cases[ci][2], kind, 6000 + 10 * ci);
+  chk_end();
+}
+
+/* ---- soft-target cross-entropy ---- */
+
+/* Soft targets: random positive rows normalised to sum to 1. */
+static hvec soft_targets(int n, int k, uint64_t seed) {
+  hvec t = hv_rand((size_t)n * k, seed, 0, 1);
+  for (int i = 0; i < n; i++) {
+    double s = 0;
+    for (int j = 0; j < k; j++) s += t.f[(size_t)i * k + j];
+    for (int j = 0; j < k; j++) {
+      t.f[(size_t)i * k + j] = (float)(t.f[(size_t)i * k + j] / s);
+      t.d[(size_t)i * k + j] = t.f[(size_t)i * k + j];
+    }
+  }
+  return t;
+}
+
+static void xent_case(dt_backend *be, int n, int k, float lo, float hi, bool one_hot,
+                      uint64_t seed) {
+  const dt_shape s = {n, k, 1, 1};
+  const size_t nz = dt_shape_count(s);
+  const float scale = 1.0f / (float)n;
+  const dt_layout *l = be->ops->layout_plain(be, s);
+  char what[160], tag[96];
+  snprintf(tag, sizeof tag, "xent %dx%d logits [%g, %g) %s", n, k, lo, hi,
+           one_hot ? "one-hot" : "soft");
+  hvec z = hv_rand(nz, seed, lo, hi);
+  hvec t = soft_targets(n, k, seed + 1);
+  if (one_hot)
+    for (int i = 0; i < n; i++)
+      for (int j = 0; j < k; j++)
+        t.d[(size_t)i * k + j] = t.f[(size_t)i * k + j] = (j == (7 * i + 3) % k);
+  double *rl = dt_xcalloc(n, sizeof *rl), *rdz = dt_xcalloc(nz, sizeof *rdz);
+  ref_xent(n, k, z.d, t.d, scale, rl, rdz);
+
+  dt_tensor zt = t_new(be, s, l);
+  t_put(be, &zt, &z);
+  float *td = p_new(be, &t);
+  dt_tensor dzt = t_garbage(be, s, l, seed + 2);
+  float *loss = dt_xcalloc(n, sizeof *loss);
+  double *dloss = dt_xcalloc(n, sizeof *dloss);
+  for (int i = 0; i < n; i++) loss[i] = NAN;
+  be->ops->xent(be, &zt, td, n, k, scale, &dzt, loss);
+  for (int i = 0; i < n; i++) dloss[i] = loss[i];
+  snprintf(what, sizeof what, "%s: per-sample loss", tag);
+  chk_close(what, dloss, rl, n);
+  snprintf(what, sizeof what, "%s: dlogits", tag);
+  chk_tensor(be, what, &dzt, rdz);
+
+  be->ops->free(be, td);
+  t_free(be, &zt), t_free(be, &dzt);
+  hv_free(&z), hv_free(&t);
+  free(rl), free(rdz), free(loss), free(dloss);
+}
+
+static void test_xent(void **state) {
+  dt_backend *be = *state;
+  chk_begin();
+  xent_case(be, 4, 10, -3, 3, false, 7000);
+  xent_case(be, 1, 10, -3, 3, false, 7010);
+  xent_case(be, 7, 100, -5, 5, false, 7020);
+  xent_case(be, 5, 3, -2, 2, true, 7030);
+  /* Large logits overflow a naive exp in fp32; the max must be subtracted first. */
+  xent_case(be, 4, 10, 90, 110, false, 7040);
+  chk_end();
+}
+
+/* ---- a residual block, forward and backward, in the layouts the ops choose ---- */
+
+/* Move a tensor's values into a tensor of another layout through the host. */
+static void t_copy(dt_backend *be, const dt_tensor *src, dt_tensor *dst) {
+  const size_t n = dt_shape_count(src->shape);
+  float *f = dt_xcalloc(n, sizeof *f);
+  be->ops->download(be, src, f);
+  be->ops->upload(be, f, dst);
+  free(f);
+}
+
+/*   a = conv1(x)                 (N, 3, H, W) -> (N, C, H, W), stem, no dx
+ *   b = bn(a); r = relu(b)
+ *   u = a + conv2(r)             conv2 accumulating onto the skip
+ *   g = gap(u); z = linear(g); loss = xent(z, t)
+ * and the backward pass down to dw1, comparing every intermediate with the reference. */
+static void test_chain(void **state) {
+  dt_backend *be = *state;
+  chk_begin();
+  const int N = 3, C = 8, H = 9, W = 9, K = 10, hw = H * W;
+  const dt_conv_params p1 = {N, 3, H, W, C, 3, 3, 1, 1, 1, false};
+  const dt_conv_params p2 = {N, C, H, W, C, 3, 3, 1, 1, 1, true};
+  const ref_conv r1 = {N, 3, H, W, C, 3, 3, 1, 1, 1}, r2 = {N, C, H, W, C, 3, 3, 1, 1, 1};
+  const dt_shape xs = {N, 3, H, W}, as = {N, C, H, W}, gs = {N, C, 1, 1}, zs = {N, K, 1, 1};
+  const size_t nx = dt_shape_count(xs), na = dt_shape_count(as), ng = dt_shape_count(gs),
+               nz = dt_shape_count(zs);
+  const size_t nw1 = ref_conv_w_count(&r1), nw2 = ref_conv_w_count(&r2), nfc = (size_t)K * C;
+
+  /* ---- graph: ops and their layouts ---- */
+  const dt_layout *xl = be->ops->layout_plain(be, xs), *al, *ul, *gl, *zl;
+  dt_op *conv1 = be->ops->conv_create(be, &p1, xl, &al);
+  dt_op *bn = be->ops->bn_create(be, as, al, BN_EPS, false);
+  dt_op *relu = be->ops->eltwise_create(be, as, al);
+  dt_op *conv2 = be->ops->conv_create(be, &p2, al, &ul);
+  dt_op *acc = be->ops->eltwise_create(be, as, al);
+  dt_op *gap = be->ops->gap_create(be, as, ul, &gl);
+  dt_op *fc = be->ops->linear_create(be, gs, gl, K, &zl);
+  assert_true(conv1 && bn && relu && conv2 && acc && gap && fc);
+
+  /* ---- data (redrawn until no ReLU input is near its kink) ---- */
+  hvec x = {0}, w1 = {0}, gamma = {0}, beta = {0};
+  double *ra = dt_xcalloc(na, sizeof(double)), *rb = dt_xcalloc(na, sizeof(double));
+  for (uint64_t seed = 8000;; seed += 10) {
+    assert_true(seed < 9000);
+    hv_free(&x), hv_free(&w1), hv_free(&gamma), hv_free(&beta);
+    x = hv_rand(nx, seed, -1, 1);
+    w1 = hv_rand(nw1, seed + 1, -0.5f, 0.5f);
+    gamma = hv_rand(C, seed + 2, 0.5f, 1.5f);
+    beta = hv_rand(C, seed + 3, -0.5f, 0.5f);
+    ref_conv_forward(&r1, x.d, w1.d, ra);
+    if (bn_kink_distance(as, ra, gamma.d, beta.d) > KINK_MARGIN) break;
+  }
+  hvec w2 = hv_rand(nw2, 8101, -0.2f, 0.2f), wfc = hv_rand(nfc, 8102, -0.5f, 0.5f);
+  hvec bfc = hv_rand(K, 8103, -0.5f, 0.5f), rm = hv_rand(C, 8104, -1, 1);
+  hvec rv = hv_rand(C, 8105, 0.5f, 2), t = soft_targets(N, K, 8106);
+  const double scale = 1.0 / N;
+
+  /* ---- reference forward and backward ---- */
+  double *rr = dt_xcalloc(na, sizeof(double)), *ru = dt_xcalloc(na, sizeof(double));
+  double *rg = dt_xcalloc(ng, sizeof(double)), *rz = dt_xcalloc(nz, sizeof(double));
+  double *rloss = dt_xcalloc(N, sizeof(double)), *rdz = dt_xcalloc(nz, sizeof(double));
+  double *rmu = dt_xcalloc(C, sizeof(double)), *rvar = dt_xcalloc(C, sizeof(double));
+  double *rdg = dt_xcalloc(ng, sizeof(double)), *rdwfc = dt_xcalloc(nfc, sizeof(double));
+  double *rdbfc = dt_xcalloc(K, sizeof(double)), *rdu = dt_xcalloc(na, sizeof(double));
+  double *rdr = dt_xcalloc(na, sizeof(double)), *rdb = dt_xcalloc(na, sizeof(double));
+  double *rda = dt_xcalloc(na, sizeof(double)), *rdw2 = dt_xcalloc(nw2, sizeof(double));
+  double *rdw1 = dt_xcalloc(nw1, sizeof(double));
+  double *rdgamma = dt_xcalloc(C, sizeof(double)), *rdbeta = dt_xcalloc(C, sizeof(double));
+  double *rrm = dt_xcalloc(C, sizeof(double)), *rrv = dt_xcalloc(C, sizeof(double));
+  memcpy(rrm, rm.d, C * sizeof(double));
+  memcpy(rrv, rv.d, C * sizeof(double));
+  ref_bn_forward_train(N, C, hw, ra, gamma.d, beta.d, BN_EPS, false, rb, rmu, rvar, rrm, rrv,
+                       BN_MOMENTUM);
+  ref_relu_forward(na, rb, rr);
+  ref_conv_forward(&r2, rr, w2.d, ru);
+  ref_add(na, ru, ra, ru);
+  ref_gap_forward(N, C, hw, ru, rg);
+  ref_linear_forward(N, C, K, rg, wfc.d, bfc.d, rz);
+  ref_xent(N, K, rz, t.d, scale, rloss, rdz);
+  ref_linear_backward(N, C, K, rg, rdz, wfc.d, rdg, rdwfc, rdbfc);
+  ref_gap_backward(N, C, hw, rdg, rdu);
+  ref_conv_backward_data(&r2, rdu, w2.d, rdr);
+  ref_conv_backward_weights(&r2, rr, rdu, rdw2);
+  ref_relu_backward(na, rr, rdr, rdb);
+  ref_bn_backward(N, C, hw, ra, rdb, gamma.d, rmu, rvar, BN_EPS, false, NULL, rda, rdgamma,
+                  rdbeta);
+  ref_add(na, rda, rdu, rda); /* the skip's gradient */
+  ref_conv_backward_weights(&r1, x.d, rda, rdw1);
+
+  /* ---- backend forward ---- */
+  float *w1d = p_new(be, &w1), *w2d = p_new(be, &w2), *wfcd = p_new(be, &wfc);
+  float *bfcd = p_new(be, &bfc), *gd = p_new(be, &gamma), *bd = p_new(be, &beta);
+  float *rmd = p_new(be, &rm), *rvd = p_new(be, &rv), *td = p_new(be, &t);
+  hvec zc = hv_new(C), zw2 = hv_new(nw2), zw1 = hv_new(nw1), zfc = hv_new(nfc), zk = hv_new(K);
+  float *smd = p_new(be, &zc), *svd = p_new(be, &zc), *dgd = p_new(be, &zc);
+  float *dbd = p_new(be, &zc), *dw1d = p_new(be, &zw1), *dw2d = p_new(be, &zw2);
+  float *dwfcd = p_new(be, &zfc), *dbfcd = p_new(be, &zk);
+  dt_tensor xt = t_new(be, xs, xl), at = t_new(be, as, al), bt = t_new(be, as, al);
+  dt_tensor rt = t_new(be, as, al), ut = t_new(be, as, ul), gt = t_new(be, gs, gl);
+  dt_tensor zt = t_new(be, zs, zl), dzt = t_new(be, zs, zl), dgt = t_new(be, gs, gl);
+  dt_tensor dut = t_new(be, as, ul), drt = t_new(be, as, al), dbt = t_new(be, as, al);
+  dt_tensor dat = t_new(be, as, al), skip = t_new(be, as, al);
+  float *loss = dt_xcalloc(N, sizeof *loss);
+  t_put(be, &xt, &x);
+
+  be->ops->conv_forward(conv1, &xt, w1d, &at, false);
+  chk_tensor(be, "chain conv1 forward a", &at, ra);
+  be->ops->bn_forward_train(bn, &at, gd, bd, &bt, smd, svd, rmd, rvd, BN_MOMENTUM);
+  chk_tensor(be, "chain bn forward b", &bt, rb);
+  chk_param(be, "chain bn running_mean", rmd, rrm, C);
+  chk_param(be, "chain bn running_var", rvd, rrv, C);
+  be->ops->relu_forward(relu, &bt, &rt);
+  chk_tensor(be, "chain relu forward r", &rt, rr);
+  t_copy(be, &at, &ut); /* the skip, in conv2's output layout */
+  be->ops->conv_forward(conv2, &rt, w2d, &ut, true);
+  chk_tensor(be, "chain conv2 forward accumulate u", &ut, ru);
+  be->ops->gap_forward(gap, &ut, &gt);
+  chk_tensor(be, "chain gap forward g", &gt, rg);
+  be->ops->linear_forward(fc, &gt, wfcd, bfcd, &zt);
+  chk_tensor(be, "chain linear forward z", &zt, rz);
+  be->ops->xent(be, &zt, td, N, K, (float)scale, &dzt, loss);
+  double *dloss = dt_xcalloc(N, sizeof *dloss);
+  for (int i = 0; i < N; i++) dloss[i] = loss[i];
+  chk_close("chain xent loss", dloss, rloss, N);
+  chk_tensor(be, "chain xent dlogits", &dzt, rdz);
+
+  /* ---- backend backward ---- */
+  be->ops->linear_backward(fc, &gt, &dzt, wfcd, &dgt, dwfcd, dbfcd);
+  chk_tensor(be, "chain linear backward dg", &dgt, rdg);
+  chk_param(be, "chain linear backward dw", dwfcd, rdwfc, nfc);
+  chk_param(be, "chain linear backward db", dbfcd, rdbfc, K);
+  be->ops->gap_backward(gap, &dgt, &dut);
+  chk_tensor(be, "chain gap backward du", &dut, rdu);
+  be->ops->conv_backward_data(conv2, &dut, w2d, &drt);
+  chk_tensor(be, "chain conv2 backward data dr", &drt, rdr);
+  be->ops->conv_backward_weights(conv2, &rt, &dut, dw2d);
+  chk_param(be, "chain conv2 backward weights dw2", dw2d, rdw2, nw2);
+  be->ops->relu_backward(relu, &rt, &drt, &dbt);
+  chk_tensor(be, "chain relu backward db", &dbt, rdb);
+  be->ops->bn_backward(bn, &at, &dbt, gd, smd, svd, &dat, dgd, dbd);
+  chk_param(be, "chain bn backward dgamma", dgd, rdgamma, C);
+  chk_param(be, "chain bn backward dbeta", dbd, rdbeta, C);
+  t_copy(be, &dut, &skip); /* the skip's gradient, in a's layout */
+  be->ops->accumulate(acc, &skip, &dat);
+  chk_tensor(be, "chain bn backward + skip da", &dat, rda);
+  be->ops->conv_backward_weights(conv1, &xt, &dat, dw1d);
+  chk_param(be, "chain conv1 backward weights dw1", dw1d, rdw1, nw1);
+
+  /* ---- cleanup ---- */
+  float *dev[] = {w1d, w2d, wfcd, bfcd, gd, bd, rmd, rvd, td, smd, svd, dgd, dbd, dw1d, dw2d,
+                  dwfcd, dbfcd};
+  for (size_t i = 0; i < DT_ARRAY_LEN(dev); i++) be->ops->free(be, dev[i]);
+  dt_tensor *ts[] = {&xt, &at, &bt, &rt, &ut, &gt, &zt, &dzt, &dgt, &dut, &drt, &dbt, &dat,
+                     &skip};
+  for (size_t i = 0; i < DT_ARRAY_LEN(ts); i++) t_free(be, ts[i]);
+  hvec *hs[] = {&x, &w1, &gamma, &beta, &w2, &wfc, &bfc, &rm, &rv, &t, &zc, &zw2, &zw1, &zfc,
+                &zk};
+  for (size_t i = 0; i < DT_ARRAY_LEN(hs); i++) hv_free(hs[i]);
+  double *rs[] = {ra, rb, rr, ru, rg, rz, rloss, rdz, rmu, rvar, rdg, rdwfc, rdbfc, rdu,
+                  rdr, rdb, rda, rdw2, rdw1, rdgamma, rdbeta, rrm, rrv, dloss};
+  for (size_t i = 0; i < DT_ARRAY_LEN(rs); i++) free(rs[i]);
+  free(loss);
+  dt_op *ops[] = {conv1, bn, relu, conv2, acc, gap, fc};
+  for (size_t i = 0; i < DT_ARRAY_LEN(ops); i++) be->ops->op_free(ops[i]);
+  chk_end();
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_memory), cmocka_unit_test(test_conv),   cmocka_unit_test(test_bn),
+      cmocka_unit_test(test_eltwise), cmocka_unit_test(test_gap),   cmocka_unit_test(test_linear),
+      cmocka_unit_test(test_xent),    cmocka_unit_test(test_chain),
+  };
+  /* A backend error is fatal to the whole binary; these select tests while debugging. */
+  const char *only = getenv("DT_TEST_FILTER"), *skip = getenv("DT_TEST_SKIP");
+  if (only && *only) cmocka_set_test_filter(only);
+  if (skip && *skip) cmocka_set_skip_filter(skip);
+  return cmocka_run_group_tests(tests, setup_backend, teardown_backend);
+}

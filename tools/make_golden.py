@@ -1,0 +1,329 @@
+#!/usr/bin/python3
+"""Write golden tensors from the independent PyTorch ResNet-preact-20.
+
+dtrain's C tests load tests/golden/resnet_preact20.bin and compare their own
+forward pass, gradients, BN statistics and 20 SGD steps against it.
+
+Usage:
+  /usr/bin/python3 tools/make_golden.py [--out tests/golden/resnet_preact20.bin]
+  /usr/bin/python3 tools/make_golden.py --verify [--out ...]
+
+--verify reloads the file, checks its structure (names, shapes, parameter
+count), recomputes everything and requires bit-identical values, and checks
+the 20 steps against a hand-written SGD (SPEC §4.1 formula).
+
+File format (little-endian):
+  8 bytes magic b"DTGOLD1\\0", uint32 record count, then per record:
+  uint32 name length, name bytes (no NUL), uint32 ndim, ndim x int64 dims,
+  float32 data (prod(dims) values; a scalar has ndim 0 and one value).
+
+Records:
+  param/<key>        initial state_dict (no num_batches_tracked)
+  data/x (4,16,1,28,28), data/y (4,16) labels as float32
+  step0/logits (16,10), step0/loss ()   train-mode forward on batch 0
+  grad/<key>         gradient of the mean CE loss for every parameter
+  step0/<key>        BN running_mean/running_var after that forward
+  train/loss (20,)   loss of each of 20 SGD steps (before its update)
+  final/<key>        state_dict after the 20 steps
+"""
+
+import argparse
+import copy
+import gzip
+import os
+import struct
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_models import ResNetPreact, count_params  # noqa: E402
+
+MAGIC = b"DTGOLD1\0"
+DATA_DIR = "/usr/share/datasets/fashion-mnist"
+MEAN, STD = 0.2860, 0.3530          # Fashion-MNIST normalisation (SPEC §2)
+N_BATCHES, BATCH = 4, 16
+TRAIN_STEPS = 20
+LR, MOMENTUM, WD = 0.1, 0.9, 5e-4
+SEED, THREADS = 0, 2
+# Trainable parameters of ResNet-preact-20 with 1 input channel, 10 classes:
+# 272282 - 2*9*16 (SPEC §1.0).
+EXPECTED_PARAMS = 271994
+
+
+def read_idx(path, want_magic):
+    """Parse a gzip IDX file (big-endian header) into a uint8 array."""
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    magic = struct.unpack(">I", raw[:4])[0]
+    if magic != want_magic:
+        raise ValueError("%s: IDX magic %#x, expected %#x"
+                         % (path, magic, want_magic))
+    ndim = magic & 0xFF
+    dims = struct.unpack(">%dI" % ndim, raw[4:4 + 4 * ndim])
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise ValueError("%s: %d bytes of data for dims %s"
+                         % (path, data.size, dims))
+    return data.reshape(dims)
+
+
+def load_data():
+    """First 64 training images/labels, normalised, as (4,16,1,28,28)/(4,16)."""
+    n = N_BATCHES * BATCH
+    img = read_idx(os.path.join(DATA_DIR, "train-images-idx3-ubyte.gz"),
+                   0x00000803)[:n]
+    lab = read_idx(os.path.join(DATA_DIR, "train-labels-idx1-ubyte.gz"),
+                   0x00000801)[:n]
+    x = (img.astype(np.float32) / np.float32(255.0) - np.float32(MEAN)) \
+        / np.float32(STD)
+    x = torch.from_numpy(x.reshape(N_BATCHES, BATCH, 1, 28, 28).copy())
+    y = torch.from_numpy(lab.astype(np.int64).reshape(N_BATCHES, BATCH).copy())
+    return x, y
+
+
+def stats_keys(model):
+    return [k for k in model.state_dict()
+            if k.endswith("running_mean") or k.endswith("running_var")]
+
+
+def state(model):
+    return [(k, v) for k, v in model.state_dict().items()
+            if not k.endswith("num_batches_tracked")]
+
+
+def compute():
+    """Return the ordered list of (name, float32 tensor) records."""
+    torch.set_num_threads(THREADS)
+    torch.use_deterministic_algorithms(True)
+    torch.manual_seed(SEED)
+    model = ResNetPreact(depth=20, block_type="basic", in_channels=1,
+                         n_classes=10, remove_first_relu=False,
+                         add_last_bn=False, preact_stage=(True, True, True))
+    model = model.float()
+    init = copy.deepcopy(model)
+    x, y = load_data()
+    rec = []
+    rec += [("param/" + k, v.clone()) for k, v in state(model)]
+    rec += [("data/x", x), ("data/y", y.float())]
+
+    # One train-mode step on batch 0 from the initial weights.
+    m = copy.deepcopy(init).train()
+    logits = m(x[0])
+    loss = F.cross_entropy(logits, y[0])
+    loss.backward()
+    rec += [("step0/logits", logits.detach().clone()),
+            ("step0/loss", loss.detach().clone())]
+    rec += [("grad/" + k, p.grad.clone()) for k, p in m.named_parameters()]
+    sd = m.state_dict()
+    rec += [("step0/" + k, sd[k].clone()) for k in stats_keys(m)]
+
+    # 20 SGD steps (Nesterov, coupled L2 on every parameter), batch i % 4.
+    m = copy.deepcopy(init).train()
+    opt = torch.optim.SGD(m.parameters(), lr=LR, momentum=MOMENTUM,
+                          dampening=0, nesterov=True, weight_decay=WD)
+    losses = []
+    for i in range(TRAIN_STEPS):
+        b = i % N_BATCHES
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(m(x[b]), y[b])
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    rec += [("train/loss", torch.tensor(losses, dtype=torch.float32))]
+    rec += [("final/" + k, v.clone()) for k, v in state(m)]
+    return [(n, t.detach().to(torch.float32).contiguous()) for n, t in rec], \
+        model, init, x, y
+
+
+def write_golden(path, records):
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(MAGIC)
+        f.write(struct.pack("<I", len(records)))
+        for name, t in records:
+            nb = name.encode("ascii")
+            f.write(struct.pack("<I", len(nb)))
+            f.write(nb)
+            f.write(struct.pack("<I", t.dim()))
+            if t.dim():
+                f.write(struct.pack("<%dq" % t.dim(), *t.shape))
+            f.write(t.numpy().astype("<f4").tobytes())
+    os.replace(tmp, path)  # never leave a half-written golden file behind
+
+
+def read_golden(path):
+    """Return the ordered list of (name, numpy float32 array) records."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw[:8] != MAGIC:
+        raise ValueError("%s: bad magic %r" % (path, raw[:8]))
+    (count,) = struct.unpack_from("<I", raw, 8)
+    off, out = 12, []
+    for _ in range(count):
+        (nlen,) = struct.unpack_from("<I", raw, off)
+        off += 4
+        name = raw[off:off + nlen].decode("ascii")
+        off += nlen
+        (ndim,) = struct.unpack_from("<I", raw, off)
+        off += 4
+        dims = struct.unpack_from("<%dq" % ndim, raw, off)
+        off += 8 * ndim
+        n = int(np.prod(dims)) if ndim else 1
+        arr = np.frombuffer(raw, dtype="<f4", count=n, offset=off)
+        off += 4 * n
+        out.append((name, arr.reshape(dims)))
+    if off != len(raw):
+        raise ValueError("%s: %d trailing bytes" % (path, len(raw) - off))
+    return out
+
+
+def manual_sgd(init, x, y):
+    """The 20 steps again with SPEC §4.1's SGD written out by hand."""
+    m = copy.deepcopy(init).train()
+    params = list(m.parameters())
+    bufs = [None] * len(params)
+    losses = []
+    for i in range(TRAIN_STEPS):
+        b = i % N_BATCHES
+        for p in params:
+            p.grad = None
+        loss = F.cross_entropy(m(x[b]), y[b])
+        loss.backward()
+        losses.append(loss.item())
+        with torch.no_grad():
+            for j, p in enumerate(params):
+                d = p.grad + WD * p
+                bufs[j] = d.clone() if bufs[j] is None \
+                    else MOMENTUM * bufs[j] + d
+                p -= LR * (d + MOMENTUM * bufs[j])
+    return np.array(losses, dtype=np.float32), dict(state(m))
+
+
+def verify(path):
+    ok = True
+
+    def check(what, cond):
+        nonlocal ok
+        ok = ok and bool(cond)
+        print("%-60s %s" % (what, "ok" if cond else "FAIL"))
+
+    recs = read_golden(path)
+    got = dict(recs)
+    check("file size %d bytes < 4 MB" % os.path.getsize(path),
+          os.path.getsize(path) < 4 * 1024 * 1024)
+    check("record names unique", len(got) == len(recs))
+    fresh, model, init, x, y = compute()
+    check("record count %d == recomputed %d" % (len(recs), len(fresh)),
+          len(recs) == len(fresh))
+    check("record order and names match",
+          [n for n, _ in recs] == [n for n, _ in fresh])
+    same_shape = all(got[n].shape == tuple(t.shape) for n, t in fresh
+                     if n in got)
+    check("record shapes match", same_shape)
+    identical = all(n in got and np.array_equal(got[n], t.numpy())
+                    for n, t in fresh)
+    check("values bit-identical on recomputation", identical)
+
+    pnames = [n for n, _ in model.named_parameters()]
+    nparam = sum(got["param/" + n].size for n in pnames)
+    check("trainable params in file %d == %d" % (nparam, EXPECTED_PARAMS),
+          nparam == EXPECTED_PARAMS)
+    check("one grad/ per parameter",
+          sorted(k[5:] for k in got if k.startswith("grad/")) == sorted(pnames))
+    check("no num_batches_tracked", not any("num_batches" in k for k in got))
+    n_stats = len(stats_keys(model))
+    check("step0/ BN stats records: %d" % n_stats,
+          sum(k.startswith("step0/") and "running" in k for k in got)
+          == n_stats)
+    check("shapes: data/x %s data/y %s logits %s loss %s train/loss %s"
+          % (got["data/x"].shape, got["data/y"].shape,
+             got["step0/logits"].shape, got["step0/loss"].shape,
+             got["train/loss"].shape),
+          got["data/x"].shape == (4, 16, 1, 28, 28)
+          and got["data/y"].shape == (4, 16)
+          and got["step0/logits"].shape == (16, 10)
+          and got["step0/loss"].shape == ()
+          and got["train/loss"].shape == (TRAIN_STEPS,))
+
+    # Independent cross-checks of the contents.
+    labels = read_idx(os.path.join(DATA_DIR, "train-labels-idx1-ubyte.gz"),
+                      0x00000801)[:64]
+    check("data/y equals the first 64 IDX labels",
+          np.array_equal(got["data/y"].reshape(-1), labels.astype(np.float32)))
+    x0 = got["data/x"][0, 0, 0]
+    check("data/x pixel range [%.4f, %.4f] ~ [-0.810, 2.023]"
+          % (x0.min(), x0.max()),
+          abs(x0.min() + MEAN / STD) < 1e-5 and x0.max() <= (1 - MEAN) / STD
+          + 1e-5)
+    lg = torch.from_numpy(got["step0/logits"].copy())
+    ce = F.cross_entropy(lg, torch.from_numpy(labels[:16].astype(np.int64)))
+    check("step0/loss == CE(step0/logits, y0) (%.6f)" % ce.item(),
+          abs(ce.item() - float(got["step0/loss"])) < 1e-6)
+    check("train/loss[0] == step0/loss",
+          got["train/loss"][0] == got["step0/loss"])
+    # Stem conv output mean drives stage1.block1.bn1 running_mean = 0.1 * mean.
+    with torch.no_grad():
+        stem = init.conv(x[0]).mean(dim=(0, 2, 3)).numpy() * 0.1
+    check("step0 stage1.block1.bn1.running_mean == 0.1*batch mean of stem",
+          np.allclose(got["step0/stage1.block1.bn1.running_mean"], stem,
+                      atol=1e-6))
+    # Finite-difference check of one FC bias gradient (double precision).
+    md = copy.deepcopy(init).double().train()
+    xb, yb = x[0].double(), y[0]
+    eps = 1e-6
+    with torch.no_grad():
+        md.fc.bias[3] += eps
+        lp = F.cross_entropy(md(xb), yb).item()
+        md.fc.bias[3] -= 2 * eps
+        lm = F.cross_entropy(md(xb), yb).item()
+    fd = (lp - lm) / (2 * eps)
+    check("grad/fc.bias[3] %.6f ~ finite difference %.6f"
+          % (got["grad/fc.bias"][3], fd),
+          abs(got["grad/fc.bias"][3] - fd) < 1e-4)
+    man_loss, man_state = manual_sgd(init, x, y)
+    check("train/loss matches hand-written SGD (max |diff| %.2e)"
+          % np.abs(man_loss - got["train/loss"]).max(),
+          np.allclose(man_loss, got["train/loss"], rtol=1e-4, atol=1e-5))
+    worst = max(np.abs(man_state[k].numpy() - got["final/" + k]).max()
+                for k in man_state)
+    check("final/ matches hand-written SGD (max |diff| %.2e)" % worst,
+          worst < 1e-4)
+    print("verify", "PASSED" if ok else "FAILED")
+    return ok
+
+
+def summary(records, path):
+    total = sum(t.numel() for _, t in records)
+    r = dict(records)
+    print("wrote %s: %d records, %d floats, %d bytes"
+          % (path, len(records), total, os.path.getsize(path)))
+    print("trainable params: %d" % sum(
+        t.numel() for n, t in records if n.startswith("grad/")))
+    print("step0/loss %.6f" % r["step0/loss"].item())
+    print("train/loss", " ".join("%.4f" % v for v in r["train/loss"].tolist()))
+    print("grad/fc.bias", " ".join("%.5f" % v
+                                   for v in r["grad/fc.bias"].tolist()))
+
+
+def main(argv):
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ap = argparse.ArgumentParser(description="ResNet-preact-20 golden tensors")
+    ap.add_argument("--out", default=os.path.join(
+        here, "tests", "golden", "resnet_preact20.bin"))
+    ap.add_argument("--verify", action="store_true",
+                    help="reload the file and check it instead of writing")
+    args = ap.parse_args(argv)
+    if args.verify:
+        return 0 if verify(args.out) else 1
+    records = compute()[0]
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    write_golden(args.out, records)
+    summary(records, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
