@@ -1,6 +1,6 @@
 /* comm.h: everything that talks between processes (DESIGN "Comm"). No other directory
- * includes mpi.h or nccl.h. This build links the single-process version (comm_single.c);
- * the MPI version arrives behind the same interface. */
+ * includes mpi.h or nccl.h. comm_mpi.c implements it over MPI (a singleton start without
+ * mpirun works); comm_single.c is the single-process version for -DDT_MPI=OFF builds. */
 #ifndef DT_COMM_H
 #define DT_COMM_H
 
@@ -13,8 +13,15 @@ dt_comm *dt_comm_init(int *argc, char ***argv);
 void dt_comm_finalize(dt_comm *comm);
 int dt_comm_rank(const dt_comm *comm);
 int dt_comm_size(const dt_comm *comm);
-/* In-place sum of a float buffer over every rank. */
+/* Rank among the processes of this node (from a shared-memory split), and their count. */
+int dt_comm_local_rank(const dt_comm *comm);
+int dt_comm_local_size(const dt_comm *comm);
+/* In-place sum of a float buffer over every rank, in buckets of at most
+ * dt_comm_set_bucket() floats (default 1 Mi floats = 4 MiB). */
 void dt_comm_allreduce_sum(dt_comm *comm, float *buf, size_t count);
+void dt_comm_set_bucket(dt_comm *comm, size_t floats);
+/* Seconds spent in dt_comm_allreduce_sum so far. */
+double dt_comm_allreduce_seconds(const dt_comm *comm);
 /* In-place sum of doubles (loss and accuracy sums). */
 void dt_comm_allreduce_sum_f64(dt_comm *comm, double *buf, size_t count);
 void dt_comm_broadcast(dt_comm *comm, void *buf, size_t bytes, int root);

@@ -7,6 +7,7 @@
  * of its output; the graph allocates every buffer from those layouts. Parameters and their
  * gradients are plain fp32 arrays carved from flat arenas, in logical layout (OIHW for
  * convolutions, (K, C) for linear layers), exactly as PyTorch stores them.
+ * Layout pointers stay valid for the lifetime of the backend that returned them.
  *
  * A plain C reference of every op lives in tests/ref/ and is the oracle for every backend. */
 #ifndef DT_BACKEND_H

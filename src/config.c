@@ -80,6 +80,17 @@ static char *cfg_strip_dup(const char *begin, const char *end) {
   return s;
 }
 
+/* The first character of `chars` in `s`, or the start of an inline comment (';' after
+ * whitespace), or the end of `s`: inih's rule for where a name or section name ends. */
+static const char *cfg_find_chars(const char *s, const char *chars) {
+  bool was_space = false;
+  while (*s && !strchr(chars, *s) && !(was_space && *s == ';')) {
+    was_space = cfg_is_space(*s);
+    s++;
+  }
+  return s;
+}
+
 /* Optimal-string-alignment distance (a swap of two neighbours counts 1), for "did you mean".
  * Long strings get a large distance: no suggestion. */
 static int cfg_distance(const char *a, const char *b) {
@@ -278,10 +289,10 @@ static bool cfg_parse_str(const cfg_key *k, const char *s, char *why, size_t cap
       snprintf(why, cap, "contains a control character");
       return false;
     }
-    /* inih cuts a value at ';' after whitespace (an inline comment): such a value could not
-     * be read back from the file that dt_config_write makes. */
-    if (c == ';' && i > 0 && (s[i - 1] == ' ' || s[i - 1] == '\t')) {
-      snprintf(why, cap, "contains ';' after a space, which an INI file reads as a comment");
+    /* inih cuts a value at ';' after whitespace (an inline comment), and dt_config_write puts
+     * a space before the value: such a value could not be read back from the file. */
+    if (c == ';' && (i == 0 || s[i - 1] == ' ' || s[i - 1] == '\t')) {
+      snprintf(why, cap, "';' at the start or after a space, which an INI file reads as a comment");
       return false;
     }
   }
@@ -482,6 +493,18 @@ static void cfg_print_value(FILE *f, const dt_config *cfg, const cfg_key *k) {
   }
 }
 
+/* An empty STR or list: written as "key =" without a trailing space. */
+static bool cfg_is_empty(const dt_config *cfg, const cfg_key *k) {
+  const void *field = cfg_cfield(cfg, k);
+  switch (k->type) {
+    case CFG_STR:
+    case CFG_CHOICE: return !*(char *const *)field || !**(char *const *)field;
+    case CFG_INTLIST: return ((const dt_intlist *)field)->n == 0;
+    case CFG_BOOLLIST: return ((const dt_boollist *)field)->n == 0;
+    default: return false;
+  }
+}
+
 /* Write `text` as lines of at most ~`width` characters, each starting with `prefix`. */
 static void cfg_print_wrapped(FILE *f, const char *prefix, const char *text, size_t width) {
   const char *p = text;
@@ -547,6 +570,47 @@ static void cfg_where(const cfg_parse *st, char *buf, size_t cap) {
   snprintf(buf, cap, "%s:%d", st->path, st->lineno);
 }
 
+/* Check one line (without BOM) before inih parses it; false with a message set on error.
+ * Checking the shape here keeps the first error of the file the one reported: inih goes on
+ * after a syntax error, and a handler error on a later line would otherwise win. Section
+ * headers are checked here too, because a section with no keys never reaches the handler. */
+static bool cfg_check_line(const char *p, const char *where) {
+  const char *q = p;
+  while (*q == ' ' || *q == '\t') q++;
+  if (!*q || cfg_is_space(*q) || *q == ';' || *q == '#') return true; /* blank or comment */
+  if (q != p) {
+    /* inih continues the previous value with an indented line (multi-line values), so an
+     * indented key or section would silently become part of a value. */
+    dt_error_set(DT_ERR_CONFIG,
+                 "%s: indented line (an INI parser reads it as the continuation of the previous "
+                 "value): remove the leading whitespace",
+                 where);
+    return false;
+  }
+  if (*p == '[') {
+    const char *close = cfg_find_chars(p + 1, "]");
+    if (*close != ']') {
+      dt_error_set(DT_ERR_CONFIG, "%s: syntax error: section header without a closing ]", where);
+      return false;
+    }
+    size_t n = (size_t)(close - p - 1);
+    char *name = dt_xmalloc(n + 1);
+    memcpy(name, p + 1, n);
+    name[n] = 0;
+    bool known = cfg_section_known(name);
+    if (!known) cfg_unknown_section(where, name);
+    free(name);
+    return known;
+  }
+  const char *sep = cfg_find_chars(p, "=:");
+  if (*sep != '=' && *sep != ':') {
+    dt_error_set(DT_ERR_CONFIG, "%s: syntax error: expected [section], key = value or a ; comment",
+                 where);
+    return false;
+  }
+  return true;
+}
+
 static char *cfg_reader(char *str, int num, void *stream) {
   cfg_parse *st = stream;
   if (st->failed) return NULL;
@@ -575,34 +639,9 @@ static char *cfg_reader(char *str, int num, void *stream) {
   }
   const char *p = st->line;
   if (st->lineno == 1 && strncmp(p, "\xEF\xBB\xBF", 3) == 0) p += 3;
-  if (*p == ' ' || *p == '\t') {
-    /* inih continues the previous value with an indented line (multi-line values), so an
-     * indented key or section would silently become part of a value. */
-    const char *q = p;
-    while (cfg_is_space(*q)) q++;
-    if (*q && *q != ';' && *q != '#') {
-      dt_error_set(DT_ERR_CONFIG,
-                   "%s: indented line (an INI parser reads it as the continuation of the previous "
-                   "value): remove the leading whitespace",
-                   where);
-      st->failed = true;
-      return NULL;
-    }
-  }
-  /* Check section headers here: a section with no keys never reaches the handler. */
-  if (*p == '[') {
-    const char *close = strchr(p, ']');
-    if (close && !memchr(p, ';', (size_t)(close - p))) {
-      char *name = dt_xmalloc((size_t)(close - p));
-      memcpy(name, p + 1, (size_t)(close - p - 1));
-      name[close - p - 1] = 0;
-      if (!cfg_section_known(name)) {
-        cfg_unknown_section(where, name);
-        st->failed = true;
-      }
-      free(name);
-      if (st->failed) return NULL;
-    }
+  if (!cfg_check_line(p, where)) {
+    st->failed = true;
+    return NULL;
   }
   memcpy(str, st->line, len + 1); /* len <= limit + 2 < num */
   return str;
@@ -748,7 +787,7 @@ void dt_config_write(const dt_config *cfg, FILE *f) {
     cfg_accepted(k, accepted, sizeof accepted);
     snprintf(line, sizeof line, "%s; default: %s", accepted, k->def[0] ? k->def : "(empty)");
     cfg_print_wrapped(f, "; ", line, 90);
-    fprintf(f, "%s = ", k->key);
+    fprintf(f, "%s =%s", k->key, cfg_is_empty(cfg, k) ? "" : " ");
     cfg_print_value(f, cfg, k);
     fputc('\n', f);
   }

@@ -32,7 +32,7 @@
 #define TOL 1e-4
 #define BN_EPS 1e-5f
 #define BN_MOMENTUM 0.1f
-#define KINK_MARGIN 1e-3 /* ReLU inputs closer than this to 0 may flip sign in fp32 */
+#define KINK_MARGIN 1e-4 /* ReLU inputs closer than this to 0 may flip sign in fp32 */
 
 /* ---- check bookkeeping: every check of a test runs, failures are listed at the end ---- */
 
@@ -66,7 +66,7 @@ static void chk_close(const char *what, const double *got, const double *want, s
 
 static void chk_end(void) {
   print_message("  %d checks, %d failed; worst rel err %.2e (%s)\n", g_chk.checks,
-                g_chk.failures, g_chk.worst, g_chk.worst_what);
+                g_chk.failures, g_chk.worst, g_chk.worst_what[0] ? g_chk.worst_what : "all exact");
   assert_int_equal(g_chk.failures, 0);
 }
 
@@ -165,15 +165,17 @@ enum { LAYOUT_PLAIN, LAYOUT_CONV, LAYOUT_KINDS };
 static const char *const layout_name[LAYOUT_KINDS] = {"plain", "conv-out"};
 
 /* The layout of shape s in the given kind. For LAYOUT_CONV this is the output layout of a
- * 1x1 convolution (C -> C) over plain input, which is kept alive in *keep (the contract
+ * stem-like 3x3 convolution (3 -> C channels) over a plain image: oneDNN keeps the plain
+ * layout for many C -> C convolutions of plain input, but blocks the output of a stem, and
+ * every later op of the model inherits that. The op is kept alive in *keep (the contract
  * does not promise that a layout outlives its op); free it with op_free. */
 static const dt_layout *layout_of(dt_backend *be, dt_shape s, int kind, dt_op **keep) {
   *keep = NULL;
-  const dt_layout *plain = be->ops->layout_plain(be, s);
-  if (kind == LAYOUT_PLAIN) return plain;
-  const dt_conv_params p = {s.n, s.c, s.h, s.w, s.c, 1, 1, 1, 0, 1, false};
+  if (kind == LAYOUT_PLAIN) return be->ops->layout_plain(be, s);
+  const dt_shape image = {s.n, 3, s.h, s.w};
+  const dt_conv_params p = {s.n, 3, s.h, s.w, s.c, 3, 3, 1, 1, 1, false};
   const dt_layout *y = NULL;
-  *keep = be->ops->conv_create(be, &p, plain, &y);
+  *keep = be->ops->conv_create(be, &p, be->ops->layout_plain(be, image), &y);
   assert_non_null(*keep);
   assert_non_null(y);
   return y;
@@ -215,6 +217,10 @@ static void test_memory(void **state) {
       const dt_layout *l = layout_of(be, s, kind, &keep);
       const size_t n = dt_shape_count(s);
       assert_true(be->ops->layout_bytes(l) >= n * sizeof(float));
+      if (kind == LAYOUT_CONV) /* so the log shows that blocked layouts were exercised */
+        print_message("  conv-out layout of %dx%dx%dx%d: %zu bytes (plain %zu)%s\n", s.n, s.c,
+                      s.h, s.w, be->ops->layout_bytes(l), n * sizeof(float),
+                      l == be->ops->layout_plain(be, s) ? ", the plain layout" : "");
       hvec v = hv_rand(n, 10 + si, -1, 1);
       dt_tensor t = t_new(be, s, l);
       t_put(be, &t, &v);
@@ -385,19 +391,20 @@ static void bn_case(dt_backend *be, dt_shape s, bool relu, int kind, uint64_t se
   snprintf(tag, sizeof tag, "bn%s %dx%dx%dx%d %s", relu ? "+relu" : "", s.n, s.c, s.h, s.w,
            layout_name[kind]);
 
-  /* Redraw the input until no ReLU input is within fp32 reach of 0, where the backend and
-   * the reference could disagree on the mask. */
-  hvec x = {0}, gamma = {0}, beta = {0};
-  for (int tries = 0;; tries++) {
-    assert_true(tries < 100);
-    hv_free(&x), hv_free(&gamma), hv_free(&beta);
-    x = hv_rand(n, seed + 100 * tries, -2, 3);
-    gamma = hv_rand(c, seed + 100 * tries + 1, 0.5f, 1.5f);
-    beta = hv_rand(c, seed + 100 * tries + 2, -0.5f, 0.5f);
-    if (!relu || bn_kink_distance(s, x.d, gamma.d, beta.d) > KINK_MARGIN) break;
-  }
+  hvec x = hv_rand(n, seed, -2, 3);
+  hvec gamma = hv_rand(c, seed + 1, 0.5f, 1.5f), beta = hv_rand(c, seed + 2, -0.5f, 0.5f);
   hvec rmean = hv_rand(c, seed + 3, -1, 1), rvar = hv_rand(c, seed + 4, 0.5f, 2);
   hvec dy = hv_rand(n, seed + 5, -1, 1), garbage = hv_rand(c, seed + 6, -7, 7);
+  if (relu) {
+    /* Where the ReLU input is within fp32 reach of 0 the backend and the reference may
+     * disagree on the mask; a zero gradient there makes the mask irrelevant. */
+    double *pre = dt_xcalloc(n, sizeof *pre);
+    ref_bn_forward_train(s.n, c, hw, x.d, gamma.d, beta.d, BN_EPS, false, pre, NULL, NULL, NULL,
+                         NULL, 0);
+    for (size_t i = 0; i < n; i++)
+      if (fabs(pre[i]) < KINK_MARGIN) dy.f[i] = 0, dy.d[i] = 0;
+    free(pre);
+  }
 
   /* Training forward: output, saved statistics, running statistics. */
   double *ry = dt_xcalloc(n, sizeof *ry), *rdx = dt_xcalloc(n, sizeof *rdx);

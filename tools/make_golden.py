@@ -7,10 +7,15 @@ forward pass, gradients, BN statistics and 20 SGD steps against it.
 Usage:
   /usr/bin/python3 tools/make_golden.py [--out tests/golden/resnet_preact20.bin]
   /usr/bin/python3 tools/make_golden.py --verify [--out ...]
+  /usr/bin/python3 tools/make_golden.py --spread
 
 --verify reloads the file, checks its structure (names, shapes, parameter
 count), recomputes everything and requires bit-identical values, and checks
-the 20 steps against a hand-written SGD (SPEC §4.1 formula).
+every one of the 20 SGD updates against SPEC §4.1's formula written by hand.
+--spread prints how far float64, 1-thread and channels_last runs of the same
+model land from the golden values: a guide for the C tests' tolerances. The
+20-step run is chaotic at float32 rounding level (ReLU sign flips grow from
+step 2 on), so only its first steps can be compared tightly.
 
 File format (little-endian):
   8 bytes magic b"DTGOLD1\\0", uint32 record count, then per record:
@@ -94,24 +99,41 @@ def state(model):
             if not k.endswith("num_batches_tracked")]
 
 
-def compute():
-    """Return the ordered list of (name, float32 tensor) records."""
-    torch.set_num_threads(THREADS)
-    torch.use_deterministic_algorithms(True)
+def make_model():
+    """ResNet-preact-20, 1x28x28 input, 10 classes, default flags, seed 0."""
     torch.manual_seed(SEED)
-    model = ResNetPreact(depth=20, block_type="basic", in_channels=1,
-                         n_classes=10, remove_first_relu=False,
-                         add_last_bn=False, preact_stage=(True, True, True))
-    model = model.float()
+    return ResNetPreact(depth=20, block_type="basic", in_channels=1,
+                        n_classes=10, remove_first_relu=False,
+                        add_last_bn=False,
+                        preact_stage=(True, True, True)).float()
+
+
+def compute(dtype=torch.float32, threads=THREADS, channels_last=False):
+    """Return (records, model, init, x, y); records is the ordered list of
+    (name, float32 tensor). The defaults give the golden file; the other
+    settings exist for --spread (how much a second implementation may differ).
+    """
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    model = make_model()
     init = copy.deepcopy(model)
     x, y = load_data()
     rec = []
     rec += [("param/" + k, v.clone()) for k, v in state(model)]
     rec += [("data/x", x), ("data/y", y.float())]
 
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    xs = x.to(dtype)
+
+    def fresh():
+        return copy.deepcopy(init).to(dtype).to(memory_format=fmt).train()
+
+    def batch(b):
+        return xs[b].contiguous(memory_format=fmt)
+
     # One train-mode step on batch 0 from the initial weights.
-    m = copy.deepcopy(init).train()
-    logits = m(x[0])
+    m = fresh()
+    logits = m(batch(0))
     loss = F.cross_entropy(logits, y[0])
     loss.backward()
     rec += [("step0/logits", logits.detach().clone()),
@@ -121,21 +143,51 @@ def compute():
     rec += [("step0/" + k, sd[k].clone()) for k in stats_keys(m)]
 
     # 20 SGD steps (Nesterov, coupled L2 on every parameter), batch i % 4.
-    m = copy.deepcopy(init).train()
+    m = fresh()
     opt = torch.optim.SGD(m.parameters(), lr=LR, momentum=MOMENTUM,
                           dampening=0, nesterov=True, weight_decay=WD)
     losses = []
     for i in range(TRAIN_STEPS):
         b = i % N_BATCHES
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(m(x[b]), y[b])
+        loss = F.cross_entropy(m(batch(b)), y[b])
         loss.backward()
         opt.step()
         losses.append(loss.item())
     rec += [("train/loss", torch.tensor(losses, dtype=torch.float32))]
     rec += [("final/" + k, v.clone()) for k, v in state(m)]
-    return [(n, t.detach().to(torch.float32).contiguous()) for n, t in rec], \
-        model, init, x, y
+    rec = [(n, t.detach().to(torch.float32).contiguous()) for n, t in rec]
+    return rec, model, init, x, y
+
+
+def spread():
+    """Print how far other valid computations land from the golden values:
+    the same model in float64, with 1 thread, and in channels_last. A C
+    implementation can be expected to differ by about as much, which is what
+    its test tolerances should be based on."""
+    gold = dict(compute()[0])
+    variants = [("float64", dict(dtype=torch.float64)),
+                ("float32 1 thread", dict(threads=1)),
+                ("float32 channels_last", dict(channels_last=True))]
+
+    def rel(a, b):
+        return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+    for label, kw in variants:
+        got = dict(compute(**kw)[0])
+        print("== %s vs golden" % label)
+        print("  step0/logits max|diff| %.2e, step0/loss |diff| %.2e"
+              % (np.abs(got["step0/logits"] - gold["step0/logits"]).max(),
+                 abs(float(got["step0/loss"]) - float(gold["step0/loss"]))))
+        for group in ("grad/", "step0/stage", "final/"):
+            worst = max((rel(got[k].numpy(), v.numpy()), k)
+                        for k, v in gold.items() if k.startswith(group))
+            print("  %-12s worst per-tensor ||diff||/||golden|| %.2e (%s)"
+                  % (group + "*", worst[0], worst[1]))
+        d = np.abs(got["train/loss"].numpy() - gold["train/loss"].numpy())
+        print("  train/loss |diff| per step:",
+              " ".join("%.0e" % v for v in d))
+    torch.set_num_threads(THREADS)
 
 
 def write_golden(path, records):
@@ -181,25 +233,39 @@ def read_golden(path):
 
 
 def manual_sgd(init, x, y):
-    """The 20 steps again with SPEC §4.1's SGD written out by hand."""
+    """Re-run the 20 steps and check each torch SGD update against SPEC §4.1
+    written out by hand, applied to the same weights and gradients.
+
+    The trajectory itself cannot be compared between two implementations:
+    float32 rounding flips a few ReLUs per step and training amplifies that
+    (see --spread), so the hand-written update is teacher-forced: it is fed
+    torch's weights and gradients at every step. Returns (losses, worst
+    relative update error, final state_dict)."""
     m = copy.deepcopy(init).train()
+    opt = torch.optim.SGD(m.parameters(), lr=LR, momentum=MOMENTUM,
+                          dampening=0, nesterov=True, weight_decay=WD)
     params = list(m.parameters())
     bufs = [None] * len(params)
-    losses = []
+    losses, worst = [], 0.0
     for i in range(TRAIN_STEPS):
         b = i % N_BATCHES
-        for p in params:
-            p.grad = None
+        opt.zero_grad(set_to_none=True)
         loss = F.cross_entropy(m(x[b]), y[b])
         loss.backward()
         losses.append(loss.item())
+        want = []
         with torch.no_grad():
             for j, p in enumerate(params):
-                d = p.grad + WD * p
-                bufs[j] = d.clone() if bufs[j] is None \
-                    else MOMENTUM * bufs[j] + d
-                p -= LR * (d + MOMENTUM * bufs[j])
-    return np.array(losses, dtype=np.float32), dict(state(m))
+                w, g = p.double(), p.grad.double()
+                d = g + WD * w
+                bufs[j] = d if bufs[j] is None else MOMENTUM * bufs[j] + d
+                want.append(w - LR * (d + MOMENTUM * bufs[j]))
+        opt.step()
+        with torch.no_grad():
+            for p, w in zip(params, want):
+                step = (w - p.double().detach()).abs().max().item()
+                worst = max(worst, step / max(w.abs().max().item(), 1e-30))
+    return np.array(losses, dtype=np.float32), worst, dict(state(m))
 
 
 def verify(path):
@@ -283,14 +349,13 @@ def verify(path):
     check("grad/fc.bias[3] %.6f ~ finite difference %.6f"
           % (got["grad/fc.bias"][3], fd),
           abs(got["grad/fc.bias"][3] - fd) < 1e-4)
-    man_loss, man_state = manual_sgd(init, x, y)
-    check("train/loss matches hand-written SGD (max |diff| %.2e)"
-          % np.abs(man_loss - got["train/loss"]).max(),
-          np.allclose(man_loss, got["train/loss"], rtol=1e-4, atol=1e-5))
-    worst = max(np.abs(man_state[k].numpy() - got["final/" + k]).max()
-                for k in man_state)
-    check("final/ matches hand-written SGD (max |diff| %.2e)" % worst,
-          worst < 1e-4)
+    man_loss, worst, man_state = manual_sgd(init, x, y)
+    check("each SGD update == hand-written SPEC 4.1 (max rel err %.1e)"
+          % worst, worst < 1e-6)
+    check("re-run train/loss and final/ bit-identical",
+          np.array_equal(man_loss, got["train/loss"])
+          and all(np.array_equal(v.numpy(), got["final/" + k])
+                  for k, v in man_state.items()))
     print("verify", "PASSED" if ok else "FAILED")
     return ok
 
@@ -315,7 +380,13 @@ def main(argv):
         here, "tests", "golden", "resnet_preact20.bin"))
     ap.add_argument("--verify", action="store_true",
                     help="reload the file and check it instead of writing")
+    ap.add_argument("--spread", action="store_true",
+                    help="print how far float64 / 1-thread / channels_last "
+                         "runs land from the golden values")
     args = ap.parse_args(argv)
+    if args.spread:
+        spread()
+        return 0
     if args.verify:
         return 0 if verify(args.out) else 1
     records = compute()[0]

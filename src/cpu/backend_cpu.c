@@ -97,15 +97,35 @@ static void cpu_prim_finish(dt_cpu_backend *be, dt_cpu_prim *p) {
   }
 }
 
-void dt_cpu_prim_create(dt_cpu_backend *be, dt_cpu_prim *p, const void *op_desc,
-                        const_dnnl_post_ops_t post_ops, const_dnnl_primitive_desc_t hint,
-                        const char *what) {
+static dnnl_status_t cpu_prim_desc(dt_cpu_backend *be, dt_cpu_prim *p, const void *op_desc,
+                                   const_dnnl_post_ops_t post_ops,
+                                   const_dnnl_primitive_desc_t hint) {
   dnnl_primitive_attr_t attr = cpu_attr(post_ops);
   dnnl_status_t s = dnnl_primitive_desc_create(&p->pd, op_desc, attr, be->engine, hint);
   DT_DNNL_CHECK(dnnl_primitive_attr_destroy(attr));
-  if (s != dnnl_success)
-    DT_FATAL("oneDNN cannot create %s: %s", what, dnnl_status2str(s));
+  if (s != dnnl_success) p->pd = NULL;
+  return s;
+}
+
+void dt_cpu_prim_create(dt_cpu_backend *be, dt_cpu_prim *p, const void *op_desc,
+                        const_dnnl_post_ops_t post_ops, const_dnnl_primitive_desc_t hint,
+                        const char *what) {
+  dnnl_status_t s = cpu_prim_desc(be, p, op_desc, post_ops, hint);
+  if (s != dnnl_success) DT_FATAL("oneDNN cannot create %s: %s", what, dnnl_status2str(s));
   cpu_prim_finish(be, p);
+}
+
+bool dt_cpu_prim_try_create(dt_cpu_backend *be, dt_cpu_prim *p, const void *op_desc,
+                            const_dnnl_post_ops_t post_ops, const_dnnl_primitive_desc_t hint) {
+  if (cpu_prim_desc(be, p, op_desc, post_ops, hint) != dnnl_success) return false;
+  cpu_prim_finish(be, p);
+  return true;
+}
+
+bool dt_cpu_prim_is_ref(const dt_cpu_prim *p) {
+  const char *impl = NULL;
+  DT_DNNL_CHECK(dnnl_primitive_desc_query(p->pd, dnnl_query_impl_info_str, 0, &impl));
+  return impl && strncmp(impl, "ref", 3) == 0;
 }
 
 void dt_cpu_prim_reorder(dt_cpu_backend *be, dt_cpu_prim *p, const dnnl_memory_desc_t *from,

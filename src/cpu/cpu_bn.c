@@ -15,6 +15,7 @@ typedef struct {
   bool relu;
   dt_cpu_prim train, infer, bwd;
   void *workspace; /* ReLU mask of the last training forward (fuse_relu only) */
+  float *zero_shift; /* (C) zeros: the backward needs a shift argument it does not use */
   dnnl_memory_t m_x, m_y, m_dx, m_ws; /* m_y also carries dy */
   /* (C) vectors: statistics, scale and shift, their gradients */
   dnnl_memory_t m_mean, m_var, m_scale, m_shift, m_dscale, m_dshift;
@@ -26,6 +27,7 @@ static void bn_release(dt_op *op) {
   dt_cpu_prim_free(&b->infer);
   dt_cpu_prim_free(&b->bwd);
   free(b->workspace);
+  free(b->zero_shift);
   dnnl_memory_t *mems[] = {&b->m_x, &b->m_y, &b->m_dx, &b->m_ws,     &b->m_mean, &b->m_var,
                            &b->m_scale, &b->m_shift, &b->m_dscale, &b->m_dshift};
   for (size_t i = 0; i < DT_ARRAY_LEN(mems); i++) dt_cpu_mem_free(mems[i]);
@@ -69,6 +71,10 @@ dt_op *dt_cpu_bn_create(dt_backend *bep, dt_shape shape, const dt_layout *x, flo
     b->m_ws = dt_cpu_mem(be, &ws);
     dt_cpu_bind(be, b->m_ws, b->workspace);
   }
+  /* oneDNN 2.6 rejects a use_shift backward without DNNL_ARG_SHIFT, although the gradients
+   * do not depend on beta (the ReLU mask comes from the workspace); bn_backward is not given
+   * beta, so the op passes zeros. */
+  b->zero_shift = dt_xcalloc((size_t)shape.c, sizeof(float));
   b->m_x = dt_cpu_mem(be, xmd);
   b->m_y = dt_cpu_mem(be, xmd);
   b->m_dx = dt_cpu_mem(be, xmd);
@@ -143,17 +149,19 @@ void dt_cpu_bn_backward(dt_op *op, const dt_tensor *x, const dt_tensor *dy, cons
   dt_cpu_bind(be, b->m_scale, gamma);
   dt_cpu_bind(be, b->m_mean, save_mean);
   dt_cpu_bind(be, b->m_var, save_var);
+  dt_cpu_bind(be, b->m_shift, b->zero_shift);
   dt_cpu_bind(be, b->m_dscale, dgamma);
   dt_cpu_bind(be, b->m_dshift, dbeta);
   dt_cpu_bind(be, b->m_dx, dx->data);
   dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC, b->m_x},
                             {DNNL_ARG_DIFF_DST, b->m_y},
                             {DNNL_ARG_SCALE, b->m_scale},
+                            {DNNL_ARG_SHIFT, b->m_shift},
                             {DNNL_ARG_MEAN, b->m_mean},
                             {DNNL_ARG_VARIANCE, b->m_var},
                             {DNNL_ARG_DIFF_SRC, b->m_dx},
                             {DNNL_ARG_DIFF_SCALE, b->m_dscale},
                             {DNNL_ARG_DIFF_SHIFT, b->m_dshift},
                             {DNNL_ARG_WORKSPACE, b->m_ws}};
-  dt_cpu_prim_exec(be, &b->bwd, b->relu ? 9 : 8, args);
+  dt_cpu_prim_exec(be, &b->bwd, b->relu ? 10 : 9, args);
 }

@@ -2,7 +2,12 @@
  * is given and chooses its output layout (nChw8c on AVX2); backward-data and backward-weights
  * use the forward's layouts for the gradients, so activations are never reordered. Weights
  * stay plain OIHW (goihw with groups) in the caller's arrays and are reordered into the
- * primitive's layout on every call (they are small); weight gradients are reordered back. */
+ * primitive's layout on every call (they are small); weight gradients are reordered back.
+ *
+ * One exception to "never reorder activations": when oneDNN has only its reference code for
+ * a backward pass in the given input layout (a plain 1-channel input on AVX2: its fast
+ * backward-weights kernel wants a blocked input), that pass lets oneDNN pick the input
+ * layout and the op reorders the input (the network's image batch, small) into it. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,8 +26,13 @@ typedef struct {
    * gradient's layout -> plain; each with the op's buffer for the non-plain side. */
   dt_cpu_reorder w_fwd, w_bwd, dw;
   float *w_fwd_buf, *w_bwd_buf, *dw_buf;
+  /* Staging of the input for backward passes that need another layout (see above):
+   * x -> backward-weights src layout, backward-data diff_src layout -> dx. */
+  bool stage_x, stage_dx;
+  dt_cpu_reorder x_stage, dx_stage;
+  float *x_stage_buf, *dx_stage_buf;
   /* Memory objects, pointed at the caller's buffers on each call. */
-  dnnl_memory_t m_x, m_y, m_w_fwd, m_w_bwd, m_dw;
+  dnnl_memory_t m_x, m_y, m_w_fwd, m_w_bwd, m_dw, m_xs, m_dxs;
 } cpu_conv;
 
 static void conv_release(dt_op *op) {
@@ -37,6 +47,12 @@ static void conv_release(dt_op *op) {
   free(c->w_fwd_buf);
   free(c->w_bwd_buf);
   free(c->dw_buf);
+  dt_cpu_reorder_free(&c->x_stage);
+  dt_cpu_reorder_free(&c->dx_stage);
+  free(c->x_stage_buf);
+  free(c->dx_stage_buf);
+  dt_cpu_mem_free(&c->m_xs);
+  dt_cpu_mem_free(&c->m_dxs);
   dt_cpu_mem_free(&c->m_x);
   dt_cpu_mem_free(&c->m_y);
   dt_cpu_mem_free(&c->m_w_fwd);
@@ -44,13 +60,34 @@ static void conv_release(dt_op *op) {
   dt_cpu_mem_free(&c->m_dw);
 }
 
-/* The op's buffer for a non-plain weight layout (NULL when the plain array is used). */
-static float *conv_wbuf(const dt_cpu_reorder *r, const dnnl_memory_desc_t *md) {
-  if (r->same) return NULL;
+
+static float *conv_buf(const dnnl_memory_desc_t *md) {
   size_t bytes = dnnl_memory_desc_get_size(md);
   float *p = dt_xaligned(bytes);
   memset(p, 0, bytes);
   return p;
+}
+
+/* The op's buffer for a non-plain weight layout (NULL when the plain array is used). */
+static float *conv_wbuf(const dt_cpu_reorder *r, const dnnl_memory_desc_t *md) {
+  return r->same ? NULL : conv_buf(md);
+}
+
+/* If p (created with the exact input layout) is oneDNN's reference code, try again with
+ * `any_desc` (the same op with the input layout left to oneDNN). Returns true and replaces
+ * p when that gives a real kernel. */
+static bool conv_try_faster(dt_cpu_backend *be, dt_cpu_prim *p, const void *any_desc,
+                            const_dnnl_primitive_desc_t hint) {
+  if (!dt_cpu_prim_is_ref(p)) return false;
+  dt_cpu_prim alt = {0};
+  if (!dt_cpu_prim_try_create(be, &alt, any_desc, NULL, hint)) return false;
+  if (dt_cpu_prim_is_ref(&alt)) {
+    dt_cpu_prim_free(&alt);
+    return false;
+  }
+  dt_cpu_prim_free(p);
+  *p = alt;
+  return true;
 }
 
 dt_op *dt_cpu_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_layout *x,
@@ -92,6 +129,7 @@ dt_op *dt_cpu_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_lay
   dnnl_dims_t yd = {p->n, p->k, oh, ow};
   y_any = dt_cpu_md(4, yd, dnnl_format_tag_any);
   dnnl_dims_t strides = {p->stride, p->stride}, pad = {p->pad, p->pad};
+  dnnl_memory_desc_t x_any = dt_cpu_md(4, xmd->dims, dnnl_format_tag_any);
 
   dnnl_convolution_desc_t d;
   DT_DNNL_CHECK(dnnl_convolution_forward_desc_init(&d, dnnl_forward_training,
@@ -127,6 +165,16 @@ dt_op *dt_cpu_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_lay
         &d, dnnl_convolution_direct, xmd, &w_any, &ymd, strides, pad, pad));
     snprintf(fwhat, sizeof fwhat, "%s backward data", what);
     dt_cpu_prim_create(be, &c->bwd_data, &d, NULL, c->fwd.pd, fwhat);
+    dnnl_convolution_desc_t d_any;
+    DT_DNNL_CHECK(dnnl_convolution_backward_data_desc_init(
+        &d_any, dnnl_convolution_direct, &x_any, &w_any, &ymd, strides, pad, pad));
+    if (conv_try_faster(be, &c->bwd_data, &d_any, c->fwd.pd)) {
+      dnnl_memory_desc_t dxs = dt_cpu_prim_md(&c->bwd_data, dnnl_query_diff_src_md, 0);
+      dt_cpu_reorder_init(be, &c->dx_stage, &dxs, xmd, fwhat);
+      c->stage_dx = !c->dx_stage.same;
+      if (c->stage_dx) c->dx_stage_buf = conv_buf(&dxs);
+      c->m_dxs = dt_cpu_mem(be, &dxs);
+    }
     dnnl_memory_desc_t w_bwd = dt_cpu_prim_md(&c->bwd_data, dnnl_query_weights_md, 0);
     dt_cpu_reorder_init(be, &c->w_bwd, &w_plain, &w_bwd, fwhat);
     c->w_bwd_buf = conv_wbuf(&c->w_bwd, &w_bwd);
@@ -137,6 +185,16 @@ dt_op *dt_cpu_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_lay
       &d, dnnl_convolution_direct, xmd, &w_any, NULL, &ymd, strides, pad, pad));
   snprintf(fwhat, sizeof fwhat, "%s backward weights", what);
   dt_cpu_prim_create(be, &c->bwd_weights, &d, NULL, c->fwd.pd, fwhat);
+  dnnl_convolution_desc_t d_any;
+  DT_DNNL_CHECK(dnnl_convolution_backward_weights_desc_init(
+      &d_any, dnnl_convolution_direct, &x_any, &w_any, NULL, &ymd, strides, pad, pad));
+  if (conv_try_faster(be, &c->bwd_weights, &d_any, c->fwd.pd)) {
+    dnnl_memory_desc_t xs = dt_cpu_prim_md(&c->bwd_weights, dnnl_query_src_md, 0);
+    dt_cpu_reorder_init(be, &c->x_stage, xmd, &xs, fwhat);
+    c->stage_x = !c->x_stage.same;
+    if (c->stage_x) c->x_stage_buf = conv_buf(&xs);
+    c->m_xs = dt_cpu_mem(be, &xs);
+  }
   dnnl_memory_desc_t dw = dt_cpu_prim_md(&c->bwd_weights, dnnl_query_diff_weights_md, 0);
   dt_cpu_reorder_init(be, &c->dw, &dw, &w_plain, fwhat);
   c->dw_buf = conv_wbuf(&c->dw, &dw);
@@ -176,13 +234,14 @@ void dt_cpu_conv_backward_data(dt_op *op, const dt_tensor *dy, const float *w, d
     dt_cpu_reorder_run(be, &c->w_bwd, w, c->w_bwd_buf);
     wk = c->w_bwd_buf;
   }
+  dnnl_memory_t m_dx = c->m_dxs ? c->m_dxs : c->m_x;
   dt_cpu_bind(be, c->m_y, dy->data);
   dt_cpu_bind(be, c->m_w_bwd, wk);
-  dt_cpu_bind(be, c->m_x, dx->data);
-  dnnl_exec_arg_t args[] = {{DNNL_ARG_DIFF_DST, c->m_y},
-                            {DNNL_ARG_WEIGHTS, c->m_w_bwd},
-                            {DNNL_ARG_DIFF_SRC, c->m_x}};
+  dt_cpu_bind(be, m_dx, c->stage_dx ? (void *)c->dx_stage_buf : (void *)dx->data);
+  dnnl_exec_arg_t args[] = {
+      {DNNL_ARG_DIFF_DST, c->m_y}, {DNNL_ARG_WEIGHTS, c->m_w_bwd}, {DNNL_ARG_DIFF_SRC, m_dx}};
   dt_cpu_prim_exec(be, &c->bwd_data, 3, args);
+  if (c->stage_dx) dt_cpu_reorder_run(be, &c->dx_stage, c->dx_stage_buf, dx->data);
 }
 
 void dt_cpu_conv_backward_weights(dt_op *op, const dt_tensor *x, const dt_tensor *dy, float *dw) {
@@ -191,11 +250,17 @@ void dt_cpu_conv_backward_weights(dt_op *op, const dt_tensor *x, const dt_tensor
   dt_cpu_check_tensor(x, c->x, "conv_backward_weights x");
   dt_cpu_check_tensor(dy, c->y, "conv_backward_weights dy");
   void *dwk = c->dw.same ? (void *)dw : (void *)c->dw_buf;
-  dt_cpu_bind(be, c->m_x, x->data);
+  dnnl_memory_t m_x = c->m_xs ? c->m_xs : c->m_x;
+  const void *xk = x->data;
+  if (c->stage_x) {
+    dt_cpu_reorder_run(be, &c->x_stage, x->data, c->x_stage_buf);
+    xk = c->x_stage_buf;
+  }
+  dt_cpu_bind(be, m_x, xk);
   dt_cpu_bind(be, c->m_y, dy->data);
   dt_cpu_bind(be, c->m_dw, dwk);
   dnnl_exec_arg_t args[] = {
-      {DNNL_ARG_SRC, c->m_x}, {DNNL_ARG_DIFF_DST, c->m_y}, {DNNL_ARG_DIFF_WEIGHTS, c->m_dw}};
+      {DNNL_ARG_SRC, m_x}, {DNNL_ARG_DIFF_DST, c->m_y}, {DNNL_ARG_DIFF_WEIGHTS, c->m_dw}};
   dt_cpu_prim_exec(be, &c->bwd_weights, 3, args);
   if (!c->dw.same) dt_cpu_reorder_run(be, &c->dw, c->dw_buf, dw);
 }

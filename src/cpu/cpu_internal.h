@@ -83,6 +83,11 @@ void dt_cpu_bind(dt_cpu_backend *be, dnnl_memory_t mem, const void *ptr);
 void dt_cpu_prim_create(dt_cpu_backend *be, dt_cpu_prim *p, const void *op_desc,
                         const_dnnl_post_ops_t post_ops, const_dnnl_primitive_desc_t hint,
                         const char *what);
+/* The same, returning false instead of failing when oneDNN has no implementation. */
+bool dt_cpu_prim_try_create(dt_cpu_backend *be, dt_cpu_prim *p, const void *op_desc,
+                            const_dnnl_post_ops_t post_ops, const_dnnl_primitive_desc_t hint);
+/* True when oneDNN picked its reference (plain C++ loop, very slow) implementation. */
+bool dt_cpu_prim_is_ref(const dt_cpu_prim *p);
 void dt_cpu_prim_reorder(dt_cpu_backend *be, dt_cpu_prim *p, const dnnl_memory_desc_t *from,
                          const dnnl_memory_desc_t *to, const char *what);
 /* Copy of the memory descriptor a primitive chose for one of its arguments. */

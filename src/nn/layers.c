@@ -1,5 +1,6 @@
 /* layers.c: the layer kinds of the graph. Each is a small table of functions (plan, forward,
  * backward, free) over the node's settings; the arithmetic is the backend's. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "nn/graph.h"
@@ -31,7 +32,7 @@ static void conv_plan(dt_node *n, dt_graph *g) {
     const dt_node *producer = n->residual > 0 ? &g->nodes[n->residual - 1] : NULL;
     /* The residual's buffer can hold the sum only when nothing else reads it and its
      * producer's backward does not need its output (a convolution's does not). */
-    n->residual_inplace = r->consumers == 1 && producer && producer->ops == &dt_layer_conv &&
+    n->residual_inplace = getenv("DT_NOINPLACE") == NULL && r->consumers == 1 && producer && producer->ops == &dt_layer_conv &&
                           !producer->residual_inplace && r->t.layout == n->layout;
     if (!n->residual_inplace) n->aux = BE->eltwise_create(g->be, n->shape, n->layout);
   }

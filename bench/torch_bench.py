@@ -1,0 +1,102 @@
+#!/usr/bin/python3
+"""PyTorch training throughput of ResNet-preact, the yardstick for dtrain.
+
+Times full training steps (forward, mean cross-entropy, backward, SGD
+Nesterov step with weight decay) of the independent model in
+tools/torch_models.py on synthetic data already in memory, so the number is
+compute only, like `dtrain CONFIG --bench STEPS`.
+
+Usage:
+  /usr/bin/python3 bench/torch_bench.py --depth 20 --channels 1 --size 28 \\
+      --batch 128 --threads 2 --warmup 3 --steps 20 [--channels-last]
+
+The last line is `torch: <images/s> images/s`, computed as total images over
+total wall time of the timed steps (no median).
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), "tools"))
+from torch_models import ResNetPreact, count_params  # noqa: E402
+
+
+def positive(text):
+    v = int(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError("must be > 0, got %s" % text)
+    return v
+
+
+def main(argv):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--depth", type=positive, default=20)
+    ap.add_argument("--block", choices=["basic", "bottleneck"],
+                    default="basic")
+    ap.add_argument("--channels", type=positive, default=1,
+                    help="input channels")
+    ap.add_argument("--size", type=positive, default=28,
+                    help="input height = width")
+    ap.add_argument("--classes", type=positive, default=10)
+    ap.add_argument("--initial-channels", type=positive, default=16)
+    ap.add_argument("--add-last-bn", action="store_true")
+    ap.add_argument("--batch", type=positive, default=128)
+    ap.add_argument("--threads", type=positive, default=2)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--steps", type=positive, default=20)
+    ap.add_argument("--lr", type=float, default=0.1)
+    ap.add_argument("--channels-last", action="store_true",
+                    help="NHWC memory format for model and input")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    fmt = torch.channels_last if args.channels_last else \
+        torch.contiguous_format
+    model = ResNetPreact(depth=args.depth, block_type=args.block,
+                         in_channels=args.channels, n_classes=args.classes,
+                         initial_channels=args.initial_channels,
+                         add_last_bn=args.add_last_bn)
+    model = model.to(memory_format=fmt).train()
+    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9,
+                          nesterov=True, weight_decay=5e-4)
+    # Synthetic batch, prepared once: the benchmark measures compute only.
+    x = torch.randn(args.batch, args.channels, args.size, args.size)
+    x = x.contiguous(memory_format=fmt)  # (N, C, H, W)
+    y = torch.randint(0, args.classes, (args.batch,))
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    for _ in range(args.warmup):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        loss = step()
+    loss.item()  # the CPU is synchronous; kept so the loss is really used
+    dt = time.perf_counter() - t0
+
+    print("model ResNet-preact-%d %s, %d params, input %dx%dx%d, batch %d, "
+          "threads %d, %s, torch %s"
+          % (args.depth, args.block, count_params(model), args.channels,
+             args.size, args.size, args.batch, args.threads,
+             "channels_last" if args.channels_last else "NCHW",
+             torch.__version__))
+    print("%d timed steps in %.3f s, %.1f ms/step, final loss %.4f"
+          % (args.steps, dt, 1000 * dt / args.steps, loss.item()))
+    print("torch: %.1f images/s" % (args.steps * args.batch / dt))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,86 @@
+/* comm_mpi.c: the process group over MPI. Ranks on one node are found with a shared-memory
+ * split; gradients are summed with in-place MPI_Allreduce over buckets of the flat buffer.
+ * MPI errors are fatal (MPI_ERRORS_ARE_FATAL), so no rank is left waiting in a collective. */
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "comm.h"
+#include "common.h"
+
+struct dt_comm {
+  MPI_Comm world, local;
+  int rank, size, local_rank, local_size;
+  size_t bucket;
+  double allreduce_seconds;
+};
+
+static struct dt_comm g_comm;
+static int g_world_rank;
+
+dt_comm *dt_comm_init(int *argc, char ***argv) {
+  int initialized = 0, provided;
+  MPI_Initialized(&initialized);
+  if (!initialized) MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+  dt_comm *c = &g_comm;
+  c->world = MPI_COMM_WORLD;
+  MPI_Comm_set_errhandler(c->world, MPI_ERRORS_ARE_FATAL);
+  MPI_Comm_rank(c->world, &c->rank);
+  MPI_Comm_size(c->world, &c->size);
+  MPI_Comm_split_type(c->world, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &c->local);
+  MPI_Comm_rank(c->local, &c->local_rank);
+  MPI_Comm_size(c->local, &c->local_size);
+  c->bucket = (size_t)1 << 20;
+  g_world_rank = c->rank;
+  return c;
+}
+
+void dt_comm_finalize(dt_comm *comm) {
+  MPI_Comm_free(&comm->local);
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized) MPI_Finalize();
+}
+
+int dt_comm_rank(const dt_comm *comm) { return comm->rank; }
+int dt_comm_size(const dt_comm *comm) { return comm->size; }
+int dt_comm_local_rank(const dt_comm *comm) { return comm->local_rank; }
+int dt_comm_local_size(const dt_comm *comm) { return comm->local_size; }
+void dt_comm_set_bucket(dt_comm *comm, size_t floats) { comm->bucket = floats ? floats : 1; }
+double dt_comm_allreduce_seconds(const dt_comm *comm) { return comm->allreduce_seconds; }
+
+void dt_comm_allreduce_sum(dt_comm *comm, float *buf, size_t count) {
+  if (comm->size == 1) return;
+  double t0 = MPI_Wtime();
+  for (size_t off = 0; off < count; off += comm->bucket) {
+    size_t n = count - off < comm->bucket ? count - off : comm->bucket;
+    MPI_Allreduce(MPI_IN_PLACE, buf + off, (int)n, MPI_FLOAT, MPI_SUM, comm->world);
+  }
+  comm->allreduce_seconds += MPI_Wtime() - t0;
+}
+
+void dt_comm_allreduce_sum_f64(dt_comm *comm, double *buf, size_t count) {
+  if (comm->size == 1) return;
+  MPI_Allreduce(MPI_IN_PLACE, buf, (int)count, MPI_DOUBLE, MPI_SUM, comm->world);
+}
+
+void dt_comm_broadcast(dt_comm *comm, void *buf, size_t bytes, int root) {
+  if (comm->size == 1) return;
+  const size_t chunk = (size_t)1 << 30;
+  for (size_t off = 0; off < bytes; off += chunk) {
+    size_t n = bytes - off < chunk ? bytes - off : chunk;
+    MPI_Bcast((char *)buf + off, (int)n, MPI_BYTE, root, comm->world);
+  }
+}
+
+void dt_comm_barrier(dt_comm *comm) { MPI_Barrier(comm->world); }
+
+int dt_comm_world_rank(void) { return g_world_rank; }
+
+_Noreturn void dt_comm_abort(int code) {
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (initialized && !finalized) MPI_Abort(MPI_COMM_WORLD, code);
+  exit(code);
+}

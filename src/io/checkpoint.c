@@ -1,0 +1,667 @@
+/* checkpoint.c: HDF5 checkpoints of the parameter table, optimizer state and run metadata
+ * (layout in checkpoint.h). Saving writes a temporary file beside the target, fsyncs it and
+ * renames it over the final name; loading reads and checks everything into scratch arenas
+ * and copies to the caller only once the whole file has been validated. HDF5's own error
+ * stack printing is switched off inside these functions so the user sees one message. */
+#include "io/checkpoint.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hdf5.h>
+
+#ifndef PATH_MAX
+#define PATH_MAX 4096
+#endif
+
+/* ---- HDF5 helpers ---- */
+
+/* Saved automatic error handler, restored on the way out. */
+typedef struct {
+  H5E_auto2_t func;
+  void *data;
+} h5_quiet;
+
+static void h5_quiet_begin(h5_quiet *q) {
+  H5Eget_auto2(H5E_DEFAULT, &q->func, &q->data);
+  H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+}
+
+static void h5_quiet_end(const h5_quiet *q) { H5Eset_auto2(H5E_DEFAULT, q->func, q->data); }
+
+static void h5_close_group(hid_t *g) {
+  if (*g >= 0) H5Gclose(*g);
+  *g = H5I_INVALID_HID;
+}
+
+/* Variable-length UTF-8 string type (h5py reads it as str); the caller closes it. */
+static hid_t h5_vlen_str_type(void) {
+  hid_t t = H5Tcopy(H5T_C_S1);
+  if (t < 0) return t;
+  if (H5Tset_size(t, H5T_VARIABLE) < 0 || H5Tset_cset(t, H5T_CSET_UTF8) < 0) {
+    H5Tclose(t);
+    return H5I_INVALID_HID;
+  }
+  return t;
+}
+
+/* "(a,b,c)" */
+static void fmt_shape(char *out, size_t size, int ndim, const hsize_t *dims) {
+  size_t n = (size_t)snprintf(out, size, "(");
+  for (int d = 0; d < ndim && n < size; d++)
+    n += (size_t)snprintf(out + n, size - n, "%s%llu", d ? "," : "", (unsigned long long)dims[d]);
+  if (n < size) snprintf(out + n, size - n, ")");
+}
+
+/* Write a float32 dataset of the given logical shape under loc. 0 on success. */
+static int write_f32(hid_t loc, const char *name, int ndim, const int *dims, const float *data) {
+  hsize_t hd[4];
+  for (int d = 0; d < ndim; d++) hd[d] = (hsize_t)dims[d];
+  hid_t space = H5Screate_simple(ndim, hd, NULL);
+  if (space < 0) return -1;
+  hid_t ds = H5Dcreate2(loc, name, H5T_IEEE_F32LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  int rc = -1;
+  if (ds >= 0 && H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0) rc = 0;
+  if (ds >= 0 && H5Dclose(ds) < 0) rc = -1;
+  H5Sclose(space);
+  return rc;
+}
+
+static int write_attr_i64(hid_t loc, const char *name, int64_t value) {
+  hid_t space = H5Screate(H5S_SCALAR);
+  if (space < 0) return -1;
+  hid_t a = H5Acreate2(loc, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT);
+  int rc = -1;
+  if (a >= 0 && H5Awrite(a, H5T_NATIVE_INT64, &value) >= 0) rc = 0;
+  if (a >= 0 && H5Aclose(a) < 0) rc = -1;
+  H5Sclose(space);
+  return rc;
+}
+
+/* A scalar string as an attribute (is_dataset 0) or a dataset (1) of loc. */
+static int write_str(hid_t loc, const char *name, const char *value, int is_dataset) {
+  hid_t type = h5_vlen_str_type();
+  if (type < 0) return -1;
+  hid_t space = H5Screate(H5S_SCALAR);
+  int rc = -1;
+  if (space >= 0) {
+    if (is_dataset) {
+      hid_t ds = H5Dcreate2(loc, name, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+      if (ds >= 0 && H5Dwrite(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, &value) >= 0) rc = 0;
+      if (ds >= 0 && H5Dclose(ds) < 0) rc = -1;
+    } else {
+      hid_t a = H5Acreate2(loc, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+      if (a >= 0 && H5Awrite(a, type, &value) >= 0) rc = 0;
+      if (a >= 0 && H5Aclose(a) < 0) rc = -1;
+    }
+    H5Sclose(space);
+  }
+  H5Tclose(type);
+  return rc;
+}
+
+/* Read a scalar integer attribute. 1 if absent, -1 if unreadable or not an integer, 0 ok. */
+static int read_attr_i64(hid_t loc, const char *name, int64_t *out) {
+  htri_t exists = H5Aexists(loc, name);
+  if (exists == 0) return 1;
+  if (exists < 0) return -1;
+  hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
+  if (a < 0) return -1;
+  int rc = -1;
+  hid_t type = H5Aget_type(a);
+  hid_t space = H5Aget_space(a);
+  if (type >= 0 && space >= 0 && H5Tget_class(type) == H5T_INTEGER &&
+      H5Sget_simple_extent_npoints(space) == 1 && H5Aread(a, H5T_NATIVE_INT64, out) >= 0)
+    rc = 0;
+  if (space >= 0) H5Sclose(space);
+  if (type >= 0) H5Tclose(type);
+  H5Aclose(a);
+  return rc;
+}
+
+/* Read a scalar string, variable- or fixed-length, from attribute (is_dataset 0) or dataset
+ * (1) `name` of loc into a malloc'ed string. 1 if absent, -1 if unreadable, 0 ok. */
+static int read_str(hid_t loc, const char *name, int is_dataset, char **out) {
+  htri_t exists = is_dataset ? H5Lexists(loc, name, H5P_DEFAULT) : H5Aexists(loc, name);
+  if (exists == 0) return 1;
+  if (exists < 0) return -1;
+  hid_t obj = is_dataset ? H5Dopen2(loc, name, H5P_DEFAULT) : H5Aopen(loc, name, H5P_DEFAULT);
+  if (obj < 0) return -1;
+  hid_t ftype = is_dataset ? H5Dget_type(obj) : H5Aget_type(obj);
+  hid_t space = is_dataset ? H5Dget_space(obj) : H5Aget_space(obj);
+  hid_t mtype = H5I_INVALID_HID;
+  int rc = -1;
+  if (ftype < 0 || space < 0 || H5Tget_class(ftype) != H5T_STRING ||
+      H5Sget_simple_extent_npoints(space) != 1)
+    goto done;
+  if (H5Tis_variable_str(ftype) > 0) {
+    mtype = h5_vlen_str_type();
+    char *s = NULL;
+    if (mtype < 0) goto done;
+    herr_t r = is_dataset ? H5Dread(obj, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, &s)
+                          : H5Aread(obj, mtype, &s);
+    if (r < 0) goto done;
+    *out = dt_xstrdup(s ? s : "");
+    if (s) H5free_memory(s);
+    rc = 0;
+  } else {
+    size_t n = H5Tget_size(ftype);
+    if (n == 0) goto done;
+    mtype = H5Tcopy(H5T_C_S1);
+    if (mtype < 0 || H5Tset_size(mtype, n + 1) < 0 || H5Tset_strpad(mtype, H5T_STR_NULLTERM) < 0)
+      goto done;
+    char *buf = dt_xcalloc(n + 1, 1);
+    herr_t r = is_dataset ? H5Dread(obj, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf)
+                          : H5Aread(obj, mtype, buf);
+    if (r < 0) {
+      free(buf);
+      goto done;
+    }
+    *out = buf;
+    rc = 0;
+  }
+done:
+  if (mtype >= 0) H5Tclose(mtype);
+  if (space >= 0) H5Sclose(space);
+  if (ftype >= 0) H5Tclose(ftype);
+  if (is_dataset)
+    H5Dclose(obj);
+  else
+    H5Aclose(obj);
+  return rc;
+}
+
+/* ---- save ---- */
+
+/* Split path into its directory ("." when it has none) and base name. */
+static void split_path(const char *path, char *dir, size_t dsize, const char **base) {
+  const char *slash = strrchr(path, '/');
+  if (!slash) {
+    snprintf(dir, dsize, ".");
+    *base = path;
+  } else if (slash == path) {
+    snprintf(dir, dsize, "/");
+    *base = slash + 1;
+  } else {
+    snprintf(dir, dsize, "%.*s", (int)(slash - path), path);
+    *base = slash + 1;
+  }
+}
+
+/* fsync a file or directory by name; 0 on success. */
+static int fsync_path(const char *path, int flags) {
+  int fd = open(path, flags);
+  if (fd < 0) return -1;
+  int rc = fsync(fd);
+  int e = errno;
+  close(fd);
+  errno = e;
+  return rc;
+}
+
+/* Write everything into the open file. Returns NULL on success, else what failed (static). */
+static const char *save_contents(hid_t file, const dt_params *ps, const float *weights,
+                                 const float *buffers, const dt_optim_state *opt,
+                                 const dt_checkpoint_meta *meta, bool fault_kill) {
+  const char *what = NULL;
+  hid_t model = H5I_INVALID_HID, optg = H5I_INVALID_HID, stateg = H5I_INVALID_HID;
+
+  model = H5Gcreate2(file, "model", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  if (model < 0) {
+    what = "/model";
+    goto done;
+  }
+  int half = (ps->count + 1) / 2;
+  for (int i = 0; i < ps->count; i++) {
+    const dt_param *p = &ps->items[i];
+    const float *src = ((p->flags & DT_PARAM_BUFFER) ? buffers : weights) + p->offset;
+    if (write_f32(model, p->name, p->ndim, p->dims, src) < 0) {
+      what = "a model tensor";
+      goto done;
+    }
+    if (fault_kill && i + 1 == half) {
+      /* Test hook: leave a partial temporary file on disk, then die like a killed job. */
+      H5Fflush(file, H5F_SCOPE_GLOBAL);
+      raise(SIGKILL);
+    }
+  }
+
+  if (opt && opt->n_states > 0) {
+    optg = H5Gcreate2(file, "optimizer", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (optg < 0) {
+      what = "/optimizer";
+      goto done;
+    }
+    for (int s = 0; s < opt->n_states; s++) {
+      stateg = H5Gcreate2(optg, opt->names[s], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+      if (stateg < 0) {
+        what = "an optimizer state group";
+        goto done;
+      }
+      for (int i = 0; i < ps->count; i++) {
+        const dt_param *p = &ps->items[i];
+        if (p->flags & DT_PARAM_BUFFER) continue;
+        if (write_f32(stateg, p->name, p->ndim, p->dims, opt->arrays[s] + p->offset) < 0) {
+          what = "an optimizer state tensor";
+          goto done;
+        }
+      }
+      h5_close_group(&stateg);
+    }
+  }
+
+  dt_checkpoint_meta none = {0};
+  if (!meta) meta = &none;
+  char created[32];
+  time_t now = time(NULL);
+  struct tm tm;
+  gmtime_r(&now, &tm);
+  strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  if (write_attr_i64(file, "format_version", DT_CHECKPOINT_FORMAT) < 0 ||
+      write_attr_i64(file, "epoch", meta->epoch) < 0 ||
+      write_attr_i64(file, "step", meta->step) < 0 ||
+      write_attr_i64(file, "step_in_epoch", meta->step_in_epoch) < 0 ||
+      write_attr_i64(file, "optimizer_steps", meta->optimizer_steps) < 0 ||
+      write_attr_i64(file, "world_size", meta->world_size) < 0 ||
+      write_attr_i64(file, "seed", meta->seed) < 0 ||
+      write_str(file, "model", meta->model, 0) < 0 || write_str(file, "created", created, 0) < 0) {
+    what = "the attributes";
+    goto done;
+  }
+  if (write_str(file, "config", meta->config_text ? meta->config_text : "", 1) < 0) {
+    what = "/config";
+    goto done;
+  }
+  if (H5Fflush(file, H5F_SCOPE_GLOBAL) < 0) what = "the file (flush)";
+done:
+  h5_close_group(&stateg);
+  h5_close_group(&optg);
+  h5_close_group(&model);
+  return what;
+}
+
+dt_status dt_checkpoint_save(const char *path, const dt_params *ps, const float *weights,
+                             const float *buffers, const dt_optim_state *opt,
+                             const dt_checkpoint_meta *meta) {
+  DT_CHECK(weights != NULL && (buffers != NULL || ps->n_buffers == 0));
+  char dir[PATH_MAX], tmp[PATH_MAX];
+  const char *base;
+  split_path(path, dir, sizeof dir, &base);
+  if ((size_t)snprintf(tmp, sizeof tmp, "%s/.%s.tmp.%ld", dir, base, (long)getpid()) >= sizeof tmp)
+    return dt_error_set(DT_ERR_IO, "checkpoint %s: path too long", path);
+  const char *fault = getenv("DTRAIN_FAULT_CHECKPOINT");
+  bool fault_kill = fault && strcmp(fault, "kill") == 0;
+
+  h5_quiet q;
+  h5_quiet_begin(&q);
+  errno = 0;
+  hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  if (file < 0) {
+    int e = errno;
+    h5_quiet_end(&q);
+    unlink(tmp);
+    return dt_error_set(DT_ERR_IO, "checkpoint %s: cannot create temporary file %s: %s", path, tmp,
+                        e ? strerror(e) : "HDF5 error");
+  }
+  const char *what = save_contents(file, ps, weights, buffers, opt, meta, fault_kill);
+  errno = 0;
+  herr_t closed = H5Fclose(file);
+  int e = errno;
+  h5_quiet_end(&q);
+  if (what || closed < 0) {
+    unlink(tmp);
+    return dt_error_set(DT_ERR_IO, "checkpoint %s: writing %s to %s failed%s%s", path,
+                        what ? what : "the file (close)", tmp, e ? ": " : "",
+                        e ? strerror(e) : " (disk full?)");
+  }
+  if (fsync_path(tmp, O_RDONLY) < 0) {
+    e = errno;
+    unlink(tmp);
+    return dt_error_set(DT_ERR_IO, "checkpoint %s: fsync of %s failed: %s", path, tmp, strerror(e));
+  }
+  if (rename(tmp, path) < 0) {
+    e = errno;
+    unlink(tmp);
+    return dt_error_set(DT_ERR_IO, "checkpoint %s: cannot rename %s over it: %s", path, tmp,
+                        strerror(e));
+  }
+  /* Make the rename itself durable. */
+  if (fsync_path(dir, O_RDONLY | O_DIRECTORY) < 0)
+    return dt_error_set(DT_ERR_IO, "checkpoint %s: fsync of directory %s failed: %s", path, dir,
+                        strerror(errno));
+  return DT_OK;
+}
+
+/* ---- load ---- */
+
+/* Scratch copies of everything the caller asked for; committed only after every check. */
+typedef struct {
+  float *weights, *buffers;
+  float *states[4];
+  dt_checkpoint_meta meta;
+} load_scratch;
+
+static void load_scratch_free(load_scratch *s) {
+  free(s->weights);
+  free(s->buffers);
+  for (int k = 0; k < 4; k++) free(s->states[k]);
+  free(s->meta.config_text);
+}
+
+/* Check that `name` under loc is a float dataset shaped like p, and read it into dst (NULL:
+ * check only). `where` prefixes the tensor name in messages ("" or "optimizer state x/"). */
+static dt_status load_tensor(const char *path, hid_t loc, const char *where, const dt_param *p,
+                             float *dst) {
+  htri_t exists = H5Lexists(loc, p->name, H5P_DEFAULT);
+  if (exists <= 0)
+    return dt_error_set(DT_ERR_DATA,
+                        "checkpoint %s: %s%s is missing from the file — a checkpoint of another "
+                        "model%s?",
+                        path, where, p->name, *where ? ", or saved without optimizer state" : "");
+  hid_t ds = H5Dopen2(loc, p->name, H5P_DEFAULT);
+  if (ds < 0)
+    return dt_error_set(DT_ERR_DATA, "checkpoint %s: %s%s is not a dataset", path, where, p->name);
+  dt_status st = DT_OK;
+  hid_t type = H5Dget_type(ds);
+  hid_t space = H5Dget_space(ds);
+  if (type < 0 || space < 0 || H5Tget_class(type) != H5T_FLOAT) {
+    st = dt_error_set(DT_ERR_DATA, "checkpoint %s: %s%s is not a float tensor", path, where,
+                      p->name);
+    goto done;
+  }
+  int ndim = H5Sget_simple_extent_ndims(space);
+  hsize_t fdims[H5S_MAX_RANK], mdims[4];
+  for (int d = 0; d < p->ndim; d++) mdims[d] = (hsize_t)p->dims[d];
+  bool same = ndim == p->ndim;
+  if (ndim < 0 || ndim > H5S_MAX_RANK || H5Sget_simple_extent_dims(space, fdims, NULL) < 0) {
+    st = dt_error_set(DT_ERR_DATA, "checkpoint %s: %s%s has an unreadable shape", path, where,
+                      p->name);
+    goto done;
+  }
+  for (int d = 0; same && d < ndim; d++) same = fdims[d] == mdims[d];
+  if (!same) {
+    char fs[128], ms[128];
+    fmt_shape(fs, sizeof fs, ndim, fdims);
+    fmt_shape(ms, sizeof ms, p->ndim, mdims);
+    st = dt_error_set(DT_ERR_DATA, "checkpoint %s: %s%s: shape %s in the file, %s in the model",
+                      path, where, p->name, fs, ms);
+    goto done;
+  }
+  if (dst && H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, dst) < 0)
+    st = dt_error_set(DT_ERR_DATA, "checkpoint %s: cannot read %s%s (truncated or corrupt?)", path,
+                      where, p->name);
+done:
+  if (space >= 0) H5Sclose(space);
+  if (type >= 0) H5Tclose(type);
+  H5Dclose(ds);
+  return st;
+}
+
+/* Every entry of /model must be a tensor of the table. */
+static dt_status check_no_extra(const char *path, hid_t model, const dt_params *ps) {
+  H5G_info_t info;
+  if (H5Gget_info(model, &info) < 0)
+    return dt_error_set(DT_ERR_DATA, "checkpoint %s: cannot list /model (corrupt?)", path);
+  for (hsize_t k = 0; k < info.nlinks; k++) {
+    char name[256];
+    if (H5Lget_name_by_idx(model, ".", H5_INDEX_NAME, H5_ITER_INC, k, name, sizeof name,
+                           H5P_DEFAULT) < 0)
+      return dt_error_set(DT_ERR_DATA, "checkpoint %s: cannot list /model (corrupt?)", path);
+    if (dt_params_find(ps, name) < 0)
+      return dt_error_set(DT_ERR_DATA,
+                          "checkpoint %s: the file has tensor %s that the model lacks — a "
+                          "checkpoint of another model?",
+                          path, name);
+  }
+  return DT_OK;
+}
+
+static dt_status load_meta(const char *path, hid_t file, dt_checkpoint_meta *m) {
+  static const char *const names[] = {"epoch",      "step", "step_in_epoch", "optimizer_steps",
+                                      "world_size", "seed"};
+  int64_t v[6];
+  for (size_t k = 0; k < DT_ARRAY_LEN(names); k++) {
+    int rc = read_attr_i64(file, names[k], &v[k]);
+    if (rc != 0)
+      return dt_error_set(DT_ERR_DATA, "checkpoint %s: attribute %s is %s", path, names[k],
+                          rc > 0 ? "missing" : "not a readable integer");
+  }
+  m->epoch = (long)v[0];
+  m->step = (long)v[1];
+  m->step_in_epoch = (long)v[2];
+  m->optimizer_steps = (long)v[3];
+  m->world_size = (int)v[4];
+  m->seed = (long)v[5];
+  char *s = NULL;
+  int rc = read_str(file, "model", 0, &s);
+  if (rc != 0)
+    return dt_error_set(DT_ERR_DATA, "checkpoint %s: attribute model is %s", path,
+                        rc > 0 ? "missing" : "not a readable string");
+  snprintf(m->model, sizeof m->model, "%s", s);
+  free(s);
+  rc = read_str(file, "config", 1, &m->config_text);
+  if (rc != 0)
+    return dt_error_set(DT_ERR_DATA, "checkpoint %s: /config is %s", path,
+                        rc > 0 ? "missing" : "not a readable string");
+  return DT_OK;
+}
+
+/* All checks and reads on the open file, into s. */
+static dt_status load_contents(const char *path, hid_t file, const dt_params *ps, load_scratch *s,
+                               bool want_buffers, const dt_optim_state *opt, bool want_meta) {
+  int64_t version;
+  int rc = read_attr_i64(file, "format_version", &version);
+  if (rc != 0)
+    return dt_error_set(DT_ERR_DATA, "checkpoint %s: %s", path,
+                        rc > 0 ? "no format_version attribute: not a dtrain checkpoint"
+                               : "unreadable format_version attribute (corrupt?)");
+  if (version > DT_CHECKPOINT_FORMAT)
+    return dt_error_set(DT_ERR_DATA,
+                        "checkpoint %s: written by a newer dtrain (format %" PRId64
+                        ", this one reads up to %d)",
+                        path, version, DT_CHECKPOINT_FORMAT);
+  if (version < 1)
+    return dt_error_set(DT_ERR_DATA, "checkpoint %s: invalid format_version %" PRId64, path,
+                        version);
+
+  if (H5Lexists(file, "model", H5P_DEFAULT) <= 0)
+    return dt_error_set(DT_ERR_DATA, "checkpoint %s: no /model group: not a dtrain checkpoint",
+                        path);
+  hid_t model = H5Gopen2(file, "model", H5P_DEFAULT);
+  if (model < 0)
+    return dt_error_set(DT_ERR_DATA, "checkpoint %s: /model is not a group", path);
+  dt_status st = DT_OK;
+  for (int i = 0; i < ps->count && st == DT_OK; i++) {
+    const dt_param *p = &ps->items[i];
+    float *dst = (p->flags & DT_PARAM_BUFFER) ? (want_buffers ? s->buffers + p->offset : NULL)
+                                              : s->weights + p->offset;
+    st = load_tensor(path, model, "", p, dst);
+  }
+  if (st == DT_OK) st = check_no_extra(path, model, ps);
+  H5Gclose(model);
+  if (st != DT_OK) return st;
+
+  for (int k = 0; opt && k < opt->n_states; k++) {
+    char where[96];
+    snprintf(where, sizeof where, "optimizer state %s/", opt->names[k]);
+    char gpath[160];
+    snprintf(gpath, sizeof gpath, "optimizer/%s", opt->names[k]);
+    if (H5Lexists(file, "optimizer", H5P_DEFAULT) <= 0)
+      return dt_error_set(DT_ERR_DATA,
+                          "checkpoint %s: the file holds no optimizer state (saved for weights "
+                          "only?)",
+                          path);
+    if (H5Lexists(file, gpath, H5P_DEFAULT) <= 0)
+      return dt_error_set(DT_ERR_DATA,
+                          "checkpoint %s: optimizer state %s is missing from the file (saved "
+                          "with another optimizer?)",
+                          path, opt->names[k]);
+    hid_t g = H5Gopen2(file, gpath, H5P_DEFAULT);
+    if (g < 0)
+      return dt_error_set(DT_ERR_DATA, "checkpoint %s: /%s is not a group", path, gpath);
+    for (int i = 0; i < ps->count && st == DT_OK; i++) {
+      const dt_param *p = &ps->items[i];
+      if (p->flags & DT_PARAM_BUFFER) continue;
+      st = load_tensor(path, g, where, p, s->states[k] + p->offset);
+    }
+    H5Gclose(g);
+    if (st != DT_OK) return st;
+  }
+  if (want_meta) return load_meta(path, file, &s->meta);
+  return DT_OK;
+}
+
+dt_status dt_checkpoint_load(const char *path, const dt_params *ps, float *weights,
+                             float *buffers, dt_optim_state *opt, dt_checkpoint_meta *meta) {
+  DT_CHECK(weights != NULL && (!opt || (opt->n_states >= 0 && opt->n_states <= 4)));
+  struct stat sb;
+  if (stat(path, &sb) < 0)
+    return dt_error_set(DT_ERR_DATA, "checkpoint %s: cannot open: %s", path, strerror(errno));
+  if (!S_ISREG(sb.st_mode))
+    return dt_error_set(DT_ERR_DATA, "checkpoint %s: not a regular file", path);
+
+  h5_quiet q;
+  h5_quiet_begin(&q);
+  hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (file < 0) {
+    h5_quiet_end(&q);
+    return dt_error_set(DT_ERR_DATA,
+                        "checkpoint %s: not a readable HDF5 checkpoint (truncated or corrupt?)",
+                        path);
+  }
+  load_scratch s = {0};
+  s.weights = dt_xmalloc(DT_MAX(ps->n_weights, 1) * sizeof(float));
+  if (buffers) s.buffers = dt_xmalloc(DT_MAX(ps->n_buffers, 1) * sizeof(float));
+  for (int k = 0; opt && k < opt->n_states; k++)
+    s.states[k] = dt_xmalloc(DT_MAX(ps->n_weights, 1) * sizeof(float));
+  dt_status st = load_contents(path, file, ps, &s, buffers != NULL, opt, meta != NULL);
+  H5Fclose(file);
+  h5_quiet_end(&q);
+  if (st != DT_OK) {
+    load_scratch_free(&s);
+    return st;
+  }
+
+  /* Everything checked: copy tensor by tensor, leaving the arenas' alignment padding alone. */
+  for (int i = 0; i < ps->count; i++) {
+    const dt_param *p = &ps->items[i];
+    size_t bytes = p->count * sizeof(float);
+    if (p->flags & DT_PARAM_BUFFER) {
+      if (buffers) memcpy(buffers + p->offset, s.buffers + p->offset, bytes);
+      continue;
+    }
+    memcpy(weights + p->offset, s.weights + p->offset, bytes);
+    for (int k = 0; opt && k < opt->n_states; k++)
+      memcpy(opt->arrays[k] + p->offset, s.states[k] + p->offset, bytes);
+  }
+  if (meta) {
+    *meta = s.meta;
+    s.meta.config_text = NULL;
+  }
+  load_scratch_free(&s);
+  return DT_OK;
+}
+
+/* ---- the checkpoints directory ---- */
+
+/* Step of a "step_<digits>.h5" name, or -1 for anything else (temporary files included). */
+static long parse_step_name(const char *name) {
+  if (strncmp(name, "step_", 5) != 0) return -1;
+  const char *d = name + 5;
+  if (*d < '0' || *d > '9') return -1;
+  char *end;
+  errno = 0;
+  long step = strtol(d, &end, 10);
+  if (errno || strcmp(end, ".h5") != 0) return -1;
+  return step;
+}
+
+typedef struct {
+  long step;
+  char name[256];
+} ckpt_entry;
+
+/* Every step_*.h5 of run_dir/checkpoints (malloc'ed, unsorted); -1 if the directory is
+ * unreadable. */
+static int list_checkpoints(const char *run_dir, ckpt_entry **out) {
+  char dir[PATH_MAX];
+  snprintf(dir, sizeof dir, "%s/checkpoints", run_dir);
+  *out = NULL;
+  DIR *dp = opendir(dir);
+  if (!dp) return -1;
+  int n = 0, cap = 0;
+  ckpt_entry *list = NULL;
+  struct dirent *e;
+  while ((e = readdir(dp)) != NULL) {
+    long step = parse_step_name(e->d_name);
+    if (step < 0 || strlen(e->d_name) >= sizeof list->name) continue;
+    if (n == cap) {
+      cap = cap ? 2 * cap : 16;
+      list = realloc(list, (size_t)cap * sizeof *list);
+      DT_CHECK(list != NULL);
+    }
+    list[n].step = step;
+    snprintf(list[n].name, sizeof list[n].name, "%s", e->d_name);
+    n++;
+  }
+  closedir(dp);
+  *out = list;
+  return n;
+}
+
+dt_status dt_checkpoint_latest(const char *run_dir, char *out, size_t size) {
+  ckpt_entry *list;
+  int n = list_checkpoints(run_dir, &list);
+  int best = -1;
+  for (int i = 0; i < n; i++)
+    if (best < 0 || list[i].step > list[best].step) best = i;
+  if (best < 0) {
+    free(list);
+    return dt_error_set(DT_ERR_DATA, "run directory %s: no checkpoint in %s/checkpoints", run_dir,
+                        run_dir);
+  }
+  int w = snprintf(out, size, "%s/checkpoints/%s", run_dir, list[best].name);
+  free(list);
+  if (w < 0 || (size_t)w >= size)
+    return dt_error_set(DT_ERR_DATA, "run directory %s: checkpoint path too long", run_dir);
+  return DT_OK;
+}
+
+void dt_checkpoint_path(const char *run_dir, long step, char *out, size_t size) {
+  char dir[PATH_MAX];
+  snprintf(dir, sizeof dir, "%s/checkpoints", run_dir);
+  /* An existing directory is the normal case; a real failure surfaces when saving. */
+  mkdir(dir, 0777);
+  snprintf(out, size, "%s/step_%09ld.h5", dir, step);
+}
+
+static int cmp_step_desc(const void *a, const void *b) {
+  long x = ((const ckpt_entry *)a)->step, y = ((const ckpt_entry *)b)->step;
+  return (x < y) - (x > y);
+}
+
+void dt_checkpoint_prune(const char *run_dir, int keep_last) {
+  if (keep_last <= 0) return;
+  ckpt_entry *list;
+  int n = list_checkpoints(run_dir, &list);
+  if (n > keep_last) {
+    qsort(list, (size_t)n, sizeof *list, cmp_step_desc);
+    for (int i = keep_last; i < n; i++) {
+      char path[PATH_MAX];
+      if ((size_t)snprintf(path, sizeof path, "%s/checkpoints/%s", run_dir, list[i].name) <
+          sizeof path)
+        unlink(path);
+    }
+  }
+  free(list);
+}

@@ -1,0 +1,62 @@
+/* checkpoint.h: HDF5 checkpoints (DESIGN "I/O"; rank 0 writes). One file holds
+ *   /model/<name>              every tensor of the parameter table (weights and batch-norm
+ *                              running statistics) by PyTorch state_dict name, logical shape
+ *   /optimizer/<state>/<name>  optimizer state per trainable tensor (e.g. "momentum")
+ *   attributes on /            format_version, epoch, step, step_in_epoch, optimizer_steps,
+ *                              world_size, seed, model, created (ISO time)
+ *   /config                    the full config text as run (a string dataset)
+ *   /extra/<name>              small named float arrays (loss scale, RNG state, ...)
+ * Writes go to a temporary file in the same directory, are flushed and fsync'ed, then renamed
+ * over the final name, so a crash never leaves a broken checkpoint under that name. */
+#ifndef DT_CHECKPOINT_H
+#define DT_CHECKPOINT_H
+
+#include "nn/params.h"
+
+#define DT_CHECKPOINT_FORMAT 1
+
+typedef struct {
+  long epoch;         /* epochs completed */
+  long step;          /* global steps completed */
+  long step_in_epoch; /* steps completed within `epoch` (0 at an epoch boundary) */
+  long optimizer_steps;
+  int world_size;
+  long seed;
+  char model[64];
+  char *config_text; /* owned by the caller on save; malloc'ed by load */
+} dt_checkpoint_meta;
+
+/* Optimizer state tensors: n_states arrays, each laid out like the weight arena. */
+typedef struct {
+  const char *names[4];
+  float *arrays[4]; /* host memory, ps->n_weights floats each */
+  int n_states;
+} dt_optim_state;
+
+/* Save weights and buffers (host copies laid out like the arenas), optimizer state and meta
+ * to `path` atomically. Fault injection for tests: when the environment variable
+ * DTRAIN_FAULT_CHECKPOINT=kill is set, the process SIGKILLs itself halfway through writing the
+ * temporary file. DT_ERR_IO with a message naming the file on failure. */
+dt_status dt_checkpoint_save(const char *path, const dt_params *ps, const float *weights,
+                             const float *buffers, const dt_optim_state *opt,
+                             const dt_checkpoint_meta *meta);
+
+/* Load a checkpoint into host arrays laid out like the arenas of ps. Every tensor of ps must
+ * be in the file with the same shape, and the file must hold no model tensor that ps lacks;
+ * any mismatch, a truncated or non-HDF5 file, or a format version newer than
+ * DT_CHECKPOINT_FORMAT is DT_ERR_DATA with one message naming the file and the problem
+ * (e.g. "stage1.block1.conv1.weight: shape (16,16,3,3) in the file, (32,16,3,3) in the
+ * model"). opt NULL = weights only (for --init); meta NULL = ignore it. buffers NULL = skip
+ * the running statistics. Nothing is written to the outputs unless everything checks. */
+dt_status dt_checkpoint_load(const char *path, const dt_params *ps, float *weights,
+                             float *buffers, dt_optim_state *opt, dt_checkpoint_meta *meta);
+
+/* Path of the newest checkpoint in run_dir/checkpoints (by step), into out. DT_ERR_DATA if
+ * there is none. */
+dt_status dt_checkpoint_latest(const char *run_dir, char *out, size_t size);
+/* Checkpoint file name for a step: run_dir/checkpoints/step_%09ld.h5 */
+void dt_checkpoint_path(const char *run_dir, long step, char *out, size_t size);
+/* Delete all but the newest keep_last checkpoints of run_dir (keep_last <= 0: keep all). */
+void dt_checkpoint_prune(const char *run_dir, int keep_last);
+
+#endif
