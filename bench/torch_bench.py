@@ -34,6 +34,14 @@ def positive(text):
     return v
 
 
+def _loadavg():
+    try:
+        with open("/proc/loadavg") as f:
+            return f.read().split()[0]
+    except OSError:
+        return "?"
+
+
 def main(argv):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--depth", type=positive, default=20)
@@ -80,11 +88,12 @@ def main(argv):
 
     for _ in range(args.warmup):
         step()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(args.steps):
         loss = step()
     loss.item()  # the CPU is synchronous; kept so the loss is really used
     dt = time.perf_counter() - t0
+    cpu = time.process_time() - c0
 
     print("model ResNet-preact-%d %s, %d params, input %dx%dx%d, batch %d, "
           "threads %d, %s, torch %s"
@@ -92,8 +101,12 @@ def main(argv):
              args.size, args.size, args.batch, args.threads,
              "channels_last" if args.channels_last else "NCHW",
              torch.__version__))
-    print("%d timed steps in %.3f s, %.1f ms/step, final loss %.4f"
-          % (args.steps, dt, 1000 * dt / args.steps, loss.item()))
+    # On a shared machine another process on our cores makes the OpenMP
+    # threads wait for each other; cpu/wall/threads well below 1 flags that.
+    print("%d timed steps in %.3f s, %.1f ms/step, final loss %.4f, "
+          "cpu/(wall*threads) %.2f, load average %s"
+          % (args.steps, dt, 1000 * dt / args.steps, loss.item(),
+             cpu / (dt * args.threads), _loadavg()))
     print("torch: %.1f images/s" % (args.steps * args.batch / dt))
     return 0
 

@@ -3,15 +3,23 @@
 
 #include <stddef.h>
 
+#ifdef DT_HAVE_CUDA
+#include "cuda/backend_cuda.h"
+#endif
+
 dt_backend *dt_backend_create(dt_device device, int threads) {
   switch (device) {
   case DT_DEVICE_CPU:
     return dt_backend_cpu_create(threads);
   case DT_DEVICE_CUDA:
+#ifdef DT_HAVE_CUDA
+    return dt_backend_cuda_create(threads);
+#else
     dt_error_set(DT_ERR_CONFIG,
                  "this build has no CUDA backend (--device cuda); rebuild with the CUDA toolkit, "
                  "cuDNN and NCCL installed (cmake -DDT_CUDA=ON), or use --device cpu");
     return NULL;
+#endif
   }
   dt_error_set(DT_ERR_CONFIG, "unknown device %d", (int)device);
   return NULL;

@@ -13,6 +13,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "data/dataset.h"
+
 typedef enum { CFG_INT, CFG_FLOAT, CFG_BOOL, CFG_STR, CFG_CHOICE, CFG_INTLIST, CFG_BOOLLIST } cfg_type;
 
 typedef struct {
@@ -728,6 +730,62 @@ static void cfg_format_intlist(const dt_intlist *l, char *buf, size_t cap) {
   for (int i = 0; i < l->n; i++) cfg_append(buf, cap, "%s%ld", i ? "," : "", l->v[i]);
 }
 
+/* SPEC section 3: one batch-mixing method and one loss at a time. HEAD picks silently by
+ * priority (mixup > RICAP > CutMix > label smoothing > dual-cutout); a combination whose lower
+ * member would be dropped, or would break (dual-cutout's two views mixed), is refused here. */
+static dt_status cfg_validate_augment(const dt_config *cfg, const char *src) {
+  const char *mixers[3] = {"mixup", "ricap", "cutmix"};
+  const bool mixer_on[3] = {cfg->augment_mixup, cfg->augment_ricap, cfg->augment_cutmix};
+  const char *mixer = NULL;
+  for (int i = 0; i < 3; i++) {
+    if (!mixer_on[i]) continue;
+    if (mixer)
+      return dt_error_set(DT_ERR_CONFIG,
+                          "%s: [augment] %s = true and %s = true: only one batch-mixing method "
+                          "(mixup, ricap, cutmix) may be on",
+                          src, mixer, mixers[i]);
+    mixer = mixers[i];
+  }
+  if (mixer && cfg->augment_label_smoothing > 0)
+    return dt_error_set(DT_ERR_CONFIG,
+                        "%s: [augment] %s = true and label_smoothing = %g: the %s loss replaces "
+                        "label smoothing (one loss at a time); set label_smoothing = 0",
+                        src, mixer, cfg->augment_label_smoothing, mixer);
+  if (cfg->augment_dual_cutout) {
+    if (mixer)
+      return dt_error_set(DT_ERR_CONFIG,
+                          "%s: [augment] dual_cutout = true and %s = true: the %s loss would "
+                          "replace the dual-cutout loss (one loss at a time)",
+                          src, mixer, mixer);
+    if (cfg->augment_label_smoothing > 0)
+      return dt_error_set(DT_ERR_CONFIG,
+                          "%s: [augment] dual_cutout = true and label_smoothing = %g: label "
+                          "smoothing would replace the dual-cutout loss (one loss at a time)",
+                          src, cfg->augment_label_smoothing);
+    if (cfg->augment_cutout)
+      return dt_error_set(DT_ERR_CONFIG,
+                          "%s: [augment] dual_cutout = true and cutout = true: dual_cutout already "
+                          "applies Cutout (with the cutout_* settings) to each of its two views; "
+                          "set cutout = false",
+                          src);
+  }
+  if (cfg->augment_erasing_area_min > cfg->augment_erasing_area_max)
+    return dt_error_set(DT_ERR_CONFIG,
+                        "%s: [augment] erasing_area_min = %g is greater than erasing_area_max = %g",
+                        src, cfg->augment_erasing_area_min, cfg->augment_erasing_area_max);
+  dt_dataset shape;
+  if ((cfg->augment_cutout || cfg->augment_dual_cutout) && cfg->augment_cutout_inside &&
+      dt_dataset_describe(cfg->data_dataset, &shape) == DT_OK) {
+    int side = DT_MIN(shape.train.height, shape.train.width);
+    if (cfg->augment_cutout_size > side)
+      return dt_error_set(DT_ERR_CONFIG,
+                          "%s: [augment] cutout_inside = true needs cutout_size <= %d, the image "
+                          "size of %s (cutout_size = %ld)",
+                          src, side, cfg->data_dataset, cfg->augment_cutout_size);
+  }
+  return DT_OK;
+}
+
 dt_status dt_config_validate(const dt_config *cfg) {
   const char *src = cfg_origin(cfg);
   if (strcmp(cfg->model_name, "resnet_preact") == 0) {
@@ -762,7 +820,8 @@ dt_status dt_config_validate(const dt_config *cfg) {
   long after_warmup = cfg->train_epochs - cfg->schedule_warmup_epochs;
   char list[DT_LIST_MAX * 24];
   cfg_format_intlist(m, list, sizeof list);
-  for (int i = 0; i < m->n; i++) {
+  bool multistep = strcmp(cfg->schedule_type, "multistep") == 0;
+  for (int i = 0; multistep && i < m->n; i++) {
     if (i > 0 && m->v[i] <= m->v[i - 1])
       return dt_error_set(DT_ERR_CONFIG,
                           "%s: [schedule] milestones = %s: not strictly increasing (%ld follows %ld)",
@@ -773,7 +832,22 @@ dt_status dt_config_validate(const dt_config *cfg) {
                           "[schedule] warmup_epochs = %ld (milestones count epochs after the warmup)",
                           src, list, m->v[i], after_warmup);
   }
-  return DT_OK;
+  if (strcmp(cfg->schedule_type, "sgdr") == 0) {
+    /* SGDR periods T0, T0 T_mul, ... must end exactly at the last epoch (SPEC 4.2). */
+    double period = (double)cfg->schedule_t0, total = 0;
+    char sums[256] = "";
+    while (total + 1e-9 < (double)after_warmup && strlen(sums) < 200) {
+      total += period;
+      cfg_append(sums, sizeof sums, "%s%g", sums[0] ? "+" : "", period);
+      period *= cfg->schedule_t_mul;
+    }
+    if (fabs(total - (double)after_warmup) > 1e-6)
+      return dt_error_set(DT_ERR_CONFIG,
+                          "%s: [schedule] sgdr periods t0 = %ld, t_mul = %g give %s = %g epochs, but "
+                          "[train] epochs - [schedule] warmup_epochs = %ld: they must sum exactly",
+                          src, cfg->schedule_t0, cfg->schedule_t_mul, sums, total, after_warmup);
+  }
+  return cfg_validate_augment(cfg, src);
 }
 
 void dt_config_write(const dt_config *cfg, FILE *f) {

@@ -44,7 +44,12 @@
     "seed of weights, shuffling and augmentation")                                             \
   X(train, threads, INT, "0", 0, 4096, "", "compute threads per rank (0 = OMP_NUM_THREADS or all cores)") \
   X(train, max_steps, INT, "0", 0, 1000000000000L, "", "stop after this many steps in total (0 = run every epoch)") \
-  X(optim, name, CHOICE, "sgd", 0, 0, "sgd", "optimizer")                                      \
+  X(train, accum_steps, INT, "1", 1, 65536, "",                                                \
+    "micro-batches per rank and step: gradients are summed over ranks x accum_steps; batch "  \
+    "norm sees each micro-batch (ghost batch norm)")                                          \
+  X(train, nonfinite, CHOICE, "stop", 0, 0, "stop|skip",                                       \
+    "a non-finite loss or gradient: stop the run naming the step, or skip that update")       \
+  X(optim, name, CHOICE, "sgd", 0, 0, "sgd|lars|adam|amsgrad", "optimizer (SPEC 4.1)")          \
   X(optim, lr, FLOAT, "0.1", 0, 1e6, "", "base learning rate at the reference batch size")    \
   X(optim, reference_batch, INT, "128", 1, 1048576, "",                                       \
     "linear scaling rule: lr = optim.lr * train.batch_size / reference_batch")                \
@@ -53,21 +58,79 @@
   X(optim, weight_decay, FLOAT, "5e-4", 0, 1, "", "L2 weight decay added to the gradient")     \
   X(optim, no_decay_bn_bias, BOOL, "false", 0, 0, "",                                          \
     "no weight decay on batch-norm parameters and biases")                                    \
-  X(schedule, type, CHOICE, "cosine", 0, 0, "constant|multistep|cosine", "learning-rate schedule, stepped per iteration") \
+  X(optim, lars_eps, FLOAT, "1e-9", 0, 1, "", "LARS: eps in |w| / (eps + |g| + wd |w|)")       \
+  X(optim, lars_threshold, FLOAT, "1e-2", 0, 1e6, "", "LARS: tensors with |w| below this use a trust ratio of 1") \
+  X(optim, lars_eta, FLOAT, "0", 0, 1e6, "",                                                   \
+    "LARS: trust coefficient multiplying the ratio; 0 = none, as SPEC 4.1")                   \
+  X(optim, adam_beta1, FLOAT, "0.9", 0, 0.999999, "", "Adam/AMSGrad: beta1")                   \
+  X(optim, adam_beta2, FLOAT, "0.999", 0, 0.999999999, "", "Adam/AMSGrad: beta2")              \
+  X(optim, adam_eps, FLOAT, "1e-8", 0, 1, "", "Adam/AMSGrad: eps")                             \
+  X(schedule, type, CHOICE, "cosine", 0, 0, "constant|multistep|cosine|sgdr|linear|poly",    \
+    "learning-rate schedule after warmup, stepped per iteration")                             \
   X(schedule, milestones, INTLIST, "", 1, 1000000, "", "multistep: epochs (after warmup) at which lr is multiplied by gamma") \
   X(schedule, gamma, FLOAT, "0.1", 0, 1, "", "multistep: decay factor")                       \
   X(schedule, min_factor, FLOAT, "1e-3", 0, 1, "", "cosine: final lr as a fraction of the base lr") \
   X(schedule, warmup_epochs, INT, "0", 0, 1000000, "", "linear warmup epochs (taken from train.epochs)") \
-  X(schedule, warmup_start_factor, FLOAT, "1e-3", 0, 1, "", "linear warmup: lr factor at step 0") \
+  X(schedule, warmup_start_factor, FLOAT, "1e-3", 0, 1, "", "warmup: lr factor at step 0") \
+  X(schedule, warmup_type, CHOICE, "linear", 0, 0, "linear|exponential",                       \
+    "warmup shape: s + (1-s) t/T, or s + (1-s) (t/T)^exponent")                               \
+  X(schedule, warmup_exponent, FLOAT, "4", 0.01, 100, "", "exponential warmup: exponent")      \
+  X(schedule, t0, INT, "10", 1, 1000000, "", "sgdr: length of the first period in epochs")      \
+  X(schedule, t_mul, FLOAT, "1", 1, 100, "",                                                   \
+    "sgdr: period growth factor (the periods must sum to the epochs after warmup)")           \
+  X(schedule, poly_power, FLOAT, "2", 0.01, 100, "", "poly: f = m + (1-m) (1 - t/T)^power")   \
   X(augment, random_crop, CHOICE, "auto", 0, 0, "auto|true|false",                            \
     "pad and random crop; auto = on for every dataset (SPEC C12)")                            \
   X(augment, crop_padding, INT, "4", 0, 64, "", "random crop: zero padding on each side, in pixels") \
   X(augment, hflip, CHOICE, "auto", 0, 0, "auto|true|false",                                   \
     "random horizontal flip; auto = on for CIFAR and Fashion-MNIST, off for MNIST and KMNIST") \
   X(augment, hflip_prob, FLOAT, "0.5", 0, 1, "", "probability of a horizontal flip")           \
+  X(augment, cutout, BOOL, "false", 0, 0, "",                                                  \
+    "Cutout after normalisation: a cutout_size square set to 0 (the dataset mean); its centre " \
+    "is a uniform integer in [0, W) ([0, W] for even sizes), so the border may clip it")       \
+  X(augment, cutout_prob, FLOAT, "1", 0, 1, "", "Cutout and dual_cutout: probability of masking an image") \
+  X(augment, cutout_size, INT, "16", 1, 1024, "", "Cutout and dual_cutout: side of the square in pixels") \
+  X(augment, cutout_inside, BOOL, "false", 0, 0, "",                                           \
+    "Cutout and dual_cutout: keep the centre cutout_size/2 away from the border (the square "   \
+    "then lies inside the image; needs cutout_size <= image size)")                            \
+  X(augment, random_erasing, BOOL, "false", 0, 0, "",                                          \
+    "Random Erasing after Cutout: a rectangle of random area and aspect ratio, filled in every " \
+    "channel with one value drawn from U(0,1) in normalised space")                            \
+  X(augment, erasing_prob, FLOAT, "0.5", 0, 1, "", "Random Erasing: probability of erasing an image") \
+  X(augment, erasing_area_min, FLOAT, "0.02", 0, 1, "",                                       \
+    "Random Erasing: smallest rectangle area as a fraction of the image")                      \
+  X(augment, erasing_area_max, FLOAT, "0.4", 0, 1, "",                                        \
+    "Random Erasing: largest rectangle area as a fraction of the image")                       \
+  X(augment, erasing_min_aspect, FLOAT, "0.3", 0.01, 1, "",                                   \
+    "Random Erasing: aspect ratio h/w is drawn uniformly from [min, 1/min]")                   \
+  X(augment, erasing_max_attempts, INT, "20", 1, 1000, "",                                     \
+    "Random Erasing: draws of a rectangle before giving up when none fits the image")          \
+  X(augment, dual_cutout, BOOL, "false", 0, 0, "",                                             \
+    "Dual-Cutout: two views of each image with independent Cutout draws (cutout_* settings), " \
+    "two forward passes, loss = mean of both cross-entropies + dual_cutout_alpha * MSE of the " \
+    "logits; excludes cutout, the mixing methods and label_smoothing")                          \
+  X(augment, dual_cutout_alpha, FLOAT, "0.1", 0, 1e6, "", "Dual-Cutout: weight of the MSE between the two logits") \
+  X(augment, mixup, BOOL, "false", 0, 0, "",                                                   \
+    "mixup over the global batch: x = lambda x + (1 - lambda) x[perm], lambda ~ "              \
+    "Beta(mixup_alpha, mixup_alpha) once per batch; at most one of mixup, ricap, cutmix")      \
+  X(augment, mixup_alpha, FLOAT, "1", 0.001, 1000, "", "mixup: alpha of the Beta distribution") \
+  X(augment, ricap, BOOL, "false", 0, 0, "",                                                   \
+    "RICAP over the global batch: four corner patches from four permutations of the batch, "   \
+    "boundary drawn from Beta(ricap_beta, ricap_beta), targets weighted by patch area")        \
+  X(augment, ricap_beta, FLOAT, "0.3", 0.001, 1000, "", "RICAP: beta of the Beta distribution") \
+  X(augment, cutmix, BOOL, "false", 0, 0, "",                                                  \
+    "CutMix over the global batch, every batch: one box of area fraction about 1 - lambda, "   \
+    "lambda ~ Beta(cutmix_alpha, cutmix_alpha), pasted from a permutation of the batch")       \
+  X(augment, cutmix_alpha, FLOAT, "1", 0.001, 1000, "", "CutMix: alpha of the Beta distribution") \
+  X(augment, label_smoothing, FLOAT, "0", 0, 1, "",                                            \
+    "label smoothing epsilon: targets (1 - epsilon) onehot + epsilon / classes (0 = off; SPEC " \
+    "experiments use 0.001 to 0.1); excludes the mixing methods and dual_cutout")              \
   X(output, dir, STR, "runs/default", 0, 0, "", "run directory: config.ini as run and log.txt") \
   X(output, overwrite, BOOL, "false", 0, 0, "", "allow writing into an existing run directory") \
-  X(output, log_every, INT, "50", 1, 1000000000, "", "steps between progress lines")
+  X(output, log_every, INT, "50", 1, 1000000000, "", "steps between progress lines and step rows of metrics.h5") \
+  X(output, checkpoint_every, INT, "1", 0, 1000000, "", "epochs between checkpoints (0 = only at the end)") \
+  X(output, checkpoint_steps, INT, "0", 0, 1000000000, "", "also checkpoint every N steps (0 = off)") \
+  X(output, keep_last, INT, "3", 0, 1000000, "", "checkpoints to keep (0 = all)")
 
 typedef struct { int n; long v[DT_LIST_MAX]; } dt_intlist;
 typedef struct { int n; bool v[DT_LIST_MAX]; } dt_boollist;

@@ -6,36 +6,51 @@
 
 #include "comm/comm.h"
 #include "config.h"
+#include "data/dump.h"
 #include "train.h"
 
 static const struct option long_options[] = {
     {"set", required_argument, NULL, 's'},     {"device", required_argument, NULL, 'd'},
     {"dry-run", no_argument, NULL, 'n'},       {"bench", required_argument, NULL, 'b'},
     {"help", no_argument, NULL, 'h'},          {"help-config", no_argument, NULL, 'H'},
-    {"version", no_argument, NULL, 'V'},       {NULL, 0, NULL, 0},
+    {"version", no_argument, NULL, 'V'},       {"resume", required_argument, NULL, 'r'},
+    {"init", required_argument, NULL, 'i'},    {"dump-batch", required_argument, NULL, 'P'},
+    {NULL, 0, NULL, 0},
 };
 
 static void usage(FILE *f) {
   fprintf(f,
           "usage: dtrain CONFIG.ini [options]\n"
-          "Trains an image classifier described by CONFIG.ini (see --help-config).\n\n"
+          "       dtrain --resume RUN_DIR [--set SECTION.KEY=VALUE]...\n"
+          "Trains an image classifier described by CONFIG.ini (see --help-config); under mpirun\n"
+          "or srun every rank computes its slice of each global batch.\n\n"
           "  --set SECTION.KEY=VALUE  override one configuration key (repeatable)\n"
           "  --device cpu|cuda        compute device (default cpu)\n"
+          "  --resume RUN_DIR         continue the run in RUN_DIR from its latest checkpoint,\n"
+          "                           with the configuration it was started with (RUN_DIR/config.ini)\n"
+          "  --init FILE.h5           start from the weights (and batch-norm statistics) of a\n"
+          "                           checkpoint; every name and shape must match the model\n"
           "  --dry-run                print the effective configuration and a model summary,\n"
           "                           validate the dataset, and exit\n"
           "  --bench STEPS            time STEPS training steps after a warm-up; prints\n"
           "                           'bench_with_data: X images/s' and 'bench: X images/s'\n"
+          "  --dump-batch FILE.png    write the first training batch, augmented and mixed as\n"
+          "                           training makes it, as a picture (soft targets drawn as\n"
+          "                           bars and listed in FILE.txt), and exit\n"
           "  --help                   this text\n"
           "  --help-config            every configuration key: type, default, range, meaning\n"
           "  --version                print the version\n\n"
+          "exit status: 0 done, 1 bad input, 2 the run failed, 143 stopped by SIGTERM/SIGUSR1\n"
+          "after writing a checkpoint (continue with --resume)\n\n"
           "examples:\n"
           "  ./dtrain configs/quickstart.ini\n"
           "  ./dtrain configs/quickstart.ini --set train.epochs=1 --set output.dir=runs/try\n"
           "  mpirun -np 8 ./dtrain configs/resnext29.ini\n");
 }
 
+/* Command-line and config errors are the same on every rank: rank 0 reports them. */
 static int fail(const char *what) {
-  fprintf(stderr, "dtrain: %s\n", what);
+  if (dt_comm_world_rank() == 0) fprintf(stderr, "dtrain: %s\n", what);
   return 1;
 }
 
@@ -44,6 +59,8 @@ int main(int argc, char **argv) {
   const char *sets[256];
   int n_sets = 0;
   const char *device_name = "cpu";
+  const char *resume_dir = NULL, *init_path = NULL;
+  const char *dump_path = NULL;
   bool dry_run = false;
   long bench_steps = 0;
   int opt;
@@ -59,6 +76,15 @@ int main(int argc, char **argv) {
         break;
       case 'n':
         dry_run = true;
+        break;
+      case 'r':
+        resume_dir = optarg;
+        break;
+      case 'i':
+        init_path = optarg;
+        break;
+      case 'P':
+        dump_path = optarg;
         break;
       case 'b': {
         char *end;
@@ -83,9 +109,20 @@ int main(int argc, char **argv) {
         return 1;
     }
   }
-  if (optind != argc - 1) {
+  char resume_config[4200];
+  const char *config_path;
+  if (resume_dir) {
+    if (optind != argc)
+      return fail("--resume uses the run's own config.ini: give no CONFIG.ini (override keys "
+                  "with --set)");
+    if (init_path) return fail("--resume and --init exclude each other");
+    snprintf(resume_config, sizeof resume_config, "%s/config.ini", resume_dir);
+    config_path = resume_config;
+  } else if (optind != argc - 1) {
     usage(stderr);
     return fail(optind >= argc ? "missing CONFIG.ini" : "expected exactly one CONFIG.ini");
+  } else {
+    config_path = argv[optind];
   }
   dt_device device;
   if (strcmp(device_name, "cpu") == 0)
@@ -99,18 +136,22 @@ int main(int argc, char **argv) {
 
   dt_config cfg;
   dt_config_defaults(&cfg);
-  if (dt_config_load(&cfg, argv[optind]) != DT_OK) return fail(dt_error_message());
+  if (dt_config_load(&cfg, config_path) != DT_OK) return fail(dt_error_message());
   for (int i = 0; i < n_sets; i++)
     if (dt_config_set(&cfg, sets[i]) != DT_OK) return fail(dt_error_message());
   if (dt_config_validate(&cfg) != DT_OK) return fail(dt_error_message());
 
   int status;
-  if (dry_run)
+  if (dump_path)
+    status = dt_dump_batch(&cfg, dump_path) == DT_OK ? 0 : fail(dt_error_message());
+  else if (dry_run)
     status = dt_train_dry_run(&cfg);
   else if (bench_steps > 0)
-    status = dt_train_bench(&cfg, device, bench_steps);
-  else
-    status = dt_train_run(&cfg, device);
+    status = dt_train_bench(&cfg, comm, device, bench_steps);
+  else {
+    dt_run_opts opts = {device, resume_dir, init_path};
+    status = dt_train_run(&cfg, comm, &opts);
+  }
   dt_config_free(&cfg);
   dt_comm_finalize(comm);
   return status;

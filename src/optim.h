@@ -1,24 +1,34 @@
-/* optim.h: optimizers over the flat arenas, walking the parameter table for per-tensor
- * settings (weight-decay exclusions). SGD per SPEC 4.1 (coupled L2, PyTorch semantics):
- *   d = g + wd * w;  buf = m * buf + d (buf = d on the first step);
- *   w -= lr * (d + m * buf) with Nesterov, else w -= lr * buf. */
+/* optim.h: optimizers over the flat arenas (SPEC 4.1), walking the parameter table for
+ * per-tensor quantities (LARS trust ratios, weight-decay exclusions). Weight decay is coupled
+ * L2: d = g + wd * w.
+ *   sgd      buf = m buf + d (buf = d on the first step); w -= lr (d + m buf) with Nesterov,
+ *            else w -= lr buf
+ *   lars     r = |w| / (eps + |g| + wd |w|) (times eta when eta > 0; 1 when |w| < threshold);
+ *            buf = m buf + lr r d; w -= buf   (no Nesterov; every tensor is adapted)
+ *   adam     PyTorch Adam with bias correction; amsgrad keeps the running maximum of v */
 #ifndef DT_OPTIM_H
 #define DT_OPTIM_H
 
 #include "config.h"
+#include "io/checkpoint.h"
 #include "nn/params.h"
 
+typedef enum { DT_OPTIM_SGD, DT_OPTIM_LARS, DT_OPTIM_ADAM, DT_OPTIM_AMSGRAD } dt_optim_kind;
+
 typedef struct {
-  double momentum, weight_decay;
+  dt_optim_kind kind;
+  double momentum, weight_decay, beta1, beta2, eps, lars_threshold, lars_eta;
   bool nesterov, no_decay_bn_bias;
-  float *state; /* momentum buffers, one per weight (host memory, same offsets) */
-  long steps;   /* updates applied so far */
+  dt_optim_state state; /* named state arrays laid out like the weight arena (host memory) */
+  long steps;           /* updates applied so far */
 } dt_optim;
 
 void dt_optim_init(dt_optim *opt, const dt_config *cfg, const dt_params *ps);
-/* One update of every trainable tensor with learning rate lr, gradients scaled by
- * grad_scale first (1 / (ranks x accumulation steps) when they are sums). */
+/* One update of every trainable tensor with learning rate lr; the gradients are multiplied by
+ * grad_scale first. */
 void dt_optim_step(dt_optim *opt, dt_params *ps, double lr, float grad_scale);
+/* True when every gradient is finite. */
+bool dt_optim_grads_finite(const dt_params *ps);
 void dt_optim_free(dt_optim *opt);
 
 #endif

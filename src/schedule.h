@@ -1,20 +1,32 @@
 /* schedule.h: learning rate per iteration (SPEC 4.2, HEAD): lr(t) = base * f(t), where
  * base = optim.lr * train.batch_size / optim.reference_batch (linear scaling rule) and f is
- * linear warmup over the first warmup epochs followed by the main schedule, whose clock
- * starts at the end of warmup:
+ * the warmup over the first warmup epochs followed by the main schedule, whose clock starts at
+ * the end of warmup (t counts steps after warmup, T = main steps, m = min_factor):
+ *   warmup    linear s + (1 - s) t/Tw, or exponential s + (1 - s) (t/Tw)^exponent (without
+ *             the reference's doubled base lr)
  *   constant  f = 1
  *   multistep f = gamma^k, k = milestones (in epochs) passed
- *   cosine    f = m + (1 - m) (1 + cos(pi t / T)) / 2, T = main steps, m = min_factor */
+ *   cosine    f = m + (1 - m) (1 + cos(pi t / T)) / 2
+ *   sgdr      the cosine restarted over periods t0, t0 t_mul, ... epochs
+ *   linear    f = 1 - (1 - m) t / T
+ *   poly      f = m + (1 - m) (1 - t / T)^power */
 #ifndef DT_SCHEDULE_H
 #define DT_SCHEDULE_H
 
 #include "config.h"
 
+typedef enum {
+  DT_SCHED_CONSTANT, DT_SCHED_MULTISTEP, DT_SCHED_COSINE, DT_SCHED_SGDR, DT_SCHED_LINEAR,
+  DT_SCHED_POLY,
+} dt_schedule_kind;
+
 typedef struct {
   double base_lr;
   long steps_per_epoch, total_steps, warmup_steps;
-  int type; /* 0 constant, 1 multistep, 2 cosine */
-  double gamma, min_factor, warmup_start;
+  dt_schedule_kind kind;
+  bool warmup_exponential;
+  double gamma, min_factor, warmup_start, warmup_exponent, t_mul, power;
+  long t0_steps;
   long milestones[DT_LIST_MAX];
   int n_milestones;
 } dt_schedule;

@@ -1,11 +1,15 @@
-/* train.c: the training driver. Setup (backend, dataset, model, loaders, run directory),
- * the epoch loop with per-iteration schedule, evaluation of the whole test set every epoch,
- * progress lines, --bench and --dry-run. */
+/* train.c: the training driver. Every rank loads the dataset and builds the model; rank r
+ * computes slice r of each global batch in train.accum_steps micro-batches; gradients are
+ * summed over micro-batches and ranks (the loss is already scaled by 1 / global batch);
+ * one optimizer step everywhere. Rank 0 alone writes the run directory (config.ini, log.txt,
+ * metrics.h5, checkpoints/). SIGTERM / SIGUSR1 end the run at the next step boundary with a
+ * checkpoint and exit status 143; --resume continues bit-exactly from the latest checkpoint. */
 #define _GNU_SOURCE
 #include "train.h"
 
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,12 +18,16 @@
 #include <unistd.h>
 
 #include "data/loader.h"
+#include "io/checkpoint.h"
+#include "io/metrics.h"
 #include "models/model.h"
 #include "optim.h"
 #include "schedule.h"
 
 typedef struct {
   const dt_config *cfg;
+  dt_comm *comm;
+  int rank, world, accum, micro; /* micro: images per micro-batch */
   dt_backend *be;
   dt_dataset ds;
   bool ds_loaded;
@@ -28,14 +36,26 @@ typedef struct {
   dt_optim opt;
   dt_schedule sched;
   long steps_per_epoch;
+  const char *run_dir;
   FILE *log;
+  dt_metrics *metrics;
   bool tty;
   float *losses, *logits; /* host scratch: per-sample losses, (N, K) logits */
+  float *grad_sum, *grad_tmp; /* gradient sum over backward passes (micro-batches, Dual-Cutout) */
+  float *logits2, *dlogits; /* host scratch of Dual-Cutout: second view's logits, a gradient */
+  bool dual;              /* Dual-Cutout: two views, two passes */
+  float *host_weights, *host_buffers; /* checkpoint staging */
+  float *buffers_backup; /* running statistics before a step that may be skipped */
 } trainer;
 
-/* Print to stdout and append to log.txt. */
+static volatile sig_atomic_t g_stop_signal;
+
+static void on_stop_signal(int sig) { g_stop_signal = sig; }
+
+/* Print on rank 0 to stdout and log.txt. */
 static void say(trainer *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void say(trainer *t, const char *fmt, ...) {
+  if (t->rank != 0) return;
   va_list ap;
   va_start(ap, fmt);
   vprintf(fmt, ap);
@@ -49,45 +69,32 @@ static void say(trainer *t, const char *fmt, ...) {
   }
 }
 
-static dt_augment_cfg augment_cfg(const dt_config *cfg, const dt_dataset *ds) {
-  dt_augment_cfg a;
-  a.random_crop = strcmp(cfg->augment_random_crop, "false") != 0;
-  a.crop_padding = (int)cfg->augment_crop_padding;
-  a.hflip = strcmp(cfg->augment_hflip, "auto") == 0 ? ds->default_hflip
-                                                    : strcmp(cfg->augment_hflip, "true") == 0;
-  a.hflip_prob = (float)cfg->augment_hflip_prob;
-  return a;
-}
+/* ---- run directory (rank 0) ---- */
 
-/* Create the run directory and write config.ini into it atomically. Refuses to reuse a
- * directory that already holds a run unless output.overwrite. */
-static dt_status open_run_dir(trainer *t) {
-  const dt_config *cfg = t->cfg;
-  const char *dir = cfg->output_dir;
+static dt_status make_dirs(const char *dir) {
   char path[4096];
-  /* mkdir -p */
   snprintf(path, sizeof path, "%s", dir);
-  for (char *p = path + 1; *p; p++) {
-    if (*p != '/') continue;
+  for (char *p = path + 1;; p++) {
+    if (*p != '/' && *p != 0) continue;
+    char c = *p;
     *p = 0;
     if (mkdir(path, 0777) != 0 && errno != EEXIST)
       return dt_error_set(DT_ERR_IO, "output.dir %s: cannot create %s: %s", dir, path, strerror(errno));
-    *p = '/';
+    *p = c;
+    if (c == 0) break;
   }
-  if (mkdir(path, 0777) != 0 && errno != EEXIST)
-    return dt_error_set(DT_ERR_IO, "output.dir %s: cannot create it: %s", dir, strerror(errno));
   struct stat st;
   if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
     return dt_error_set(DT_ERR_IO, "output.dir %s: not a directory", dir);
   if (access(dir, W_OK | X_OK) != 0)
     return dt_error_set(DT_ERR_IO, "output.dir %s: not writable: %s", dir, strerror(errno));
+  return DT_OK;
+}
+
+/* Write the config as run to dir/config.ini through a temporary file and a rename. */
+static dt_status write_config(const dt_config *cfg, const char *dir) {
+  char path[4200], tmp[4200];
   snprintf(path, sizeof path, "%s/config.ini", dir);
-  if (!cfg->output_overwrite && access(path, F_OK) == 0)
-    return dt_error_set(DT_ERR_IO,
-                        "output.dir %s already holds a run (config.ini); choose another "
-                        "directory or set output.overwrite=true",
-                        dir);
-  char tmp[4200];
   snprintf(tmp, sizeof tmp, "%s/.config.ini.tmp", dir);
   FILE *f = fopen(tmp, "w");
   if (!f) return dt_error_set(DT_ERR_IO, "output.dir %s: cannot write %s: %s", dir, tmp, strerror(errno));
@@ -104,11 +111,41 @@ static dt_status open_run_dir(trainer *t) {
     unlink(tmp);
     return dt_error_set(DT_ERR_IO, "output.dir %s: cannot create config.ini: %s", dir, strerror(e));
   }
-  snprintf(path, sizeof path, "%s/log.txt", dir);
-  t->log = fopen(path, cfg->output_overwrite ? "w" : "a");
-  if (!t->log) return dt_error_set(DT_ERR_IO, "output.dir %s: cannot write log.txt: %s", dir, strerror(errno));
   return DT_OK;
 }
+
+/* A fresh run refuses a directory that already holds a run unless output.overwrite; a
+ * resumed run appends to its own directory. */
+static dt_status open_run_dir(trainer *t, bool resume, long resume_step) {
+  const dt_config *cfg = t->cfg;
+  const char *dir = t->run_dir;
+  char path[4200];
+  if (!resume) {
+    dt_status st = make_dirs(dir);
+    if (st != DT_OK) return st;
+    snprintf(path, sizeof path, "%s/config.ini", dir);
+    if (!cfg->output_overwrite && access(path, F_OK) == 0)
+      return dt_error_set(DT_ERR_IO,
+                          "output.dir %s already holds a run (config.ini); continue it with "
+                          "--resume %s, choose another directory, or set output.overwrite=true",
+                          dir, dir);
+    if (cfg->output_overwrite) {
+      /* Old checkpoints and metrics would mix with the new run's. */
+      snprintf(path, sizeof path, "%s/metrics.h5", dir);
+      unlink(path);
+      dt_checkpoint_prune(dir, -1);
+    }
+    st = write_config(cfg, dir);
+    if (st != DT_OK) return st;
+  }
+  snprintf(path, sizeof path, "%s/log.txt", dir);
+  t->log = fopen(path, resume || !cfg->output_overwrite ? "a" : "w");
+  if (!t->log) return dt_error_set(DT_ERR_IO, "output.dir %s: cannot write log.txt: %s", dir, strerror(errno));
+  snprintf(path, sizeof path, "%s/metrics.h5", dir);
+  return dt_metrics_open(&t->metrics, path, resume ? resume_step : -1);
+}
+
+/* ---- setup ---- */
 
 static void trainer_free(trainer *t) {
   dt_loader_free(t->train_ld);
@@ -117,21 +154,40 @@ static void trainer_free(trainer *t) {
   dt_model_free(t->model);
   if (t->ds_loaded) dt_dataset_free(&t->ds);
   if (t->be) t->be->ops->destroy(t->be);
+  if (t->metrics) dt_metrics_close(t->metrics);
   if (t->log) fclose(t->log);
   free(t->losses);
   free(t->logits);
+  free(t->grad_sum);
+  free(t->grad_tmp);
+  free(t->logits2);
+  free(t->dlogits);
+  free(t->host_weights);
+  free(t->host_buffers);
+  free(t->buffers_backup);
 }
 
-/* Everything but the run directory. */
-static dt_status trainer_setup(trainer *t, const dt_config *cfg, dt_device device) {
+/* Everything but the run directory, identically on every rank. */
+static dt_status trainer_setup(trainer *t, const dt_config *cfg, dt_comm *comm, dt_device device) {
   memset(t, 0, sizeof *t);
   t->cfg = cfg;
-  t->tty = isatty(STDOUT_FILENO);
+  t->comm = comm;
+  t->rank = dt_comm_rank(comm);
+  t->world = dt_comm_size(comm);
+  t->accum = (int)cfg->train_accum_steps;
+  t->tty = t->rank == 0 && isatty(STDOUT_FILENO);
+  t->run_dir = cfg->output_dir;
+  int B = (int)cfg->train_batch_size;
+  if (B % (t->world * t->accum) != 0)
+    return dt_error_set(DT_ERR_CONFIG,
+                        "%s: [train] batch_size = %d must be divisible by ranks x accum_steps = "
+                        "%d x %d",
+                        cfg->source ? cfg->source : "config", B, t->world, t->accum);
+  t->micro = B / (t->world * t->accum);
   dt_status st = dt_dataset_load(&t->ds, cfg->data_dataset, cfg->data_dir);
   if (st != DT_OK) return st;
   t->ds_loaded = true;
   dt_dataset_limit(&t->ds, (int)cfg->data_train_limit, (int)cfg->data_test_limit);
-  int B = (int)cfg->train_batch_size;
   if (t->ds.train.count < B)
     return dt_error_set(DT_ERR_CONFIG, "train.batch_size = %d is larger than the %d training images",
                         B, t->ds.train.count);
@@ -139,22 +195,123 @@ static dt_status trainer_setup(trainer *t, const dt_config *cfg, dt_device devic
   if (!t->be) return DT_ERR_CONFIG;
   const dt_split *tr = &t->ds.train;
   t->model = dt_model_create(cfg, t->be, tr->channels, tr->height, tr->width, t->ds.classes);
-  dt_loader_cfg lc = {&t->ds, true, augment_cfg(cfg, &t->ds), (uint64_t)cfg->train_seed, B, 0, B,
-                      (int)cfg->data_loader_threads};
-  t->train_ld = dt_loader_create(&lc);
+  int per_rank = B / t->world;
+  dt_loader_cfg lc;
+  dt_erase_cfg erase;
+  dt_mix_cfg mix;
+  dt_loader_cfg_from_config(&lc, &erase, &mix, cfg, &t->ds);
+  lc.slice_offset = t->rank * per_rank;
+  lc.slice_count = per_rank;
+  t->train_ld = dt_loader_create_train(&lc, &erase, &mix);
+  t->dual = erase.dual_cutout;
+  int E = (int)cfg->train_eval_batch_size;
+  E = (E + t->world - 1) / t->world * t->world; /* equal slices of every full eval batch */
   lc.train = false;
-  lc.global_batch = lc.slice_count = (int)cfg->train_eval_batch_size;
+  lc.global_batch = E;
+  lc.slice_offset = t->rank * (E / t->world);
+  lc.slice_count = E / t->world;
   t->test_ld = dt_loader_create(&lc);
   t->steps_per_epoch = dt_loader_steps(t->train_ld);
   dt_schedule_init(&t->sched, cfg, t->steps_per_epoch);
   dt_optim_init(&t->opt, cfg, &t->model->params);
-  int maxn = (int)DT_MAX(cfg->train_batch_size, cfg->train_eval_batch_size);
-  t->losses = dt_xmalloc((size_t)maxn * sizeof(float));
+  int maxn = DT_MAX(per_rank, E);
+  t->losses = dt_xmalloc(2 * (size_t)maxn * sizeof(float));
   t->logits = dt_xmalloc((size_t)maxn * t->ds.classes * sizeof(float));
+  const dt_params *ps = &t->model->params;
+  if (t->accum > 1 || t->dual) {
+    t->grad_sum = dt_xmalloc(ps->n_weights * sizeof(float));
+    t->grad_tmp = dt_xmalloc(ps->n_weights * sizeof(float));
+  }
+  if (t->dual) {
+    t->logits2 = dt_xmalloc((size_t)maxn * t->ds.classes * sizeof(float));
+    t->dlogits = dt_xmalloc((size_t)maxn * t->ds.classes * sizeof(float));
+  }
+  t->host_weights = dt_xmalloc(DT_MAX(ps->n_weights, 1) * sizeof(float));
+  t->host_buffers = dt_xmalloc(DT_MAX(ps->n_buffers, 1) * sizeof(float));
+  if (strcmp(cfg->train_nonfinite, "skip") == 0)
+    t->buffers_backup = dt_xmalloc(DT_MAX(ps->n_buffers, 1) * sizeof(float));
   return DT_OK;
 }
 
-/* Count of rows whose label is among the k largest logits. */
+/* Every rank must agree on an input error found by one of them (rank 0's run directory,
+ * say): returns the first failing status, with the message printed by the rank that has it. */
+static dt_status agree(trainer *t, dt_status st) {
+  double v = st;
+  dt_comm_allreduce_sum_f64(t->comm, &v, 1);
+  return v == 0 ? DT_OK : (st != DT_OK ? st : DT_ERR_IO);
+}
+
+/* ---- parameters across ranks and files ---- */
+
+static void params_to_host(trainer *t) {
+  dt_params *ps = &t->model->params;
+  t->be->ops->to_host(t->be, t->host_weights, ps->weights, ps->n_weights * sizeof(float));
+  t->be->ops->to_host(t->be, t->host_buffers, ps->buffers, ps->n_buffers * sizeof(float));
+}
+
+static void params_from_host(trainer *t) {
+  dt_params *ps = &t->model->params;
+  t->be->ops->to_device(t->be, ps->weights, t->host_weights, ps->n_weights * sizeof(float));
+  t->be->ops->to_device(t->be, ps->buffers, t->host_buffers, ps->n_buffers * sizeof(float));
+}
+
+/* Rank 0's weights and running statistics everywhere. */
+static void broadcast_params(trainer *t) {
+  if (t->world == 1) return;
+  params_to_host(t);
+  const dt_params *ps = &t->model->params;
+  dt_comm_broadcast(t->comm, t->host_weights, ps->n_weights * sizeof(float), 0);
+  dt_comm_broadcast(t->comm, t->host_buffers, ps->n_buffers * sizeof(float), 0);
+  params_from_host(t);
+}
+
+/* Batch-norm running statistics are updated per rank from its own micro-batches; averaging
+ * them after every step keeps every rank (and every checkpoint) identical. */
+static void average_buffers(trainer *t) {
+  if (t->world == 1) return;
+  dt_params *ps = &t->model->params;
+  t->be->ops->to_host(t->be, t->host_buffers, ps->buffers, ps->n_buffers * sizeof(float));
+  dt_comm_allreduce_sum(t->comm, t->host_buffers, ps->n_buffers);
+  const float inv = 1.0f / (float)t->world;
+  for (size_t i = 0; i < ps->n_buffers; i++) t->host_buffers[i] *= inv;
+  t->be->ops->to_device(t->be, ps->buffers, t->host_buffers, ps->n_buffers * sizeof(float));
+}
+
+static char *config_text(const dt_config *cfg) {
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  DT_CHECK(f != NULL);
+  dt_config_write(cfg, f);
+  fclose(f);
+  return text;
+}
+
+/* Rank 0 writes a checkpoint of the state after `step` steps. */
+static dt_status save_checkpoint(trainer *t, long epoch, long step, long step_in_epoch) {
+  if (t->rank != 0) return DT_OK;
+  params_to_host(t);
+  dt_checkpoint_meta meta = {0};
+  meta.epoch = epoch;
+  meta.step = step;
+  meta.step_in_epoch = step_in_epoch;
+  meta.optimizer_steps = t->opt.steps;
+  meta.world_size = t->world;
+  meta.seed = t->cfg->train_seed;
+  snprintf(meta.model, sizeof meta.model, "%s", t->cfg->model_name);
+  meta.config_text = config_text(t->cfg);
+  char path[4200];
+  dt_checkpoint_path(t->run_dir, step, path, sizeof path);
+  dt_status st = dt_checkpoint_save(path, &t->model->params, t->host_weights, t->host_buffers,
+                                    &t->opt.state, &meta);
+  free(meta.config_text);
+  if (st == DT_OK) dt_checkpoint_prune(t->run_dir, (int)t->cfg->output_keep_last);
+  return st;
+}
+
+/* ---- steps and evaluation ---- */
+
+/* Count of rows whose label is among the k largest logits (ties go to the lower class). */
 static int topk_correct(const float *logits, const int *labels, int n, int classes, int k) {
   int correct = 0;
   for (int i = 0; i < n; i++) {
@@ -169,40 +326,143 @@ static int topk_correct(const float *logits, const int *labels, int n, int class
 }
 
 typedef struct {
-  double loss, top1, top5;
-  long images;
+  double loss, top1, top5, images;
 } eval_result;
 
 static eval_result evaluate(trainer *t) {
-  eval_result r = {0, 0, 0, 0};
+  double sums[4] = {0, 0, 0, 0}; /* loss, top1, top5, images */
   dt_loader_start(t->test_ld, 0, 0);
   const dt_batch *b;
+  const int K = t->ds.classes;
   while ((b = dt_loader_next(t->test_ld)) != NULL) {
+    if (b->n == 0) continue;
     dt_graph *g = dt_model_graph(t->model, b->n, true);
     const dt_tensor *logits = dt_graph_forward(g, b->images, false);
     dt_graph_loss(g, b->targets, 1.0f, t->losses);
     t->be->ops->download(t->be, logits, t->logits);
-    for (int i = 0; i < b->n; i++) r.loss += t->losses[i];
-    r.top1 += topk_correct(t->logits, b->labels, b->n, t->ds.classes, 1);
-    r.top5 += topk_correct(t->logits, b->labels, b->n, t->ds.classes, DT_MIN(5, t->ds.classes));
-    r.images += b->n;
+    for (int i = 0; i < b->n; i++) sums[0] += t->losses[i];
+    sums[1] += topk_correct(t->logits, b->labels, b->n, K, 1);
+    sums[2] += topk_correct(t->logits, b->labels, b->n, K, DT_MIN(5, K));
+    sums[3] += b->n;
   }
-  r.loss /= (double)r.images;
-  r.top1 = 100.0 * r.top1 / (double)r.images;
-  r.top5 = 100.0 * r.top5 / (double)r.images;
+  dt_comm_allreduce_sum_f64(t->comm, sums, 4);
+  eval_result r = {sums[0] / sums[3], 100.0 * sums[1] / sums[3], 100.0 * sums[2] / sums[3], sums[3]};
   return r;
 }
 
-/* One optimisation step on a prepared batch; returns the summed loss and top-1 count. */
-static void train_step(trainer *t, const dt_batch *b, long step, double *loss_sum, double *correct) {
-  dt_graph *g = dt_model_graph(t->model, b->n, false);
-  const dt_tensor *logits = dt_graph_forward(g, b->images, true);
-  dt_graph_loss(g, b->targets, 1.0f / (float)b->global_n, t->losses);
-  dt_graph_backward(g);
-  dt_optim_step(&t->opt, &t->model->params, dt_schedule_lr(&t->sched, step), 1.0f);
-  t->be->ops->download(t->be, logits, t->logits);
-  for (int i = 0; i < b->n; i++) *loss_sum += t->losses[i];
-  *correct += topk_correct(t->logits, b->labels, b->n, t->ds.classes, 1);
+static int argmax(const float *z, int k) {
+  int best = 0;
+  for (int c = 1; c < k; c++)
+    if (z[c] > z[best]) best = c;
+  return best;
+}
+
+/* Training accuracy of n rows: the label match, or with mixed targets the SPEC mix of the
+ * accuracies, sum_i target[i, argmax z_i]. */
+static double train_correct(const float *logits, const float *targets, const int *labels, int n,
+                            int K, bool mixed) {
+  if (!mixed) return topk_correct(logits, labels, n, K, 1);
+  double c = 0;
+  for (int i = 0; i < n; i++) c += targets[(size_t)i * K + argmax(logits + (size_t)i * K, K)];
+  return c;
+}
+
+/* Add this backward pass's parameter gradients to the step's sum (pass 0 starts it). */
+static void sum_gradients(trainer *t, int pass) {
+  dt_params *ps = &t->model->params;
+  if (!t->grad_sum) return;
+  if (pass == 0) {
+    t->be->ops->to_host(t->be, t->grad_sum, ps->grads, ps->n_weights * sizeof(float));
+    return;
+  }
+  /* fp32, in pass order, so any world size with the same micro-batches sums alike per rank. */
+  t->be->ops->to_host(t->be, t->grad_tmp, ps->grads, ps->n_weights * sizeof(float));
+  for (size_t j = 0; j < ps->n_weights; j++) t->grad_sum[j] += t->grad_tmp[j];
+}
+
+/* Dual-Cutout on one micro-batch (SPEC 3): z1 and z2 from two forward passes with their own
+ * batch statistics; loss 0.5 [CE(z1, y) + CE(z2, y)] + alpha MSE(z1, z2), CE over the global
+ * batch and MSE over its N x K logits; accuracy on (z1 + z2) / 2. */
+static void dual_cutout_step(trainer *t, const float *x1, const float *x2, const float *targets,
+                             const int *labels, int global_n, int *pass, double *loss_sum,
+                             double *correct) {
+  const int n = t->micro, K = t->ds.classes;
+  const double alpha = t->cfg->augment_dual_cutout_alpha;
+  dt_graph *g1 = dt_model_graph_slot(t->model, n, false, 0);
+  dt_graph *g2 = dt_model_graph_slot(t->model, n, false, 1);
+  const dt_tensor *z1 = dt_graph_forward(g1, x1, true), *z2 = dt_graph_forward(g2, x2, true);
+  float *l2 = t->losses + n;
+  dt_graph_loss(g1, targets, 0.5f / (float)global_n, t->losses);
+  dt_graph_loss(g2, targets, 0.5f / (float)global_n, l2);
+  t->be->ops->download(t->be, z1, t->logits);
+  t->be->ops->download(t->be, z2, t->logits2);
+  const size_t bytes = (size_t)n * K * sizeof(float);
+  const float scale = (float)(2.0 * alpha / ((double)global_n * K));
+  dt_graph *gs[2] = {g1, g2};
+  for (int v = 0; v < 2; v++) {
+    dt_tensor *dz = &gs[v]->values[gs[v]->n_nodes].grad;
+    t->be->ops->to_host(t->be, t->dlogits, dz->data, bytes);
+    const float sign = v == 0 ? 1.0f : -1.0f;
+    for (size_t j = 0; j < (size_t)n * K; j++)
+      t->dlogits[j] += sign * scale * (t->logits[j] - t->logits2[j]);
+    t->be->ops->to_device(t->be, dz->data, t->dlogits, bytes);
+    dt_graph_backward(gs[v]);
+    sum_gradients(t, (*pass)++);
+  }
+  for (int i = 0; i < n; i++) {
+    double mse = 0;
+    for (int c = 0; c < K; c++) {
+      double d = (double)t->logits[i * K + c] - t->logits2[i * K + c];
+      mse += d * d;
+    }
+    *loss_sum += 0.5 * ((double)t->losses[i] + l2[i]) + alpha * mse / K;
+  }
+  for (size_t j = 0; j < (size_t)n * K; j++) t->logits[j] = 0.5f * (t->logits[j] + t->logits2[j]);
+  *correct += topk_correct(t->logits, labels, n, K, 1);
+}
+
+/* Forward and backward over this rank's micro-batches of one global batch; leaves the
+ * rank's gradient sum in the gradient arena. Adds the summed loss and top-1 count. */
+static void compute_gradients(trainer *t, const dt_batch *b, double *loss_sum, double *correct) {
+  dt_params *ps = &t->model->params;
+  const dt_split *tr = &t->ds.train;
+  const size_t image = (size_t)tr->channels * tr->height * tr->width;
+  const int K = t->ds.classes;
+  int pass = 0;
+  for (int k = 0; k < t->accum; k++) {
+    const size_t first = (size_t)k * t->micro;
+    const float *x = b->images + first * image, *targets = b->targets + first * K;
+    const int *labels = b->labels + first;
+    if (b->images2) {
+      dual_cutout_step(t, x, b->images2 + first * image, targets, labels, b->global_n, &pass,
+                       loss_sum, correct);
+      continue;
+    }
+    dt_graph *g = dt_model_graph(t->model, t->micro, false);
+    const dt_tensor *logits = dt_graph_forward(g, x, true);
+    dt_graph_loss(g, targets, 1.0f / (float)b->global_n, t->losses);
+    dt_graph_backward(g);
+    sum_gradients(t, pass++);
+    t->be->ops->download(t->be, logits, t->logits);
+    for (int i = 0; i < t->micro; i++) *loss_sum += t->losses[i];
+    *correct += train_correct(t->logits, targets, labels, t->micro, K, b->mixed);
+  }
+  if (pass > 1) t->be->ops->to_device(t->be, ps->grads, t->grad_sum, ps->n_weights * sizeof(float));
+}
+
+/* Fault injection for the tests: DTRAIN_FAULT_KILL=RANK:STEP makes that rank SIGKILL itself
+ * before step STEP; DTRAIN_FAULT_SIGNAL=STEP raises SIGTERM on every rank before that step. */
+static void inject_faults(const trainer *t, long step) {
+  static int parsed;
+  static long kill_rank = -1, kill_step = -1, signal_step = -1;
+  if (!parsed) {
+    parsed = 1;
+    const char *k = getenv("DTRAIN_FAULT_KILL"), *s = getenv("DTRAIN_FAULT_SIGNAL");
+    if (k && sscanf(k, "%ld:%ld", &kill_rank, &kill_step) != 2) kill_rank = -1;
+    if (s) signal_step = atol(s);
+  }
+  if (kill_rank == t->rank && kill_step == step) raise(SIGKILL);
+  if (signal_step == step) raise(SIGTERM);
 }
 
 static void format_eta(double seconds, char *buf, size_t size) {
@@ -215,99 +475,203 @@ static void format_eta(double seconds, char *buf, size_t size) {
 
 static void print_header(trainer *t) {
   const dt_config *cfg = t->cfg;
-  say(t, "dtrain %s: %s (%d train / %d test images, %dx%dx%d, %d classes) on %s, %d thread(s)\n",
-      DT_VERSION, cfg->data_dataset, t->ds.train.count, t->ds.test.count, t->ds.train.channels,
-      t->ds.train.height, t->ds.train.width, t->ds.classes, t->be->ops->name, t->be->threads);
+  say(t, "dtrain %s: %s (%d train / %d test images, %dx%dx%d, %d classes) on %s\n", DT_VERSION,
+      cfg->data_dataset, t->ds.train.count, t->ds.test.count, t->ds.train.channels,
+      t->ds.train.height, t->ds.train.width, t->ds.classes, t->be->ops->name);
+  say(t, "ranks: %d x %d thread(s); global batch %ld = %d ranks x %d micro-batches x %d images\n",
+      t->world, t->be->threads, cfg->train_batch_size, t->world, t->accum, t->micro);
   say(t, "model: %s-%ld %s, %ld parameters\n", cfg->model_name, cfg->model_depth,
       cfg->model_block_type, dt_model_param_count(t->model));
-  say(t, "lr: %g x batch %ld / reference %ld (linear scaling rule) = %g, schedule %s\n",
+  say(t, "lr: %g x batch %ld / reference %ld (linear scaling rule) = %g; %s, schedule %s\n",
       cfg->optim_lr, cfg->train_batch_size, cfg->optim_reference_batch, t->sched.base_lr,
-      cfg->schedule_type);
-  say(t, "steps: %ld per epoch x %ld epochs\n", t->steps_per_epoch, cfg->train_epochs);
+      cfg->optim_name, cfg->schedule_type);
+  say(t, "steps: %ld per epoch x %ld epochs; run directory %s\n", t->steps_per_epoch,
+      cfg->train_epochs, t->run_dir);
 }
 
-int dt_train_run(const dt_config *cfg, dt_device device) {
-  trainer t;
-  dt_status st = trainer_setup(&t, cfg, device);
-  if (st == DT_OK) st = open_run_dir(&t);
-  if (st != DT_OK) {
-    fprintf(stderr, "dtrain: %s\n", dt_error_message());
-    trainer_free(&t);
-    return 1;
+/* Restore the state of a checkpoint (resume) or the weights of one (--init). */
+static dt_status load_start(trainer *t, const dt_run_opts *opts, long *step, long *epoch,
+                            long *step_in_epoch) {
+  *step = *epoch = *step_in_epoch = 0;
+  if (!opts->resume_dir && !opts->init_path) return DT_OK;
+  char path[4200];
+  dt_status st;
+  if (opts->resume_dir) {
+    st = dt_checkpoint_latest(opts->resume_dir, path, sizeof path);
+    if (st != DT_OK) return st;
+  } else {
+    snprintf(path, sizeof path, "%s", opts->init_path);
   }
+  dt_checkpoint_meta meta = {0};
+  params_to_host(t);
+  st = dt_checkpoint_load(path, &t->model->params, t->host_weights, t->host_buffers,
+                          opts->resume_dir ? &t->opt.state : NULL, opts->resume_dir ? &meta : NULL);
+  if (st != DT_OK) return st;
+  params_from_host(t);
+  if (opts->resume_dir) {
+    *step = meta.step;
+    *epoch = meta.epoch;
+    *step_in_epoch = meta.step_in_epoch;
+    t->opt.steps = meta.optimizer_steps;
+    say(t, "resuming from %s: epoch %ld, step %ld (checkpoint of %d rank(s))\n", path,
+        meta.epoch + (meta.step_in_epoch > 0), meta.step, meta.world_size);
+    free(meta.config_text);
+  } else {
+    say(t, "initial weights from %s\n", path);
+  }
+  return DT_OK;
+}
+
+int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts) {
+  trainer t;
+  dt_status st = trainer_setup(&t, cfg, comm, opts->device);
+  if (opts->resume_dir) t.run_dir = opts->resume_dir;
+  long step = 0, epoch0 = 0, skip = 0;
+  if (st == DT_OK) st = load_start(&t, opts, &step, &epoch0, &skip);
+  if (st == DT_OK && t.rank == 0) st = open_run_dir(&t, opts->resume_dir != NULL, step);
+  if (st != DT_OK && t.rank == 0) fprintf(stderr, "dtrain: %s\n", dt_error_message());
+  if (agree(&t, st) != DT_OK) {
+    if (st != DT_OK && t.rank != 0) fprintf(stderr, "dtrain (rank %d): %s\n", t.rank, dt_error_message());
+    trainer_free(&t);
+    return DT_EXIT_INPUT;
+  }
+  broadcast_params(&t);
   print_header(&t);
-  long step = 0, max_steps = cfg->train_max_steps;
-  const long log_every = cfg->output_log_every;
-  const int B = (int)cfg->train_batch_size;
-  double t_start = dt_now();
-  for (long epoch = 0; epoch < cfg->train_epochs && (max_steps == 0 || step < max_steps); epoch++) {
-    double t0 = dt_now(), loss_sum = 0, correct = 0, win_loss = 0, win_correct = 0;
-    long seen = 0, win_seen = 0;
-    dt_loader_start(t.train_ld, epoch, 0);
+  signal(SIGTERM, on_stop_signal);
+  signal(SIGUSR1, on_stop_signal);
+
+  const long max_steps = cfg->train_max_steps, log_every = cfg->output_log_every;
+  const bool skip_nonfinite = strcmp(cfg->train_nonfinite, "skip") == 0;
+  const double t_start = dt_now();
+  int status = DT_EXIT_OK;
+  long last_ckpt = -1;
+  for (long epoch = epoch0; epoch < cfg->train_epochs && status == DT_EXIT_OK; epoch++) {
+    if (max_steps && step >= max_steps) break;
+    double t0 = dt_now(), sums[3] = {0, 0, 0}, win[3] = {0, 0, 0}; /* loss, correct, images */
+    long i = epoch == epoch0 ? skip : 0;
+    dt_loader_start(t.train_ld, epoch, i);
     const dt_batch *b;
-    long i = 0;
-    while ((b = dt_loader_next(t.train_ld)) != NULL && (max_steps == 0 || step < max_steps)) {
-      double l = 0, c = 0;
-      train_step(&t, b, step, &l, &c);
-      loss_sum += l, correct += c, seen += b->n;
-      win_loss += l, win_correct += c, win_seen += b->n;
-      step++, i++;
-      if (!isfinite(l)) {
-        fprintf(stderr, "\ndtrain: loss is %g at step %ld (epoch %ld); stopping\n", l, step, epoch + 1);
-        trainer_free(&t);
-        return 2;
+    while ((b = dt_loader_next(t.train_ld)) != NULL) {
+      inject_faults(&t, step);
+      dt_params *ps = &t.model->params;
+      if (t.buffers_backup)
+        t.be->ops->to_host(t.be, t.buffers_backup, ps->buffers, ps->n_buffers * sizeof(float));
+      double loss = 0, correct = 0;
+      compute_gradients(&t, b, &loss, &correct);
+      dt_comm_allreduce_sum(comm, t.model->params.grads, t.model->params.n_weights);
+      /* One reduction carries the metrics and every rank's view of signals and faults. */
+      double red[5] = {loss, correct, b->n, g_stop_signal != 0, !dt_optim_grads_finite(&t.model->params)};
+      dt_comm_allreduce_sum_f64(comm, red, 5);
+      const double lr = dt_schedule_lr(&t.sched, step);
+      if (!isfinite(red[0]) || red[4] > 0) {
+        if (!skip_nonfinite) {
+          say(&t, "\ndtrain: non-finite %s at step %ld (epoch %ld); stopping (set "
+                  "train.nonfinite=skip to skip such steps)\n",
+              isfinite(red[0]) ? "gradient" : "loss", step + 1, epoch + 1);
+          status = DT_EXIT_RUNTIME;
+          break;
+        }
+        say(&t, "%sskipping step %ld: non-finite loss or gradient\n", t.tty ? "\n" : "", step + 1);
+        /* The forward pass also fed the running statistics: take them back. */
+        t.be->ops->to_device(t.be, ps->buffers, t.buffers_backup, ps->n_buffers * sizeof(float));
+      } else {
+        dt_optim_step(&t.opt, &t.model->params, lr, 1.0f);
+        for (int j = 0; j < 3; j++) sums[j] += red[j], win[j] += red[j];
       }
+      average_buffers(&t);
+      step++, i++;
       if (i % log_every == 0 || i == t.steps_per_epoch) {
-        double el = dt_now() - t0, ips = (double)seen / el;
+        double el = dt_now() - t0, ips = sums[2] / el;
         long left = (cfg->train_epochs - epoch) * t.steps_per_epoch - i;
-        char eta[32];
-        format_eta((double)left * B / ips, eta, sizeof eta);
-        char line[256];
+        char eta[32], line[256];
+        format_eta((double)left * (double)cfg->train_batch_size / ips, eta, sizeof eta);
+        double wl = win[2] > 0 ? win[0] / win[2] : NAN, wa = win[2] > 0 ? 100.0 * win[1] / win[2] : NAN;
         snprintf(line, sizeof line,
                  "epoch %ld/%ld step %ld/%ld lr %.5f loss %.4f acc %.2f%% %.0f img/s ETA %s",
-                 epoch + 1, cfg->train_epochs, i, t.steps_per_epoch, dt_schedule_lr(&t.sched, step - 1),
-                 win_loss / (double)win_seen, 100.0 * win_correct / (double)win_seen, ips, eta);
-        if (t.tty) {
-          printf("\r%s\033[K", line);
+                 epoch + 1, cfg->train_epochs, i, t.steps_per_epoch, lr, wl, wa, ips, eta);
+        if (t.rank == 0) {
+          printf(t.tty ? "\r%s\033[K" : "%s\n", line);
           fflush(stdout);
-        } else {
-          printf("%s\n", line);
-          fflush(stdout);
+          if (t.log) fprintf(t.log, "%s\n", line);
+          dt_step_row row = {(double)step, (double)epoch + 1, lr, wl, wa, ips};
+          dt_metrics_step(t.metrics, &row);
         }
-        if (t.log) fprintf(t.log, "%s\n", line);
-        win_loss = win_correct = 0;
-        win_seen = 0;
+        win[0] = win[1] = win[2] = 0;
+      }
+      if (red[3] > 0 || (cfg->output_checkpoint_steps && step % cfg->output_checkpoint_steps == 0) ||
+          (max_steps && step >= max_steps)) {
+        bool end_of_epoch = i == t.steps_per_epoch;
+        if (red[3] > 0 || !end_of_epoch) {
+          if (t.tty) printf("\n");
+          dt_status cs = agree(&t, save_checkpoint(&t, epoch, step, i));
+          if (cs != DT_OK) {
+            say(&t, "dtrain: %s\n", dt_error_message());
+            status = DT_EXIT_RUNTIME;
+            break;
+          }
+          last_ckpt = step;
+          if (red[3] > 0) {
+            say(&t, "stopped by a signal after step %ld: checkpoint written; continue with "
+                    "--resume %s\n", step, t.run_dir);
+            status = DT_EXIT_PREEMPTED;
+            break;
+          }
+        }
+        if (max_steps && step >= max_steps) break;
       }
     }
+    if (status != DT_EXIT_OK) break;
+    bool epoch_done = i == t.steps_per_epoch;
     double train_s = dt_now() - t0;
     eval_result r = evaluate(&t);
     if (t.tty) printf("\r\033[K");
+    const double n = DT_MAX(sums[2], 1);
     say(&t,
         "epoch %ld/%ld train loss %.4f acc %.2f%% | test loss %.4f top1 %.2f%% top5 %.2f%% | "
         "%.1f s, %.0f img/s\n",
-        epoch + 1, cfg->train_epochs, loss_sum / (double)DT_MAX(seen, 1),
-        100.0 * correct / (double)DT_MAX(seen, 1), r.loss, r.top1, r.top5, dt_now() - t0,
-        (double)seen / train_s);
+        epoch + 1, cfg->train_epochs, sums[0] / n, 100.0 * sums[1] / n, r.loss, r.top1, r.top5,
+        dt_now() - t0, sums[2] / train_s);
+    if (t.rank == 0) {
+      dt_epoch_row row = {(double)epoch + 1, (double)step, dt_schedule_lr(&t.sched, DT_MAX(step - 1, 0)),
+                          sums[0] / n, 100.0 * sums[1] / n, r.loss, r.top1, r.top5,
+                          dt_now() - t0, sums[2] / train_s};
+      if (dt_metrics_epoch(t.metrics, &row) != DT_OK)
+        fprintf(stderr, "dtrain: warning: %s\n", dt_error_message());
+    }
+    bool last = epoch + 1 == cfg->train_epochs || (max_steps && step >= max_steps);
+    bool periodic = cfg->output_checkpoint_every && (epoch + 1) % cfg->output_checkpoint_every == 0;
+    if (epoch_done && (last || periodic) && last_ckpt != step) {
+      dt_status cs = agree(&t, save_checkpoint(&t, epoch + 1, step, 0));
+      if (cs != DT_OK) {
+        say(&t, "dtrain: %s\n", dt_error_message());
+        status = DT_EXIT_RUNTIME;
+      }
+      last_ckpt = step;
+    }
   }
-  say(&t, "done: %ld steps in %.1f s\n", step, dt_now() - t_start);
+  if (status == DT_EXIT_OK) {
+    double ar = dt_comm_allreduce_seconds(comm);
+    say(&t, "done: %ld steps in %.1f s", step, dt_now() - t_start);
+    if (t.world > 1) say(&t, ", all-reduce %.1f s", ar);
+    say(&t, "\n");
+  }
   trainer_free(&t);
-  return 0;
+  return status;
 }
 
-int dt_train_bench(const dt_config *cfg, dt_device device, long steps) {
+int dt_train_bench(const dt_config *cfg, dt_comm *comm, dt_device device, long steps) {
   trainer t;
-  dt_status st = trainer_setup(&t, cfg, device);
+  dt_status st = trainer_setup(&t, cfg, comm, device);
   if (st != DT_OK) {
     fprintf(stderr, "dtrain: %s\n", dt_error_message());
     trainer_free(&t);
-    return 1;
+    return DT_EXIT_INPUT;
   }
   const int warmup = 3;
   double loss = 0, correct = 0;
   /* With data: the loader prepares each batch while the model computes. */
   dt_loader_start(t.train_ld, 0, 0);
-  long n_with = 0;
-  double t0 = 0;
+  double n_with = 0, t0 = 0, ar0 = 0;
   for (long i = 0; i < warmup + steps; i++) {
     if (i == warmup) t0 = dt_now();
     const dt_batch *b = dt_loader_next(t.train_ld);
@@ -315,26 +679,41 @@ int dt_train_bench(const dt_config *cfg, dt_device device, long steps) {
       dt_loader_start(t.train_ld, i, 0);
       b = dt_loader_next(t.train_ld);
     }
-    train_step(&t, b, i, &loss, &correct);
-    if (i >= warmup) n_with += b->n;
+    compute_gradients(&t, b, &loss, &correct);
+    dt_comm_allreduce_sum(comm, t.model->params.grads, t.model->params.n_weights);
+    dt_optim_step(&t.opt, &t.model->params, dt_schedule_lr(&t.sched, i), 1.0f);
+    if (i >= warmup) n_with += b->global_n;
   }
-  double with_data = (double)n_with / (dt_now() - t0);
+  double with_data = n_with / (dt_now() - t0);
   /* Model compute only: one batch already in memory, stepped repeatedly. */
   dt_loader_start(t.train_ld, 0, 0);
   const dt_batch *b = dt_loader_next(t.train_ld);
-  long n_only = 0;
+  double n_only = 0;
   for (long i = 0; i < warmup + steps; i++) {
-    if (i == warmup) t0 = dt_now();
-    train_step(&t, b, i, &loss, &correct);
-    if (i >= warmup) n_only += b->n;
+    if (i == warmup) {
+      dt_comm_barrier(comm);
+      t0 = dt_now();
+      ar0 = dt_comm_allreduce_seconds(comm);
+    }
+    compute_gradients(&t, b, &loss, &correct);
+    dt_comm_allreduce_sum(comm, t.model->params.grads, t.model->params.n_weights);
+    dt_optim_step(&t.opt, &t.model->params, dt_schedule_lr(&t.sched, i), 1.0f);
+    if (i >= warmup) n_only += b->global_n;
   }
-  double only = (double)n_only / (dt_now() - t0);
-  printf("model: %s-%ld, batch %ld, %s, %d thread(s), %ld timed steps\n", cfg->model_name,
-         cfg->model_depth, cfg->train_batch_size, t.be->ops->name, t.be->threads, steps);
-  printf("bench_with_data: %.1f images/s\n", with_data);
-  printf("bench: %.1f images/s\n", only);
+  double secs = dt_now() - t0, only = n_only / secs;
+  double ar = dt_comm_allreduce_seconds(comm) - ar0;
+  if (t.rank == 0) {
+    printf("model: %s-%ld, global batch %ld (%d rank(s) x %d micro-batch(es) of %d), %s, %d "
+           "thread(s), %ld timed steps\n",
+           cfg->model_name, cfg->model_depth, cfg->train_batch_size, t.world, t.accum, t.micro,
+           t.be->ops->name, t.be->threads, steps);
+    printf("step: %.1f ms, all-reduce %.2f ms per step (%.1f%%), %.1f images/s per rank\n",
+           1e3 * secs / (double)steps, 1e3 * ar / (double)steps, 100.0 * ar / secs, only / t.world);
+    printf("bench_with_data: %.1f images/s\n", with_data);
+    printf("bench: %.1f images/s\n", only);
+  }
   trainer_free(&t);
-  return 0;
+  return DT_EXIT_OK;
 }
 
 int dt_train_dry_run(const dt_config *cfg) {
@@ -343,7 +722,7 @@ int dt_train_dry_run(const dt_config *cfg) {
   dt_status st = dt_dataset_describe(cfg->data_dataset, &ds);
   if (st != DT_OK) {
     fprintf(stderr, "dtrain: %s\n", dt_error_message());
-    return 1;
+    return DT_EXIT_INPUT;
   }
   const char *dir = cfg->data_dir[0] ? cfg->data_dir : dt_dataset_default_dir(cfg->data_dataset);
   struct stat sb;
@@ -351,7 +730,7 @@ int dt_train_dry_run(const dt_config *cfg) {
     dt_dataset full;
     if (dt_dataset_load(&full, cfg->data_dataset, cfg->data_dir) != DT_OK) {
       fprintf(stderr, "dtrain: %s\n", dt_error_message());
-      return 1;
+      return DT_EXIT_INPUT;
     }
     printf("\ndataset: %s in %s: %d train / %d test images (valid)\n", cfg->data_dataset, dir,
            full.train.count, full.test.count);
@@ -366,5 +745,5 @@ int dt_train_dry_run(const dt_config *cfg) {
   printf("parameters: %ld\n", dt_model_param_count(m));
   printf("macs_per_image: %ld\n", macs);
   dt_model_free(m);
-  return 0;
+  return DT_EXIT_OK;
 }

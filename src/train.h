@@ -1,14 +1,29 @@
-/* train.h: the training driver: setup, the epoch loop, evaluation, --bench and --dry-run. */
+/* train.h: the training driver: setup on every rank, the step loop (micro-batches, gradient
+ * all-reduce, optimizer, schedule), evaluation, checkpoints and resume, metrics, preemption
+ * signals, --bench and --dry-run. */
 #ifndef DT_TRAIN_H
 #define DT_TRAIN_H
 
 #include "backend.h"
+#include "comm/comm.h"
 #include "config.h"
 
-/* Each returns a process exit status: 0 on success, 1 on an input error (the message has
- * been printed), 2 on a runtime failure. */
-int dt_train_run(const dt_config *cfg, dt_device device);
-int dt_train_bench(const dt_config *cfg, dt_device device, long steps);
+/* Exit statuses of a run. */
+enum {
+  DT_EXIT_OK = 0,
+  DT_EXIT_INPUT = 1,     /* bad input; the message has been printed */
+  DT_EXIT_RUNTIME = 2,   /* the run failed (non-finite loss, I/O failure while running) */
+  DT_EXIT_PREEMPTED = 143, /* SIGTERM/SIGUSR1: checkpoint written, safe to --resume */
+};
+
+typedef struct {
+  dt_device device;
+  const char *resume_dir; /* continue the run in this directory from its latest checkpoint */
+  const char *init_path;  /* start from the weights of this checkpoint */
+} dt_run_opts;
+
+int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts);
+int dt_train_bench(const dt_config *cfg, dt_comm *comm, dt_device device, long steps);
 int dt_train_dry_run(const dt_config *cfg);
 
 #endif

@@ -99,7 +99,7 @@ expect_error "dry run validates the dataset" "train-images-idx3-ubyte" configs/q
 touch $T/file
 expect_error "output under a regular file" "output.dir $T/file/run" configs/quickstart.ini $SMALL --set output.dir=$T/file/run
 expect_error "output in an unwritable place" "output.dir /proc/dtrain-test" configs/quickstart.ini $SMALL --set output.dir=/proc/dtrain-test
-[ -z "$(ls -A $T/file 2>/dev/null)" ] && ok "no partial files" || bad "partial files left"
+[ ! -e $T/file/run ] && [ ! -e /proc/dtrain-test ] && [ ! -s $T/file ] && ok "no partial files" || bad "partial files left"
 
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -256,16 +256,24 @@ static const char *const k_full =
     "seed = 4611686018427387903\n"
     "threads = 4\n"
     "max_steps = 1000\n"
+    "accum_steps = 2\n"
+    "nonfinite = skip\n"
     "\n"
     "# hash comments work too\n"
     "[optim]\n"
-    "name = sgd\n"
+    "name = lars\n"
     "lr = 0.2   ; an inline comment\n"
     "reference_batch = 256\n"
     "momentum = 0.95\n"
     "nesterov = off\n"
     "weight_decay = 1e-4\n"
     "no_decay_bn_bias = 1\n"
+    "lars_eps = 1e-8\n"
+    "lars_threshold = 0.02\n"
+    "lars_eta = 0.001\n"
+    "adam_beta1 = 0.8\n"
+    "adam_beta2 = 0.99\n"
+    "adam_eps = 1e-7\n"
     "\n"
     "[schedule]\n"
     "type = multistep\n"
@@ -274,17 +282,44 @@ static const char *const k_full =
     "min_factor = 0\n"
     "warmup_epochs = 5\n"
     "warmup_start_factor = 0.01\n"
+    "warmup_type = exponential\n"
+    "warmup_exponent = 2\n"
+    "t0 = 20\n"
+    "t_mul = 2\n"
+    "poly_power = 3\n"
     "\n"
     "[augment]\n"
     "random_crop = false\n"
     "crop_padding = 2\n"
     "hflip = true\n"
     "hflip_prob = 0.25\n"
+    "cutout = true\n"
+    "cutout_prob = 0.75\n"
+    "cutout_size = 8\n"
+    "cutout_inside = true\n"
+    "random_erasing = true\n"
+    "erasing_prob = 0.25\n"
+    "erasing_area_min = 0.05\n"
+    "erasing_area_max = 0.3\n"
+    "erasing_min_aspect = 0.5\n"
+    "erasing_max_attempts = 10\n"
+    "dual_cutout = true\n"
+    "dual_cutout_alpha = 0.2\n"
+    "mixup = true\n"
+    "mixup_alpha = 0.5\n"
+    "ricap = true\n"
+    "ricap_beta = 0.25\n"
+    "cutmix = true\n"
+    "cutmix_alpha = 2\n"
+    "label_smoothing = 0.1\n"
     "\n"
     "[output]\n"
     "dir = runs/test\n"
     "overwrite = true\n"
-    "log_every: 10\n";
+    "log_every: 10\n"
+    "checkpoint_every = 5\n"
+    "checkpoint_steps = 100\n"
+    "keep_last = 2\n";
 
 static int setup(void **state) {
   (void)state;
@@ -356,8 +391,13 @@ static void test_full_file_loads(void **state) {
   assert_true(cfg.schedule_min_factor == 0);
   assert_true(cfg.augment_hflip_prob == 0.25);
   assert_int_equal(cfg.output_log_every, 10);
+  assert_true(cfg.augment_mixup && cfg.augment_ricap && cfg.augment_dual_cutout);
+  assert_true(cfg.augment_label_smoothing == 0.1);
+  /* Every [augment] method is on, which the cross-key check refuses (SPEC section 3: one
+   * batch-mixing method and one loss at a time); the rest of the file is valid. */
   dt_error_clear();
-  assert_int_equal(dt_config_validate(&cfg), DT_OK);
+  assert_int_equal(dt_config_validate(&cfg), DT_ERR_CONFIG);
+  expect_message("full.ini", "full.ini", "[augment] mixup = true and ricap = true", NULL);
 
   /* The file sets every key that has a choice to something other than its default, so the
    * round trip below exercises every field. */
@@ -369,6 +409,12 @@ static void test_full_file_loads(void **state) {
 #undef COUNT_CHANGEABLE
   assert_int_equal(count_differences(&cfg, &def, false), expected);
   dt_config_free(&def);
+  expect_set_ok(&cfg, "augment.ricap=false");
+  expect_set_ok(&cfg, "augment.cutmix=false");
+  expect_set_ok(&cfg, "augment.dual_cutout=false");
+  expect_set_ok(&cfg, "augment.label_smoothing=0");
+  dt_error_clear();
+  assert_int_equal(dt_config_validate(&cfg), DT_OK);
 
   /* loading over a loaded config replaces (and frees) its strings */
   char *path = tmp_path("over.ini");
@@ -466,7 +512,8 @@ static void test_error_unknown_names(void **state) {
   expect_load_error("key.ini", "[optim]\nlr = 0.1\n\nlrr = 0.2\n", "key.ini:4:", "[optim] lrr",
                     "unknown key", "did you mean lr?",
                     "(keys of [optim]: name, lr, reference_batch, momentum, nesterov, weight_decay, "
-                    "no_decay_bn_bias)",
+                    "no_decay_bn_bias, lars_eps, lars_threshold, lars_eta, adam_beta1, adam_beta2, "
+                    "adam_eps)",
                     NULL);
   expect_load_error("other_section.ini", "[optim]\nepochs = 30\n", "other_section.ini:2:",
                     "[optim] epochs: unknown key", "did you mean [train] epochs?", NULL);
@@ -600,16 +647,46 @@ static void test_cross_key_checks(void **state) {
   expect_invalid("warmup.ini", "[train]\nepochs = 10\n[schedule]\nwarmup_epochs = 10\n",
                  "[schedule] warmup_epochs = 10", "[train] epochs = 10", NULL);
 
+  /* Milestones matter only to the multistep schedule. */
+  expect_valid("milestones_other.ini", "[train]\nepochs = 10\n[schedule]\nmilestones = 80,40\n");
+  expect_invalid("sgdr_sum.ini", "[train]\nepochs = 25\n[schedule]\ntype = sgdr\nt0 = 10\nt_mul = 2\n",
+                 "sgdr periods", "10+20 = 30 epochs", NULL);
+  expect_valid("sgdr_ok.ini", "[train]\nepochs = 30\n[schedule]\ntype = sgdr\nt0 = 10\nt_mul = 2\n");
   expect_valid("milestones_ok.ini",
                "[train]\nepochs = 160\n[schedule]\nwarmup_epochs = 5\nmilestones = 80,154\n");
-  expect_invalid("milestones_order.ini", "[train]\nepochs = 160\n[schedule]\nmilestones = 120,80\n",
+  expect_invalid("milestones_order.ini",
+                 "[train]\nepochs = 160\n[schedule]\ntype = multistep\nmilestones = 120,80\n",
                  "[schedule] milestones = 120,80", "not strictly increasing", NULL);
-  expect_invalid("milestones_equal.ini", "[train]\nepochs = 160\n[schedule]\nmilestones = 80,80\n",
+  expect_invalid("milestones_equal.ini",
+                 "[train]\nepochs = 160\n[schedule]\ntype = multistep\nmilestones = 80,80\n",
                  "[schedule] milestones = 80,80", "not strictly increasing", NULL);
   expect_invalid("milestones_end.ini",
-                 "[train]\nepochs = 160\n[schedule]\nwarmup_epochs = 5\nmilestones = 80,155\n",
+                 "[train]\nepochs = 160\n[schedule]\ntype = multistep\nwarmup_epochs = 5\nmilestones = 80,155\n",
                  "[schedule] milestones = 80,155", "155 is not less than", "= 155",
                  "[train] epochs", "[schedule] warmup_epochs", NULL);
+
+  /* [augment]: one batch-mixing method and one loss at a time (SPEC section 3) */
+  expect_valid("mix_one.ini", "[augment]\nricap = true\ncutout = true\nrandom_erasing = true\n");
+  expect_valid("smooth.ini", "[augment]\nlabel_smoothing = 0.1\ncutout = true\n");
+  expect_valid("dual.ini", "[augment]\ndual_cutout = true\nrandom_erasing = true\n");
+  expect_invalid("mix_two.ini", "[augment]\nmixup = true\ncutmix = true\n",
+                 "[augment] mixup = true and cutmix = true", "only one", NULL);
+  expect_invalid("mix_two_b.ini", "[augment]\nricap = true\ncutmix = true\n",
+                 "[augment] ricap = true and cutmix = true", NULL);
+  expect_invalid("mix_smooth.ini", "[augment]\ncutmix = true\nlabel_smoothing = 0.01\n",
+                 "[augment] cutmix = true and label_smoothing = 0.01", NULL);
+  expect_invalid("dual_mix.ini", "[augment]\ndual_cutout = true\nricap = true\n",
+                 "[augment] dual_cutout = true and ricap = true", NULL);
+  expect_invalid("dual_smooth.ini", "[augment]\ndual_cutout = true\nlabel_smoothing = 0.1\n",
+                 "[augment] dual_cutout = true and label_smoothing = 0.1", NULL);
+  expect_invalid("dual_cutout.ini", "[augment]\ndual_cutout = true\ncutout = true\n",
+                 "[augment] dual_cutout = true and cutout = true", NULL);
+  expect_invalid("erasing_area.ini", "[augment]\nerasing_area_min = 0.5\nerasing_area_max = 0.4\n",
+                 "[augment] erasing_area_min = 0.5", "erasing_area_max = 0.4", NULL);
+  expect_valid("inside_ok.ini", "[augment]\ncutout = true\ncutout_inside = true\ncutout_size = 28\n");
+  expect_invalid("inside_big.ini", "[augment]\ncutout = true\ncutout_inside = true\ncutout_size = 29\n",
+                 "cutout_inside = true needs cutout_size <= 28", "fashion_mnist", NULL);
+  expect_valid("inside_off.ini", "[augment]\ncutout = true\ncutout_size = 40\n");
 }
 
 /* Every line of an INI file that dt_config_write made fits the parser (it reads back, but a

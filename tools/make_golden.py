@@ -24,12 +24,31 @@ File format (little-endian):
 
 Records:
   param/<key>        initial state_dict (no num_batches_tracked)
-  data/x (4,16,1,28,28), data/y (4,16) labels as float32
-  step0/logits (16,10), step0/loss ()   train-mode forward on batch 0
+  data/x (1,4,1,28,28), data/y (1,4)   the batch (labels as float32)
+  step0/margin ()    smallest |pre-ReLU activation| of that forward (float64)
+  step0/logits (4,10), step0/loss ()    train-mode forward on step0/x
   grad/<key>         gradient of the mean CE loss for every parameter
   step0/<key>        BN running_mean/running_var after that forward
-  train/loss (20,)   loss of each of 20 SGD steps (before its update)
-  final/<key>        state_dict after the 20 steps
+  train/loss (20,)   loss of each of 20 SGD steps on that batch (before its update)
+  train/loss64 (20,) the same 20 steps computed in float64
+  train/loss_cl (20,) the same 20 steps in float32 with channels_last tensors
+
+Why the batch is random and searched, not real images: a gradient is discontinuous at
+every ReLU kink, and this net at initialisation has about 2.3 million ReLU
+inputs for a batch of 16; some lie within 1e-6 of zero, so two correct float32
+implementations (even PyTorch NCHW vs channels_last) flip a ReLU and then
+disagree by 0.2-1 % in whole gradient tensors (one element carries ~1/sqrt(n)
+of the norm). Real Fashion-MNIST makes it worse: its constant background gives
+thousands of tied activations, and batch norm over near-constant channels
+amplifies rounding, so 20 steps on 16-image batches of it separate PyTorch's own
+float32 and float64 runs by 3 % at step 3 and 10-80 % later. The batch is a
+small random-normal batch whose seed was chosen so that no pre-ReLU activation
+of the first forward lies within STEP0_MARGIN of zero (checked in float64): any
+implementation accurate to better than that margin agrees to float32 rounding
+on the first step, and 20 steps on it stay within 2e-4 between float32 and
+float64 PyTorch; PyTorch's channels_last path (another summation order, like
+any second implementation) stays within 2e-3 of it. train/loss64 and
+train/loss_cl hold those runs so a test can say how close is close enough.
 """
 
 import argparse
@@ -49,10 +68,11 @@ from torch_models import ResNetPreact, count_params  # noqa: E402
 MAGIC = b"DTGOLD1\0"
 DATA_DIR = "/usr/share/datasets/fashion-mnist"
 MEAN, STD = 0.2860, 0.3530          # Fashion-MNIST normalisation (SPEC §2)
-N_BATCHES, BATCH = 4, 16
+N_BATCHES, BATCH = 1, 4
 TRAIN_STEPS = 20
 LR, MOMENTUM, WD = 0.1, 0.9, 5e-4
 SEED, THREADS = 0, 2
+STEP0_N, STEP0_SEED, STEP0_MARGIN = 4, 1084, 1e-5
 # Trainable parameters of ResNet-preact-20 with 1 input channel, 10 classes:
 # 272282 - 2*9*16 (SPEC §1.0).
 EXPECTED_PARAMS = 271994
@@ -76,17 +96,9 @@ def read_idx(path, want_magic):
 
 
 def load_data():
-    """First 64 training images/labels, normalised, as (4,16,1,28,28)/(4,16)."""
-    n = N_BATCHES * BATCH
-    img = read_idx(os.path.join(DATA_DIR, "train-images-idx3-ubyte.gz"),
-                   0x00000803)[:n]
-    lab = read_idx(os.path.join(DATA_DIR, "train-labels-idx1-ubyte.gz"),
-                   0x00000801)[:n]
-    x = (img.astype(np.float32) / np.float32(255.0) - np.float32(MEAN)) \
-        / np.float32(STD)
-    x = torch.from_numpy(x.reshape(N_BATCHES, BATCH, 1, 28, 28).copy())
-    y = torch.from_numpy(lab.astype(np.int64).reshape(N_BATCHES, BATCH).copy())
-    return x, y
+    """The batch of every check, as (1,4,1,28,28)/(1,4)."""
+    x, y = step0_batch()
+    return x.reshape(N_BATCHES, BATCH, 1, 28, 28), y.reshape(N_BATCHES, BATCH)
 
 
 def stats_keys(model):
@@ -121,6 +133,8 @@ def compute(dtype=torch.float32, threads=THREADS, channels_last=False):
     rec = []
     rec += [("param/" + k, v.clone()) for k, v in state(model)]
     rec += [("data/x", x), ("data/y", y.float())]
+    x0, y0 = x[0], y[0]
+    rec += [("step0/margin", torch.tensor(relu_margin(init, x0)))]
 
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     xs = x.to(dtype)
@@ -131,10 +145,10 @@ def compute(dtype=torch.float32, threads=THREADS, channels_last=False):
     def batch(b):
         return xs[b].contiguous(memory_format=fmt)
 
-    # One train-mode step on batch 0 from the initial weights.
+    # One train-mode step on the margin-checked batch from the initial weights.
     m = fresh()
-    logits = m(batch(0))
-    loss = F.cross_entropy(logits, y[0])
+    logits = m(x0.to(dtype).contiguous(memory_format=fmt))
+    loss = F.cross_entropy(logits, y0)
     loss.backward()
     rec += [("step0/logits", logits.detach().clone()),
             ("step0/loss", loss.detach().clone())]
@@ -155,9 +169,52 @@ def compute(dtype=torch.float32, threads=THREADS, channels_last=False):
         opt.step()
         losses.append(loss.item())
     rec += [("train/loss", torch.tensor(losses, dtype=torch.float32))]
-    rec += [("final/" + k, v.clone()) for k, v in state(m)]
+    if dtype == torch.float32:
+        rec += [("train/loss64", torch.tensor(train_losses(init, x, y, torch.float64))),
+                ("train/loss_cl", torch.tensor(train_losses(init, x, y, torch.float32,
+                                                            channels_last=True)))]
     rec = [(n, t.detach().to(torch.float32).contiguous()) for n, t in rec]
     return rec, model, init, x, y
+
+
+def step0_batch():
+    """The one-step batch: STEP0_N random-normal images and random labels."""
+    g = torch.Generator().manual_seed(STEP0_SEED)
+    x = torch.randn(STEP0_N, 1, 28, 28, generator=g)
+    y = torch.randint(0, 10, (STEP0_N,), generator=g)
+    return x, y
+
+
+def relu_margin(init, x):
+    """Smallest |input| of any ReLU in a float64 train-mode forward. In this
+    net every ReLU follows a batch norm, so the BN outputs are the inputs."""
+    m = copy.deepcopy(init).double().train()
+    seen = []
+    hooks = [mod.register_forward_hook(
+        lambda _m, _i, o: seen.append(o.detach().abs().min().item()))
+        for mod in m.modules() if isinstance(mod, torch.nn.BatchNorm2d)]
+    with torch.no_grad():
+        m(x.double())
+    for h in hooks:
+        h.remove()
+    return min(seen)
+
+
+def train_losses(init, x, y, dtype, channels_last=False):
+    """Loss of each of the 20 SGD steps, computed in `dtype`."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    m = copy.deepcopy(init).to(dtype).to(memory_format=fmt).train()
+    opt = torch.optim.SGD(m.parameters(), lr=LR, momentum=MOMENTUM,
+                          dampening=0, nesterov=True, weight_decay=WD)
+    out = []
+    for i in range(TRAIN_STEPS):
+        b = i % N_BATCHES
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(m(x[b].to(dtype).contiguous(memory_format=fmt)), y[b])
+        loss.backward()
+        opt.step()
+        out.append(loss.item())
+    return out
 
 
 def spread():
@@ -179,7 +236,7 @@ def spread():
         print("  step0/logits max|diff| %.2e, step0/loss |diff| %.2e"
               % (np.abs(got["step0/logits"] - gold["step0/logits"]).max(),
                  abs(float(got["step0/loss"]) - float(gold["step0/loss"]))))
-        for group in ("grad/", "step0/stage", "final/"):
+        for group in ("grad/", "step0/stage"):
             worst = max((rel(got[k].numpy(), v.numpy()), k)
                         for k, v in gold.items() if k.startswith(group))
             print("  %-12s worst per-tensor ||diff||/||golden|| %.2e (%s)"
@@ -295,8 +352,9 @@ def verify(path):
 
     pnames = [n for n, _ in model.named_parameters()]
     nparam = sum(got["param/" + n].size for n in pnames)
-    check("trainable params in file %d == %d" % (nparam, EXPECTED_PARAMS),
-          nparam == EXPECTED_PARAMS)
+    check("trainable params in file %d == model %d == %d"
+          % (nparam, count_params(model), EXPECTED_PARAMS),
+          nparam == count_params(model) == EXPECTED_PARAMS)
     check("one grad/ per parameter",
           sorted(k[5:] for k in got if k.startswith("grad/")) == sorted(pnames))
     check("no num_batches_tracked", not any("num_batches" in k for k in got))
@@ -308,37 +366,29 @@ def verify(path):
           % (got["data/x"].shape, got["data/y"].shape,
              got["step0/logits"].shape, got["step0/loss"].shape,
              got["train/loss"].shape),
-          got["data/x"].shape == (4, 16, 1, 28, 28)
-          and got["data/y"].shape == (4, 16)
-          and got["step0/logits"].shape == (16, 10)
+          got["data/x"].shape == (N_BATCHES, BATCH, 1, 28, 28)
+          and got["data/y"].shape == (N_BATCHES, BATCH)
+          and got["step0/logits"].shape == (STEP0_N, 10)
           and got["step0/loss"].shape == ()
           and got["train/loss"].shape == (TRAIN_STEPS,))
 
     # Independent cross-checks of the contents.
-    labels = read_idx(os.path.join(DATA_DIR, "train-labels-idx1-ubyte.gz"),
-                      0x00000801)[:64]
-    check("data/y equals the first 64 IDX labels",
-          np.array_equal(got["data/y"].reshape(-1), labels.astype(np.float32)))
-    x0 = got["data/x"][0, 0, 0]
-    check("data/x pixel range [%.4f, %.4f] ~ [-0.810, 2.023]"
-          % (x0.min(), x0.max()),
-          abs(x0.min() + MEAN / STD) < 1e-5 and x0.max() <= (1 - MEAN) / STD
-          + 1e-5)
     lg = torch.from_numpy(got["step0/logits"].copy())
-    ce = F.cross_entropy(lg, torch.from_numpy(labels[:16].astype(np.int64)))
-    check("step0/loss == CE(step0/logits, y0) (%.6f)" % ce.item(),
+    ce = F.cross_entropy(lg, torch.from_numpy(got["data/y"][0].astype(np.int64)))
+    check("step0/loss == CE(step0/logits, data/y) (%.6f)" % ce.item(),
           abs(ce.item() - float(got["step0/loss"])) < 1e-6)
-    check("train/loss[0] == step0/loss",
-          got["train/loss"][0] == got["step0/loss"])
+    check("step0/margin %.2e >= %.0e" % (float(got["step0/margin"]), STEP0_MARGIN),
+          float(got["step0/margin"]) >= STEP0_MARGIN)
     # Stem conv output mean drives stage1.block1.bn1 running_mean = 0.1 * mean.
+    x0 = torch.from_numpy(got["data/x"][0].copy())
     with torch.no_grad():
-        stem = init.conv(x[0]).mean(dim=(0, 2, 3)).numpy() * 0.1
+        stem = init.conv(x0).mean(dim=(0, 2, 3)).numpy() * 0.1
     check("step0 stage1.block1.bn1.running_mean == 0.1*batch mean of stem",
           np.allclose(got["step0/stage1.block1.bn1.running_mean"], stem,
                       atol=1e-6))
     # Finite-difference check of one FC bias gradient (double precision).
     md = copy.deepcopy(init).double().train()
-    xb, yb = x[0].double(), y[0]
+    xb, yb = x0.double(), torch.from_numpy(got["data/y"][0].astype(np.int64))
     eps = 1e-6
     with torch.no_grad():
         md.fc.bias[3] += eps
@@ -352,10 +402,8 @@ def verify(path):
     man_loss, worst, man_state = manual_sgd(init, x, y)
     check("each SGD update == hand-written SPEC 4.1 (max rel err %.1e)"
           % worst, worst < 1e-6)
-    check("re-run train/loss and final/ bit-identical",
-          np.array_equal(man_loss, got["train/loss"])
-          and all(np.array_equal(v.numpy(), got["final/" + k])
-                  for k, v in man_state.items()))
+    check("re-run train/loss bit-identical",
+          np.array_equal(man_loss, got["train/loss"]))
     print("verify", "PASSED" if ok else "FAILED")
     return ok
 

@@ -1,13 +1,14 @@
 /* cpu_conv.c: convolution on oneDNN. The forward primitive takes its input in the layout it
- * is given and chooses its output layout (nChw8c on AVX2); backward-data and backward-weights
+ * is given and chooses its output layout (nChw8c on AVX2, nChw16c on AVX-512); backward-data and backward-weights
  * use the forward's layouts for the gradients, so activations are never reordered. Weights
  * stay plain OIHW (goihw with groups) in the caller's arrays and are reordered into the
  * primitive's layout on every call (they are small); weight gradients are reordered back.
  *
  * One exception to "never reorder activations": when oneDNN has only its reference code for
  * a backward pass in the given input layout (a plain 1-channel input on AVX2: its fast
- * backward-weights kernel wants a blocked input), that pass lets oneDNN pick the input
- * layout and the op reorders the input (the network's image batch, small) into it. */
+ * backward-weights kernel wants a blocked input, and the reference one is 100x slower), that
+ * pass lets oneDNN pick the input layout and the op reorders between the two (in networks
+ * this is the image batch, small). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,7 +60,6 @@ static void conv_release(dt_op *op) {
   dt_cpu_mem_free(&c->m_w_bwd);
   dt_cpu_mem_free(&c->m_dw);
 }
-
 
 static float *conv_buf(const dnnl_memory_desc_t *md) {
   size_t bytes = dnnl_memory_desc_get_size(md);

@@ -1,10 +1,13 @@
-/* loader.c: the epoch sampler, per-sample augmentation and the batch-preparing thread pool
- * (DESIGN "One step, as data flows").
+/* loader.c: the epoch sampler and the batch-preparing thread pool (DESIGN "One step, as data
+ * flows"); the per-image pipeline is augment.c, batch mixing and targets mix.c.
  *
  * Training batches: perm = dt_sampler_permutation(seed, epoch, train count); global batch b
  * is perm[b*B, (b+1)*B), the last incomplete batch dropped; this rank takes entries
  * [slice_offset, slice_offset + slice_count) of it. Each sample is augmented with the RNG
- * keyed by (seed, epoch, sample index). Targets are one-hot.
+ * keyed by (seed, epoch, sample index) (dt_augment_views). With batch mixing, the mixing of
+ * global batch b is drawn from (seed, epoch, b) (dt_mix_draw), and each output row g of the
+ * slice is made from the augmented images it names (row g and its partner, or the four RICAP
+ * sources), augmented again by this rank as needed. Targets come from dt_mix_target.
  *
  * Evaluation batches: the test split in order; global batch b is [b*B, b*B + L) with
  * L = min(B, count - b*B). The rank's slice is scaled to the actual batch length:
@@ -27,7 +30,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "rng.h"
 
 void dt_sampler_permutation(uint64_t seed, long epoch, int count, int *perm) {
   for (int i = 0; i < count; i++) perm[i] = i;
@@ -40,50 +42,21 @@ void dt_sampler_permutation(uint64_t seed, long epoch, int count, int *perm) {
   }
 }
 
-void dt_augment_image(const dt_dataset *ds, const dt_split *split, int index,
-                      const dt_augment_cfg *aug, uint64_t seed, long epoch, float *out) {
-  const int C = split->channels, H = split->height, W = split->width;
-  const uint8_t *src = split->images + (size_t)index * C * H * W; // (C, H, W)
-  /* Crop origin in the padded image, (pad, pad) = no shift; torchvision draws top, then left. */
-  int top = 0, left = 0, pad = 0;
-  bool flip = false;
-  if (aug && (aug->random_crop || aug->hflip)) {
-    dt_rng r = dt_rng_key(seed, DT_RNG_AUGMENT, (uint64_t)epoch, (uint64_t)index);
-    if (aug->random_crop) {
-      pad = aug->crop_padding;
-      top = (int)dt_rng_below(&r, (uint64_t)(2 * pad + 1));
-      left = (int)dt_rng_below(&r, (uint64_t)(2 * pad + 1));
-    }
-    if (aug->hflip) flip = dt_rng_uniform(&r) < (double)aug->hflip_prob;
-  }
-  const int dy = top - pad, dx = left - pad; // out(y, x) = padded(y + top, x + left)
-  for (int c = 0; c < C; c++) {
-    const float mean = ds->mean[c], std = ds->std[c];
-    const float zero = (0.0f / 255.0f - mean) / std; /* a padding pixel, normalised */
-    const uint8_t *plane = src + (size_t)c * H * W;
-    float *o = out + (size_t)c * H * W;
-    for (int y = 0; y < H; y++) {
-      const int sy = y + dy;
-      for (int x = 0; x < W; x++) {
-        const int sx = (flip ? W - 1 - x : x) + dx;
-        float v = zero;
-        if (sy >= 0 && sy < H && sx >= 0 && sx < W)
-          v = ((float)plane[sy * W + sx] / 255.0f - mean) / std;
-        o[y * W + x] = v;
-      }
-    }
-  }
-}
-
 typedef enum { DT_SLOT_FREE, DT_SLOT_FILLING, DT_SLOT_READY, DT_SLOT_HELD } dt_slot_state;
 
 typedef struct {
   dt_slot_state state;
   dt_batch batch;
+  /* training scratch, touched only by the worker filling the slot */
+  dt_mix_params mix;  /* draws of the global batch */
+  int *batch_labels;  /* (B) labels of the global batch */
+  float *sources;     /* (4, C, H, W) augmented images a mixed row draws on */
 } dt_slot;
 
 struct dt_loader {
   dt_loader_cfg cfg;
+  dt_erase_cfg erase; /* training only; zero = none */
+  dt_mix_cfg mix;     /* training only; zero = one-hot targets */
   const dt_split *split;
   long steps;
   size_t image_floats; /* C * H * W */
@@ -103,36 +76,86 @@ struct dt_loader {
   int held;          /* slot returned by the last dt_loader_next, or -1 */
 };
 
-/* The rank's entries of global batch `step` as a range of the split. Training: positions in
- * perm. Evaluation: test indices. Returns the global batch length. */
-static int dt_loader_range(const dt_loader *ld, long step, long *begin, long *end) {
+/* The rank's test indices [begin, end) of evaluation batch `step`; returns the global batch
+ * length L (the slice scaled to L, see the file comment). */
+static int dt_loader_eval_range(const dt_loader *ld, long step, long *begin, long *end) {
   const long B = ld->cfg.global_batch;
-  if (ld->cfg.train) {
-    *begin = step * B + ld->cfg.slice_offset;
-    *end = *begin + ld->cfg.slice_count;
-    return (int)B;
-  }
   const long L = DT_MIN(B, (long)ld->split->count - step * B);
   *begin = step * B + (long)ld->cfg.slice_offset * L / B;
   *end = step * B + (long)(ld->cfg.slice_offset + ld->cfg.slice_count) * L / B;
   return (int)L;
 }
 
-static void dt_loader_fill(dt_loader *ld, long step, dt_batch *b) {
+/* Evaluation: the test images of the slice, normalised, one-hot targets. */
+static void dt_loader_fill_eval(dt_loader *ld, long step, dt_batch *b) {
   long begin, end;
-  b->global_n = dt_loader_range(ld, step, &begin, &end);
+  b->global_n = dt_loader_eval_range(ld, step, &begin, &end);
   b->n = (int)(end - begin);
   b->step = step;
   const int K = ld->cfg.ds->classes;
   memset(b->targets, 0, sizeof(float) * (size_t)b->n * K);
   for (int i = 0; i < b->n; i++) {
-    const int index = ld->cfg.train ? ld->perm[begin + i] : (int)(begin + i);
-    dt_augment_image(ld->cfg.ds, ld->split, index, ld->cfg.train ? &ld->cfg.aug : NULL,
-                     ld->cfg.seed, ld->epoch, b->images + (size_t)i * ld->image_floats);
+    const int index = (int)(begin + i);
+    dt_augment_image(ld->cfg.ds, ld->split, index, NULL, ld->cfg.seed, ld->epoch,
+                     b->images + (size_t)i * ld->image_floats);
     const int label = ld->split->labels[index];
     b->labels[i] = label;
     b->targets[(size_t)i * K + label] = 1.0f;
   }
+}
+
+/* Training: augment the rows of the slice, mix them over the global batch, build targets. */
+static void dt_loader_fill_train(dt_loader *ld, long step, dt_slot *slot) {
+  const dt_loader_cfg *cfg = &ld->cfg;
+  const dt_erase_cfg *erase = &ld->erase;
+  const dt_mix_cfg *mix = &ld->mix;
+  dt_batch *b = &slot->batch;
+  const int B = cfg->global_batch, K = cfg->ds->classes;
+  const int C = ld->split->channels, H = ld->split->height, W = ld->split->width;
+  const int *index = ld->perm + step * B; /* (B) sample indices of the global batch */
+  b->global_n = B;
+  b->n = cfg->slice_count;
+  b->step = step;
+  b->mixed = mix->kind != DT_MIX_NONE;
+  dt_mix_params *mp = &slot->mix;
+  dt_mix_draw(mix, cfg->seed, ld->epoch, step, H, W, mp);
+  for (int g = 0; g < B; g++) slot->batch_labels[g] = ld->split->labels[index[g]];
+  const size_t F = ld->image_floats;
+  for (int i = 0; i < b->n; i++) {
+    const int g = cfg->slice_offset + i;
+    float *x = b->images + (size_t)i * F;
+    if (mp->kind == DT_MIX_NONE) {
+      dt_augment_views(cfg->ds, ld->split, index[g], &cfg->aug, erase, cfg->seed, ld->epoch,
+                       x, b->images2 ? b->images2 + (size_t)i * F : NULL);
+    } else {
+      /* the positions in the global batch whose augmented images row g is made of */
+      int pos[4], nsrc;
+      if (mp->kind == DT_MIX_RICAP) {
+        nsrc = 4;
+        for (int k = 0; k < 4; k++) pos[k] = mp->perm[k][g];
+      } else {
+        nsrc = 2;
+        pos[0] = g, pos[1] = mp->perm[0][g];
+      }
+      const float *src[4] = {NULL, NULL, NULL, NULL};
+      for (int k = 0; k < nsrc; k++) {
+        float *s = slot->sources + (size_t)k * F;
+        dt_augment_views(cfg->ds, ld->split, index[pos[k]], &cfg->aug, erase, cfg->seed,
+                         ld->epoch, s, NULL);
+        src[k] = s;
+      }
+      dt_mix_image(mp, C, H, W, src, x);
+    }
+    b->labels[i] = slot->batch_labels[g];
+    dt_mix_target(mix, mp, g, slot->batch_labels, K, b->targets + (size_t)i * K);
+  }
+}
+
+static void dt_loader_fill(dt_loader *ld, long step, dt_slot *slot) {
+  if (ld->cfg.train)
+    dt_loader_fill_train(ld, step, slot);
+  else
+    dt_loader_fill_eval(ld, step, &slot->batch);
 }
 
 static bool dt_loader_can_claim(const dt_loader *ld) {
@@ -152,7 +175,7 @@ static void *dt_loader_worker(void *arg) {
     ld->busy++;
     /* perm, epoch and the slot stay untouched while busy > 0 (dt_loader_start waits). */
     pthread_mutex_unlock(&ld->mu);
-    dt_loader_fill(ld, step, &slot->batch);
+    dt_loader_fill(ld, step, slot);
     pthread_mutex_lock(&ld->mu);
     slot->state = DT_SLOT_READY;
     ld->busy--;
@@ -162,12 +185,22 @@ static void *dt_loader_worker(void *arg) {
   return NULL;
 }
 
-dt_loader *dt_loader_create(const dt_loader_cfg *cfg) {
+dt_loader *dt_loader_create(const dt_loader_cfg *cfg) { return dt_loader_create_train(cfg, NULL, NULL); }
+
+dt_loader *dt_loader_create_train(const dt_loader_cfg *cfg, const dt_erase_cfg *erase,
+                                  const dt_mix_cfg *mix) {
   DT_CHECK(cfg->ds && cfg->global_batch > 0 && cfg->threads >= 1);
   DT_CHECK(cfg->slice_offset >= 0 && cfg->slice_count > 0 &&
            cfg->slice_offset + cfg->slice_count <= cfg->global_batch);
+  DT_CHECK(cfg->train || (!erase && !mix));
   dt_loader *ld = dt_xcalloc(1, sizeof *ld);
   ld->cfg = *cfg;
+  if (erase) ld->erase = *erase;
+  if (mix) ld->mix = *mix;
+  /* Combinations the config check refuses (SPEC section 3: one loss at a time). */
+  DT_CHECK(!(ld->erase.dual_cutout && ld->mix.kind != DT_MIX_NONE));
+  DT_CHECK(ld->mix.kind == DT_MIX_NONE || ld->mix.label_smoothing == 0);
+  DT_CHECK(ld->mix.kind == DT_MIX_NONE || ld->mix.alpha > 0);
   ld->split = cfg->train ? &cfg->ds->train : &cfg->ds->test;
   const long count = ld->split->count, B = cfg->global_batch;
   ld->steps = cfg->train ? count / B : (count + B - 1) / B;
@@ -176,11 +209,19 @@ dt_loader *dt_loader_create(const dt_loader_cfg *cfg) {
   ld->nslots = cfg->threads + 1;
   ld->slots = dt_xcalloc((size_t)ld->nslots, sizeof *ld->slots);
   const size_t n = (size_t)cfg->slice_count, K = (size_t)cfg->ds->classes;
+  const bool dual = ld->erase.dual_cutout;
   for (int s = 0; s < ld->nslots; s++) {
-    dt_batch *b = &ld->slots[s].batch;
-    b->images = dt_xaligned(sizeof(float) * n * ld->image_floats); // (n, C, H, W)
-    b->targets = dt_xmalloc(sizeof(float) * n * K);                // (n, K)
-    b->labels = dt_xmalloc(sizeof(int) * n);                       // (n)
+    dt_slot *slot = &ld->slots[s];
+    dt_batch *b = &slot->batch;
+    b->images = dt_xaligned(sizeof(float) * n * ld->image_floats);           // (n, C, H, W)
+    b->targets = dt_xmalloc(sizeof(float) * n * K);                          // (n, K)
+    b->labels = dt_xmalloc(sizeof(int) * n);                                 // (n)
+    b->images2 = dual ? dt_xaligned(sizeof(float) * n * ld->image_floats) : NULL; // (n, C, H, W)
+    if (cfg->train) {
+      dt_mix_params_init(&slot->mix, (int)B);
+      slot->batch_labels = dt_xmalloc(sizeof(int) * (size_t)B);                 // (B)
+      slot->sources = dt_xaligned(sizeof(float) * 4 * ld->image_floats);        // (4, C, H, W)
+    }
   }
   ld->held = -1;
   DT_CHECK(pthread_mutex_init(&ld->mu, NULL) == 0);
@@ -246,6 +287,10 @@ void dt_loader_free(dt_loader *ld) {
     free(ld->slots[s].batch.images);
     free(ld->slots[s].batch.targets);
     free(ld->slots[s].batch.labels);
+    free(ld->slots[s].batch.images2);
+    if (ld->cfg.train) dt_mix_params_free(&ld->slots[s].mix);
+    free(ld->slots[s].batch_labels);
+    free(ld->slots[s].sources);
   }
   free(ld->slots);
   free(ld->threads);

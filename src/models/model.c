@@ -43,8 +43,13 @@ dt_model *dt_model_create(const dt_config *cfg, dt_backend *be, int channels, in
 }
 
 dt_graph *dt_model_graph(dt_model *m, int n, bool inference) {
+  return dt_model_graph_slot(m, n, inference, 0);
+}
+
+dt_graph *dt_model_graph_slot(dt_model *m, int n, bool inference, int slot) {
   for (int i = 0; i < m->n_graphs; i++)
-    if (m->graphs[i].n == n && m->graphs[i].inference == inference) return m->graphs[i].g;
+    if (m->graphs[i].n == n && m->graphs[i].inference == inference && m->graphs[i].slot == slot)
+      return m->graphs[i].g;
   DT_CHECK(m->be != NULL);
   if (m->n_graphs == DT_MODEL_MAX_GRAPHS) { /* evict the oldest planned graph */
     dt_graph_free(m->graphs[1].g);
@@ -56,6 +61,7 @@ dt_graph *dt_model_graph(dt_model *m, int n, bool inference) {
   m->build(m->cfg, g, m->classes);
   dt_graph_plan(g);
   m->graphs[m->n_graphs].n = n;
+  m->graphs[m->n_graphs].slot = slot;
   m->graphs[m->n_graphs].inference = inference;
   m->graphs[m->n_graphs].g = g;
   m->n_graphs++;

@@ -21,7 +21,7 @@ struct dt_model {
   int channels, height, width, classes;
   dt_params params;
   struct {
-    int n;
+    int n, slot;
     bool inference;
     dt_graph *g;
   } graphs[DT_MODEL_MAX_GRAPHS];
@@ -34,8 +34,10 @@ dt_model_build_fn dt_model_family(const char *name);
  * weights from train.seed. be may be NULL for a summary only (no arenas). */
 dt_model *dt_model_create(const dt_config *cfg, dt_backend *be, int channels, int height,
                           int width, int classes);
-/* The planned graph for batch n (created on first use and cached). */
+/* The planned graph for batch n (created on first use and cached). Graphs of different slots
+ * keep separate activations (Dual-Cutout runs two forward passes before either backward). */
 dt_graph *dt_model_graph(dt_model *m, int n, bool inference);
+dt_graph *dt_model_graph_slot(dt_model *m, int n, bool inference, int slot);
 long dt_model_param_count(const dt_model *m);
 /* Per-layer summary (layer, kind, output shape, parameters) and totals; returns MACs/image. */
 long dt_model_summary(const dt_model *m, FILE *f);

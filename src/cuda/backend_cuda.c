@@ -1,0 +1,331 @@
+/* backend_cuda.c: the CUDA backend (DESIGN "The seams"): device, stream and library handles,
+ * layouts, memory, host transfers, the loss, and the table of function pointers.
+ * Convolutions live in cuda_conv.c (cuDNN), batch norm in cuda_bn.c, the other ops in
+ * cuda_ops.c; the kernels they launch are in kernels/. See cuda_internal.h for the memory and
+ * synchronisation rules. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda/cuda_internal.h"
+
+/* ---- layouts ---- */
+
+const dt_layout *dt_cuda_layout(dt_cuda_backend *be, dt_shape s, dt_cuda_format format) {
+  if (s.n <= 0 || s.c <= 0 || s.h <= 0 || s.w <= 0)
+    DT_FATAL("cuda layout: bad shape (%d, %d, %d, %d)", s.n, s.c, s.h, s.w);
+  if (s.c == 1 || s.h * s.w == 1) format = DT_CUDA_NCHW; /* the same bytes either way */
+  for (struct dt_layout *l = be->layouts; l; l = l->next)
+    if (l->format == format && l->shape.n == s.n && l->shape.c == s.c && l->shape.h == s.h &&
+        l->shape.w == s.w)
+      return l;
+  struct dt_layout *l = dt_xcalloc(1, sizeof *l);
+  l->shape = s;
+  l->format = format;
+  l->next = be->layouts;
+  be->layouts = l;
+  return l;
+}
+
+static const dt_layout *cuda_layout_plain(dt_backend *be, dt_shape s) {
+  return dt_cuda_layout(dt_cuda_be(be), s, DT_CUDA_NCHW);
+}
+
+static size_t cuda_layout_bytes(const dt_layout *l) {
+  return dt_shape_count(l->shape) * sizeof(float);
+}
+
+void dt_cuda_check_tensor(const dt_tensor *t, const dt_layout *expected, const char *what) {
+  if (!t || !t->data) DT_FATAL("%s: missing tensor or buffer", what);
+  const dt_layout *l = t->layout;
+  if (l == expected) return;
+  if (!l || l->format != expected->format || l->shape.n != expected->shape.n ||
+      l->shape.c != expected->shape.c || l->shape.h != expected->shape.h ||
+      l->shape.w != expected->shape.w)
+    DT_FATAL("%s: tensor (%d, %d, %d, %d) does not have the layout the op was created for", what,
+             t->shape.n, t->shape.c, t->shape.h, t->shape.w);
+}
+
+/* ---- memory ---- */
+
+void *dt_cuda_malloc(size_t bytes) {
+  void *p = NULL;
+  DT_CUDA_CHECK(cudaMalloc(&p, bytes ? bytes : 1));
+  DT_CUDA_CHECK(cudaMemset(p, 0, bytes ? bytes : 1));
+  return p;
+}
+
+void dt_cuda_free(void *ptr) {
+  if (ptr) DT_CUDA_CHECK(cudaFree(ptr));
+}
+
+void dt_cuda_workspace_reserve(dt_cuda_backend *be, size_t bytes) {
+  if (bytes <= be->workspace_bytes) return;
+  DT_CUDA_CHECK(cudaStreamSynchronize(be->stream));
+  dt_cuda_free(be->workspace);
+  be->workspace = dt_cuda_malloc(bytes);
+  be->workspace_bytes = bytes;
+}
+
+/* The staging buffer of host transfers, grown to `bytes`. */
+static float *cuda_staging(dt_cuda_backend *be, size_t bytes) {
+  if (bytes > be->staging_bytes) {
+    DT_CUDA_CHECK(cudaStreamSynchronize(be->stream));
+    dt_cuda_free(be->staging);
+    be->staging = dt_cuda_malloc(bytes);
+    be->staging_bytes = bytes;
+  }
+  return be->staging;
+}
+
+void dt_cuda_op_done(dt_cuda_backend *be, bool touches_host) {
+  if (touches_host || be->sync_all) DT_CUDA_CHECK(cudaStreamSynchronize(be->stream));
+}
+
+/* Managed memory: the host code that walks the parameter arenas (optimizer, checkpoints)
+ * reads and writes it directly; the device keeps the pages it touches. */
+static void *cuda_alloc(dt_backend *bep, size_t bytes) {
+  dt_cuda_backend *be = dt_cuda_be(bep);
+  void *p = NULL;
+  DT_CUDA_CHECK(cudaMallocManaged(&p, bytes ? bytes : 1, cudaMemAttachGlobal));
+  DT_CUDA_CHECK(cudaMemsetAsync(p, 0, bytes ? bytes : 1, be->stream));
+  DT_CUDA_CHECK(cudaStreamSynchronize(be->stream));
+  return p;
+}
+
+static void cuda_free_mem(dt_backend *bep, void *ptr) {
+  dt_cuda_backend *be = dt_cuda_be(bep);
+  if (!ptr) return;
+  DT_CUDA_CHECK(cudaStreamSynchronize(be->stream));
+  DT_CUDA_CHECK(cudaFree(ptr));
+}
+
+static void cuda_zero(dt_backend *bep, void *ptr, size_t bytes) {
+  dt_cuda_backend *be = dt_cuda_be(bep);
+  DT_CUDA_CHECK(cudaMemsetAsync(ptr, 0, bytes, be->stream));
+  dt_cuda_op_done(be, true);
+}
+
+static void cuda_copy(dt_backend *bep, void *dst, const void *src, size_t bytes) {
+  dt_cuda_backend *be = dt_cuda_be(bep);
+  if (bytes == 0) return;
+  DT_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, be->stream));
+  dt_cuda_op_done(be, true);
+}
+
+static void cuda_upload(dt_backend *bep, const float *nchw_host, dt_tensor *dst) {
+  dt_cuda_backend *be = dt_cuda_be(bep);
+  const dt_shape s = dst->shape;
+  const size_t bytes = dt_shape_count(s) * sizeof(float);
+  if (!dst->data || !dst->layout) DT_FATAL("upload: missing tensor buffer or layout");
+  if (!dt_cuda_is_nhwc(dst->layout)) {
+    DT_CUDA_CHECK(cudaMemcpyAsync(dst->data, nchw_host, bytes, cudaMemcpyDefault, be->stream));
+  } else {
+    float *st = cuda_staging(be, bytes);
+    DT_CUDA_CHECK(cudaMemcpyAsync(st, nchw_host, bytes, cudaMemcpyDefault, be->stream));
+    DT_CUDA_CHECK(dt_k_nchw_to_nhwc(st, dst->data, s.n, s.c, s.h * s.w, be->stream));
+  }
+  dt_cuda_op_done(be, true); /* the caller may reuse nchw_host at once */
+}
+
+static void cuda_download(dt_backend *bep, const dt_tensor *src, float *nchw_host) {
+  dt_cuda_backend *be = dt_cuda_be(bep);
+  const dt_shape s = src->shape;
+  const size_t bytes = dt_shape_count(s) * sizeof(float);
+  if (!src->data || !src->layout) DT_FATAL("download: missing tensor buffer or layout");
+  if (!dt_cuda_is_nhwc(src->layout)) {
+    DT_CUDA_CHECK(cudaMemcpyAsync(nchw_host, src->data, bytes, cudaMemcpyDefault, be->stream));
+  } else {
+    float *st = cuda_staging(be, bytes);
+    DT_CUDA_CHECK(dt_k_nhwc_to_nchw(src->data, st, s.n, s.c, s.h * s.w, be->stream));
+    DT_CUDA_CHECK(cudaMemcpyAsync(nchw_host, st, bytes, cudaMemcpyDefault, be->stream));
+  }
+  dt_cuda_op_done(be, true);
+}
+
+/* ---- loss ---- */
+
+/* Soft-target cross-entropy on plain logits (N, K): per-sample losses through the staging
+ * buffer to the host, dlogits on the device. */
+static void cuda_xent(dt_backend *bep, const dt_tensor *logits, const float *targets, int n,
+                      int k, float grad_scale, dt_tensor *dlogits, float *loss_host) {
+  dt_cuda_backend *be = dt_cuda_be(bep);
+  const dt_shape s = {n, k, 1, 1};
+  const dt_layout *plain = dt_cuda_layout(be, s, DT_CUDA_NCHW);
+  dt_cuda_check_tensor(logits, plain, "xent logits");
+  if (dlogits) dt_cuda_check_tensor(dlogits, plain, "xent dlogits");
+  float *loss = cuda_staging(be, (size_t)n * sizeof(float));
+  DT_CUDA_CHECK(dt_k_xent(logits->data, targets, n, k, grad_scale,
+                          dlogits ? dlogits->data : NULL, loss, be->stream));
+  if (loss_host)
+    DT_CUDA_CHECK(cudaMemcpyAsync(loss_host, loss, (size_t)n * sizeof(float), cudaMemcpyDefault,
+                                  be->stream));
+  dt_cuda_op_done(be, true);
+}
+
+/* ---- ops ---- */
+
+void dt_cuda_op_register(dt_cuda_backend *be, dt_op *op, void (*release)(dt_op *op)) {
+  op->be = be;
+  op->release = release;
+  op->prev = NULL;
+  op->next = be->ops;
+  if (be->ops) be->ops->prev = op;
+  be->ops = op;
+}
+
+void dt_cuda_op_free(dt_op *op) {
+  if (!op) return;
+  dt_cuda_backend *be = op->be;
+  DT_CUDA_CHECK(cudaStreamSynchronize(be->stream)); /* no kernel may still use its buffers */
+  if (op->prev) op->prev->next = op->next;
+  else be->ops = op->next;
+  if (op->next) op->next->prev = op->prev;
+  op->release(op);
+  free(op);
+}
+
+/* ---- the backend ---- */
+
+static void cuda_destroy(dt_backend *bep) {
+  if (!bep) return;
+  dt_cuda_backend *be = dt_cuda_be(bep);
+  DT_CUDA_CHECK(cudaStreamSynchronize(be->stream));
+  while (be->ops) dt_cuda_op_free(be->ops);
+  dt_cuda_algo_cache_free(be);
+  for (struct dt_layout *l = be->layouts, *next; l; l = next) {
+    next = l->next;
+    free(l);
+  }
+  dt_cuda_free(be->workspace);
+  dt_cuda_free(be->staging);
+  DT_CUBLAS_CHECK(cublasDestroy(be->cublas));
+  DT_CUDNN_CHECK(cudnnDestroy(be->cudnn));
+  DT_CUDA_CHECK(cudaStreamDestroy(be->stream));
+  free(be);
+}
+
+static const dt_backend_ops cuda_ops = {
+    .name = "cuda",
+    .destroy = cuda_destroy,
+    .layout_plain = cuda_layout_plain,
+    .layout_bytes = cuda_layout_bytes,
+    .alloc = cuda_alloc,
+    .free = cuda_free_mem,
+    .zero = cuda_zero,
+    .to_device = cuda_copy,
+    .to_host = cuda_copy,
+    .upload = cuda_upload,
+    .download = cuda_download,
+    .conv_create = dt_cuda_conv_create,
+    .conv_forward = dt_cuda_conv_forward,
+    .conv_backward_data = dt_cuda_conv_backward_data,
+    .conv_backward_weights = dt_cuda_conv_backward_weights,
+    .bn_create = dt_cuda_bn_create,
+    .bn_forward_train = dt_cuda_bn_forward_train,
+    .bn_forward_infer = dt_cuda_bn_forward_infer,
+    .bn_backward = dt_cuda_bn_backward,
+    .eltwise_create = dt_cuda_eltwise_create,
+    .relu_forward = dt_cuda_relu_forward,
+    .relu_backward = dt_cuda_relu_backward,
+    .add = dt_cuda_add,
+    .accumulate = dt_cuda_accumulate,
+    .gap_create = dt_cuda_gap_create,
+    .gap_forward = dt_cuda_gap_forward,
+    .gap_backward = dt_cuda_gap_backward,
+    .linear_create = dt_cuda_linear_create,
+    .linear_forward = dt_cuda_linear_forward,
+    .linear_backward = dt_cuda_linear_backward,
+    .xent = cuda_xent,
+    .op_free = dt_cuda_op_free,
+};
+
+static bool env_flag(const char *name) {
+  const char *v = getenv(name);
+  return v && *v && strcmp(v, "0") != 0;
+}
+
+/* The node-local rank under mpirun or srun (0 for a single process): one GPU per local rank. */
+static int local_rank(void) {
+  static const char *const vars[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_RANK",
+                                     "SLURM_LOCALID", "LOCAL_RANK"};
+  for (size_t i = 0; i < DT_ARRAY_LEN(vars); i++) {
+    const char *v = getenv(vars[i]);
+    if (v && *v) return atoi(v) > 0 ? atoi(v) : 0;
+  }
+  return 0;
+}
+
+dt_backend *dt_backend_cuda_create(int threads) {
+  /* cudaGetDeviceCount leaves the count unwritten when it fails (no driver: error 35). */
+  int count = 0;
+  cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess || count < 1) {
+    (void)cudaGetLastError();
+    if (e != cudaSuccess)
+      dt_error_set(DT_ERR_CONFIG, "no CUDA device available: %s (%s); use --device cpu",
+                   cudaGetErrorString(e), cudaGetErrorName(e));
+    else
+      dt_error_set(DT_ERR_CONFIG, "no CUDA device available: the driver reports 0 devices; use "
+                   "--device cpu");
+    return NULL;
+  }
+  const int device = local_rank() % count;
+  e = cudaSetDevice(device);
+  if (e == cudaSuccess) e = cudaFree(NULL); /* create the context now: report failures here */
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    dt_error_set(DT_ERR_CONFIG, "no CUDA device available: GPU %d of %d cannot be used: %s",
+                 device, count, cudaGetErrorString(e));
+    return NULL;
+  }
+  int managed = 0, concurrent = 0;
+  DT_CUDA_CHECK(cudaDeviceGetAttribute(&managed, cudaDevAttrManagedMemory, device));
+  DT_CUDA_CHECK(cudaDeviceGetAttribute(&concurrent, cudaDevAttrConcurrentManagedAccess, device));
+  if (!managed) {
+    dt_error_set(DT_ERR_CONFIG, "no CUDA device available: GPU %d has no managed memory", device);
+    return NULL;
+  }
+
+  dt_cuda_backend *be = dt_xcalloc(1, sizeof *be);
+  be->base.ops = &cuda_ops;
+  be->base.threads = threads > 0 ? threads : 1;
+  be->device = device;
+  be->tf32 = env_flag("DT_CUDA_TF32");
+  /* Without concurrent managed access the host may not touch managed memory while any
+   * kernel runs, so every op must wait. */
+  be->sync_all = env_flag("DT_CUDA_SYNC") || !concurrent;
+  be->verbose = env_flag("DT_CUDA_VERBOSE");
+  DT_CUDA_CHECK(cudaStreamCreate(&be->stream));
+  cudnnStatus_t ds = cudnnCreate(&be->cudnn);
+  if (ds != CUDNN_STATUS_SUCCESS) {
+    dt_error_set(DT_ERR_CONFIG, "cuDNN cannot start on GPU %d: %s (%d)", device,
+                 cudnnGetErrorString(ds), (int)ds);
+    DT_CUDA_CHECK(cudaStreamDestroy(be->stream));
+    free(be);
+    return NULL;
+  }
+  cublasStatus_t bs = cublasCreate(&be->cublas);
+  if (bs != CUBLAS_STATUS_SUCCESS) {
+    dt_error_set(DT_ERR_CONFIG, "cuBLAS cannot start on GPU %d: %s (%d)", device,
+                 cublasGetStatusString(bs), (int)bs);
+    DT_CUDNN_CHECK(cudnnDestroy(be->cudnn));
+    DT_CUDA_CHECK(cudaStreamDestroy(be->stream));
+    free(be);
+    return NULL;
+  }
+  DT_CUDNN_CHECK(cudnnSetStream(be->cudnn, be->stream));
+  DT_CUBLAS_CHECK(cublasSetStream(be->cublas, be->stream));
+  DT_CUBLAS_CHECK(
+      cublasSetMathMode(be->cublas, be->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH));
+  if (be->verbose) {
+    struct cudaDeviceProp prop;
+    DT_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+    fprintf(stderr,
+            "dtrain cuda: GPU %d of %d: %s (sm_%d%d), cuDNN %zu, %s, concurrent managed access "
+            "%s\n",
+            device, count, prop.name, prop.major, prop.minor, cudnnGetVersion(),
+            be->tf32 ? "TF32 allowed" : "strict fp32", concurrent ? "yes" : "no");
+  }
+  return &be->base;
+}

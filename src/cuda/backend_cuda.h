@@ -1,0 +1,15 @@
+/* backend_cuda.h: the constructor of the CUDA backend (src/cuda/, kernels/), called by
+ * dt_backend_create (src/backend.c) for DT_DEVICE_CUDA in builds with DT_HAVE_CUDA. Nothing
+ * else includes it: model and training code reach the backend through src/backend.h only. */
+#ifndef DT_BACKEND_CUDA_H
+#define DT_BACKEND_CUDA_H
+
+#include "backend.h"
+
+/* The CUDA backend on the GPU of this process (the node-local MPI rank modulo the visible
+ * device count), with one stream, a cuDNN and a cuBLAS handle. threads is recorded only (the
+ * host side is single-threaded). Returns NULL with DT_ERR_CONFIG set (dt_error_set) when no
+ * usable GPU or driver is present. */
+dt_backend *dt_backend_cuda_create(int threads);
+
+#endif

@@ -1,0 +1,281 @@
+/* cuda_conv.c: convolution on cuDNN's legacy convolution API (cudnnConvolutionForward,
+ * BackwardData, BackwardFilter). cuDNN 9 marks these calls deprecated but still provides
+ * them; this is the one file that uses them, with the deprecation warnings silenced below.
+ *
+ * cuDNN sees every tensor in NHWC and the filter in its NHWC order, KRSC (K, R, S, C/G). The
+ * caller's weights stay in logical OIHW (K, C/G, R, S): each call transposes them into the
+ * op's KRSC copy, and the weight gradient is transposed back (for 1x1 kernels or one input
+ * channel per group the two orders are the same bytes and no copy is made). An input in the
+ * plain NCHW layout (the image batch) is converted into an op-owned NHWC copy, and its
+ * gradient converted back.
+ *
+ * Algorithms are chosen once per shape by cudnnFind*AlgorithmEx (every candidate run on
+ * scratch buffers; the fastest that succeeds wins), cached in the backend for every op of the
+ * same shape, and share one workspace grown to the largest need. Math: strict fp32 FMA
+ * kernels (CUDNN_FMA_MATH), or TF32 tensor cores with DT_CUDA_TF32=1. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda/cuda_internal.h"
+
+/* Workspace offered to cudnnFind*AlgorithmEx: candidates that need more are skipped. */
+#define DT_CUDA_FIND_WORKSPACE ((size_t)256 << 20)
+
+/* The algorithms of one convolution shape (and math mode). */
+struct dt_cuda_algo {
+  dt_conv_params p;
+  cudnnConvolutionFwdAlgo_t fwd;
+  cudnnConvolutionBwdDataAlgo_t bwd_data;
+  cudnnConvolutionBwdFilterAlgo_t bwd_filter;
+  size_t ws_fwd, ws_data, ws_filter;
+  dt_cuda_algo *next;
+};
+
+typedef struct {
+  dt_op base;
+  dt_conv_params p;         /* groups >= 1 */
+  int oh, ow;               /* P, Q */
+  const dt_layout *x, *y;   /* (N, C, H, W) and (N, K, P, Q) */
+  bool stage_x;             /* x is NCHW with C > 1 and H W > 1: cuDNN gets an NHWC copy */
+  bool w_same;              /* OIHW and KRSC are the same bytes */
+  float *x_nhwc;            /* (N, H, W, C) copy of x, or the NHWC dx before conversion */
+  float *w_krsc, *dw_krsc;  /* (K, R, S, C/G) */
+  cudnnTensorDescriptor_t xd, yd;
+  cudnnFilterDescriptor_t wd;
+  cudnnConvolutionDescriptor_t cd;
+  const dt_cuda_algo *algo;
+} cuda_conv;
+
+static void conv_release(dt_op *op) {
+  cuda_conv *c = (cuda_conv *)op;
+  dt_cuda_free(c->x_nhwc);
+  dt_cuda_free(c->w_krsc);
+  dt_cuda_free(c->dw_krsc);
+  DT_CUDNN_CHECK(cudnnDestroyTensorDescriptor(c->xd));
+  DT_CUDNN_CHECK(cudnnDestroyTensorDescriptor(c->yd));
+  DT_CUDNN_CHECK(cudnnDestroyFilterDescriptor(c->wd));
+  DT_CUDNN_CHECK(cudnnDestroyConvolutionDescriptor(c->cd));
+}
+
+void dt_cuda_algo_cache_free(dt_cuda_backend *be) {
+  for (dt_cuda_algo *a = be->algos, *next; a; a = next) {
+    next = a->next;
+    free(a);
+  }
+  be->algos = NULL;
+}
+
+static bool same_params(const dt_conv_params *a, const dt_conv_params *b) {
+  return a->n == b->n && a->c == b->c && a->h == b->h && a->w == b->w && a->k == b->k &&
+         a->r == b->r && a->s == b->s && a->stride == b->stride && a->pad == b->pad &&
+         a->groups == b->groups && a->need_dx == b->need_dx;
+}
+
+static void conv_name(char *buf, size_t size, const dt_conv_params *p) {
+  snprintf(buf, size, "x (%d, %d, %d, %d) w (%d, %d, %d, %d) stride %d pad %d groups %d", p->n,
+           p->c, p->h, p->w, p->k, p->c / p->groups, p->r, p->s, p->stride, p->pad, p->groups);
+}
+
+/* Run every algorithm of the three passes once on scratch buffers and keep the fastest that
+ * works. Fatal, naming the shape, when a pass has none. */
+static dt_cuda_algo *conv_find(dt_cuda_backend *be, cuda_conv *c) {
+  const dt_conv_params *p = &c->p;
+  char name[160];
+  conv_name(name, sizeof name, p);
+  const size_t xb = (size_t)p->n * p->c * p->h * p->w * sizeof(float);
+  const size_t yb = (size_t)p->n * p->k * c->oh * c->ow * sizeof(float);
+  const size_t wb = (size_t)p->k * (p->c / p->groups) * p->r * p->s * sizeof(float);
+  float *x = dt_cuda_malloc(xb), *y = dt_cuda_malloc(yb), *w = dt_cuda_malloc(wb);
+  dt_cuda_workspace_reserve(be, DT_CUDA_FIND_WORKSPACE);
+  void *ws = be->workspace;
+  const size_t wsb = be->workspace_bytes;
+
+  dt_cuda_algo *a = dt_xcalloc(1, sizeof *a);
+  a->p = *p;
+  int got = 0;
+
+  cudnnConvolutionFwdAlgoPerf_t fr[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+  DT_CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(be->cudnn, c->xd, x, c->wd, w, c->cd,
+                                                        c->yd, y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
+                                                        &got, fr, ws, wsb));
+  int i = 0;
+  while (i < got && fr[i].status != CUDNN_STATUS_SUCCESS) i++;
+  if (i == got) DT_FATAL("cuDNN has no forward algorithm for the convolution %s", name);
+  a->fwd = fr[i].algo;
+  DT_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(be->cudnn, c->xd, c->wd, c->cd, c->yd,
+                                                         a->fwd, &a->ws_fwd));
+  const float fwd_ms = fr[i].time;
+
+  float data_ms = 0;
+  if (p->need_dx) {
+    cudnnConvolutionBwdDataAlgoPerf_t dr[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+    DT_CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(
+        be->cudnn, c->wd, w, c->yd, y, c->cd, c->xd, x, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
+        &got, dr, ws, wsb));
+    i = 0;
+    while (i < got && dr[i].status != CUDNN_STATUS_SUCCESS) i++;
+    if (i == got) DT_FATAL("cuDNN has no backward-data algorithm for the convolution %s", name);
+    a->bwd_data = dr[i].algo;
+    data_ms = dr[i].time;
+    DT_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(be->cudnn, c->wd, c->yd, c->cd,
+                                                                c->xd, a->bwd_data, &a->ws_data));
+  }
+
+  cudnnConvolutionBwdFilterAlgoPerf_t wr[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+  DT_CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(
+      be->cudnn, c->xd, x, c->yd, y, c->cd, c->wd, w, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
+      &got, wr, ws, wsb));
+  i = 0;
+  while (i < got && wr[i].status != CUDNN_STATUS_SUCCESS) i++;
+  if (i == got) DT_FATAL("cuDNN has no backward-filter algorithm for the convolution %s", name);
+  a->bwd_filter = wr[i].algo;
+  DT_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
+      be->cudnn, c->xd, c->yd, c->cd, c->wd, a->bwd_filter, &a->ws_filter));
+
+  if (be->verbose)
+    fprintf(stderr,
+            "dtrain cuda: conv %s: forward algo %d (%.3f ms, %zu B), backward data algo %d "
+            "(%.3f ms, %zu B), backward filter algo %d (%.3f ms, %zu B)\n",
+            name, (int)a->fwd, fwd_ms, a->ws_fwd, p->need_dx ? (int)a->bwd_data : -1, data_ms,
+            a->ws_data, (int)a->bwd_filter, wr[i].time, a->ws_filter);
+  dt_cuda_free(x);
+  dt_cuda_free(y);
+  dt_cuda_free(w);
+  a->next = be->algos;
+  be->algos = a;
+  return a;
+}
+
+dt_op *dt_cuda_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_layout *x,
+                           const dt_layout **y) {
+  dt_cuda_backend *be = dt_cuda_be(bep);
+  const int g = p->groups > 0 ? p->groups : 1;
+  if (p->c % g || p->k % g || p->stride < 1 || p->pad < 0 || p->r < 1 || p->s < 1)
+    DT_FATAL("conv_create: bad parameters (C %d, K %d, groups %d, stride %d, pad %d)", p->c, p->k,
+             g, p->stride, p->pad);
+  const int oh = (p->h + 2 * p->pad - p->r) / p->stride + 1;
+  const int ow = (p->w + 2 * p->pad - p->s) / p->stride + 1;
+  if (oh < 1 || ow < 1) DT_FATAL("conv_create: empty output for input %dx%d", p->h, p->w);
+  if (x->shape.n != p->n || x->shape.c != p->c || x->shape.h != p->h || x->shape.w != p->w)
+    DT_FATAL("conv_create: input layout does not match (%d, %d, %d, %d)", p->n, p->c, p->h, p->w);
+
+  cuda_conv *c = dt_xcalloc(1, sizeof *c);
+  dt_cuda_op_register(be, &c->base, conv_release);
+  c->p = *p;
+  c->p.groups = g;
+  c->oh = oh;
+  c->ow = ow;
+  c->x = x;
+  c->y = dt_cuda_layout(be, (dt_shape){p->n, p->k, oh, ow}, DT_CUDA_NHWC);
+  c->stage_x = x->format == DT_CUDA_NCHW && p->c > 1 && p->h * p->w > 1;
+  c->w_same = p->r * p->s == 1 || p->c / g == 1;
+  const size_t wcount = (size_t)p->k * (p->c / g) * p->r * p->s;
+  if (c->stage_x) c->x_nhwc = dt_cuda_malloc((size_t)p->n * p->c * p->h * p->w * sizeof(float));
+  if (!c->w_same) {
+    c->w_krsc = dt_cuda_malloc(wcount * sizeof(float));
+    c->dw_krsc = dt_cuda_malloc(wcount * sizeof(float));
+  }
+
+  DT_CUDNN_CHECK(cudnnCreateTensorDescriptor(&c->xd));
+  DT_CUDNN_CHECK(cudnnCreateTensorDescriptor(&c->yd));
+  DT_CUDNN_CHECK(cudnnCreateFilterDescriptor(&c->wd));
+  DT_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&c->cd));
+  DT_CUDNN_CHECK(cudnnSetTensor4dDescriptor(c->xd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, p->n,
+                                            p->c, p->h, p->w));
+  DT_CUDNN_CHECK(cudnnSetTensor4dDescriptor(c->yd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, p->n,
+                                            p->k, oh, ow));
+  DT_CUDNN_CHECK(cudnnSetFilter4dDescriptor(c->wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, p->k,
+                                            p->c / g, p->r, p->s));
+  DT_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(c->cd, p->pad, p->pad, p->stride, p->stride, 1,
+                                                 1, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+  DT_CUDNN_CHECK(cudnnSetConvolutionGroupCount(c->cd, g));
+  DT_CUDNN_CHECK(
+      cudnnSetConvolutionMathType(c->cd, be->tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
+  int dn, dc, dh, dw;
+  DT_CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(c->cd, c->xd, c->wd, &dn, &dc, &dh, &dw));
+  if (dn != p->n || dc != p->k || dh != oh || dw != ow)
+    DT_FATAL("conv_create: cuDNN computes output (%d, %d, %d, %d), expected (%d, %d, %d, %d)", dn,
+             dc, dh, dw, p->n, p->k, oh, ow);
+
+  for (const dt_cuda_algo *a = be->algos; a && !c->algo; a = a->next)
+    if (same_params(&a->p, &c->p)) c->algo = a;
+  if (!c->algo) c->algo = conv_find(be, c);
+  size_t ws = c->algo->ws_fwd;
+  if (c->algo->ws_data > ws) ws = c->algo->ws_data;
+  if (c->algo->ws_filter > ws) ws = c->algo->ws_filter;
+  dt_cuda_workspace_reserve(be, ws);
+  *y = c->y;
+  return &c->base;
+}
+
+/* The NHWC input cuDNN reads: x itself, or the op's converted copy. */
+static const float *conv_x(cuda_conv *c, const dt_tensor *x) {
+  if (!c->stage_x) return x->data;
+  DT_CUDA_CHECK(dt_k_nchw_to_nhwc(x->data, c->x_nhwc, c->p.n, c->p.c, c->p.h * c->p.w,
+                                  c->base.be->stream));
+  return c->x_nhwc;
+}
+
+/* The KRSC weights cuDNN reads: w itself, or the op's transposed copy. */
+static const float *conv_w(cuda_conv *c, const float *w) {
+  if (c->w_same) return w;
+  DT_CUDA_CHECK(dt_k_nchw_to_nhwc(w, c->w_krsc, c->p.k, c->p.c / c->p.groups, c->p.r * c->p.s,
+                                  c->base.be->stream));
+  return c->w_krsc;
+}
+
+void dt_cuda_conv_forward(dt_op *op, const dt_tensor *x, const float *w, dt_tensor *y,
+                          bool accumulate) {
+  cuda_conv *c = (cuda_conv *)op;
+  dt_cuda_backend *be = op->be;
+  dt_cuda_check_tensor(x, c->x, "conv_forward x");
+  dt_cuda_check_tensor(y, c->y, "conv_forward y");
+  const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+  const float *xk = conv_x(c, x), *wk = conv_w(c, w);
+  DT_CUDNN_CHECK(cudnnConvolutionForward(be->cudnn, &one, c->xd, xk, c->wd, wk, c->cd,
+                                         c->algo->fwd, be->workspace, c->algo->ws_fwd, &beta,
+                                         c->yd, y->data));
+  dt_cuda_op_done(be, true);
+}
+
+void dt_cuda_conv_backward_data(dt_op *op, const dt_tensor *dy, const float *w, dt_tensor *dx) {
+  cuda_conv *c = (cuda_conv *)op;
+  dt_cuda_backend *be = op->be;
+  if (!c->p.need_dx) DT_FATAL("conv_backward_data on a convolution created without need_dx");
+  dt_cuda_check_tensor(dy, c->y, "conv_backward_data dy");
+  dt_cuda_check_tensor(dx, c->x, "conv_backward_data dx");
+  const float one = 1.0f, zero = 0.0f;
+  const float *wk = conv_w(c, w);
+  float *dxk = c->stage_x ? c->x_nhwc : dx->data;
+  DT_CUDNN_CHECK(cudnnConvolutionBackwardData(be->cudnn, &one, c->wd, wk, c->yd, dy->data, c->cd,
+                                              c->algo->bwd_data, be->workspace, c->algo->ws_data,
+                                              &zero, c->xd, dxk));
+  if (c->stage_x)
+    DT_CUDA_CHECK(dt_k_nhwc_to_nchw(c->x_nhwc, dx->data, c->p.n, c->p.c, c->p.h * c->p.w,
+                                    be->stream));
+  dt_cuda_op_done(be, true);
+}
+
+void dt_cuda_conv_backward_weights(dt_op *op, const dt_tensor *x, const dt_tensor *dy,
+                                   float *dw) {
+  cuda_conv *c = (cuda_conv *)op;
+  dt_cuda_backend *be = op->be;
+  dt_cuda_check_tensor(x, c->x, "conv_backward_weights x");
+  dt_cuda_check_tensor(dy, c->y, "conv_backward_weights dy");
+  const float one = 1.0f, zero = 0.0f;
+  const float *xk = conv_x(c, x);
+  float *dwk = c->w_same ? dw : c->dw_krsc;
+  DT_CUDNN_CHECK(cudnnConvolutionBackwardFilter(be->cudnn, &one, c->xd, xk, c->yd, dy->data,
+                                                c->cd, c->algo->bwd_filter, be->workspace,
+                                                c->algo->ws_filter, &zero, c->wd, dwk));
+  if (!c->w_same)
+    DT_CUDA_CHECK(dt_k_nhwc_to_nchw(c->dw_krsc, dw, c->p.k, c->p.c / c->p.groups,
+                                    c->p.r * c->p.s, be->stream));
+  dt_cuda_op_done(be, true);
+}
+
+#pragma GCC diagnostic pop

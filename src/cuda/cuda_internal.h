@@ -1,0 +1,151 @@
+/* cuda_internal.h: private pieces shared by the host files of the CUDA backend (src/cuda/).
+ *
+ * Activations live in NHWC; the plain layout of the contract is NCHW (the image batch, the
+ * logits). Parameters, statistics and every buffer returned by `alloc` are CUDA managed
+ * memory: the optimizer and the checkpoint code walk the parameter arenas on the host
+ * (src/optim.c), so those arenas must be readable and writable there. Everything runs on one
+ * stream, in call order.
+ *
+ * Synchronisation: an op that reads or writes caller arrays the host may touch directly
+ * (weights, gradients, batch-norm parameters and statistics) or host memory waits for the
+ * stream before it returns, so host code never races the device on managed memory. Ops on
+ * activations only (ReLU, add, accumulate, pooling, upload) stay asynchronous. With the
+ * environment variable DT_CUDA_SYNC=1 every op waits (errors then point at the right op). */
+#ifndef DT_CUDA_INTERNAL_H
+#define DT_CUDA_INTERNAL_H
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <cudnn.h>
+
+#include "backend.h"
+#include "cuda/backend_cuda.h"
+#include "cuda/cuda_kernels.h"
+
+/* ---- the check macro family: every CUDA, cuDNN and cuBLAS call goes through one ---- */
+#define DT_CUDA_CHECK(expr)                                                               \
+  do {                                                                                    \
+    cudaError_t dt_cuda_e_ = (expr);                                                      \
+    if (dt_cuda_e_ != cudaSuccess)                                                        \
+      DT_FATAL("CUDA call %s failed: %s (%s, error %d)", #expr,                          \
+               cudaGetErrorString(dt_cuda_e_), cudaGetErrorName(dt_cuda_e_), (int)dt_cuda_e_); \
+  } while (0)
+
+#define DT_CUDNN_CHECK(expr)                                                              \
+  do {                                                                                    \
+    cudnnStatus_t dt_cudnn_s_ = (expr);                                                   \
+    if (dt_cudnn_s_ != CUDNN_STATUS_SUCCESS) {                                            \
+      char dt_cudnn_m_[512];                                                              \
+      cudnnGetLastErrorString(dt_cudnn_m_, sizeof dt_cudnn_m_);                           \
+      DT_FATAL("cuDNN call %s failed: %s (%d) %s", #expr, cudnnGetErrorString(dt_cudnn_s_), \
+               (int)dt_cudnn_s_, dt_cudnn_m_);                                            \
+    }                                                                                     \
+  } while (0)
+
+#define DT_CUBLAS_CHECK(expr)                                                             \
+  do {                                                                                    \
+    cublasStatus_t dt_cublas_s_ = (expr);                                                 \
+    if (dt_cublas_s_ != CUBLAS_STATUS_SUCCESS)                                            \
+      DT_FATAL("cuBLAS call %s failed: %s (%d)", #expr, cublasGetStatusString(dt_cublas_s_), \
+               (int)dt_cublas_s_);                                                        \
+  } while (0)
+
+/* ---- layouts ---- */
+typedef enum { DT_CUDA_NCHW, DT_CUDA_NHWC } dt_cuda_format;
+
+/* A storage order of one shape. Interned per backend (equal layouts are the same pointer)
+ * and freed with it. Where C = 1 or H W = 1 the two orders are the same bytes; such layouts
+ * are always stored as NCHW, so that equal memory means equal layout. */
+struct dt_layout {
+  dt_shape shape;
+  dt_cuda_format format;
+  struct dt_layout *next;
+};
+
+typedef struct dt_cuda_algo dt_cuda_algo; /* cached convolution algorithms (cuda_conv.c) */
+
+typedef struct {
+  dt_backend base; /* first: a dt_backend * is a dt_cuda_backend * */
+  int device;
+  cudaStream_t stream;
+  cudnnHandle_t cudnn;
+  cublasHandle_t cublas;
+  bool tf32;     /* DT_CUDA_TF32=1: let cuDNN and cuBLAS use TF32 tensor cores for fp32 */
+  bool sync_all; /* DT_CUDA_SYNC=1: wait after every op */
+  bool verbose;  /* DT_CUDA_VERBOSE=1: print the chosen convolution algorithms */
+  struct dt_layout *layouts;
+  dt_op *ops;                 /* live ops, freed by destroy if the caller has not */
+  dt_cuda_algo *algos;        /* convolution algorithms by shape */
+  void *workspace;            /* shared cuDNN workspace (device), grown to the largest need */
+  size_t workspace_bytes;
+  float *staging;             /* upload / download / loss staging (device) */
+  size_t staging_bytes;
+} dt_cuda_backend;
+
+/* Common head of every op; each kind embeds it as its first member. */
+struct dt_op {
+  dt_cuda_backend *be;
+  void (*release)(dt_op *op); /* frees the kind's descriptors and buffers, not the struct */
+  dt_op *prev, *next;
+};
+
+static inline dt_cuda_backend *dt_cuda_be(dt_backend *be) { return (dt_cuda_backend *)be; }
+
+/* ---- backend_cuda.c ---- */
+const dt_layout *dt_cuda_layout(dt_cuda_backend *be, dt_shape shape, dt_cuda_format format);
+/* True when the layout stores (N, H, W, C) with C > 1 and H W > 1. */
+static inline bool dt_cuda_is_nhwc(const dt_layout *l) { return l->format == DT_CUDA_NHWC; }
+/* Fatal unless the tensor has the expected layout (shape mistakes are programming errors). */
+void dt_cuda_check_tensor(const dt_tensor *t, const dt_layout *expected, const char *what);
+/* Device memory (not managed) for the backend's own buffers, zero-filled; fatal on failure. */
+void *dt_cuda_malloc(size_t bytes);
+void dt_cuda_free(void *ptr);
+/* Grow the shared cuDNN workspace to at least `bytes`. */
+void dt_cuda_workspace_reserve(dt_cuda_backend *be, size_t bytes);
+/* The end of an op: wait for the stream if it touched caller arrays or host memory
+ * (`touches_host`), or always with DT_CUDA_SYNC=1. */
+void dt_cuda_op_done(dt_cuda_backend *be, bool touches_host);
+void dt_cuda_op_register(dt_cuda_backend *be, dt_op *op, void (*release)(dt_op *op));
+void dt_cuda_op_free(dt_op *op);
+
+/* ---- ops ---- */
+dt_op *dt_cuda_conv_create(dt_backend *be, const dt_conv_params *p, const dt_layout *x,
+                           const dt_layout **y);
+void dt_cuda_conv_forward(dt_op *op, const dt_tensor *x, const float *w, dt_tensor *y,
+                          bool accumulate);
+void dt_cuda_conv_backward_data(dt_op *op, const dt_tensor *dy, const float *w, dt_tensor *dx);
+void dt_cuda_conv_backward_weights(dt_op *op, const dt_tensor *x, const dt_tensor *dy,
+                                   float *dw);
+void dt_cuda_algo_cache_free(dt_cuda_backend *be);
+
+dt_op *dt_cuda_bn_create(dt_backend *be, dt_shape shape, const dt_layout *x, float eps,
+                         bool fuse_relu);
+void dt_cuda_bn_forward_train(dt_op *op, const dt_tensor *x, const float *gamma,
+                              const float *beta, dt_tensor *y, float *save_mean, float *save_var,
+                              float *running_mean, float *running_var, float momentum);
+void dt_cuda_bn_forward_infer(dt_op *op, const dt_tensor *x, const float *gamma,
+                              const float *beta, const float *running_mean,
+                              const float *running_var, dt_tensor *y);
+void dt_cuda_bn_backward(dt_op *op, const dt_tensor *x, const dt_tensor *dy, const float *gamma,
+                         const float *save_mean, const float *save_var, dt_tensor *dx,
+                         float *dgamma, float *dbeta);
+
+dt_op *dt_cuda_eltwise_create(dt_backend *be, dt_shape shape, const dt_layout *x);
+void dt_cuda_relu_forward(dt_op *op, const dt_tensor *x, dt_tensor *y);
+void dt_cuda_relu_backward(dt_op *op, const dt_tensor *y, const dt_tensor *dy, dt_tensor *dx);
+void dt_cuda_add(dt_op *op, const dt_tensor *a, const dt_tensor *b, dt_tensor *y);
+void dt_cuda_accumulate(dt_op *op, const dt_tensor *src, dt_tensor *dst);
+
+dt_op *dt_cuda_gap_create(dt_backend *be, dt_shape x_shape, const dt_layout *x,
+                          const dt_layout **y);
+void dt_cuda_gap_forward(dt_op *op, const dt_tensor *x, dt_tensor *y);
+void dt_cuda_gap_backward(dt_op *op, const dt_tensor *dy, dt_tensor *dx);
+
+dt_op *dt_cuda_linear_create(dt_backend *be, dt_shape x_shape, const dt_layout *x, int k,
+                             const dt_layout **y);
+void dt_cuda_linear_forward(dt_op *op, const dt_tensor *x, const float *w, const float *b,
+                            dt_tensor *y);
+void dt_cuda_linear_backward(dt_op *op, const dt_tensor *x, const dt_tensor *dy, const float *w,
+                             dt_tensor *dx, float *dw, float *db);
+
+#endif

@@ -1,0 +1,89 @@
+/* cuda_kernels.h: launchers of the kernels in kernels/ (the .cu files), callable from the C host
+ * code of the CUDA backend (src/cuda/). Each launcher enqueues its kernel(s) on `stream` and
+ * returns cudaGetLastError() after the launch, so every call site checks it with DT_CUDA_CHECK
+ * (cuda_internal.h) and a bad launch is reported with the op that made it.
+ *
+ * Counts are element counts; shapes use the fixed letters (N, C, H, W), hw = H * W. `nhwc`
+ * selects the storage order of an activation: true for (N, H, W, C), false for (N, C, H, W).
+ * All pointers are device (or managed) memory. */
+#ifndef DT_CUDA_KERNELS_H
+#define DT_CUDA_KERNELS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cuda_runtime_api.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- layouts (kernels/layout.cu) ---- */
+/* (N, C, hw) -> (N, hw, C). Also OIHW -> OHWI weights with N = K, C = C/G, hw = R S. */
+cudaError_t dt_k_nchw_to_nhwc(const float *src, float *dst, int n, int c, int hw,
+                              cudaStream_t stream);
+/* (N, hw, C) -> (N, C, hw). */
+cudaError_t dt_k_nhwc_to_nchw(const float *src, float *dst, int n, int c, int hw,
+                              cudaStream_t stream);
+
+/* ---- elementwise (kernels/eltwise.cu) ---- */
+cudaError_t dt_k_relu_forward(const float *x, float *y, size_t count, cudaStream_t stream);
+/* dx = dy where y > 0, else 0. */
+cudaError_t dt_k_relu_backward(const float *y, const float *dy, float *dx, size_t count,
+                               cudaStream_t stream);
+cudaError_t dt_k_add(const float *a, const float *b, float *y, size_t count, cudaStream_t stream);
+/* dst += src */
+cudaError_t dt_k_accumulate(const float *src, float *dst, size_t count, cudaStream_t stream);
+
+/* ---- global average pooling and the linear layer's bias (kernels/eltwise.cu) ---- */
+/* y (N, C) = mean of x over hw. */
+cudaError_t dt_k_gap_forward(const float *x, float *y, int n, int c, int hw, bool nhwc,
+                             cudaStream_t stream);
+/* dx = dy (N, C) / hw at every position. */
+cudaError_t dt_k_gap_backward(const float *dy, float *dx, int n, int c, int hw, bool nhwc,
+                              cudaStream_t stream);
+/* y (N, K) = b (K) on every row. */
+cudaError_t dt_k_bias_rows(const float *b, float *y, int n, int k, cudaStream_t stream);
+/* db (K) = sum over rows of dy (N, K). */
+cudaError_t dt_k_sum_rows(const float *dy, float *db, int n, int k, cudaStream_t stream);
+
+/* ---- soft-target cross-entropy (kernels/xent.cu) ---- */
+/* z, t (N, K) row-major: loss (N) = -sum_k t log_softmax(z), and dz = (softmax(z) - t) * scale
+ * when dz is not NULL. */
+cudaError_t dt_k_xent(const float *z, const float *t, int n, int k, float scale, float *dz,
+                      float *loss, cudaStream_t stream);
+
+/* ---- batch normalisation over (N, hw) per channel (kernels/bn.cu) ---- */
+/* Rows of the per-channel partial sums that the reduction kernels write: the second
+ * dimension of `partial` (2 x rows x C doubles). */
+int dt_k_bn_partial_rows(int n, int hw);
+/* Batch statistics: partial sums of x and x^2, then per channel the mean and biased variance
+ * into save_mean / save_var (C), mean_f / invstd_f (C, the op's copies used by the apply
+ * kernel) and, when not NULL, the PyTorch running-statistics update (unbiased variance). */
+cudaError_t dt_k_bn_stats(const float *x, double *partial, int n, int c, int hw, bool nhwc,
+                          float eps, float momentum, float *save_mean, float *save_var,
+                          float *running_mean, float *running_var, float *mean_f,
+                          float *invstd_f, cudaStream_t stream);
+/* y = gamma (x - mean) invstd + beta, then relu (recording mask = y > 0) when relu. */
+cudaError_t dt_k_bn_apply(const float *x, float *y, uint8_t *mask, const float *mean,
+                          const float *invstd, const float *gamma, const float *beta, int n,
+                          int c, int hw, bool nhwc, bool relu, cudaStream_t stream);
+/* Inference: y = gamma (x - rmean) / sqrt(rvar + eps) + beta, then relu when relu. */
+cudaError_t dt_k_bn_infer(const float *x, float *y, const float *rmean, const float *rvar,
+                          const float *gamma, const float *beta, float eps, int n, int c, int hw,
+                          bool nhwc, bool relu, cudaStream_t stream);
+/* Backward from the saved mean and biased variance: dy is masked by `mask` when not NULL,
+ * dbeta = sum dy, dgamma = sum dy xhat (C each, overwritten), and
+ * dx = gamma invstd (dy - dbeta / m - xhat dgamma / m), m = N hw. coef is the op's
+ * scratch of 5 C floats. */
+cudaError_t dt_k_bn_backward(const float *x, const float *dy, const uint8_t *mask,
+                             const float *save_mean, const float *save_var, const float *gamma,
+                             float eps, double *partial, float *coef, float *dx, float *dgamma,
+                             float *dbeta, int n, int c, int hw, bool nhwc, cudaStream_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
