@@ -1,7 +1,12 @@
 /* comm_mpi.c: the process group over MPI. Ranks on one node are found with a shared-memory
  * split; gradients are summed with in-place MPI_Allreduce over buckets of the flat buffer.
- * MPI errors are fatal (MPI_ERRORS_ARE_FATAL), so no rank is left waiting in a collective. */
+ * MPI errors are fatal (MPI_ERRORS_ARE_FATAL), so no rank is left waiting in a collective.
+ * A process that no launcher started (no mpirun, srun or PMI environment) runs as a group of
+ * one without initialising MPI: Open MPI's singleton start forks a daemon, which costs
+ * start-up time for every --help or --dry-run and fails where no daemon may run. */
+#include <limits.h>
 #include <mpi.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -9,6 +14,7 @@
 #include "common.h"
 
 struct dt_comm {
+  bool mpi; /* MPI initialised (started by a launcher) */
   MPI_Comm world, local;
   int rank, size, local_rank, local_size;
   size_t bucket;
@@ -18,11 +24,28 @@ struct dt_comm {
 static struct dt_comm g_comm;
 static int g_world_rank;
 
+/* Variables that Open MPI's mpirun, Slurm's srun (PMI/PMIx) and MPICH-style launchers set. */
+static bool launched(void) {
+  static const char *vars[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE",
+                               "MPI_LOCALNRANKS", "DTRAIN_FORCE_MPI"};
+  for (size_t i = 0; i < sizeof vars / sizeof *vars; i++)
+    if (getenv(vars[i])) return true;
+  return false;
+}
+
 dt_comm *dt_comm_init(int *argc, char ***argv) {
+  dt_comm *c = &g_comm;
+  c->bucket = (size_t)1 << 20;
   int initialized = 0, provided;
   MPI_Initialized(&initialized);
+  if (!initialized && !launched()) {
+    c->mpi = false;
+    c->rank = c->local_rank = 0;
+    c->size = c->local_size = 1;
+    return c;
+  }
+  c->mpi = true;
   if (!initialized) MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
-  dt_comm *c = &g_comm;
   c->world = MPI_COMM_WORLD;
   MPI_Comm_set_errhandler(c->world, MPI_ERRORS_ARE_FATAL);
   MPI_Comm_rank(c->world, &c->rank);
@@ -30,12 +53,12 @@ dt_comm *dt_comm_init(int *argc, char ***argv) {
   MPI_Comm_split_type(c->world, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &c->local);
   MPI_Comm_rank(c->local, &c->local_rank);
   MPI_Comm_size(c->local, &c->local_size);
-  c->bucket = (size_t)1 << 20;
   g_world_rank = c->rank;
   return c;
 }
 
 void dt_comm_finalize(dt_comm *comm) {
+  if (!comm->mpi) return;
   MPI_Comm_free(&comm->local);
   int finalized = 0;
   MPI_Finalized(&finalized);
@@ -46,7 +69,10 @@ int dt_comm_rank(const dt_comm *comm) { return comm->rank; }
 int dt_comm_size(const dt_comm *comm) { return comm->size; }
 int dt_comm_local_rank(const dt_comm *comm) { return comm->local_rank; }
 int dt_comm_local_size(const dt_comm *comm) { return comm->local_size; }
-void dt_comm_set_bucket(dt_comm *comm, size_t floats) { comm->bucket = floats ? floats : 1; }
+void dt_comm_set_bucket(dt_comm *comm, size_t floats) {
+  /* MPI counts are ints. */
+  comm->bucket = floats == 0 ? 1 : floats > (size_t)INT_MAX ? (size_t)INT_MAX : floats;
+}
 double dt_comm_allreduce_seconds(const dt_comm *comm) { return comm->allreduce_seconds; }
 
 void dt_comm_allreduce_sum(dt_comm *comm, float *buf, size_t count) {
@@ -73,7 +99,9 @@ void dt_comm_broadcast(dt_comm *comm, void *buf, size_t bytes, int root) {
   }
 }
 
-void dt_comm_barrier(dt_comm *comm) { MPI_Barrier(comm->world); }
+void dt_comm_barrier(dt_comm *comm) {
+  if (comm->mpi) MPI_Barrier(comm->world);
+}
 
 int dt_comm_world_rank(void) { return g_world_rank; }
 

@@ -68,8 +68,8 @@ __global__ static void k_bn_stats_final(const double *partial, int rows, int c, 
     const double mean = s / m;
     double var = q / m - mean * mean;
     if (var < 0) var = 0;
-    save_mean[j] = (float)mean;
-    save_var[j] = (float)var;
+    if (save_mean) save_mean[j] = (float)mean;
+    if (save_var) save_var[j] = (float)var;
     const double mom = momentum;
     if (running_mean) running_mean[j] = (float)((1.0 - mom) * running_mean[j] + mom * mean);
     if (running_var) {

@@ -12,7 +12,10 @@
 # "effect of the initial LR at fixed batch" table.
 #
 # Options:
-#   --config FILE        base configuration (default configs/quickstart.ini)
+#   --config FILE        base configuration (default
+#                        configs/resnet_preact20_cifar10_b128_lr0.1_cosine_e200.ini, the 6.9
+#                        settings: weight decay 1e-4, seed 7, crop + flip; else
+#                        configs/quickstart.ini)
 #   --dataset NAME       data.dataset (default cifar10)
 #   --epochs N           train.epochs (default 200; use 400 / 800 for the longer tables)
 #   --batches "B ..."    batch sizes (default "8 16 32 64 128 256 512 1024 2048 4096")
@@ -37,7 +40,8 @@ set -euo pipefail
 
 die() { echo "sweep_batch_lr.sh: $*" >&2; exit 2; }
 
-config=configs/quickstart.ini
+config=configs/resnet_preact20_cifar10_b128_lr0.1_cosine_e200.ini
+[[ -f $config ]] || config=configs/quickstart.ini
 dataset=cifar10
 epochs=200
 batches="8 16 32 64 128 256 512 1024 2048 4096"

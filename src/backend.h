@@ -6,7 +6,10 @@
  * fixed shapes with *_create, which is told the layouts of its inputs and returns the layout
  * of its output; the graph allocates every buffer from those layouts. Parameters and their
  * gradients are plain fp32 arrays carved from flat arenas, in logical layout (OIHW for
- * convolutions, (K, C) for linear layers), exactly as PyTorch stores them.
+ * convolutions, (K, C) for linear layers), exactly as PyTorch stores them. All of that is
+ * backend memory, which host code must not dereference (it is GPU memory on the CUDA backend):
+ * it reaches the host only through to_host / download, and the optimizer updates it through
+ * the ops at the end of the table.
  * Layout pointers stay valid for the lifetime of the backend that returned them.
  *
  * A plain C reference of every op lives in tests/ref/ and is the oracle for every backend. */
@@ -38,6 +41,26 @@ typedef struct {
   bool need_dx; /* false for a layer whose input needs no gradient (the stem) */
 } dt_conv_params;
 
+/* Pooling kinds (dt_graph_pool and pool_create). */
+typedef enum { DT_POOL_MAX, DT_POOL_AVG } dt_pool_kind;
+
+/* SplitMix64's finaliser: a bijective 64-bit mix. */
+static inline uint64_t dt_mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+/* The dropout decision of one element, shared by every backend and the reference: element
+ * e = (c H + h) W + w of a sample draws the e-th number of the SplitMix64 stream seeded with
+ * the mixed sample key (one mix per element, random access, no state), a uniform in [0, 1)
+ * with 24 bits; the element is kept when it is >= p. Mixing the key first keeps related keys
+ * (k, k + 1) from sharing a shifted stream. Independent of layout, thread and device. */
+static inline float dt_dropout_uniform(uint64_t key, uint64_t e) {
+  const uint64_t z = dt_mix64(dt_mix64(key) + (e + 1) * 0x9E3779B97F4A7C15ull);
+  return (float)(z >> 40) * 0x1.0p-24f;
+}
+
 typedef struct dt_backend_ops {
   const char *name;
   void (*destroy)(dt_backend *be);
@@ -57,6 +80,9 @@ typedef struct dt_backend_ops {
   void (*download)(dt_backend *be, const dt_tensor *src, float *nchw_host);
 
   /* ---- convolution ---- */
+  /* *y on entry: NULL to let the backend choose the output layout, or a layout the output
+   * must have (the graph passes a residual's layout so conv_forward can add into it); on
+   * return, the output layout. */
   dt_op *(*conv_create)(dt_backend *be, const dt_conv_params *p, const dt_layout *x,
                         const dt_layout **y);
   /* y = conv(x, w), or y += conv(x, w) when accumulate (a residual addition). */
@@ -116,6 +142,108 @@ typedef struct dt_backend_ops {
                float grad_scale, dt_tensor *dlogits, float *loss_host);
 
   void (*op_free)(dt_op *op);
+
+  /* ==== ops of the other families (SPEC 1) ====
+   * A backend may leave any of these NULL: the layer that needs one fails when the graph is
+   * planned, with "op X not implemented by the <name> backend". Every op keeps its input's
+   * layout unless it says otherwise; every output is overwritten. */
+
+  /* ---- pooling: (N, C, H, W) -> (N, C, P, Q), P = (H + 2 pad - ksize) / stride + 1 ---- */
+  /* DT_POOL_MAX: the maximum over the window (padding never wins, as in PyTorch); the op keeps
+   * where each maximum was (oneDNN's workspace) for pool_backward. DT_POOL_AVG: the window sum
+   * divided by ksize^2 when count_include_pad (PyTorch's default), else by the number of
+   * in-range elements. y gets a layout of the op's choice. */
+  dt_op *(*pool_create)(dt_backend *be, dt_shape x_shape, const dt_layout *x, dt_pool_kind kind,
+                        int ksize, int stride, int pad, bool count_include_pad,
+                        const dt_layout **y);
+  void (*pool_forward)(dt_op *op, const dt_tensor *x, dt_tensor *y);
+  /* dx from dy; max pooling routes each dy to the maximum found by the last pool_forward. */
+  void (*pool_backward)(dt_op *op, const dt_tensor *dy, dt_tensor *dx);
+
+  /* ---- channel concatenation: y (N, Ca + Cb, H, W) = [a, b] ---- */
+  /* a and b may have different layouts; y gets a layout of the op's choice. */
+  dt_op *(*concat_create)(dt_backend *be, dt_shape a_shape, const dt_layout *a, dt_shape b_shape,
+                          const dt_layout *b, const dt_layout **y);
+  void (*concat_forward)(dt_op *op, const dt_tensor *a, const dt_tensor *b, dt_tensor *y);
+  /* da = dy[:, :Ca], db = dy[:, Ca:] in a's and b's layouts; either may be NULL (not wanted),
+   * so a caller can produce them one at a time. */
+  void (*concat_backward)(dt_op *op, const dt_tensor *dy, dt_tensor *da, dt_tensor *db);
+
+  /* ---- channel zero-padding: y (N, c_out, H, W) = [x, 0] (PyramidNet shortcuts) ---- */
+  dt_op *(*pad_channels_create)(dt_backend *be, dt_shape x_shape, const dt_layout *x, int c_out,
+                                const dt_layout **y);
+  void (*pad_channels_forward)(dt_op *op, const dt_tensor *x, dt_tensor *y);
+  void (*pad_channels_backward)(dt_op *op, const dt_tensor *dy, dt_tensor *dx); /* dy[:, :C] */
+
+  /* ---- dropout with probability p ---- */
+  dt_op *(*dropout_create)(dt_backend *be, dt_shape shape, const dt_layout *x, float p);
+  /* y = x * keep / (1 - p), keep as dt_dropout_uniform(keys[n], e) >= p, keys: N host
+   * per-sample stream keys (the caller derives them from step, layer and global sample index).
+   * The op keeps the mask for dropout_backward. keys NULL: y = x (inference). */
+  void (*dropout_forward)(dt_op *op, const dt_tensor *x, const uint64_t *keys, dt_tensor *y);
+  /* dx = dy * keep / (1 - p) with the mask of the last dropout_forward with keys. */
+  void (*dropout_backward)(dt_op *op, const dt_tensor *dy, dt_tensor *dx);
+
+  /* ---- logistic sigmoid ---- */
+  dt_op *(*sigmoid_create)(dt_backend *be, dt_shape shape, const dt_layout *x);
+  void (*sigmoid_forward)(dt_op *op, const dt_tensor *x, dt_tensor *y);
+  /* dx = dy * y * (1 - y), y the forward output. */
+  void (*sigmoid_backward)(dt_op *op, const dt_tensor *y, const dt_tensor *dy, dt_tensor *dx);
+
+  /* ---- channel scaling: y = x * s, s (N, C, 1, 1) broadcast over H, W (squeeze-excite) ---- */
+  dt_op *(*scale_create)(dt_backend *be, dt_shape x_shape, const dt_layout *x, const dt_layout *s);
+  void (*scale_forward)(dt_op *op, const dt_tensor *x, const dt_tensor *s, dt_tensor *y);
+  /* dx = dy * s and ds = sum over H, W of dy * x; either output may be NULL (not wanted). */
+  void (*scale_backward)(dt_op *op, const dt_tensor *x, const dt_tensor *s, const dt_tensor *dy,
+                         dt_tensor *dx, dt_tensor *ds);
+
+  /* ---- shake-shake mixing of two tensors of one shape and layout ---- */
+  dt_op *(*shake_create)(dt_backend *be, dt_shape shape, const dt_layout *x);
+  /* y = alpha[n] a + (1 - alpha[n]) b; alpha: N host floats. */
+  void (*shake_forward)(dt_op *op, const dt_tensor *a, const dt_tensor *b, const float *alpha,
+                        dt_tensor *y);
+  /* da = beta[n] dy, db = (1 - beta[n]) dy; beta: N host floats; either output may be NULL. */
+  void (*shake_backward)(dt_op *op, const dt_tensor *dy, const float *beta, dt_tensor *da,
+                         dt_tensor *db);
+
+  /* ---- spatial shift: y[:, :, i, j] = x[:, :, i + shift_y, j + shift_x], 0 outside ---- */
+  dt_op *(*shift_create)(dt_backend *be, dt_shape shape, const dt_layout *x, int shift_y,
+                         int shift_x);
+  void (*shift_forward)(dt_op *op, const dt_tensor *x, dt_tensor *y);
+  /* dx[:, :, i, j] = dy[:, :, i - shift_y, j - shift_x], 0 outside. */
+  void (*shift_backward)(dt_op *op, const dt_tensor *dy, dt_tensor *dx);
+
+  /* ---- per-channel bias (VGG convolutions) ---- */
+  dt_op *(*bias_create)(dt_backend *be, dt_shape shape, const dt_layout *x);
+  /* y = x + b[c], b: C floats of backend memory; y may be x (in place). */
+  void (*bias_forward)(dt_op *op, const dt_tensor *x, const float *b, dt_tensor *y);
+  /* db = sum over N, H, W of dy. */
+  void (*bias_backward)(dt_op *op, const dt_tensor *dy, float *db);
+
+  /* ==== optimizer updates (src/optim.c, SPEC 4.1) ====
+   * One trainable tensor per call: w its n weights, g its gradient and the state arrays laid
+   * out like w, all backend memory. Every update first multiplies g in place by grad_scale
+   * when that is not 1, then uses d = g + wd w (coupled weight decay). The arithmetic is the
+   * CPU backend's float loops, in their order, which other backends reproduce to rounding. */
+  /* SGD: buf = d on the first step, else momentum buf + d; then
+   * w -= lr (d + momentum buf) with Nesterov, else w -= lr buf. */
+  void (*sgd_update)(dt_backend *be, float *w, float *g, float *buf, size_t n, float lr,
+                     float momentum, float wd, bool nesterov, bool first, float grad_scale);
+  /* LARS: the trust ratio r = |w| / (eps + |g| + wd |w|) from the norms of this tensor, in
+   * double; times eta when eta > 0; 1 when |w| < threshold. Then buf = momentum buf +
+   * (float)(lr r) d and w -= buf. */
+  void (*lars_update)(dt_backend *be, float *w, float *g, float *buf, size_t n, double lr,
+                      float momentum, float wd, double eps, double eta, double threshold,
+                      float grad_scale);
+  /* Adam: m = beta1 m + (1 - beta1) d, v = beta2 v + (1 - beta2) d d, and with vmax (AMSGrad;
+   * NULL for Adam) vmax = max(vmax, v) taking v's place below; then
+   * w -= step m / (sqrt(v) / bc2_sqrt + eps), where the caller gives step = lr / (1 - beta1^t)
+   * and bc2_sqrt = sqrt(1 - beta2^t) for update t. */
+  void (*adam_update)(dt_backend *be, float *w, float *g, float *m, float *v, float *vmax,
+                      size_t n, float step, float beta1, float beta2, float eps, float bc2_sqrt,
+                      float wd, float grad_scale);
+  /* True when all n floats at x (backend memory) are finite; waits for the result. */
+  bool (*all_finite)(dt_backend *be, const float *x, size_t n);
 } dt_backend_ops;
 
 struct dt_backend {

@@ -786,26 +786,102 @@ static dt_status cfg_validate_augment(const dt_config *cfg, const char *src) {
   return DT_OK;
 }
 
-dt_status dt_config_validate(const dt_config *cfg) {
-  const char *src = cfg_origin(cfg);
-  if (strcmp(cfg->model_name, "resnet_preact") == 0) {
+/* The depth of a family must be per*n + offset for some n >= 1 (SPEC 1: blocks per stage from
+ * the depth); `accepted` lists a few valid depths for the message. */
+static dt_status cfg_check_depth(const dt_config *cfg, const char *src, long per, long offset,
+                                 bool names_block_type, const char *accepted) {
+  long depth = cfg->model_depth;
+  if (depth >= per + offset && (depth - offset) % per == 0) return DT_OK;
+  long below = depth > offset ? (depth - offset) / per * per + offset : offset;
+  long above = below + per;
+  char nearest[64];
+  if (below >= offset + per)
+    snprintf(nearest, sizeof nearest, "%ld or %ld", below, above);
+  else
+    snprintf(nearest, sizeof nearest, "%ld", above);
+  char fit[96];
+  snprintf(fit, sizeof fit, "name = %s%s%s", cfg->model_name,
+           names_block_type ? " with block_type = " : "", names_block_type ? cfg->model_block_type : "");
+  return dt_error_set(DT_ERR_CONFIG,
+                      "%s: [model] depth = %ld does not fit %s: the depth must be %ldn+%ld "
+                      "(accepted: %s; nearest: %s)",
+                      src, depth, fit, per, offset, accepted, nearest);
+}
+
+/* Family-specific checks of the [model] keys (SPEC 1). */
+static dt_status cfg_validate_model(const dt_config *cfg, const char *src) {
+  const char *name = cfg->model_name;
+  bool basic = strcmp(cfg->model_block_type, "basic") == 0;
+  dt_status st = DT_OK;
+  if (!strcmp(name, "resnet_preact") || !strcmp(name, "resnet") ||
+      !strcmp(name, "se_resnet_preact") || !strcmp(name, "pyramidnet")) {
     /* 2 layers outside the stages; 3 stages of blocks with 2 (basic) or 3 (bottleneck) convs */
-    bool basic = strcmp(cfg->model_block_type, "basic") == 0;
-    long per = basic ? 6 : 9, depth = cfg->model_depth;
-    if ((depth - 2) % per != 0) {
-      long below = (depth - 2) / per * per + 2, above = below + per;
-      char nearest[64];
-      if (below >= 2 + per)
-        snprintf(nearest, sizeof nearest, "%ld or %ld", below, above);
-      else
-        snprintf(nearest, sizeof nearest, "%ld", above);
-      return dt_error_set(DT_ERR_CONFIG,
-                          "%s: [model] depth = %ld does not fit block_type = %s: the depth must be "
-                          "%ldn+2 (accepted: %s; nearest: %s)",
-                          src, depth, cfg->model_block_type, per,
-                          basic ? "20, 32, 44, 56, 110, ..." : "29, 56, 110, 164, ...", nearest);
+    st = basic ? cfg_check_depth(cfg, src, 6, 2, true, "20, 32, 44, 56, 110, ...")
+               : cfg_check_depth(cfg, src, 9, 2, true, "29, 56, 110, 164, 272, ...");
+  } else if (!strcmp(name, "wrn")) {
+    st = cfg_check_depth(cfg, src, 6, 4, false, "10, 16, 22, 28, 40, ...");
+  } else if (!strcmp(name, "densenet")) {
+    /* 4 layers outside the blocks (stem, 2 transitions, FC); 1 or 2 convs per dense layer */
+    st = basic ? cfg_check_depth(cfg, src, 3, 4, true, "40, 100, ...")
+               : cfg_check_depth(cfg, src, 6, 4, true, "22, 40, 100, 190, 250, ...");
+  } else if (!strcmp(name, "resnext")) {
+    st = cfg_check_depth(cfg, src, 9, 2, false, "11, 20, 29, ...");
+  } else if (!strcmp(name, "shake_shake")) {
+    st = cfg_check_depth(cfg, src, 6, 2, false, "8, 14, 20, 26, ...");
+  }
+  if (st != DT_OK) return st;
+
+  if (!strcmp(name, "shake_shake") && cfg->model_initial_channels % 2 != 0)
+    return dt_error_set(DT_ERR_CONFIG,
+                        "%s: [model] initial_channels = %ld: shake_shake needs an even width (the "
+                        "projection shortcut concatenates two halves)",
+                        src, cfg->model_initial_channels);
+  if (!strcmp(name, "se_resnet_preact") && cfg->model_se_reduction > cfg->model_initial_channels)
+    return dt_error_set(DT_ERR_CONFIG,
+                        "%s: [model] se_reduction = %ld is greater than initial_channels = %ld: "
+                        "the SE layers of stage 1 would have floor(%ld/%ld) = 0 units",
+                        src, cfg->model_se_reduction, cfg->model_initial_channels,
+                        cfg->model_initial_channels, cfg->model_se_reduction);
+  if (!strcmp(name, "densenet")) {
+    /* Walk the channels: a transition must keep at least one. */
+    long k = cfg->model_growth_rate, n = (cfg->model_depth - 4) / (basic ? 3 : 6), c = 2 * k;
+    for (int t = 1; t <= 2; t++) {
+      c += n * k;
+      long kept = (long)((double)c * cfg->model_compression_rate);
+      if (kept < 1)
+        return dt_error_set(DT_ERR_CONFIG,
+                            "%s: [model] compression_rate = %g: transition %d would keep "
+                            "floor(%ld x %g) = 0 channels",
+                            src, cfg->model_compression_rate, t, c, cfg->model_compression_rate);
+      c = kept;
     }
   }
+  if (!strcmp(name, "vgg")) {
+    const dt_intlist *ch = &cfg->model_vgg_channels, *ly = &cfg->model_vgg_layers;
+    if (ch->n == 0 || ch->n != ly->n)
+      return dt_error_set(DT_ERR_CONFIG,
+                          "%s: [model] vgg_channels has %d values and vgg_layers %d: give one "
+                          "value of each per stage (at least one stage)",
+                          src, ch->n, ly->n);
+    dt_dataset shape;
+    if (dt_dataset_describe(cfg->data_dataset, &shape) == DT_OK) {
+      int side = DT_MIN(shape.train.height, shape.train.width);
+      if (side >> ch->n < 1)
+        return dt_error_set(DT_ERR_CONFIG,
+                            "%s: [model] name = vgg with %d stages halves the image %d times: the "
+                            "%dx%d images of [data] dataset = %s would vanish (SPEC 1.1: VGG is "
+                            "CIFAR-only; at least %dx%d is needed)",
+                            src, ch->n, ch->n, shape.train.height, shape.train.width,
+                            cfg->data_dataset, 1 << ch->n, 1 << ch->n);
+    }
+  }
+  return DT_OK;
+}
+
+dt_status dt_config_validate(const dt_config *cfg) {
+  const char *src = cfg_origin(cfg);
+  dt_status model_st = cfg_validate_model(cfg, src);
+  if (model_st != DT_OK) return model_st;
   if (cfg->model_preact_stage.n != 3)
     return dt_error_set(DT_ERR_CONFIG,
                         "%s: [model] preact_stage has %d values (accepted: exactly 3 booleans, one "

@@ -27,16 +27,52 @@
   X(data, train_limit, INT, "0", 0, 100000000, "", "use only the first N training images (0 = all)") \
   X(data, test_limit, INT, "0", 0, 100000000, "", "evaluate only the first N test images (0 = all)") \
   X(data, loader_threads, INT, "1", 1, 64, "", "threads that augment the next batch while the model computes") \
-  X(model, name, CHOICE, "resnet_preact", 0, 0, "resnet_preact", "network family (SPEC section 1)") \
-  X(model, depth, INT, "20", 8, 2000, "", "depth: 6n+2 for basic blocks, 9n+2 for bottleneck blocks") \
-  X(model, block_type, CHOICE, "basic", 0, 0, "basic|bottleneck", "residual block type")     \
-  X(model, initial_channels, INT, "16", 1, 4096, "", "channels of the stem and the first stage") \
+  X(model, name, CHOICE, "resnet_preact", 0, 0,                                                \
+    "resnet_preact|resnet|wrn|densenet|pyramidnet|resnext|shake_shake|se_resnet_preact|vgg",    \
+    "network family (SPEC section 1, HEAD semantics)")                                         \
+  X(model, depth, INT, "20", 8, 2000, "",                                                      \
+    "depth: 6n+2 (basic) or 9n+2 (bottleneck) for resnet, resnet_preact, se_resnet_preact and " \
+    "pyramidnet; 6n+4 for wrn; 3n+4 (basic) or 6n+4 (bottleneck) for densenet; 9n+2 for "      \
+    "resnext; 6n+2 for shake_shake; unused by vgg")                                            \
+  X(model, block_type, CHOICE, "basic", 0, 0, "basic|bottleneck",                              \
+    "residual block type (resnet, resnet_preact, se_resnet_preact, pyramidnet, densenet; the " \
+    "other families have one block type)")                                                     \
+  X(model, initial_channels, INT, "16", 1, 4096, "",                                           \
+    "resnet, resnet_preact, se_resnet_preact: stem and stage-1 channels c0 (stages c0, 2 c0 e, " \
+    "4 c0 e); wrn, pyramidnet: stem channels; resnext: stem channels c0 (stages 4, 8, 16 c0); " \
+    "shake_shake: stage-1 channels C of 2xCd (the stem is 16)")                                \
   X(model, remove_first_relu, BOOL, "false", 0, 0, "", "drop the first ReLU of each residual branch") \
   X(model, add_last_bn, BOOL, "false", 0, 0, "", "add a batch norm after the last conv of each branch") \
   X(model, preact_stage, BOOLLIST, "true,true,true", 0, 0, "",                                \
     "per stage: pre-activate the shortcut of the first block (3 values)")                     \
-  X(model, init_mode, CHOICE, "kaiming_fan_out", 0, 0, "kaiming_fan_out|kaiming_fan_in",      \
-    "fan used by the Kaiming-normal initialisation of conv and linear weights")               \
+  X(model, widening_factor, INT, "10", 1, 1024, "", "wrn: widening factor k (stages 16k, 32k, 64k)") \
+  X(model, drop_rate, FLOAT, "0", 0, 0.99, "",                                                  \
+    "wrn: dropout between the two convs of a block; densenet: dropout after every conv "        \
+    "(0 = off)")                                                                                \
+  X(model, growth_rate, INT, "12", 1, 1024, "", "densenet: growth rate k (the stem has 2k channels)") \
+  X(model, compression_rate, FLOAT, "0.5", 0.01, 1, "",                                         \
+    "densenet: transitions keep floor(theta C) channels (1 = plain DenseNet)")                 \
+  X(model, alpha, FLOAT, "200", 0, 100000, "",                                                  \
+    "pyramidnet: total channel increase over all blocks (the last stage ends at "              \
+    "initial_channels + alpha, times 4 for bottleneck blocks)")                                \
+  X(model, cardinality, INT, "8", 1, 1024, "", "resnext: groups C of the 3x3 convolutions")    \
+  X(model, base_channels, INT, "64", 1, 4096, "",                                              \
+    "resnext: channels d per group in stage 1 (bottleneck width C d 2^s in stage s)")          \
+  X(model, shake_forward, BOOL, "true", 0, 0, "",                                              \
+    "shake_shake: random alpha in the forward pass (false: 0.5)")                              \
+  X(model, shake_backward, BOOL, "true", 0, 0, "",                                             \
+    "shake_shake: random beta in the backward pass (false: 0.5)")                              \
+  X(model, shake_image, BOOL, "true", 0, 0, "",                                                \
+    "shake_shake: one alpha and beta per image (false: one per batch)")                        \
+  X(model, se_reduction, INT, "16", 1, 4096, "",                                               \
+    "se_resnet_preact: squeeze-and-excitation reduction r (C -> floor(C/r) -> C)")             \
+  X(model, vgg_channels, INTLIST, "64,128,256,512,512", 1, 65536, "",                          \
+    "vgg: output channels of each stage (each stage ends in a 2x2 max-pool)")                 \
+  X(model, vgg_layers, INTLIST, "2,2,3,3,3", 1, 64, "", "vgg: 3x3 convolutions of each stage") \
+  X(model, use_bn, BOOL, "true", 0, 0, "", "vgg: batch norm after every convolution")          \
+  X(model, init_mode, CHOICE, "auto", 0, 0, "auto|kaiming_fan_out|kaiming_fan_in",            \
+    "fan used by the Kaiming-normal initialisation of conv and linear weights; auto = fan_in " \
+    "for wrn, fan_out otherwise (HEAD configs); se_resnet_preact always uses fan_out")         \
   X(train, epochs, INT, "15", 1, 1000000, "", "number of training epochs")                     \
   X(train, batch_size, INT, "128", 1, 1048576, "", "global batch size (all ranks together)") \
   X(train, eval_batch_size, INT, "256", 1, 1048576, "", "batch size of evaluation")          \

@@ -55,6 +55,7 @@ static int fail(const char *what) {
 }
 
 int main(int argc, char **argv) {
+  dt_train_catch_signals();
   dt_comm *comm = dt_comm_init(&argc, &argv);
   const char *sets[256];
   int n_sets = 0;

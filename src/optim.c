@@ -1,11 +1,14 @@
-/* optim.c: SGD (momentum, Nesterov), LARS, Adam and AMSGrad over the flat arenas. */
+/* optim.c: SGD (momentum, Nesterov), LARS, Adam and AMSGrad over the flat arenas: the
+ * per-tensor choices (weight decay exclusions, bias corrections) here, the arithmetic in the
+ * backend's optimizer-update ops (the CPU backend's loops in src/cpu/cpu_optim.c are the
+ * reference). */
 #include "optim.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-static float *state_array(size_t n) {
+static float *host_array(size_t n) {
   float *a = dt_xaligned(DT_MAX(n, 1) * sizeof(float));
   memset(a, 0, DT_MAX(n, 1) * sizeof(float));
   return a;
@@ -13,6 +16,7 @@ static float *state_array(size_t n) {
 
 void dt_optim_init(dt_optim *opt, const dt_config *cfg, const dt_params *ps) {
   memset(opt, 0, sizeof *opt);
+  DT_CHECK(ps->be != NULL && ps->weights != NULL);
   const char *name = cfg->optim_name;
   opt->kind = strcmp(name, "lars") == 0      ? DT_OPTIM_LARS
               : strcmp(name, "adam") == 0    ? DT_OPTIM_ADAM
@@ -27,78 +31,57 @@ void dt_optim_init(dt_optim *opt, const dt_config *cfg, const dt_params *ps) {
   opt->eps = opt->kind == DT_OPTIM_LARS ? cfg->optim_lars_eps : cfg->optim_adam_eps;
   opt->lars_threshold = cfg->optim_lars_threshold;
   opt->lars_eta = cfg->optim_lars_eta;
+  opt->be = ps->be;
+  opt->n = ps->n_weights;
+  const dt_backend_ops *o = opt->be->ops;
+  const bool have = opt->kind == DT_OPTIM_SGD    ? o->sgd_update != NULL
+                    : opt->kind == DT_OPTIM_LARS ? o->lars_update != NULL
+                                                 : o->adam_update != NULL;
+  if (!have || !o->all_finite)
+    DT_FATAL("optimizer %s not implemented by the %s backend", name, o->name);
   static const char *names[][3] = {{"momentum"}, {"momentum"}, {"exp_avg", "exp_avg_sq"},
                                    {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"}};
   static const int counts[] = {1, 1, 2, 3};
   opt->state.n_states = counts[opt->kind];
   for (int i = 0; i < opt->state.n_states; i++) {
     opt->state.names[i] = names[opt->kind][i];
-    opt->state.arrays[i] = state_array(ps->n_weights);
+    opt->state.arrays[i] = host_array(opt->n);
+    opt->dev[i] = o->alloc(opt->be, DT_MAX(opt->n, 1) * sizeof(float)); /* zero-filled */
   }
 }
 
-static double norm2(const float *x, size_t n) {
-  double s = 0;
-  for (size_t i = 0; i < n; i++) s += (double)x[i] * x[i];
-  return sqrt(s);
-}
-
 void dt_optim_step(dt_optim *opt, dt_params *ps, double lr, float grad_scale) {
+  dt_backend *be = opt->be;
+  DT_CHECK(ps->be == be && ps->n_weights == opt->n);
   const float m = (float)opt->momentum;
   const bool first = opt->steps == 0;
   const long t = opt->steps + 1;
+  /* Adam's bias corrections of update t, the same for every tensor. */
+  const float bc1 = (float)(1.0 - pow(opt->beta1, (double)t));
+  const float bc2_sqrt = (float)sqrt(1.0 - pow(opt->beta2, (double)t));
   for (int i = 0; i < ps->count; i++) {
     const dt_param *p = &ps->items[i];
     if (p->flags & DT_PARAM_BUFFER) continue;
     const float wd = (opt->no_decay_bn_bias && (p->flags & DT_PARAM_NO_DECAY))
                          ? 0.0f
                          : (float)opt->weight_decay;
-    float *restrict w = ps->weights + p->offset;
-    float *restrict g = ps->grads + p->offset;
+    float *w = ps->weights + p->offset, *g = ps->grads + p->offset;
+    float *s0 = opt->dev[0] + p->offset;
     const size_t n = p->count;
-    if (grad_scale != 1.0f)
-      for (size_t j = 0; j < n; j++) g[j] *= grad_scale;
-    float *restrict s0 = opt->state.arrays[0] + p->offset;
     switch (opt->kind) {
-      case DT_OPTIM_SGD: {
-        const float flr = (float)lr;
-        for (size_t j = 0; j < n; j++) {
-          float d = g[j] + wd * w[j];
-          float b = first ? d : m * s0[j] + d;
-          s0[j] = b;
-          w[j] -= opt->nesterov ? flr * (d + m * b) : flr * b;
-        }
+      case DT_OPTIM_SGD:
+        be->ops->sgd_update(be, w, g, s0, n, (float)lr, m, wd, opt->nesterov, first, grad_scale);
         break;
-      }
-      case DT_OPTIM_LARS: {
-        double wn = norm2(w, n), gn = norm2(g, n);
-        double local = wn / (opt->eps + gn + wd * wn);
-        if (opt->lars_eta > 0) local *= opt->lars_eta;
-        if (wn < opt->lars_threshold) local = 1.0;
-        const float scaled = (float)(lr * local);
-        for (size_t j = 0; j < n; j++) {
-          float d = g[j] + wd * w[j];
-          s0[j] = m * s0[j] + scaled * d;
-          w[j] -= s0[j];
-        }
+      case DT_OPTIM_LARS:
+        be->ops->lars_update(be, w, g, s0, n, lr, m, wd, opt->eps, opt->lars_eta,
+                             opt->lars_threshold, grad_scale);
         break;
-      }
       case DT_OPTIM_ADAM:
       case DT_OPTIM_AMSGRAD: {
-        float *restrict v = opt->state.arrays[1] + p->offset;
-        float *restrict vmax = opt->kind == DT_OPTIM_AMSGRAD ? opt->state.arrays[2] + p->offset : NULL;
-        const float b1 = (float)opt->beta1, b2 = (float)opt->beta2, eps = (float)opt->eps;
-        const float bc1 = (float)(1.0 - pow(opt->beta1, (double)t));
-        const float bc2_sqrt = (float)sqrt(1.0 - pow(opt->beta2, (double)t));
-        const float step = (float)lr / bc1;
-        for (size_t j = 0; j < n; j++) {
-          float d = g[j] + wd * w[j];
-          s0[j] = b1 * s0[j] + (1.0f - b1) * d;
-          v[j] = b2 * v[j] + (1.0f - b2) * d * d;
-          float vv = v[j];
-          if (vmax) vv = vmax[j] = fmaxf(vmax[j], v[j]);
-          w[j] -= step * s0[j] / (sqrtf(vv) / bc2_sqrt + eps);
-        }
+        float *v = opt->dev[1] + p->offset;
+        float *vmax = opt->kind == DT_OPTIM_AMSGRAD ? opt->dev[2] + p->offset : NULL;
+        be->ops->adam_update(be, w, g, s0, v, vmax, n, (float)lr / bc1, (float)opt->beta1,
+                             (float)opt->beta2, (float)opt->eps, bc2_sqrt, wd, grad_scale);
         break;
       }
     }
@@ -107,12 +90,23 @@ void dt_optim_step(dt_optim *opt, dt_params *ps, double lr, float grad_scale) {
 }
 
 bool dt_optim_grads_finite(const dt_params *ps) {
-  float acc = 0.0f;
-  for (size_t j = 0; j < ps->n_weights; j++) acc += ps->grads[j] * 0.0f;
-  return acc == 0.0f; /* NaN * 0 = NaN and Inf * 0 = NaN poison the sum */
+  return ps->be->ops->all_finite(ps->be, ps->grads, ps->n_weights);
+}
+
+void dt_optim_state_to_host(dt_optim *opt) {
+  for (int i = 0; i < opt->state.n_states; i++)
+    opt->be->ops->to_host(opt->be, opt->state.arrays[i], opt->dev[i], opt->n * sizeof(float));
+}
+
+void dt_optim_state_from_host(dt_optim *opt) {
+  for (int i = 0; i < opt->state.n_states; i++)
+    opt->be->ops->to_device(opt->be, opt->dev[i], opt->state.arrays[i], opt->n * sizeof(float));
 }
 
 void dt_optim_free(dt_optim *opt) {
-  for (int i = 0; i < opt->state.n_states; i++) free(opt->state.arrays[i]);
-  memset(&opt->state, 0, sizeof opt->state);
+  for (int i = 0; i < opt->state.n_states; i++) {
+    free(opt->state.arrays[i]);
+    if (opt->dev[i]) opt->be->ops->free(opt->be, opt->dev[i]);
+  }
+  memset(opt, 0, sizeof *opt);
 }

@@ -5,7 +5,9 @@
  *            else w -= lr buf
  *   lars     r = |w| / (eps + |g| + wd |w|) (times eta when eta > 0; 1 when |w| < threshold);
  *            buf = m buf + lr r d; w -= buf   (no Nesterov; every tensor is adapted)
- *   adam     PyTorch Adam with bias correction; amsgrad keeps the running maximum of v */
+ *   adam     PyTorch Adam with bias correction; amsgrad keeps the running maximum of v
+ * The arithmetic runs in the backend that owns the arenas (its optimizer-update ops, one call
+ * per tensor), and the optimizer state lives there too: host code never touches either. */
 #ifndef DT_OPTIM_H
 #define DT_OPTIM_H
 
@@ -19,16 +21,26 @@ typedef struct {
   dt_optim_kind kind;
   double momentum, weight_decay, beta1, beta2, eps, lars_threshold, lars_eta;
   bool nesterov, no_decay_bn_bias;
-  dt_optim_state state; /* named state arrays laid out like the weight arena (host memory) */
-  long steps;           /* updates applied so far */
+  dt_backend *be;       /* the backend of the parameter arenas */
+  float *dev[4];        /* state arrays in backend memory, laid out like the weight arena */
+  size_t n;             /* floats per state array (the weight arena's) */
+  /* Host copies of dev[] under their checkpoint names: written by dt_optim_state_to_host,
+   * read by dt_optim_state_from_host (checkpoints save and load these). */
+  dt_optim_state state;
+  long steps; /* updates applied so far */
 } dt_optim;
 
+/* The parameters must be allocated (dt_params_alloc): the state goes to their backend. */
 void dt_optim_init(dt_optim *opt, const dt_config *cfg, const dt_params *ps);
 /* One update of every trainable tensor with learning rate lr; the gradients are multiplied by
- * grad_scale first. */
+ * grad_scale first (in place). */
 void dt_optim_step(dt_optim *opt, dt_params *ps, double lr, float grad_scale);
 /* True when every gradient is finite. */
 bool dt_optim_grads_finite(const dt_params *ps);
+/* Copy the backend state into opt->state (before a checkpoint is saved), or back (after one
+ * was loaded into opt->state). */
+void dt_optim_state_to_host(dt_optim *opt);
+void dt_optim_state_from_host(dt_optim *opt);
 void dt_optim_free(dt_optim *opt);
 
 #endif

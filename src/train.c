@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include "train.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
@@ -41,16 +42,31 @@ typedef struct {
   dt_metrics *metrics;
   bool tty;
   float *losses, *logits; /* host scratch: per-sample losses, (N, K) logits */
-  float *grad_sum, *grad_tmp; /* gradient sum over backward passes (micro-batches, Dual-Cutout) */
+  /* Partial gradient sums of the step's backward passes (micro-batches, Dual-Cutout views),
+   * a stack of host arrays each holding grad_passes[i] passes (see sum_gradients). */
+  float *grad_stack[32];
+  int grad_passes[32], grad_depth;
+  bool accumulate; /* more than one backward pass per step */
   float *logits2, *dlogits; /* host scratch of Dual-Cutout: second view's logits, a gradient */
   bool dual;              /* Dual-Cutout: two views, two passes */
   float *host_weights, *host_buffers; /* checkpoint staging */
-  float *buffers_backup; /* running statistics before a step that may be skipped */
+  float *host_grads;                  /* the gradient sum crossing ranks (allreduce_grads) */
+  float *buffers_backup; /* running statistics before the step (skipped steps, merging ranks) */
+  double *buffers_delta;  /* (n_buffers) each rank's share of the merged running statistics */
 } trainer;
 
 static volatile sig_atomic_t g_stop_signal;
 
 static void on_stop_signal(int sig) { g_stop_signal = sig; }
+
+void dt_train_catch_signals(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGUSR1, &sa, NULL);
+}
 
 /* Print on rank 0 to stdout and log.txt. */
 static void say(trainer *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -114,6 +130,28 @@ static dt_status write_config(const dt_config *cfg, const char *dir) {
   return DT_OK;
 }
 
+/* Delete every checkpoint of dir/checkpoints, temporary files of interrupted writes included
+ * (dt_checkpoint_prune keeps them all for keep_last <= 0): a run started over must never be
+ * resumed from the checkpoints of the run it replaced. */
+static void remove_checkpoints(const char *dir) {
+  char path[4200];
+  snprintf(path, sizeof path, "%s/checkpoints", dir);
+  DIR *dp = opendir(path);
+  if (!dp) return;
+  const struct dirent *e;
+  while ((e = readdir(dp)) != NULL) {
+    const char *name = e->d_name;
+    size_t len = strlen(name);
+    bool done = strncmp(name, "step_", 5) == 0 && len > 3 && strcmp(name + len - 3, ".h5") == 0;
+    bool partial = strncmp(name, ".step_", 6) == 0 && strstr(name, ".h5.tmp.") != NULL;
+    if (!done && !partial) continue;
+    char file[4500];
+    snprintf(file, sizeof file, "%s/%s", path, name);
+    unlink(file);
+  }
+  closedir(dp);
+}
+
 /* A fresh run refuses a directory that already holds a run unless output.overwrite; a
  * resumed run appends to its own directory. */
 static dt_status open_run_dir(trainer *t, bool resume, long resume_step) {
@@ -133,7 +171,7 @@ static dt_status open_run_dir(trainer *t, bool resume, long resume_step) {
       /* Old checkpoints and metrics would mix with the new run's. */
       snprintf(path, sizeof path, "%s/metrics.h5", dir);
       unlink(path);
-      dt_checkpoint_prune(dir, -1);
+      remove_checkpoints(dir);
     }
     st = write_config(cfg, dir);
     if (st != DT_OK) return st;
@@ -158,13 +196,14 @@ static void trainer_free(trainer *t) {
   if (t->log) fclose(t->log);
   free(t->losses);
   free(t->logits);
-  free(t->grad_sum);
-  free(t->grad_tmp);
+  for (size_t i = 0; i < DT_ARRAY_LEN(t->grad_stack); i++) free(t->grad_stack[i]);
   free(t->logits2);
   free(t->dlogits);
   free(t->host_weights);
   free(t->host_buffers);
+  free(t->host_grads);
   free(t->buffers_backup);
+  free(t->buffers_delta);
 }
 
 /* Everything but the run directory, identically on every rank. */
@@ -175,7 +214,9 @@ static dt_status trainer_setup(trainer *t, const dt_config *cfg, dt_comm *comm, 
   t->rank = dt_comm_rank(comm);
   t->world = dt_comm_size(comm);
   t->accum = (int)cfg->train_accum_steps;
-  t->tty = t->rank == 0 && isatty(STDOUT_FILENO);
+  /* One refreshing line on a terminal; under mpirun stdout looks like a terminal but is
+   * forwarded into job logs, so multi-rank runs print whole lines. */
+  t->tty = t->rank == 0 && t->world == 1 && isatty(STDOUT_FILENO);
   t->run_dir = cfg->output_dir;
   int B = (int)cfg->train_batch_size;
   if (B % (t->world * t->accum) != 0)
@@ -218,18 +259,19 @@ static dt_status trainer_setup(trainer *t, const dt_config *cfg, dt_comm *comm, 
   t->losses = dt_xmalloc(2 * (size_t)maxn * sizeof(float));
   t->logits = dt_xmalloc((size_t)maxn * t->ds.classes * sizeof(float));
   const dt_params *ps = &t->model->params;
-  if (t->accum > 1 || t->dual) {
-    t->grad_sum = dt_xmalloc(ps->n_weights * sizeof(float));
-    t->grad_tmp = dt_xmalloc(ps->n_weights * sizeof(float));
-  }
+  t->accumulate = t->accum > 1 || t->dual;
   if (t->dual) {
     t->logits2 = dt_xmalloc((size_t)maxn * t->ds.classes * sizeof(float));
     t->dlogits = dt_xmalloc((size_t)maxn * t->ds.classes * sizeof(float));
   }
   t->host_weights = dt_xmalloc(DT_MAX(ps->n_weights, 1) * sizeof(float));
   t->host_buffers = dt_xmalloc(DT_MAX(ps->n_buffers, 1) * sizeof(float));
-  if (strcmp(cfg->train_nonfinite, "skip") == 0)
+  if (strcmp(cfg->train_nonfinite, "skip") == 0 || t->world > 1)
     t->buffers_backup = dt_xmalloc(DT_MAX(ps->n_buffers, 1) * sizeof(float));
+  if (t->world > 1) {
+    t->buffers_delta = dt_xmalloc(DT_MAX(ps->n_buffers, 1) * sizeof(double));
+    t->host_grads = dt_xmalloc(DT_MAX(ps->n_weights, 1) * sizeof(float));
+  }
   return DT_OK;
 }
 
@@ -255,6 +297,17 @@ static void params_from_host(trainer *t) {
   t->be->ops->to_device(t->be, ps->buffers, t->host_buffers, ps->n_buffers * sizeof(float));
 }
 
+/* Sum the gradient arena over the ranks. The comm works on host memory and the arena is
+ * backend memory, so the sum goes through host_grads. */
+static void allreduce_grads(trainer *t) {
+  if (t->world == 1) return;
+  dt_params *ps = &t->model->params;
+  const size_t bytes = ps->n_weights * sizeof(float);
+  t->be->ops->to_host(t->be, t->host_grads, ps->grads, bytes);
+  dt_comm_allreduce_sum(t->comm, t->host_grads, ps->n_weights);
+  t->be->ops->to_device(t->be, ps->grads, t->host_grads, bytes);
+}
+
 /* Rank 0's weights and running statistics everywhere. */
 static void broadcast_params(trainer *t) {
   if (t->world == 1) return;
@@ -265,15 +318,27 @@ static void broadcast_params(trainer *t) {
   params_from_host(t);
 }
 
-/* Batch-norm running statistics are updated per rank from its own micro-batches; averaging
- * them after every step keeps every rank (and every checkpoint) identical. */
-static void average_buffers(trainer *t) {
+/* Batch-norm running statistics are updated per rank, once per training forward pass, from
+ * its own micro-batches. They are merged as if one rank had run every pass of the step in
+ * rank order (what a single process with ranks x accum_steps micro-batches computes), which
+ * keeps every rank and every checkpoint identical for any split. With a = 1 - momentum, P
+ * passes per rank and r0 the statistics before the step (buffers_backup), rank r holds
+ * a^P r0 + c_r, and the sequential result is a^(P W) r0 + sum_r a^(P (W - 1 - r)) c_r. A plain
+ * average would give a^P r0 + mean_r c_r instead: too little decay, and a different result
+ * for every world size. */
+static void merge_buffers(trainer *t, int passes) {
   if (t->world == 1) return;
   dt_params *ps = &t->model->params;
   t->be->ops->to_host(t->be, t->host_buffers, ps->buffers, ps->n_buffers * sizeof(float));
-  dt_comm_allreduce_sum(t->comm, t->host_buffers, ps->n_buffers);
-  const float inv = 1.0f / (float)t->world;
-  for (size_t i = 0; i < ps->n_buffers; i++) t->host_buffers[i] *= inv;
+  const double a = 1.0 - (double)dt_model_graph(t->model, t->micro, false)->bn_momentum;
+  const double a_p = pow(a, passes), later = pow(a_p, t->world - 1 - t->rank);
+  const double a_all = pow(a_p, t->world);
+  const float *r0 = t->buffers_backup;
+  for (size_t i = 0; i < ps->n_buffers; i++)
+    t->buffers_delta[i] = ((double)t->host_buffers[i] - a_p * r0[i]) * later;
+  dt_comm_allreduce_sum_f64(t->comm, t->buffers_delta, ps->n_buffers);
+  for (size_t i = 0; i < ps->n_buffers; i++)
+    t->host_buffers[i] = (float)(a_all * r0[i] + t->buffers_delta[i]);
   t->be->ops->to_device(t->be, ps->buffers, t->host_buffers, ps->n_buffers * sizeof(float));
 }
 
@@ -291,6 +356,7 @@ static char *config_text(const dt_config *cfg) {
 static dt_status save_checkpoint(trainer *t, long epoch, long step, long step_in_epoch) {
   if (t->rank != 0) return DT_OK;
   params_to_host(t);
+  dt_optim_state_to_host(&t->opt);
   dt_checkpoint_meta meta = {0};
   meta.epoch = epoch;
   meta.step = step;
@@ -367,29 +433,48 @@ static double train_correct(const float *logits, const float *targets, const int
   return c;
 }
 
-/* Add this backward pass's parameter gradients to the step's sum (pass 0 starts it). */
+/* Add the top partial sum of the stack to the one below it. */
+static void merge_top_gradients(trainer *t) {
+  const size_t n = t->model->params.n_weights;
+  float *dst = t->grad_stack[t->grad_depth - 2];
+  const float *src = t->grad_stack[t->grad_depth - 1];
+  for (size_t j = 0; j < n; j++) dst[j] += src[j];
+  t->grad_passes[t->grad_depth - 2] += t->grad_passes[t->grad_depth - 1];
+  t->grad_depth--;
+}
+
+/* Add this backward pass's parameter gradients to the step's sum (pass 0 starts it). The
+ * passes are added in fp32 as a balanced binary tree in pass order, (g0 + g1) + (g2 + g3),
+ * by a stack that merges neighbours holding equally many passes: the order in which an
+ * all-reduce by recursive doubling adds ranks. A plain running sum, ((g0 + g1) + g2) + g3,
+ * rounds differently from 2 ranks x 2 passes or 4 ranks x 1, and training amplifies that
+ * last-bit difference (pre-batch-norm biases have gradients that are mostly cancellation). */
 static void sum_gradients(trainer *t, int pass) {
   dt_params *ps = &t->model->params;
-  if (!t->grad_sum) return;
-  if (pass == 0) {
-    t->be->ops->to_host(t->be, t->grad_sum, ps->grads, ps->n_weights * sizeof(float));
-    return;
-  }
-  /* fp32, in pass order, so any world size with the same micro-batches sums alike per rank. */
-  t->be->ops->to_host(t->be, t->grad_tmp, ps->grads, ps->n_weights * sizeof(float));
-  for (size_t j = 0; j < ps->n_weights; j++) t->grad_sum[j] += t->grad_tmp[j];
+  if (!t->accumulate) return;
+  if (pass == 0) t->grad_depth = 0;
+  const int d = t->grad_depth++;
+  DT_CHECK(d < (int)DT_ARRAY_LEN(t->grad_stack));
+  if (!t->grad_stack[d]) t->grad_stack[d] = dt_xmalloc(DT_MAX(ps->n_weights, 1) * sizeof(float));
+  t->be->ops->to_host(t->be, t->grad_stack[d], ps->grads, ps->n_weights * sizeof(float));
+  t->grad_passes[d] = 1;
+  while (t->grad_depth >= 2 &&
+         t->grad_passes[t->grad_depth - 2] == t->grad_passes[t->grad_depth - 1])
+    merge_top_gradients(t);
 }
 
 /* Dual-Cutout on one micro-batch (SPEC 3): z1 and z2 from two forward passes with their own
  * batch statistics; loss 0.5 [CE(z1, y) + CE(z2, y)] + alpha MSE(z1, z2), CE over the global
  * batch and MSE over its N x K logits; accuracy on (z1 + z2) / 2. */
 static void dual_cutout_step(trainer *t, const float *x1, const float *x2, const float *targets,
-                             const int *labels, int global_n, int *pass, double *loss_sum,
-                             double *correct) {
+                             const int *labels, int global_n, uint64_t key, long offset, int *pass,
+                             double *loss_sum, double *correct) {
   const int n = t->micro, K = t->ds.classes;
   const double alpha = t->cfg->augment_dual_cutout_alpha;
   dt_graph *g1 = dt_model_graph_slot(t->model, n, false, 0);
   dt_graph *g2 = dt_model_graph_slot(t->model, n, false, 1);
+  g1->step_key = g2->step_key = key;
+  g1->sample_offset = g2->sample_offset = offset;
   const dt_tensor *z1 = dt_graph_forward(g1, x1, true), *z2 = dt_graph_forward(g2, x2, true);
   float *l2 = t->losses + n;
   dt_graph_loss(g1, targets, 0.5f / (float)global_n, t->losses);
@@ -421,9 +506,15 @@ static void dual_cutout_step(trainer *t, const float *x1, const float *x2, const
   *correct += topk_correct(t->logits, labels, n, K, 1);
 }
 
-/* Forward and backward over this rank's micro-batches of one global batch; leaves the
- * rank's gradient sum in the gradient arena. Adds the summed loss and top-1 count. */
-static void compute_gradients(trainer *t, const dt_batch *b, double *loss_sum, double *correct) {
+/* Forward and backward over this rank's micro-batches of global step `step`; leaves the
+ * rank's gradient sum in the gradient arena. Adds the summed loss and top-1 count. Returns the
+ * number of training passes (each one updated the batch-norm running statistics). Dropout and
+ * shake-shake draw from a key of (seed, step) and each sample's index in the global batch, so
+ * they too are the same for any world size. */
+static int compute_gradients(trainer *t, const dt_batch *b, long step, double *loss_sum,
+                             double *correct) {
+  dt_rng kr = dt_rng_key((uint64_t)t->cfg->train_seed, DT_RNG_DROPOUT, (uint64_t)step, 0);
+  const uint64_t key = dt_rng_u64(&kr);
   dt_params *ps = &t->model->params;
   const dt_split *tr = &t->ds.train;
   const size_t image = (size_t)tr->channels * tr->height * tr->width;
@@ -433,12 +524,15 @@ static void compute_gradients(trainer *t, const dt_batch *b, double *loss_sum, d
     const size_t first = (size_t)k * t->micro;
     const float *x = b->images + first * image, *targets = b->targets + first * K;
     const int *labels = b->labels + first;
+    const long offset = (long)t->rank * (b->global_n / t->world) + (long)first;
     if (b->images2) {
-      dual_cutout_step(t, x, b->images2 + first * image, targets, labels, b->global_n, &pass,
-                       loss_sum, correct);
+      dual_cutout_step(t, x, b->images2 + first * image, targets, labels, b->global_n, key, offset,
+                       &pass, loss_sum, correct);
       continue;
     }
     dt_graph *g = dt_model_graph(t->model, t->micro, false);
+    g->step_key = key;
+    g->sample_offset = offset;
     const dt_tensor *logits = dt_graph_forward(g, x, true);
     dt_graph_loss(g, targets, 1.0f / (float)b->global_n, t->losses);
     dt_graph_backward(g);
@@ -447,7 +541,12 @@ static void compute_gradients(trainer *t, const dt_batch *b, double *loss_sum, d
     for (int i = 0; i < t->micro; i++) *loss_sum += t->losses[i];
     *correct += train_correct(t->logits, targets, labels, t->micro, K, b->mixed);
   }
-  if (pass > 1) t->be->ops->to_device(t->be, ps->grads, t->grad_sum, ps->n_weights * sizeof(float));
+  if (pass > 1) {
+    /* What is left on the stack (pass counts other than powers of two), from the top. */
+    while (t->grad_depth > 1) merge_top_gradients(t);
+    t->be->ops->to_device(t->be, ps->grads, t->grad_stack[0], ps->n_weights * sizeof(float));
+  }
+  return pass;
 }
 
 /* Fault injection for the tests: DTRAIN_FAULT_KILL=RANK:STEP makes that rank SIGKILL itself
@@ -509,6 +608,7 @@ static dt_status load_start(trainer *t, const dt_run_opts *opts, long *step, lon
   if (st != DT_OK) return st;
   params_from_host(t);
   if (opts->resume_dir) {
+    dt_optim_state_from_host(&t->opt);
     *step = meta.step;
     *epoch = meta.epoch;
     *step_in_epoch = meta.step_in_epoch;
@@ -528,17 +628,18 @@ int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts) {
   if (opts->resume_dir) t.run_dir = opts->resume_dir;
   long step = 0, epoch0 = 0, skip = 0;
   if (st == DT_OK) st = load_start(&t, opts, &step, &epoch0, &skip);
-  if (st == DT_OK && t.rank == 0) st = open_run_dir(&t, opts->resume_dir != NULL, step);
+  /* Rank 0 touches the run directory only once every rank has set up, so an input error on
+   * any rank leaves no new directory behind (and a resumed one unchanged). */
+  const bool set_up = agree(&t, st) == DT_OK;
+  if (set_up && t.rank == 0) st = open_run_dir(&t, opts->resume_dir != NULL, step);
   if (st != DT_OK && t.rank == 0) fprintf(stderr, "dtrain: %s\n", dt_error_message());
-  if (agree(&t, st) != DT_OK) {
+  if (!set_up || agree(&t, st) != DT_OK) {
     if (st != DT_OK && t.rank != 0) fprintf(stderr, "dtrain (rank %d): %s\n", t.rank, dt_error_message());
     trainer_free(&t);
     return DT_EXIT_INPUT;
   }
   broadcast_params(&t);
   print_header(&t);
-  signal(SIGTERM, on_stop_signal);
-  signal(SIGUSR1, on_stop_signal);
 
   const long max_steps = cfg->train_max_steps, log_every = cfg->output_log_every;
   const bool skip_nonfinite = strcmp(cfg->train_nonfinite, "skip") == 0;
@@ -557,8 +658,8 @@ int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts) {
       if (t.buffers_backup)
         t.be->ops->to_host(t.be, t.buffers_backup, ps->buffers, ps->n_buffers * sizeof(float));
       double loss = 0, correct = 0;
-      compute_gradients(&t, b, &loss, &correct);
-      dt_comm_allreduce_sum(comm, t.model->params.grads, t.model->params.n_weights);
+      const int passes = compute_gradients(&t, b, step, &loss, &correct);
+      allreduce_grads(&t);
       /* One reduction carries the metrics and every rank's view of signals and faults. */
       double red[5] = {loss, correct, b->n, g_stop_signal != 0, !dt_optim_grads_finite(&t.model->params)};
       dt_comm_allreduce_sum_f64(comm, red, 5);
@@ -576,9 +677,9 @@ int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts) {
         t.be->ops->to_device(t.be, ps->buffers, t.buffers_backup, ps->n_buffers * sizeof(float));
       } else {
         dt_optim_step(&t.opt, &t.model->params, lr, 1.0f);
+        merge_buffers(&t, passes);
         for (int j = 0; j < 3; j++) sums[j] += red[j], win[j] += red[j];
       }
-      average_buffers(&t);
       step++, i++;
       if (i % log_every == 0 || i == t.steps_per_epoch) {
         double el = dt_now() - t0, ips = sums[2] / el;
@@ -592,7 +693,10 @@ int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts) {
         if (t.rank == 0) {
           printf(t.tty ? "\r%s\033[K" : "%s\n", line);
           fflush(stdout);
-          if (t.log) fprintf(t.log, "%s\n", line);
+          if (t.log) {
+            fprintf(t.log, "%s\n", line);
+            fflush(t.log); /* progress visible to tail -f while the epoch runs */
+          }
           dt_step_row row = {(double)step, (double)epoch + 1, lr, wl, wa, ips};
           dt_metrics_step(t.metrics, &row);
         }
@@ -625,7 +729,9 @@ int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts) {
     double train_s = dt_now() - t0;
     eval_result r = evaluate(&t);
     if (t.tty) printf("\r\033[K");
-    const double n = DT_MAX(sums[2], 1);
+    /* Resumed at the end of an epoch, no step of it ran here: its training metrics are
+     * unknown (NaN), not zero. */
+    const double n = sums[2] > 0 ? sums[2] : NAN;
     say(&t,
         "epoch %ld/%ld train loss %.4f acc %.2f%% | test loss %.4f top1 %.2f%% top5 %.2f%% | "
         "%.1f s, %.0f img/s\n",
@@ -679,8 +785,8 @@ int dt_train_bench(const dt_config *cfg, dt_comm *comm, dt_device device, long s
       dt_loader_start(t.train_ld, i, 0);
       b = dt_loader_next(t.train_ld);
     }
-    compute_gradients(&t, b, &loss, &correct);
-    dt_comm_allreduce_sum(comm, t.model->params.grads, t.model->params.n_weights);
+    compute_gradients(&t, b, i, &loss, &correct);
+    allreduce_grads(&t);
     dt_optim_step(&t.opt, &t.model->params, dt_schedule_lr(&t.sched, i), 1.0f);
     if (i >= warmup) n_with += b->global_n;
   }
@@ -695,8 +801,8 @@ int dt_train_bench(const dt_config *cfg, dt_comm *comm, dt_device device, long s
       t0 = dt_now();
       ar0 = dt_comm_allreduce_seconds(comm);
     }
-    compute_gradients(&t, b, &loss, &correct);
-    dt_comm_allreduce_sum(comm, t.model->params.grads, t.model->params.n_weights);
+    compute_gradients(&t, b, i, &loss, &correct);
+    allreduce_grads(&t);
     dt_optim_step(&t.opt, &t.model->params, dt_schedule_lr(&t.sched, i), 1.0f);
     if (i >= warmup) n_only += b->global_n;
   }

@@ -22,6 +22,10 @@ typedef struct {
   const char *init_path;  /* start from the weights of this checkpoint */
 } dt_run_opts;
 
+/* SIGTERM and SIGUSR1 (Slurm's --signal) end a run at the next step boundary with a
+ * checkpoint and DT_EXIT_PREEMPTED. Installed first thing, so a signal during start-up is not
+ * lost. */
+void dt_train_catch_signals(void);
 int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts);
 int dt_train_bench(const dt_config *cfg, dt_comm *comm, dt_device device, long steps);
 int dt_train_dry_run(const dt_config *cfg);

@@ -340,6 +340,8 @@ static void test_conv(void **state) {
       {2, 6, 7, 7, 6, 3, 3, 1, 1, 6, true},     /* depthwise */
       {1, 4, 9, 7, 6, 3, 3, 2, 0, 1, true},     /* non-square, pad 0 */
       {2, 3, 9, 9, 4, 5, 5, 1, 2, 1, true},     /* 5x5 */
+      {2, 512, 4, 4, 512, 3, 3, 1, 1, 8, true}, /* ResNeXt-29 8x64d stage 1: 8 groups of 64 */
+      {1, 256, 6, 6, 256, 3, 3, 2, 1, 8, true}, /* 8 groups of 32, stride 2 */
   };
   for (size_t ci = 0; ci < DT_ARRAY_LEN(cases); ci++)
     for (int kind = 0; kind < LAYOUT_KINDS; kind++)
@@ -756,7 +758,7 @@ static void test_chain(void **state) {
   const size_t nw1 = ref_conv_w_count(&r1), nw2 = ref_conv_w_count(&r2), nfc = (size_t)K * C;
 
   /* ---- graph: ops and their layouts ---- */
-  const dt_layout *xl = be->ops->layout_plain(be, xs), *al, *ul, *gl, *zl;
+  const dt_layout *xl = be->ops->layout_plain(be, xs), *al = NULL, *ul = NULL, *gl, *zl;
   dt_op *conv1 = be->ops->conv_create(be, &p1, xl, &al);
   dt_op *bn = be->ops->bn_create(be, as, al, BN_EPS, false);
   dt_op *relu = be->ops->eltwise_create(be, as, al);
@@ -894,11 +896,471 @@ static void test_chain(void **state) {
   chk_end();
 }
 
+/* ---- ops of the other families (SPEC 1) ---- */
+
+/* Input layouts of the new ops: plain, and what a stem-like convolution writes. */
+static const char *tag_of(char *buf, size_t size, const char *op, dt_shape s, int kind) {
+  snprintf(buf, size, "%s %dx%dx%dx%d %s", op, s.n, s.c, s.h, s.w, layout_name[kind]);
+  return buf;
+}
+
+/* Values at least 2 / count apart (a permutation of a grid over [-1, 1)): max pooling then has
+ * no ties, in fp32 as in double. */
+static hvec hv_distinct(size_t n, size_t mult) {
+  hvec v = hv_new(n);
+  for (size_t i = 0; i < n; i++) {
+    v.f[i] = (float)(-1.0 + 2.0 * (double)((i * mult) % n) / n);
+    v.d[i] = v.f[i];
+  }
+  return v;
+}
+
+/* chk_tensor, and that the lanes a blocked layout pads the channels with hold zeros (the
+ * sum of |raw buffer| equals the sum of |values|): outputs start as garbage, and a later
+ * primitive may read padding lanes. */
+static void chk_out(dt_backend *be, const char *what, const dt_tensor *t, const double *want) {
+  chk_tensor(be, what, t, want);
+  const size_t bytes = be->ops->layout_bytes(t->layout), n = dt_shape_count(t->shape);
+  if (bytes == n * sizeof(float)) return;
+  float *raw = dt_xcalloc(bytes / sizeof(float), sizeof(float));
+  double *vals = t_get(be, t);
+  be->ops->to_host(be, raw, t->data, bytes);
+  double sr = 0, sv = 0;
+  for (size_t i = 0; i < bytes / sizeof(float); i++) sr += fabs(raw[i]);
+  for (size_t i = 0; i < n; i++) sv += fabs(vals[i]);
+  const bool ok = fabs(sr - sv) <= 1e-5 * sv;
+  g_chk.checks++;
+  if (!ok) {
+    g_chk.failures++;
+    print_message("  FAIL %s: padding lanes not zero (|raw| %g, |values| %g)\n", what, sr, sv);
+  }
+  free(raw), free(vals);
+}
+
+static void pool_case(dt_backend *be, dt_shape s, dt_pool_kind pk, int k, int stride, int pad,
+                      bool incl, int kind, uint64_t seed) {
+  const bool max = pk == DT_POOL_MAX;
+  const int P = ref_pool_out(s.h, k, stride, pad), Q = ref_pool_out(s.w, k, stride, pad);
+  const dt_shape ys = {s.n, s.c, P, Q};
+  const size_t nx = dt_shape_count(s), ny = dt_shape_count(ys);
+  dt_op *keep;
+  const dt_layout *xl = layout_of(be, s, kind, &keep), *yl = NULL;
+  dt_op *op = be->ops->pool_create(be, s, xl, pk, k, stride, pad, incl, &yl);
+  assert_non_null(op);
+  assert_non_null(yl);
+  char tag[96], what[160], name[48];
+  snprintf(name, sizeof name, "%s pool %d/%d p%d%s", max ? "max" : "avg", k, stride, pad,
+           max || incl ? "" : " excl");
+  tag_of(tag, sizeof tag, name, s, kind);
+  hvec x = hv_distinct(nx, 7919 % nx ? 7919 : 7907), dy = hv_rand(ny, seed, -1, 1);
+  double *ry = dt_xcalloc(ny, sizeof *ry), *rdx = dt_xcalloc(nx, sizeof *rdx);
+  ref_pool_forward(s.n, s.c, s.h, s.w, max, k, stride, pad, incl, x.d, ry);
+  ref_pool_backward(s.n, s.c, s.h, s.w, max, k, stride, pad, incl, x.d, dy.d, rdx);
+  dt_tensor xt = t_new(be, s, xl), yt = t_garbage(be, ys, yl, seed + 1);
+  dt_tensor dyt = t_new(be, ys, yl), dxt = t_garbage(be, s, xl, seed + 2);
+  t_put(be, &xt, &x);
+  t_put(be, &dyt, &dy);
+  be->ops->pool_forward(op, &xt, &yt);
+  chk_out(be, strcat(strcpy(what, tag), ": forward"), &yt, ry);
+  be->ops->pool_backward(op, &dyt, &dxt);
+  chk_out(be, strcat(strcpy(what, tag), ": backward dx"), &dxt, rdx);
+  t_free(be, &xt), t_free(be, &yt), t_free(be, &dyt), t_free(be, &dxt);
+  hv_free(&x), hv_free(&dy);
+  free(ry), free(rdx);
+  be->ops->op_free(op);
+  op_release(be, &keep);
+}
+
+static void test_pool(void **state) {
+  dt_backend *be = *state;
+  chk_begin();
+  static const struct {
+    dt_shape s;
+    dt_pool_kind kind;
+    int k, stride, pad;
+    bool incl;
+  } cases[] = {
+      {{2, 64, 8, 8}, DT_POOL_MAX, 2, 2, 0, true},   /* VGG */
+      {{1, 17, 9, 9}, DT_POOL_MAX, 2, 2, 0, true},   /* batch 1, odd size and channels */
+      {{2, 16, 11, 11}, DT_POOL_MAX, 3, 2, 1, true}, /* ImageNet stem max 3x3/2 pad 1 */
+      {{2, 24, 8, 8}, DT_POOL_AVG, 2, 2, 0, true},   /* DenseNet transition */
+      {{3, 21, 7, 7}, DT_POOL_AVG, 2, 2, 0, true},   /* PyramidNet shortcut, odd size */
+      {{2, 16, 9, 8}, DT_POOL_AVG, 1, 2, 0, true},   /* shake-shake 1x1/2 subsampling */
+      {{2, 5, 6, 6}, DT_POOL_AVG, 3, 1, 1, true},    /* padding counted */
+      {{2, 5, 6, 6}, DT_POOL_AVG, 3, 1, 1, false},   /* padding excluded */
+  };
+  for (size_t ci = 0; ci < DT_ARRAY_LEN(cases); ci++)
+    for (int kind = 0; kind < LAYOUT_KINDS; kind++)
+      pool_case(be, cases[ci].s, cases[ci].kind, cases[ci].k, cases[ci].stride, cases[ci].pad,
+                cases[ci].incl, kind, 9000 + 10 * ci);
+  chk_end();
+}
+
+static void concat_case(dt_backend *be, int n, int ca, int cb, int h, int w, int kind_a,
+                        int kind_b, uint64_t seed) {
+  const dt_shape as = {n, ca, h, w}, bs = {n, cb, h, w}, ys = {n, ca + cb, h, w};
+  const size_t na = dt_shape_count(as), nb = dt_shape_count(bs), ny = dt_shape_count(ys);
+  dt_op *keep_a, *keep_b;
+  const dt_layout *al = layout_of(be, as, kind_a, &keep_a),
+                  *bl = layout_of(be, bs, kind_b, &keep_b);
+  const dt_layout *yl = NULL;
+  dt_op *op = be->ops->concat_create(be, as, al, bs, bl, &yl);
+  assert_non_null(op);
+  assert_non_null(yl);
+  char tag[128], what[192];
+  snprintf(tag, sizeof tag, "concat %dx(%d+%d)x%dx%d %s+%s", n, ca, cb, h, w, layout_name[kind_a],
+           layout_name[kind_b]);
+  hvec a = hv_rand(na, seed, -1, 1), b = hv_rand(nb, seed + 1, -1, 1),
+       dy = hv_rand(ny, seed + 2, -1, 1);
+  double *ry = dt_xcalloc(ny, sizeof *ry), *rda = dt_xcalloc(na, sizeof *rda);
+  double *rdb = dt_xcalloc(nb, sizeof *rdb);
+  ref_concat_forward(n, ca, cb, h * w, a.d, b.d, ry);
+  ref_concat_backward(n, ca, cb, h * w, dy.d, rda, rdb);
+  dt_tensor at = t_new(be, as, al), bt = t_new(be, bs, bl), yt = t_garbage(be, ys, yl, seed + 3);
+  dt_tensor dyt = t_new(be, ys, yl), dat = t_garbage(be, as, al, seed + 4);
+  dt_tensor dbt = t_garbage(be, bs, bl, seed + 5);
+  t_put(be, &at, &a), t_put(be, &bt, &b), t_put(be, &dyt, &dy);
+  be->ops->concat_forward(op, &at, &bt, &yt);
+  chk_out(be, strcat(strcpy(what, tag), ": forward"), &yt, ry);
+  be->ops->concat_backward(op, &dyt, &dat, &dbt);
+  chk_out(be, strcat(strcpy(what, tag), ": backward da"), &dat, rda);
+  chk_out(be, strcat(strcpy(what, tag), ": backward db"), &dbt, rdb);
+  /* One input at a time, as the graph asks (the other left alone). */
+  t_free(be, &dat), t_free(be, &dbt);
+  dat = t_garbage(be, as, al, seed + 6), dbt = t_garbage(be, bs, bl, seed + 7);
+  be->ops->concat_backward(op, &dyt, NULL, &dbt);
+  be->ops->concat_backward(op, &dyt, &dat, NULL);
+  chk_out(be, strcat(strcpy(what, tag), ": backward da alone"), &dat, rda);
+  chk_out(be, strcat(strcpy(what, tag), ": backward db alone"), &dbt, rdb);
+  t_free(be, &at), t_free(be, &bt), t_free(be, &yt), t_free(be, &dyt), t_free(be, &dat),
+      t_free(be, &dbt);
+  hv_free(&a), hv_free(&b), hv_free(&dy);
+  free(ry), free(rda), free(rdb);
+  be->ops->op_free(op);
+  op_release(be, &keep_a);
+  op_release(be, &keep_b);
+}
+
+static void pad_case(dt_backend *be, dt_shape s, int c_out, int kind, uint64_t seed) {
+  const dt_shape ys = {s.n, c_out, s.h, s.w};
+  const size_t nx = dt_shape_count(s), ny = dt_shape_count(ys);
+  dt_op *keep;
+  const dt_layout *xl = layout_of(be, s, kind, &keep), *yl = NULL;
+  dt_op *op = be->ops->pad_channels_create(be, s, xl, c_out, &yl);
+  assert_non_null(op);
+  char tag[96], what[160], name[48];
+  snprintf(name, sizeof name, "pad_channels ->%d", c_out);
+  tag_of(tag, sizeof tag, name, s, kind);
+  hvec x = hv_rand(nx, seed, -1, 1), dy = hv_rand(ny, seed + 1, -1, 1);
+  double *ry = dt_xcalloc(ny, sizeof *ry), *rdx = dt_xcalloc(nx, sizeof *rdx);
+  ref_pad_channels_forward(s.n, s.c, c_out, s.h * s.w, x.d, ry);
+  ref_pad_channels_backward(s.n, s.c, c_out, s.h * s.w, dy.d, rdx);
+  dt_tensor xt = t_new(be, s, xl), yt = t_garbage(be, ys, yl, seed + 2);
+  dt_tensor dyt = t_new(be, ys, yl), dxt = t_garbage(be, s, xl, seed + 3);
+  t_put(be, &xt, &x), t_put(be, &dyt, &dy);
+  be->ops->pad_channels_forward(op, &xt, &yt);
+  chk_out(be, strcat(strcpy(what, tag), ": forward"), &yt, ry);
+  be->ops->pad_channels_backward(op, &dyt, &dxt);
+  chk_out(be, strcat(strcpy(what, tag), ": backward dx"), &dxt, rdx);
+  t_free(be, &xt), t_free(be, &yt), t_free(be, &dyt), t_free(be, &dxt);
+  hv_free(&x), hv_free(&dy);
+  free(ry), free(rdx);
+  be->ops->op_free(op);
+  op_release(be, &keep);
+}
+
+static void test_concat_pad(void **state) {
+  dt_backend *be = *state;
+  chk_begin();
+  static const int cases[][5] = {
+      /* n  ca  cb  h  w */
+      {2, 24, 12, 8, 8},  /* DenseNet-BC k=12: the offset 24 is inside a block */
+      {1, 36, 12, 5, 5},  /* batch 1, odd size */
+      {2, 32, 16, 4, 4},  /* block-aligned */
+      {2, 16, 16, 7, 7},  /* shake-shake shortcut halves */
+      {3, 3, 5, 6, 5},    /* tiny, odd */
+  };
+  for (size_t ci = 0; ci < DT_ARRAY_LEN(cases); ci++)
+    for (int ka = 0; ka < LAYOUT_KINDS; ka++)
+      for (int kb = 0; kb < LAYOUT_KINDS; kb++)
+        concat_case(be, cases[ci][0], cases[ci][1], cases[ci][2], cases[ci][3], cases[ci][4], ka,
+                    kb, 9100 + 10 * ci);
+  static const struct {
+    dt_shape s;
+    int c_out;
+  } pads[] = {{{2, 16, 8, 8}, 21}, {{1, 21, 5, 5}, 26}, {{2, 100, 4, 4}, 100}, {{3, 5, 3, 3}, 37}};
+  for (size_t pi = 0; pi < DT_ARRAY_LEN(pads); pi++)
+    for (int kind = 0; kind < LAYOUT_KINDS; kind++)
+      pad_case(be, pads[pi].s, pads[pi].c_out, kind, 9200 + 10 * pi);
+  chk_end();
+}
+
+static void dropout_case(dt_backend *be, dt_shape s, float p, int kind, uint64_t seed) {
+  const size_t n = dt_shape_count(s);
+  dt_op *keep;
+  const dt_layout *l = layout_of(be, s, kind, &keep);
+  dt_op *op = be->ops->dropout_create(be, s, l, p);
+  assert_non_null(op);
+  char tag[96], what[160], name[32];
+  snprintf(name, sizeof name, "dropout %.2f", p);
+  tag_of(tag, sizeof tag, name, s, kind);
+  uint64_t *keys = dt_xcalloc((size_t)s.n, sizeof *keys);
+  dt_rng r = dt_rng_key(seed, 12, 0, 0);
+  for (int i = 0; i < s.n; i++) keys[i] = dt_rng_u64(&r);
+  hvec x = hv_rand(n, seed, -1, 1), dy = hv_rand(n, seed + 1, -1, 1);
+  double *ry = dt_xcalloc(n, sizeof *ry), *rdx = dt_xcalloc(n, sizeof *rdx);
+  ref_dropout_forward(s.n, s.c, s.h * s.w, p, keys, x.d, ry);
+  ref_dropout_backward(s.n, s.c, s.h * s.w, p, keys, dy.d, rdx);
+  dt_tensor xt = t_new(be, s, l), yt = t_garbage(be, s, l, seed + 2);
+  dt_tensor dyt = t_new(be, s, l), dxt = t_garbage(be, s, l, seed + 3);
+  t_put(be, &xt, &x), t_put(be, &dyt, &dy);
+  be->ops->dropout_forward(op, &xt, keys, &yt);
+  chk_out(be, strcat(strcpy(what, tag), ": forward"), &yt, ry);
+  be->ops->dropout_backward(op, &dyt, &dxt);
+  chk_out(be, strcat(strcpy(what, tag), ": backward dx"), &dxt, rdx);
+  /* Inference: no keys, the identity. */
+  dt_tensor yit = t_garbage(be, s, l, seed + 4);
+  be->ops->dropout_forward(op, &xt, NULL, &yit);
+  chk_out(be, strcat(strcpy(what, tag), ": forward (no keys) = x"), &yit, x.d);
+  t_free(be, &xt), t_free(be, &yt), t_free(be, &dyt), t_free(be, &dxt), t_free(be, &yit);
+  hv_free(&x), hv_free(&dy);
+  free(ry), free(rdx), free(keys);
+  be->ops->op_free(op);
+  op_release(be, &keep);
+}
+
+static void sigmoid_case(dt_backend *be, dt_shape s, int kind, uint64_t seed) {
+  const size_t n = dt_shape_count(s);
+  dt_op *keep;
+  const dt_layout *l = layout_of(be, s, kind, &keep);
+  dt_op *op = be->ops->sigmoid_create(be, s, l);
+  assert_non_null(op);
+  char tag[96], what[160];
+  tag_of(tag, sizeof tag, "sigmoid", s, kind);
+  hvec x = hv_rand(n, seed, -6, 6), dy = hv_rand(n, seed + 1, -1, 1);
+  double *ry = dt_xcalloc(n, sizeof *ry), *rdx = dt_xcalloc(n, sizeof *rdx);
+  ref_sigmoid_forward(n, x.d, ry);
+  ref_sigmoid_backward(n, ry, dy.d, rdx);
+  dt_tensor xt = t_new(be, s, l), yt = t_garbage(be, s, l, seed + 2);
+  dt_tensor dyt = t_new(be, s, l), dxt = t_garbage(be, s, l, seed + 3);
+  t_put(be, &xt, &x), t_put(be, &dyt, &dy);
+  be->ops->sigmoid_forward(op, &xt, &yt);
+  chk_out(be, strcat(strcpy(what, tag), ": forward"), &yt, ry);
+  be->ops->sigmoid_backward(op, &yt, &dyt, &dxt);
+  chk_out(be, strcat(strcpy(what, tag), ": backward dx"), &dxt, rdx);
+  t_free(be, &xt), t_free(be, &yt), t_free(be, &dyt), t_free(be, &dxt);
+  hv_free(&x), hv_free(&dy);
+  free(ry), free(rdx);
+  be->ops->op_free(op);
+  op_release(be, &keep);
+}
+
+static void test_dropout_sigmoid(void **state) {
+  dt_backend *be = *state;
+  chk_begin();
+  static const dt_shape shapes[] = {{2, 16, 8, 8}, {1, 17, 9, 9}, {3, 5, 1, 1}, {2, 40, 7, 5}};
+  for (size_t si = 0; si < DT_ARRAY_LEN(shapes); si++)
+    for (int kind = 0; kind < LAYOUT_KINDS; kind++) {
+      dropout_case(be, shapes[si], si % 2 ? 0.3f : 0.5f, kind, 9300 + 10 * si);
+      sigmoid_case(be, shapes[si], kind, 9400 + 10 * si);
+    }
+  chk_end();
+}
+
+/* x in layout kind; s (N, C, 1, 1) plain (a linear layer's output, as in squeeze-excite) or,
+ * with s_gap, in the layout of a global average pooling of x. */
+static void scale_case(dt_backend *be, dt_shape s, int kind, bool s_gap, uint64_t seed) {
+  const dt_shape ss = {s.n, s.c, 1, 1};
+  const size_t n = dt_shape_count(s), ns = dt_shape_count(ss);
+  dt_op *keep, *gap = NULL;
+  const dt_layout *l = layout_of(be, s, kind, &keep), *sl = be->ops->layout_plain(be, ss);
+  if (s_gap) gap = be->ops->gap_create(be, s, l, &sl);
+  dt_op *op = be->ops->scale_create(be, s, l, sl);
+  assert_non_null(op);
+  char tag[128], what[192], name[48];
+  snprintf(name, sizeof name, "scale (s %s)", s_gap ? "gap-out" : "plain");
+  tag_of(tag, sizeof tag, name, s, kind);
+  hvec x = hv_rand(n, seed, -1, 1), sv = hv_rand(ns, seed + 1, 0, 1);
+  hvec dy = hv_rand(n, seed + 2, -1, 1);
+  double *ry = dt_xcalloc(n, sizeof *ry), *rdx = dt_xcalloc(n, sizeof *rdx);
+  double *rds = dt_xcalloc(ns, sizeof *rds);
+  ref_scale_forward(s.n, s.c, s.h * s.w, x.d, sv.d, ry);
+  ref_scale_backward(s.n, s.c, s.h * s.w, x.d, sv.d, dy.d, rdx, rds);
+  dt_tensor xt = t_new(be, s, l), st = t_new(be, ss, sl), yt = t_garbage(be, s, l, seed + 3);
+  dt_tensor dyt = t_new(be, s, l), dxt = t_garbage(be, s, l, seed + 4);
+  dt_tensor dst = t_garbage(be, ss, sl, seed + 5);
+  t_put(be, &xt, &x), t_put(be, &st, &sv), t_put(be, &dyt, &dy);
+  be->ops->scale_forward(op, &xt, &st, &yt);
+  chk_out(be, strcat(strcpy(what, tag), ": forward"), &yt, ry);
+  be->ops->scale_backward(op, &xt, &st, &dyt, &dxt, &dst);
+  chk_out(be, strcat(strcpy(what, tag), ": backward dx"), &dxt, rdx);
+  chk_out(be, strcat(strcpy(what, tag), ": backward ds"), &dst, rds);
+  t_free(be, &dxt), t_free(be, &dst);
+  dxt = t_garbage(be, s, l, seed + 6), dst = t_garbage(be, ss, sl, seed + 7);
+  be->ops->scale_backward(op, &xt, &st, &dyt, NULL, &dst);
+  be->ops->scale_backward(op, &xt, &st, &dyt, &dxt, NULL);
+  chk_out(be, strcat(strcpy(what, tag), ": backward dx alone"), &dxt, rdx);
+  chk_out(be, strcat(strcpy(what, tag), ": backward ds alone"), &dst, rds);
+  t_free(be, &xt), t_free(be, &st), t_free(be, &yt), t_free(be, &dyt), t_free(be, &dxt),
+      t_free(be, &dst);
+  hv_free(&x), hv_free(&sv), hv_free(&dy);
+  free(ry), free(rdx), free(rds);
+  be->ops->op_free(op);
+  op_release(be, &gap);
+  op_release(be, &keep);
+}
+
+static void shake_case(dt_backend *be, dt_shape s, int kind, uint64_t seed) {
+  const size_t n = dt_shape_count(s), chw = n / s.n;
+  dt_op *keep;
+  const dt_layout *l = layout_of(be, s, kind, &keep);
+  dt_op *op = be->ops->shake_create(be, s, l);
+  assert_non_null(op);
+  char tag[96], what[160];
+  tag_of(tag, sizeof tag, "shake", s, kind);
+  hvec a = hv_rand(n, seed, -1, 1), b = hv_rand(n, seed + 1, -1, 1);
+  hvec dy = hv_rand(n, seed + 2, -1, 1);
+  hvec alpha = hv_rand((size_t)s.n, seed + 3, 0, 1), beta = hv_rand((size_t)s.n, seed + 4, 0, 1);
+  double *ry = dt_xcalloc(n, sizeof *ry), *rda = dt_xcalloc(n, sizeof *rda);
+  double *rdb = dt_xcalloc(n, sizeof *rdb);
+  ref_shake_forward(s.n, chw, a.d, b.d, alpha.d, ry);
+  ref_shake_backward(s.n, chw, dy.d, beta.d, rda, rdb);
+  dt_tensor at = t_new(be, s, l), bt = t_new(be, s, l), yt = t_garbage(be, s, l, seed + 5);
+  dt_tensor dyt = t_new(be, s, l), dat = t_garbage(be, s, l, seed + 6);
+  dt_tensor dbt = t_garbage(be, s, l, seed + 7);
+  t_put(be, &at, &a), t_put(be, &bt, &b), t_put(be, &dyt, &dy);
+  be->ops->shake_forward(op, &at, &bt, alpha.f, &yt);
+  chk_out(be, strcat(strcpy(what, tag), ": forward"), &yt, ry);
+  be->ops->shake_backward(op, &dyt, beta.f, &dat, &dbt);
+  chk_out(be, strcat(strcpy(what, tag), ": backward da"), &dat, rda);
+  chk_out(be, strcat(strcpy(what, tag), ": backward db"), &dbt, rdb);
+  t_free(be, &dat), t_free(be, &dbt);
+  dat = t_garbage(be, s, l, seed + 8), dbt = t_garbage(be, s, l, seed + 9);
+  be->ops->shake_backward(op, &dyt, beta.f, NULL, &dbt);
+  be->ops->shake_backward(op, &dyt, beta.f, &dat, NULL);
+  chk_out(be, strcat(strcpy(what, tag), ": backward da alone"), &dat, rda);
+  chk_out(be, strcat(strcpy(what, tag), ": backward db alone"), &dbt, rdb);
+  t_free(be, &at), t_free(be, &bt), t_free(be, &yt), t_free(be, &dyt), t_free(be, &dat),
+      t_free(be, &dbt);
+  hv_free(&a), hv_free(&b), hv_free(&dy), hv_free(&alpha), hv_free(&beta);
+  free(ry), free(rda), free(rdb);
+  be->ops->op_free(op);
+  op_release(be, &keep);
+}
+
+static void test_scale_shake(void **state) {
+  dt_backend *be = *state;
+  chk_begin();
+  static const dt_shape shapes[] = {{2, 16, 8, 8}, {1, 17, 9, 9}, {3, 64, 4, 4}, {2, 5, 7, 3}};
+  for (size_t si = 0; si < DT_ARRAY_LEN(shapes); si++)
+    for (int kind = 0; kind < LAYOUT_KINDS; kind++) {
+      scale_case(be, shapes[si], kind, false, 9500 + 10 * si);
+      scale_case(be, shapes[si], kind, true, 9550 + 10 * si);
+      shake_case(be, shapes[si], kind, 9600 + 10 * si);
+    }
+  chk_end();
+}
+
+static void shift_case(dt_backend *be, dt_shape s, int sy, int sx, int kind, uint64_t seed) {
+  const size_t n = dt_shape_count(s);
+  dt_op *keep;
+  const dt_layout *l = layout_of(be, s, kind, &keep);
+  dt_op *op = be->ops->shift_create(be, s, l, sy, sx);
+  assert_non_null(op);
+  char tag[96], what[160], name[48];
+  snprintf(name, sizeof name, "shift (%d, %d)", sy, sx);
+  tag_of(tag, sizeof tag, name, s, kind);
+  hvec x = hv_rand(n, seed, -1, 1), dy = hv_rand(n, seed + 1, -1, 1);
+  double *ry = dt_xcalloc(n, sizeof *ry), *rdx = dt_xcalloc(n, sizeof *rdx);
+  ref_shift_forward(s.n, s.c, s.h, s.w, sy, sx, x.d, ry);
+  ref_shift_backward(s.n, s.c, s.h, s.w, sy, sx, dy.d, rdx);
+  dt_tensor xt = t_new(be, s, l), yt = t_garbage(be, s, l, seed + 2);
+  dt_tensor dyt = t_new(be, s, l), dxt = t_garbage(be, s, l, seed + 3);
+  t_put(be, &xt, &x), t_put(be, &dyt, &dy);
+  be->ops->shift_forward(op, &xt, &yt);
+  chk_out(be, strcat(strcpy(what, tag), ": forward"), &yt, ry);
+  be->ops->shift_backward(op, &dyt, &dxt);
+  chk_out(be, strcat(strcpy(what, tag), ": backward dx"), &dxt, rdx);
+  t_free(be, &xt), t_free(be, &yt), t_free(be, &dyt), t_free(be, &dxt);
+  hv_free(&x), hv_free(&dy);
+  free(ry), free(rdx);
+  be->ops->op_free(op);
+  op_release(be, &keep);
+}
+
+static void bias_case(dt_backend *be, dt_shape s, int kind, uint64_t seed) {
+  const size_t n = dt_shape_count(s);
+  dt_op *keep;
+  const dt_layout *l = layout_of(be, s, kind, &keep);
+  dt_op *op = be->ops->bias_create(be, s, l);
+  assert_non_null(op);
+  char tag[96], what[160];
+  tag_of(tag, sizeof tag, "bias", s, kind);
+  hvec x = hv_rand(n, seed, -1, 1), b = hv_rand((size_t)s.c, seed + 1, -1, 1);
+  hvec dy = hv_rand(n, seed + 2, -1, 1), garbage = hv_rand((size_t)s.c, seed + 3, -7, 7);
+  double *ry = dt_xcalloc(n, sizeof *ry), *rdb = dt_xcalloc((size_t)s.c, sizeof *rdb);
+  ref_bias_forward(s.n, s.c, s.h * s.w, x.d, b.d, ry);
+  ref_bias_backward(s.n, s.c, s.h * s.w, dy.d, rdb);
+  dt_tensor xt = t_new(be, s, l), yt = t_garbage(be, s, l, seed + 4), dyt = t_new(be, s, l);
+  t_put(be, &xt, &x), t_put(be, &dyt, &dy);
+  float *bd = p_new(be, &b), *dbd = p_new(be, &garbage);
+  be->ops->bias_forward(op, &xt, bd, &yt);
+  chk_out(be, strcat(strcpy(what, tag), ": forward"), &yt, ry);
+  be->ops->bias_forward(op, &xt, bd, &xt);
+  chk_out(be, strcat(strcpy(what, tag), ": forward in place"), &xt, ry);
+  be->ops->bias_backward(op, &dyt, dbd);
+  chk_param(be, strcat(strcpy(what, tag), ": backward db"), dbd, rdb, (size_t)s.c);
+  be->ops->free(be, bd), be->ops->free(be, dbd);
+  t_free(be, &xt), t_free(be, &yt), t_free(be, &dyt);
+  hv_free(&x), hv_free(&b), hv_free(&dy), hv_free(&garbage);
+  free(ry), free(rdb);
+  be->ops->op_free(op);
+  op_release(be, &keep);
+}
+
+static void test_shift_bias(void **state) {
+  dt_backend *be = *state;
+  chk_begin();
+  static const dt_shape shapes[] = {{2, 16, 8, 8}, {1, 17, 9, 9}, {3, 5, 4, 7}, {2, 64, 32, 32}};
+  static const int shifts[][2] = {{1, 1}, {-1, 0}, {0, 2}};
+  for (size_t si = 0; si < DT_ARRAY_LEN(shapes); si++)
+    for (int kind = 0; kind < LAYOUT_KINDS; kind++) {
+      for (size_t k = 0; k < DT_ARRAY_LEN(shifts); k++)
+        shift_case(be, shapes[si], shifts[k][0], shifts[k][1], kind, 9700 + 10 * si + k);
+      bias_case(be, shapes[si], kind, 9800 + 10 * si);
+    }
+  /* Random shapes from a fixed seed, batch 1 included. */
+  dt_rng r = dt_rng_key(2025, 11, 0, 0);
+  for (int i = 0; i < 6; i++) {
+    const dt_shape s = {1 + (int)dt_rng_below(&r, 3), 1 + (int)dt_rng_below(&r, 40),
+                        1 + (int)dt_rng_below(&r, 9), 1 + (int)dt_rng_below(&r, 9)};
+    for (int kind = 0; kind < LAYOUT_KINDS; kind++) {
+      bias_case(be, s, kind, 9900 + 10 * i);
+      shift_case(be, s, 1, 1, kind, 9905 + 10 * i);
+      shake_case(be, s, kind, 9950 + 10 * i);
+      scale_case(be, s, kind, false, 9970 + 10 * i);
+      dropout_case(be, s, 0.2f, kind, 9990 + 10 * i);
+      sigmoid_case(be, s, kind, 9995 + 10 * i);
+      pad_case(be, s, s.c + 1 + (int)dt_rng_below(&r, 20), kind, 9930 + 10 * i);
+      concat_case(be, s.n, s.c, 1 + (int)dt_rng_below(&r, 20), s.h, s.w, kind, 1 - kind,
+                  9940 + 10 * i);
+      if (s.h >= 2 && s.w >= 2) {
+        pool_case(be, s, DT_POOL_MAX, 2, 2, 0, true, kind, 9960 + 10 * i);
+        pool_case(be, s, DT_POOL_AVG, 2, 2, 0, true, kind, 9965 + 10 * i);
+      }
+    }
+  }
+  chk_end();
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_memory), cmocka_unit_test(test_conv),   cmocka_unit_test(test_bn),
       cmocka_unit_test(test_eltwise), cmocka_unit_test(test_gap),   cmocka_unit_test(test_linear),
       cmocka_unit_test(test_xent),    cmocka_unit_test(test_chain),
+      cmocka_unit_test(test_pool),    cmocka_unit_test(test_concat_pad),
+      cmocka_unit_test(test_dropout_sigmoid), cmocka_unit_test(test_scale_shake),
+      cmocka_unit_test(test_shift_bias),
   };
   /* A backend error is fatal to the whole binary; these select tests while debugging. */
   const char *only = getenv("DT_TEST_FILTER"), *skip = getenv("DT_TEST_SKIP");

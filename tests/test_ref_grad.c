@@ -441,12 +441,286 @@ static void test_conv_identities(void **state) {
   }
 }
 
+/* ---- ops of the other families (SPEC 1) ---- */
+
+/* One context for the smaller ops: inputs x (and x2), output y, its weighting g, and the
+ * settings of whichever op `fwd` runs. */
+typedef struct op_ctx op_ctx;
+struct op_ctx {
+  int n, c, h, w;     /* shape of x */
+  int k, stride, pad; /* pooling window */
+  bool max, incl_pad; /* pooling kind, count_include_pad */
+  int c2;             /* concat: channels of x2; pad_channels: c_out */
+  int sy, sx;         /* shift */
+  double p;           /* dropout */
+  uint64_t keys[4];   /* dropout: per-sample keys */
+  double *x, *x2, *y, *g;
+  size_t ny;
+  void (*fwd)(op_ctx *o);
+};
+
+static double op_objective(void *ctx) {
+  op_ctx *o = ctx;
+  o->fwd(o);
+  return ddot(o->y, o->g, o->ny);
+}
+
+static size_t op_nx(const op_ctx *o) { return (size_t)o->n * o->c * o->h * o->w; }
+
+/* Values spread over [-1, 1) at least 2 / count apart (a permutation of a grid), so that no
+ * two entries of a max-pooling window are within a finite-difference step of a tie. */
+static void distinct_fill(double *x, size_t count, size_t mult) {
+  for (size_t i = 0; i < count; i++) x[i] = -1.0 + 2.0 * (double)((i * mult) % count) / count;
+}
+
+static void pool_fwd(op_ctx *o) {
+  ref_pool_forward(o->n, o->c, o->h, o->w, o->max, o->k, o->stride, o->pad, o->incl_pad, o->x,
+                   o->y);
+}
+
+static void test_pool_grad(void **state) {
+  (void)state;
+  static const struct {
+    int n, c, h, w, k, stride, pad;
+    bool max, incl_pad;
+  } cases[] = {
+      {2, 3, 6, 6, 2, 2, 0, true, true},   /* VGG max 2x2/2 */
+      {1, 2, 7, 7, 3, 2, 1, true, true},   /* ImageNet stem max 3x3/2 pad 1, odd size */
+      {2, 3, 5, 5, 2, 2, 0, true, true},   /* odd size: the last row / column is dropped */
+      {2, 3, 6, 6, 2, 2, 0, false, true},  /* DenseNet / PyramidNet avg 2x2/2 */
+      {2, 2, 7, 5, 1, 2, 0, false, true},  /* shake-shake avg 1x1/2 (subsampling) */
+      {1, 2, 5, 5, 3, 1, 1, false, true},  /* avg with padding counted */
+      {1, 2, 5, 5, 3, 1, 1, false, false}, /* avg with padding excluded */
+  };
+  for (size_t ci = 0; ci < DT_ARRAY_LEN(cases); ci++) {
+    op_ctx o = {.n = cases[ci].n, .c = cases[ci].c, .h = cases[ci].h, .w = cases[ci].w,
+                .k = cases[ci].k, .stride = cases[ci].stride, .pad = cases[ci].pad,
+                .max = cases[ci].max, .incl_pad = cases[ci].incl_pad, .fwd = pool_fwd};
+    const int P = ref_pool_out(o.h, o.k, o.stride, o.pad),
+              Q = ref_pool_out(o.w, o.k, o.stride, o.pad);
+    const size_t nx = op_nx(&o);
+    o.ny = (size_t)o.n * o.c * P * Q;
+    o.x = dvec(nx), o.y = dvec(o.ny), o.g = dvec(o.ny);
+    double *dx = dvec(nx);
+    distinct_fill(o.x, nx, 37);
+    dfill(o.g, o.ny, 400 + ci, -1, 1);
+    ref_pool_backward(o.n, o.c, o.h, o.w, o.max, o.k, o.stride, o.pad, o.incl_pad, o.x, o.g, dx);
+    char what[96];
+    snprintf(what, sizeof what, "%s pool %dx%dx%dx%d %d/%d p%d%s dx", o.max ? "max" : "avg", o.n,
+             o.c, o.h, o.w, o.k, o.stride, o.pad, o.max || o.incl_pad ? "" : " excl");
+    expect_small(what, fd_rel_err(op_objective, &o, o.x, nx, dx));
+    free(o.x), free(o.y), free(o.g), free(dx);
+  }
+  /* Independent formulas: a 1x1 stride-2 average takes every other pixel; a 2x2/2 max over a
+   * row-major ramp is the bottom-right element of each window. */
+  {
+    const int h = 7, w = 5, P = ref_pool_out(h, 1, 2, 0), Q = ref_pool_out(w, 1, 2, 0);
+    double *x = dvec((size_t)2 * h * w), *y = dvec((size_t)2 * P * Q);
+    dfill(x, (size_t)2 * h * w, 410, -1, 1);
+    ref_pool_forward(1, 2, h, w, false, 1, 2, 0, true, x, y);
+    for (int c = 0; c < 2; c++)
+      for (int i = 0; i < P; i++)
+        for (int j = 0; j < Q; j++)
+          assert_true(y[(c * P + i) * Q + j] == x[(c * h + 2 * i) * w + 2 * j]);
+    for (int i = 0; i < h * w; i++) x[i] = i;
+    ref_pool_forward(1, 1, h, w, true, 2, 2, 0, true, x, y);
+    for (int i = 0; i < h / 2; i++)
+      for (int j = 0; j < w / 2; j++)
+        assert_true(y[i * (w / 2) + j] == (2 * i + 1) * w + 2 * j + 1);
+    free(x), free(y);
+  }
+}
+
+static void concat_fwd(op_ctx *o) {
+  ref_concat_forward(o->n, o->c, o->c2, o->h * o->w, o->x, o->x2, o->y);
+}
+
+static void pad_fwd(op_ctx *o) {
+  ref_pad_channels_forward(o->n, o->c, o->c2, o->h * o->w, o->x, o->y);
+}
+
+static void test_concat_pad_grad(void **state) {
+  (void)state;
+  op_ctx o = {.n = 2, .c = 3, .h = 4, .w = 5, .c2 = 5, .fwd = concat_fwd};
+  const int hw = o.h * o.w;
+  const size_t na = op_nx(&o), nb = (size_t)o.n * o.c2 * hw;
+  o.ny = na + nb;
+  o.x = dvec(na), o.x2 = dvec(nb), o.y = dvec(o.ny), o.g = dvec(o.ny);
+  double *da = dvec(na), *db = dvec(nb);
+  dfill(o.x, na, 421, -1, 1);
+  dfill(o.x2, nb, 422, -1, 1);
+  dfill(o.g, o.ny, 423, -1, 1);
+  ref_concat_backward(o.n, o.c, o.c2, hw, o.g, da, db);
+  expect_small("concat 2x(3+5)x4x5 da", fd_rel_err(op_objective, &o, o.x, na, da));
+  expect_small("concat 2x(3+5)x4x5 db", fd_rel_err(op_objective, &o, o.x2, nb, db));
+  /* Channel ch of sample i of y is channel ch of a, or channel ch - Ca of b. */
+  concat_fwd(&o);
+  assert_true(o.y[(size_t)(1 * 8 + 2) * hw + 3] == o.x[(size_t)(1 * 3 + 2) * hw + 3]);
+  assert_true(o.y[(size_t)(1 * 8 + 6) * hw + 3] == o.x2[(size_t)(1 * 5 + 3) * hw + 3]);
+
+  o.fwd = pad_fwd;
+  o.c2 = 7; /* c_out */
+  o.ny = (size_t)o.n * o.c2 * hw;
+  double *dx = dvec(na);
+  free(o.g);
+  o.g = dvec(o.ny);
+  dfill(o.g, o.ny, 424, -1, 1);
+  ref_pad_channels_backward(o.n, o.c, o.c2, hw, o.g, dx);
+  expect_small("pad_channels 2x3->7x4x5 dx", fd_rel_err(op_objective, &o, o.x, na, dx));
+  pad_fwd(&o);
+  for (int ch = o.c; ch < o.c2; ch++) assert_true(o.y[(size_t)(1 * 7 + ch) * hw + 2] == 0);
+  free(o.x), free(o.x2), free(o.y), free(o.g), free(da), free(db), free(dx);
+}
+
+static void dropout_fwd(op_ctx *o) {
+  ref_dropout_forward(o->n, o->c, o->h * o->w, o->p, o->keys, o->x, o->y);
+}
+
+static void test_dropout_grad(void **state) {
+  (void)state;
+  op_ctx o = {.n = 3, .c = 4, .h = 5, .w = 5, .p = 0.3, .keys = {11, 12, 13}, .fwd = dropout_fwd};
+  const size_t nx = op_nx(&o);
+  o.ny = nx;
+  o.x = dvec(nx), o.y = dvec(nx), o.g = dvec(nx);
+  double *dx = dvec(nx);
+  dfill(o.x, nx, 431, -1, 1);
+  dfill(o.g, nx, 432, -1, 1);
+  ref_dropout_backward(o.n, o.c, o.h * o.w, o.p, o.keys, o.g, dx);
+  expect_small("dropout p0.3 3x4x5x5 dx", fd_rel_err(op_objective, &o, o.x, nx, dx));
+  free(o.x), free(o.y), free(o.g), free(dx);
+
+  /* The mask: kept fraction near 1 - p, survivors scaled by 1 / (1 - p) (the mean is kept),
+   * independent across keys, and a pure function of (key, element). */
+  const int c = 16, hw = 32 * 32;
+  const size_t count = (size_t)c * hw;
+  const double p = 0.25;
+  const uint64_t k1[1] = {0x1234}, k2[1] = {0x1235};
+  double *ones = dvec(count), *m1 = dvec(count), *m2 = dvec(count), *m1b = dvec(count);
+  for (size_t i = 0; i < count; i++) ones[i] = 1;
+  ref_dropout_forward(1, c, hw, p, k1, ones, m1);
+  ref_dropout_forward(1, c, hw, p, k2, ones, m2);
+  ref_dropout_forward(1, c, hw, p, k1, ones, m1b);
+  size_t kept = 0, both = 0;
+  double mean = 0;
+  for (size_t i = 0; i < count; i++) {
+    kept += m1[i] != 0;
+    both += m1[i] != 0 && m2[i] != 0;
+    mean += m1[i];
+    assert_true(m1[i] == 0 || fabs(m1[i] - 1 / (1 - p)) < 1e-15);
+    assert_true(m1[i] == m1b[i]);
+  }
+  const double f = (double)kept / count, fb = (double)both / count;
+  print_message("  dropout p=%.2f: kept %.4f, kept by two keys %.4f, mean %.4f\n", p, f, fb,
+                mean / count);
+  /* 16384 Bernoulli draws: the standard deviation of the fraction is 0.0034. */
+  assert_true(fabs(f - (1 - p)) < 0.015);
+  assert_true(fabs(fb - (1 - p) * (1 - p)) < 0.015);
+  assert_true(fabs(mean / count - 1) < 0.02);
+  free(ones), free(m1), free(m2), free(m1b);
+}
+
+static void sigmoid_fwd(op_ctx *o) { ref_sigmoid_forward(o->ny, o->x, o->y); }
+
+static void scale_fwd(op_ctx *o) { ref_scale_forward(o->n, o->c, o->h * o->w, o->x, o->x2, o->y); }
+
+static void test_sigmoid_scale_grad(void **state) {
+  (void)state;
+  op_ctx o = {.n = 2, .c = 5, .h = 3, .w = 3, .fwd = sigmoid_fwd};
+  const size_t nx = op_nx(&o), ns = (size_t)o.n * o.c;
+  o.ny = nx;
+  o.x = dvec(nx), o.x2 = dvec(ns), o.y = dvec(nx), o.g = dvec(nx);
+  double *dx = dvec(nx), *ds = dvec(ns);
+  dfill(o.x, nx, 441, -4, 4);
+  dfill(o.x2, ns, 442, 0, 1);
+  dfill(o.g, nx, 443, -1, 1);
+  sigmoid_fwd(&o);
+  ref_sigmoid_backward(nx, o.y, o.g, dx);
+  expect_small("sigmoid 2x5x3x3 dx", fd_rel_err(op_objective, &o, o.x, nx, dx));
+  assert_true(fabs(o.y[0] - 1 / (1 + exp(-o.x[0]))) < 1e-15);
+
+  o.fwd = scale_fwd;
+  ref_scale_backward(o.n, o.c, o.h * o.w, o.x, o.x2, o.g, dx, ds);
+  expect_small("scale 2x5x3x3 * (2x5) dx", fd_rel_err(op_objective, &o, o.x, nx, dx));
+  expect_small("scale 2x5x3x3 * (2x5) ds", fd_rel_err(op_objective, &o, o.x2, ns, ds));
+  free(o.x), free(o.x2), free(o.y), free(o.g), free(dx), free(ds);
+}
+
+static const double g_shake_alpha[3] = {0.1, 0.75, 0.5};
+
+static void shake_fwd(op_ctx *o) {
+  ref_shake_forward(o->n, op_nx(o) / o->n, o->x, o->x2, g_shake_alpha, o->y);
+}
+
+static void test_shake_grad(void **state) {
+  (void)state;
+  op_ctx o = {.n = 3, .c = 2, .h = 3, .w = 4, .fwd = shake_fwd};
+  const size_t nx = op_nx(&o), chw = nx / o.n;
+  o.ny = nx;
+  o.x = dvec(nx), o.x2 = dvec(nx), o.y = dvec(nx), o.g = dvec(nx);
+  double *da = dvec(nx), *db = dvec(nx);
+  dfill(o.x, nx, 451, -1, 1);
+  dfill(o.x2, nx, 452, -1, 1);
+  dfill(o.g, nx, 453, -1, 1);
+  /* With beta = alpha the backward is the true gradient of the forward. */
+  ref_shake_backward(o.n, chw, o.g, g_shake_alpha, da, db);
+  expect_small("shake 3x2x3x4 (beta = alpha) da", fd_rel_err(op_objective, &o, o.x, nx, da));
+  expect_small("shake 3x2x3x4 (beta = alpha) db", fd_rel_err(op_objective, &o, o.x2, nx, db));
+  /* With another beta the two branch gradients still sum to dy, split by beta. */
+  const double beta[3] = {0.9, 0.2, 0.6};
+  ref_shake_backward(o.n, chw, o.g, beta, da, NULL);
+  ref_shake_backward(o.n, chw, o.g, beta, NULL, db);
+  for (size_t i = 0; i < nx; i++) {
+    assert_true(fabs(da[i] + db[i] - o.g[i]) < 1e-15);
+    assert_true(fabs(da[i] - beta[i / chw] * o.g[i]) < 1e-15);
+  }
+  free(o.x), free(o.x2), free(o.y), free(o.g), free(da), free(db);
+}
+
+static void shift_fwd(op_ctx *o) {
+  ref_shift_forward(o->n, o->c, o->h, o->w, o->sy, o->sx, o->x, o->y);
+}
+
+static void bias_fwd(op_ctx *o) { ref_bias_forward(o->n, o->c, o->h * o->w, o->x, o->x2, o->y); }
+
+static void test_shift_bias_grad(void **state) {
+  (void)state;
+  static const int shifts[][2] = {{1, 1}, {-1, 0}, {0, 2}, {-2, -1}};
+  op_ctx o = {.n = 2, .c = 3, .h = 5, .w = 4, .fwd = shift_fwd};
+  const size_t nx = op_nx(&o);
+  o.ny = nx;
+  o.x = dvec(nx), o.x2 = dvec(o.c), o.y = dvec(nx), o.g = dvec(nx);
+  double *dx = dvec(nx), *db = dvec(o.c);
+  dfill(o.x, nx, 461, -1, 1);
+  dfill(o.x2, o.c, 462, -1, 1);
+  dfill(o.g, nx, 463, -1, 1);
+  for (size_t si = 0; si < DT_ARRAY_LEN(shifts); si++) {
+    o.sy = shifts[si][0], o.sx = shifts[si][1];
+    ref_shift_backward(o.n, o.c, o.h, o.w, o.sy, o.sx, o.g, dx);
+    char what[96];
+    snprintf(what, sizeof what, "shift (%d, %d) 2x3x5x4 dx", o.sy, o.sx);
+    expect_small(what, fd_rel_err(op_objective, &o, o.x, nx, dx));
+  }
+  /* The shake-shake shortcut's shift by (1, 1): drop the first row and column, zero-fill. */
+  o.sy = o.sx = 1;
+  shift_fwd(&o);
+  assert_true(o.y[0] == o.x[1 * o.w + 1] && o.y[(o.h - 1) * o.w] == 0 && o.y[o.w - 1] == 0);
+
+  o.fwd = bias_fwd;
+  ref_bias_backward(o.n, o.c, o.h * o.w, o.g, db);
+  expect_small("bias 2x3x5x4 dx", fd_rel_err(op_objective, &o, o.x, nx, o.g));
+  expect_small("bias 2x3x5x4 db", fd_rel_err(op_objective, &o, o.x2, o.c, db));
+  free(o.x), free(o.x2), free(o.y), free(o.g), free(dx), free(db);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_conv_grad),      cmocka_unit_test(test_conv_identities),
       cmocka_unit_test(test_bn_grad),        cmocka_unit_test(test_bn_stats),
       cmocka_unit_test(test_eltwise_grad),   cmocka_unit_test(test_gap_grad),
       cmocka_unit_test(test_linear_grad),    cmocka_unit_test(test_xent_grad),
+      cmocka_unit_test(test_pool_grad),      cmocka_unit_test(test_concat_pad_grad),
+      cmocka_unit_test(test_dropout_grad),   cmocka_unit_test(test_sigmoid_scale_grad),
+      cmocka_unit_test(test_shake_grad),     cmocka_unit_test(test_shift_bias_grad),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

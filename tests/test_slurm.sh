@@ -2,7 +2,8 @@
 # test_slurm.sh: the Slurm scripts end to end on a one-node cluster started on this machine
 # (scripts/slurm_local.sh), with CPU ranks and a tiny Fashion-MNIST run:
 #   1. slurm/single_node.sbatch, 2 ranks under mpirun, run directory derived from the job
-#      (DTRAIN_RUNS/<job name>_<job id>), sbatch --wait;
+#      (DTRAIN_RUNS/<job name>_<job id>), sbatch --wait; slurm/multi_node.sbatch on this one
+#      node, 2 ranks under srun --mpi=pmix, 1 epoch;
 #   2. slurm/sweep_batch_lr.sh over a 2-point grid (batch 32 and 64, linear lr rule), one rank
 #      per array task under srun --mpi=pmix, sbatch --wait;
 #   3. preemption: scancel --batch --signal=USR1 in the middle of a run, the job requeues
@@ -13,7 +14,6 @@
 # Usage (from the repository root, as ctest runs it): bash tests/test_slurm.sh ./dtrain
 set -u
 DTRAIN=$(realpath "${1:-./dtrain}")
-ROOT=$(pwd)
 [[ -f slurm/single_node.sbatch ]] || { echo "run from the repository root"; exit 1; }
 [[ -x $DTRAIN ]] || { echo "dtrain binary $DTRAIN not found"; exit 1; }
 command -v h5dump >/dev/null || { echo "SKIP: h5dump (hdf5-tools) not installed"; exit 77; }
@@ -23,8 +23,8 @@ chmod 755 "$T"
 JOBS=()
 STARTED=0
 cleanup() {
-  ((${#JOBS[@]})) && scancel "${JOBS[@]}" 2>/dev/null
-  ((STARTED)) && scripts/slurm_local.sh stop >/dev/null 2>&1
+  ((${#JOBS[@]})) && timeout 10 scancel "${JOBS[@]}" 2>/dev/null
+  ((STARTED)) && scripts/slurm_local.sh stop >/dev/null 2>&1 9>&-
   rm -rf "$T"
 }
 trap cleanup EXIT
@@ -34,10 +34,25 @@ ok() { pass=$((pass + 1)); echo "ok   $1"; }
 bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -n "${2:-}" ] && printf '%s\n' "$2" | sed 's/^/     | /' | tail -30; }
 
 # ---- the cluster ----
+# One test at a time on this machine's cluster (ctest of several build directories may run this
+# file at once): a second copy would see the cluster up, and the first would stop it under it.
+if [[ $(id -u) -ne 0 ]] && ! sudo -n true 2>/dev/null; then
+  echo "SKIP: starting a local Slurm cluster needs root or password-less sudo"
+  exit 77
+fi
+LOCK=/tmp/dtrain-test-slurm.lock
+if { exec 9>>"$LOCK"; } 2>/dev/null; then
+  chmod 666 "$LOCK" 2>/dev/null
+  if ! flock -w 100 9; then
+    echo "SKIP: another tests/test_slurm.sh held $LOCK for 100 s"
+    exit 77
+  fi
+fi
 if scripts/slurm_local.sh status >/dev/null 2>&1; then
   echo "using the Slurm cluster that is already running"
 else
-  out=$(scripts/slurm_local.sh start 2>&1)
+  # 9>&-: the daemons must not inherit the lock.
+  out=$(scripts/slurm_local.sh start 2>&1 9>&-)
   rc=$?
   case $rc in
     0) STARTED=1; echo "local Slurm cluster started ($((SECONDS - T0)) s)" ;;
@@ -118,6 +133,21 @@ $(cat "$T"/single-*.out 2>/dev/null)"
 fi
 check_metrics "single_node.sbatch" "$run/metrics.h5" 2
 
+# ---- 1b. multi_node.sbatch (on the one node here): runs single_node.sbatch, srun launcher ----
+out=$(DTRAIN_LAUNCH=srun timeout 120 sbatch --wait --parsable --nodes=1 --ntasks-per-node=2 "${CPU_RES[@]}" \
+      --output="$T/multi-%j.out" slurm/multi_node.sbatch "$T/tiny.ini" --set "output.dir=$T/multi" \
+      --set train.epochs=1 2>&1)
+rc=$?
+jid=$(grep -o '^[0-9]*' <<<"$out" | head -1)
+[[ -n $jid ]] && JOBS+=("$jid")
+if [[ $rc -eq 0 ]] && grep -q 'srun --mpi=pmix' "$T"/multi-*.out && grep -q 'ranks: 2 ' "$T/multi/log.txt"; then
+  ok "multi_node.sbatch --nodes=1: job $jid, 2 ranks under srun ($((SECONDS - T0)) s)"
+else
+  bad "multi_node.sbatch (sbatch exit $rc)" "$out
+$(cat "$T"/multi-*.out 2>/dev/null)"
+fi
+check_metrics "multi_node.sbatch" "$T/multi/metrics.h5" 1
+
 # ---- 2. sweep_batch_lr.sh: a 2-point grid, one srun rank per array task ----
 out=$(slurm/sweep_batch_lr.sh --dry-run --batches "32 64" --schedules cosine --runs "$T/sweep" 2>&1)
 if [[ $? -eq 0 && ! -e $T/sweep ]] && grep -q -- '--array=0-1 ' <<<"$out" &&
@@ -151,27 +181,37 @@ done
 
 # ---- 3. preemption: USR1 to the batch shell, requeue, resume ----
 run=$T/preempt
-jid=$(DTRAIN_LAUNCH=mpirun sbatch --parsable --job-name=dt_preempt --ntasks-per-node=2 "${CPU_RES[@]}" \
+jid=$(DTRAIN_LAUNCH=mpirun timeout 20 sbatch --parsable --job-name=dt_preempt --ntasks-per-node=2 "${CPU_RES[@]}" \
       --output="$T/preempt.out" slurm/single_node.sbatch "$T/tiny.ini" --set "output.dir=$run" \
       --set data.train_limit=3072 --set output.log_every=1 2>&1)
 if [[ $jid =~ ^[0-9]+$ ]]; then
   JOBS+=("$jid")
   # Signal once the first epoch row is in metrics.h5: training is under way (signal handlers
   # installed) and the stop falls inside epoch 2.
-  for ((i = 0; i < 600; i++)); do
+  deadline=$((SECONDS + 60))
+  while ((SECONDS < deadline)); do
     [[ -n $(h5col "$run/metrics.h5" /epoch/epoch 2>/dev/null) ]] && break
     sleep 0.1
   done
-  scancel --batch --signal=USR1 "$jid"
-  for ((i = 0; i < 300; i++)); do
-    info=$(scontrol show job "$jid" -o 2>/dev/null)
+  timeout 10 scancel --batch --signal=USR1 "$jid"
+  deadline=$((SECONDS + 30))
+  info=""
+  while ((SECONDS < deadline)); do
+    info=$(timeout 5 scontrol show job "$jid" -o 2>/dev/null)
     [[ $info == *JobState=PENDING* && $info == *Restarts=1* ]] && break
+    [[ $info =~ JobState=(COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL) ]] && break
     sleep 0.1
   done
-  # Slurm holds a requeued job back for two minutes; release it now.
-  scontrol update jobid="$jid" StartTime=now
-  for ((i = 0; i < 600; i++)); do
-    info=$(scontrol show job "$jid" -o 2>/dev/null)
+  # Slurm holds a requeued job back for two minutes; release it after 2 s (slurmd refuses to
+  # launch a job whose credential was created in the same second as the revocation of the
+  # previous run's: "Job credential revoked").
+  if [[ $info == *JobState=PENDING* ]]; then
+    sleep 2
+    timeout 10 scontrol update jobid="$jid" StartTime=now
+  fi
+  deadline=$((SECONDS + 60))
+  while ((SECONDS < deadline)); do
+    info=$(timeout 5 scontrol show job "$jid" -o 2>/dev/null)
     [[ $info =~ JobState=(COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL) ]] && break
     sleep 0.2
   done

@@ -45,13 +45,42 @@ const dt_layout *dt_cpu_layout_plain(dt_backend *be, dt_shape s) {
   return dt_cpu_layout_intern(dt_cpu_be(be), &md);
 }
 
+int dt_cpu_md_block(const dnnl_memory_desc_t *md) {
+  if (md->ndims != 4 || md->format_kind != dnnl_blocked) return 0;
+  const dnnl_blocking_desc_t *bd = &md->format_desc.blocking;
+  if (bd->inner_nblks == 0) return 1;
+  if (bd->inner_nblks == 1 && bd->inner_idxs[0] == 1) return (int)bd->inner_blks[0];
+  return 0;
+}
+
+int dt_cpu_act_block(dt_cpu_backend *be) {
+  if (be->act_block) return be->act_block;
+  /* A 3x3 convolution 64 -> 64 over blocked input: the layout oneDNN's fast kernels want. */
+  dnnl_dims_t xd = {8, 64, 16, 16}, wd = {64, 64, 3, 3}, strides = {1, 1}, pad = {1, 1};
+  dnnl_memory_desc_t x = dt_cpu_md(4, xd, dnnl_format_tag_any);
+  dnnl_memory_desc_t w = dt_cpu_md(4, wd, dnnl_format_tag_any), y = x;
+  dnnl_convolution_desc_t d;
+  DT_DNNL_CHECK(dnnl_convolution_forward_desc_init(&d, dnnl_forward_training,
+                                                   dnnl_convolution_direct, &x, &w, NULL, &y,
+                                                   strides, pad, pad));
+  dnnl_primitive_desc_t pd;
+  be->act_block = 1;
+  if (dnnl_primitive_desc_create(&pd, &d, NULL, be->engine, NULL) == dnnl_success) {
+    const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+    if (md && dt_cpu_md_block(md) > 1) be->act_block = dt_cpu_md_block(md);
+    DT_DNNL_CHECK(dnnl_primitive_desc_destroy(pd));
+  }
+  return be->act_block;
+}
+
 static size_t cpu_layout_bytes(const dt_layout *layout) {
   return dnnl_memory_desc_get_size(&layout->md);
 }
 
 void dt_cpu_check_tensor(const dt_tensor *t, const dt_layout *expected, const char *what) {
   if (!t || !t->data) DT_FATAL("%s: missing tensor or buffer", what);
-  if (t->layout != expected && !(t->layout && dnnl_memory_desc_equal(&t->layout->md, &expected->md)))
+  if (t->layout != expected &&
+      !(t->layout && dnnl_memory_desc_equal(&t->layout->md, &expected->md)))
     DT_FATAL("%s: tensor (%d, %d, %d, %d) does not have the layout the op was created for", what,
              t->shape.n, t->shape.c, t->shape.h, t->shape.w);
 }
@@ -366,6 +395,37 @@ static const dt_backend_ops cpu_ops = {
     .linear_backward = dt_cpu_linear_backward,
     .xent = cpu_xent,
     .op_free = dt_cpu_op_free,
+    .pool_create = dt_cpu_pool_create,
+    .pool_forward = dt_cpu_pool_forward,
+    .pool_backward = dt_cpu_pool_backward,
+    .concat_create = dt_cpu_concat_create,
+    .concat_forward = dt_cpu_concat_forward,
+    .concat_backward = dt_cpu_concat_backward,
+    .pad_channels_create = dt_cpu_pad_channels_create,
+    .pad_channels_forward = dt_cpu_pad_channels_forward,
+    .pad_channels_backward = dt_cpu_pad_channels_backward,
+    .dropout_create = dt_cpu_dropout_create,
+    .dropout_forward = dt_cpu_dropout_forward,
+    .dropout_backward = dt_cpu_dropout_backward,
+    .sigmoid_create = dt_cpu_sigmoid_create,
+    .sigmoid_forward = dt_cpu_sigmoid_forward,
+    .sigmoid_backward = dt_cpu_sigmoid_backward,
+    .scale_create = dt_cpu_scale_create,
+    .scale_forward = dt_cpu_scale_forward,
+    .scale_backward = dt_cpu_scale_backward,
+    .shake_create = dt_cpu_shake_create,
+    .shake_forward = dt_cpu_shake_forward,
+    .shake_backward = dt_cpu_shake_backward,
+    .shift_create = dt_cpu_shift_create,
+    .shift_forward = dt_cpu_shift_forward,
+    .shift_backward = dt_cpu_shift_backward,
+    .bias_create = dt_cpu_bias_create,
+    .bias_forward = dt_cpu_bias_forward,
+    .bias_backward = dt_cpu_bias_backward,
+    .sgd_update = dt_cpu_sgd_update,
+    .lars_update = dt_cpu_lars_update,
+    .adam_update = dt_cpu_adam_update,
+    .all_finite = dt_cpu_all_finite,
 };
 
 dt_backend *dt_backend_cpu_create(int threads) {

@@ -1,6 +1,8 @@
 /* cpu_conv.c: convolution on oneDNN. The forward primitive takes its input in the layout it
- * is given and chooses its output layout (nChw8c on AVX2, nChw16c on AVX-512); backward-data and backward-weights
- * use the forward's layouts for the gradients, so activations are never reordered. Weights
+ * is given and writes its output in the backend's blocked activation layout (nChw8c on AVX2,
+ * nChw16c on AVX-512; dt_cpu_act_block) unless oneDNN is only fast in another one; backward-
+ * data and backward-weights use the forward's layouts for the gradients, so activations are
+ * never reordered. Weights
  * stay plain OIHW (goihw with groups) in the caller's arrays and are reordered into the
  * primitive's layout on every call (they are small); weight gradients are reordered back.
  *
@@ -93,6 +95,7 @@ static bool conv_try_faster(dt_cpu_backend *be, dt_cpu_prim *p, const void *any_
 dt_op *dt_cpu_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_layout *x,
                           const dt_layout **y) {
   dt_cpu_backend *be = dt_cpu_be(bep);
+  const dt_layout *want = *y; /* a layout the output must have (a residual's), or NULL */
   int g = p->groups > 0 ? p->groups : 1;
   if (p->c % g || p->k % g || p->stride < 1 || p->pad < 0)
     DT_FATAL("conv_create: bad parameters (C %d, K %d, groups %d, stride %d, pad %d)", p->c, p->k,
@@ -128,6 +131,12 @@ dt_op *dt_cpu_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_lay
   }
   dnnl_dims_t yd = {p->n, p->k, oh, ow};
   y_any = dt_cpu_md(4, yd, dnnl_format_tag_any);
+  if (want) {
+    if (want->md.ndims != 4 || memcmp(want->md.dims, yd, sizeof(dnnl_dim_t) * 4) != 0)
+      DT_FATAL("conv_create: the requested output layout does not have the shape (%d, %d, %d, %d)",
+               p->n, p->k, oh, ow);
+    y_any = want->md;
+  }
   dnnl_dims_t strides = {p->stride, p->stride}, pad = {p->pad, p->pad};
   dnnl_memory_desc_t x_any = dt_cpu_md(4, xmd->dims, dnnl_format_tag_any);
 
@@ -138,6 +147,28 @@ dt_op *dt_cpu_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_lay
   char fwhat[200];
   snprintf(fwhat, sizeof fwhat, "%s forward", what);
   dt_cpu_prim_create(be, &c->fwd, &d, NULL, NULL, fwhat);
+  /* One activation layout across the net: oneDNN picks NHWC or NCHW outputs for some shapes
+   * (3x3 convolutions of fewer than 16 channels), which would then meet blocked tensors at a
+   * residual addition or a concatenation. Take the backend's blocked layout instead unless
+   * that is slower (oneDNN's reference code where the free choice has a real kernel). */
+  const int blk = dt_cpu_act_block(be);
+  dnnl_memory_desc_t y_free = dt_cpu_prim_md(&c->fwd, dnnl_query_dst_md, 0);
+  if (!want && blk > 1 && dt_cpu_md_block(&y_free) != blk) {
+    dnnl_memory_desc_t y_blk = dt_cpu_md(4, yd, blk == 16 ? dnnl_nChw16c : dnnl_nChw8c);
+    dnnl_convolution_desc_t d_blk;
+    DT_DNNL_CHECK(dnnl_convolution_forward_desc_init(&d_blk, dnnl_forward_training,
+                                                     dnnl_convolution_direct, xmd, &w_any, NULL,
+                                                     &y_blk, strides, pad, pad));
+    dt_cpu_prim alt = {0};
+    if (dt_cpu_prim_try_create(be, &alt, &d_blk, NULL, NULL)) {
+      if (!dt_cpu_prim_is_ref(&alt) || dt_cpu_prim_is_ref(&c->fwd)) {
+        dt_cpu_prim_free(&c->fwd);
+        c->fwd = alt;
+      } else {
+        dt_cpu_prim_free(&alt);
+      }
+    }
+  }
   dnnl_memory_desc_t w_fwd = dt_cpu_prim_md(&c->fwd, dnnl_query_weights_md, 0);
   dnnl_memory_desc_t ymd = dt_cpu_prim_md(&c->fwd, dnnl_query_dst_md, 0);
   c->x = x;

@@ -39,6 +39,7 @@ typedef struct {
   dt_op *ops;                /* live ops, freed by destroy if the caller has not */
   void *scratchpad;          /* shared user scratchpad of every primitive */
   size_t scratchpad_bytes;
+  int act_block;             /* channel block of activations (dt_cpu_act_block), 0: not probed */
 } dt_cpu_backend;
 
 /* Common head of every op; each kind embeds it as its first member. */
@@ -71,6 +72,13 @@ const dt_layout *dt_cpu_layout_intern(dt_cpu_backend *be, const dnnl_memory_desc
 const dt_layout *dt_cpu_layout_plain(dt_backend *be, dt_shape shape);
 /* Descriptor with the given dims and tag (f32). */
 dnnl_memory_desc_t dt_cpu_md(int ndims, const dnnl_dim_t *dims, dnnl_format_tag_t tag);
+/* The channel block oneDNN gives the activations of a typical convolution on this CPU (16 with
+ * AVX-512, 8 with AVX2; 1 when it keeps them plain), probed once. Convolutions write their
+ * outputs in nChw<block>c whenever oneDNN is as fast that way, so that tensors meeting at an
+ * addition share one layout. */
+int dt_cpu_act_block(dt_cpu_backend *be);
+/* The channel block of a 4-d descriptor: b for nChw<b>c, 1 for NCHW / NHWC, 0 otherwise. */
+int dt_cpu_md_block(const dnnl_memory_desc_t *md);
 /* Fatal unless the tensor has the expected layout (shape mistakes are programming errors). */
 void dt_cpu_check_tensor(const dt_tensor *t, const dt_layout *expected, const char *what);
 dnnl_memory_t dt_cpu_mem(dt_cpu_backend *be, const dnnl_memory_desc_t *md);
@@ -143,5 +151,52 @@ void dt_cpu_linear_forward(dt_op *op, const dt_tensor *x, const float *w, const 
                            dt_tensor *y);
 void dt_cpu_linear_backward(dt_op *op, const dt_tensor *x, const dt_tensor *dy, const float *w,
                             dt_tensor *dx, float *dw, float *db);
+
+/* ---- ops of the other families (cpu_extra.c) ---- */
+dt_op *dt_cpu_pool_create(dt_backend *bep, dt_shape s, const dt_layout *x, dt_pool_kind kind,
+                          int ksize, int stride, int pad, bool count_include_pad,
+                          const dt_layout **y);
+void dt_cpu_pool_forward(dt_op *op, const dt_tensor *x, dt_tensor *y);
+void dt_cpu_pool_backward(dt_op *op, const dt_tensor *dy, dt_tensor *dx);
+dt_op *dt_cpu_concat_create(dt_backend *bep, dt_shape as, const dt_layout *a, dt_shape bs,
+                            const dt_layout *b, const dt_layout **y);
+void dt_cpu_concat_forward(dt_op *op, const dt_tensor *a, const dt_tensor *b, dt_tensor *y);
+void dt_cpu_concat_backward(dt_op *op, const dt_tensor *dy, dt_tensor *da, dt_tensor *db);
+dt_op *dt_cpu_pad_channels_create(dt_backend *bep, dt_shape xs, const dt_layout *x, int c_out,
+                                  const dt_layout **y);
+void dt_cpu_pad_channels_forward(dt_op *op, const dt_tensor *x, dt_tensor *y);
+void dt_cpu_pad_channels_backward(dt_op *op, const dt_tensor *dy, dt_tensor *dx);
+dt_op *dt_cpu_dropout_create(dt_backend *bep, dt_shape shape, const dt_layout *x, float p);
+void dt_cpu_dropout_forward(dt_op *op, const dt_tensor *x, const uint64_t *keys, dt_tensor *y);
+void dt_cpu_dropout_backward(dt_op *op, const dt_tensor *dy, dt_tensor *dx);
+dt_op *dt_cpu_sigmoid_create(dt_backend *bep, dt_shape s, const dt_layout *x);
+void dt_cpu_sigmoid_forward(dt_op *op, const dt_tensor *x, dt_tensor *y);
+void dt_cpu_sigmoid_backward(dt_op *op, const dt_tensor *y, const dt_tensor *dy, dt_tensor *dx);
+dt_op *dt_cpu_scale_create(dt_backend *bep, dt_shape xs, const dt_layout *x, const dt_layout *sl);
+void dt_cpu_scale_forward(dt_op *op, const dt_tensor *x, const dt_tensor *sc, dt_tensor *y);
+void dt_cpu_scale_backward(dt_op *op, const dt_tensor *x, const dt_tensor *sc, const dt_tensor *dy,
+                           dt_tensor *dx, dt_tensor *ds);
+dt_op *dt_cpu_shake_create(dt_backend *bep, dt_shape shape, const dt_layout *x);
+void dt_cpu_shake_forward(dt_op *op, const dt_tensor *a, const dt_tensor *b, const float *alpha,
+                          dt_tensor *y);
+void dt_cpu_shake_backward(dt_op *op, const dt_tensor *dy, const float *beta, dt_tensor *da,
+                           dt_tensor *db);
+dt_op *dt_cpu_shift_create(dt_backend *bep, dt_shape shape, const dt_layout *x, int sy, int sx);
+void dt_cpu_shift_forward(dt_op *op, const dt_tensor *x, dt_tensor *y);
+void dt_cpu_shift_backward(dt_op *op, const dt_tensor *dy, dt_tensor *dx);
+dt_op *dt_cpu_bias_create(dt_backend *bep, dt_shape shape, const dt_layout *x);
+void dt_cpu_bias_forward(dt_op *op, const dt_tensor *x, const float *bias, dt_tensor *y);
+void dt_cpu_bias_backward(dt_op *op, const dt_tensor *dy, float *db);
+
+/* ---- optimizer updates (cpu_optim.c) ---- */
+void dt_cpu_sgd_update(dt_backend *be, float *w, float *g, float *buf, size_t n, float lr,
+                       float momentum, float wd, bool nesterov, bool first, float grad_scale);
+void dt_cpu_lars_update(dt_backend *be, float *w, float *g, float *buf, size_t n, double lr,
+                        float momentum, float wd, double eps, double eta, double threshold,
+                        float grad_scale);
+void dt_cpu_adam_update(dt_backend *be, float *w, float *g, float *m, float *v, float *vmax,
+                        size_t n, float step, float beta1, float beta2, float eps, float bc2_sqrt,
+                        float wd, float grad_scale);
+bool dt_cpu_all_finite(dt_backend *be, const float *x, size_t n);
 
 #endif

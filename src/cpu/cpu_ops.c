@@ -99,7 +99,8 @@ static void eltwise_add_run(cpu_eltwise *e, const void *a, const void *b, void *
   dt_cpu_bind(e->base.be, e->m_a, a);
   dt_cpu_bind(e->base.be, e->m_b, b);
   dt_cpu_bind(e->base.be, e->m_c, y);
-  dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC_0, e->m_a}, {DNNL_ARG_SRC_1, e->m_b}, {DNNL_ARG_DST, e->m_c}};
+  dnnl_exec_arg_t args[] = {
+      {DNNL_ARG_SRC_0, e->m_a}, {DNNL_ARG_SRC_1, e->m_b}, {DNNL_ARG_DST, e->m_c}};
   dt_cpu_prim_exec(e->base.be, &e->add, 3, args);
 }
 

@@ -1,8 +1,9 @@
 /* backend_cuda.c: the CUDA backend (DESIGN "The seams"): device, stream and library handles,
- * layouts, memory, host transfers, the loss, and the table of function pointers.
- * Convolutions live in cuda_conv.c (cuDNN), batch norm in cuda_bn.c, the other ops in
- * cuda_ops.c; the kernels they launch are in kernels/. See cuda_internal.h for the memory and
- * synchronisation rules. */
+ * layouts, memory, host transfers, the loss, the optimizer updates, and the table of function
+ * pointers. Convolutions live in cuda_conv.c (cuDNN), batch norm in cuda_bn.c, ReLU, global
+ * average pooling and the linear layer in cuda_ops.c, the ops of the other families in
+ * cuda_extra.c; the kernels they launch are in kernels/. See cuda_internal.h for the memory
+ * and synchronisation rules. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,14 +83,13 @@ void dt_cuda_op_done(dt_cuda_backend *be, bool touches_host) {
   if (touches_host || be->sync_all) DT_CUDA_CHECK(cudaStreamSynchronize(be->stream));
 }
 
-/* Managed memory: the host code that walks the parameter arenas (optimizer, checkpoints)
- * reads and writes it directly; the device keeps the pages it touches. */
+/* Plain device memory, zeroed in stream order (before any later op of the stream uses it). */
 static void *cuda_alloc(dt_backend *bep, size_t bytes) {
   dt_cuda_backend *be = dt_cuda_be(bep);
   void *p = NULL;
-  DT_CUDA_CHECK(cudaMallocManaged(&p, bytes ? bytes : 1, cudaMemAttachGlobal));
+  DT_CUDA_CHECK(cudaMalloc(&p, bytes ? bytes : 1));
   DT_CUDA_CHECK(cudaMemsetAsync(p, 0, bytes ? bytes : 1, be->stream));
-  DT_CUDA_CHECK(cudaStreamSynchronize(be->stream));
+  dt_cuda_op_done(be, false);
   return p;
 }
 
@@ -103,13 +103,21 @@ static void cuda_free_mem(dt_backend *bep, void *ptr) {
 static void cuda_zero(dt_backend *bep, void *ptr, size_t bytes) {
   dt_cuda_backend *be = dt_cuda_be(bep);
   DT_CUDA_CHECK(cudaMemsetAsync(ptr, 0, bytes, be->stream));
+  dt_cuda_op_done(be, false);
+}
+
+/* Host transfers wait: the host reads what to_host wrote, and may reuse what to_device read. */
+static void cuda_to_device(dt_backend *bep, void *dst, const void *src_host, size_t bytes) {
+  dt_cuda_backend *be = dt_cuda_be(bep);
+  if (bytes == 0) return;
+  DT_CUDA_CHECK(cudaMemcpyAsync(dst, src_host, bytes, cudaMemcpyHostToDevice, be->stream));
   dt_cuda_op_done(be, true);
 }
 
-static void cuda_copy(dt_backend *bep, void *dst, const void *src, size_t bytes) {
+static void cuda_to_host(dt_backend *bep, void *dst_host, const void *src, size_t bytes) {
   dt_cuda_backend *be = dt_cuda_be(bep);
   if (bytes == 0) return;
-  DT_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, be->stream));
+  DT_CUDA_CHECK(cudaMemcpyAsync(dst_host, src, bytes, cudaMemcpyDeviceToHost, be->stream));
   dt_cuda_op_done(be, true);
 }
 
@@ -160,7 +168,46 @@ static void cuda_xent(dt_backend *bep, const dt_tensor *logits, const float *tar
   if (loss_host)
     DT_CUDA_CHECK(cudaMemcpyAsync(loss_host, loss, (size_t)n * sizeof(float), cudaMemcpyDefault,
                                   be->stream));
+  dt_cuda_op_done(be, loss_host != NULL);
+}
+
+/* ---- optimizer updates ---- */
+
+static void cuda_sgd_update(dt_backend *bep, float *w, float *g, float *buf, size_t n, float lr,
+                            float momentum, float wd, bool nesterov, bool first,
+                            float grad_scale) {
+  dt_cuda_backend *be = dt_cuda_be(bep);
+  DT_CUDA_CHECK(dt_k_sgd_update(w, g, buf, n, lr, momentum, wd, nesterov, first, grad_scale,
+                                be->stream));
+  dt_cuda_op_done(be, false);
+}
+
+static void cuda_lars_update(dt_backend *bep, float *w, float *g, float *buf, size_t n,
+                             double lr, float momentum, float wd, double eps, double eta,
+                             double threshold, float grad_scale) {
+  dt_cuda_backend *be = dt_cuda_be(bep);
+  DT_CUDA_CHECK(dt_k_lars_update(w, g, buf, n, lr, momentum, wd, eps, eta, threshold,
+                                 grad_scale, be->lars_scratch, be->stream));
+  dt_cuda_op_done(be, false);
+}
+
+static void cuda_adam_update(dt_backend *bep, float *w, float *g, float *m, float *v, float *vmax,
+                             size_t n, float step, float beta1, float beta2, float eps,
+                             float bc2_sqrt, float wd, float grad_scale) {
+  dt_cuda_backend *be = dt_cuda_be(bep);
+  DT_CUDA_CHECK(dt_k_adam_update(w, g, m, v, vmax, n, step, beta1, beta2, eps, bc2_sqrt, wd,
+                                 grad_scale, be->stream));
+  dt_cuda_op_done(be, false);
+}
+
+static bool cuda_all_finite(dt_backend *bep, const float *x, size_t n) {
+  dt_cuda_backend *be = dt_cuda_be(bep);
+  int bad = 0;
+  DT_CUDA_CHECK(cudaMemsetAsync(be->flag, 0, sizeof(int), be->stream));
+  DT_CUDA_CHECK(dt_k_nonfinite(x, n, be->flag, be->stream));
+  DT_CUDA_CHECK(cudaMemcpyAsync(&bad, be->flag, sizeof(int), cudaMemcpyDeviceToHost, be->stream));
   dt_cuda_op_done(be, true);
+  return bad == 0;
 }
 
 /* ---- ops ---- */
@@ -199,6 +246,8 @@ static void cuda_destroy(dt_backend *bep) {
   }
   dt_cuda_free(be->workspace);
   dt_cuda_free(be->staging);
+  dt_cuda_free(be->lars_scratch);
+  dt_cuda_free(be->flag);
   DT_CUBLAS_CHECK(cublasDestroy(be->cublas));
   DT_CUDNN_CHECK(cudnnDestroy(be->cudnn));
   DT_CUDA_CHECK(cudaStreamDestroy(be->stream));
@@ -213,8 +262,8 @@ static const dt_backend_ops cuda_ops = {
     .alloc = cuda_alloc,
     .free = cuda_free_mem,
     .zero = cuda_zero,
-    .to_device = cuda_copy,
-    .to_host = cuda_copy,
+    .to_device = cuda_to_device,
+    .to_host = cuda_to_host,
     .upload = cuda_upload,
     .download = cuda_download,
     .conv_create = dt_cuda_conv_create,
@@ -238,6 +287,37 @@ static const dt_backend_ops cuda_ops = {
     .linear_backward = dt_cuda_linear_backward,
     .xent = cuda_xent,
     .op_free = dt_cuda_op_free,
+    .pool_create = dt_cuda_pool_create,
+    .pool_forward = dt_cuda_pool_forward,
+    .pool_backward = dt_cuda_pool_backward,
+    .concat_create = dt_cuda_concat_create,
+    .concat_forward = dt_cuda_concat_forward,
+    .concat_backward = dt_cuda_concat_backward,
+    .pad_channels_create = dt_cuda_pad_channels_create,
+    .pad_channels_forward = dt_cuda_pad_channels_forward,
+    .pad_channels_backward = dt_cuda_pad_channels_backward,
+    .dropout_create = dt_cuda_dropout_create,
+    .dropout_forward = dt_cuda_dropout_forward,
+    .dropout_backward = dt_cuda_dropout_backward,
+    .sigmoid_create = dt_cuda_sigmoid_create,
+    .sigmoid_forward = dt_cuda_sigmoid_forward,
+    .sigmoid_backward = dt_cuda_sigmoid_backward,
+    .scale_create = dt_cuda_scale_create,
+    .scale_forward = dt_cuda_scale_forward,
+    .scale_backward = dt_cuda_scale_backward,
+    .shake_create = dt_cuda_shake_create,
+    .shake_forward = dt_cuda_shake_forward,
+    .shake_backward = dt_cuda_shake_backward,
+    .shift_create = dt_cuda_shift_create,
+    .shift_forward = dt_cuda_shift_forward,
+    .shift_backward = dt_cuda_shift_backward,
+    .bias_create = dt_cuda_bias_create,
+    .bias_forward = dt_cuda_bias_forward,
+    .bias_backward = dt_cuda_bias_backward,
+    .sgd_update = cuda_sgd_update,
+    .lars_update = cuda_lars_update,
+    .adam_update = cuda_adam_update,
+    .all_finite = cuda_all_finite,
 };
 
 static bool env_flag(const char *name) {
@@ -279,22 +359,13 @@ dt_backend *dt_backend_cuda_create(int threads) {
                  device, count, cudaGetErrorString(e));
     return NULL;
   }
-  int managed = 0, concurrent = 0;
-  DT_CUDA_CHECK(cudaDeviceGetAttribute(&managed, cudaDevAttrManagedMemory, device));
-  DT_CUDA_CHECK(cudaDeviceGetAttribute(&concurrent, cudaDevAttrConcurrentManagedAccess, device));
-  if (!managed) {
-    dt_error_set(DT_ERR_CONFIG, "no CUDA device available: GPU %d has no managed memory", device);
-    return NULL;
-  }
 
   dt_cuda_backend *be = dt_xcalloc(1, sizeof *be);
   be->base.ops = &cuda_ops;
   be->base.threads = threads > 0 ? threads : 1;
   be->device = device;
   be->tf32 = env_flag("DT_CUDA_TF32");
-  /* Without concurrent managed access the host may not touch managed memory while any
-   * kernel runs, so every op must wait. */
-  be->sync_all = env_flag("DT_CUDA_SYNC") || !concurrent;
+  be->sync_all = env_flag("DT_CUDA_SYNC");
   be->verbose = env_flag("DT_CUDA_VERBOSE");
   DT_CUDA_CHECK(cudaStreamCreate(&be->stream));
   cudnnStatus_t ds = cudnnCreate(&be->cudnn);
@@ -318,14 +389,15 @@ dt_backend *dt_backend_cuda_create(int threads) {
   DT_CUBLAS_CHECK(cublasSetStream(be->cublas, be->stream));
   DT_CUBLAS_CHECK(
       cublasSetMathMode(be->cublas, be->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH));
+  be->lars_scratch = dt_cuda_malloc(dt_k_lars_scratch_bytes());
+  be->flag = dt_cuda_malloc(sizeof(int));
   if (be->verbose) {
     struct cudaDeviceProp prop;
     DT_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
     fprintf(stderr,
-            "dtrain cuda: GPU %d of %d: %s (sm_%d%d), cuDNN %zu, %s, concurrent managed access "
-            "%s\n",
-            device, count, prop.name, prop.major, prop.minor, cudnnGetVersion(),
-            be->tf32 ? "TF32 allowed" : "strict fp32", concurrent ? "yes" : "no");
+            "dtrain cuda: GPU %d of %d: %s (sm_%d%d), cuDNN %zu, %s%s\n", device, count,
+            prop.name, prop.major, prop.minor, cudnnGetVersion(),
+            be->tf32 ? "TF32 allowed" : "strict fp32", be->sync_all ? ", every op waits" : "");
   }
   return &be->base;
 }

@@ -67,7 +67,7 @@ void dt_cuda_bn_forward_train(dt_op *op, const dt_tensor *x, const float *gamma,
                               be->stream));
   DT_CUDA_CHECK(dt_k_bn_apply(x->data, y->data, b->mask, b->mean, b->invstd, gamma, beta, s.n,
                               s.c, s.h * s.w, b->nhwc, b->relu, be->stream));
-  dt_cuda_op_done(be, true);
+  dt_cuda_op_done(be, false);
 }
 
 void dt_cuda_bn_forward_infer(dt_op *op, const dt_tensor *x, const float *gamma,
@@ -80,7 +80,7 @@ void dt_cuda_bn_forward_infer(dt_op *op, const dt_tensor *x, const float *gamma,
   const dt_shape s = b->s;
   DT_CUDA_CHECK(dt_k_bn_infer(x->data, y->data, running_mean, running_var, gamma, beta, b->eps,
                               s.n, s.c, s.h * s.w, b->nhwc, b->relu, be->stream));
-  dt_cuda_op_done(be, true);
+  dt_cuda_op_done(be, false);
 }
 
 void dt_cuda_bn_backward(dt_op *op, const dt_tensor *x, const dt_tensor *dy, const float *gamma,
@@ -95,5 +95,5 @@ void dt_cuda_bn_backward(dt_op *op, const dt_tensor *x, const dt_tensor *dy, con
   DT_CUDA_CHECK(dt_k_bn_backward(x->data, dy->data, b->mask, save_mean, save_var, gamma, b->eps,
                                  b->partial, b->coef, dx->data, dgamma, dbeta, s.n, s.c,
                                  s.h * s.w, b->nhwc, be->stream));
-  dt_cuda_op_done(be, true);
+  dt_cuda_op_done(be, false);
 }

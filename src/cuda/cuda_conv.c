@@ -12,7 +12,8 @@
  * Algorithms are chosen once per shape by cudnnFind*AlgorithmEx (every candidate run on
  * scratch buffers; the fastest that succeeds wins), cached in the backend for every op of the
  * same shape, and share one workspace grown to the largest need. Math: strict fp32 FMA
- * kernels (CUDNN_FMA_MATH), or TF32 tensor cores with DT_CUDA_TF32=1. */
+ * kernels (CUDNN_FMA_MATH), or TF32 tensor cores with DT_CUDA_TF32=1; the math type is set
+ * per pass on the op's descriptor before each call. */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
 
@@ -25,13 +26,18 @@
 /* Workspace offered to cudnnFind*AlgorithmEx: candidates that need more are skipped. */
 #define DT_CUDA_FIND_WORKSPACE ((size_t)256 << 20)
 
-/* The algorithms of one convolution shape (and math mode). */
+/* The three passes of a convolution. */
+typedef enum { CONV_FWD, CONV_DATA, CONV_FILTER, CONV_PASSES } conv_pass;
+static const char *const conv_pass_name[CONV_PASSES] = {"forward", "backward-data",
+                                                        "backward-filter"};
+
+/* The algorithms of one convolution shape: per pass, the algorithm (a cuDNN enum value), its
+ * math type and workspace. */
 struct dt_cuda_algo {
   dt_conv_params p;
-  cudnnConvolutionFwdAlgo_t fwd;
-  cudnnConvolutionBwdDataAlgo_t bwd_data;
-  cudnnConvolutionBwdFilterAlgo_t bwd_filter;
-  size_t ws_fwd, ws_data, ws_filter;
+  int algo[CONV_PASSES];
+  cudnnMathType_t math[CONV_PASSES];
+  size_t ws[CONV_PASSES];
   dt_cuda_algo *next;
 };
 
@@ -80,8 +86,64 @@ static void conv_name(char *buf, size_t size, const dt_conv_params *p) {
            p->c, p->h, p->w, p->k, p->c / p->groups, p->r, p->s, p->stride, p->pad, p->groups);
 }
 
-/* Run every algorithm of the three passes once on scratch buffers and keep the fastest that
- * works. Fatal, naming the shape, when a pass has none. */
+/* cudnnFind*AlgorithmEx for one pass under the descriptor's current math type: the fastest
+ * algorithm that ran, with its time and workspace, or -1 when none did. */
+static int conv_find_pass(dt_cuda_backend *be, cuda_conv *c, conv_pass pass, float *x, float *y,
+                          float *w, float *ms, size_t *ws) {
+  void *work = be->workspace;
+  const size_t work_bytes = be->workspace_bytes;
+  int got = 0;
+  switch (pass) {
+    case CONV_FWD: {
+      cudnnConvolutionFwdAlgoPerf_t r[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+      DT_CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(
+          be->cudnn, c->xd, x, c->wd, w, c->cd, c->yd, y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got,
+          r, work, work_bytes));
+      for (int i = 0; i < got; i++)
+        if (r[i].status == CUDNN_STATUS_SUCCESS) {
+          *ms = r[i].time;
+          DT_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(be->cudnn, c->xd, c->wd, c->cd,
+                                                                 c->yd, r[i].algo, ws));
+          return (int)r[i].algo;
+        }
+      return -1;
+    }
+    case CONV_DATA: {
+      cudnnConvolutionBwdDataAlgoPerf_t r[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+      DT_CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(
+          be->cudnn, c->wd, w, c->yd, y, c->cd, c->xd, x, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
+          &got, r, work, work_bytes));
+      for (int i = 0; i < got; i++)
+        if (r[i].status == CUDNN_STATUS_SUCCESS) {
+          *ms = r[i].time;
+          DT_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(be->cudnn, c->wd, c->yd,
+                                                                      c->cd, c->xd, r[i].algo, ws));
+          return (int)r[i].algo;
+        }
+      return -1;
+    }
+    case CONV_FILTER:
+    default: {
+      cudnnConvolutionBwdFilterAlgoPerf_t r[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+      DT_CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(
+          be->cudnn, c->xd, x, c->yd, y, c->cd, c->wd, w, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
+          &got, r, work, work_bytes));
+      for (int i = 0; i < got; i++)
+        if (r[i].status == CUDNN_STATUS_SUCCESS) {
+          *ms = r[i].time;
+          DT_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
+              be->cudnn, c->xd, c->yd, c->cd, c->wd, r[i].algo, ws));
+          return (int)r[i].algo;
+        }
+      return -1;
+    }
+  }
+}
+
+/* Run every algorithm of each pass once on scratch buffers and keep the fastest that works,
+ * in strict fp32 (FMA) math unless TF32 is allowed. A pass with no strict-fp32 algorithm
+ * falls back to cuDNN's default math (TF32 on Ampere and newer) with a warning; one with no
+ * algorithm at all is fatal, naming the shape. */
 static dt_cuda_algo *conv_find(dt_cuda_backend *be, cuda_conv *c) {
   const dt_conv_params *p = &c->p;
   char name[160];
@@ -91,63 +153,49 @@ static dt_cuda_algo *conv_find(dt_cuda_backend *be, cuda_conv *c) {
   const size_t wb = (size_t)p->k * (p->c / p->groups) * p->r * p->s * sizeof(float);
   float *x = dt_cuda_malloc(xb), *y = dt_cuda_malloc(yb), *w = dt_cuda_malloc(wb);
   dt_cuda_workspace_reserve(be, DT_CUDA_FIND_WORKSPACE);
-  void *ws = be->workspace;
-  const size_t wsb = be->workspace_bytes;
 
   dt_cuda_algo *a = dt_xcalloc(1, sizeof *a);
   a->p = *p;
-  int got = 0;
-
-  cudnnConvolutionFwdAlgoPerf_t fr[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-  DT_CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(be->cudnn, c->xd, x, c->wd, w, c->cd,
-                                                        c->yd, y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
-                                                        &got, fr, ws, wsb));
-  int i = 0;
-  while (i < got && fr[i].status != CUDNN_STATUS_SUCCESS) i++;
-  if (i == got) DT_FATAL("cuDNN has no forward algorithm for the convolution %s", name);
-  a->fwd = fr[i].algo;
-  DT_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(be->cudnn, c->xd, c->wd, c->cd, c->yd,
-                                                         a->fwd, &a->ws_fwd));
-  const float fwd_ms = fr[i].time;
-
-  float data_ms = 0;
-  if (p->need_dx) {
-    cudnnConvolutionBwdDataAlgoPerf_t dr[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-    DT_CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(
-        be->cudnn, c->wd, w, c->yd, y, c->cd, c->xd, x, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
-        &got, dr, ws, wsb));
-    i = 0;
-    while (i < got && dr[i].status != CUDNN_STATUS_SUCCESS) i++;
-    if (i == got) DT_FATAL("cuDNN has no backward-data algorithm for the convolution %s", name);
-    a->bwd_data = dr[i].algo;
-    data_ms = dr[i].time;
-    DT_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(be->cudnn, c->wd, c->yd, c->cd,
-                                                                c->xd, a->bwd_data, &a->ws_data));
+  float ms[CONV_PASSES] = {0};
+  for (int pass = 0; pass < CONV_PASSES; pass++) {
+    a->algo[pass] = -1;
+    if (pass == CONV_DATA && !p->need_dx) continue;
+    cudnnMathType_t math = be->tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
+    DT_CUDNN_CHECK(cudnnSetConvolutionMathType(c->cd, math));
+    int algo = conv_find_pass(be, c, (conv_pass)pass, x, y, w, &ms[pass], &a->ws[pass]);
+    if (algo < 0 && math == CUDNN_FMA_MATH) {
+      math = CUDNN_DEFAULT_MATH;
+      DT_CUDNN_CHECK(cudnnSetConvolutionMathType(c->cd, math));
+      algo = conv_find_pass(be, c, (conv_pass)pass, x, y, w, &ms[pass], &a->ws[pass]);
+      if (algo >= 0)
+        fprintf(stderr,
+                "dtrain cuda: warning: no strict-fp32 %s algorithm for the convolution %s; "
+                "using cuDNN's default math (TF32 on Ampere and newer)\n",
+                conv_pass_name[pass], name);
+    }
+    if (algo < 0)
+      DT_FATAL("cuDNN has no %s algorithm for the convolution %s", conv_pass_name[pass], name);
+    a->algo[pass] = algo;
+    a->math[pass] = math;
   }
-
-  cudnnConvolutionBwdFilterAlgoPerf_t wr[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-  DT_CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(
-      be->cudnn, c->xd, x, c->yd, y, c->cd, c->wd, w, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
-      &got, wr, ws, wsb));
-  i = 0;
-  while (i < got && wr[i].status != CUDNN_STATUS_SUCCESS) i++;
-  if (i == got) DT_FATAL("cuDNN has no backward-filter algorithm for the convolution %s", name);
-  a->bwd_filter = wr[i].algo;
-  DT_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
-      be->cudnn, c->xd, c->yd, c->cd, c->wd, a->bwd_filter, &a->ws_filter));
-
   if (be->verbose)
     fprintf(stderr,
             "dtrain cuda: conv %s: forward algo %d (%.3f ms, %zu B), backward data algo %d "
-            "(%.3f ms, %zu B), backward filter algo %d (%.3f ms, %zu B)\n",
-            name, (int)a->fwd, fwd_ms, a->ws_fwd, p->need_dx ? (int)a->bwd_data : -1, data_ms,
-            a->ws_data, (int)a->bwd_filter, wr[i].time, a->ws_filter);
+            "(%.3f ms, %zu B), backward filter algo %d (%.3f ms, %zu B)%s\n",
+            name, a->algo[CONV_FWD], ms[CONV_FWD], a->ws[CONV_FWD], a->algo[CONV_DATA],
+            ms[CONV_DATA], a->ws[CONV_DATA], a->algo[CONV_FILTER], ms[CONV_FILTER],
+            a->ws[CONV_FILTER], be->tf32 ? ", TF32 allowed" : "");
   dt_cuda_free(x);
   dt_cuda_free(y);
   dt_cuda_free(w);
   a->next = be->algos;
   be->algos = a;
   return a;
+}
+
+/* Set the math type chosen for one pass on the shared descriptor. */
+static void conv_math(cuda_conv *c, conv_pass pass) {
+  DT_CUDNN_CHECK(cudnnSetConvolutionMathType(c->cd, c->algo->math[pass]));
 }
 
 dt_op *dt_cuda_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_layout *x,
@@ -204,9 +252,9 @@ dt_op *dt_cuda_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_la
   for (const dt_cuda_algo *a = be->algos; a && !c->algo; a = a->next)
     if (same_params(&a->p, &c->p)) c->algo = a;
   if (!c->algo) c->algo = conv_find(be, c);
-  size_t ws = c->algo->ws_fwd;
-  if (c->algo->ws_data > ws) ws = c->algo->ws_data;
-  if (c->algo->ws_filter > ws) ws = c->algo->ws_filter;
+  size_t ws = 0;
+  for (int pass = 0; pass < CONV_PASSES; pass++)
+    if (c->algo->ws[pass] > ws) ws = c->algo->ws[pass];
   dt_cuda_workspace_reserve(be, ws);
   *y = c->y;
   return &c->base;
@@ -236,10 +284,12 @@ void dt_cuda_conv_forward(dt_op *op, const dt_tensor *x, const float *w, dt_tens
   dt_cuda_check_tensor(y, c->y, "conv_forward y");
   const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
   const float *xk = conv_x(c, x), *wk = conv_w(c, w);
+  conv_math(c, CONV_FWD);
   DT_CUDNN_CHECK(cudnnConvolutionForward(be->cudnn, &one, c->xd, xk, c->wd, wk, c->cd,
-                                         c->algo->fwd, be->workspace, c->algo->ws_fwd, &beta,
-                                         c->yd, y->data));
-  dt_cuda_op_done(be, true);
+                                         (cudnnConvolutionFwdAlgo_t)c->algo->algo[CONV_FWD],
+                                         be->workspace, c->algo->ws[CONV_FWD], &beta, c->yd,
+                                         y->data));
+  dt_cuda_op_done(be, false);
 }
 
 void dt_cuda_conv_backward_data(dt_op *op, const dt_tensor *dy, const float *w, dt_tensor *dx) {
@@ -251,13 +301,15 @@ void dt_cuda_conv_backward_data(dt_op *op, const dt_tensor *dy, const float *w, 
   const float one = 1.0f, zero = 0.0f;
   const float *wk = conv_w(c, w);
   float *dxk = c->stage_x ? c->x_nhwc : dx->data;
-  DT_CUDNN_CHECK(cudnnConvolutionBackwardData(be->cudnn, &one, c->wd, wk, c->yd, dy->data, c->cd,
-                                              c->algo->bwd_data, be->workspace, c->algo->ws_data,
-                                              &zero, c->xd, dxk));
+  conv_math(c, CONV_DATA);
+  DT_CUDNN_CHECK(cudnnConvolutionBackwardData(
+      be->cudnn, &one, c->wd, wk, c->yd, dy->data, c->cd,
+      (cudnnConvolutionBwdDataAlgo_t)c->algo->algo[CONV_DATA], be->workspace,
+      c->algo->ws[CONV_DATA], &zero, c->xd, dxk));
   if (c->stage_x)
     DT_CUDA_CHECK(dt_k_nhwc_to_nchw(c->x_nhwc, dx->data, c->p.n, c->p.c, c->p.h * c->p.w,
                                     be->stream));
-  dt_cuda_op_done(be, true);
+  dt_cuda_op_done(be, false);
 }
 
 void dt_cuda_conv_backward_weights(dt_op *op, const dt_tensor *x, const dt_tensor *dy,
@@ -269,13 +321,15 @@ void dt_cuda_conv_backward_weights(dt_op *op, const dt_tensor *x, const dt_tenso
   const float one = 1.0f, zero = 0.0f;
   const float *xk = conv_x(c, x);
   float *dwk = c->w_same ? dw : c->dw_krsc;
-  DT_CUDNN_CHECK(cudnnConvolutionBackwardFilter(be->cudnn, &one, c->xd, xk, c->yd, dy->data,
-                                                c->cd, c->algo->bwd_filter, be->workspace,
-                                                c->algo->ws_filter, &zero, c->wd, dwk));
+  conv_math(c, CONV_FILTER);
+  DT_CUDNN_CHECK(cudnnConvolutionBackwardFilter(
+      be->cudnn, &one, c->xd, xk, c->yd, dy->data, c->cd,
+      (cudnnConvolutionBwdFilterAlgo_t)c->algo->algo[CONV_FILTER], be->workspace,
+      c->algo->ws[CONV_FILTER], &zero, c->wd, dwk));
   if (!c->w_same)
     DT_CUDA_CHECK(dt_k_nhwc_to_nchw(c->dw_krsc, dw, c->p.k, c->p.c / c->p.groups,
                                     c->p.r * c->p.s, be->stream));
-  dt_cuda_op_done(be, true);
+  dt_cuda_op_done(be, false);
 }
 
 #pragma GCC diagnostic pop

@@ -1,15 +1,14 @@
 /* cuda_internal.h: private pieces shared by the host files of the CUDA backend (src/cuda/).
  *
  * Activations live in NHWC; the plain layout of the contract is NCHW (the image batch, the
- * logits). Parameters, statistics and every buffer returned by `alloc` are CUDA managed
- * memory: the optimizer and the checkpoint code walk the parameter arenas on the host
- * (src/optim.c), so those arenas must be readable and writable there. Everything runs on one
- * stream, in call order.
+ * logits). Every buffer, the ones `alloc` returns included (parameter and gradient arenas,
+ * optimizer state), is plain device memory (cudaMalloc): host code reaches it only through
+ * to_host / to_device / upload / download, and the optimizer updates it with the backend's
+ * update kernels. Everything runs on one stream, in call order.
  *
- * Synchronisation: an op that reads or writes caller arrays the host may touch directly
- * (weights, gradients, batch-norm parameters and statistics) or host memory waits for the
- * stream before it returns, so host code never races the device on managed memory. Ops on
- * activations only (ReLU, add, accumulate, pooling, upload) stay asynchronous. With the
+ * Synchronisation: only an op that hands results to host memory (to_host, download, the
+ * loss, the non-finite check) or reads host memory the caller may reuse at once (to_device,
+ * upload) waits for the stream before it returns; every other op only enqueues work. With the
  * environment variable DT_CUDA_SYNC=1 every op waits (errors then point at the right op). */
 #ifndef DT_CUDA_INTERNAL_H
 #define DT_CUDA_INTERNAL_H
@@ -80,6 +79,8 @@ typedef struct {
   size_t workspace_bytes;
   float *staging;             /* upload / download / loss staging (device) */
   size_t staging_bytes;
+  void *lars_scratch;         /* the LARS norms and trust ratio (device) */
+  int *flag;                  /* the non-finite check's result (device) */
 } dt_cuda_backend;
 
 /* Common head of every op; each kind embeds it as its first member. */
@@ -97,12 +98,12 @@ const dt_layout *dt_cuda_layout(dt_cuda_backend *be, dt_shape shape, dt_cuda_for
 static inline bool dt_cuda_is_nhwc(const dt_layout *l) { return l->format == DT_CUDA_NHWC; }
 /* Fatal unless the tensor has the expected layout (shape mistakes are programming errors). */
 void dt_cuda_check_tensor(const dt_tensor *t, const dt_layout *expected, const char *what);
-/* Device memory (not managed) for the backend's own buffers, zero-filled; fatal on failure. */
+/* Device memory, zero-filled; fatal on failure. */
 void *dt_cuda_malloc(size_t bytes);
 void dt_cuda_free(void *ptr);
 /* Grow the shared cuDNN workspace to at least `bytes`. */
 void dt_cuda_workspace_reserve(dt_cuda_backend *be, size_t bytes);
-/* The end of an op: wait for the stream if it touched caller arrays or host memory
+/* The end of an op: wait for the stream if it moved data to or from host memory
  * (`touches_host`), or always with DT_CUDA_SYNC=1. */
 void dt_cuda_op_done(dt_cuda_backend *be, bool touches_host);
 void dt_cuda_op_register(dt_cuda_backend *be, dt_op *op, void (*release)(dt_op *op));
@@ -147,5 +148,42 @@ void dt_cuda_linear_forward(dt_op *op, const dt_tensor *x, const float *w, const
                             dt_tensor *y);
 void dt_cuda_linear_backward(dt_op *op, const dt_tensor *x, const dt_tensor *dy, const float *w,
                              dt_tensor *dx, float *dw, float *db);
+
+/* ---- ops of the other families (cuda_extra.c) ---- */
+dt_op *dt_cuda_pool_create(dt_backend *be, dt_shape s, const dt_layout *x, dt_pool_kind kind,
+                           int ksize, int stride, int pad, bool count_include_pad,
+                           const dt_layout **y);
+void dt_cuda_pool_forward(dt_op *op, const dt_tensor *x, dt_tensor *y);
+void dt_cuda_pool_backward(dt_op *op, const dt_tensor *dy, dt_tensor *dx);
+dt_op *dt_cuda_concat_create(dt_backend *be, dt_shape as, const dt_layout *a, dt_shape bs,
+                             const dt_layout *b, const dt_layout **y);
+void dt_cuda_concat_forward(dt_op *op, const dt_tensor *a, const dt_tensor *b, dt_tensor *y);
+void dt_cuda_concat_backward(dt_op *op, const dt_tensor *dy, dt_tensor *da, dt_tensor *db);
+dt_op *dt_cuda_pad_channels_create(dt_backend *be, dt_shape xs, const dt_layout *x, int c_out,
+                                   const dt_layout **y);
+void dt_cuda_pad_channels_forward(dt_op *op, const dt_tensor *x, dt_tensor *y);
+void dt_cuda_pad_channels_backward(dt_op *op, const dt_tensor *dy, dt_tensor *dx);
+dt_op *dt_cuda_dropout_create(dt_backend *be, dt_shape s, const dt_layout *x, float p);
+void dt_cuda_dropout_forward(dt_op *op, const dt_tensor *x, const uint64_t *keys, dt_tensor *y);
+void dt_cuda_dropout_backward(dt_op *op, const dt_tensor *dy, dt_tensor *dx);
+dt_op *dt_cuda_sigmoid_create(dt_backend *be, dt_shape s, const dt_layout *x);
+void dt_cuda_sigmoid_forward(dt_op *op, const dt_tensor *x, dt_tensor *y);
+void dt_cuda_sigmoid_backward(dt_op *op, const dt_tensor *y, const dt_tensor *dy, dt_tensor *dx);
+dt_op *dt_cuda_scale_create(dt_backend *be, dt_shape xs, const dt_layout *x, const dt_layout *sl);
+void dt_cuda_scale_forward(dt_op *op, const dt_tensor *x, const dt_tensor *sc, dt_tensor *y);
+void dt_cuda_scale_backward(dt_op *op, const dt_tensor *x, const dt_tensor *sc,
+                            const dt_tensor *dy, dt_tensor *dx, dt_tensor *ds);
+dt_op *dt_cuda_shake_create(dt_backend *be, dt_shape s, const dt_layout *x);
+void dt_cuda_shake_forward(dt_op *op, const dt_tensor *a, const dt_tensor *b, const float *alpha,
+                           dt_tensor *y);
+void dt_cuda_shake_backward(dt_op *op, const dt_tensor *dy, const float *beta, dt_tensor *da,
+                            dt_tensor *db);
+dt_op *dt_cuda_shift_create(dt_backend *be, dt_shape s, const dt_layout *x, int shift_y,
+                            int shift_x);
+void dt_cuda_shift_forward(dt_op *op, const dt_tensor *x, dt_tensor *y);
+void dt_cuda_shift_backward(dt_op *op, const dt_tensor *dy, dt_tensor *dx);
+dt_op *dt_cuda_bias_create(dt_backend *be, dt_shape s, const dt_layout *x);
+void dt_cuda_bias_forward(dt_op *op, const dt_tensor *x, const float *b, dt_tensor *y);
+void dt_cuda_bias_backward(dt_op *op, const dt_tensor *dy, float *db);
 
 #endif

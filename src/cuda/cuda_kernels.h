@@ -5,7 +5,7 @@
  *
  * Counts are element counts; shapes use the fixed letters (N, C, H, W), hw = H * W. `nhwc`
  * selects the storage order of an activation: true for (N, H, W, C), false for (N, C, H, W).
- * All pointers are device (or managed) memory. */
+ * All pointers are device memory. */
 #ifndef DT_CUDA_KERNELS_H
 #define DT_CUDA_KERNELS_H
 
@@ -59,8 +59,9 @@ cudaError_t dt_k_xent(const float *z, const float *t, int n, int k, float scale,
  * dimension of `partial` (2 x rows x C doubles). */
 int dt_k_bn_partial_rows(int n, int hw);
 /* Batch statistics: partial sums of x and x^2, then per channel the mean and biased variance
- * into save_mean / save_var (C), mean_f / invstd_f (C, the op's copies used by the apply
- * kernel) and, when not NULL, the PyTorch running-statistics update (unbiased variance). */
+ * into save_mean / save_var (C, when not NULL), mean_f / invstd_f (C, the op's copies used by
+ * the apply kernel) and, when not NULL, the PyTorch running-statistics update (unbiased
+ * variance). */
 cudaError_t dt_k_bn_stats(const float *x, double *partial, int n, int c, int hw, bool nhwc,
                           float eps, float momentum, float *save_mean, float *save_var,
                           float *running_mean, float *running_var, float *mean_f,
@@ -81,6 +82,63 @@ cudaError_t dt_k_bn_backward(const float *x, const float *dy, const uint8_t *mas
                              const float *save_mean, const float *save_var, const float *gamma,
                              float eps, double *partial, float *coef, float *dx, float *dgamma,
                              float *dbeta, int n, int c, int hw, bool nhwc, cudaStream_t stream);
+
+/* ---- ops of the other families (kernels/extra.cu) ---- */
+/* Pooling (N, C, H, W) -> (N, C, P, Q), windows k x k with stride and symmetric padding; max
+ * pooling records the argmax (h W + w) of every output in ws (N C P Q ints). */
+cudaError_t dt_k_pool_forward(const float *x, float *y, int *ws, int n, int c, int h, int w,
+                              int P, int Q, int k, int stride, int pad, bool max, bool incl,
+                              bool x_nhwc, bool y_nhwc, cudaStream_t stream);
+cudaError_t dt_k_pool_backward(const float *dy, const int *ws, float *dx, int n, int c, int h,
+                               int w, int P, int Q, int k, int stride, int pad, bool max,
+                               bool incl, bool x_nhwc, bool y_nhwc, cudaStream_t stream);
+/* dst channels [d0, d0 + nc) of (N, dc, hw) = src channels [s0, s0 + nc) of (N, sc, hw); zero
+ * when src is NULL. */
+cudaError_t dt_k_copy_channels(const float *src, int sc, int s0, bool s_nhwc, float *dst, int dc,
+                               int d0, bool d_nhwc, int n, int nc, size_t hw,
+                               cudaStream_t stream);
+/* keys: N device uint64; mask: one byte per element (1 = kept); scale = 1 / (1 - p). */
+cudaError_t dt_k_dropout_forward(const float *x, float *y, uint8_t *mask, const uint64_t *keys,
+                                 float p, float scale, int n, int c, size_t hw, bool nhwc,
+                                 cudaStream_t stream);
+cudaError_t dt_k_dropout_backward(const float *dy, const uint8_t *mask, float *dx, float scale,
+                                  size_t count, cudaStream_t stream);
+cudaError_t dt_k_sigmoid_forward(const float *x, float *y, size_t count, cudaStream_t stream);
+cudaError_t dt_k_sigmoid_backward(const float *y, const float *dy, float *dx, size_t count,
+                                  cudaStream_t stream);
+/* s, ds: (N, C). */
+cudaError_t dt_k_scale_forward(const float *x, const float *s, float *y, int n, int c, size_t hw,
+                               bool nhwc, cudaStream_t stream);
+cudaError_t dt_k_scale_ds(const float *x, const float *dy, float *ds, int n, int c, size_t hw,
+                          bool nhwc, cudaStream_t stream);
+/* alpha, beta: N device floats; per = C H W; da or db may be NULL. */
+cudaError_t dt_k_shake_forward(const float *a, const float *b, const float *alpha, float *y,
+                               size_t per, size_t count, cudaStream_t stream);
+cudaError_t dt_k_shake_backward(const float *dy, const float *beta, float *da, float *db,
+                                size_t per, size_t count, cudaStream_t stream);
+cudaError_t dt_k_shift(const float *x, float *y, int n, int c, int h, int w, int sy, int sx,
+                       bool nhwc, cudaStream_t stream);
+cudaError_t dt_k_bias_forward(const float *x, const float *b, float *y, int n, int c, size_t hw,
+                              bool nhwc, cudaStream_t stream);
+/* db (C) = sum of dy over N, H, W; partial: N C doubles of scratch. */
+cudaError_t dt_k_bias_backward(const float *dy, double *partial, float *db, int n, int c,
+                               size_t hw, bool nhwc, cudaStream_t stream);
+
+/* ---- optimizer updates and the non-finite check (kernels/optim.cu) ---- */
+/* The updates of backend.h on one tensor of n floats, g scaled in place first when
+ * grad_scale != 1; LARS needs dt_k_lars_scratch_bytes() of device scratch. */
+cudaError_t dt_k_sgd_update(float *w, float *g, float *buf, size_t n, float lr, float momentum,
+                            float wd, bool nesterov, bool first, float grad_scale,
+                            cudaStream_t stream);
+size_t dt_k_lars_scratch_bytes(void);
+cudaError_t dt_k_lars_update(float *w, float *g, float *buf, size_t n, double lr, float momentum,
+                             float wd, double eps, double eta, double threshold, float grad_scale,
+                             void *scratch, cudaStream_t stream);
+cudaError_t dt_k_adam_update(float *w, float *g, float *m, float *v, float *vmax, size_t n,
+                             float step, float beta1, float beta2, float eps, float bc2_sqrt,
+                             float wd, float grad_scale, cudaStream_t stream);
+/* *flag = 1 when some of the n floats at x is NaN or infinite (the caller zeroes *flag). */
+cudaError_t dt_k_nonfinite(const float *x, size_t n, int *flag, cudaStream_t stream);
 
 #ifdef __cplusplus
 }

@@ -157,7 +157,7 @@ void dt_cuda_linear_forward(dt_op *op, const dt_tensor *x, const float *w, const
   DT_CUDA_CHECK(dt_k_bias_rows(b, y->data, l->s.n, l->k, be->stream));
   DT_CUBLAS_CHECK(cublasSgemm(be->cublas, CUBLAS_OP_T, CUBLAS_OP_N, l->k, l->s.n, l->cols, &one,
                               w, l->cols, xr, l->cols, &one, y->data, l->k));
-  dt_cuda_op_done(be, true);
+  dt_cuda_op_done(be, false);
 }
 
 void dt_cuda_linear_backward(dt_op *op, const dt_tensor *x, const dt_tensor *dy, const float *w,
@@ -183,5 +183,5 @@ void dt_cuda_linear_backward(dt_op *op, const dt_tensor *x, const dt_tensor *dy,
       DT_CUDA_CHECK(dt_k_nchw_to_nhwc(l->x_nchw, dx->data, n, l->s.c, l->s.h * l->s.w,
                                       be->stream));
   }
-  dt_cuda_op_done(be, true);
+  dt_cuda_op_done(be, false);
 }

@@ -9,12 +9,28 @@ static const struct {
   dt_model_build_fn build;
 } families[] = {
     {"resnet_preact", dt_build_resnet_preact},
+    {"resnet", dt_build_resnet},
+    {"wrn", dt_build_wrn},
+    {"densenet", dt_build_densenet},
+    {"pyramidnet", dt_build_pyramidnet},
+    {"resnext", dt_build_resnext},
+    {"shake_shake", dt_build_shake_shake},
+    {"se_resnet_preact", dt_build_se_resnet_preact},
+    {"vgg", dt_build_vgg},
 };
 
 dt_model_build_fn dt_model_family(const char *name) {
   for (size_t i = 0; i < DT_ARRAY_LEN(families); i++)
     if (strcmp(families[i].name, name) == 0) return families[i].build;
   return NULL;
+}
+
+bool dt_model_fan_out(const dt_config *cfg) {
+  /* SE-ResNet-preact has its own initializer, always fan_out (SPEC 1.9); wrn.yaml selects
+   * fan_in, every other HEAD config fan_out (SPEC 1.0). */
+  if (strcmp(cfg->model_name, "se_resnet_preact") == 0) return true;
+  if (strcmp(cfg->model_init_mode, "auto") == 0) return strcmp(cfg->model_name, "wrn") != 0;
+  return strcmp(cfg->model_init_mode, "kaiming_fan_out") == 0;
 }
 
 dt_model *dt_model_create(const dt_config *cfg, dt_backend *be, int channels, int height,
@@ -36,8 +52,7 @@ dt_model *dt_model_create(const dt_config *cfg, dt_backend *be, int channels, in
   m->n_graphs = 1;
   if (be) {
     dt_params_alloc(&m->params, be);
-    dt_params_init(&m->params, be, (uint64_t)cfg->train_seed,
-                   strcmp(cfg->model_init_mode, "kaiming_fan_out") == 0);
+    dt_params_init(&m->params, be, (uint64_t)cfg->train_seed, dt_model_fan_out(cfg));
   }
   return m;
 }

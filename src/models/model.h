@@ -43,6 +43,19 @@ long dt_model_param_count(const dt_model *m);
 long dt_model_summary(const dt_model *m, FILE *f);
 void dt_model_free(dt_model *m);
 
+/* Whether conv and linear weights use Kaiming fan_out (model.init_mode; auto = fan_in for
+ * wrn only; se_resnet_preact always fan_out). */
+bool dt_model_fan_out(const dt_config *cfg);
+
+/* Family builders (SPEC 1), one per src/models/<family>.c. */
 void dt_build_resnet_preact(const dt_config *cfg, dt_graph *g, int classes);
+void dt_build_resnet(const dt_config *cfg, dt_graph *g, int classes);
+void dt_build_wrn(const dt_config *cfg, dt_graph *g, int classes);
+void dt_build_densenet(const dt_config *cfg, dt_graph *g, int classes);
+void dt_build_pyramidnet(const dt_config *cfg, dt_graph *g, int classes);
+void dt_build_resnext(const dt_config *cfg, dt_graph *g, int classes);
+void dt_build_shake_shake(const dt_config *cfg, dt_graph *g, int classes);
+void dt_build_se_resnet_preact(const dt_config *cfg, dt_graph *g, int classes);
+void dt_build_vgg(const dt_config *cfg, dt_graph *g, int classes);
 
 #endif

@@ -42,6 +42,14 @@ struct dt_node {
   int p[4];                  /* parameter table indices (weight, bias / running stats) */
   dt_op *aux;                /* conv with a copied residual: the accumulate op */
   float *save_mean, *save_var; /* batch norm: batch statistics kept for backward (C each) */
+  /* layers of the other families (layers_extra.c) */
+  int pool_kind;             /* pool: a dt_pool_kind */
+  int shift_y, shift_x;      /* shift: source offsets */
+  float prob;                /* dropout: probability of zeroing an element */
+  bool shake_fwd, shake_bwd, shake_img; /* shake: random alpha / beta, one per image */
+  float *mix;                /* shake: host (2N): alpha then beta of the last training forward */
+  uint64_t *keys;            /* dropout: host (N) per-sample mask keys of the last forward */
+  bool dropped;              /* dropout: the last forward applied a mask (training, p > 0) */
 };
 
 typedef struct {
@@ -66,6 +74,13 @@ struct dt_graph {
   float *scratch;    /* gradient scratch for accumulation, sized to the largest value */
   size_t scratch_bytes;
   float *targets;    /* (N, K) soft targets in backend memory */
+  /* Randomness of dropout and shake-shake (set by the trainer before each forward; both 0 by
+   * default). step_key keys the step, e.g. a hash of (train.seed, step); sample_offset is the
+   * index of this batch's first sample in the global batch, so that every layer's draw for a
+   * sample depends only on (step_key, layer index, global sample index), never on the rank,
+   * the micro-batch split or the thread (see DT_GRAPH_BATCH_SAMPLE). */
+  uint64_t step_key;
+  long sample_offset;
 };
 
 /* ---- building (family builders) ---- */
@@ -77,6 +92,40 @@ int dt_graph_relu(dt_graph *g, int x);
 int dt_graph_add(dt_graph *g, int a, int b);
 int dt_graph_gap(dt_graph *g, int x);
 int dt_graph_linear(dt_graph *g, const char *name, int x, int k);
+/* ---- layer kinds of the other families (SPEC 1), implemented in src/nn/layers_extra.c ---- */
+/* Per-channel bias added to x (VGG convolutions have biases): parameter "<name>.bias" (C),
+ * not decayed. fan_in > 0 initialises it as PyTorch's default conv bias, U(-1/sqrt(fan_in),
+ * 1/sqrt(fan_in)) with fan_in = C_in/groups * R * S of the convolution (SPEC 1.0, HEAD);
+ * fan_in == 0 initialises it to zero (v1). */
+int dt_graph_bias(dt_graph *g, const char *name, int x, int fan_in);
+/* Max or average pooling (dt_pool_kind in backend.h), floor mode. Average pooling divides by
+ * ksize^2, counting padding (PyTorch's default count_include_pad=True; no family pads one). */
+int dt_graph_pool(dt_graph *g, int x, dt_pool_kind kind, int ksize, int stride, int pad);
+/* Channel concatenation (a then b). */
+int dt_graph_concat(dt_graph *g, int a, int b);
+/* Zero-pad channels up to c_out (PyramidNet shortcuts). */
+int dt_graph_pad_channels(dt_graph *g, int x, int c_out);
+/* Dropout with probability p in training (survivors scaled by 1 / (1 - p)), identity in
+ * inference (WRN, DenseNet). The mask of a sample is keyed by step_key, the node and the
+ * sample's global index (see step_key). */
+int dt_graph_dropout(dt_graph *g, int x, float p);
+int dt_graph_sigmoid(dt_graph *g, int x);
+/* y = x * s with s (N, C, 1, 1) broadcast over H, W (squeeze-and-excitation). */
+int dt_graph_scale(dt_graph *g, int x, int s);
+/* Shake-shake mixing y = alpha a + (1 - alpha) b, backward da = beta dy, db = (1 - beta) dy
+ * (SPEC 1.8): alpha and beta independent U(0, 1) draws per image (shake_image) or per batch,
+ * redrawn every training forward; a direction that does not shake (shake_forward /
+ * shake_backward false) uses 0.5, as the reference code does; inference uses 0.5. */
+int dt_graph_shake(dt_graph *g, int a, int b, bool shake_forward, bool shake_backward,
+                   bool shake_image);
+/* y[:, :, i, j] = x[:, :, i + dy, j + dx], zero where out of range (shake-shake shortcut). */
+int dt_graph_shift(dt_graph *g, int x, int dy, int dx);
+
+/* The random stream of layer node_index (0-based) for global sample `sample` of this step:
+ * dt_rng_key(g->step_key, DT_RNG_DROPOUT, node_index, sample). Per-batch draws (shake-shake
+ * with shake_image false) use sample DT_GRAPH_BATCH_SAMPLE. */
+#define DT_GRAPH_BATCH_SAMPLE UINT64_MAX
+
 /* Shape of a value while building (available before planning). */
 dt_shape dt_graph_shape(const dt_graph *g, int value);
 
@@ -104,5 +153,7 @@ void dt_graph_grad_pass(dt_graph *g, int v, const dt_tensor *dy);
 /* Layer kinds, for the model summary. */
 extern const dt_layer_ops dt_layer_conv, dt_layer_bn, dt_layer_relu, dt_layer_add, dt_layer_gap,
     dt_layer_linear;
+extern const dt_layer_ops dt_layer_bias, dt_layer_pool, dt_layer_concat, dt_layer_pad_channels,
+    dt_layer_dropout, dt_layer_sigmoid, dt_layer_scale, dt_layer_shake, dt_layer_shift;
 
 #endif

@@ -1,6 +1,5 @@
 /* layers.c: the layer kinds of the graph. Each is a small table of functions (plan, forward,
  * backward, free) over the node's settings; the arithmetic is the backend's. */
-#include <stdlib.h>
 #include <string.h>
 
 #include "nn/graph.h"
@@ -26,13 +25,15 @@ static void conv_plan(dt_node *n, dt_graph *g) {
   const dt_tensor *x = in_t(g, n);
   dt_conv_params p = {x->shape.n, x->shape.c, x->shape.h, x->shape.w, n->k, n->ksize, n->ksize,
                       n->stride, n->pad, n->groups, n->in[0] != 0 && !g->bn_eval};
+  /* The sum must be stored like the residual it adds to. */
+  n->layout = n->residual >= 0 ? g->values[n->residual].t.layout : NULL;
   n->op = BE->conv_create(g->be, &p, x->layout, &n->layout);
   if (n->residual >= 0) {
     const dt_value *r = &g->values[n->residual];
     const dt_node *producer = n->residual > 0 ? &g->nodes[n->residual - 1] : NULL;
     /* The residual's buffer can hold the sum only when nothing else reads it and its
      * producer's backward does not need its output (a convolution's does not). */
-    n->residual_inplace = getenv("DT_NOINPLACE") == NULL && r->consumers == 1 && producer && producer->ops == &dt_layer_conv &&
+    n->residual_inplace = r->consumers == 1 && producer && producer->ops == &dt_layer_conv &&
                           !producer->residual_inplace && r->t.layout == n->layout;
     if (!n->residual_inplace) n->aux = BE->eltwise_create(g->be, n->shape, n->layout);
   }

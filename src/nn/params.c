@@ -59,6 +59,7 @@ float *dt_params_grad(const dt_params *ps, int i) {
 }
 
 void dt_params_alloc(dt_params *ps, dt_backend *be) {
+  ps->be = be;
   ps->weights = be->ops->alloc(be, DT_MAX(ps->n_weights, 1) * sizeof(float));
   ps->grads = be->ops->alloc(be, DT_MAX(ps->n_weights, 1) * sizeof(float));
   ps->buffers = be->ops->alloc(be, DT_MAX(ps->n_buffers, 1) * sizeof(float));
@@ -81,6 +82,14 @@ void dt_params_init(dt_params *ps, dt_backend *be, uint64_t seed, bool fan_out) 
         double stdev = sqrt(2.0 / (fan_out ? p->fan_out : p->fan_in));
         dt_rng r = dt_rng_key(seed, DT_RNG_INIT, (uint64_t)i, 0);
         for (size_t j = 0; j < p->count; j++) host[j] = (float)(stdev * dt_rng_normal(&r));
+        break;
+      }
+      case DT_INIT_UNIFORM_FAN_IN: {
+        DT_CHECK(p->fan_in > 0);
+        double bound = 1.0 / sqrt((double)p->fan_in);
+        dt_rng r = dt_rng_key(seed, DT_RNG_INIT, (uint64_t)i, 0);
+        for (size_t j = 0; j < p->count; j++)
+          host[j] = (float)(bound * (2.0 * dt_rng_uniform(&r) - 1.0));
         break;
       }
     }

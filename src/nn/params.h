@@ -17,6 +17,7 @@ typedef enum {
   DT_INIT_KAIMING_NORMAL, /* N(0, 2 / fan), fan from model.init_mode */
   DT_INIT_ONES,
   DT_INIT_ZEROS,
+  DT_INIT_UNIFORM_FAN_IN, /* U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's default conv bias */
 } dt_init;
 
 typedef struct {
@@ -36,6 +37,7 @@ typedef struct {
   size_t n_weights; /* floats in the weight (and gradient) arena */
   size_t n_buffers; /* floats in the buffer arena */
   float *weights, *grads, *buffers; /* backend memory, allocated by dt_params_alloc */
+  dt_backend *be;                   /* the backend that owns the arenas (dt_params_alloc) */
 } dt_params;
 
 /* Register a tensor, or return the existing one of that name (its shape must match).

@@ -1,18 +1,31 @@
-/* test_gpu_model.c: ResNet-preact-20 (the default config, 1x28x28 input, 10 classes) on the
- * CUDA backend against the CPU backend, both initialised from the same seed.
+/* test_gpu_model.c: ResNet-preact-20 (1x28x28 input, 10 classes) on the CUDA backend against
+ * the CPU backend.
  *
- *   one step   forward and backward of one batch: the logits agree within 1e-4, every weight
- *              gradient within 1e-2 and the running statistics within 1e-3 (relative in
- *              norm, per tensor). Gradients are looser than the logits because a ReLU input
- *              that lies within fp32 noise of 0 may flip its mask between backends, which
- *              moves gradients at the 1e-3 level; the worst tensor is printed.
- *   50 steps   SGD (src/optim.h, the config's momentum, Nesterov and weight decay) on four
- *              fixed random batches cycled, on both backends: the mean loss of each step
- *              agrees within 2%; both curves are printed.
+ *   one step     the default config, both sides initialised from the same seed, forward and
+ *                backward of one batch of 32 random images: the logits agree within 1e-4,
+ *                every weight gradient within 1e-2 and the running statistics within 1e-3
+ *                (relative in norm, per tensor). Gradients are looser than the logits because
+ *                a ReLU input that lies within fp32 noise of 0 may flip its mask between
+ *                backends, which moves gradients at the 1e-3 level; the worst is printed.
+ *   golden steps 20 SGD steps (lr 0.1, momentum 0.9, Nesterov, weight decay 5e-4) from the
+ *                weights of tests/golden/resnet_preact20.bin on its margin-checked batch of 4,
+ *                as tests/test_golden.c runs them on the CPU: the loss of every step agrees
+ *                between the backends within 1e-3 relative, or, where float32 implementations
+ *                are known to disagree by more (PyTorch's float64 and channels_last runs of
+ *                the same steps, stored in the golden file, and the CPU backend's own distance
+ *                from PyTorch), within twice that spread; at least 5 steps must meet 1e-3
+ *                outright. Training on generic data is chaotic at float32 rounding level
+ *                (ReLU sign flips compound from step 3 on: see tools/make_golden.py), so a
+ *                long run on random batches cannot tell a backend bug from rounding; this
+ *                batch was chosen so that it can.
+ *   optimizer    every optimizer update of the backend seam (SGD with and without Nesterov,
+ *                first and later steps, LARS with and without eta and under its threshold,
+ *                Adam, AMSGrad, gradient scaling) on random tensors: the CUDA results equal the
+ *                CPU ones within 1e-6 relative (the kernels round like the CPU loops, so they
+ *                are normally bit-identical; the count of identical arrays is printed), and
+ *                the non-finite check finds a NaN or an infinity anywhere.
  *
- * The optimizer walks the CUDA backend's parameter arenas on the host, as the trainer does,
- * so this also checks that those arenas are host-accessible. Exits 77 (ctest: skipped)
- * without a CUDA backend or GPU. */
+ * The test reads backend arenas only through to_host. Exits 77 (ctest: skipped) without a CUDA backend or GPU. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -24,6 +37,7 @@
 
 #include "backend.h"
 #include "common.h"
+#include "golden.h"
 #include "models/model.h"
 #include "optim.h"
 #include "rng.h"
@@ -33,12 +47,14 @@
 #define CHANNELS 1
 #define SIZE 28
 #define CLASSES 10
-#define BATCHES 4
-#define STEPS 50
 #define LOGIT_TOL 1e-4
 #define GRAD_TOL 1e-2
 #define STAT_TOL 1e-3
-#define LOSS_TOL 0.02
+#define GOLDEN "tests/golden/resnet_preact20.bin"
+#define GOLDEN_N 4      /* images in the golden batch */
+#define GOLDEN_STEPS 20 /* SGD steps stored in the golden file */
+#define LOSS_TOL 1e-3   /* relative loss difference where float32 implementations agree */
+#define MIN_TIGHT 5     /* steps that must meet LOSS_TOL outright */
 
 static dt_config g_cfg;
 
@@ -115,7 +131,7 @@ static void test_one_step(void **state) {
   float *bc = arena(&cpu, pc->buffers, pc->n_buffers);
   float *bg = arena(&gpu, pg->buffers, pg->n_buffers);
   double worst_grad = 0, worst_stat = 0;
-  const char *worst_grad_name = "", *worst_stat_name = "";
+  const char *worst_grad_name = "all equal", *worst_stat_name = "all equal";
   int grads = 0, stats = 0;
   for (int i = 0; i < pc->count; i++) {
     const dt_param *p = &pc->items[i];
@@ -148,43 +164,232 @@ static void test_one_step(void **state) {
   assert_int_equal(failures, 0);
 }
 
-static void test_sgd_tracks(void **state) {
+static const golden_tensor *need(const golden_file *gf, const char *name) {
+  const golden_tensor *t = golden_find(gf, name);
+  if (!t) fail_msg("%s: record %s missing", GOLDEN, name);
+  return t;
+}
+
+/* A model of the golden file's net (ResNet-preact-20) on one backend, with its weights and
+ * running statistics (param/...) copied in, and an SGD optimizer of the golden run. */
+static side golden_side(dt_backend *be, const golden_file *gf, const dt_config *cfg) {
+  side s = {be, dt_model_create(cfg, be, CHANNELS, SIZE, SIZE, CLASSES), {0}};
+  assert_non_null(s.m);
+  dt_params *ps = &s.m->params;
+  for (int i = 0; i < ps->count; i++) {
+    const dt_param *p = &ps->items[i];
+    char name[160];
+    snprintf(name, sizeof name, "param/%s", p->name);
+    const golden_tensor *t = need(gf, name);
+    assert_int_equal(t->count, p->count);
+    be->ops->to_device(be, dt_params_data(ps, i), t->data, p->count * sizeof(float));
+  }
+  dt_optim_init(&s.opt, cfg, ps);
+  return s;
+}
+
+/* Forward, loss and backward of the golden batch; returns the mean loss. */
+static double golden_step(side *s, const float *x, const float *t) {
+  dt_graph *g = dt_model_graph(s->m, GOLDEN_N, false);
+  dt_graph_forward(g, x, true);
+  float losses[GOLDEN_N];
+  dt_graph_loss(g, t, 1.0f / GOLDEN_N, losses);
+  dt_graph_backward(g);
+  double sum = 0;
+  for (int i = 0; i < GOLDEN_N; i++) sum += losses[i];
+  return sum / GOLDEN_N;
+}
+
+static void test_golden_steps(void **state) {
   dt_backend **be = *state;
-  side cpu = side_new(be[0]), gpu = side_new(be[1]);
-  const double lr = g_cfg.optim_lr * BATCH / (double)g_cfg.optim_reference_batch;
-  float *x[BATCHES], *t[BATCHES];
-  for (int b = 0; b < BATCHES; b++) {
-    x[b] = dt_xcalloc((size_t)BATCH * CHANNELS * SIZE * SIZE, sizeof(float));
-    t[b] = dt_xcalloc((size_t)BATCH * CLASSES, sizeof(float));
-    make_batch(b, x[b], t[b]);
-  }
-  print_message("  SGD lr %g momentum %g nesterov %d weight decay %g, batch %d, %d steps\n", lr,
-                g_cfg.optim_momentum, (int)g_cfg.optim_nesterov, g_cfg.optim_weight_decay, BATCH,
-                STEPS);
-  print_message("  step   loss cpu   loss gpu   rel diff\n");
-  int failures = 0;
-  double worst = 0;
-  for (int s = 0; s < STEPS; s++) {
-    const int b = s % BATCHES;
-    const double lc = step(&cpu, x[b], t[b], NULL), lg = step(&gpu, x[b], t[b], NULL);
-    dt_optim_step(&cpu.opt, &cpu.m->params, lr, 1.0f);
-    dt_optim_step(&gpu.opt, &gpu.m->params, lr, 1.0f);
+  golden_file gf;
+  assert_int_equal(golden_load(&gf, GOLDEN), 0);
+  dt_config cfg;
+  dt_config_defaults(&cfg);
+  cfg.model_depth = 20;
+  cfg.optim_lr = 0.1;
+  cfg.optim_momentum = 0.9;
+  cfg.optim_nesterov = true;
+  cfg.optim_weight_decay = 5e-4;
+  const golden_tensor *gx = need(&gf, "data/x"), *gy = need(&gf, "data/y");
+  assert_int_equal(gx->count, (size_t)GOLDEN_N * CHANNELS * SIZE * SIZE);
+  assert_int_equal(gy->count, GOLDEN_N);
+  float t[GOLDEN_N * CLASSES] = {0};
+  for (int j = 0; j < GOLDEN_N; j++) t[j * CLASSES + (int)gy->data[j]] = 1.0f;
+  const golden_tensor *want = need(&gf, "train/loss"), *want64 = need(&gf, "train/loss64"),
+                      *want_cl = need(&gf, "train/loss_cl");
+  assert_int_equal(want->count, GOLDEN_STEPS);
+
+  side cpu = golden_side(be[0], &gf, &cfg), gpu = golden_side(be[1], &gf, &cfg);
+  print_message("  SGD lr %g momentum %g nesterov %d weight decay %g, the golden batch of %d, "
+                "%d steps\n", cfg.optim_lr, cfg.optim_momentum, (int)cfg.optim_nesterov,
+                cfg.optim_weight_decay, GOLDEN_N, GOLDEN_STEPS);
+  print_message("  step   loss cpu   loss gpu   gpu-cpu   gpu-torch    spread     bound\n");
+  int failures = 0, tight = 0;
+  double worst = 0; /* largest ratio of difference to bound */
+  for (int s = 0; s < GOLDEN_STEPS; s++) {
+    const double lc = golden_step(&cpu, gx->data, t), lg = golden_step(&gpu, gx->data, t);
+    dt_optim_step(&cpu.opt, &cpu.m->params, cfg.optim_lr, 1.0f);
+    dt_optim_step(&gpu.opt, &gpu.m->params, cfg.optim_lr, 1.0f);
+    /* How far apart correct float32 runs of this step are known to land. */
+    const double ref = want->data[s];
+    double spread = fmax(fabs(want64->data[s] - ref), fabs(want_cl->data[s] - ref));
+    spread = fmax(spread, fabs(lc - ref)) / fabs(ref);
+    const double bound = fmax(LOSS_TOL, 2.0 * spread);
     const double rel = fabs(lg - lc) / fabs(lc);
-    const bool ok = rel < LOSS_TOL; /* false for NaN */
+    const bool ok = rel < bound; /* false for NaN */
     if (!ok) failures++;
-    if (!ok || rel > worst) worst = ok ? rel : INFINITY;
-    print_message("  %4d %10.6f %10.6f %10.2e%s\n", s + 1, lc, lg, rel, ok ? "" : "  FAIL");
+    if (ok && rel < LOSS_TOL) tight++;
+    worst = ok ? fmax(worst, rel / bound) : INFINITY;
+    print_message("  %4d %10.6f %10.6f %9.2e %11.2e %9.2e %9.2e%s\n", s + 1, lc, lg, rel,
+                  fabs(lg - ref) / fabs(ref), spread, bound, ok ? "" : "  FAIL");
   }
-  print_message("  worst rel diff %.2e (tolerance %.0e)\n", worst, LOSS_TOL);
-  for (int b = 0; b < BATCHES; b++) free(x[b]), free(t[b]);
+  print_message("  %d of %d steps within %.0e (at least %d required); worst difference %.2f of "
+                "its bound\n", tight, GOLDEN_STEPS, LOSS_TOL, MIN_TIGHT, worst);
   side_free(&cpu);
   side_free(&gpu);
+  golden_free(&gf);
+  dt_config_free(&cfg);
+  assert_int_equal(failures, 0);
+  assert_true(tight >= MIN_TIGHT);
+}
+
+/* One optimizer update on both backends from the same random tensors. */
+typedef enum { UPD_SGD, UPD_SGD_NESTEROV, UPD_LARS, UPD_ADAM, UPD_AMSGRAD } upd_kind;
+
+typedef struct {
+  const char *name;
+  upd_kind kind;
+  bool first;
+  float grad_scale, wd;
+  double eta, threshold;
+} upd_case;
+
+#define UPD_ARRAYS 5 /* w, g and three state arrays */
+#define UPD_N 4099   /* not a multiple of any block size */
+#define UPD_TOL 1e-6
+
+static void run_update(dt_backend *be, const upd_case *c, float *a[UPD_ARRAYS]) {
+  const dt_backend_ops *o = be->ops;
+  switch (c->kind) {
+    case UPD_SGD:
+    case UPD_SGD_NESTEROV:
+      o->sgd_update(be, a[0], a[1], a[2], UPD_N, 0.05f, 0.9f, c->wd, c->kind == UPD_SGD_NESTEROV,
+                    c->first, c->grad_scale);
+      break;
+    case UPD_LARS:
+      o->lars_update(be, a[0], a[1], a[2], UPD_N, 0.3, 0.9f, c->wd, 1e-9, c->eta, c->threshold,
+                     c->grad_scale);
+      break;
+    case UPD_ADAM:
+    case UPD_AMSGRAD:
+      o->adam_update(be, a[0], a[1], a[2], a[3], c->kind == UPD_AMSGRAD ? a[4] : NULL, UPD_N,
+                     1e-3f / 0.19f, 0.9f, 0.999f, 1e-8f, 0.0447f, c->wd, c->grad_scale);
+      break;
+  }
+}
+
+static void test_optim_ops(void **state) {
+  dt_backend **be = *state;
+  static const upd_case cases[] = {
+      {"sgd first step", UPD_SGD, true, 1.0f, 5e-4f, 0, 0},
+      {"sgd", UPD_SGD, false, 1.0f, 5e-4f, 0, 0},
+      {"sgd nesterov first step", UPD_SGD_NESTEROV, true, 1.0f, 5e-4f, 0, 0},
+      {"sgd nesterov, grad scale 0.25", UPD_SGD_NESTEROV, false, 0.25f, 5e-4f, 0, 0},
+      {"sgd no decay", UPD_SGD, false, 1.0f, 0.0f, 0, 0},
+      {"lars", UPD_LARS, false, 1.0f, 5e-4f, 0, 0},
+      {"lars eta 0.001, grad scale 0.5", UPD_LARS, false, 0.5f, 5e-4f, 1e-3, 0},
+      {"lars under its threshold", UPD_LARS, false, 1.0f, 5e-4f, 0, 1e9},
+      {"adam", UPD_ADAM, false, 1.0f, 1e-2f, 0, 0},
+      {"amsgrad, grad scale 2", UPD_AMSGRAD, false, 2.0f, 0.0f, 0, 0},
+  };
+  static const char *const array_name[UPD_ARRAYS] = {"w", "g", "state0", "state1", "state2"};
+  const size_t bytes = UPD_N * sizeof(float);
+  float *host[UPD_ARRAYS], *got[2][UPD_ARRAYS], *dev[2][UPD_ARRAYS];
+  for (int j = 0; j < UPD_ARRAYS; j++) {
+    host[j] = dt_xcalloc(UPD_N, sizeof(float));
+    for (int b = 0; b < 2; b++) {
+      got[b][j] = dt_xcalloc(UPD_N, sizeof(float));
+      dev[b][j] = be[b]->ops->alloc(be[b], bytes);
+    }
+  }
+  int failures = 0, identical = 0, compared = 0;
+  double worst = 0;
+  for (size_t i = 0; i < DT_ARRAY_LEN(cases); i++) {
+    const upd_case *c = &cases[i];
+    for (int j = 0; j < UPD_ARRAYS; j++) {
+      /* state1 and state2 are Adam's second moments: non-negative */
+      tu_fill_uniform(host[j], UPD_N, 1000 + 10 * i + (uint64_t)j, j >= 3 ? 0 : -1, 1);
+      for (int b = 0; b < 2; b++) be[b]->ops->to_device(be[b], dev[b][j], host[j], bytes);
+    }
+    for (int b = 0; b < 2; b++) {
+      run_update(be[b], c, dev[b]);
+      for (int j = 0; j < UPD_ARRAYS; j++) be[b]->ops->to_host(be[b], got[b][j], dev[b][j], bytes);
+    }
+    double case_worst = 0;
+    for (int j = 0; j < UPD_ARRAYS; j++) {
+      const double err = tu_rel_err(got[1][j], got[0][j], UPD_N);
+      const bool ok = err < UPD_TOL; /* false for NaN */
+      compared++;
+      identical += memcmp(got[0][j], got[1][j], bytes) == 0;
+      if (!ok) {
+        print_message("  FAIL %s: %s rel err %.2e (tolerance %.0e)\n", c->name, array_name[j],
+                      err, UPD_TOL);
+        failures++;
+      }
+      case_worst = ok ? fmax(case_worst, err) : INFINITY;
+    }
+    /* The update must have moved the weights, or the comparison proves little. */
+    if (memcmp(got[0][0], host[0], bytes) == 0) {
+      print_message("  FAIL %s: the CPU update left the weights unchanged\n", c->name);
+      failures++;
+    }
+    worst = fmax(worst, case_worst);
+  }
+  print_message("  %zu updates: %d of %d arrays bit-identical, worst rel err %.2e (tolerance "
+                "%.0e)\n", DT_ARRAY_LEN(cases), identical, compared, worst, UPD_TOL);
+
+  /* The non-finite check: clean, then one NaN or infinity at either end or in the middle. */
+  const size_t at[] = {0, UPD_N / 2, UPD_N - 1};
+  const float bad[] = {NAN, INFINITY, -INFINITY};
+  tu_fill_uniform(host[0], UPD_N, 77, -1e30, 1e30);
+  for (int b = 0; b < 2; b++) {
+    be[b]->ops->to_device(be[b], dev[b][0], host[0], bytes);
+    if (!be[b]->ops->all_finite(be[b], dev[b][0], UPD_N)) {
+      print_message("  FAIL %s all_finite: false on finite values\n", be[b]->ops->name);
+      failures++;
+    }
+  }
+  for (size_t i = 0; i < DT_ARRAY_LEN(at); i++)
+    for (size_t k = 0; k < DT_ARRAY_LEN(bad); k++) {
+      const float keep = host[0][at[i]];
+      host[0][at[i]] = bad[k];
+      for (int b = 0; b < 2; b++) {
+        be[b]->ops->to_device(be[b], dev[b][0], host[0], bytes);
+        if (be[b]->ops->all_finite(be[b], dev[b][0], UPD_N)) {
+          print_message("  FAIL %s all_finite: true with %g at %zu\n", be[b]->ops->name,
+                        (double)bad[k], at[i]);
+          failures++;
+        }
+      }
+      host[0][at[i]] = keep;
+    }
+  print_message("  all_finite: 1 finite and %zu non-finite arrays checked on both backends\n",
+                DT_ARRAY_LEN(at) * DT_ARRAY_LEN(bad));
+
+  for (int j = 0; j < UPD_ARRAYS; j++) {
+    free(host[j]);
+    for (int b = 0; b < 2; b++) {
+      free(got[b][j]);
+      be[b]->ops->free(be[b], dev[b][j]);
+    }
+  }
   assert_int_equal(failures, 0);
 }
 
 static int setup(void **state) {
   static dt_backend *be[2];
-  be[0] = dt_backend_cpu_create(2);
+  be[0] = dt_backend_cpu_create(0); /* OMP_NUM_THREADS */
   be[1] = dt_backend_create(DT_DEVICE_CUDA, 1);
   if (!be[0] || !be[1]) {
     fprintf(stderr, "test_gpu_model: backend creation failed: %s\n", dt_error_message());
@@ -211,7 +416,8 @@ int main(void) {
   dt_config_defaults(&g_cfg);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_one_step),
-      cmocka_unit_test(test_sgd_tracks),
+      cmocka_unit_test(test_golden_steps),
+      cmocka_unit_test(test_optim_ops),
   };
   const int rc = cmocka_run_group_tests(tests, setup, teardown);
   dt_config_free(&g_cfg);

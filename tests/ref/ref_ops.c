@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend.h" /* dt_dropout_uniform: the mask definition every backend shares */
 #include "common.h"
 
 int ref_conv_out_h(const ref_conv *p) { return (p->h + 2 * p->pad - p->r) / p->stride + 1; }
@@ -237,5 +238,185 @@ void ref_xent(int n, int k, const double *logits, const double *targets, double 
     if (dlogits)
       for (int j = 0; j < k; j++)
         dlogits[(size_t)i * k + j] = (exp(z[j] - log_sum) - t[j]) * grad_scale;
+  }
+}
+
+/* ---- ops of the other families (SPEC 1) ---- */
+
+int ref_pool_out(int h, int k, int stride, int pad) { return (h + 2 * pad - k) / stride + 1; }
+
+/* Walks every window of the pooling; for each output (i, ch, oh, ow) calls back with the
+ * plain offsets of its in-range inputs. Forward and backward share it. */
+static void ref_pool_walk(int n, int c, int h, int w, bool max, int k, int stride, int pad,
+                          bool count_include_pad, const double *x, double *y, const double *dy,
+                          double *dx) {
+  const int P = ref_pool_out(h, k, stride, pad), Q = ref_pool_out(w, k, stride, pad);
+  for (int i = 0; i < n; i++)
+    for (int ch = 0; ch < c; ch++) {
+      const size_t xo = ((size_t)i * c + ch) * h * w; // (N, C, H, W)
+      for (int oh = 0; oh < P; oh++)
+        for (int ow = 0; ow < Q; ow++) {
+          const size_t yo = (((size_t)i * c + ch) * P + oh) * Q + ow; // (N, C, P, Q)
+          double sum = 0, best = 0;
+          size_t arg = 0;
+          int count = 0;
+          for (int kr = 0; kr < k; kr++)
+            for (int ks = 0; ks < k; ks++) {
+              const int ih = oh * stride - pad + kr, iw = ow * stride - pad + ks;
+              if (ih < 0 || ih >= h || iw < 0 || iw >= w) continue;
+              const size_t o = xo + (size_t)ih * w + iw;
+              if (count == 0 || x[o] > best) best = x[o], arg = o;
+              sum += x[o];
+              count++;
+            }
+          const double div = count_include_pad ? (double)k * k : count;
+          if (y) y[yo] = max ? best : sum / div;
+          if (dx) {
+            if (max) {
+              dx[arg] += dy[yo];
+              continue;
+            }
+            for (int kr = 0; kr < k; kr++)
+              for (int ks = 0; ks < k; ks++) {
+                const int ih = oh * stride - pad + kr, iw = ow * stride - pad + ks;
+                if (ih < 0 || ih >= h || iw < 0 || iw >= w) continue;
+                dx[xo + (size_t)ih * w + iw] += dy[yo] / div;
+              }
+          }
+        }
+    }
+}
+
+void ref_pool_forward(int n, int c, int h, int w, bool max, int k, int stride, int pad,
+                      bool count_include_pad, const double *x, double *y) {
+  ref_pool_walk(n, c, h, w, max, k, stride, pad, count_include_pad, x, y, NULL, NULL);
+}
+
+void ref_pool_backward(int n, int c, int h, int w, bool max, int k, int stride, int pad,
+                       bool count_include_pad, const double *x, const double *dy, double *dx) {
+  memset(dx, 0, (size_t)n * c * h * w * sizeof *dx);
+  ref_pool_walk(n, c, h, w, max, k, stride, pad, count_include_pad, x, NULL, dy, dx);
+}
+
+void ref_concat_forward(int n, int ca, int cb, int hw, const double *a, const double *b,
+                        double *y) {
+  const size_t sa = (size_t)ca * hw, sb = (size_t)cb * hw;
+  for (int i = 0; i < n; i++) {
+    memcpy(y + i * (sa + sb), a + i * sa, sa * sizeof *y);
+    memcpy(y + i * (sa + sb) + sa, b + i * sb, sb * sizeof *y);
+  }
+}
+
+void ref_concat_backward(int n, int ca, int cb, int hw, const double *dy, double *da,
+                         double *db) {
+  const size_t sa = (size_t)ca * hw, sb = (size_t)cb * hw;
+  for (int i = 0; i < n; i++) {
+    if (da) memcpy(da + i * sa, dy + i * (sa + sb), sa * sizeof *da);
+    if (db) memcpy(db + i * sb, dy + i * (sa + sb) + sa, sb * sizeof *db);
+  }
+}
+
+void ref_pad_channels_forward(int n, int c, int c_out, int hw, const double *x, double *y) {
+  const size_t sx = (size_t)c * hw, sy = (size_t)c_out * hw;
+  for (int i = 0; i < n; i++) {
+    memcpy(y + i * sy, x + i * sx, sx * sizeof *y);
+    memset(y + i * sy + sx, 0, (sy - sx) * sizeof *y);
+  }
+}
+
+void ref_pad_channels_backward(int n, int c, int c_out, int hw, const double *dy, double *dx) {
+  const size_t sx = (size_t)c * hw, sy = (size_t)c_out * hw;
+  for (int i = 0; i < n; i++) memcpy(dx + i * sx, dy + i * sy, sx * sizeof *dx);
+}
+
+/* The mask multiplier of element (i, e): 1 / (1 - p) if kept, else 0. */
+static double ref_dropout_mask(double p, uint64_t key, size_t e) {
+  return dt_dropout_uniform(key, e) >= p ? 1.0 / (1.0 - p) : 0.0;
+}
+
+void ref_dropout_forward(int n, int c, int hw, double p, const uint64_t *keys, const double *x,
+                         double *y) {
+  const size_t per = (size_t)c * hw;
+  for (int i = 0; i < n; i++)
+    for (size_t e = 0; e < per; e++)
+      y[i * per + e] = x[i * per + e] * ref_dropout_mask(p, keys[i], e);
+}
+
+void ref_dropout_backward(int n, int c, int hw, double p, const uint64_t *keys, const double *dy,
+                          double *dx) {
+  ref_dropout_forward(n, c, hw, p, keys, dy, dx); /* the same linear map */
+}
+
+void ref_sigmoid_forward(size_t count, const double *x, double *y) {
+  for (size_t i = 0; i < count; i++) y[i] = 1.0 / (1.0 + exp(-x[i]));
+}
+
+void ref_sigmoid_backward(size_t count, const double *y, const double *dy, double *dx) {
+  for (size_t i = 0; i < count; i++) dx[i] = dy[i] * y[i] * (1.0 - y[i]);
+}
+
+void ref_scale_forward(int n, int c, int hw, const double *x, const double *s, double *y) {
+  for (size_t nc = 0; nc < (size_t)n * c; nc++)
+    for (int j = 0; j < hw; j++) y[nc * hw + j] = x[nc * hw + j] * s[nc];
+}
+
+void ref_scale_backward(int n, int c, int hw, const double *x, const double *s, const double *dy,
+                        double *dx, double *ds) {
+  for (size_t nc = 0; nc < (size_t)n * c; nc++) {
+    double acc = 0;
+    for (int j = 0; j < hw; j++) {
+      if (dx) dx[nc * hw + j] = dy[nc * hw + j] * s[nc];
+      acc += dy[nc * hw + j] * x[nc * hw + j];
+    }
+    if (ds) ds[nc] = acc;
+  }
+}
+
+void ref_shake_forward(int n, size_t chw, const double *a, const double *b, const double *alpha,
+                       double *y) {
+  for (int i = 0; i < n; i++)
+    for (size_t e = 0; e < chw; e++)
+      y[i * chw + e] = alpha[i] * a[i * chw + e] + (1.0 - alpha[i]) * b[i * chw + e];
+}
+
+void ref_shake_backward(int n, size_t chw, const double *dy, const double *beta, double *da,
+                        double *db) {
+  for (int i = 0; i < n; i++)
+    for (size_t e = 0; e < chw; e++) {
+      if (da) da[i * chw + e] = beta[i] * dy[i * chw + e];
+      if (db) db[i * chw + e] = (1.0 - beta[i]) * dy[i * chw + e];
+    }
+}
+
+void ref_shift_forward(int n, int c, int h, int w, int sy, int sx, const double *x, double *y) {
+  for (size_t nc = 0; nc < (size_t)n * c; nc++)
+    for (int i = 0; i < h; i++)
+      for (int j = 0; j < w; j++) {
+        const int si = i + sy, sj = j + sx;
+        const bool in = si >= 0 && si < h && sj >= 0 && sj < w;
+        y[(nc * h + i) * w + j] = in ? x[(nc * h + si) * w + sj] : 0.0;
+      }
+}
+
+void ref_shift_backward(int n, int c, int h, int w, int sy, int sx, const double *dy,
+                        double *dx) {
+  ref_shift_forward(n, c, h, w, -sy, -sx, dy, dx); /* the transpose shifts back */
+}
+
+void ref_bias_forward(int n, int c, int hw, const double *x, const double *b, double *y) {
+  for (int i = 0; i < n; i++)
+    for (int ch = 0; ch < c; ch++)
+      for (int j = 0; j < hw; j++) {
+        const size_t o = ((size_t)i * c + ch) * hw + j;
+        y[o] = x[o] + b[ch];
+      }
+}
+
+void ref_bias_backward(int n, int c, int hw, const double *dy, double *db) {
+  for (int ch = 0; ch < c; ch++) {
+    double acc = 0;
+    for (int i = 0; i < n; i++)
+      for (int j = 0; j < hw; j++) acc += dy[((size_t)i * c + ch) * hw + j];
+    db[ch] = acc;
   }
 }

@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* Convolution without bias: x (N, C, H, W), w (K, C/G, R, S), y (N, K, P, Q) with
  * P = (H + 2 pad - R) / stride + 1 and Q = (W + 2 pad - S) / stride + 1. */
@@ -76,5 +77,61 @@ void ref_linear_backward(int n, int c, int k, const double *x, const double *dy,
  * dlogits (N, K) = (softmax(z) - t) * grad_scale, the gradient of grad_scale * sum(loss). */
 void ref_xent(int n, int k, const double *logits, const double *targets, double grad_scale,
               double *loss, double *dlogits);
+
+/* ---- ops of the other families (SPEC 1) ---- */
+
+/* Pooling x (N, C, H, W) -> y (N, C, P, Q), P = ref_pool_out(H, k, stride, pad) (floor).
+ * max: the maximum of the in-range window elements (the first in row-major window order on
+ * ties), and the backward routes dy there (x is the forward input). avg: the in-range sum
+ * divided by k^2 when count_include_pad, else by the in-range count. */
+int ref_pool_out(int h, int k, int stride, int pad);
+void ref_pool_forward(int n, int c, int h, int w, bool max, int k, int stride, int pad,
+                      bool count_include_pad, const double *x, double *y);
+void ref_pool_backward(int n, int c, int h, int w, bool max, int k, int stride, int pad,
+                       bool count_include_pad, const double *x, const double *dy, double *dx);
+
+/* Channel concatenation y (N, Ca + Cb, hw) = [a (N, Ca, hw), b (N, Cb, hw)]; the backward
+ * slices dy into da and db (either may be NULL). */
+void ref_concat_forward(int n, int ca, int cb, int hw, const double *a, const double *b,
+                        double *y);
+void ref_concat_backward(int n, int ca, int cb, int hw, const double *dy, double *da, double *db);
+
+/* Channel zero-padding y (N, c_out, hw) = [x (N, C, hw), 0]; dx = dy[:, :C]. */
+void ref_pad_channels_forward(int n, int c, int c_out, int hw, const double *x, double *y);
+void ref_pad_channels_backward(int n, int c, int c_out, int hw, const double *dy, double *dx);
+
+/* Dropout of x (N, C, hw): element (i, ch, j) is kept, and scaled by 1 / (1 - p), when
+ * dt_dropout_uniform(keys[i], ch hw + j) >= p (backend.h); the backward applies the same
+ * mask to dy. */
+void ref_dropout_forward(int n, int c, int hw, double p, const uint64_t *keys, const double *x,
+                         double *y);
+void ref_dropout_backward(int n, int c, int hw, double p, const uint64_t *keys, const double *dy,
+                          double *dx);
+
+/* Logistic sigmoid over `count` values; dx = dy y (1 - y), y the forward output. */
+void ref_sigmoid_forward(size_t count, const double *x, double *y);
+void ref_sigmoid_backward(size_t count, const double *y, const double *dy, double *dx);
+
+/* Channel scaling y (N, C, hw) = x * s, s (N, C); dx = dy s and ds = sum_hw dy x (either
+ * output may be NULL). */
+void ref_scale_forward(int n, int c, int hw, const double *x, const double *s, double *y);
+void ref_scale_backward(int n, int c, int hw, const double *x, const double *s, const double *dy,
+                        double *dx, double *ds);
+
+/* Shake-shake mixing of a, b (N, chw values per sample): y = alpha_i a + (1 - alpha_i) b;
+ * da = beta_i dy, db = (1 - beta_i) dy (either may be NULL). */
+void ref_shake_forward(int n, size_t chw, const double *a, const double *b, const double *alpha,
+                       double *y);
+void ref_shake_backward(int n, size_t chw, const double *dy, const double *beta, double *da,
+                        double *db);
+
+/* Spatial shift of x (N, C, H, W): y[.., i, j] = x[.., i + sy, j + sx], 0 out of range;
+ * dx[.., i, j] = dy[.., i - sy, j - sx]. */
+void ref_shift_forward(int n, int c, int h, int w, int sy, int sx, const double *x, double *y);
+void ref_shift_backward(int n, int c, int h, int w, int sy, int sx, const double *dy, double *dx);
+
+/* Per-channel bias y (N, C, hw) = x + b (C); db = sum over N, hw of dy. */
+void ref_bias_forward(int n, int c, int hw, const double *x, const double *b, double *y);
+void ref_bias_backward(int n, int c, int hw, const double *dy, double *db);
 
 #endif

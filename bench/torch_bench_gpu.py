@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""PyTorch GPU training throughput of ResNet-preact, the yardstick for dtrain --device cuda.
+
+Times full training steps (forward, mean cross-entropy, backward, SGD Nesterov
+step with weight decay) of the independent model in tools/torch_models.py on
+one synthetic batch already on the GPU, so the number is compute only, like
+`dtrain CONFIG --device cuda --bench STEPS`. The model and batch are
+channels_last (NHWC, as dtrain's CUDA backend) unless --nchw; cuDNN autotuning
+is on (dtrain also times every convolution algorithm once).
+
+Precisions:
+  fp32  strict fp32: TF32 off for cuDNN and cuBLAS (what dtrain computes by default)
+  tf32  fp32 tensors, TF32 tensor cores allowed (PyTorch's default for convolutions;
+        dtrain with DT_CUDA_TF32=1)
+  bf16  autocast to bfloat16 with fp32 master weights
+
+Usage:
+  python3 bench/torch_bench_gpu.py --channels 3 --size 32 --batch 128 \\
+      --precision fp32 --warmup 10 --steps 50
+
+The last line is `torch: <images/s> images/s`: total images over the wall time
+of the timed steps, between two device synchronisations.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), "tools"))
+from torch_models import ResNetPreact, count_params  # noqa: E402
+
+
+def positive(text):
+    v = int(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError("must be > 0, got %s" % text)
+    return v
+
+
+def main(argv):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--depth", type=positive, default=20)
+    ap.add_argument("--block", choices=["basic", "bottleneck"],
+                    default="basic")
+    ap.add_argument("--channels", type=positive, default=3,
+                    help="input channels")
+    ap.add_argument("--size", type=positive, default=32,
+                    help="input height = width")
+    ap.add_argument("--classes", type=positive, default=10)
+    ap.add_argument("--initial-channels", type=positive, default=16)
+    ap.add_argument("--batch", type=positive, default=128)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--steps", type=positive, default=50)
+    ap.add_argument("--lr", type=float, default=0.1)
+    ap.add_argument("--precision", choices=["fp32", "tf32", "bf16"],
+                    default="fp32")
+    ap.add_argument("--nchw", action="store_true",
+                    help="plain NCHW instead of channels_last")
+    args = ap.parse_args(argv)
+
+    if not torch.cuda.is_available():
+        print("torch_bench_gpu: no CUDA device visible to torch %s"
+              % torch.__version__, file=sys.stderr)
+        return 2
+    dev = torch.device("cuda")
+    tf32 = args.precision == "tf32"
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.benchmark = True
+    torch.manual_seed(0)
+    fmt = torch.contiguous_format if args.nchw else torch.channels_last
+    model = ResNetPreact(depth=args.depth, block_type=args.block,
+                         in_channels=args.channels, n_classes=args.classes,
+                         initial_channels=args.initial_channels)
+    model = model.to(dev).to(memory_format=fmt).train()
+    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9,
+                          nesterov=True, weight_decay=5e-4)
+    # Synthetic batch, prepared once on the device: compute only.
+    x = torch.randn(args.batch, args.channels, args.size, args.size,
+                    device=dev).contiguous(memory_format=fmt)  # (N, C, H, W)
+    y = torch.randint(0, args.classes, (args.batch,), device=dev)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16,
+                            enabled=args.precision == "bf16"):
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    for _ in range(args.warmup):
+        step()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        loss = step()
+    torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+
+    print("model ResNet-preact-%d %s, %d params, input %dx%dx%d, batch %d, %s, "
+          "%s, torch %s, %s"
+          % (args.depth, args.block, count_params(model), args.channels,
+             args.size, args.size, args.batch, args.precision,
+             "NCHW" if args.nchw else "channels_last", torch.__version__,
+             torch.cuda.get_device_name(dev)))
+    print("%d timed steps in %.3f s, %.2f ms/step, final loss %.4f"
+          % (args.steps, dt, 1000 * dt / args.steps, loss.item()))
+    print("torch: %.1f images/s" % (args.steps * args.batch / dt))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

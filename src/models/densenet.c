@@ -1,0 +1,64 @@
+/* densenet.c: DenseNet and DenseNet-BC for CIFAR-type inputs (SPEC 1.5, HEAD semantics).
+ *   conv3x3(C_in -> 2k) -> stage1 -> transition -> stage2 -> transition -> stage3
+ *   -> BN -> ReLU -> GAP -> FC
+ * The stem has 2k channels for both variants (the paper's plain DenseNet uses 16). A stage has
+ * n layers (depth 3n+4 basic, 6n+4 bottleneck), each concatenating k new channels after its
+ * input: basic BN ReLU conv3x3(-> k) [dropout]; bottleneck BN1 ReLU conv1x1(-> 4k) [dropout]
+ * BN2 ReLU conv3x3(-> k) [dropout]. A transition (`stageS.transition`) is BN ReLU
+ * conv1x1(C -> floor(theta C)) [dropout] avg-pool 2x2/2, theta = compression_rate. */
+#include <stdio.h>
+#include <string.h>
+
+#include "models/model.h"
+
+/* One dense layer: returns concat(x, new features) // (N, C + k, H, W) */
+static int dense_layer(dt_graph *g, const char *name, int x, int k, bool bottleneck, float drop) {
+  char nm[128];
+  int y = x;
+  if (bottleneck) {
+    snprintf(nm, sizeof nm, "%s.bn1", name);
+    y = dt_graph_bn(g, nm, y, true);
+    snprintf(nm, sizeof nm, "%s.conv1", name);
+    y = dt_graph_conv(g, nm, y, 4 * k, 1, 1, 0, 1, -1);
+    if (drop > 0) y = dt_graph_dropout(g, y, drop);
+  }
+  snprintf(nm, sizeof nm, bottleneck ? "%s.bn2" : "%s.bn", name);
+  y = dt_graph_bn(g, nm, y, true);
+  snprintf(nm, sizeof nm, bottleneck ? "%s.conv2" : "%s.conv", name);
+  y = dt_graph_conv(g, nm, y, k, 3, 1, 1, 1, -1);
+  if (drop > 0) y = dt_graph_dropout(g, y, drop);
+  return dt_graph_concat(g, x, y);
+}
+
+static int transition(dt_graph *g, const char *name, int x, double theta, float drop) {
+  char nm[128];
+  int out_ch = (int)(dt_graph_shape(g, x).c * theta);
+  snprintf(nm, sizeof nm, "%s.bn", name);
+  int y = dt_graph_bn(g, nm, x, true);
+  snprintf(nm, sizeof nm, "%s.conv", name);
+  y = dt_graph_conv(g, nm, y, out_ch, 1, 1, 0, 1, -1);
+  if (drop > 0) y = dt_graph_dropout(g, y, drop);
+  return dt_graph_pool(g, y, DT_POOL_AVG, 2, 2, 0);
+}
+
+void dt_build_densenet(const dt_config *cfg, dt_graph *g, int classes) {
+  bool bottleneck = strcmp(cfg->model_block_type, "bottleneck") == 0;
+  int depth = (int)cfg->model_depth, k = (int)cfg->model_growth_rate;
+  int n_layers = bottleneck ? (depth - 4) / 6 : (depth - 4) / 3;
+  float drop = (float)cfg->model_drop_rate;
+  int x = dt_graph_conv(g, "conv", 0, 2 * k, 3, 1, 1, 1, -1);
+  for (int st = 0; st < 3; st++) {
+    char name[64];
+    for (int b = 0; b < n_layers; b++) {
+      snprintf(name, sizeof name, "stage%d.block%d", st + 1, b + 1);
+      x = dense_layer(g, name, x, k, bottleneck, drop);
+    }
+    if (st < 2) {
+      snprintf(name, sizeof name, "stage%d.transition", st + 1);
+      x = transition(g, name, x, cfg->model_compression_rate, drop);
+    }
+  }
+  x = dt_graph_bn(g, "bn", x, true);
+  x = dt_graph_gap(g, x);
+  dt_graph_linear(g, "fc", x, classes);
+}

@@ -1,0 +1,53 @@
+/* resnext.c: ResNeXt for CIFAR-type inputs (SPEC 1.7, HEAD semantics).
+ *   conv3x3(C_in -> c0) -> BN -> ReLU -> stage1 (stride 1) -> stage2 (2) -> stage3 (2) -> GAP -> FC
+ * with depth 9n+2 and stage outputs 4 c0, 8 c0, 16 c0 (c0 = initial_channels, 64 in HEAD).
+ * Block: conv1x1(-> D) BN ReLU grouped conv3x3(D -> D, groups = cardinality, stride s) BN ReLU
+ * conv1x1(-> out) BN, + shortcut, ReLU; D = cardinality * base_channels * 2^stage (0-based).
+ * Shortcut: identity, or conv1x1(stride s) -> BN when the channel count changes.
+ * "ResNeXt-29 CxDd" is cardinality C, base_channels D. */
+#include <stdio.h>
+
+#include "models/model.h"
+
+static int block(dt_graph *g, const char *name, int x, int out_ch, int stride, int width,
+                 int cardinality) {
+  char nm[128];
+  snprintf(nm, sizeof nm, "%s.conv1", name);
+  int y = dt_graph_conv(g, nm, x, width, 1, 1, 0, 1, -1);
+  snprintf(nm, sizeof nm, "%s.bn1", name);
+  y = dt_graph_bn(g, nm, y, true);
+  snprintf(nm, sizeof nm, "%s.conv2", name);
+  y = dt_graph_conv(g, nm, y, width, 3, stride, 1, cardinality, -1);
+  snprintf(nm, sizeof nm, "%s.bn2", name);
+  y = dt_graph_bn(g, nm, y, true);
+  snprintf(nm, sizeof nm, "%s.conv3", name);
+  y = dt_graph_conv(g, nm, y, out_ch, 1, 1, 0, 1, -1);
+  snprintf(nm, sizeof nm, "%s.bn3", name);
+  y = dt_graph_bn(g, nm, y, false);
+  int shortcut = x;
+  if (dt_graph_shape(g, x).c != out_ch) {
+    snprintf(nm, sizeof nm, "%s.shortcut.conv", name);
+    shortcut = dt_graph_conv(g, nm, x, out_ch, 1, stride, 0, 1, -1);
+    snprintf(nm, sizeof nm, "%s.shortcut.bn", name);
+    shortcut = dt_graph_bn(g, nm, shortcut, false);
+  }
+  return dt_graph_relu(g, dt_graph_add(g, y, shortcut));
+}
+
+void dt_build_resnext(const dt_config *cfg, dt_graph *g, int classes) {
+  int n_blocks = (int)(cfg->model_depth - 2) / 9;
+  int c0 = (int)cfg->model_initial_channels, cardinality = (int)cfg->model_cardinality;
+  int base = (int)cfg->model_base_channels;
+  int x = dt_graph_conv(g, "conv", 0, c0, 3, 1, 1, 1, -1);
+  x = dt_graph_bn(g, "bn", x, true);
+  for (int st = 0; st < 3; st++) {
+    int out_ch = 4 * c0 << st, width = cardinality * base << st;
+    for (int b = 0; b < n_blocks; b++) {
+      char name[64];
+      snprintf(name, sizeof name, "stage%d.block%d", st + 1, b + 1);
+      x = block(g, name, x, out_ch, b == 0 && st > 0 ? 2 : 1, width, cardinality);
+    }
+  }
+  x = dt_graph_gap(g, x);
+  dt_graph_linear(g, "fc", x, classes);
+}

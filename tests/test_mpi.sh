@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# test_mpi.sh: dtrain over several MPI ranks. (a) closed-form all-reduce and broadcast on 1-4
+# ranks (tools/allreduce_check); (b) world-size invariance: the same global batch split as
+# 1 rank x 4 micro-batches, 2 x 2 and 4 x 1 trains to the same weights (relative error in norm
+# <= 1e-5 per tensor, worst error printed); (c) evaluation counts every test image once: the
+# three runs report the same test loss and top-1 (the test set size is not a multiple of the
+# evaluation batch, and 4 ranks round the evaluation batch up); (d) a rank killed with SIGKILL
+# ends the whole job quickly; (e) a fatal error or an input error on one rank ends the job
+# with no run directory left behind; (f) SIGTERM on every rank: exit 143, a checkpoint, and
+# --resume finishes bit-identical to an uninterrupted run; (g) resuming with another world
+# size (2 ranks -> 1 rank x 2 micro-batches) follows the uninterrupted trajectory.
+# Usage: test_mpi.sh DTRAIN  (tools from $DTRAIN_TOOLS, else DTRAIN's directory/tools).
+# Exit 77 (skipped) without mpirun or with a single-process (-DDT_MPI=OFF) build.
+set -u
+DTRAIN=${1:-./dtrain}
+TOOLS=${DTRAIN_TOOLS:-$(dirname "$DTRAIN")/tools}
+if ! command -v mpirun >/dev/null 2>&1; then
+  echo "skipped: mpirun not found"
+  exit 77
+fi
+for tool in allreduce_check ckpt_compare; do
+  if [ ! -x "$TOOLS/$tool" ]; then
+    echo "FAIL $TOOLS/$tool is missing (build the test tools: cmake --build BUILD)"
+    exit 1
+  fi
+done
+MPIRUN=(mpirun)
+if mpirun --version 2>&1 | grep -q 'Open MPI'; then
+  # More ranks than cores, and root in containers.
+  MPIRUN+=(--oversubscribe)
+  [ "$(id -u)" -eq 0 ] && MPIRUN+=(--allow-run-as-root)
+fi
+T=$(mktemp -d /tmp/dtrain-mpi-XXXXXX)
+trap 'rm -rf "$T"' EXIT
+pass=0 fail=0
+ok() { pass=$((pass + 1)); echo "ok   $1"; }
+bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -n "${2:-}" ] && printf '%s\n' "$2" | sed 's/^/     | /' | head -20; }
+ckpt() { printf '%s/checkpoints/step_%09d.h5' "$1" "$2"; }
+latest() { ls "$1"/checkpoints/step_*.h5 2>/dev/null | sort | tail -1; }
+
+out=$("${MPIRUN[@]}" -np 2 "$TOOLS/allreduce_check" 2>&1)
+if printf '%s\n' "$out" | grep -q '^allreduce_check: 1 rank(s)'; then
+  echo "skipped: this build's comm is single-process (-DDT_MPI=OFF)"
+  exit 77
+fi
+
+# ---- (a) closed-form all-reduce and broadcast ----
+for n in 1 2 3 4; do
+  out=$(timeout 120 "${MPIRUN[@]}" -np $n "$TOOLS/allreduce_check" 2>&1)
+  rc=$?
+  if [ $rc -eq 0 ] && printf '%s\n' "$out" | grep -q "^allreduce_check: $n rank(s), all sums and broadcasts exact"; then
+    ok "all-reduce (sizes 1, 7, 1000003, 100003 in 1031-float buckets), f64 sum, broadcast: -np $n"
+  else
+    bad "all-reduce -np $n (exit $rc)" "$out"
+  fi
+done
+
+# ---- (b) world-size invariance, (c) evaluation over the ranks ----
+# Global batch 64 in micro-batches of 16, 20 steps (one epoch of 1280 images). 250 test
+# images in evaluation batches of 90 (4 ranks: 92): two full batches and a short one.
+# train.threads=1 everywhere: oneDNN's own reductions depend on the thread count.
+INV=(configs/quickstart.ini --set train.seed=7 --set train.batch_size=64
+  --set data.train_limit=1280 --set data.test_limit=250 --set train.eval_batch_size=90
+  --set train.epochs=1 --set train.max_steps=20 --set optim.lr=0.05 --set optim.reference_batch=64
+  --set train.threads=1 --set output.log_every=10)
+declare -A loss top1
+for split in 1:4 2:2 4:1; do
+  np=${split%:*} accum=${split#*:}
+  run=$T/inv$np
+  out=$(timeout 300 "${MPIRUN[@]}" -np $np "$DTRAIN" "${INV[@]}" --set train.accum_steps=$accum \
+        --set output.dir=$run 2>&1)
+  rc=$?
+  line=$(grep '^epoch 1/1 train loss' $run/log.txt 2>/dev/null)
+  if [ $rc -ne 0 ] || [ ! -f "$(ckpt $run 20)" ] || [ -z "$line" ]; then
+    bad "-np $np accum $accum: 20 steps (exit $rc)" "$out"
+    continue
+  fi
+  loss[$np]=$(printf '%s\n' "$line" | sed -n 's/.*test loss \([0-9.]*\) top1 \([0-9.]*\)%.*/\1/p')
+  top1[$np]=$(printf '%s\n' "$line" | sed -n 's/.*test loss \([0-9.]*\) top1 \([0-9.]*\)%.*/\2/p')
+  ok "-np $np accum $accum: 20 steps, test loss ${loss[$np]} top1 ${top1[$np]}%"
+done
+for np in 2 4; do
+  [ -f "$(ckpt $T/inv$np 20)" ] && [ -f "$(ckpt $T/inv1 20)" ] || continue
+  out=$("$TOOLS/ckpt_compare" "$(ckpt $T/inv1 20)" "$(ckpt $T/inv$np 20)" --rel 1e-5 --optimizer 2>&1)
+  if [ $? -eq 0 ]; then
+    ok "-np $np vs -np 1 accum 4 after 20 steps: $out"
+  else
+    bad "-np $np vs -np 1 accum 4 after 20 steps" "$out
+$("$TOOLS/ckpt_compare" "$(ckpt $T/inv1 20)" "$(ckpt $T/inv$np 20)" --rel 1e-5 --verbose 2>&1 | head -8)"
+  fi
+  # Same weights, so the same loss and top-1 over the same 250 images: one image is 0.4%
+  # of top-1 and typically ~4e-3 of the mean loss; the log prints 4 decimals.
+  if [ -n "${loss[$np]:-}" ] && [ -n "${loss[1]:-}" ] &&
+     awk -v a="${loss[1]}" -v b="${loss[$np]}" -v p="${top1[1]}" -v q="${top1[$np]}" \
+       'BEGIN { d = a - b; e = p - q; exit !(d <= 2e-4 && -d <= 2e-4 && e < 0.2 && -e < 0.2) }'; then
+    ok "evaluation on $np ranks = on 1 rank (every test image once): loss ${loss[$np]} top1 ${top1[$np]}%"
+  else
+    bad "evaluation on $np ranks: loss ${loss[$np]:-?} top1 ${top1[$np]:-?}%, 1 rank: ${loss[1]:-?} ${top1[1]:-?}%"
+  fi
+done
+
+# ---- (d) a rank killed with SIGKILL ends the job ----
+SMALL=(configs/quickstart.ini --set train.seed=3 --set train.batch_size=32
+  --set data.train_limit=320 --set data.test_limit=64 --set train.epochs=2 --set train.threads=1
+  --set optim.lr=0.05 --set optim.reference_batch=32 --set output.log_every=5)
+t0=$(date +%s.%N)
+out=$(DTRAIN_FAULT_KILL=1:5 timeout 60 "${MPIRUN[@]}" -np 2 "$DTRAIN" "${SMALL[@]}" --set output.dir=$T/kill 2>&1)
+rc=$?
+secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+if [ $rc -ne 0 ] && [ $rc -ne 124 ] && awk -v s="$secs" 'BEGIN { exit !(s <= 30) }'; then
+  ok "rank 1 SIGKILLed before step 5: job ended with exit $rc after $secs s (start-up included)"
+else
+  bad "rank 1 SIGKILLed: exit $rc after $secs s (wanted non-zero within 30 s)" "$out"
+fi
+
+# ---- (e) a fatal error, or an input error, on one rank ends the job ----
+t0=$(date +%s.%N)
+out=$(timeout 60 "${MPIRUN[@]}" -np 3 "$TOOLS/allreduce_check" --fatal-rank 1 2>&1)
+rc=$?
+secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+if [ $rc -ne 0 ] && [ $rc -ne 124 ] && printf '%s\n' "$out" | grep -q 'fatal: injected fatal error on rank 1' &&
+   ! printf '%s\n' "$out" | grep -q 'barrier passed'; then
+  ok "DT_FATAL on rank 1 of 3 while the others wait in a barrier: exit $rc after $secs s"
+else
+  bad "DT_FATAL on one rank (exit $rc after $secs s)" "$out"
+fi
+# Rank 1 alone cannot read its dataset (MPMD launch): every rank stops with exit 1, the
+# message comes from rank 1, and rank 0 has not created the run directory.
+out=$(timeout 60 "${MPIRUN[@]}" -np 1 "$DTRAIN" "${SMALL[@]}" --set output.dir=$T/input : \
+      -np 1 "$DTRAIN" "${SMALL[@]}" --set output.dir=$T/input --set data.dir=$T/nowhere 2>&1)
+rc=$?
+if [ $rc -eq 1 ] && printf '%s\n' "$out" | grep -q "^dtrain (rank 1): dataset file not found: .*$T/nowhere" &&
+   [ ! -e $T/input ]; then
+  ok "input error on rank 1 only: exit 1, rank 1's message, no run directory"
+else
+  bad "input error on rank 1 only (exit $rc, run directory $( [ -e $T/input ] && echo left || echo absent))" "$out"
+fi
+
+# ---- (f) preemption: SIGTERM on every rank, --resume, bit-identical end ----
+# 10 steps per epoch, 2 epochs; checkpoints at the epoch ends (10, 20).
+full=$T/full
+out=$(timeout 300 "${MPIRUN[@]}" -np 2 "$DTRAIN" "${SMALL[@]}" --set output.dir=$full 2>&1)
+[ $? -eq 0 ] && [ -f "$(ckpt $full 20)" ] && ok "uninterrupted -np 2 run of 20 steps" || bad "uninterrupted -np 2 run" "$out"
+pre=$T/pre
+out=$(DTRAIN_FAULT_SIGNAL=7 timeout 300 "${MPIRUN[@]}" -np 2 "$DTRAIN" "${SMALL[@]}" --set output.dir=$pre 2>&1)
+rc=$?
+# The signal comes before (0-based) step 7; that step completes: 8 steps are saved.
+if [ $rc -eq 143 ] && [ "$(latest $pre)" = "$(ckpt $pre 8)" ] &&
+   grep -q "stopped by a signal after step 8" $pre/log.txt; then
+  ok "SIGTERM on both ranks before step 7: exit 143, checkpoint of step 8"
+else
+  bad "SIGTERM on both ranks (exit $rc, latest $(latest $pre))" "$out"
+fi
+cp -a $pre $T/pre1
+out=$(timeout 300 "${MPIRUN[@]}" -np 2 "$DTRAIN" --resume $pre 2>&1)
+rc=$?
+cmp=$("$TOOLS/ckpt_compare" "$(ckpt $full 20)" "$(ckpt $pre 20)" --exact --optimizer 2>&1)
+crc=$?
+if [ $rc -eq 0 ] && [ $crc -eq 0 ]; then
+  ok "--resume on 2 ranks: step 20 identical to the uninterrupted run ($cmp)"
+else
+  bad "--resume on 2 ranks (exit $rc)" "$out
+$cmp"
+fi
+
+# ---- (g) resume on another world size: 1 rank x 2 micro-batches ----
+out=$(timeout 300 "${MPIRUN[@]}" -np 1 "$DTRAIN" --resume $T/pre1 --set train.accum_steps=2 2>&1)
+rc=$?
+if [ $rc -eq 0 ] && printf '%s\n' "$out" | grep -q "checkpoint of 2 rank(s)"; then
+  cmp=$("$TOOLS/ckpt_compare" "$(ckpt $full 20)" "$(ckpt $T/pre1 20)" --rel 1e-5 --optimizer 2>&1)
+  if [ $? -eq 0 ]; then
+    ok "resume of a 2-rank checkpoint on 1 rank x 2 micro-batches: $cmp"
+  else
+    bad "resume on 1 rank x 2 micro-batches" "$cmp"
+  fi
+else
+  bad "resume on 1 rank x 2 micro-batches (exit $rc)" "$out"
+fi
+
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]

@@ -1,0 +1,234 @@
+#!/usr/bin/env bash
+# test_resume.sh: durability of a single-process run. An uninterrupted run of N steps is the
+# reference; a run killed with SIGKILL (losing the steps since its last checkpoint), one
+# stopped by SIGTERM (raised by the fault hook, and one sent from outside) and one killed in
+# the middle of writing a checkpoint must all, after --resume, end with the same weights,
+# batch-norm statistics and optimizer state byte for byte. Then bad checkpoints: --resume of
+# a run whose latest checkpoint is truncated, from another model, or of a newer format
+# version, and --init with a mismatched checkpoint, are refused with one message naming the
+# file and the problem, a non-zero exit, and the run directory left exactly as it was.
+# Usage: test_resume.sh DTRAIN  (tools from $DTRAIN_TOOLS, else DTRAIN's directory/tools)
+set -u
+DTRAIN=${1:-./dtrain}
+TOOLS=${DTRAIN_TOOLS:-$(dirname "$DTRAIN")/tools}
+for tool in ckpt_compare ckpt_patch; do
+  if [ ! -x "$TOOLS/$tool" ]; then
+    echo "FAIL $TOOLS/$tool is missing (build the test tools: cmake --build BUILD)"
+    exit 1
+  fi
+done
+T=$(mktemp -d /tmp/dtrain-resume-XXXXXX)
+trap 'rm -rf "$T"' EXIT
+pass=0 fail=0
+ok() { pass=$((pass + 1)); echo "ok   $1"; }
+bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -n "${2:-}" ] && printf '%s\n' "$2" | sed 's/^/     | /' | head -20; }
+
+# 320 images, batch 32: 10 steps per epoch, 2 epochs = 20 steps. A checkpoint every 4 steps
+# and at each epoch end (steps 4, 8, 10, 12, 16, 20), all kept.
+N=20
+CFG=(configs/quickstart.ini --set train.seed=11 --set train.batch_size=32
+  --set data.train_limit=320 --set data.test_limit=64 --set train.epochs=2 --set train.threads=1
+  --set optim.lr=0.05 --set optim.reference_batch=32 --set output.log_every=1
+  --set output.checkpoint_steps=4 --set output.keep_last=0)
+ckpt() { printf '%s/checkpoints/step_%09d.h5' "$1" "$2"; }
+latest() { ls "$1"/checkpoints/step_*.h5 2>/dev/null | sort | tail -1; }
+# Every path, size and mtime of a directory tree, then every file's checksum.
+snapshot() { (cd "$1" && find . -printf '%p %s %T@\n' | sort && find . -type f -exec sha256sum {} + | sort); }
+
+# compare_final NAME RUN_DIR: the run's step-N checkpoint equals the reference byte for byte.
+compare_final() {
+  local out
+  out=$("$TOOLS/ckpt_compare" "$(ckpt "$REF" $N)" "$(ckpt "$2" $N)" --exact --optimizer 2>&1)
+  if [ $? -eq 0 ]; then ok "$1: step $N identical to the uninterrupted run ($out)"; else bad "$1" "$out"; fi
+}
+
+# ---- the reference: N steps in one go ----
+REF=$T/ref
+out=$("$DTRAIN" "${CFG[@]}" --set output.dir=$REF 2>&1)
+if [ $? -ne 0 ] || [ ! -f "$(ckpt $REF $N)" ]; then
+  bad "uninterrupted run of $N steps" "$out"
+  echo "$pass passed, $fail failed"
+  exit 1
+fi
+ok "uninterrupted run of $N steps"
+
+# ---- SIGKILL: the steps after the last checkpoint are lost and recomputed ----
+run=$T/kill
+out=$(DTRAIN_FAULT_KILL=0:14 "$DTRAIN" "${CFG[@]}" --set output.dir=$run 2>&1)
+rc=$?
+if [ $rc -eq 137 ] && [ "$(latest $run)" = "$(ckpt $run 12)" ]; then
+  ok "SIGKILL before step 14: exit 137, latest checkpoint step 12 (2 steps lost)"
+else
+  bad "SIGKILL before step 14 (exit $rc, latest $(latest $run))" "$out"
+fi
+out=$("$DTRAIN" --resume $run 2>&1)
+rc=$?
+if [ $rc -eq 0 ] && printf '%s\n' "$out" | grep -q "resuming from $(ckpt $run 12): .*step 12"; then
+  ok "--resume after SIGKILL starts from step 12"
+  compare_final "resume after SIGKILL" $run
+else
+  bad "--resume after SIGKILL (exit $rc)" "$out"
+fi
+
+# ---- SIGTERM from the fault hook: exit 143 with a checkpoint of the steps done ----
+run=$T/term
+out=$(DTRAIN_FAULT_SIGNAL=5 "$DTRAIN" "${CFG[@]}" --set output.dir=$run 2>&1)
+rc=$?
+# The signal arrives before (0-based) step 5; that step completes, so 6 steps are saved.
+if [ $rc -eq 143 ] && [ "$(latest $run)" = "$(ckpt $run 6)" ] &&
+   printf '%s\n' "$out" | grep -q "stopped by a signal after step 6.*--resume $run"; then
+  ok "SIGTERM before step 5: exit 143, checkpoint of step 6, resume hint"
+else
+  bad "SIGTERM before step 5 (exit $rc, latest $(latest $run))" "$out"
+fi
+out=$("$DTRAIN" --resume $run 2>&1)
+if [ $? -eq 0 ]; then compare_final "resume after SIGTERM" $run; else bad "--resume after SIGTERM" "$out"; fi
+
+# ---- SIGTERM in the last step of an epoch: resumed at the boundary, before its evaluation ----
+run=$T/boundary
+out=$(DTRAIN_FAULT_SIGNAL=9 "$DTRAIN" "${CFG[@]}" --set output.dir=$run 2>&1)
+rc=$?
+[ $rc -eq 143 ] && [ "$(latest $run)" = "$(ckpt $run 10)" ] ||
+  bad "SIGTERM in the last step of epoch 1 (exit $rc, latest $(latest $run))" "$out"
+out=$("$DTRAIN" --resume $run 2>&1)
+rc=$?
+ref_eval=$(grep -o '^epoch 1/2 train loss .* | test loss [0-9.]* top1 [0-9.]*%' $REF/log.txt | sed 's/.*| //')
+if [ $rc -eq 0 ] && printf '%s\n' "$out" | grep -q "^epoch 1/2 train loss nan acc nan% | $ref_eval"; then
+  ok "resumed at an epoch boundary: epoch 1 evaluated as uninterrupted ($ref_eval), train metrics unknown (nan), not 0"
+  compare_final "resume at an epoch boundary" $run
+else
+  bad "resume at an epoch boundary (exit $rc, wanted epoch 1 line with $ref_eval)" "$out"
+fi
+
+# ---- a run started over with output.overwrite does not keep the old run's checkpoints ----
+run=$T/over
+cp -a $REF $run
+out=$("$DTRAIN" "${CFG[@]}" --set output.dir=$run --set output.overwrite=true --set train.max_steps=3 2>&1)
+if [ $? -eq 0 ] && [ "$(ls $run/checkpoints)" = "step_000000003.h5" ]; then
+  ok "output.overwrite removes the replaced run's checkpoints (left: step_000000003.h5)"
+else
+  bad "output.overwrite left the replaced run's checkpoints: $(ls $run/checkpoints | tr '\n' ' ')" "$out"
+fi
+
+# ---- SIGTERM sent from outside while the run is going ----
+run=$T/extern
+"$DTRAIN" "${CFG[@]}" --set output.dir=$run >$T/extern.out 2>&1 &
+pid=$!
+for _ in $(seq 600); do
+  grep -q 'step 3/10' $run/log.txt 2>/dev/null && break
+  kill -0 $pid 2>/dev/null || break
+  sleep 0.05
+done
+kill -TERM $pid 2>/dev/null
+wait $pid
+rc=$?
+if [ $rc -eq 143 ] && [ -n "$(latest $run)" ]; then
+  ok "external SIGTERM: exit 143 with $(basename "$(latest $run)")"
+  out=$("$DTRAIN" --resume $run 2>&1)
+  if [ $? -eq 0 ]; then compare_final "resume after external SIGTERM" $run; else bad "--resume after external SIGTERM" "$out"; fi
+else
+  bad "external SIGTERM (exit $rc, wanted 143)" "$(cat $T/extern.out)"
+fi
+
+# ---- SIGKILL in the middle of writing a checkpoint ----
+run=$T/ckptkill
+out=$(DTRAIN_FAULT_SIGNAL=3 "$DTRAIN" "${CFG[@]}" --set output.dir=$run 2>&1)
+rc=$?
+[ $rc -eq 143 ] && [ "$(latest $run)" = "$(ckpt $run 4)" ] || bad "stop at step 4 before the checkpoint kill (exit $rc)" "$out"
+sum4=$(sha256sum "$(ckpt $run 4)")
+# The resumed run's first checkpoint (step 8) dies halfway through its temporary file.
+out=$(DTRAIN_FAULT_CHECKPOINT=kill "$DTRAIN" --resume $run 2>&1)
+rc=$?
+partial=$(ls -a $run/checkpoints | grep -c '^\.step_000000008\.h5\.tmp\.')
+if [ $rc -eq 137 ] && [ "$(latest $run)" = "$(ckpt $run 4)" ] && [ "$partial" -eq 1 ] &&
+   [ "$(sha256sum "$(ckpt $run 4)")" = "$sum4" ]; then
+  ok "SIGKILL while writing checkpoint 8: exit 137, partial temporary file only, step 4 unchanged"
+else
+  bad "SIGKILL while writing a checkpoint (exit $rc, latest $(latest $run), $partial partial file(s))" "$out"
+fi
+out=$("$DTRAIN" --resume $run 2>&1)
+rc=$?
+if [ $rc -eq 0 ] && printf '%s\n' "$out" | grep -q "resuming from $(ckpt $run 4)"; then
+  compare_final "resume from the checkpoint before the interrupted write" $run
+else
+  bad "--resume after a killed checkpoint write (exit $rc)" "$out"
+fi
+
+# ---- bad checkpoints are refused and leave the run directory as it was ----
+# A finished-early run to copy: checkpoints 4 and 8, exit 143.
+base=$T/base
+DTRAIN_FAULT_SIGNAL=7 "$DTRAIN" "${CFG[@]}" --set output.dir=$base >/dev/null 2>&1
+[ "$(latest $base)" = "$(ckpt $base 8)" ] || bad "base run for the bad-checkpoint cases" "$(ls -R $base)"
+# A checkpoint of another model (ResNet-preact-8: stages of one block instead of three).
+other=$T/other
+"$DTRAIN" "${CFG[@]}" --set output.dir=$other --set model.depth=8 --set train.max_steps=1 >/dev/null 2>&1
+# And one of the same depth with other widths (same names, other shapes).
+wide=$T/wide
+"$DTRAIN" "${CFG[@]}" --set output.dir=$wide --set model.initial_channels=32 --set train.max_steps=1 >/dev/null 2>&1
+
+# expect_refusal NAME PATTERN DIR ARGS...: exit 1, exactly one line on stderr matching
+# PATTERN, no crash, and DIR unchanged (listing, sizes, mtimes, checksums).
+expect_refusal() {
+  local name=$1 pattern=$2 dir=$3
+  shift 3
+  local before after err rc
+  before=$(snapshot "$dir")
+  err=$("$DTRAIN" "$@" 2>&1 >/dev/null)
+  rc=$?
+  after=$(snapshot "$dir")
+  if [ $rc -eq 1 ] && [ "$(printf '%s\n' "$err" | wc -l)" -eq 1 ] &&
+     printf '%s' "$err" | grep -q -- "$pattern" && [ "$before" = "$after" ]; then
+    ok "$name: $err"
+  else
+    [ "$before" = "$after" ] || err="$err
+(the run directory changed: $(diff <(echo "$before") <(echo "$after") | head -5))"
+    bad "$name (exit $rc, wanted 1 and /$pattern/)" "$err"
+  fi
+}
+
+run=$T/truncated
+cp -a $base $run
+f=$(ckpt $run 8)
+truncate -s $(($(stat -c %s $f) / 2)) $f
+expect_refusal "--resume with a truncated latest checkpoint" \
+  "checkpoint $f: .*truncated or corrupt" $run --resume $run
+
+run=$T/othermodel
+cp -a $base $run
+cp $(ckpt $other 1) $(ckpt $run 9)
+expect_refusal "--resume with a checkpoint of another model" \
+  "checkpoint $(ckpt $run 9): stage1\.block2\.[a-z0-9_.]* is missing from the file" $run --resume $run
+
+run=$T/future
+cp -a $base $run
+if "$TOOLS/ckpt_patch" $(ckpt $run 8) set-attr format_version 99; then
+  expect_refusal "--resume with a checkpoint of a newer format" \
+    "checkpoint $(ckpt $run 8): written by a newer dtrain (format 99" $run --resume $run
+else
+  bad "ckpt_patch set-attr format_version"
+fi
+
+run=$T/nockpt
+cp -a $base $run
+rm $run/checkpoints/*.h5
+expect_refusal "--resume of a run without checkpoints" "no checkpoint in $run/checkpoints" $run --resume $run
+
+expect_refusal "--init with a checkpoint of another depth names the tensor" \
+  "checkpoint $(ckpt $other 1): stage1\.block2\.[a-z0-9_.]* is missing from the file" $T \
+  "${CFG[@]}" --set output.dir=$T/init1 --init $(ckpt $other 1)
+expect_refusal "--init with other widths names the tensor and both shapes" \
+  "checkpoint $(ckpt $wide 1): [a-z0-9_.]*weight: shape ([0-9,]*) in the file, ([0-9,]*) in the model" $T \
+  "${CFG[@]}" --set output.dir=$T/init2 --init $(ckpt $wide 1)
+[ ! -e $T/init1 ] && [ ! -e $T/init2 ] && ok "no run directory after a refused --init" ||
+  bad "a refused --init left a run directory"
+
+# --init with a matching checkpoint starts from its weights (the optimizer starts afresh).
+out=$("$DTRAIN" "${CFG[@]}" --set output.dir=$T/init3 --init $(ckpt $REF $N) --set train.max_steps=1 2>&1)
+if [ $? -eq 0 ] && printf '%s\n' "$out" | grep -q "initial weights from $(ckpt $REF $N)"; then
+  ok "--init with a matching checkpoint"
+else
+  bad "--init with a matching checkpoint" "$out"
+fi
+
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]
