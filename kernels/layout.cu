@@ -1,7 +1,10 @@
 /* layout.cu: storage-order conversions of the CUDA backend: NCHW <-> NHWC for the image batch,
  * downloads and NCHW-input convolutions, and OIHW <-> OHWI (KRSC) for convolution weights,
- * which is the same transposition with N = K, C = C/G, hw = R S. One thread per element of
- * the destination; these run on small tensors (images, weights), so plainness wins. */
+ * which is the same transposition with N = K, C = C/G, hw = R S; and the fp32 <-> bfloat16
+ * conversions of the bf16 convolutions (round to nearest even), which may transpose on the
+ * way. One thread per element of the destination. */
+#include <cuda_bf16.h>
+
 #include "common.cuh"
 
 // src (N, C, hw) -> dst (N, hw, C)
@@ -35,5 +38,50 @@ extern "C" cudaError_t dt_k_nhwc_to_nchw(const float *src, float *dst, int n, in
                                          cudaStream_t stream) {
   const size_t count = (size_t)n * c * hw;
   k_nhwc_to_nchw<<<dt_k_blocks(count), DT_K_BLOCK, 0, stream>>>(src, dst, n, c, hw);
+  return cudaGetLastError();
+}
+
+// src (N, C, hw) fp32, NCHW or already NHWC -> dst (N, hw, C) bf16
+__global__ static void k_to_bf16(const float *src, __nv_bfloat16 *dst, int n, int c, int hw,
+                                 bool src_nchw) {
+  const size_t per = (size_t)c * hw;
+  DT_K_FOR(i, (size_t)n * per) {
+    size_t from = i;
+    if (src_nchw) {
+      const size_t img = i / per, rem = i % per;
+      from = img * per + (rem % (size_t)c) * (size_t)hw + rem / (size_t)c;
+    }
+    dst[i] = __float2bfloat16_rn(src[from]);
+  }
+}
+
+// src (N, hw, C) bf16 -> dst (N, C, hw) or (N, hw, C) fp32, added to dst when accumulate
+__global__ static void k_from_bf16(const __nv_bfloat16 *src, float *dst, int n, int c, int hw,
+                                   bool dst_nchw, bool accumulate) {
+  const size_t per = (size_t)c * hw;
+  DT_K_FOR(i, (size_t)n * per) {
+    size_t from = i;
+    if (dst_nchw) {
+      const size_t img = i / per, rem = i % per;
+      from = img * per + (rem % (size_t)hw) * (size_t)c + rem / (size_t)hw;
+    }
+    const float v = __bfloat162float(src[from]);
+    dst[i] = accumulate ? dst[i] + v : v;
+  }
+}
+
+extern "C" cudaError_t dt_k_to_bf16(const float *src, void *dst, int n, int c, int hw,
+                                    bool src_nchw, cudaStream_t stream) {
+  const size_t count = (size_t)n * c * hw;
+  k_to_bf16<<<dt_k_blocks(count), DT_K_BLOCK, 0, stream>>>(src, (__nv_bfloat16 *)dst, n, c, hw,
+                                                           src_nchw);
+  return cudaGetLastError();
+}
+
+extern "C" cudaError_t dt_k_from_bf16(const void *src, float *dst, int n, int c, int hw,
+                                      bool dst_nchw, bool accumulate, cudaStream_t stream) {
+  const size_t count = (size_t)n * c * hw;
+  k_from_bf16<<<dt_k_blocks(count), DT_K_BLOCK, 0, stream>>>((const __nv_bfloat16 *)src, dst, n,
+                                                             c, hw, dst_nchw, accumulate);
   return cudaGetLastError();
 }

@@ -61,6 +61,9 @@ static inline float dt_dropout_uniform(uint64_t key, uint64_t e) {
   return (float)(z >> 40) * 0x1.0p-24f;
 }
 
+/* Arithmetic of a backend's convolutions (train.precision). */
+typedef enum { DT_PRECISION_FP32, DT_PRECISION_BF16 } dt_precision;
+
 typedef struct dt_backend_ops {
   const char *name;
   void (*destroy)(dt_backend *be);
@@ -244,6 +247,13 @@ typedef struct dt_backend_ops {
                       float wd, float grad_scale);
   /* True when all n floats at x (backend memory) are finite; waits for the result. */
   bool (*all_finite)(dt_backend *be, const float *x, size_t n);
+
+  /* ==== precision ====
+   * Choose the arithmetic of the ops created from now on (call it before any op exists).
+   * DT_PRECISION_BF16: convolutions take bfloat16 operands and accumulate in fp32; tensors,
+   * parameters, gradients and the optimizer stay fp32, so nothing else changes for the caller.
+   * Returns DT_ERR_CONFIG with a message when the backend or device cannot; NULL: fp32 only. */
+  dt_status (*set_precision)(dt_backend *be, dt_precision precision);
 } dt_backend_ops;
 
 struct dt_backend {

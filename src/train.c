@@ -234,6 +234,16 @@ static dt_status trainer_setup(trainer *t, const dt_config *cfg, dt_comm *comm, 
                         B, t->ds.train.count);
   t->be = dt_backend_create(device, (int)cfg->train_threads);
   if (!t->be) return DT_ERR_CONFIG;
+  if (strcmp(cfg->train_precision, "fp32") != 0) {
+    if (!t->be->ops->set_precision)
+      return dt_error_set(DT_ERR_CONFIG,
+                          "%s: [train] precision = %s is not supported by the %s backend, which "
+                          "computes in fp32 only; use precision = fp32, or --device cuda",
+                          cfg->source ? cfg->source : "config", cfg->train_precision,
+                          t->be->ops->name);
+    st = t->be->ops->set_precision(t->be, DT_PRECISION_BF16);
+    if (st != DT_OK) return st;
+  }
   const dt_split *tr = &t->ds.train;
   t->model = dt_model_create(cfg, t->be, tr->channels, tr->height, tr->width, t->ds.classes);
   int per_rank = B / t->world;

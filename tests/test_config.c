@@ -272,6 +272,7 @@ static const char *const k_full =
     "max_steps = 1000\n"
     "accum_steps = 2\n"
     "nonfinite = skip\n"
+    "precision = bf16\n"
     "\n"
     "# hash comments work too\n"
     "[optim]\n"
@@ -395,6 +396,7 @@ static void test_full_file_loads(void **state) {
   assert_false(cfg.model_preact_stage.v[2]);
   assert_int_equal(cfg.train_epochs, 160);
   assert_int_equal(cfg.train_seed, 4611686018427387903L);
+  assert_string_equal(cfg.train_precision, "bf16");
   assert_true(cfg.optim_lr == 0.2);
   assert_false(cfg.optim_nesterov);
   assert_true(cfg.optim_no_decay_bn_bias);

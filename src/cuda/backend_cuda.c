@@ -60,12 +60,16 @@ void dt_cuda_free(void *ptr) {
   if (ptr) DT_CUDA_CHECK(cudaFree(ptr));
 }
 
-void dt_cuda_workspace_reserve(dt_cuda_backend *be, size_t bytes) {
-  if (bytes <= be->workspace_bytes) return;
+void dt_cuda_buffer_reserve(dt_cuda_backend *be, void **buf, size_t *size, size_t bytes) {
+  if (bytes <= *size) return;
   DT_CUDA_CHECK(cudaStreamSynchronize(be->stream));
-  dt_cuda_free(be->workspace);
-  be->workspace = dt_cuda_malloc(bytes);
-  be->workspace_bytes = bytes;
+  dt_cuda_free(*buf);
+  *buf = dt_cuda_malloc(bytes);
+  *size = bytes;
+}
+
+void dt_cuda_workspace_reserve(dt_cuda_backend *be, size_t bytes) {
+  dt_cuda_buffer_reserve(be, &be->workspace, &be->workspace_bytes, bytes);
 }
 
 /* The staging buffer of host transfers, grown to `bytes`. */
@@ -210,6 +214,29 @@ static bool cuda_all_finite(dt_backend *bep, const float *x, size_t n) {
   return bad == 0;
 }
 
+/* ---- precision ---- */
+
+static dt_status cuda_set_precision(dt_backend *bep, dt_precision precision) {
+  dt_cuda_backend *be = dt_cuda_be(bep);
+  if (be->ops) DT_FATAL("set_precision after ops were created");
+  if (precision == DT_PRECISION_BF16) {
+    int major = 0, minor = 0;
+    DT_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, be->device));
+    DT_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, be->device));
+    if (major < 8)
+      return dt_error_set(DT_ERR_CONFIG,
+                          "train.precision = bf16 needs a GPU with bfloat16 tensor cores "
+                          "(compute capability 8.0 or newer); GPU %d is sm_%d%d: use "
+                          "precision = fp32",
+                          be->device, major, minor);
+  }
+  be->bf16 = precision == DT_PRECISION_BF16;
+  if (be->verbose)
+    fprintf(stderr, "dtrain cuda: %s convolutions\n",
+            be->bf16 ? "bf16 (fp32 accumulation)" : be->tf32 ? "TF32" : "strict fp32");
+  return DT_OK;
+}
+
 /* ---- ops ---- */
 
 void dt_cuda_op_register(dt_cuda_backend *be, dt_op *op, void (*release)(dt_op *op)) {
@@ -247,6 +274,9 @@ static void cuda_destroy(dt_backend *bep) {
   dt_cuda_free(be->workspace);
   dt_cuda_free(be->staging);
   dt_cuda_free(be->lars_scratch);
+  dt_cuda_free(be->bf_x);
+  dt_cuda_free(be->bf_y);
+  dt_cuda_free(be->bf_w);
   dt_cuda_free(be->flag);
   DT_CUBLAS_CHECK(cublasDestroy(be->cublas));
   DT_CUDNN_CHECK(cudnnDestroy(be->cudnn));
@@ -318,6 +348,7 @@ static const dt_backend_ops cuda_ops = {
     .lars_update = cuda_lars_update,
     .adam_update = cuda_adam_update,
     .all_finite = cuda_all_finite,
+    .set_precision = cuda_set_precision,
 };
 
 static bool env_flag(const char *name) {

@@ -13,7 +13,14 @@
  * scratch buffers; the fastest that succeeds wins), cached in the backend for every op of the
  * same shape, and share one workspace grown to the largest need. Math: strict fp32 FMA
  * kernels (CUDNN_FMA_MATH), or TF32 tensor cores with DT_CUDA_TF32=1; the math type is set
- * per pass on the op's descriptor before each call. */
+ * per pass on the op's descriptor before each call.
+ *
+ * With bf16 precision (set_precision) cuDNN runs in its bfloat16 configuration: x, w and y
+ * descriptors in bf16, fp32 accumulation (the convolution's compute type), tensor cores.
+ * Each call converts its fp32 operands into the backend's shared bf16 buffers (transposing
+ * NCHW input or OIHW weights on the way) and converts the bf16 result back into the caller's
+ * fp32 tensor or gradient (adding to y when accumulating), so callers see fp32 as before. The
+ * weight gradient is rounded to bf16 once, as under PyTorch's autocast. */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
 
@@ -35,6 +42,7 @@ static const char *const conv_pass_name[CONV_PASSES] = {"forward", "backward-dat
  * math type and workspace. */
 struct dt_cuda_algo {
   dt_conv_params p;
+  bool bf16; /* found for cuDNN's bf16 configuration */
   int algo[CONV_PASSES];
   cudnnMathType_t math[CONV_PASSES];
   size_t ws[CONV_PASSES];
@@ -48,8 +56,9 @@ typedef struct {
   const dt_layout *x, *y;   /* (N, C, H, W) and (N, K, P, Q) */
   bool stage_x;             /* x is NCHW with C > 1 and H W > 1: cuDNN gets an NHWC copy */
   bool w_same;              /* OIHW and KRSC are the same bytes */
-  float *x_nhwc;            /* (N, H, W, C) copy of x, or the NHWC dx before conversion */
-  float *w_krsc, *dw_krsc;  /* (K, R, S, C/G) */
+  bool bf16;                /* cuDNN's bf16 configuration on the backend's bf16 buffers */
+  float *x_nhwc;            /* (N, H, W, C) copy of x, or the NHWC dx before conversion (fp32) */
+  float *w_krsc, *dw_krsc;  /* (K, R, S, C/G) (fp32) */
   cudnnTensorDescriptor_t xd, yd;
   cudnnFilterDescriptor_t wd;
   cudnnConvolutionDescriptor_t cd;
@@ -141,10 +150,10 @@ static int conv_find_pass(dt_cuda_backend *be, cuda_conv *c, conv_pass pass, flo
 }
 
 /* Run every algorithm of each pass once on scratch buffers and keep the fastest that works,
- * in strict fp32 (FMA) math unless TF32 is allowed. A pass with no strict-fp32 algorithm
- * falls back to cuDNN's default math (TF32 on Ampere and newer) with a warning; one with no
- * algorithm at all is fatal, naming the shape. */
-static dt_cuda_algo *conv_find(dt_cuda_backend *be, cuda_conv *c) {
+ * in strict fp32 (FMA) math unless TF32 is allowed (or in bf16). A pass with no strict-fp32
+ * algorithm falls back to cuDNN's default math (TF32 on Ampere and newer) with a warning; one
+ * with no algorithm at all is fatal, naming the shape, or with may_fail returns NULL. */
+static dt_cuda_algo *conv_find(dt_cuda_backend *be, cuda_conv *c, bool may_fail) {
   const dt_conv_params *p = &c->p;
   char name[160];
   conv_name(name, sizeof name, p);
@@ -156,11 +165,12 @@ static dt_cuda_algo *conv_find(dt_cuda_backend *be, cuda_conv *c) {
 
   dt_cuda_algo *a = dt_xcalloc(1, sizeof *a);
   a->p = *p;
+  a->bf16 = c->bf16;
   float ms[CONV_PASSES] = {0};
   for (int pass = 0; pass < CONV_PASSES; pass++) {
     a->algo[pass] = -1;
     if (pass == CONV_DATA && !p->need_dx) continue;
-    cudnnMathType_t math = be->tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
+    cudnnMathType_t math = be->tf32 || c->bf16 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
     DT_CUDNN_CHECK(cudnnSetConvolutionMathType(c->cd, math));
     int algo = conv_find_pass(be, c, (conv_pass)pass, x, y, w, &ms[pass], &a->ws[pass]);
     if (algo < 0 && math == CUDNN_FMA_MATH) {
@@ -173,8 +183,16 @@ static dt_cuda_algo *conv_find(dt_cuda_backend *be, cuda_conv *c) {
                 "using cuDNN's default math (TF32 on Ampere and newer)\n",
                 conv_pass_name[pass], name);
     }
+    if (algo < 0 && may_fail) {
+      dt_cuda_free(x);
+      dt_cuda_free(y);
+      dt_cuda_free(w);
+      free(a);
+      return NULL;
+    }
     if (algo < 0)
-      DT_FATAL("cuDNN has no %s algorithm for the convolution %s", conv_pass_name[pass], name);
+      DT_FATAL("cuDNN has no %s algorithm for the %s convolution %s", conv_pass_name[pass],
+               c->bf16 ? "bf16" : "fp32", name);
     a->algo[pass] = algo;
     a->math[pass] = math;
   }
@@ -184,7 +202,7 @@ static dt_cuda_algo *conv_find(dt_cuda_backend *be, cuda_conv *c) {
             "(%.3f ms, %zu B), backward filter algo %d (%.3f ms, %zu B)%s\n",
             name, a->algo[CONV_FWD], ms[CONV_FWD], a->ws[CONV_FWD], a->algo[CONV_DATA],
             ms[CONV_DATA], a->ws[CONV_DATA], a->algo[CONV_FILTER], ms[CONV_FILTER],
-            a->ws[CONV_FILTER], be->tf32 ? ", TF32 allowed" : "");
+            a->ws[CONV_FILTER], c->bf16 ? ", bf16" : be->tf32 ? ", TF32 allowed" : "");
   dt_cuda_free(x);
   dt_cuda_free(y);
   dt_cuda_free(w);
@@ -196,6 +214,36 @@ static dt_cuda_algo *conv_find(dt_cuda_backend *be, cuda_conv *c) {
 /* Set the math type chosen for one pass on the shared descriptor. */
 static void conv_math(cuda_conv *c, conv_pass pass) {
   DT_CUDNN_CHECK(cudnnSetConvolutionMathType(c->cd, c->algo->math[pass]));
+}
+
+/* The op's descriptors for its precision (c->bf16): NHWC tensors, KRSC filter, fp32
+ * accumulation. */
+static void conv_describe(dt_cuda_backend *be, cuda_conv *c) {
+  const dt_conv_params *p = &c->p;
+  const cudnnDataType_t dtype = c->bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
+  DT_CUDNN_CHECK(
+      cudnnSetTensor4dDescriptor(c->xd, CUDNN_TENSOR_NHWC, dtype, p->n, p->c, p->h, p->w));
+  DT_CUDNN_CHECK(
+      cudnnSetTensor4dDescriptor(c->yd, CUDNN_TENSOR_NHWC, dtype, p->n, p->k, c->oh, c->ow));
+  DT_CUDNN_CHECK(cudnnSetFilter4dDescriptor(c->wd, dtype, CUDNN_TENSOR_NHWC, p->k,
+                                            p->c / p->groups, p->r, p->s));
+  DT_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(c->cd, p->pad, p->pad, p->stride, p->stride, 1,
+                                                 1, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+  DT_CUDNN_CHECK(cudnnSetConvolutionGroupCount(c->cd, p->groups));
+  DT_CUDNN_CHECK(cudnnSetConvolutionMathType(
+      c->cd, be->tf32 || c->bf16 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
+  int dn, dc, dh, dw;
+  DT_CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(c->cd, c->xd, c->wd, &dn, &dc, &dh, &dw));
+  if (dn != p->n || dc != p->k || dh != c->oh || dw != c->ow)
+    DT_FATAL("conv_create: cuDNN computes output (%d, %d, %d, %d), expected (%d, %d, %d, %d)", dn,
+             dc, dh, dw, p->n, p->k, c->oh, c->ow);
+}
+
+/* Algorithms already found for this shape and precision, or NULL. */
+static const dt_cuda_algo *conv_cached(dt_cuda_backend *be, const cuda_conv *c) {
+  for (const dt_cuda_algo *a = be->algos; a; a = a->next)
+    if (a->bf16 == c->bf16 && same_params(&a->p, &c->p)) return a;
+  return NULL;
 }
 
 dt_op *dt_cuda_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_layout *x,
@@ -221,37 +269,40 @@ dt_op *dt_cuda_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_la
   c->y = dt_cuda_layout(be, (dt_shape){p->n, p->k, oh, ow}, DT_CUDA_NHWC);
   c->stage_x = x->format == DT_CUDA_NCHW && p->c > 1 && p->h * p->w > 1;
   c->w_same = p->r * p->s == 1 || p->c / g == 1;
-  const size_t wcount = (size_t)p->k * (p->c / g) * p->r * p->s;
-  if (c->stage_x) c->x_nhwc = dt_cuda_malloc((size_t)p->n * p->c * p->h * p->w * sizeof(float));
-  if (!c->w_same) {
-    c->w_krsc = dt_cuda_malloc(wcount * sizeof(float));
-    c->dw_krsc = dt_cuda_malloc(wcount * sizeof(float));
-  }
-
   DT_CUDNN_CHECK(cudnnCreateTensorDescriptor(&c->xd));
   DT_CUDNN_CHECK(cudnnCreateTensorDescriptor(&c->yd));
   DT_CUDNN_CHECK(cudnnCreateFilterDescriptor(&c->wd));
   DT_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&c->cd));
-  DT_CUDNN_CHECK(cudnnSetTensor4dDescriptor(c->xd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, p->n,
-                                            p->c, p->h, p->w));
-  DT_CUDNN_CHECK(cudnnSetTensor4dDescriptor(c->yd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, p->n,
-                                            p->k, oh, ow));
-  DT_CUDNN_CHECK(cudnnSetFilter4dDescriptor(c->wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, p->k,
-                                            p->c / g, p->r, p->s));
-  DT_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(c->cd, p->pad, p->pad, p->stride, p->stride, 1,
-                                                 1, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
-  DT_CUDNN_CHECK(cudnnSetConvolutionGroupCount(c->cd, g));
-  DT_CUDNN_CHECK(
-      cudnnSetConvolutionMathType(c->cd, be->tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
-  int dn, dc, dh, dw;
-  DT_CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(c->cd, c->xd, c->wd, &dn, &dc, &dh, &dw));
-  if (dn != p->n || dc != p->k || dh != oh || dw != ow)
-    DT_FATAL("conv_create: cuDNN computes output (%d, %d, %d, %d), expected (%d, %d, %d, %d)", dn,
-             dc, dh, dw, p->n, p->k, oh, ow);
-
-  for (const dt_cuda_algo *a = be->algos; a && !c->algo; a = a->next)
-    if (same_params(&a->p, &c->p)) c->algo = a;
-  if (!c->algo) c->algo = conv_find(be, c);
+  /* bf16 where the backend asks for it and cuDNN has algorithms for the shape (a shape
+   * without, such as an odd stem, stays fp32 with a warning). */
+  c->bf16 = be->bf16;
+  conv_describe(be, c);
+  c->algo = conv_cached(be, c);
+  if (!c->algo) c->algo = conv_find(be, c, c->bf16);
+  if (!c->algo) {
+    char name[160];
+    conv_name(name, sizeof name, p);
+    fprintf(stderr, "dtrain cuda: warning: cuDNN has no bf16 algorithm for the convolution %s; "
+                    "it runs in fp32\n", name);
+    c->bf16 = false;
+    conv_describe(be, c);
+    c->algo = conv_cached(be, c);
+    if (!c->algo) c->algo = conv_find(be, c, false);
+  }
+  const size_t wcount = (size_t)p->k * (p->c / g) * p->r * p->s;
+  const size_t xcount = (size_t)p->n * p->c * p->h * p->w, ycount = (size_t)p->n * p->k * oh * ow;
+  if (c->bf16) {
+    const size_t half = 2; /* bytes of a bfloat16 */
+    dt_cuda_buffer_reserve(be, &be->bf_x, &be->bf_x_bytes, xcount * half);
+    dt_cuda_buffer_reserve(be, &be->bf_y, &be->bf_y_bytes, ycount * half);
+    dt_cuda_buffer_reserve(be, &be->bf_w, &be->bf_w_bytes, wcount * half);
+  } else {
+    if (c->stage_x) c->x_nhwc = dt_cuda_malloc(xcount * sizeof(float));
+    if (!c->w_same) {
+      c->w_krsc = dt_cuda_malloc(wcount * sizeof(float));
+      c->dw_krsc = dt_cuda_malloc(wcount * sizeof(float));
+    }
+  }
   size_t ws = 0;
   for (int pass = 0; pass < CONV_PASSES; pass++)
     if (c->algo->ws[pass] > ws) ws = c->algo->ws[pass];
@@ -276,12 +327,84 @@ static const float *conv_w(cuda_conv *c, const float *w) {
   return c->w_krsc;
 }
 
+/* ---- bf16: conversions into and out of the backend's bf16 buffers ---- */
+
+/* x (fp32, NCHW or NHWC) -> bf_x (NHWC). */
+static void *bf16_x(cuda_conv *c, const float *x) {
+  dt_cuda_backend *be = c->base.be;
+  DT_CUDA_CHECK(dt_k_to_bf16(x, be->bf_x, c->p.n, c->p.c, c->p.h * c->p.w, c->stage_x,
+                             be->stream));
+  return be->bf_x;
+}
+
+/* y or dy (fp32, NHWC) -> bf_y. */
+static void *bf16_y(cuda_conv *c, const float *y) {
+  dt_cuda_backend *be = c->base.be;
+  DT_CUDA_CHECK(dt_k_to_bf16(y, be->bf_y, c->p.n, c->p.k, c->oh * c->ow, false, be->stream));
+  return be->bf_y;
+}
+
+/* w (fp32 OIHW) -> bf_w (KRSC). */
+static void *bf16_w(cuda_conv *c, const float *w) {
+  dt_cuda_backend *be = c->base.be;
+  DT_CUDA_CHECK(dt_k_to_bf16(w, be->bf_w, c->p.k, c->p.c / c->p.groups, c->p.r * c->p.s,
+                             !c->w_same, be->stream));
+  return be->bf_w;
+}
+
+static void conv_forward_bf16(cuda_conv *c, const dt_tensor *x, const float *w, dt_tensor *y,
+                              bool accumulate) {
+  dt_cuda_backend *be = c->base.be;
+  const float one = 1.0f, zero = 0.0f;
+  const void *xk = bf16_x(c, x->data), *wk = bf16_w(c, w);
+  conv_math(c, CONV_FWD);
+  DT_CUDNN_CHECK(cudnnConvolutionForward(be->cudnn, &one, c->xd, xk, c->wd, wk, c->cd,
+                                         (cudnnConvolutionFwdAlgo_t)c->algo->algo[CONV_FWD],
+                                         be->workspace, c->algo->ws[CONV_FWD], &zero, c->yd,
+                                         be->bf_y));
+  DT_CUDA_CHECK(dt_k_from_bf16(be->bf_y, y->data, c->p.n, c->p.k, c->oh * c->ow, false,
+                               accumulate, be->stream));
+}
+
+static void conv_backward_data_bf16(cuda_conv *c, const dt_tensor *dy, const float *w,
+                                    dt_tensor *dx) {
+  dt_cuda_backend *be = c->base.be;
+  const float one = 1.0f, zero = 0.0f;
+  const void *dyk = bf16_y(c, dy->data), *wk = bf16_w(c, w);
+  conv_math(c, CONV_DATA);
+  DT_CUDNN_CHECK(cudnnConvolutionBackwardData(
+      be->cudnn, &one, c->wd, wk, c->yd, dyk, c->cd,
+      (cudnnConvolutionBwdDataAlgo_t)c->algo->algo[CONV_DATA], be->workspace,
+      c->algo->ws[CONV_DATA], &zero, c->xd, be->bf_x));
+  DT_CUDA_CHECK(dt_k_from_bf16(be->bf_x, dx->data, c->p.n, c->p.c, c->p.h * c->p.w, c->stage_x,
+                               false, be->stream));
+}
+
+static void conv_backward_weights_bf16(cuda_conv *c, const dt_tensor *x, const dt_tensor *dy,
+                                       float *dw) {
+  dt_cuda_backend *be = c->base.be;
+  const float one = 1.0f, zero = 0.0f;
+  const void *xk = bf16_x(c, x->data), *dyk = bf16_y(c, dy->data);
+  conv_math(c, CONV_FILTER);
+  DT_CUDNN_CHECK(cudnnConvolutionBackwardFilter(
+      be->cudnn, &one, c->xd, xk, c->yd, dyk, c->cd,
+      (cudnnConvolutionBwdFilterAlgo_t)c->algo->algo[CONV_FILTER], be->workspace,
+      c->algo->ws[CONV_FILTER], &zero, c->wd, be->bf_w));
+  DT_CUDA_CHECK(dt_k_from_bf16(be->bf_w, dw, c->p.k, c->p.c / c->p.groups, c->p.r * c->p.s,
+                               !c->w_same, false, be->stream));
+}
+
 void dt_cuda_conv_forward(dt_op *op, const dt_tensor *x, const float *w, dt_tensor *y,
                           bool accumulate) {
   cuda_conv *c = (cuda_conv *)op;
   dt_cuda_backend *be = op->be;
   dt_cuda_check_tensor(x, c->x, "conv_forward x");
   dt_cuda_check_tensor(y, c->y, "conv_forward y");
+  if (c->bf16) {
+    conv_forward_bf16(c, x, w, y, accumulate);
+    dt_cuda_op_done(be, false);
+    return;
+  }
   const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
   const float *xk = conv_x(c, x), *wk = conv_w(c, w);
   conv_math(c, CONV_FWD);
@@ -298,6 +421,11 @@ void dt_cuda_conv_backward_data(dt_op *op, const dt_tensor *dy, const float *w, 
   if (!c->p.need_dx) DT_FATAL("conv_backward_data on a convolution created without need_dx");
   dt_cuda_check_tensor(dy, c->y, "conv_backward_data dy");
   dt_cuda_check_tensor(dx, c->x, "conv_backward_data dx");
+  if (c->bf16) {
+    conv_backward_data_bf16(c, dy, w, dx);
+    dt_cuda_op_done(be, false);
+    return;
+  }
   const float one = 1.0f, zero = 0.0f;
   const float *wk = conv_w(c, w);
   float *dxk = c->stage_x ? c->x_nhwc : dx->data;
@@ -318,6 +446,11 @@ void dt_cuda_conv_backward_weights(dt_op *op, const dt_tensor *x, const dt_tenso
   dt_cuda_backend *be = op->be;
   dt_cuda_check_tensor(x, c->x, "conv_backward_weights x");
   dt_cuda_check_tensor(dy, c->y, "conv_backward_weights dy");
+  if (c->bf16) {
+    conv_backward_weights_bf16(c, x, dy, dw);
+    dt_cuda_op_done(be, false);
+    return;
+  }
   const float one = 1.0f, zero = 0.0f;
   const float *xk = conv_x(c, x);
   float *dwk = c->w_same ? dw : c->dw_krsc;

@@ -70,6 +70,7 @@ typedef struct {
   cudnnHandle_t cudnn;
   cublasHandle_t cublas;
   bool tf32;     /* DT_CUDA_TF32=1: let cuDNN and cuBLAS use TF32 tensor cores for fp32 */
+  bool bf16;     /* set_precision(BF16): convolutions on bfloat16 copies of their operands */
   bool sync_all; /* DT_CUDA_SYNC=1: wait after every op */
   bool verbose;  /* DT_CUDA_VERBOSE=1: print the chosen convolution algorithms */
   struct dt_layout *layouts;
@@ -80,6 +81,11 @@ typedef struct {
   float *staging;             /* upload / download / loss staging (device) */
   size_t staging_bytes;
   void *lars_scratch;         /* the LARS norms and trust ratio (device) */
+  /* bf16 copies of a convolution's operands, shared by every convolution (one runs at a time
+   * on the stream), grown to the largest: input or its gradient, output or its gradient,
+   * weights or their gradient. */
+  void *bf_x, *bf_y, *bf_w;
+  size_t bf_x_bytes, bf_y_bytes, bf_w_bytes;
   int *flag;                  /* the non-finite check's result (device) */
 } dt_cuda_backend;
 
@@ -103,6 +109,9 @@ void *dt_cuda_malloc(size_t bytes);
 void dt_cuda_free(void *ptr);
 /* Grow the shared cuDNN workspace to at least `bytes`. */
 void dt_cuda_workspace_reserve(dt_cuda_backend *be, size_t bytes);
+/* Grow a shared device buffer (*buf of *size bytes) to at least `bytes`, after the stream has
+ * finished with the old one. */
+void dt_cuda_buffer_reserve(dt_cuda_backend *be, void **buf, size_t *size, size_t bytes);
 /* The end of an op: wait for the stream if it moved data to or from host memory
  * (`touches_host`), or always with DT_CUDA_SYNC=1. */
 void dt_cuda_op_done(dt_cuda_backend *be, bool touches_host);
