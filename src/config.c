@@ -943,6 +943,34 @@ void dt_config_write(const dt_config *cfg, FILE *f) {
   }
 }
 
+/* Markdown cells must not contain '|'. */
+static void md_cell(FILE *f, const char *text) {
+  for (const char *p = text; *p; p++) {
+    if (*p == '|') fputs("\\|", f);
+    else fputc(*p, f);
+  }
+}
+
+void dt_config_help_markdown(FILE *f) {
+  char accepted[512];
+  fprintf(f, "| key | type | default | accepted | meaning |\n|---|---|---|---|---|\n");
+  for (size_t i = 0; i < CFG_NKEYS; i++) {
+    const cfg_key *k = &g_keys[i];
+    cfg_accepted(k, accepted, sizeof accepted);
+    fprintf(f, "| `%s.%s` | %s | ", k->section, k->key, cfg_type_name(k->type));
+    if (k->def[0]) {
+      fputc('`', f);
+      md_cell(f, k->def);
+      fputc('`', f);
+    }
+    fputs(" | ", f);
+    md_cell(f, accepted);
+    fputs(" | ", f);
+    md_cell(f, k->help);
+    fputs(" |\n", f);
+  }
+}
+
 void dt_config_help(FILE *f) {
   fprintf(f,
           "dtrain configuration keys. An INI file sets them as\n"

@@ -204,6 +204,8 @@ dt_status dt_config_validate(const dt_config *cfg);
 void dt_config_write(const dt_config *cfg, FILE *f);
 /* --help-config: every key with section, type, default, accepted values and meaning. */
 void dt_config_help(FILE *f);
+/* The same as a markdown table (the README's configuration reference). */
+void dt_config_help_markdown(FILE *f);
 void dt_config_free(dt_config *cfg);
 
 #endif

@@ -12,7 +12,7 @@
 static const struct option long_options[] = {
     {"set", required_argument, NULL, 's'},     {"device", required_argument, NULL, 'd'},
     {"dry-run", no_argument, NULL, 'n'},       {"bench", required_argument, NULL, 'b'},
-    {"help", no_argument, NULL, 'h'},          {"help-config", no_argument, NULL, 'H'},
+    {"help", no_argument, NULL, 'h'},          {"help-config", optional_argument, NULL, 'H'},
     {"version", no_argument, NULL, 'V'},       {"resume", required_argument, NULL, 'r'},
     {"init", required_argument, NULL, 'i'},    {"dump-batch", required_argument, NULL, 'P'},
     {NULL, 0, NULL, 0},
@@ -38,7 +38,7 @@ static void usage(FILE *f) {
           "                           training makes it, as a picture (soft targets drawn as\n"
           "                           bars and listed in FILE.txt), and exit\n"
           "  --help                   this text\n"
-          "  --help-config            every configuration key: type, default, range, meaning\n"
+          "  --help-config[=markdown] every configuration key: type, default, range, meaning\n"
           "  --version                print the version\n\n"
           "exit status: 0 done, 1 bad input, 2 the run failed, 143 stopped by SIGTERM/SIGUSR1\n"
           "after writing a checkpoint (continue with --resume)\n\n"
@@ -100,6 +100,14 @@ int main(int argc, char **argv) {
         usage(stdout);
         return 0;
       case 'H':
+        if (optarg && strcmp(optarg, "markdown") == 0) {
+          dt_config_help_markdown(stdout);
+          return 0;
+        }
+        if (optarg) {
+          fprintf(stderr, "dtrain: --help-config=%s: expected no value or 'markdown'\n", optarg);
+          return 1;
+        }
         dt_config_help(stdout);
         return 0;
       case 'V':

@@ -62,6 +62,23 @@ fi
 expect_error "existing run directory is refused" "already holds a run" configs/quickstart.ini $SMALL \
   --set output.dir=$run --set output.overwrite=false
 
+# ---- non-finite loss: stop naming the step (exit 2), or skip such steps ----
+out=$("$DTRAIN" configs/quickstart.ini $SMALL --set optim.lr=1e6 --set optim.reference_batch=1 --set output.dir=$T/nan 2>&1)
+rc=$?
+if [ $rc -eq 2 ] && printf '%s' "$out" | grep -q 'non-finite .* at step [0-9]'; then
+  ok "non-finite loss stops the run (exit 2) naming the step"
+else
+  bad "non-finite loss (exit $rc)" "$out"
+fi
+out=$("$DTRAIN" configs/quickstart.ini $SMALL --set optim.lr=1e6 --set optim.reference_batch=1 --set train.nonfinite=skip \
+      --set output.dir=$T/nanskip 2>&1)
+rc=$?
+if [ $rc -eq 0 ] && printf '%s' "$out" | grep -q 'skipping step [0-9]*: non-finite'; then
+  ok "train.nonfinite=skip skips such steps"
+else
+  bad "train.nonfinite=skip (exit $rc)" "$out"
+fi
+
 # ---- command line ----
 expect_error "missing config argument" "missing CONFIG.ini"
 expect_error "unknown option" "unknown or incomplete option '--frobnicate'" configs/quickstart.ini --frobnicate

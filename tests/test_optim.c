@@ -107,12 +107,173 @@ static void test_schedules(void **s) {
   dt_config_free(&cfg);
 }
 
+/* A two-tensor table (a weight that LARS adapts, and a tiny bias under its threshold) with
+ * random weights; runs `steps` updates of dtrain and of the formulas of SPEC 4.1 in double. */
+typedef struct {
+  dt_params ps;
+  dt_backend *be;
+  dt_config cfg;
+} optim_case;
+
+static void case_init(optim_case *c, const char *name) {
+  dt_config_defaults(&c->cfg);
+  free(c->cfg.optim_name);
+  c->cfg.optim_name = strdup(name);
+  c->cfg.optim_momentum = 0.9;
+  c->cfg.optim_weight_decay = 5e-3;
+  memset(&c->ps, 0, sizeof c->ps);
+  int d1[2] = {4, 6}, d2[1] = {5};
+  dt_params_add(&c->ps, "fc.weight", 2, d1, 0, DT_INIT_KAIMING_NORMAL, 6, 4);
+  dt_params_add(&c->ps, "fc.bias", 1, d2, DT_PARAM_NO_DECAY, DT_INIT_ZEROS, 6, 4);
+  c->be = dt_backend_cpu_create(1);
+  dt_params_alloc(&c->ps, c->be);
+  tu_fill_uniform(c->ps.weights, c->ps.n_weights, 3, -1, 1);
+  /* The bias stays below LARS's threshold: |w| < 1e-2. */
+  for (size_t j = c->ps.items[1].offset; j < c->ps.items[1].offset + 5; j++) c->ps.weights[j] *= 1e-3f;
+}
+
+static void case_free(optim_case *c) {
+  dt_params_free(&c->ps, c->be);
+  c->be->ops->destroy(c->be);
+  dt_config_free(&c->cfg);
+}
+
+static double dnorm(const double *x, size_t n) {
+  double s = 0;
+  for (size_t i = 0; i < n; i++) s += x[i] * x[i];
+  return sqrt(s);
+}
+
+static void test_lars(void **st) {
+  (void)st;
+  for (int with_eta = 0; with_eta < 2; with_eta++) {
+    optim_case c;
+    case_init(&c, "lars");
+    c.cfg.optim_lars_eta = with_eta ? 0.02 : 0.0;
+    double w[64], buf[64] = {0}, g[64];
+    for (size_t j = 0; j < c.ps.n_weights; j++) w[j] = c.ps.weights[j];
+    dt_optim opt;
+    dt_optim_init(&opt, &c.cfg, &c.ps);
+    int adapted = 0;
+    for (int step = 0; step < 4; step++) {
+      tu_fill_uniform(c.ps.grads, c.ps.n_weights, 50 + step, -1, 1);
+      double lr = 0.05;
+      for (int i = 0; i < c.ps.count; i++) {
+        const dt_param *p = &c.ps.items[i];
+        double *wi = w + p->offset, *gi = g + p->offset, *bi = buf + p->offset;
+        for (size_t j = 0; j < p->count; j++) gi[j] = c.ps.grads[p->offset + j];
+        /* SPEC 4.1: every tensor adapted, wd on all of them, no Nesterov. */
+        double wn = dnorm(wi, p->count), gn = dnorm(gi, p->count), wd = 5e-3;
+        double local = wn / (1e-9 + gn + wd * wn);
+        if (with_eta) local *= 0.02;
+        if (wn < 1e-2) local = 1.0;
+        else adapted++;
+        for (size_t j = 0; j < p->count; j++) {
+          double d = gi[j] + wd * wi[j];
+          bi[j] = 0.9 * bi[j] + lr * local * d;
+          wi[j] -= bi[j];
+        }
+      }
+      dt_optim_step(&opt, &c.ps, 0.05, 1.0f);
+    }
+    /* The weight is adapted at every step; the tiny bias is not at first (it grows past the
+     * threshold after the first update and is adapted from then on). */
+    assert_int_equal(adapted, 7);
+    for (size_t j = 0; j < c.ps.n_weights; j++)
+      if (j < c.ps.items[0].count || (j >= c.ps.items[1].offset && j < c.ps.items[1].offset + 5))
+        assert_true(fabs(c.ps.weights[j] - w[j]) <= 1e-5 * fmax(1.0, fabs(w[j])));
+    dt_optim_free(&opt);
+    case_free(&c);
+  }
+}
+
+static void test_adam(void **st) {
+  (void)st;
+  for (int ams = 0; ams < 2; ams++) {
+    optim_case c;
+    case_init(&c, ams ? "amsgrad" : "adam");
+    double w[64], m[64] = {0}, v[64] = {0}, vmax[64] = {0};
+    for (size_t j = 0; j < c.ps.n_weights; j++) w[j] = c.ps.weights[j];
+    dt_optim opt;
+    dt_optim_init(&opt, &c.cfg, &c.ps);
+    for (int t = 1; t <= 5; t++) {
+      /* Large then small gradients, so AMSGrad's maximum differs from v. */
+      tu_fill_uniform(c.ps.grads, c.ps.n_weights, 70 + t, t < 3 ? -2.0f : -0.1f, t < 3 ? 2.0f : 0.1f);
+      const double lr = 1e-2, b1 = 0.9, b2 = 0.999, eps = 1e-8, wd = 5e-3;
+      for (size_t j = 0; j < c.ps.n_weights; j++) {
+        /* torch.optim.Adam: L2 added to the gradient, bias-corrected moments. */
+        double d = c.ps.grads[j] + wd * w[j];
+        m[j] = b1 * m[j] + (1 - b1) * d;
+        v[j] = b2 * v[j] + (1 - b2) * d * d;
+        vmax[j] = fmax(vmax[j], v[j]);
+        double vv = ams ? vmax[j] : v[j];
+        w[j] -= lr / (1 - pow(b1, t)) * m[j] / (sqrt(vv) / sqrt(1 - pow(b2, t)) + eps);
+      }
+      dt_optim_step(&opt, &c.ps, 1e-2, 1.0f);
+    }
+    for (int i = 0; i < c.ps.count; i++) {
+      const dt_param *p = &c.ps.items[i];
+      for (size_t j = p->offset; j < p->offset + p->count; j++)
+        assert_true(fabs(c.ps.weights[j] - w[j]) < 1e-5);
+    }
+    dt_optim_free(&opt);
+    case_free(&c);
+  }
+}
+
+static void test_more_schedules(void **s) {
+  (void)s;
+  dt_config cfg;
+  dt_config_defaults(&cfg);
+  cfg.train_epochs = 30;
+  cfg.optim_lr = 0.1;
+  cfg.schedule_min_factor = 0.01;
+  dt_schedule sch;
+  const double pi = 3.14159265358979323846;
+  /* SGDR: periods of 10 and 20 epochs, each a cosine from 1 to min_factor. */
+  free(cfg.schedule_type);
+  cfg.schedule_type = strdup("sgdr");
+  cfg.schedule_t0 = 10;
+  cfg.schedule_t_mul = 2;
+  dt_schedule_init(&sch, &cfg, 10);
+  assert_true(fabs(dt_schedule_lr(&sch, 0) - 0.1) < 1e-12);
+  assert_true(fabs(dt_schedule_lr(&sch, 50) - 0.1 * (0.01 + 0.99 * 0.5 * (1 + cos(pi * 0.5)))) < 1e-12);
+  assert_true(fabs(dt_schedule_lr(&sch, 100) - 0.1) < 1e-12); /* the restart */
+  assert_true(fabs(dt_schedule_lr(&sch, 150) - 0.1 * (0.01 + 0.99 * 0.5 * (1 + cos(pi * 0.25)))) < 1e-12);
+  /* linear from 1 to min_factor */
+  free(cfg.schedule_type);
+  cfg.schedule_type = strdup("linear");
+  dt_schedule_init(&sch, &cfg, 10);
+  assert_true(fabs(dt_schedule_lr(&sch, 150) - 0.1 * (1 - 0.99 * 0.5)) < 1e-12);
+  /* polynomial decay */
+  free(cfg.schedule_type);
+  cfg.schedule_type = strdup("poly");
+  cfg.schedule_poly_power = 2;
+  dt_schedule_init(&sch, &cfg, 10);
+  assert_true(fabs(dt_schedule_lr(&sch, 150) - 0.1 * (0.01 + 0.99 * 0.25)) < 1e-12);
+  /* exponential warmup over 5 epochs, without the reference's doubled base lr */
+  free(cfg.schedule_type);
+  cfg.schedule_type = strdup("constant");
+  free(cfg.schedule_warmup_type);
+  cfg.schedule_warmup_type = strdup("exponential");
+  cfg.schedule_warmup_epochs = 5;
+  cfg.schedule_warmup_start_factor = 0.1;
+  cfg.schedule_warmup_exponent = 4;
+  dt_schedule_init(&sch, &cfg, 10);
+  assert_true(fabs(dt_schedule_lr(&sch, 25) - 0.1 * (0.1 + 0.9 * pow(0.5, 4))) < 1e-12);
+  assert_true(fabs(dt_schedule_lr(&sch, 50) - 0.1) < 1e-12);
+  dt_config_free(&cfg);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_sgd_nesterov),
       cmocka_unit_test(test_sgd_momentum),
       cmocka_unit_test(test_sgd_no_decay),
       cmocka_unit_test(test_schedules),
+      cmocka_unit_test(test_lars),
+      cmocka_unit_test(test_adam),
+      cmocka_unit_test(test_more_schedules),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -159,7 +159,18 @@ bool dt_cpu_prim_is_ref(const dt_cpu_prim *p) {
 
 void dt_cpu_prim_reorder(dt_cpu_backend *be, dt_cpu_prim *p, const dnnl_memory_desc_t *from,
                          const dnnl_memory_desc_t *to, const char *what) {
-  dnnl_primitive_attr_t attr = cpu_attr(NULL);
+  dt_cpu_prim_reorder_sum(be, p, from, to, false, what);
+}
+
+void dt_cpu_prim_reorder_sum(dt_cpu_backend *be, dt_cpu_prim *p, const dnnl_memory_desc_t *from,
+                             const dnnl_memory_desc_t *to, bool accumulate, const char *what) {
+  dnnl_post_ops_t po = NULL;
+  if (accumulate) {
+    DT_DNNL_CHECK(dnnl_post_ops_create(&po));
+    DT_DNNL_CHECK(dnnl_post_ops_append_sum(po, 1.0f));
+  }
+  dnnl_primitive_attr_t attr = cpu_attr(po);
+  if (po) DT_DNNL_CHECK(dnnl_post_ops_destroy(po));
   dnnl_status_t s =
       dnnl_reorder_primitive_desc_create(&p->pd, from, be->engine, to, be->engine, attr);
   DT_DNNL_CHECK(dnnl_primitive_attr_destroy(attr));
@@ -199,10 +210,15 @@ void dt_cpu_prim_free(dt_cpu_prim *p) {
 
 void dt_cpu_reorder_init(dt_cpu_backend *be, dt_cpu_reorder *r, const dnnl_memory_desc_t *from,
                          const dnnl_memory_desc_t *to, const char *what) {
+  dt_cpu_reorder_init_sum(be, r, from, to, false, what);
+}
+
+void dt_cpu_reorder_init_sum(dt_cpu_backend *be, dt_cpu_reorder *r, const dnnl_memory_desc_t *from,
+                             const dnnl_memory_desc_t *to, bool accumulate, const char *what) {
   memset(r, 0, sizeof *r);
-  r->same = dnnl_memory_desc_equal(from, to);
+  r->same = !accumulate && dnnl_memory_desc_equal(from, to);
   if (r->same) return;
-  dt_cpu_prim_reorder(be, &r->re, from, to, what);
+  dt_cpu_prim_reorder_sum(be, &r->re, from, to, accumulate, what);
   r->from = dt_cpu_mem(be, from);
   r->to = dt_cpu_mem(be, to);
 }

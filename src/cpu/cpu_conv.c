@@ -2,60 +2,99 @@
  * is given and writes its output in the backend's blocked activation layout (nChw8c on AVX2,
  * nChw16c on AVX-512; dt_cpu_act_block) unless oneDNN is only fast in another one; backward-
  * data and backward-weights use the forward's layouts for the gradients, so activations are
- * never reordered. Weights
- * stay plain OIHW (goihw with groups) in the caller's arrays and are reordered into the
- * primitive's layout on every call (they are small); weight gradients are reordered back.
+ * normally never reordered. Weights stay plain OIHW (goihw with groups) in the caller's arrays
+ * and are reordered into each primitive's layout on every call (they are small); weight
+ * gradients are reordered back.
  *
- * One exception to "never reorder activations": when oneDNN has only its reference code for
- * a backward pass in the given input layout (a plain 1-channel input on AVX2: its fast
- * backward-weights kernel wants a blocked input, and the reference one is 100x slower), that
- * pass lets oneDNN pick the input layout and the op reorders between the two (in networks
- * this is the image batch, small). */
+ * The exception, "staging": oneDNN's jit kernels reject some layout combinations and it then
+ * falls back to its reference code (plain C++ loops, 20-100x slower). Seen on oneDNN 2.6:
+ *   - AVX-512, fewer than 16 channels in nChw16c (ResNet-preact with 8 initial channels, the
+ *     4-channel bottlenecks of a narrow bottleneck net): forward and backward-weights are ref;
+ *     they have jit kernels in nChw8c (AVX2 code) or NHWC (brgconv);
+ *   - AVX2, 4 channels in nChw8c: forward is ref;
+ *   - AVX2, 2x2 images of 512 channels (VGG's last stage) in nChw8c: backward-weights is ref;
+ *     gemm runs it in NCHW;
+ *   - a plain 1-channel image batch on AVX2: backward-weights wants a blocked input.
+ * For such a pass (each of forward, backward-data, backward-weights on its own), conv_pass_create
+ * tries other activation layouts (conv_alts) and takes the first that has a real kernel; the
+ * pass then reorders its activation inputs once per call into op-owned buffers and its output
+ * back (with a sum post-op for a forward that adds into a residual). The published layouts,
+ * and so the rest of the net, stay as they were. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cpu/cpu_internal.h"
 
+typedef enum { CONV_FWD, CONV_BWD_DATA, CONV_BWD_WEIGHTS } conv_kind;
+
+/* One activation side of a pass that runs in another layout than the op's: the reorder from
+ * the op's layout to the pass's (inputs: x, dy) or back (outputs: y, dx), the op's buffer in
+ * the pass's layout and a memory object on it. */
+typedef struct {
+  bool on;
+  dt_cpu_reorder re;
+  float *buf;
+  dnnl_memory_t m;
+} conv_stage;
+
+/* A primitive with its activation staging: x side (src, or diff_src for backward-data) and
+ * y side (dst, or diff_dst for the backward passes). */
+typedef struct {
+  dt_cpu_prim prim;
+  conv_stage x, y;
+} conv_pass;
+
 typedef struct {
   dt_op base;
   dt_conv_params p;
   const dt_layout *x, *y;  /* (N, C, H, W) and (N, K, P, Q) */
-  dt_cpu_prim fwd;         /* y = conv(x, w) */
-  dt_cpu_prim fwd_acc;     /* y += conv(x, w): the same with a sum post-op */
-  dt_cpu_prim bwd_data;    /* only with need_dx */
-  dt_cpu_prim bwd_weights;
+  dnnl_dims_t strides, pad;
+  conv_pass fwd;           /* y = conv(x, w) */
+  conv_pass fwd_acc;       /* y += conv(x, w): a sum post-op (unused when acc_reorder) */
+  /* y += conv(x, w) as fwd into its y staging buffer (or acc_buf) and a reorder with a sum
+   * post-op into y: used when the forward is staged or the sum post-op has no fast kernel. */
+  bool acc_reorder;
+  dt_cpu_reorder acc;
+  float *acc_buf;
+  dnnl_memory_t m_acc;
+  conv_pass bwd_data;      /* only with need_dx */
+  conv_pass bwd_weights;
   /* Weight reorders: plain -> forward layout, plain -> backward-data layout, and the weight
    * gradient's layout -> plain; each with the op's buffer for the non-plain side. */
   dt_cpu_reorder w_fwd, w_bwd, dw;
   float *w_fwd_buf, *w_bwd_buf, *dw_buf;
-  /* Staging of the input for backward passes that need another layout (see above):
-   * x -> backward-weights src layout, backward-data diff_src layout -> dx. */
-  bool stage_x, stage_dx;
-  dt_cpu_reorder x_stage, dx_stage;
-  float *x_stage_buf, *dx_stage_buf;
-  /* Memory objects, pointed at the caller's buffers on each call. */
-  dnnl_memory_t m_x, m_y, m_w_fwd, m_w_bwd, m_dw, m_xs, m_dxs;
+  /* Memory objects in the op's layouts, pointed at the caller's buffers on each call. */
+  dnnl_memory_t m_x, m_y, m_w_fwd, m_w_bwd, m_dw;
 } cpu_conv;
+
+static void stage_free(conv_stage *s) {
+  dt_cpu_reorder_free(&s->re);
+  free(s->buf);
+  dt_cpu_mem_free(&s->m);
+}
+
+static void pass_free(conv_pass *p) {
+  dt_cpu_prim_free(&p->prim);
+  stage_free(&p->x);
+  stage_free(&p->y);
+}
 
 static void conv_release(dt_op *op) {
   cpu_conv *c = (cpu_conv *)op;
-  dt_cpu_prim_free(&c->fwd);
-  dt_cpu_prim_free(&c->fwd_acc);
-  dt_cpu_prim_free(&c->bwd_data);
-  dt_cpu_prim_free(&c->bwd_weights);
+  pass_free(&c->fwd);
+  pass_free(&c->fwd_acc);
+  pass_free(&c->bwd_data);
+  pass_free(&c->bwd_weights);
+  dt_cpu_reorder_free(&c->acc);
+  free(c->acc_buf);
+  dt_cpu_mem_free(&c->m_acc);
   dt_cpu_reorder_free(&c->w_fwd);
   dt_cpu_reorder_free(&c->w_bwd);
   dt_cpu_reorder_free(&c->dw);
   free(c->w_fwd_buf);
   free(c->w_bwd_buf);
   free(c->dw_buf);
-  dt_cpu_reorder_free(&c->x_stage);
-  dt_cpu_reorder_free(&c->dx_stage);
-  free(c->x_stage_buf);
-  free(c->dx_stage_buf);
-  dt_cpu_mem_free(&c->m_xs);
-  dt_cpu_mem_free(&c->m_dxs);
   dt_cpu_mem_free(&c->m_x);
   dt_cpu_mem_free(&c->m_y);
   dt_cpu_mem_free(&c->m_w_fwd);
@@ -75,21 +114,106 @@ static float *conv_wbuf(const dt_cpu_reorder *r, const dnnl_memory_desc_t *md) {
   return r->same ? NULL : conv_buf(md);
 }
 
-/* If p (created with the exact input layout) is oneDNN's reference code, try again with
- * `any_desc` (the same op with the input layout left to oneDNN). Returns true and replaces
- * p when that gives a real kernel. */
-static bool conv_try_faster(dt_cpu_backend *be, dt_cpu_prim *p, const void *any_desc,
-                            const_dnnl_primitive_desc_t hint) {
-  if (!dt_cpu_prim_is_ref(p)) return false;
-  dt_cpu_prim alt = {0};
-  if (!dt_cpu_prim_try_create(be, &alt, any_desc, NULL, hint)) return false;
-  if (dt_cpu_prim_is_ref(&alt)) {
-    dt_cpu_prim_free(&alt);
-    return false;
+static void conv_desc(const cpu_conv *c, conv_kind kind, dnnl_convolution_desc_t *d,
+                      const dnnl_memory_desc_t *x, const dnnl_memory_desc_t *w,
+                      const dnnl_memory_desc_t *y) {
+  if (kind == CONV_FWD)
+    DT_DNNL_CHECK(dnnl_convolution_forward_desc_init(d, dnnl_forward_training,
+                                                     dnnl_convolution_direct, x, w, NULL, y,
+                                                     c->strides, c->pad, c->pad));
+  else if (kind == CONV_BWD_DATA)
+    DT_DNNL_CHECK(dnnl_convolution_backward_data_desc_init(d, dnnl_convolution_direct, x, w, y,
+                                                           c->strides, c->pad, c->pad));
+  else
+    DT_DNNL_CHECK(dnnl_convolution_backward_weights_desc_init(
+        d, dnnl_convolution_direct, x, w, NULL, y, c->strides, c->pad, c->pad));
+}
+
+/* Activation layouts a pass tries when the op's own give oneDNN's reference code, in order;
+ * CONV_OWN keeps the op's layout on that side, format_tag_any lets oneDNN choose. */
+#define CONV_OWN dnnl_format_tag_undef
+static const dnnl_format_tag_t conv_alts[][2] = {
+    {dnnl_format_tag_any, CONV_OWN},            /* restage the input only */
+    {dnnl_format_tag_any, dnnl_format_tag_any}, /* oneDNN's favourite for this shape */
+    {dnnl_nhwc, dnnl_nhwc},                     /* brgconv: any channel count on AVX-512 */
+    {dnnl_nChw8c, dnnl_nChw8c},                 /* AVX2 kernels: 8-channel blocks */
+    {dnnl_nChw16c, dnnl_nChw16c},
+    {dnnl_nchw, dnnl_nchw},                     /* gemm */
+};
+
+static dnnl_memory_desc_t conv_alt_md(const dnnl_memory_desc_t *own, dnnl_format_tag_t tag) {
+  return tag == CONV_OWN ? *own : dt_cpu_md(4, own->dims, tag);
+}
+
+/* Stage one side: the pass's descriptor `run` differs from the op's `own`. Inputs reorder
+ * own -> run before the primitive, outputs run -> own after it (with a sum for accumulate). */
+static void stage_init(dt_cpu_backend *be, conv_stage *s, const dnnl_memory_desc_t *own,
+                       const dnnl_memory_desc_t *run, bool input, const char *what) {
+  memset(s, 0, sizeof *s);
+  s->on = !dnnl_memory_desc_equal(own, run);
+  if (!s->on) return;
+  if (input) dt_cpu_reorder_init(be, &s->re, own, run, what);
+  else dt_cpu_reorder_init(be, &s->re, run, own, what);
+  s->buf = conv_buf(run);
+  s->m = dt_cpu_mem(be, run);
+}
+
+/* Create pass `kind` for the op's activation layouts xmd, ymd and weights w (usually any).
+ * When that is oneDNN's reference code, the first alternative of conv_alts with a real
+ * kernel replaces it, staged (see the file comment). A pass that no alternative speeds up
+ * keeps the reference code; one that oneDNN cannot create at all is fatal. */
+static void conv_pass_create(cpu_conv *c, conv_pass *p, conv_kind kind,
+                             const dnnl_memory_desc_t *xmd, const dnnl_memory_desc_t *ymd,
+                             const dnnl_memory_desc_t *w, const_dnnl_post_ops_t po,
+                             const_dnnl_primitive_desc_t hint, const char *what) {
+  dt_cpu_backend *be = c->base.be;
+  memset(p, 0, sizeof *p);
+  dnnl_convolution_desc_t d;
+  conv_desc(c, kind, &d, xmd, w, ymd);
+  bool have = dt_cpu_prim_try_create(be, &p->prim, &d, po, hint);
+  if (have && !dt_cpu_prim_is_ref(&p->prim)) return;
+  for (size_t i = 0; i < DT_ARRAY_LEN(conv_alts); i++) {
+    dnnl_memory_desc_t xa = conv_alt_md(xmd, conv_alts[i][0]);
+    dnnl_memory_desc_t ya = conv_alt_md(ymd, conv_alts[i][1]);
+    dt_cpu_prim alt = {0};
+    conv_desc(c, kind, &d, &xa, w, &ya);
+    if (!dt_cpu_prim_try_create(be, &alt, &d, po, hint)) continue;
+    if (dt_cpu_prim_is_ref(&alt)) {
+      dt_cpu_prim_free(&alt);
+      continue;
+    }
+    if (have) dt_cpu_prim_free(&p->prim);
+    p->prim = alt;
+    dnnl_query_t xq = kind == CONV_BWD_DATA ? dnnl_query_diff_src_md : dnnl_query_src_md;
+    dnnl_query_t yq = kind == CONV_FWD ? dnnl_query_dst_md : dnnl_query_diff_dst_md;
+    dnnl_memory_desc_t xr = dt_cpu_prim_md(&p->prim, xq, 0), yr = dt_cpu_prim_md(&p->prim, yq, 0);
+    stage_init(be, &p->x, xmd, &xr, kind != CONV_BWD_DATA, what);
+    stage_init(be, &p->y, ymd, &yr, kind != CONV_FWD, what);
+    return;
   }
-  dt_cpu_prim_free(p);
-  *p = alt;
-  return true;
+  if (!have) DT_FATAL("oneDNN cannot create %s", what);
+}
+
+/* The memory object and buffer of one side of a pass for a call: the caller's tensor, or the
+ * staging buffer (after reordering an input into it). */
+static dnnl_memory_t side_in(dt_cpu_backend *be, conv_stage *s, dnnl_memory_t own,
+                             const void *data) {
+  if (!s->on) {
+    dt_cpu_bind(be, own, data);
+    return own;
+  }
+  dt_cpu_reorder_run(be, &s->re, data, s->buf);
+  dt_cpu_bind(be, s->m, s->buf);
+  return s->m;
+}
+
+static dnnl_memory_t side_out(dt_cpu_backend *be, conv_stage *s, dnnl_memory_t own, void *data) {
+  if (!s->on) {
+    dt_cpu_bind(be, own, data);
+    return own;
+  }
+  dt_cpu_bind(be, s->m, s->buf);
+  return s->m;
 }
 
 dt_op *dt_cpu_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_layout *x,
@@ -117,6 +241,8 @@ dt_op *dt_cpu_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_lay
   dt_cpu_op_register(be, &c->base, conv_release);
   c->p = *p;
   c->p.groups = g;
+  c->strides[0] = c->strides[1] = p->stride;
+  c->pad[0] = c->pad[1] = p->pad;
 
   /* Plain weights: OIHW (K, C, R, S), or goihw (G, K/G, C/G, R, S) with groups. */
   dnnl_memory_desc_t w_plain, w_any, y_any;
@@ -137,53 +263,68 @@ dt_op *dt_cpu_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_lay
                p->n, p->k, oh, ow);
     y_any = want->md;
   }
-  dnnl_dims_t strides = {p->stride, p->stride}, pad = {p->pad, p->pad};
-  dnnl_memory_desc_t x_any = dt_cpu_md(4, xmd->dims, dnnl_format_tag_any);
 
-  dnnl_convolution_desc_t d;
-  DT_DNNL_CHECK(dnnl_convolution_forward_desc_init(&d, dnnl_forward_training,
-                                                   dnnl_convolution_direct, xmd, &w_any, NULL,
-                                                   &y_any, strides, pad, pad));
-  char fwhat[200];
-  snprintf(fwhat, sizeof fwhat, "%s forward", what);
-  dt_cpu_prim_create(be, &c->fwd, &d, NULL, NULL, fwhat);
-  /* One activation layout across the net: oneDNN picks NHWC or NCHW outputs for some shapes
-   * (3x3 convolutions of fewer than 16 channels), which would then meet blocked tensors at a
-   * residual addition or a concatenation. Take the backend's blocked layout instead unless
-   * that is slower (oneDNN's reference code where the free choice has a real kernel). */
-  const int blk = dt_cpu_act_block(be);
-  dnnl_memory_desc_t y_free = dt_cpu_prim_md(&c->fwd, dnnl_query_dst_md, 0);
-  if (!want && blk > 1 && dt_cpu_md_block(&y_free) != blk) {
-    dnnl_memory_desc_t y_blk = dt_cpu_md(4, yd, blk == 16 ? dnnl_nChw16c : dnnl_nChw8c);
-    dnnl_convolution_desc_t d_blk;
-    DT_DNNL_CHECK(dnnl_convolution_forward_desc_init(&d_blk, dnnl_forward_training,
-                                                     dnnl_convolution_direct, xmd, &w_any, NULL,
-                                                     &y_blk, strides, pad, pad));
-    dt_cpu_prim alt = {0};
-    if (dt_cpu_prim_try_create(be, &alt, &d_blk, NULL, NULL)) {
-      if (!dt_cpu_prim_is_ref(&alt) || dt_cpu_prim_is_ref(&c->fwd)) {
-        dt_cpu_prim_free(&c->fwd);
-        c->fwd = alt;
-      } else {
-        dt_cpu_prim_free(&alt);
+  /* The output layout: the residual's when given; else oneDNN's choice for this input, unless
+   * that is not the backend's blocked layout. One activation layout across the net: oneDNN
+   * picks NHWC or NCHW outputs for some shapes (3x3 convolutions of fewer than 16 channels),
+   * which would then meet blocked tensors at a residual addition or a concatenation. Take the
+   * blocked layout instead unless that is slower (oneDNN's reference code where the free
+   * choice has a real kernel). A reference forward in the chosen layouts is staged below. */
+  dnnl_memory_desc_t ymd = y_any;
+  if (!want) {
+    dnnl_convolution_desc_t d;
+    dt_cpu_prim probe = {0};
+    conv_desc(c, CONV_FWD, &d, xmd, &w_any, &y_any);
+    if (!dt_cpu_prim_try_create(be, &probe, &d, NULL, NULL))
+      DT_FATAL("oneDNN cannot create %s forward", what);
+    ymd = dt_cpu_prim_md(&probe, dnnl_query_dst_md, 0);
+    const bool free_ref = dt_cpu_prim_is_ref(&probe);
+    dt_cpu_prim_free(&probe);
+    const int blk = dt_cpu_act_block(be);
+    if (blk > 1 && dt_cpu_md_block(&ymd) != blk) {
+      dnnl_memory_desc_t y_blk = dt_cpu_md(4, yd, blk == 16 ? dnnl_nChw16c : dnnl_nChw8c);
+      conv_desc(c, CONV_FWD, &d, xmd, &w_any, &y_blk);
+      if (dt_cpu_prim_try_create(be, &probe, &d, NULL, NULL)) {
+        if (!dt_cpu_prim_is_ref(&probe) || free_ref) ymd = y_blk;
+        dt_cpu_prim_free(&probe);
       }
     }
   }
-  dnnl_memory_desc_t w_fwd = dt_cpu_prim_md(&c->fwd, dnnl_query_weights_md, 0);
-  dnnl_memory_desc_t ymd = dt_cpu_prim_md(&c->fwd, dnnl_query_dst_md, 0);
   c->x = x;
   c->y = dt_cpu_layout_intern(be, &ymd);
 
-  /* The accumulating variant: the same layouts, with the residual summed into y. */
+  char fwhat[200];
+  snprintf(fwhat, sizeof fwhat, "%s forward", what);
+  conv_pass_create(c, &c->fwd, CONV_FWD, xmd, &ymd, &w_any, NULL, NULL, fwhat);
+  dnnl_memory_desc_t w_fwd = dt_cpu_prim_md(&c->fwd.prim, dnnl_query_weights_md, 0);
+
+  /* The accumulating variant: the forward's layouts and weights with the residual summed into
+   * y by a sum post-op; or, when the forward is staged or that has no fast kernel, the
+   * forward into a buffer and a reorder that adds it into y. */
   dnnl_post_ops_t po;
   DT_DNNL_CHECK(dnnl_post_ops_create(&po));
   DT_DNNL_CHECK(dnnl_post_ops_append_sum(po, 1.0f));
-  DT_DNNL_CHECK(dnnl_convolution_forward_desc_init(&d, dnnl_forward_training,
-                                                   dnnl_convolution_direct, xmd, &w_fwd, NULL,
-                                                   &ymd, strides, pad, pad));
   snprintf(fwhat, sizeof fwhat, "%s forward with residual sum", what);
-  dt_cpu_prim_create(be, &c->fwd_acc, &d, po, NULL, fwhat);
+  c->acc_reorder = c->fwd.x.on || c->fwd.y.on;
+  if (!c->acc_reorder) {
+    dnnl_convolution_desc_t d;
+    conv_desc(c, CONV_FWD, &d, xmd, &w_fwd, &ymd);
+    if (!dt_cpu_prim_try_create(be, &c->fwd_acc.prim, &d, po, NULL))
+      DT_FATAL("oneDNN cannot create %s", fwhat);
+    if (dt_cpu_prim_is_ref(&c->fwd_acc.prim)) {
+      dt_cpu_prim_free(&c->fwd_acc.prim);
+      c->acc_reorder = true;
+    }
+  }
   DT_DNNL_CHECK(dnnl_post_ops_destroy(po));
+  if (c->acc_reorder) {
+    dnnl_memory_desc_t yr = dt_cpu_prim_md(&c->fwd.prim, dnnl_query_dst_md, 0);
+    dt_cpu_reorder_init_sum(be, &c->acc, &yr, &ymd, true, fwhat);
+    if (!c->fwd.y.on) {
+      c->acc_buf = conv_buf(&yr);
+      c->m_acc = dt_cpu_mem(be, &yr);
+    }
+  }
 
   dt_cpu_reorder_init(be, &c->w_fwd, &w_plain, &w_fwd, fwhat);
   c->w_fwd_buf = conv_wbuf(&c->w_fwd, &w_fwd);
@@ -192,41 +333,19 @@ dt_op *dt_cpu_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_lay
   c->m_w_fwd = dt_cpu_mem(be, &w_fwd);
 
   if (p->need_dx) {
-    DT_DNNL_CHECK(dnnl_convolution_backward_data_desc_init(
-        &d, dnnl_convolution_direct, xmd, &w_any, &ymd, strides, pad, pad));
     snprintf(fwhat, sizeof fwhat, "%s backward data", what);
-    dt_cpu_prim_create(be, &c->bwd_data, &d, NULL, c->fwd.pd, fwhat);
-    dnnl_convolution_desc_t d_any;
-    DT_DNNL_CHECK(dnnl_convolution_backward_data_desc_init(
-        &d_any, dnnl_convolution_direct, &x_any, &w_any, &ymd, strides, pad, pad));
-    if (conv_try_faster(be, &c->bwd_data, &d_any, c->fwd.pd)) {
-      dnnl_memory_desc_t dxs = dt_cpu_prim_md(&c->bwd_data, dnnl_query_diff_src_md, 0);
-      dt_cpu_reorder_init(be, &c->dx_stage, &dxs, xmd, fwhat);
-      c->stage_dx = !c->dx_stage.same;
-      if (c->stage_dx) c->dx_stage_buf = conv_buf(&dxs);
-      c->m_dxs = dt_cpu_mem(be, &dxs);
-    }
-    dnnl_memory_desc_t w_bwd = dt_cpu_prim_md(&c->bwd_data, dnnl_query_weights_md, 0);
+    conv_pass_create(c, &c->bwd_data, CONV_BWD_DATA, xmd, &ymd, &w_any, NULL, c->fwd.prim.pd,
+                     fwhat);
+    dnnl_memory_desc_t w_bwd = dt_cpu_prim_md(&c->bwd_data.prim, dnnl_query_weights_md, 0);
     dt_cpu_reorder_init(be, &c->w_bwd, &w_plain, &w_bwd, fwhat);
     c->w_bwd_buf = conv_wbuf(&c->w_bwd, &w_bwd);
     c->m_w_bwd = dt_cpu_mem(be, &w_bwd);
   }
 
-  DT_DNNL_CHECK(dnnl_convolution_backward_weights_desc_init(
-      &d, dnnl_convolution_direct, xmd, &w_any, NULL, &ymd, strides, pad, pad));
   snprintf(fwhat, sizeof fwhat, "%s backward weights", what);
-  dt_cpu_prim_create(be, &c->bwd_weights, &d, NULL, c->fwd.pd, fwhat);
-  dnnl_convolution_desc_t d_any;
-  DT_DNNL_CHECK(dnnl_convolution_backward_weights_desc_init(
-      &d_any, dnnl_convolution_direct, &x_any, &w_any, NULL, &ymd, strides, pad, pad));
-  if (conv_try_faster(be, &c->bwd_weights, &d_any, c->fwd.pd)) {
-    dnnl_memory_desc_t xs = dt_cpu_prim_md(&c->bwd_weights, dnnl_query_src_md, 0);
-    dt_cpu_reorder_init(be, &c->x_stage, xmd, &xs, fwhat);
-    c->stage_x = !c->x_stage.same;
-    if (c->stage_x) c->x_stage_buf = conv_buf(&xs);
-    c->m_xs = dt_cpu_mem(be, &xs);
-  }
-  dnnl_memory_desc_t dw = dt_cpu_prim_md(&c->bwd_weights, dnnl_query_diff_weights_md, 0);
+  conv_pass_create(c, &c->bwd_weights, CONV_BWD_WEIGHTS, xmd, &ymd, &w_any, NULL, c->fwd.prim.pd,
+                   fwhat);
+  dnnl_memory_desc_t dw = dt_cpu_prim_md(&c->bwd_weights.prim, dnnl_query_diff_weights_md, 0);
   dt_cpu_reorder_init(be, &c->dw, &dw, &w_plain, fwhat);
   c->dw_buf = conv_wbuf(&c->dw, &dw);
   c->m_dw = dt_cpu_mem(be, &dw);
@@ -246,12 +365,24 @@ void dt_cpu_conv_forward(dt_op *op, const dt_tensor *x, const float *w, dt_tenso
     dt_cpu_reorder_run(be, &c->w_fwd, w, c->w_fwd_buf);
     wk = c->w_fwd_buf;
   }
-  dt_cpu_bind(be, c->m_x, x->data);
+  const bool via_reorder = accumulate && c->acc_reorder;
+  conv_pass *pass = accumulate && !via_reorder ? &c->fwd_acc : &c->fwd;
+  dnnl_memory_t mx = side_in(be, &c->fwd.x, c->m_x, x->data);
+  dnnl_memory_t my;
+  if (via_reorder && !c->fwd.y.on) {
+    dt_cpu_bind(be, c->m_acc, c->acc_buf);
+    my = c->m_acc;
+  } else {
+    my = side_out(be, &c->fwd.y, c->m_y, y->data);
+  }
   dt_cpu_bind(be, c->m_w_fwd, wk);
-  dt_cpu_bind(be, c->m_y, y->data);
   dnnl_exec_arg_t args[] = {
-      {DNNL_ARG_SRC, c->m_x}, {DNNL_ARG_WEIGHTS, c->m_w_fwd}, {DNNL_ARG_DST, c->m_y}};
-  dt_cpu_prim_exec(be, accumulate ? &c->fwd_acc : &c->fwd, 3, args);
+      {DNNL_ARG_SRC, mx}, {DNNL_ARG_WEIGHTS, c->m_w_fwd}, {DNNL_ARG_DST, my}};
+  dt_cpu_prim_exec(be, &pass->prim, 3, args);
+  if (via_reorder)
+    dt_cpu_reorder_run(be, &c->acc, c->fwd.y.on ? c->fwd.y.buf : c->acc_buf, y->data);
+  else if (c->fwd.y.on)
+    dt_cpu_reorder_run(be, &c->fwd.y.re, c->fwd.y.buf, y->data);
 }
 
 void dt_cpu_conv_backward_data(dt_op *op, const dt_tensor *dy, const float *w, dt_tensor *dx) {
@@ -265,14 +396,14 @@ void dt_cpu_conv_backward_data(dt_op *op, const dt_tensor *dy, const float *w, d
     dt_cpu_reorder_run(be, &c->w_bwd, w, c->w_bwd_buf);
     wk = c->w_bwd_buf;
   }
-  dnnl_memory_t m_dx = c->m_dxs ? c->m_dxs : c->m_x;
-  dt_cpu_bind(be, c->m_y, dy->data);
+  conv_pass *pass = &c->bwd_data;
+  dnnl_memory_t mdy = side_in(be, &pass->y, c->m_y, dy->data);
+  dnnl_memory_t mdx = side_out(be, &pass->x, c->m_x, dx->data);
   dt_cpu_bind(be, c->m_w_bwd, wk);
-  dt_cpu_bind(be, m_dx, c->stage_dx ? (void *)c->dx_stage_buf : (void *)dx->data);
   dnnl_exec_arg_t args[] = {
-      {DNNL_ARG_DIFF_DST, c->m_y}, {DNNL_ARG_WEIGHTS, c->m_w_bwd}, {DNNL_ARG_DIFF_SRC, m_dx}};
-  dt_cpu_prim_exec(be, &c->bwd_data, 3, args);
-  if (c->stage_dx) dt_cpu_reorder_run(be, &c->dx_stage, c->dx_stage_buf, dx->data);
+      {DNNL_ARG_DIFF_DST, mdy}, {DNNL_ARG_WEIGHTS, c->m_w_bwd}, {DNNL_ARG_DIFF_SRC, mdx}};
+  dt_cpu_prim_exec(be, &pass->prim, 3, args);
+  if (pass->x.on) dt_cpu_reorder_run(be, &pass->x.re, pass->x.buf, dx->data);
 }
 
 void dt_cpu_conv_backward_weights(dt_op *op, const dt_tensor *x, const dt_tensor *dy, float *dw) {
@@ -280,18 +411,13 @@ void dt_cpu_conv_backward_weights(dt_op *op, const dt_tensor *x, const dt_tensor
   dt_cpu_backend *be = op->be;
   dt_cpu_check_tensor(x, c->x, "conv_backward_weights x");
   dt_cpu_check_tensor(dy, c->y, "conv_backward_weights dy");
+  conv_pass *pass = &c->bwd_weights;
   void *dwk = c->dw.same ? (void *)dw : (void *)c->dw_buf;
-  dnnl_memory_t m_x = c->m_xs ? c->m_xs : c->m_x;
-  const void *xk = x->data;
-  if (c->stage_x) {
-    dt_cpu_reorder_run(be, &c->x_stage, x->data, c->x_stage_buf);
-    xk = c->x_stage_buf;
-  }
-  dt_cpu_bind(be, m_x, xk);
-  dt_cpu_bind(be, c->m_y, dy->data);
+  dnnl_memory_t mx = side_in(be, &pass->x, c->m_x, x->data);
+  dnnl_memory_t mdy = side_in(be, &pass->y, c->m_y, dy->data);
   dt_cpu_bind(be, c->m_dw, dwk);
   dnnl_exec_arg_t args[] = {
-      {DNNL_ARG_SRC, m_x}, {DNNL_ARG_DIFF_DST, c->m_y}, {DNNL_ARG_DIFF_WEIGHTS, c->m_dw}};
-  dt_cpu_prim_exec(be, &c->bwd_weights, 3, args);
+      {DNNL_ARG_SRC, mx}, {DNNL_ARG_DIFF_DST, mdy}, {DNNL_ARG_DIFF_WEIGHTS, c->m_dw}};
+  dt_cpu_prim_exec(be, &pass->prim, 3, args);
   if (!c->dw.same) dt_cpu_reorder_run(be, &c->dw, c->dw_buf, dw);
 }

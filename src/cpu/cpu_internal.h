@@ -98,6 +98,9 @@ bool dt_cpu_prim_try_create(dt_cpu_backend *be, dt_cpu_prim *p, const void *op_d
 bool dt_cpu_prim_is_ref(const dt_cpu_prim *p);
 void dt_cpu_prim_reorder(dt_cpu_backend *be, dt_cpu_prim *p, const dnnl_memory_desc_t *from,
                          const dnnl_memory_desc_t *to, const char *what);
+/* The same; with accumulate the reorder adds into its destination (a sum post-op). */
+void dt_cpu_prim_reorder_sum(dt_cpu_backend *be, dt_cpu_prim *p, const dnnl_memory_desc_t *from,
+                             const dnnl_memory_desc_t *to, bool accumulate, const char *what);
 /* Copy of the memory descriptor a primitive chose for one of its arguments. */
 dnnl_memory_desc_t dt_cpu_prim_md(const dt_cpu_prim *p, dnnl_query_t what, int index);
 /* Execute with the given arguments (the scratchpad is added here) and wait. At most 12. */
@@ -108,6 +111,9 @@ void dt_cpu_prim_free(dt_cpu_prim *p);
 /* ---- parameter reorders ---- */
 void dt_cpu_reorder_init(dt_cpu_backend *be, dt_cpu_reorder *r, const dnnl_memory_desc_t *from,
                          const dnnl_memory_desc_t *to, const char *what);
+/* With accumulate, dst += reorder(src) (never `same`: the sum always runs). */
+void dt_cpu_reorder_init_sum(dt_cpu_backend *be, dt_cpu_reorder *r, const dnnl_memory_desc_t *from,
+                             const dnnl_memory_desc_t *to, bool accumulate, const char *what);
 void dt_cpu_reorder_run(dt_cpu_backend *be, const dt_cpu_reorder *r, const void *src, void *dst);
 void dt_cpu_reorder_free(dt_cpu_reorder *r);
 

@@ -96,18 +96,20 @@ static void conv_name(char *buf, size_t size, const dt_conv_params *p) {
 }
 
 /* cudnnFind*AlgorithmEx for one pass under the descriptor's current math type: the fastest
- * algorithm that ran, with its time and workspace, or -1 when none did. */
+ * algorithm that ran, with its time and workspace, or -1 when none did (*status: why, when
+ * cuDNN refused the search itself, as it may for a data type it has no kernels of). */
 static int conv_find_pass(dt_cuda_backend *be, cuda_conv *c, conv_pass pass, float *x, float *y,
-                          float *w, float *ms, size_t *ws) {
+                          float *w, float *ms, size_t *ws, cudnnStatus_t *status) {
   void *work = be->workspace;
   const size_t work_bytes = be->workspace_bytes;
   int got = 0;
   switch (pass) {
     case CONV_FWD: {
       cudnnConvolutionFwdAlgoPerf_t r[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-      DT_CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(
+      *status = cudnnFindConvolutionForwardAlgorithmEx(
           be->cudnn, c->xd, x, c->wd, w, c->cd, c->yd, y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got,
-          r, work, work_bytes));
+          r, work, work_bytes);
+      if (*status != CUDNN_STATUS_SUCCESS) return -1;
       for (int i = 0; i < got; i++)
         if (r[i].status == CUDNN_STATUS_SUCCESS) {
           *ms = r[i].time;
@@ -119,9 +121,10 @@ static int conv_find_pass(dt_cuda_backend *be, cuda_conv *c, conv_pass pass, flo
     }
     case CONV_DATA: {
       cudnnConvolutionBwdDataAlgoPerf_t r[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-      DT_CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(
+      *status = cudnnFindConvolutionBackwardDataAlgorithmEx(
           be->cudnn, c->wd, w, c->yd, y, c->cd, c->xd, x, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
-          &got, r, work, work_bytes));
+          &got, r, work, work_bytes);
+      if (*status != CUDNN_STATUS_SUCCESS) return -1;
       for (int i = 0; i < got; i++)
         if (r[i].status == CUDNN_STATUS_SUCCESS) {
           *ms = r[i].time;
@@ -134,9 +137,10 @@ static int conv_find_pass(dt_cuda_backend *be, cuda_conv *c, conv_pass pass, flo
     case CONV_FILTER:
     default: {
       cudnnConvolutionBwdFilterAlgoPerf_t r[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-      DT_CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(
+      *status = cudnnFindConvolutionBackwardFilterAlgorithmEx(
           be->cudnn, c->xd, x, c->yd, y, c->cd, c->wd, w, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
-          &got, r, work, work_bytes));
+          &got, r, work, work_bytes);
+      if (*status != CUDNN_STATUS_SUCCESS) return -1;
       for (int i = 0; i < got; i++)
         if (r[i].status == CUDNN_STATUS_SUCCESS) {
           *ms = r[i].time;
@@ -172,11 +176,13 @@ static dt_cuda_algo *conv_find(dt_cuda_backend *be, cuda_conv *c, bool may_fail)
     if (pass == CONV_DATA && !p->need_dx) continue;
     cudnnMathType_t math = be->tf32 || c->bf16 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
     DT_CUDNN_CHECK(cudnnSetConvolutionMathType(c->cd, math));
-    int algo = conv_find_pass(be, c, (conv_pass)pass, x, y, w, &ms[pass], &a->ws[pass]);
+    cudnnStatus_t status = CUDNN_STATUS_SUCCESS;
+    int algo =
+        conv_find_pass(be, c, (conv_pass)pass, x, y, w, &ms[pass], &a->ws[pass], &status);
     if (algo < 0 && math == CUDNN_FMA_MATH) {
       math = CUDNN_DEFAULT_MATH;
       DT_CUDNN_CHECK(cudnnSetConvolutionMathType(c->cd, math));
-      algo = conv_find_pass(be, c, (conv_pass)pass, x, y, w, &ms[pass], &a->ws[pass]);
+      algo = conv_find_pass(be, c, (conv_pass)pass, x, y, w, &ms[pass], &a->ws[pass], &status);
       if (algo >= 0)
         fprintf(stderr,
                 "dtrain cuda: warning: no strict-fp32 %s algorithm for the convolution %s; "
@@ -191,8 +197,10 @@ static dt_cuda_algo *conv_find(dt_cuda_backend *be, cuda_conv *c, bool may_fail)
       return NULL;
     }
     if (algo < 0)
-      DT_FATAL("cuDNN has no %s algorithm for the %s convolution %s", conv_pass_name[pass],
-               c->bf16 ? "bf16" : "fp32", name);
+      DT_FATAL("cuDNN has no %s algorithm for the %s convolution %s (%s)", conv_pass_name[pass],
+               c->bf16 ? "bf16" : "fp32", name,
+               status == CUDNN_STATUS_SUCCESS ? "every candidate failed"
+                                              : cudnnGetErrorString(status));
     a->algo[pass] = algo;
     a->math[pass] = math;
   }

@@ -14,8 +14,8 @@
 #      test_cpu_ops (the bundle's CPU path on this machine)
 #   4. throughput of ResNet-preact-20 on CIFAR-shaped data (3x32x32, a synthetic CIFAR-10
 #      binary dataset written to /tmp), batch 128 and 512: `dtrain --device cuda --bench`
-#      (strict fp32, and TF32 with DT_CUDA_TF32=1) against bench/torch_bench_gpu.py (fp32,
-#      tf32, bf16 autocast; channels_last) on the same GPU
+#      (strict fp32, TF32 with DT_CUDA_TF32=1, and train.precision=bf16) against
+#      bench/torch_bench_gpu.py (fp32, tf32, bf16 autocast; channels_last) on the same GPU
 # On a machine without a GPU the tests report "skipped" (exit 77) and the benchmarks fail;
 # the report is still written.
 #
@@ -284,13 +284,14 @@ DTRAIN_ARGS=(configs/quickstart.ini --device cuda --bench "$STEPS" --set data.da
 for batch in 128 512; do
   for prec in fp32 tf32 bf16; do
     d="-"
-    if [ "$prec" != bf16 ] && [ -x "$BIN/dtrain" ]; then
-      tf=0 verbose=0
+    if [ -x "$BIN/dtrain" ]; then
+      tf=0 verbose=0 precision=fp32
       [ "$prec" = tf32 ] && tf=1
-      [ "$batch$prec" = 128fp32 ] && verbose=1 # the GPU and the chosen algorithms, once
+      [ "$prec" = bf16 ] && precision=bf16
+      [ "$batch" = 128 ] && [ "$prec" != tf32 ] && verbose=1 # the GPU and algorithms, once each
       run_step "dtrain_${batch}_$prec" 90 env DT_CUDA_TF32=$tf DT_CUDA_VERBOSE=$verbose \
         "$BIN/dtrain" "${DTRAIN_ARGS[@]}" --set "train.batch_size=$batch" \
-        --set "train.eval_batch_size=$batch"
+        --set "train.eval_batch_size=$batch" --set "train.precision=$precision"
       d=$(value "dtrain_${batch}_$prec" "bench:")
       [ "$RC" = 0 ] || note "dtrain bench batch $batch $prec failed (exit $RC): $(tail -n 2 "$LOGS/dtrain_${batch}_$prec.log" | tr '\n' ' ')"
       { echo "### dtrain batch $batch $prec"; echo; tail_block "dtrain_${batch}_$prec" 40; echo; } >>"$BODY"

@@ -1,0 +1,141 @@
+#!/usr/bin/python3
+"""PyTorch training throughput of any dtrain model family, the yardstick for
+`dtrain CONFIG --bench STEPS` (bench/families.sh runs both).
+
+Times full training steps (forward, mean cross-entropy, backward, SGD with
+Nesterov momentum and weight decay) of the independent model that
+tools/torch_models.py builds for a dtrain model.name, on one synthetic batch
+kept in memory, so the number is compute only, as dtrain's `bench:` line.
+
+Usage:
+  /usr/bin/python3 bench/torch_bench_families.py --family densenet \\
+      --set depth=100 --set growth_rate=12 --channels 3 --size 32 \\
+      --batch 64 --threads 2 --warmup 3 --steps 10 [--channels-last]
+
+--set KEY=VALUE passes one keyword of the family's constructor (see
+tools/torch_models.py; the names are dtrain's [model] keys); VALUE is read as
+an int, a float, true/false, else a string. The last line is
+`torch: <images/s> images/s`, total images over the wall time of the timed
+steps.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), "tools"))
+from torch_models import FAMILIES, build_model, count_params  # noqa: E402
+
+
+def positive(text):
+    v = int(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError("must be > 0, got %s" % text)
+    return v
+
+
+def keyword(text):
+    """KEY=VALUE -> (key, value) with VALUE as int, float, bool or str."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError("expected KEY=VALUE, got %s" % text)
+    key, raw = text.split("=", 1)
+    key, raw = key.strip(), raw.strip()
+    if not key:
+        raise argparse.ArgumentTypeError("empty key in %s" % text)
+    if raw.lower() in ("true", "false"):
+        return key, raw.lower() == "true"
+    for kind in (int, float):
+        try:
+            return key, kind(raw)
+        except ValueError:
+            pass
+    return key, raw
+
+
+def _loadavg():
+    try:
+        with open("/proc/loadavg") as f:
+            return f.read().split()[0]
+    except OSError:
+        return "?"
+
+
+def main(argv):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--family", required=True, choices=sorted(FAMILIES))
+    ap.add_argument("--set", type=keyword, action="append", default=[],
+                    metavar="KEY=VALUE", help="model keyword (repeatable)")
+    ap.add_argument("--channels", type=positive, default=3,
+                    help="input channels")
+    ap.add_argument("--size", type=positive, default=32,
+                    help="input height = width")
+    ap.add_argument("--classes", type=positive, default=10)
+    ap.add_argument("--batch", type=positive, default=64)
+    ap.add_argument("--threads", type=positive, default=2)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--steps", type=positive, default=10)
+    ap.add_argument("--lr", type=float, default=0.1)
+    ap.add_argument("--channels-last", action="store_true",
+                    help="NHWC memory format for model and input")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    fmt = torch.channels_last if args.channels_last else \
+        torch.contiguous_format
+    kw = dict(args.set)
+    kw.update(in_channels=args.channels, n_classes=args.classes)
+    try:
+        model = build_model(args.family, **kw)
+    except TypeError as e:  # an unknown keyword for this family
+        print("torch_bench_families.py: %s: %s" % (args.family, e),
+              file=sys.stderr)
+        return 1
+    model = model.to(memory_format=fmt).train()
+    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9,
+                          nesterov=True, weight_decay=5e-4)
+    # Synthetic batch, prepared once: the benchmark measures compute only.
+    x = torch.randn(args.batch, args.channels, args.size, args.size)
+    x = x.contiguous(memory_format=fmt)  # (N, C, H, W)
+    y = torch.randint(0, args.classes, (args.batch,))
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    for _ in range(args.warmup):
+        step()
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(args.steps):
+        loss = step()
+    final = loss.item()  # the CPU is synchronous; kept so the loss is used
+    dt = time.perf_counter() - t0
+    cpu = time.process_time() - c0
+
+    settings = " ".join("%s=%s" % kv for kv in sorted(dict(args.set).items()))
+    print("model %s %s, %d params, input %dx%dx%d, batch %d, threads %d, %s, "
+          "torch %s" % (args.family, settings, count_params(model),
+                        args.channels, args.size, args.size, args.batch,
+                        args.threads,
+                        "channels_last" if args.channels_last else "NCHW",
+                        torch.__version__))
+    # On a shared machine another process on our cores makes the OpenMP
+    # threads wait for each other; cpu/wall/threads well below 1 flags that.
+    print("%d timed steps in %.3f s, %.1f ms/step, final loss %.4f, "
+          "cpu/(wall*threads) %.2f, load average %s"
+          % (args.steps, dt, 1000 * dt / args.steps, final,
+             cpu / (dt * args.threads), _loadavg()))
+    print("torch: %.1f images/s" % (args.steps * args.batch / dt))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
