@@ -20,24 +20,13 @@
 
 #include <hdf5.h>
 
+#include "io/h5util.h"
+
 #ifndef PATH_MAX
 #define PATH_MAX 4096
 #endif
 
 /* ---- HDF5 helpers ---- */
-
-/* Saved automatic error handler, restored on the way out. */
-typedef struct {
-  H5E_auto2_t func;
-  void *data;
-} h5_quiet;
-
-static void h5_quiet_begin(h5_quiet *q) {
-  H5Eget_auto2(H5E_DEFAULT, &q->func, &q->data);
-  H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-}
-
-static void h5_quiet_end(const h5_quiet *q) { H5Eset_auto2(H5E_DEFAULT, q->func, q->data); }
 
 static void h5_close_group(hid_t *g) {
   if (*g >= 0) H5Gclose(*g);
@@ -73,17 +62,6 @@ static int write_f32(hid_t loc, const char *name, int ndim, const int *dims, con
   int rc = -1;
   if (ds >= 0 && H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0) rc = 0;
   if (ds >= 0 && H5Dclose(ds) < 0) rc = -1;
-  H5Sclose(space);
-  return rc;
-}
-
-static int write_attr_i64(hid_t loc, const char *name, int64_t value) {
-  hid_t space = H5Screate(H5S_SCALAR);
-  if (space < 0) return -1;
-  hid_t a = H5Acreate2(loc, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT);
-  int rc = -1;
-  if (a >= 0 && H5Awrite(a, H5T_NATIVE_INT64, &value) >= 0) rc = 0;
-  if (a >= 0 && H5Aclose(a) < 0) rc = -1;
   H5Sclose(space);
   return rc;
 }
@@ -267,13 +245,13 @@ static const char *save_contents(hid_t file, const dt_params *ps, const float *w
   struct tm tm;
   gmtime_r(&now, &tm);
   strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  if (write_attr_i64(file, "format_version", DT_CHECKPOINT_FORMAT) < 0 ||
-      write_attr_i64(file, "epoch", meta->epoch) < 0 ||
-      write_attr_i64(file, "step", meta->step) < 0 ||
-      write_attr_i64(file, "step_in_epoch", meta->step_in_epoch) < 0 ||
-      write_attr_i64(file, "optimizer_steps", meta->optimizer_steps) < 0 ||
-      write_attr_i64(file, "world_size", meta->world_size) < 0 ||
-      write_attr_i64(file, "seed", meta->seed) < 0 ||
+  if (h5_write_attr_i64(file, "format_version", DT_CHECKPOINT_FORMAT) < 0 ||
+      h5_write_attr_i64(file, "epoch", meta->epoch) < 0 ||
+      h5_write_attr_i64(file, "step", meta->step) < 0 ||
+      h5_write_attr_i64(file, "step_in_epoch", meta->step_in_epoch) < 0 ||
+      h5_write_attr_i64(file, "optimizer_steps", meta->optimizer_steps) < 0 ||
+      h5_write_attr_i64(file, "world_size", meta->world_size) < 0 ||
+      h5_write_attr_i64(file, "seed", meta->seed) < 0 ||
       write_str(file, "model", meta->model, 0) < 0 || write_str(file, "created", created, 0) < 0) {
     what = "the attributes";
     goto done;

@@ -14,6 +14,8 @@
 
 #include <hdf5.h>
 
+#include "io/h5util.h"
+
 #define DT_METRICS_FORMAT 1
 
 typedef struct {
@@ -58,18 +60,6 @@ struct dt_metrics {
 
 /* ---- HDF5 helpers ---- */
 
-typedef struct {
-  H5E_auto2_t func;
-  void *data;
-} h5_quiet;
-
-static void h5_quiet_begin(h5_quiet *q) {
-  H5Eget_auto2(H5E_DEFAULT, &q->func, &q->data);
-  H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-}
-
-static void h5_quiet_end(const h5_quiet *q) { H5Eset_auto2(H5E_DEFAULT, q->func, q->data); }
-
 /* File access without file locking (see the top of the file); the caller closes it. */
 static hid_t unlocked_fapl(void) {
   hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
@@ -78,17 +68,6 @@ static hid_t unlocked_fapl(void) {
     return H5I_INVALID_HID;
   }
   return fapl;
-}
-
-static int write_attr_i64(hid_t loc, const char *name, int64_t value) {
-  hid_t space = H5Screate(H5S_SCALAR);
-  if (space < 0) return -1;
-  hid_t a = H5Acreate2(loc, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT);
-  int rc = -1;
-  if (a >= 0 && H5Awrite(a, H5T_NATIVE_INT64, &value) >= 0) rc = 0;
-  if (a >= 0 && H5Aclose(a) < 0) rc = -1;
-  H5Sclose(space);
-  return rc;
 }
 
 /* A variable-length string attribute. */
@@ -136,7 +115,7 @@ static const char *create_file(const dt_metrics *m) {
   H5Pclose(fapl);
   if (file < 0) return "cannot create it";
   const char *what = NULL;
-  if (write_attr_i64(file, "format_version", DT_METRICS_FORMAT) < 0) what = "format_version";
+  if (h5_write_attr_i64(file, "format_version", DT_METRICS_FORMAT) < 0) what = "format_version";
   const table *ts[2] = {&m->epoch, &m->steps};
   for (int k = 0; k < 2 && !what; k++) {
     hid_t g = open_table_group(file, ts[k]);

@@ -21,8 +21,7 @@ dt_shape dt_graph_shape(const dt_graph *g, int value) {
   return value == 0 ? g->in_shape : g->nodes[value - 1].shape;
 }
 
-/* Append a node; the layer computes its output shape now so builders can query it. */
-static dt_node *graph_add(dt_graph *g, const dt_layer_ops *ops, const char *name, int a, int b) {
+dt_node *dt_graph_add_node(dt_graph *g, const dt_layer_ops *ops, const char *name, int a, int b) {
   DT_CHECK(!g->planned);
   if (g->n_nodes == g->cap) {
     g->cap *= 2;
@@ -48,7 +47,7 @@ static int out_dim(int h, int k, int stride, int pad) { return (h + 2 * pad - k)
 
 int dt_graph_conv(dt_graph *g, const char *name, int x, int k, int ksize, int stride, int pad,
                   int groups, int residual) {
-  dt_node *n = graph_add(g, &dt_layer_conv, name, x, -1);
+  dt_node *n = dt_graph_add_node(g, &dt_layer_conv, name, x, -1);
   dt_shape s = dt_graph_shape(g, x);
   n->k = k;
   n->ksize = ksize;
@@ -73,7 +72,7 @@ int dt_graph_conv(dt_graph *g, const char *name, int x, int k, int ksize, int st
 }
 
 int dt_graph_bn(dt_graph *g, const char *name, int x, bool relu) {
-  dt_node *n = graph_add(g, &dt_layer_bn, name, x, -1);
+  dt_node *n = dt_graph_add_node(g, &dt_layer_bn, name, x, -1);
   n->shape = dt_graph_shape(g, x);
   n->relu = relu;
   int c = n->shape.c;
@@ -90,13 +89,13 @@ int dt_graph_bn(dt_graph *g, const char *name, int x, bool relu) {
 }
 
 int dt_graph_relu(dt_graph *g, int x) {
-  dt_node *n = graph_add(g, &dt_layer_relu, NULL, x, -1);
+  dt_node *n = dt_graph_add_node(g, &dt_layer_relu, NULL, x, -1);
   n->shape = dt_graph_shape(g, x);
   return n->out;
 }
 
 int dt_graph_add(dt_graph *g, int a, int b) {
-  dt_node *n = graph_add(g, &dt_layer_add, NULL, a, b);
+  dt_node *n = dt_graph_add_node(g, &dt_layer_add, NULL, a, b);
   n->shape = dt_graph_shape(g, a);
   dt_shape sb = dt_graph_shape(g, b);
   DT_CHECK(sb.n == n->shape.n && sb.c == n->shape.c && sb.h == n->shape.h && sb.w == n->shape.w);
@@ -104,14 +103,14 @@ int dt_graph_add(dt_graph *g, int a, int b) {
 }
 
 int dt_graph_gap(dt_graph *g, int x) {
-  dt_node *n = graph_add(g, &dt_layer_gap, NULL, x, -1);
+  dt_node *n = dt_graph_add_node(g, &dt_layer_gap, NULL, x, -1);
   dt_shape s = dt_graph_shape(g, x);
   n->shape = (dt_shape){s.n, s.c, 1, 1};
   return n->out;
 }
 
 int dt_graph_linear(dt_graph *g, const char *name, int x, int k) {
-  dt_node *n = graph_add(g, &dt_layer_linear, name, x, -1);
+  dt_node *n = dt_graph_add_node(g, &dt_layer_linear, name, x, -1);
   dt_shape s = dt_graph_shape(g, x);
   int c = s.c * s.h * s.w;
   n->k = k;

@@ -126,6 +126,10 @@ int dt_graph_shift(dt_graph *g, int x, int dy, int dx);
  * with shake_image false) use sample DT_GRAPH_BATCH_SAMPLE. */
 #define DT_GRAPH_BATCH_SAMPLE UINT64_MAX
 
+/* Append a node with inputs a and b (b = -1: one input) for a builder; its output value is the
+ * node's index + 1. The builder then sets the node's shape, settings and parameters. */
+dt_node *dt_graph_add_node(dt_graph *g, const dt_layer_ops *ops, const char *name, int a, int b);
+
 /* Shape of a value while building (available before planning). */
 dt_shape dt_graph_shape(const dt_graph *g, int value);
 

@@ -9,36 +9,13 @@
 
 #include "nn/graph.h"
 
-/* Append a node (the same bookkeeping as graph.c's builders: output value = index + 1). */
-static dt_node *extra_add(dt_graph *g, const dt_layer_ops *ops, const char *name, int a, int b) {
-  DT_CHECK(!g->planned);
-  DT_CHECK(a >= 0 && a <= g->n_nodes && b <= g->n_nodes);
-  if (g->n_nodes == g->cap) {
-    g->cap *= 2;
-    g->nodes = realloc(g->nodes, (size_t)g->cap * sizeof *g->nodes);
-    DT_CHECK(g->nodes != NULL);
-  }
-  dt_node *n = &g->nodes[g->n_nodes];
-  memset(n, 0, sizeof *n);
-  n->ops = ops;
-  snprintf(n->name, sizeof n->name, "%s", name ? name : "");
-  n->in[0] = a;
-  n->in[1] = b;
-  n->n_in = b >= 0 ? 2 : 1;
-  n->out = g->n_nodes + 1;
-  n->residual = -1;
-  for (int i = 0; i < 4; i++) n->p[i] = -1;
-  g->n_nodes++;
-  return n;
-}
-
 static bool same_shape(dt_shape a, dt_shape b) {
   return a.n == b.n && a.c == b.c && a.h == b.h && a.w == b.w;
 }
 
 int dt_graph_bias(dt_graph *g, const char *name, int x, int fan_in) {
   DT_CHECK(name != NULL && fan_in >= 0);
-  dt_node *n = extra_add(g, &dt_layer_bias, name, x, -1);
+  dt_node *n = dt_graph_add_node(g, &dt_layer_bias, name, x, -1);
   n->shape = dt_graph_shape(g, x);
   int c = n->shape.c;
   char pname[128];
@@ -52,7 +29,7 @@ int dt_graph_bias(dt_graph *g, const char *name, int x, int fan_in) {
 int dt_graph_pool(dt_graph *g, int x, dt_pool_kind kind, int ksize, int stride, int pad) {
   DT_CHECK(kind == DT_POOL_MAX || kind == DT_POOL_AVG);
   DT_CHECK(ksize >= 1 && stride >= 1 && pad >= 0 && 2 * pad <= ksize);
-  dt_node *n = extra_add(g, &dt_layer_pool, NULL, x, -1);
+  dt_node *n = dt_graph_add_node(g, &dt_layer_pool, NULL, x, -1);
   dt_shape s = dt_graph_shape(g, x);
   n->pool_kind = kind;
   n->ksize = ksize;
@@ -67,7 +44,7 @@ int dt_graph_pool(dt_graph *g, int x, dt_pool_kind kind, int ksize, int stride, 
 }
 
 int dt_graph_concat(dt_graph *g, int a, int b) {
-  dt_node *n = extra_add(g, &dt_layer_concat, NULL, a, b);
+  dt_node *n = dt_graph_add_node(g, &dt_layer_concat, NULL, a, b);
   dt_shape sa = dt_graph_shape(g, a), sb = dt_graph_shape(g, b);
   DT_CHECK(sa.n == sb.n && sa.h == sb.h && sa.w == sb.w);
   n->shape = (dt_shape){sa.n, sa.c + sb.c, sa.h, sa.w};
@@ -75,7 +52,7 @@ int dt_graph_concat(dt_graph *g, int a, int b) {
 }
 
 int dt_graph_pad_channels(dt_graph *g, int x, int c_out) {
-  dt_node *n = extra_add(g, &dt_layer_pad_channels, NULL, x, -1);
+  dt_node *n = dt_graph_add_node(g, &dt_layer_pad_channels, NULL, x, -1);
   dt_shape s = dt_graph_shape(g, x);
   DT_CHECK(c_out >= s.c);
   n->k = c_out;
@@ -85,20 +62,20 @@ int dt_graph_pad_channels(dt_graph *g, int x, int c_out) {
 
 int dt_graph_dropout(dt_graph *g, int x, float p) {
   DT_CHECK(p >= 0.0f && p < 1.0f);
-  dt_node *n = extra_add(g, &dt_layer_dropout, NULL, x, -1);
+  dt_node *n = dt_graph_add_node(g, &dt_layer_dropout, NULL, x, -1);
   n->shape = dt_graph_shape(g, x);
   n->prob = p;
   return n->out;
 }
 
 int dt_graph_sigmoid(dt_graph *g, int x) {
-  dt_node *n = extra_add(g, &dt_layer_sigmoid, NULL, x, -1);
+  dt_node *n = dt_graph_add_node(g, &dt_layer_sigmoid, NULL, x, -1);
   n->shape = dt_graph_shape(g, x);
   return n->out;
 }
 
 int dt_graph_scale(dt_graph *g, int x, int s) {
-  dt_node *n = extra_add(g, &dt_layer_scale, NULL, x, s);
+  dt_node *n = dt_graph_add_node(g, &dt_layer_scale, NULL, x, s);
   dt_shape sx = dt_graph_shape(g, x), ss = dt_graph_shape(g, s);
   DT_CHECK(ss.n == sx.n && ss.c == sx.c && ss.h == 1 && ss.w == 1);
   n->shape = sx;
@@ -107,7 +84,7 @@ int dt_graph_scale(dt_graph *g, int x, int s) {
 
 int dt_graph_shake(dt_graph *g, int a, int b, bool shake_forward, bool shake_backward,
                    bool shake_image) {
-  dt_node *n = extra_add(g, &dt_layer_shake, NULL, a, b);
+  dt_node *n = dt_graph_add_node(g, &dt_layer_shake, NULL, a, b);
   n->shape = dt_graph_shape(g, a);
   DT_CHECK(same_shape(n->shape, dt_graph_shape(g, b)));
   n->shake_fwd = shake_forward;
@@ -117,7 +94,7 @@ int dt_graph_shake(dt_graph *g, int a, int b, bool shake_forward, bool shake_bac
 }
 
 int dt_graph_shift(dt_graph *g, int x, int dy, int dx) {
-  dt_node *n = extra_add(g, &dt_layer_shift, NULL, x, -1);
+  dt_node *n = dt_graph_add_node(g, &dt_layer_shift, NULL, x, -1);
   n->shape = dt_graph_shape(g, x);
   n->shift_y = dy;
   n->shift_x = dx;

@@ -290,6 +290,11 @@ static void test_golden_steps(void **state) {
   print_message("  step   loss cpu   loss gpu   gpu-cpu   gpu-torch    spread     bound\n");
   int failures = 0, tight = 0;
   double worst = 0; /* largest ratio of difference to bound */
+  /* Differences are relative to the loss, but never to less than 1 % of the first step's: the
+   * run memorises its 4 images and the loss falls to 4e-4 of where it started, where its last
+   * digits are rounding noise of saturated softmaxes (the H200 run that motivated this floor:
+   * steps 12-20 differed by 1.1e-5 absolute, 2e-3 relative to a loss of 0.004). */
+  double scale_floor = 0;
   for (int s = 0; s < GOLDEN_STEPS; s++) {
     const double lc = golden_step(&cpu, x, t), lg = golden_step(&gpu, x, t);
     dt_optim_step(&cpu.opt, &cpu.m->params, cfg.optim_lr, 1.0f);
@@ -299,7 +304,8 @@ static void test_golden_steps(void **state) {
     double spread = fmax(fabs(want64->data[s] - ref), fabs(want_cl->data[s] - ref));
     spread = fmax(spread, fabs(lc - ref)) / fabs(ref);
     const double bound = fmax(LOSS_TOL, 2.0 * spread);
-    const double rel = fabs(lg - lc) / fabs(lc);
+    if (s == 0) scale_floor = 0.01 * fabs(lc);
+    const double rel = fabs(lg - lc) / fmax(fabs(lc), scale_floor);
     const bool ok = rel < bound; /* false for NaN */
     if (!ok) failures++;
     if (ok && rel < LOSS_TOL) tight++;

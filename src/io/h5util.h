@@ -1,0 +1,21 @@
+/* h5util.h: HDF5 helpers shared by the checkpoint and metrics writers. */
+#ifndef DT_H5UTIL_H
+#define DT_H5UTIL_H
+
+#include <stdint.h>
+
+#include <hdf5.h>
+
+/* HDF5's automatic error printing, switched off while our functions run (the user sees our
+ * one-line message) and restored on the way out. */
+typedef struct {
+  H5E_auto2_t func;
+  void *data;
+} h5_quiet;
+
+void h5_quiet_begin(h5_quiet *q);
+void h5_quiet_end(const h5_quiet *q);
+/* A scalar int64 attribute; 0 on success, -1 on failure. */
+int h5_write_attr_i64(hid_t loc, const char *name, int64_t value);
+
+#endif
