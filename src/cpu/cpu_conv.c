@@ -139,6 +139,7 @@ static void conv_desc(const cpu_conv *c, conv_kind kind, dnnl_convolution_desc_t
  * (relative 1e-6 of the largest output). A deterministic rule, not a timing: a run must pick
  * the same kernels every time (resume, comparisons). */
 static bool conv_winograd(const dt_conv_params *p, conv_kind kind) {
+  if (getenv("DT_NOWINO")) return false;
   const int g = p->groups > 0 ? p->groups : 1;
   if (g != 1 || p->r != 3 || p->s != 3 || p->stride != 1 || p->pad != 1) return false;
   if (p->c < 64 || p->k < 64 || p->c % 16 || p->k % 16) return false;
