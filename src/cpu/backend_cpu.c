@@ -111,9 +111,17 @@ static dnnl_primitive_attr_t cpu_attr(const_dnnl_post_ops_t post_ops) {
   return attr;
 }
 
-/* Create the primitive of p->pd and grow the shared scratchpad to what it needs. */
+/* Create the primitive of p->pd, count it when it is reference code (not a reorder), and
+ * grow the shared scratchpad to what it needs. */
 static void cpu_prim_finish(dt_cpu_backend *be, dt_cpu_prim *p) {
   DT_DNNL_CHECK(dnnl_primitive_create(&p->prim, p->pd));
+  dnnl_primitive_kind_t kind;
+  DT_DNNL_CHECK(dnnl_primitive_desc_query(p->pd, dnnl_query_primitive_kind, 0, &kind));
+  p->ref_count = NULL;
+  if (kind != dnnl_reorder && dt_cpu_prim_is_ref(p)) {
+    p->ref_count = &be->ref_prims;
+    be->ref_prims++;
+  }
   const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(p->pd, dnnl_query_scratchpad_md, 0);
   size_t bytes = smd ? dnnl_memory_desc_get_size(smd) : 0;
   p->scratch = NULL;
@@ -198,7 +206,11 @@ void dt_cpu_prim_exec(dt_cpu_backend *be, const dt_cpu_prim *p, int nargs,
   DT_DNNL_CHECK(dnnl_stream_wait(be->stream));
 }
 
+int dt_cpu_ref_prims(dt_backend *be) { return dt_cpu_be(be)->ref_prims; }
+
 void dt_cpu_prim_free(dt_cpu_prim *p) {
+  if (p->ref_count) (*p->ref_count)--;
+  p->ref_count = NULL;
   if (p->prim) DT_DNNL_CHECK(dnnl_primitive_destroy(p->prim));
   if (p->pd) DT_DNNL_CHECK(dnnl_primitive_desc_destroy(p->pd));
   dt_cpu_mem_free(&p->scratch);

@@ -131,19 +131,24 @@ static void conv_desc(const cpu_conv *c, conv_kind kind, dnnl_convolution_desc_t
 }
 
 /* Whether pass `kind` should try Winograd F(4x4, 3x3) (oneDNN's jit_wino_4x3, AVX-512 only;
- * elsewhere its creation fails and the pass stays direct). Only 3x3 stride-1 pad-1
- * ungrouped convolutions of at least 64 input and output channels, both multiples of 16:
- * there it was 1.6-3.5x faster than the direct kernel (oneDNN 2.6, batch 64, 8x8 to 32x32
- * images, 1 and 2 threads), at 32 channels about even, at 16 slower. Backward-weights gains
- * only on images of at most 16x16 (even at 32x32). The results differ from direct by rounding
- * (relative 1e-6 of the largest output). A deterministic rule, not a timing: a run must pick
- * the same kernels every time (resume, comparisons). */
+ * elsewhere its creation fails and the pass stays direct), for 3x3 stride-1 pad-1 ungrouped
+ * convolutions. Both algorithms work on channels padded to 16, so the rule looks at padded
+ * counts. Measured against the direct kernel (oneDNN 2.6, AVX-512, 1 thread):
+ *   - batch 64, 8x8 to 32x32 images: forward and backward-data 1.1-1.9x faster from 32
+ *     padded input and output channels on, slower at 16 (DenseNet's 12-channel outputs);
+ *     backward-weights 1.1-1.6x faster from 64 on, 0.75-0.9x below;
+ *   - few output pixels (batch 4 of 14x14 or 7x7: 0.5-0.85x): the per-call weight transform
+ *     and the partial 4x4 tiles outweigh the multiplications saved; batch 8 of 8x8 (512
+ *     pixels) already gains 1.3x. Hence at least 1024 output pixels per channel.
+ * Results differ from direct by rounding (relative 1e-6 of the largest output). A fixed rule
+ * rather than timing at creation: a run must pick the same kernels every time (resume,
+ * comparisons between runs). */
 static bool conv_winograd(const dt_conv_params *p, conv_kind kind) {
-  if (getenv("DT_NOWINO")) return false;
   const int g = p->groups > 0 ? p->groups : 1;
   if (g != 1 || p->r != 3 || p->s != 3 || p->stride != 1 || p->pad != 1) return false;
-  if (p->c < 64 || p->k < 64 || p->c % 16 || p->k % 16) return false;
-  return kind != CONV_BWD_WEIGHTS || (p->h <= 16 && p->w <= 16);
+  if ((long)p->n * p->h * p->w < 1024) return false; /* stride 1, pad 1: P Q = H W */
+  const int cp = (p->c + 15) / 16 * 16, kp = (p->k + 15) / 16 * 16;
+  return DT_MIN(cp, kp) >= (kind == CONV_BWD_WEIGHTS ? 64 : 32);
 }
 
 /* Activation layouts a pass tries when the op's own give oneDNN's reference code, in order;
@@ -162,8 +167,9 @@ static dnnl_memory_desc_t conv_alt_md(const dnnl_memory_desc_t *own, dnnl_format
   return tag == CONV_OWN ? *own : dt_cpu_md(4, own->dims, tag);
 }
 
-/* Stage one side: the pass's descriptor `run` differs from the op's `own`. Inputs reorder
- * own -> run before the primitive, outputs run -> own after it (with a sum for accumulate). */
+/* Stage one side when the pass's descriptor `run` differs from the op's `own`: inputs reorder
+ * own -> run before the primitive, outputs run -> own after it (a forward that adds into a
+ * residual uses the op's `acc` reorder instead). */
 static void stage_init(dt_cpu_backend *be, conv_stage *s, const dnnl_memory_desc_t *own,
                        const dnnl_memory_desc_t *run, bool input, const char *what) {
   memset(s, 0, sizeof *s);
@@ -460,4 +466,14 @@ void dt_cpu_conv_backward_weights(dt_op *op, const dt_tensor *x, const dt_tensor
       {DNNL_ARG_SRC, mx}, {DNNL_ARG_DIFF_DST, mdy}, {DNNL_ARG_DIFF_WEIGHTS, c->m_dw}};
   dt_cpu_prim_exec(be, &pass->prim, 3, args);
   if (!c->dw.same) dt_cpu_reorder_run(be, &c->dw, c->dw_buf, dw);
+}
+
+const char *dt_cpu_conv_impl(dt_op *op, int pass) {
+  cpu_conv *c = (cpu_conv *)op;
+  const dt_cpu_prim *p = pass == 0   ? &c->fwd.prim
+                         : pass == 1 ? &c->bwd_data.prim
+                                     : &c->bwd_weights.prim;
+  const char *impl = "";
+  if (p->pd) DT_DNNL_CHECK(dnnl_primitive_desc_query(p->pd, dnnl_query_impl_info_str, 0, &impl));
+  return impl;
 }

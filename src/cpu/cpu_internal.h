@@ -40,6 +40,7 @@ typedef struct {
   void *scratchpad;          /* shared user scratchpad of every primitive */
   size_t scratchpad_bytes;
   int act_block;             /* channel block of activations (dt_cpu_act_block), 0: not probed */
+  int ref_prims;             /* live primitives on oneDNN's reference code (reorders aside) */
 } dt_cpu_backend;
 
 /* Common head of every op; each kind embeds it as its first member. */
@@ -54,6 +55,7 @@ typedef struct {
   dnnl_primitive_desc_t pd;
   dnnl_primitive_t prim;
   dnnl_memory_t scratch;
+  int *ref_count; /* the backend's live reference-code count, when this one is counted */
 } dt_cpu_prim;
 
 /* A reorder of a small parameter array (weights, their gradients) between the plain logical
@@ -96,6 +98,10 @@ bool dt_cpu_prim_try_create(dt_cpu_backend *be, dt_cpu_prim *p, const void *op_d
                             const_dnnl_post_ops_t post_ops, const_dnnl_primitive_desc_t hint);
 /* True when oneDNN picked its reference (plain C++ loop, very slow) implementation. */
 bool dt_cpu_prim_is_ref(const dt_cpu_prim *p);
+/* How many primitives other than reorders that run oneDNN's reference code the backend
+ * holds now (created and not freed). Zero in every family on AVX2 and AVX-512 (the tests
+ * check); a reference reorder is only a copy and is not counted. */
+int dt_cpu_ref_prims(dt_backend *be);
 void dt_cpu_prim_reorder(dt_cpu_backend *be, dt_cpu_prim *p, const dnnl_memory_desc_t *from,
                          const dnnl_memory_desc_t *to, const char *what);
 /* The same; with accumulate the reorder adds into its destination (a sum post-op). */
@@ -127,6 +133,9 @@ void dt_cpu_conv_forward(dt_op *op, const dt_tensor *x, const float *w, dt_tenso
                          bool accumulate);
 void dt_cpu_conv_backward_data(dt_op *op, const dt_tensor *dy, const float *w, dt_tensor *dx);
 void dt_cpu_conv_backward_weights(dt_op *op, const dt_tensor *x, const dt_tensor *dy, float *dw);
+/* oneDNN's implementation name of a convolution's pass (0 forward, 1 backward data,
+ * 2 backward weights; "" for a backward-data pass the op does not have), for tests. */
+const char *dt_cpu_conv_impl(dt_op *op, int pass);
 
 dt_op *dt_cpu_bn_create(dt_backend *be, dt_shape shape, const dt_layout *x, float eps,
                         bool fuse_relu);
