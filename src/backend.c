@@ -7,13 +7,13 @@
 #include "cuda/backend_cuda.h"
 #endif
 
-dt_backend *dt_backend_create(dt_device device, int threads) {
+dt_backend *dt_backend_create(dt_device device, int threads, int local_rank, int local_size) {
   switch (device) {
   case DT_DEVICE_CPU:
     return dt_backend_cpu_create(threads);
   case DT_DEVICE_CUDA:
 #ifdef DT_HAVE_CUDA
-    return dt_backend_cuda_create(threads);
+    return dt_backend_cuda_create(threads, local_rank, local_size);
 #else
     dt_error_set(DT_ERR_CONFIG,
                  "this build has no CUDA backend (--device cuda); rebuild with the CUDA toolkit, "

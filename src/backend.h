@@ -62,7 +62,7 @@ static inline float dt_dropout_uniform(uint64_t key, uint64_t e) {
 }
 
 /* Arithmetic of a backend's convolutions (train.precision). */
-typedef enum { DT_PRECISION_FP32, DT_PRECISION_BF16 } dt_precision;
+typedef enum { DT_PRECISION_FP32, DT_PRECISION_BF16, DT_PRECISION_FP16 } dt_precision;
 
 typedef struct dt_backend_ops {
   const char *name;
@@ -250,10 +250,17 @@ typedef struct dt_backend_ops {
 
   /* ==== precision ====
    * Choose the arithmetic of the ops created from now on (call it before any op exists).
-   * DT_PRECISION_BF16: convolutions take bfloat16 operands and accumulate in fp32; tensors,
-   * parameters, gradients and the optimizer stay fp32, so nothing else changes for the caller.
+   * DT_PRECISION_BF16 / DT_PRECISION_FP16: convolutions take bfloat16 / IEEE half operands
+   * (rounded to nearest even; in fp16 a value beyond 65504 becomes infinite, so callers train
+   * fp16 with loss scaling) and accumulate in fp32; tensors, parameters, gradients and the
+   * optimizer stay fp32, so nothing else changes for the caller. The CPU backend emulates
+   * both by rounding the operands (the arithmetic of tensor cores, not their speed).
    * Returns DT_ERR_CONFIG with a message when the backend or device cannot; NULL: fp32 only. */
   dt_status (*set_precision)(dt_backend *be, dt_precision precision);
+
+  /* The backend's native stream (a cudaStream_t on the CUDA backend) on which every op runs,
+   * for the comm's device collectives to order themselves against; NULL: host backend. */
+  void *(*native_stream)(dt_backend *be);
 } dt_backend_ops;
 
 struct dt_backend {
@@ -263,9 +270,12 @@ struct dt_backend {
 
 typedef enum { DT_DEVICE_CPU = 0, DT_DEVICE_CUDA = 1 } dt_device;
 
-/* Create a backend. threads <= 0 keeps the OpenMP default. Returns NULL with an error set
- * (dt_error_set) when the device is not available in this build or on this machine. */
-dt_backend *dt_backend_create(dt_device device, int threads);
+/* Create a backend. threads <= 0 keeps the OpenMP default. local_rank / local_size: this
+ * process's rank among the ranks of its node and their count (dt_comm_local_rank), which
+ * picks the GPU of a CUDA backend; local_rank < 0 for a process on its own. Returns NULL with
+ * an error set (dt_error_set) when the device is not available in this build or on this
+ * machine. */
+dt_backend *dt_backend_create(dt_device device, int threads, int local_rank, int local_size);
 dt_backend *dt_backend_cpu_create(int threads);
 
 #endif

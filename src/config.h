@@ -85,9 +85,10 @@
     "norm sees each micro-batch (ghost batch norm)")                                          \
   X(train, nonfinite, CHOICE, "stop", 0, 0, "stop|skip",                                       \
     "a non-finite loss or gradient: stop the run naming the step, or skip that update")       \
-  X(train, precision, CHOICE, "fp32", 0, 0, "fp32|bf16",                                     \
-    "arithmetic of the convolutions: fp32, or bf16 (CUDA only: bfloat16 tensor-core "          \
-    "convolutions with fp32 accumulation; weights, gradients and optimizer stay fp32)")       \
+  X(train, precision, CHOICE, "fp32", 0, 0, "fp32|bf16|fp16",                                \
+    "arithmetic of the convolutions: fp32, bf16 or fp16 operands with fp32 accumulation "     \
+    "(tensor cores on the GPU, emulated by rounding on the CPU); weights, gradients and "      \
+    "optimizer stay fp32; fp16 implies dynamic loss scaling (train.loss_scale)")              \
   X(optim, name, CHOICE, "sgd", 0, 0, "sgd|lars|adam|amsgrad", "optimizer (SPEC 4.1)")          \
   X(optim, lr, FLOAT, "0.1", 0, 1e6, "", "base learning rate at the reference batch size")    \
   X(optim, reference_batch, INT, "128", 1, 1048576, "",                                       \

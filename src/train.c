@@ -232,7 +232,8 @@ static dt_status trainer_setup(trainer *t, const dt_config *cfg, dt_comm *comm, 
   if (t->ds.train.count < B)
     return dt_error_set(DT_ERR_CONFIG, "train.batch_size = %d is larger than the %d training images",
                         B, t->ds.train.count);
-  t->be = dt_backend_create(device, (int)cfg->train_threads);
+  t->be = dt_backend_create(device, (int)cfg->train_threads, dt_comm_local_rank(comm),
+                            dt_comm_local_size(comm));
   if (!t->be) return DT_ERR_CONFIG;
   if (strcmp(cfg->train_precision, "fp32") != 0) {
     if (!t->be->ops->set_precision)

@@ -284,6 +284,8 @@ static void cuda_destroy(dt_backend *bep) {
   free(be);
 }
 
+static void *cuda_native_stream(dt_backend *bep) { return dt_cuda_be(bep)->stream; }
+
 static const dt_backend_ops cuda_ops = {
     .name = "cuda",
     .destroy = cuda_destroy,
@@ -349,6 +351,7 @@ static const dt_backend_ops cuda_ops = {
     .adam_update = cuda_adam_update,
     .all_finite = cuda_all_finite,
     .set_precision = cuda_set_precision,
+    .native_stream = cuda_native_stream,
 };
 
 static bool env_flag(const char *name) {
@@ -357,7 +360,7 @@ static bool env_flag(const char *name) {
 }
 
 /* The node-local rank under mpirun or srun (0 for a single process): one GPU per local rank. */
-static int local_rank(void) {
+static int env_local_rank(void) {
   static const char *const vars[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_RANK",
                                      "SLURM_LOCALID", "LOCAL_RANK"};
   for (size_t i = 0; i < DT_ARRAY_LEN(vars); i++) {
@@ -367,7 +370,7 @@ static int local_rank(void) {
   return 0;
 }
 
-dt_backend *dt_backend_cuda_create(int threads) {
+dt_backend *dt_backend_cuda_create(int threads, int local_rank, int local_size) {
   /* cudaGetDeviceCount leaves the count unwritten when it fails (no driver: error 35). */
   int count = 0;
   cudaError_t e = cudaGetDeviceCount(&count);
@@ -381,7 +384,8 @@ dt_backend *dt_backend_cuda_create(int threads) {
                    "--device cpu");
     return NULL;
   }
-  const int device = local_rank() % count;
+  (void)local_size;
+  const int device = (local_rank >= 0 ? local_rank : env_local_rank()) % count;
   e = cudaSetDevice(device);
   if (e == cudaSuccess) e = cudaFree(NULL); /* create the context now: report failures here */
   if (e != cudaSuccess) {

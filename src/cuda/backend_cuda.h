@@ -10,6 +10,6 @@
  * device count), with one stream, a cuDNN and a cuBLAS handle. threads is recorded only (the
  * host side is single-threaded). Returns NULL with DT_ERR_CONFIG set (dt_error_set) when no
  * usable GPU or driver is present. */
-dt_backend *dt_backend_cuda_create(int threads);
+dt_backend *dt_backend_cuda_create(int threads, int local_rank, int local_size);
 
 #endif

@@ -196,7 +196,7 @@ static void test_one_step(void **state) {
 /* A CUDA backend computing its convolutions in bf16, or NULL (the test skipped) where the GPU
  * has no bf16 tensor cores. */
 static dt_backend *bf16_backend(void) {
-  dt_backend *be = dt_backend_create(DT_DEVICE_CUDA, 1);
+  dt_backend *be = dt_backend_create(DT_DEVICE_CUDA, 1, -1, 1);
   assert_non_null(be);
   assert_non_null(be->ops->set_precision);
   if (be->ops->set_precision(be, DT_PRECISION_BF16) != DT_OK) {
@@ -492,7 +492,7 @@ static void test_optim_ops(void **state) {
 static int setup(void **state) {
   static dt_backend *be[2];
   be[0] = dt_backend_cpu_create(0); /* OMP_NUM_THREADS */
-  be[1] = dt_backend_create(DT_DEVICE_CUDA, 1);
+  be[1] = dt_backend_create(DT_DEVICE_CUDA, 1, -1, 1);
   if (!be[0] || !be[1]) {
     fprintf(stderr, "test_gpu_model: backend creation failed: %s\n", dt_error_message());
     return -1;
@@ -509,7 +509,7 @@ static int teardown(void **state) {
 }
 
 int main(void) {
-  dt_backend *probe = dt_backend_create(DT_DEVICE_CUDA, 1);
+  dt_backend *probe = dt_backend_create(DT_DEVICE_CUDA, 1, -1, 1);
   if (!probe) {
     printf("test_gpu_model: skipped: %s\n", dt_error_message());
     return 77;

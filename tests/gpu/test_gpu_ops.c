@@ -24,7 +24,7 @@ static int g_cuda_backends; /* CUDA backends the shared fixture created */
 
 /* The fixture's backend: the CUDA one (threads are irrelevant there). */
 static dt_backend *dt_test_gpu_backend(int threads) {
-  dt_backend *be = dt_backend_create(DT_DEVICE_CUDA, threads);
+  dt_backend *be = dt_backend_create(DT_DEVICE_CUDA, threads, -1, 1);
   if (be && strcmp(be->ops->name, "cuda") == 0) g_cuda_backends++;
   return be;
 }
@@ -54,7 +54,7 @@ static dt_backend *dt_test_gpu_backend(int threads) {
                          o->sigmoid_create && o->scale_create && o->shake_create)
 
 int main(void) {
-  dt_backend *probe = dt_backend_create(DT_DEVICE_CUDA, 1);
+  dt_backend *probe = dt_backend_create(DT_DEVICE_CUDA, 1, -1, 1);
   if (!probe) {
     printf("test_gpu_ops: skipped: %s\n", dt_error_message());
     return 77;
