@@ -89,6 +89,14 @@
     "arithmetic of the convolutions: fp32, bf16 or fp16 operands with fp32 accumulation "     \
     "(tensor cores on the GPU, emulated by rounding on the CPU); weights, gradients and "      \
     "optimizer stay fp32; fp16 implies dynamic loss scaling (train.loss_scale)")              \
+  X(train, loss_scale, CHOICE, "auto", 0, 0, "auto|dynamic|fixed|off",                         \
+    "loss scaling: the loss gradient is multiplied by a scale and the gradients divided by it "\
+    "before the update; dynamic halves it and skips the step when a gradient overflows and "   \
+    "doubles it after loss_scale_growth good steps; auto = dynamic with fp16, off otherwise")  \
+  X(train, loss_scale_init, FLOAT, "65536", 1e-30, 1e30, "",                                   \
+    "the first (dynamic) or only (fixed) loss scale; a power of two keeps scaling exact")      \
+  X(train, loss_scale_growth, INT, "2000", 1, 1000000000, "",                                  \
+    "dynamic loss scaling: double the scale after this many steps in a row without overflow") \
   X(optim, name, CHOICE, "sgd", 0, 0, "sgd|lars|adam|amsgrad", "optimizer (SPEC 4.1)")          \
   X(optim, lr, FLOAT, "0.1", 0, 1e6, "", "base learning rate at the reference batch size")    \
   X(optim, reference_batch, INT, "128", 1, 1048576, "",                                       \

@@ -21,6 +21,7 @@
 #include "data/loader.h"
 #include "io/checkpoint.h"
 #include "io/metrics.h"
+#include "loss_scale.h"
 #include "models/model.h"
 #include "optim.h"
 #include "schedule.h"
@@ -36,6 +37,7 @@ typedef struct {
   dt_loader *train_ld, *test_ld;
   dt_optim opt;
   dt_schedule sched;
+  dt_loss_scale ls;
   long steps_per_epoch;
   const char *run_dir;
   FILE *log;
@@ -239,12 +241,14 @@ static dt_status trainer_setup(trainer *t, const dt_config *cfg, dt_comm *comm, 
     if (!t->be->ops->set_precision)
       return dt_error_set(DT_ERR_CONFIG,
                           "%s: [train] precision = %s is not supported by the %s backend, which "
-                          "computes in fp32 only; use precision = fp32, or --device cuda",
+                          "computes in fp32 only; use precision = fp32",
                           cfg->source ? cfg->source : "config", cfg->train_precision,
                           t->be->ops->name);
-    st = t->be->ops->set_precision(t->be, DT_PRECISION_BF16);
+    const bool fp16 = strcmp(cfg->train_precision, "fp16") == 0;
+    st = t->be->ops->set_precision(t->be, fp16 ? DT_PRECISION_FP16 : DT_PRECISION_BF16);
     if (st != DT_OK) return st;
   }
+  dt_loss_scale_init(&t->ls, cfg);
   const dt_split *tr = &t->ds.train;
   t->model = dt_model_create(cfg, t->be, tr->channels, tr->height, tr->width, t->ds.classes);
   int per_rank = B / t->world;
@@ -277,7 +281,7 @@ static dt_status trainer_setup(trainer *t, const dt_config *cfg, dt_comm *comm, 
   }
   t->host_weights = dt_xmalloc(DT_MAX(ps->n_weights, 1) * sizeof(float));
   t->host_buffers = dt_xmalloc(DT_MAX(ps->n_buffers, 1) * sizeof(float));
-  if (strcmp(cfg->train_nonfinite, "skip") == 0 || t->world > 1)
+  if (strcmp(cfg->train_nonfinite, "skip") == 0 || t->world > 1 || t->ls.dynamic)
     t->buffers_backup = dt_xmalloc(DT_MAX(ps->n_buffers, 1) * sizeof(float));
   if (t->world > 1) {
     t->buffers_delta = dt_xmalloc(DT_MAX(ps->n_buffers, 1) * sizeof(double));
@@ -375,6 +379,8 @@ static dt_status save_checkpoint(trainer *t, long epoch, long step, long step_in
   meta.optimizer_steps = t->opt.steps;
   meta.world_size = t->world;
   meta.seed = t->cfg->train_seed;
+  meta.loss_scale = t->ls.scale;
+  meta.loss_scale_good = t->ls.good;
   snprintf(meta.model, sizeof meta.model, "%s", t->cfg->model_name);
   meta.config_text = config_text(t->cfg);
   char path[4200];
@@ -444,6 +450,13 @@ static double train_correct(const float *logits, const float *targets, const int
   return c;
 }
 
+/* The factor of the loss gradient, S / global_n (S = 1 without loss scaling), in float as
+ * S * fl(1 / global_n): for S a power of two exactly S times the unscaled factor, so that
+ * scaling changes no rounding anywhere in backward. */
+static float loss_grad(const trainer *t, int global_n) {
+  return (float)t->ls.scale * (1.0f / (float)global_n);
+}
+
 /* Add the top partial sum of the stack to the one below it. */
 static void merge_top_gradients(trainer *t) {
   const size_t n = t->model->params.n_weights;
@@ -488,12 +501,12 @@ static void dual_cutout_step(trainer *t, const float *x1, const float *x2, const
   g1->sample_offset = g2->sample_offset = offset;
   const dt_tensor *z1 = dt_graph_forward(g1, x1, true), *z2 = dt_graph_forward(g2, x2, true);
   float *l2 = t->losses + n;
-  dt_graph_loss(g1, targets, 0.5f / (float)global_n, t->losses);
-  dt_graph_loss(g2, targets, 0.5f / (float)global_n, l2);
+  dt_graph_loss(g1, targets, 0.5f * loss_grad(t, global_n), t->losses);
+  dt_graph_loss(g2, targets, 0.5f * loss_grad(t, global_n), l2);
   t->be->ops->download(t->be, z1, t->logits);
   t->be->ops->download(t->be, z2, t->logits2);
   const size_t bytes = (size_t)n * K * sizeof(float);
-  const float scale = (float)(2.0 * alpha / ((double)global_n * K));
+  const float scale = (float)(t->ls.scale * 2.0 * alpha / ((double)global_n * K));
   dt_graph *gs[2] = {g1, g2};
   for (int v = 0; v < 2; v++) {
     dt_tensor *dz = &gs[v]->values[gs[v]->n_nodes].grad;
@@ -545,7 +558,7 @@ static int compute_gradients(trainer *t, const dt_batch *b, long step, double *l
     g->step_key = key;
     g->sample_offset = offset;
     const dt_tensor *logits = dt_graph_forward(g, x, true);
-    dt_graph_loss(g, targets, 1.0f / (float)b->global_n, t->losses);
+    dt_graph_loss(g, targets, loss_grad(t, b->global_n), t->losses);
     dt_graph_backward(g);
     sum_gradients(t, pass++);
     t->be->ops->download(t->be, logits, t->logits);
@@ -575,6 +588,24 @@ static void inject_faults(const trainer *t, long step) {
   if (signal_step == step) raise(SIGTERM);
 }
 
+/* DTRAIN_FAULT_OVERFLOW=S1,S2,... (0-based steps): rank 0's gradient sum of those steps gets
+ * an infinite element, as an fp16 overflow would leave it (tests of loss scaling). */
+static void inject_overflow(const trainer *t, long step) {
+  const char *v = getenv("DTRAIN_FAULT_OVERFLOW");
+  if (!v || t->rank != 0) return;
+  for (const char *p = v; *p;) {
+    char *end;
+    long s = strtol(p, &end, 10);
+    if (end == p) return;
+    if (s == step) {
+      const float inf = INFINITY;
+      t->be->ops->to_device(t->be, t->model->params.grads, &inf, sizeof inf);
+      return;
+    }
+    p = *end == ',' ? end + 1 : end;
+  }
+}
+
 static void format_eta(double seconds, char *buf, size_t size) {
   long s = (long)(seconds + 0.5);
   if (s >= 3600)
@@ -595,6 +626,19 @@ static void print_header(trainer *t) {
   say(t, "lr: %g x batch %ld / reference %ld (linear scaling rule) = %g; %s, schedule %s\n",
       cfg->optim_lr, cfg->train_batch_size, cfg->optim_reference_batch, t->sched.base_lr,
       cfg->optim_name, cfg->schedule_type);
+  if (strcmp(cfg->train_precision, "fp32") != 0 || t->ls.active) {
+    char scaling[128] = "no loss scaling";
+    if (t->ls.dynamic)
+      snprintf(scaling, sizeof scaling, "dynamic loss scale from %g (x2 after %ld good steps)",
+               t->ls.scale, t->ls.growth);
+    else if (t->ls.active)
+      snprintf(scaling, sizeof scaling, "fixed loss scale %g", t->ls.scale);
+    say(t, "precision: %s convolutions%s; %s\n", cfg->train_precision,
+        strcmp(cfg->train_precision, "fp32") != 0 && t->be->ops->native_stream == NULL
+            ? " (emulated by rounding their operands)"
+            : "",
+        scaling);
+  }
   say(t, "steps: %ld per epoch x %ld epochs; run directory %s\n", t->steps_per_epoch,
       cfg->train_epochs, t->run_dir);
 }
@@ -624,6 +668,10 @@ static dt_status load_start(trainer *t, const dt_run_opts *opts, long *step, lon
     *epoch = meta.epoch;
     *step_in_epoch = meta.step_in_epoch;
     t->opt.steps = meta.optimizer_steps;
+    if (t->ls.active && meta.loss_scale > 0) {
+      t->ls.scale = meta.loss_scale;
+      t->ls.good = meta.loss_scale_good;
+    }
     say(t, "resuming from %s: epoch %ld, step %ld (checkpoint of %d rank(s))\n", path,
         meta.epoch + (meta.step_in_epoch > 0), meta.step, meta.world_size);
     free(meta.config_text);
@@ -660,6 +708,7 @@ int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts) {
   for (long epoch = epoch0; epoch < cfg->train_epochs && status == DT_EXIT_OK; epoch++) {
     if (max_steps && step >= max_steps) break;
     double t0 = dt_now(), sums[3] = {0, 0, 0}, win[3] = {0, 0, 0}; /* loss, correct, images */
+    long skipped = 0; /* updates skipped in this epoch (overflow, non-finite) */
     long i = epoch == epoch0 ? skip : 0;
     dt_loader_start(t.train_ld, epoch, i);
     const dt_batch *b;
@@ -670,26 +719,44 @@ int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts) {
         t.be->ops->to_host(t.be, t.buffers_backup, ps->buffers, ps->n_buffers * sizeof(float));
       double loss = 0, correct = 0;
       const int passes = compute_gradients(&t, b, step, &loss, &correct);
+      inject_overflow(&t, step);
       allreduce_grads(&t);
       /* One reduction carries the metrics and every rank's view of signals and faults. */
       double red[5] = {loss, correct, b->n, g_stop_signal != 0, !dt_optim_grads_finite(&t.model->params)};
       dt_comm_allreduce_sum_f64(comm, red, 5);
       const double lr = dt_schedule_lr(&t.sched, step);
-      if (!isfinite(red[0]) || red[4] > 0) {
-        if (!skip_nonfinite) {
+      /* The gradients carry this step's loss scale until the update divides it out. */
+      const double used_scale = t.ls.scale;
+      const dt_scale_verdict verdict =
+          isfinite(red[0]) ? dt_loss_scale_update(&t.ls, red[4] == 0) : DT_SCALE_NONFINITE;
+      if (verdict == DT_SCALE_APPLY) {
+        dt_optim_step(&t.opt, &t.model->params, lr, (float)(1.0 / used_scale));
+        merge_buffers(&t, passes);
+        for (int j = 0; j < 3; j++) sums[j] += red[j], win[j] += red[j];
+      } else {
+        if (verdict == DT_SCALE_NONFINITE && !skip_nonfinite) {
           say(&t, "\ndtrain: non-finite %s at step %ld (epoch %ld); stopping (set "
                   "train.nonfinite=skip to skip such steps)\n",
               isfinite(red[0]) ? "gradient" : "loss", step + 1, epoch + 1);
           status = DT_EXIT_RUNTIME;
           break;
         }
-        say(&t, "%sskipping step %ld: non-finite loss or gradient\n", t.tty ? "\n" : "", step + 1);
+        if (verdict == DT_SCALE_DIVERGED) {
+          say(&t, "\ndtrain: non-finite gradients at step %ld (epoch %ld) at every loss scale "
+                  "down to %g: the run diverged; stopping\n",
+              step + 1, epoch + 1, used_scale);
+          status = DT_EXIT_RUNTIME;
+          break;
+        }
+        if (verdict == DT_SCALE_OVERFLOW)
+          say(&t, "%sstep %ld: gradients overflow at loss scale %g: update skipped, scale now %g\n",
+              t.tty ? "\n" : "", step + 1, used_scale, t.ls.scale);
+        else
+          say(&t, "%sskipping step %ld: non-finite loss or gradient\n", t.tty ? "\n" : "",
+              step + 1);
+        skipped++;
         /* The forward pass also fed the running statistics: take them back. */
         t.be->ops->to_device(t.be, ps->buffers, t.buffers_backup, ps->n_buffers * sizeof(float));
-      } else {
-        dt_optim_step(&t.opt, &t.model->params, lr, 1.0f);
-        merge_buffers(&t, passes);
-        for (int j = 0; j < 3; j++) sums[j] += red[j], win[j] += red[j];
       }
       step++, i++;
       if (i % log_every == 0 || i == t.steps_per_epoch) {
@@ -698,9 +765,11 @@ int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts) {
         char eta[32], line[256];
         format_eta((double)left * (double)cfg->train_batch_size / ips, eta, sizeof eta);
         double wl = win[2] > 0 ? win[0] / win[2] : NAN, wa = win[2] > 0 ? 100.0 * win[1] / win[2] : NAN;
-        snprintf(line, sizeof line,
-                 "epoch %ld/%ld step %ld/%ld lr %.5f loss %.4f acc %.2f%% %.0f img/s ETA %s",
-                 epoch + 1, cfg->train_epochs, i, t.steps_per_epoch, lr, wl, wa, ips, eta);
+        int len = snprintf(line, sizeof line,
+                           "epoch %ld/%ld step %ld/%ld lr %.5f loss %.4f acc %.2f%% %.0f img/s ETA %s",
+                           epoch + 1, cfg->train_epochs, i, t.steps_per_epoch, lr, wl, wa, ips, eta);
+        if (t.ls.active && len > 0 && (size_t)len < sizeof line)
+          snprintf(line + len, sizeof line - (size_t)len, " scale %g", t.ls.scale);
         if (t.rank == 0) {
           printf(t.tty ? "\r%s\033[K" : "%s\n", line);
           fflush(stdout);
@@ -708,7 +777,7 @@ int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts) {
             fprintf(t.log, "%s\n", line);
             fflush(t.log); /* progress visible to tail -f while the epoch runs */
           }
-          dt_step_row row = {(double)step, (double)epoch + 1, lr, wl, wa, ips};
+          dt_step_row row = {(double)step, (double)epoch + 1, lr, wl, wa, ips, t.ls.scale};
           dt_metrics_step(t.metrics, &row);
         }
         win[0] = win[1] = win[2] = 0;
@@ -751,7 +820,7 @@ int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts) {
     if (t.rank == 0) {
       dt_epoch_row row = {(double)epoch + 1, (double)step, dt_schedule_lr(&t.sched, DT_MAX(step - 1, 0)),
                           sums[0] / n, 100.0 * sums[1] / n, r.loss, r.top1, r.top5,
-                          dt_now() - t0, sums[2] / train_s};
+                          dt_now() - t0, sums[2] / train_s, t.ls.scale, (double)skipped};
       if (dt_metrics_epoch(t.metrics, &row) != DT_OK)
         fprintf(stderr, "dtrain: warning: %s\n", dt_error_message());
     }
@@ -786,6 +855,7 @@ int dt_train_bench(const dt_config *cfg, dt_comm *comm, dt_device device, long s
   }
   const int warmup = 3;
   double loss = 0, correct = 0;
+  const float unscale = dt_loss_scale_unscale(&t.ls); /* a fixed scale: timing only */
   /* With data: the loader prepares each batch while the model computes. */
   dt_loader_start(t.train_ld, 0, 0);
   double n_with = 0, t0 = 0, ar0 = 0;
@@ -798,7 +868,7 @@ int dt_train_bench(const dt_config *cfg, dt_comm *comm, dt_device device, long s
     }
     compute_gradients(&t, b, i, &loss, &correct);
     allreduce_grads(&t);
-    dt_optim_step(&t.opt, &t.model->params, dt_schedule_lr(&t.sched, i), 1.0f);
+    dt_optim_step(&t.opt, &t.model->params, dt_schedule_lr(&t.sched, i), unscale);
     if (i >= warmup) n_with += b->global_n;
   }
   double with_data = n_with / (dt_now() - t0);
@@ -814,7 +884,7 @@ int dt_train_bench(const dt_config *cfg, dt_comm *comm, dt_device device, long s
     }
     compute_gradients(&t, b, i, &loss, &correct);
     allreduce_grads(&t);
-    dt_optim_step(&t.opt, &t.model->params, dt_schedule_lr(&t.sched, i), 1.0f);
+    dt_optim_step(&t.opt, &t.model->params, dt_schedule_lr(&t.sched, i), unscale);
     if (i >= warmup) n_only += b->global_n;
   }
   double secs = dt_now() - t0, only = n_only / secs;

@@ -273,6 +273,9 @@ static const char *const k_full =
     "accum_steps = 2\n"
     "nonfinite = skip\n"
     "precision = bf16\n"
+    "loss_scale = fixed\n"
+    "loss_scale_init = 1024\n"
+    "loss_scale_growth = 500\n"
     "\n"
     "# hash comments work too\n"
     "[optim]\n"
@@ -397,6 +400,9 @@ static void test_full_file_loads(void **state) {
   assert_int_equal(cfg.train_epochs, 160);
   assert_int_equal(cfg.train_seed, 4611686018427387903L);
   assert_string_equal(cfg.train_precision, "bf16");
+  assert_string_equal(cfg.train_loss_scale, "fixed");
+  assert_true(cfg.train_loss_scale_init == 1024);
+  assert_int_equal(cfg.train_loss_scale_growth, 500);
   assert_true(cfg.optim_lr == 0.2);
   assert_false(cfg.optim_nesterov);
   assert_true(cfg.optim_no_decay_bn_bias);

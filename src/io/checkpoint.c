@@ -88,8 +88,10 @@ static int write_str(hid_t loc, const char *name, const char *value, int is_data
   return rc;
 }
 
-/* Read a scalar integer attribute. 1 if absent, -1 if unreadable or not an integer, 0 ok. */
-static int read_attr_i64(hid_t loc, const char *name, int64_t *out) {
+/* Read a scalar attribute of class cls (H5T_INTEGER, H5T_FLOAT) as mem_type. 1 if absent, -1
+ * if unreadable or of another class, 0 ok. */
+static int read_scalar_attr(hid_t loc, const char *name, H5T_class_t cls, hid_t mem_type,
+                            void *out) {
   htri_t exists = H5Aexists(loc, name);
   if (exists == 0) return 1;
   if (exists < 0) return -1;
@@ -98,13 +100,17 @@ static int read_attr_i64(hid_t loc, const char *name, int64_t *out) {
   int rc = -1;
   hid_t type = H5Aget_type(a);
   hid_t space = H5Aget_space(a);
-  if (type >= 0 && space >= 0 && H5Tget_class(type) == H5T_INTEGER &&
-      H5Sget_simple_extent_npoints(space) == 1 && H5Aread(a, H5T_NATIVE_INT64, out) >= 0)
+  if (type >= 0 && space >= 0 && H5Tget_class(type) == cls &&
+      H5Sget_simple_extent_npoints(space) == 1 && H5Aread(a, mem_type, out) >= 0)
     rc = 0;
   if (space >= 0) H5Sclose(space);
   if (type >= 0) H5Tclose(type);
   H5Aclose(a);
   return rc;
+}
+
+static int read_attr_i64(hid_t loc, const char *name, int64_t *out) {
+  return read_scalar_attr(loc, name, H5T_INTEGER, H5T_NATIVE_INT64, out);
 }
 
 /* Read a scalar string, variable- or fixed-length, from attribute (is_dataset 0) or dataset
@@ -252,6 +258,8 @@ static const char *save_contents(hid_t file, const dt_params *ps, const float *w
       h5_write_attr_i64(file, "optimizer_steps", meta->optimizer_steps) < 0 ||
       h5_write_attr_i64(file, "world_size", meta->world_size) < 0 ||
       h5_write_attr_i64(file, "seed", meta->seed) < 0 ||
+      h5_write_attr_f64(file, "loss_scale", meta->loss_scale) < 0 ||
+      h5_write_attr_i64(file, "loss_scale_good_steps", meta->loss_scale_good) < 0 ||
       write_str(file, "model", meta->model, 0) < 0 || write_str(file, "created", created, 0) < 0) {
     what = "the attributes";
     goto done;
@@ -427,6 +435,14 @@ static dt_status load_meta(const char *path, hid_t file, dt_checkpoint_meta *m) 
                         rc > 0 ? "missing" : "not a readable string");
   snprintf(m->model, sizeof m->model, "%s", s);
   free(s);
+  /* Loss scaling came after format 1's first files: absent means unknown (0). */
+  int64_t good = 0;
+  m->loss_scale = 0;
+  if (read_scalar_attr(file, "loss_scale", H5T_FLOAT, H5T_NATIVE_DOUBLE, &m->loss_scale) < 0 ||
+      read_attr_i64(file, "loss_scale_good_steps", &good) < 0 || !(m->loss_scale >= 0))
+    return dt_error_set(DT_ERR_DATA, "checkpoint %s: attribute loss_scale or "
+                        "loss_scale_good_steps is not a readable number", path);
+  m->loss_scale_good = (long)good;
   rc = read_str(file, "config", 1, &m->config_text);
   if (rc != 0)
     return dt_error_set(DT_ERR_DATA, "checkpoint %s: /config is %s", path,

@@ -3,7 +3,8 @@
  *                              running statistics) by PyTorch state_dict name, logical shape
  *   /optimizer/<state>/<name>  optimizer state per trainable tensor (e.g. "momentum")
  *   attributes on /            format_version, epoch, step, step_in_epoch, optimizer_steps,
- *                              world_size, seed, model, created (ISO time)
+ *                              world_size, seed, loss_scale, loss_scale_good_steps, model,
+ *                              created (ISO time)
  *   /config                    the full config text as run (a string dataset)
  *   /extra/<name>              small named float arrays (loss scale, RNG state, ...)
  * Writes go to a temporary file in the same directory, are flushed and fsync'ed, then renamed
@@ -22,6 +23,10 @@ typedef struct {
   long optimizer_steps;
   int world_size;
   long seed;
+  /* Loss scaling (loss_scale.h): the scale and its count of good steps; 0 / 0 when a
+   * checkpoint of a version without them is loaded. */
+  double loss_scale;
+  long loss_scale_good;
   char model[64];
   char *config_text; /* owned by the caller on save; malloc'ed by load */
 } dt_checkpoint_meta;

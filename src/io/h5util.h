@@ -17,5 +17,7 @@ void h5_quiet_begin(h5_quiet *q);
 void h5_quiet_end(const h5_quiet *q);
 /* A scalar int64 attribute; 0 on success, -1 on failure. */
 int h5_write_attr_i64(hid_t loc, const char *name, int64_t value);
+/* A scalar float64 attribute; 0 on success, -1 on failure. */
+int h5_write_attr_f64(hid_t loc, const char *name, double value);
 
 #endif

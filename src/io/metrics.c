@@ -34,12 +34,15 @@ static const column k_epoch_cols[] = {
     {"test_top5", offsetof(dt_epoch_row, test_top5)},
     {"seconds", offsetof(dt_epoch_row, seconds)},
     {"images_per_s", offsetof(dt_epoch_row, images_per_s)},
+    {"loss_scale", offsetof(dt_epoch_row, loss_scale)},
+    {"skipped_steps", offsetof(dt_epoch_row, skipped_steps)},
 };
 
 static const column k_step_cols[] = {
     {"step", offsetof(dt_step_row, step)},   {"epoch", offsetof(dt_step_row, epoch)},
     {"lr", offsetof(dt_step_row, lr)},       {"loss", offsetof(dt_step_row, loss)},
     {"top1", offsetof(dt_step_row, top1)},   {"images_per_s", offsetof(dt_step_row, images_per_s)},
+    {"loss_scale", offsetof(dt_step_row, loss_scale)},
 };
 
 /* One table: its group, columns and the rows waiting for the next flush. */

@@ -1,9 +1,11 @@
 /* metrics.h: the HDF5 metrics file of a run (rank 0). Two extendible tables of float64
  * columns, one dataset per column so h5py / h5dump read them directly:
  *   /epoch/<column>  one row per epoch: epoch, step, lr, train_loss, train_top1, test_loss,
- *                    test_top1, test_top5, seconds, images_per_s
+ *                    test_top1, test_top5, seconds, images_per_s, loss_scale (at the
+ *                    epoch's end; 1 without loss scaling), skipped_steps (updates skipped
+ *                    for overflow or non-finite gradients)
  *   /steps/<column>  one row every output.log_every steps: step, epoch, lr, loss, top1,
- *                    images_per_s
+ *                    images_per_s, loss_scale
  * The file is opened, appended to and closed at every flush (each epoch), so other programs can
  * read it while the run continues. */
 #ifndef DT_METRICS_H
@@ -13,11 +15,11 @@
 
 typedef struct {
   double epoch, step, lr, train_loss, train_top1, test_loss, test_top1, test_top5, seconds,
-      images_per_s;
+      images_per_s, loss_scale, skipped_steps;
 } dt_epoch_row;
 
 typedef struct {
-  double step, epoch, lr, loss, top1, images_per_s;
+  double step, epoch, lr, loss, top1, images_per_s, loss_scale;
 } dt_step_row;
 
 typedef struct dt_metrics dt_metrics;

@@ -1,0 +1,30 @@
+/* loss_scale.c: the loss-scale state machine (loss_scale.h). */
+#include "loss_scale.h"
+
+#include <string.h>
+
+void dt_loss_scale_init(dt_loss_scale *ls, const dt_config *cfg) {
+  memset(ls, 0, sizeof *ls);
+  const char *mode = cfg->train_loss_scale;
+  const bool fp16 = strcmp(cfg->train_precision, "fp16") == 0;
+  ls->dynamic = strcmp(mode, "dynamic") == 0 || (strcmp(mode, "auto") == 0 && fp16);
+  ls->active = ls->dynamic || strcmp(mode, "fixed") == 0;
+  ls->scale = ls->active ? cfg->train_loss_scale_init : 1.0;
+  ls->growth = cfg->train_loss_scale_growth;
+}
+
+dt_scale_verdict dt_loss_scale_update(dt_loss_scale *ls, bool finite) {
+  if (!finite && !ls->dynamic) return DT_SCALE_NONFINITE;
+  if (!finite) {
+    ls->scale *= 0.5;
+    ls->good = 0;
+    return ls->scale < DT_LOSS_SCALE_MIN ? DT_SCALE_DIVERGED : DT_SCALE_OVERFLOW;
+  }
+  if (ls->dynamic && ++ls->good >= ls->growth) {
+    ls->scale *= 2.0;
+    ls->good = 0;
+  }
+  return DT_SCALE_APPLY;
+}
+
+float dt_loss_scale_unscale(const dt_loss_scale *ls) { return (float)(1.0 / ls->scale); }
