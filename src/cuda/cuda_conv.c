@@ -15,12 +15,14 @@
  * kernels (CUDNN_FMA_MATH), or TF32 tensor cores with DT_CUDA_TF32=1; the math type is set
  * per pass on the op's descriptor before each call.
  *
- * With bf16 precision (set_precision) cuDNN runs in its bfloat16 configuration: x, w and y
- * descriptors in bf16, fp32 accumulation (the convolution's compute type), tensor cores.
- * Each call converts its fp32 operands into the backend's shared bf16 buffers (transposing
- * NCHW input or OIHW weights on the way) and converts the bf16 result back into the caller's
- * fp32 tensor or gradient (adding to y when accumulating), so callers see fp32 as before. The
- * weight gradient is rounded to bf16 once, as under PyTorch's autocast. */
+ * With bf16 or fp16 precision (set_precision) cuDNN runs in its bfloat16 or pseudo-half
+ * configuration: x, w and y descriptors in 16 bits, fp32 accumulation (the convolution's
+ * compute type), tensor cores. Each call converts its fp32 operands into the backend's shared
+ * 16-bit buffers (transposing NCHW input or OIHW weights on the way) and converts the 16-bit
+ * result back into the caller's fp32 tensor or gradient (adding to y when accumulating), so
+ * callers see fp32 as before. The weight gradient is rounded to 16 bits once, as under
+ * PyTorch's autocast; in fp16 a gradient beyond 65504 becomes infinite, which the trainer's
+ * loss scaling detects as an overflow. */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
 
@@ -38,11 +40,15 @@ typedef enum { CONV_FWD, CONV_DATA, CONV_FILTER, CONV_PASSES } conv_pass;
 static const char *const conv_pass_name[CONV_PASSES] = {"forward", "backward-data",
                                                         "backward-filter"};
 
+static const char *prec_name(dt_precision p) {
+  return p == DT_PRECISION_BF16 ? "bf16" : p == DT_PRECISION_FP16 ? "fp16" : "fp32";
+}
+
 /* The algorithms of one convolution shape: per pass, the algorithm (a cuDNN enum value), its
  * math type and workspace. */
 struct dt_cuda_algo {
   dt_conv_params p;
-  bool bf16; /* found for cuDNN's bf16 configuration */
+  dt_precision prec; /* found for this configuration: fp32, or bf16 / fp16 operands */
   int algo[CONV_PASSES];
   cudnnMathType_t math[CONV_PASSES];
   size_t ws[CONV_PASSES];
@@ -56,7 +62,8 @@ typedef struct {
   const dt_layout *x, *y;   /* (N, C, H, W) and (N, K, P, Q) */
   bool stage_x;             /* x is NCHW with C > 1 and H W > 1: cuDNN gets an NHWC copy */
   bool w_same;              /* OIHW and KRSC are the same bytes */
-  bool bf16;                /* cuDNN's bf16 configuration on the backend's bf16 buffers */
+  dt_precision prec;        /* fp32, or cuDNN's bf16 / fp16 configuration on the backend's
+                             * 16-bit buffers */
   float *x_nhwc;            /* (N, H, W, C) copy of x, or the NHWC dx before conversion (fp32) */
   float *w_krsc, *dw_krsc;  /* (K, R, S, C/G) (fp32) */
   cudnnTensorDescriptor_t xd, yd;
@@ -169,12 +176,12 @@ static dt_cuda_algo *conv_find(dt_cuda_backend *be, cuda_conv *c, bool may_fail)
 
   dt_cuda_algo *a = dt_xcalloc(1, sizeof *a);
   a->p = *p;
-  a->bf16 = c->bf16;
+  a->prec = c->prec;
   float ms[CONV_PASSES] = {0};
   for (int pass = 0; pass < CONV_PASSES; pass++) {
     a->algo[pass] = -1;
     if (pass == CONV_DATA && !p->need_dx) continue;
-    cudnnMathType_t math = be->tf32 || c->bf16 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
+    cudnnMathType_t math = be->tf32 || c->prec != DT_PRECISION_FP32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
     DT_CUDNN_CHECK(cudnnSetConvolutionMathType(c->cd, math));
     cudnnStatus_t status = CUDNN_STATUS_SUCCESS;
     int algo =
@@ -198,7 +205,7 @@ static dt_cuda_algo *conv_find(dt_cuda_backend *be, cuda_conv *c, bool may_fail)
     }
     if (algo < 0)
       DT_FATAL("cuDNN has no %s algorithm for the %s convolution %s (%s)", conv_pass_name[pass],
-               c->bf16 ? "bf16" : "fp32", name,
+               prec_name(c->prec), name,
                status == CUDNN_STATUS_SUCCESS ? "every candidate failed"
                                               : cudnnGetErrorString(status));
     a->algo[pass] = algo;
@@ -210,7 +217,10 @@ static dt_cuda_algo *conv_find(dt_cuda_backend *be, cuda_conv *c, bool may_fail)
             "(%.3f ms, %zu B), backward filter algo %d (%.3f ms, %zu B)%s\n",
             name, a->algo[CONV_FWD], ms[CONV_FWD], a->ws[CONV_FWD], a->algo[CONV_DATA],
             ms[CONV_DATA], a->ws[CONV_DATA], a->algo[CONV_FILTER], ms[CONV_FILTER],
-            a->ws[CONV_FILTER], c->bf16 ? ", bf16" : be->tf32 ? ", TF32 allowed" : "");
+            a->ws[CONV_FILTER], c->prec == DT_PRECISION_BF16   ? ", bf16"
+                                : c->prec == DT_PRECISION_FP16 ? ", fp16"
+                                : be->tf32                     ? ", TF32 allowed"
+                                                               : "");
   dt_cuda_free(x);
   dt_cuda_free(y);
   dt_cuda_free(w);
@@ -224,11 +234,13 @@ static void conv_math(cuda_conv *c, conv_pass pass) {
   DT_CUDNN_CHECK(cudnnSetConvolutionMathType(c->cd, c->algo->math[pass]));
 }
 
-/* The op's descriptors for its precision (c->bf16): NHWC tensors, KRSC filter, fp32
+/* The op's descriptors for its precision (c->prec): NHWC tensors, KRSC filter, fp32
  * accumulation. */
 static void conv_describe(dt_cuda_backend *be, cuda_conv *c) {
   const dt_conv_params *p = &c->p;
-  const cudnnDataType_t dtype = c->bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
+  const cudnnDataType_t dtype = c->prec == DT_PRECISION_BF16   ? CUDNN_DATA_BFLOAT16
+                                : c->prec == DT_PRECISION_FP16 ? CUDNN_DATA_HALF
+                                                               : CUDNN_DATA_FLOAT;
   DT_CUDNN_CHECK(
       cudnnSetTensor4dDescriptor(c->xd, CUDNN_TENSOR_NHWC, dtype, p->n, p->c, p->h, p->w));
   DT_CUDNN_CHECK(
@@ -239,7 +251,7 @@ static void conv_describe(dt_cuda_backend *be, cuda_conv *c) {
                                                  1, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
   DT_CUDNN_CHECK(cudnnSetConvolutionGroupCount(c->cd, p->groups));
   DT_CUDNN_CHECK(cudnnSetConvolutionMathType(
-      c->cd, be->tf32 || c->bf16 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
+      c->cd, be->tf32 || c->prec != DT_PRECISION_FP32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
   int dn, dc, dh, dw;
   DT_CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(c->cd, c->xd, c->wd, &dn, &dc, &dh, &dw));
   if (dn != p->n || dc != p->k || dh != c->oh || dw != c->ow)
@@ -250,7 +262,7 @@ static void conv_describe(dt_cuda_backend *be, cuda_conv *c) {
 /* Algorithms already found for this shape and precision, or NULL. */
 static const dt_cuda_algo *conv_cached(dt_cuda_backend *be, const cuda_conv *c) {
   for (const dt_cuda_algo *a = be->algos; a; a = a->next)
-    if (a->bf16 == c->bf16 && same_params(&a->p, &c->p)) return a;
+    if (a->prec == c->prec && same_params(&a->p, &c->p)) return a;
   return NULL;
 }
 
@@ -281,29 +293,29 @@ dt_op *dt_cuda_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_la
   DT_CUDNN_CHECK(cudnnCreateTensorDescriptor(&c->yd));
   DT_CUDNN_CHECK(cudnnCreateFilterDescriptor(&c->wd));
   DT_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&c->cd));
-  /* bf16 where the backend asks for it and cuDNN has algorithms for the shape (a shape
+  /* 16 bits where the backend asks for it and cuDNN has algorithms for the shape (a shape
    * without, such as an odd stem, stays fp32 with a warning). */
-  c->bf16 = be->bf16;
+  c->prec = be->precision;
   conv_describe(be, c);
   c->algo = conv_cached(be, c);
-  if (!c->algo) c->algo = conv_find(be, c, c->bf16);
+  if (!c->algo) c->algo = conv_find(be, c, c->prec != DT_PRECISION_FP32);
   if (!c->algo) {
     char name[160];
     conv_name(name, sizeof name, p);
-    fprintf(stderr, "dtrain cuda: warning: cuDNN has no bf16 algorithm for the convolution %s; "
-                    "it runs in fp32\n", name);
-    c->bf16 = false;
+    fprintf(stderr, "dtrain cuda: warning: cuDNN has no %s algorithm for the convolution %s; "
+                    "it runs in fp32\n", prec_name(c->prec), name);
+    c->prec = DT_PRECISION_FP32;
     conv_describe(be, c);
     c->algo = conv_cached(be, c);
     if (!c->algo) c->algo = conv_find(be, c, false);
   }
   const size_t wcount = (size_t)p->k * (p->c / g) * p->r * p->s;
   const size_t xcount = (size_t)p->n * p->c * p->h * p->w, ycount = (size_t)p->n * p->k * oh * ow;
-  if (c->bf16) {
-    const size_t half = 2; /* bytes of a bfloat16 */
-    dt_cuda_buffer_reserve(be, &be->bf_x, &be->bf_x_bytes, xcount * half);
-    dt_cuda_buffer_reserve(be, &be->bf_y, &be->bf_y_bytes, ycount * half);
-    dt_cuda_buffer_reserve(be, &be->bf_w, &be->bf_w_bytes, wcount * half);
+  if (c->prec != DT_PRECISION_FP32) {
+    const size_t half = 2; /* bytes of a bfloat16 or half */
+    dt_cuda_buffer_reserve(be, &be->h16_x, &be->h16_x_bytes, xcount * half);
+    dt_cuda_buffer_reserve(be, &be->h16_y, &be->h16_y_bytes, ycount * half);
+    dt_cuda_buffer_reserve(be, &be->h16_w, &be->h16_w_bytes, wcount * half);
   } else {
     if (c->stage_x) c->x_nhwc = dt_cuda_malloc(xcount * sizeof(float));
     if (!c->w_same) {
@@ -335,71 +347,74 @@ static const float *conv_w(cuda_conv *c, const float *w) {
   return c->w_krsc;
 }
 
-/* ---- bf16: conversions into and out of the backend's bf16 buffers ---- */
+/* ---- bf16 / fp16: conversions into and out of the backend's 16-bit buffers ---- */
 
-/* x (fp32, NCHW or NHWC) -> bf_x (NHWC). */
-static void *bf16_x(cuda_conv *c, const float *x) {
+static bool conv_fp16(const cuda_conv *c) { return c->prec == DT_PRECISION_FP16; }
+
+/* x (fp32, NCHW or NHWC) -> h16_x (NHWC). */
+static void *half_x(cuda_conv *c, const float *x) {
   dt_cuda_backend *be = c->base.be;
-  DT_CUDA_CHECK(dt_k_to_bf16(x, be->bf_x, c->p.n, c->p.c, c->p.h * c->p.w, c->stage_x,
+  DT_CUDA_CHECK(dt_k_to_half(x, be->h16_x, c->p.n, c->p.c, c->p.h * c->p.w, c->stage_x,
+                             conv_fp16(c), be->stream));
+  return be->h16_x;
+}
+
+/* y or dy (fp32, NHWC) -> h16_y. */
+static void *half_y(cuda_conv *c, const float *y) {
+  dt_cuda_backend *be = c->base.be;
+  DT_CUDA_CHECK(dt_k_to_half(y, be->h16_y, c->p.n, c->p.k, c->oh * c->ow, false, conv_fp16(c),
                              be->stream));
-  return be->bf_x;
+  return be->h16_y;
 }
 
-/* y or dy (fp32, NHWC) -> bf_y. */
-static void *bf16_y(cuda_conv *c, const float *y) {
+/* w (fp32 OIHW) -> h16_w (KRSC). */
+static void *half_w(cuda_conv *c, const float *w) {
   dt_cuda_backend *be = c->base.be;
-  DT_CUDA_CHECK(dt_k_to_bf16(y, be->bf_y, c->p.n, c->p.k, c->oh * c->ow, false, be->stream));
-  return be->bf_y;
+  DT_CUDA_CHECK(dt_k_to_half(w, be->h16_w, c->p.k, c->p.c / c->p.groups, c->p.r * c->p.s,
+                             !c->w_same, conv_fp16(c), be->stream));
+  return be->h16_w;
 }
 
-/* w (fp32 OIHW) -> bf_w (KRSC). */
-static void *bf16_w(cuda_conv *c, const float *w) {
-  dt_cuda_backend *be = c->base.be;
-  DT_CUDA_CHECK(dt_k_to_bf16(w, be->bf_w, c->p.k, c->p.c / c->p.groups, c->p.r * c->p.s,
-                             !c->w_same, be->stream));
-  return be->bf_w;
-}
-
-static void conv_forward_bf16(cuda_conv *c, const dt_tensor *x, const float *w, dt_tensor *y,
+static void conv_forward_half(cuda_conv *c, const dt_tensor *x, const float *w, dt_tensor *y,
                               bool accumulate) {
   dt_cuda_backend *be = c->base.be;
   const float one = 1.0f, zero = 0.0f;
-  const void *xk = bf16_x(c, x->data), *wk = bf16_w(c, w);
+  const void *xk = half_x(c, x->data), *wk = half_w(c, w);
   conv_math(c, CONV_FWD);
   DT_CUDNN_CHECK(cudnnConvolutionForward(be->cudnn, &one, c->xd, xk, c->wd, wk, c->cd,
                                          (cudnnConvolutionFwdAlgo_t)c->algo->algo[CONV_FWD],
                                          be->workspace, c->algo->ws[CONV_FWD], &zero, c->yd,
-                                         be->bf_y));
-  DT_CUDA_CHECK(dt_k_from_bf16(be->bf_y, y->data, c->p.n, c->p.k, c->oh * c->ow, false,
-                               accumulate, be->stream));
+                                         be->h16_y));
+  DT_CUDA_CHECK(dt_k_from_half(be->h16_y, y->data, c->p.n, c->p.k, c->oh * c->ow, false,
+                               accumulate, conv_fp16(c), be->stream));
 }
 
-static void conv_backward_data_bf16(cuda_conv *c, const dt_tensor *dy, const float *w,
+static void conv_backward_data_half(cuda_conv *c, const dt_tensor *dy, const float *w,
                                     dt_tensor *dx) {
   dt_cuda_backend *be = c->base.be;
   const float one = 1.0f, zero = 0.0f;
-  const void *dyk = bf16_y(c, dy->data), *wk = bf16_w(c, w);
+  const void *dyk = half_y(c, dy->data), *wk = half_w(c, w);
   conv_math(c, CONV_DATA);
   DT_CUDNN_CHECK(cudnnConvolutionBackwardData(
       be->cudnn, &one, c->wd, wk, c->yd, dyk, c->cd,
       (cudnnConvolutionBwdDataAlgo_t)c->algo->algo[CONV_DATA], be->workspace,
-      c->algo->ws[CONV_DATA], &zero, c->xd, be->bf_x));
-  DT_CUDA_CHECK(dt_k_from_bf16(be->bf_x, dx->data, c->p.n, c->p.c, c->p.h * c->p.w, c->stage_x,
-                               false, be->stream));
+      c->algo->ws[CONV_DATA], &zero, c->xd, be->h16_x));
+  DT_CUDA_CHECK(dt_k_from_half(be->h16_x, dx->data, c->p.n, c->p.c, c->p.h * c->p.w, c->stage_x,
+                               false, conv_fp16(c), be->stream));
 }
 
-static void conv_backward_weights_bf16(cuda_conv *c, const dt_tensor *x, const dt_tensor *dy,
+static void conv_backward_weights_half(cuda_conv *c, const dt_tensor *x, const dt_tensor *dy,
                                        float *dw) {
   dt_cuda_backend *be = c->base.be;
   const float one = 1.0f, zero = 0.0f;
-  const void *xk = bf16_x(c, x->data), *dyk = bf16_y(c, dy->data);
+  const void *xk = half_x(c, x->data), *dyk = half_y(c, dy->data);
   conv_math(c, CONV_FILTER);
   DT_CUDNN_CHECK(cudnnConvolutionBackwardFilter(
       be->cudnn, &one, c->xd, xk, c->yd, dyk, c->cd,
       (cudnnConvolutionBwdFilterAlgo_t)c->algo->algo[CONV_FILTER], be->workspace,
-      c->algo->ws[CONV_FILTER], &zero, c->wd, be->bf_w));
-  DT_CUDA_CHECK(dt_k_from_bf16(be->bf_w, dw, c->p.k, c->p.c / c->p.groups, c->p.r * c->p.s,
-                               !c->w_same, false, be->stream));
+      c->algo->ws[CONV_FILTER], &zero, c->wd, be->h16_w));
+  DT_CUDA_CHECK(dt_k_from_half(be->h16_w, dw, c->p.k, c->p.c / c->p.groups, c->p.r * c->p.s,
+                               !c->w_same, false, conv_fp16(c), be->stream));
 }
 
 void dt_cuda_conv_forward(dt_op *op, const dt_tensor *x, const float *w, dt_tensor *y,
@@ -408,8 +423,8 @@ void dt_cuda_conv_forward(dt_op *op, const dt_tensor *x, const float *w, dt_tens
   dt_cuda_backend *be = op->be;
   dt_cuda_check_tensor(x, c->x, "conv_forward x");
   dt_cuda_check_tensor(y, c->y, "conv_forward y");
-  if (c->bf16) {
-    conv_forward_bf16(c, x, w, y, accumulate);
+  if (c->prec != DT_PRECISION_FP32) {
+    conv_forward_half(c, x, w, y, accumulate);
     dt_cuda_op_done(be, false);
     return;
   }
@@ -429,8 +444,8 @@ void dt_cuda_conv_backward_data(dt_op *op, const dt_tensor *dy, const float *w, 
   if (!c->p.need_dx) DT_FATAL("conv_backward_data on a convolution created without need_dx");
   dt_cuda_check_tensor(dy, c->y, "conv_backward_data dy");
   dt_cuda_check_tensor(dx, c->x, "conv_backward_data dx");
-  if (c->bf16) {
-    conv_backward_data_bf16(c, dy, w, dx);
+  if (c->prec != DT_PRECISION_FP32) {
+    conv_backward_data_half(c, dy, w, dx);
     dt_cuda_op_done(be, false);
     return;
   }
@@ -454,8 +469,8 @@ void dt_cuda_conv_backward_weights(dt_op *op, const dt_tensor *x, const dt_tenso
   dt_cuda_backend *be = op->be;
   dt_cuda_check_tensor(x, c->x, "conv_backward_weights x");
   dt_cuda_check_tensor(dy, c->y, "conv_backward_weights dy");
-  if (c->bf16) {
-    conv_backward_weights_bf16(c, x, dy, dw);
+  if (c->prec != DT_PRECISION_FP32) {
+    conv_backward_weights_half(c, x, dy, dw);
     dt_cuda_op_done(be, false);
     return;
   }

@@ -70,7 +70,7 @@ typedef struct {
   cudnnHandle_t cudnn;
   cublasHandle_t cublas;
   bool tf32;     /* DT_CUDA_TF32=1: let cuDNN and cuBLAS use TF32 tensor cores for fp32 */
-  bool bf16;     /* set_precision(BF16): convolutions on bfloat16 copies of their operands */
+  dt_precision precision; /* set_precision: BF16 / FP16 convolutions on 16-bit operand copies */
   bool sync_all; /* DT_CUDA_SYNC=1: wait after every op */
   bool verbose;  /* DT_CUDA_VERBOSE=1: print the chosen convolution algorithms */
   struct dt_layout *layouts;
@@ -81,11 +81,11 @@ typedef struct {
   float *staging;             /* upload / download / loss staging (device) */
   size_t staging_bytes;
   void *lars_scratch;         /* the LARS norms and trust ratio (device) */
-  /* bf16 copies of a convolution's operands, shared by every convolution (one runs at a time
+  /* 16-bit copies of a convolution's operands, shared by every convolution (one runs at a time
    * on the stream), grown to the largest: input or its gradient, output or its gradient,
    * weights or their gradient. */
-  void *bf_x, *bf_y, *bf_w;
-  size_t bf_x_bytes, bf_y_bytes, bf_w_bytes;
+  void *h16_x, *h16_y, *h16_w;
+  size_t h16_x_bytes, h16_y_bytes, h16_w_bytes;
   int *flag;                  /* the non-finite check's result (device) */
 } dt_cuda_backend;
 

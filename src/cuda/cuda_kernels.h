@@ -27,13 +27,14 @@ cudaError_t dt_k_nchw_to_nhwc(const float *src, float *dst, int n, int c, int hw
 cudaError_t dt_k_nhwc_to_nchw(const float *src, float *dst, int n, int c, int hw,
                               cudaStream_t stream);
 
-/* bfloat16 (2 bytes per element, round to nearest even) for the bf16 convolutions:
- * src (N, C, hw) fp32 in NCHW (src_nchw) or NHWC -> dst (N, hw, C) bf16, and back from
- * (N, hw, C) bf16 into NCHW (dst_nchw) or NHWC fp32, added to dst when accumulate. */
-cudaError_t dt_k_to_bf16(const float *src, void *dst, int n, int c, int hw, bool src_nchw,
-                         cudaStream_t stream);
-cudaError_t dt_k_from_bf16(const void *src, float *dst, int n, int c, int hw, bool dst_nchw,
-                           bool accumulate, cudaStream_t stream);
+/* 16-bit operands (2 bytes per element, round to nearest even) for the bf16 / fp16
+ * convolutions, bfloat16 or IEEE half (fp16; beyond 65504 becomes +-inf): src (N, C, hw)
+ * fp32 in NCHW (src_nchw) or NHWC -> dst (N, hw, C), and back from (N, hw, C) into NCHW
+ * (dst_nchw) or NHWC fp32, added to dst when accumulate. */
+cudaError_t dt_k_to_half(const float *src, void *dst, int n, int c, int hw, bool src_nchw,
+                         bool fp16, cudaStream_t stream);
+cudaError_t dt_k_from_half(const void *src, float *dst, int n, int c, int hw, bool dst_nchw,
+                           bool accumulate, bool fp16, cudaStream_t stream);
 
 /* ---- elementwise (kernels/eltwise.cu) ---- */
 cudaError_t dt_k_relu_forward(const float *x, float *y, size_t count, cudaStream_t stream);

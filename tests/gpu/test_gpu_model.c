@@ -30,6 +30,8 @@
  *                statistics 2e-2, the gradient arena as a whole 0.6; see BF16_*), and the 20
  *                golden steps, which must still fit the batch (loss below 0.05 at the end;
  *                fp32 reaches 1.4e-3). Skipped on a GPU without bf16 tensor cores.
+ *   fp16         the same two checks with fp16 convolutions (train.precision = fp16; the
+ *                bf16 tolerances, fp16 being the finer format).
  *
  * The test reads backend arenas only through to_host. Exits 77 (ctest: skipped) without a
  * CUDA backend or GPU. */
@@ -193,13 +195,13 @@ static void test_one_step(void **state) {
   assert_int_equal(one_step(be[0], be[1], LOGIT_TOL, GRAD_TOL, GRAD_TOL, STAT_TOL), 0);
 }
 
-/* A CUDA backend computing its convolutions in bf16, or NULL (the test skipped) where the GPU
- * has no bf16 tensor cores. */
-static dt_backend *bf16_backend(void) {
+/* A CUDA backend computing its convolutions in bf16 or fp16, or NULL (the test skipped) where
+ * the GPU has no such tensor cores. */
+static dt_backend *half_backend(dt_precision precision) {
   dt_backend *be = dt_backend_create(DT_DEVICE_CUDA, 1, -1, 1);
   assert_non_null(be);
   assert_non_null(be->ops->set_precision);
-  if (be->ops->set_precision(be, DT_PRECISION_BF16) != DT_OK) {
+  if (be->ops->set_precision(be, precision) != DT_OK) {
     print_message("  skipped: %s\n", dt_error_message());
     be->ops->destroy(be);
     return NULL;
@@ -207,13 +209,17 @@ static dt_backend *bf16_backend(void) {
   return be;
 }
 
-static void test_bf16_one_step(void **state) {
-  dt_backend **be = *state, *bf = bf16_backend();
+/* fp16 keeps 11 significant bits to bf16's 8, so the bf16 tolerances bound it too. */
+static void half_one_step(void **state, dt_precision precision) {
+  dt_backend **be = *state, *bf = half_backend(precision);
   if (!bf) skip();
   const int failures = one_step(be[0], bf, BF16_LOGIT_TOL, 0, BF16_ARENA_TOL, BF16_STAT_TOL);
   bf->ops->destroy(bf);
   assert_int_equal(failures, 0);
 }
+
+static void test_bf16_one_step(void **state) { half_one_step(state, DT_PRECISION_BF16); }
+static void test_fp16_one_step(void **state) { half_one_step(state, DT_PRECISION_FP16); }
 
 static const golden_tensor *need(const golden_file *gf, const char *name) {
   const golden_tensor *t = golden_find(gf, name);
@@ -323,8 +329,10 @@ static void test_golden_steps(void **state) {
   assert_true(tight >= MIN_TIGHT);
 }
 
-static void test_bf16_golden_steps(void **state) {
-  dt_backend **be = *state, *bf = bf16_backend();
+/* The golden loss is about 3.5 at the start: no loss scaling is needed to keep its
+ * gradients inside fp16's range. */
+static void half_golden_steps(void **state, dt_precision precision) {
+  dt_backend **be = *state, *bf = half_backend(precision);
   if (!bf) skip();
   golden_file gf;
   assert_int_equal(golden_load(&gf, GOLDEN), 0);
@@ -333,7 +341,8 @@ static void test_bf16_golden_steps(void **state) {
   float t[GOLDEN_N * CLASSES];
   const float *x = golden_batch(&gf, t);
   side cpu = golden_side(be[0], &gf, &cfg), gpu = golden_side(bf, &gf, &cfg);
-  print_message("  step   loss fp32 cpu   loss bf16 gpu   rel diff\n");
+  const char *name = precision == DT_PRECISION_BF16 ? "bf16" : "fp16";
+  print_message("  step   loss fp32 cpu   loss %s gpu   rel diff\n", name);
   int failures = 0;
   double last = NAN;
   for (int s = 0; s < GOLDEN_STEPS; s++) {
@@ -345,7 +354,7 @@ static void test_bf16_golden_steps(void **state) {
     print_message("  %4d %15.6f %15.6f %10.2e\n", s + 1, lc, lg, fabs(lg - lc) / fabs(lc));
   }
   const bool fits = last < BF16_FINAL_LOSS; /* false for NaN */
-  print_message("  bf16 loss after %d steps %.6f (must be below %g)\n", GOLDEN_STEPS, last,
+  print_message("  %s loss after %d steps %.6f (must be below %g)\n", name, GOLDEN_STEPS, last,
                 BF16_FINAL_LOSS);
   side_free(&cpu);
   side_free(&gpu);
@@ -355,6 +364,9 @@ static void test_bf16_golden_steps(void **state) {
   assert_int_equal(failures, 0);
   assert_true(fits);
 }
+
+static void test_bf16_golden_steps(void **state) { half_golden_steps(state, DT_PRECISION_BF16); }
+static void test_fp16_golden_steps(void **state) { half_golden_steps(state, DT_PRECISION_FP16); }
 
 /* One optimizer update on both backends from the same random tensors. */
 typedef enum { UPD_SGD, UPD_SGD_NESTEROV, UPD_LARS, UPD_ADAM, UPD_AMSGRAD } upd_kind;
@@ -522,6 +534,8 @@ int main(void) {
       cmocka_unit_test(test_optim_ops),
       cmocka_unit_test(test_bf16_one_step),
       cmocka_unit_test(test_bf16_golden_steps),
+      cmocka_unit_test(test_fp16_one_step),
+      cmocka_unit_test(test_fp16_golden_steps),
   };
   const int rc = cmocka_run_group_tests(tests, setup, teardown);
   dt_config_free(&g_cfg);
