@@ -189,7 +189,10 @@ void dt_graph_backward(dt_graph *g) {
     g->values[v].grad.data = g->values[v].grad_own;
   }
   g->values[g->n_nodes].grad_ready = true; /* written by dt_graph_loss */
-  for (int i = g->n_nodes - 1; i >= 0; i--) g->nodes[i].ops->backward(&g->nodes[i], g);
+  for (int i = g->n_nodes - 1; i >= 0; i--) {
+    g->nodes[i].ops->backward(&g->nodes[i], g);
+    if (g->on_backward) g->on_backward(g->on_backward_ctx, i);
+  }
 }
 
 dt_tensor *dt_graph_grad_begin(dt_graph *g, int v) {

@@ -81,6 +81,11 @@ struct dt_graph {
    * the micro-batch split or the thread (see DT_GRAPH_BATCH_SAMPLE). */
   uint64_t step_key;
   long sample_offset;
+  /* Called after each node's backward with the node's index, NULL for none: the trainer
+   * all-reduces the gradient buckets that node completed while backward goes on
+   * (nn/grad_buckets.h). */
+  void (*on_backward)(void *ctx, int node);
+  void *on_backward_ctx;
 };
 
 /* ---- building (family builders) ---- */
