@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch GPU training throughput of ResNet-preact, the yardstick for dtrain --device cuda.
+"""PyTorch GPU training throughput of ResNet-preact or WRN, the yardstick for dtrain --device cuda.
 
 Times full training steps (forward, mean cross-entropy, backward, SGD Nesterov
 step with weight decay) of the independent model in tools/torch_models.py on
@@ -13,6 +13,8 @@ Precisions:
   tf32  fp32 tensors, TF32 tensor cores allowed (PyTorch's default for convolutions;
         dtrain with DT_CUDA_TF32=1)
   bf16  autocast to bfloat16 with fp32 master weights
+  fp16  autocast to float16 with fp32 master weights and a GradScaler (dynamic loss
+        scaling), as dtrain's train.precision = fp16
 
 Usage:
   python3 bench/torch_bench_gpu.py --channels 3 --size 32 --batch 128 \\
@@ -32,7 +34,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), "tools"))
-from torch_models import ResNetPreact, count_params  # noqa: E402
+from torch_models import WRN, ResNetPreact, count_params  # noqa: E402
 
 
 def positive(text):
@@ -44,7 +46,11 @@ def positive(text):
 
 def main(argv):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", choices=["resnet_preact", "wrn"],
+                    default="resnet_preact")
     ap.add_argument("--depth", type=positive, default=20)
+    ap.add_argument("--widening-factor", type=positive, default=10,
+                    help="wrn: k of WRN-depth-k")
     ap.add_argument("--block", choices=["basic", "bottleneck"],
                     default="basic")
     ap.add_argument("--channels", type=positive, default=3,
@@ -57,7 +63,7 @@ def main(argv):
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--steps", type=positive, default=50)
     ap.add_argument("--lr", type=float, default=0.1)
-    ap.add_argument("--precision", choices=["fp32", "tf32", "bf16"],
+    ap.add_argument("--precision", choices=["fp32", "tf32", "bf16", "fp16"],
                     default="fp32")
     ap.add_argument("--nchw", action="store_true",
                     help="plain NCHW instead of channels_last")
@@ -74,9 +80,16 @@ def main(argv):
     torch.backends.cudnn.benchmark = True
     torch.manual_seed(0)
     fmt = torch.contiguous_format if args.nchw else torch.channels_last
-    model = ResNetPreact(depth=args.depth, block_type=args.block,
-                         in_channels=args.channels, n_classes=args.classes,
-                         initial_channels=args.initial_channels)
+    if args.model == "wrn":
+        model = WRN(depth=args.depth, widening_factor=args.widening_factor,
+                    in_channels=args.channels, n_classes=args.classes,
+                    initial_channels=args.initial_channels)
+        name = "WRN-%d-%d" % (args.depth, args.widening_factor)
+    else:
+        model = ResNetPreact(depth=args.depth, block_type=args.block,
+                             in_channels=args.channels, n_classes=args.classes,
+                             initial_channels=args.initial_channels)
+        name = "ResNet-preact-%d %s" % (args.depth, args.block)
     model = model.to(dev).to(memory_format=fmt).train()
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9,
                           nesterov=True, weight_decay=5e-4)
@@ -85,13 +98,17 @@ def main(argv):
                     device=dev).contiguous(memory_format=fmt)  # (N, C, H, W)
     y = torch.randint(0, args.classes, (args.batch,), device=dev)
 
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision)
+    scaler = torch.amp.GradScaler("cuda", enabled=args.precision == "fp16")
+
     def step():
         opt.zero_grad(set_to_none=True)
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16,
-                            enabled=args.precision == "bf16"):
+        with torch.autocast(device_type="cuda", dtype=half or torch.float32,
+                            enabled=half is not None):
             loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         return loss
 
     for _ in range(args.warmup):
@@ -103,9 +120,9 @@ def main(argv):
     torch.cuda.synchronize()
     dt = time.perf_counter() - t0
 
-    print("model ResNet-preact-%d %s, %d params, input %dx%dx%d, batch %d, %s, "
+    print("model %s, %d params, input %dx%dx%d, batch %d, %s, "
           "%s, torch %s, %s"
-          % (args.depth, args.block, count_params(model), args.channels,
+          % (name, count_params(model), args.channels,
              args.size, args.size, args.batch, args.precision,
              "NCHW" if args.nchw else "channels_last", torch.__version__,
              torch.cuda.get_device_name(dev)))

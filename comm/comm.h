@@ -1,6 +1,7 @@
 /* comm.h: everything that talks between processes (DESIGN "Comm"). No other directory
  * includes mpi.h or nccl.h. comm_mpi.c implements it over MPI (a singleton start without
- * mpirun works); comm_single.c is the single-process version for -DDT_MPI=OFF builds. */
+ * mpirun works); comm_single.c is the single-process version for -DDT_MPI=OFF builds. The
+ * device collectives at the end (NCCL on GPU memory) are built on either. */
 #ifndef DT_COMM_H
 #define DT_COMM_H
 
@@ -26,6 +27,51 @@ double dt_comm_allreduce_seconds(const dt_comm *comm);
 void dt_comm_allreduce_sum_f64(dt_comm *comm, double *buf, size_t count);
 void dt_comm_broadcast(dt_comm *comm, void *buf, size_t bytes, int root);
 void dt_comm_barrier(dt_comm *comm);
+
+/* ---- device collectives (NCCL), in comm_nccl.c; comm_nccl_none.c in builds without CUDA ----
+ *
+ * Gradients on the GPU are summed in place on device memory, bucket by bucket, each bucket on
+ * the comm's own CUDA stream as soon as backward has produced it, so that the all-reduces
+ * overlap the rest of backward:
+ *
+ *   for each bucket, once its gradients are enqueued on the compute stream:
+ *     dt_comm_nccl_allreduce_async(nc, grad + off, n, stream);
+ *   dt_comm_nccl_join(nc, stream);   (then the optimizer step, on the compute stream)
+ *
+ * Neither call blocks the host on the device. Streams are passed as void * (a cudaStream_t:
+ * the backend's native_stream) so that no file outside comm/ and src/cuda/ sees a CUDA
+ * header. NCCL and CUDA errors after creation are fatal (DT_FATAL: every rank aborts). */
+typedef struct dt_comm_nccl dt_comm_nccl;
+
+/* One NCCL communicator over every rank of comm, on the current CUDA device: create the CUDA
+ * backend first (it chooses the device and calls cudaSetDevice). Collective over comm: rank 0
+ * creates the NCCL unique id and dt_comm_broadcast sends it. With one rank it still runs
+ * through NCCL (the code path stays the same).
+ * Returns NULL with DT_ERR_CONFIG set (dt_error_set) on every rank when this build has no
+ * NCCL or CUDA, when some rank has no usable current device, or when the NCCL unique id
+ * cannot be made. A failure of the NCCL initialisation itself returns NULL likewise with one
+ * rank; with several it is fatal, since the other ranks may already wait inside it. */
+dt_comm_nccl *dt_comm_nccl_create(dt_comm *comm);
+/* Waits for the all-reduces in flight, then frees the communicator, its stream and events;
+ * call it before destroying the backend. NULL is ignored. */
+void dt_comm_nccl_destroy(dt_comm_nccl *nc);
+/* In-place fp32 sum over every rank of count floats of device memory at dev, ordered after
+ * all work enqueued so far on compute_stream (an event recorded there, waited for by the
+ * comm's stream) and running on the comm's stream. Every rank must make the same calls with
+ * the same counts in the same order. dev must not be written, and is not yet summed, until
+ * dt_comm_nccl_join. count 0 does nothing. */
+void dt_comm_nccl_allreduce_async(dt_comm_nccl *nc, float *dev, size_t count,
+                                  void *compute_stream);
+/* Make compute_stream wait, on the device (the host does not block), for every all-reduce
+ * enqueued so far; work enqueued on compute_stream afterwards sees the sums. Also reports an
+ * asynchronous NCCL error (fatal) if one has happened. */
+void dt_comm_nccl_join(dt_comm_nccl *nc, void *compute_stream);
+/* For --bench: seconds the host spent inside NCCL calls of dt_comm_nccl_allreduce_async
+ * (enqueueing; the transfers themselves overlap and are not counted), the number of
+ * all-reduces made (count > 0) and the bytes they summed per rank. */
+double dt_comm_nccl_host_seconds(const dt_comm_nccl *nc);
+size_t dt_comm_nccl_allreduce_count(const dt_comm_nccl *nc);
+size_t dt_comm_nccl_allreduce_bytes(const dt_comm_nccl *nc);
 
 /* Usable before init and from the fatal-error path: the world rank (0 if unknown), and an
  * abort that takes every rank down. */

@@ -26,7 +26,7 @@ BUILD_DIR=${BUILD_DIR:-build-device}
 JOBS=${JOBS:-$(nproc)}
 OUT=.device
 LIMIT_MB=60
-TARGETS="dtrain test_gpu_ops test_gpu_model test_cpu_ops"
+TARGETS="dtrain test_gpu_ops test_gpu_model test_nccl test_cpu_ops ckpt_compare"
 
 if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
   echo "device_bundle: configuring $BUILD_DIR (CUDA on, MPI off)"
@@ -37,8 +37,10 @@ fi
 echo "device_bundle: building $TARGETS in $BUILD_DIR"
 # shellcheck disable=SC2086
 cmake --build "$BUILD_DIR" -j"$JOBS" --target $TARGETS
+# The built file of a target: test tools live in BUILD_DIR/tools.
+built() { if [ -x "$BUILD_DIR/$1" ]; then echo "$BUILD_DIR/$1"; else echo "$BUILD_DIR/tools/$1"; fi; }
 for t in $TARGETS; do
-  [ -x "$BUILD_DIR/$t" ] || { echo "device_bundle: $BUILD_DIR/$t was not built" >&2; exit 1; }
+  [ -x "$(built "$t")" ] || { echo "device_bundle: $(built "$t") was not built" >&2; exit 1; }
 done
 if ! nm "$BUILD_DIR/dtrain" | grep -c dt_backend_cuda_create >/dev/null; then
   echo "device_bundle: $BUILD_DIR/dtrain has no CUDA backend (configure with -DDT_CUDA=ON)" >&2
@@ -54,7 +56,7 @@ STAGE=$(mktemp -d /tmp/dtrain-bundle-XXXXXX)
 trap 'rm -rf "$STAGE"' EXIT
 mkdir -p "$STAGE/bin" "$STAGE/lib"
 for t in $TARGETS; do
-  cp "$BUILD_DIR/$t" "$STAGE/bin/"
+  cp "$(built "$t")" "$STAGE/bin/"
   strip --strip-unneeded "$STAGE/bin/$t"
 done
 
@@ -74,7 +76,7 @@ for t in $TARGETS; do
       continue
     fi
     [ -e "$STAGE/lib/$name" ] || cp -L "$path" "$STAGE/lib/$name"
-  done < <(ldd "$BUILD_DIR/$t" | sed 's/^[[:space:]]*//')
+  done < <(ldd "$(built "$t")" | sed 's/^[[:space:]]*//')
 done
 [ "$missing" = 0 ] || exit 1
 
@@ -83,7 +85,7 @@ done
   echo "built:    $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname) from $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
   echo "build:    $ROOT/$BUILD_DIR ($(grep -E '^(DT_CUDA|DT_MPI|CMAKE_BUILD_TYPE|CMAKE_CUDA_ARCHITECTURES):' "$BUILD_DIR/CMakeCache.txt" | tr '\n' ' '))"
   echo "binaries: $TARGETS"
-  echo "from the GPU machine: libcudnn.so.9, libcublas.so.13 (+ libcublasLt), the driver"
+  echo "from the GPU machine: libcudnn.so.9, libcublas.so.13 (+ libcublasLt), libnccl.so.2, the driver"
   echo "libraries:"
   find "$STAGE/lib" -type f -printf '  %-36f %12s\n' | sort
 } >"$STAGE/MANIFEST.txt"

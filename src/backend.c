@@ -15,6 +15,8 @@ dt_backend *dt_backend_create(dt_device device, int threads, int local_rank, int
 #ifdef DT_HAVE_CUDA
     return dt_backend_cuda_create(threads, local_rank, local_size);
 #else
+    (void)local_rank;
+    (void)local_size;
     dt_error_set(DT_ERR_CONFIG,
                  "this build has no CUDA backend (--device cuda); rebuild with the CUDA toolkit, "
                  "cuDNN and NCCL installed (cmake -DDT_CUDA=ON), or use --device cpu");

@@ -89,6 +89,9 @@
     "arithmetic of the convolutions: fp32, bf16 or fp16 operands with fp32 accumulation "     \
     "(tensor cores on the GPU, emulated by rounding on the CPU); weights, gradients and "      \
     "optimizer stay fp32; fp16 implies dynamic loss scaling (train.loss_scale)")              \
+  X(train, bucket_mb, FLOAT, "4", 0.001, 4096, "",                                             \
+    "gradient all-reduce bucket in MiB; with NCCL (--device cuda) each bucket is summed as "   \
+    "soon as backward has produced it, overlapping the rest of backward")                     \
   X(train, loss_scale, CHOICE, "auto", 0, 0, "auto|dynamic|fixed|off",                         \
     "loss scaling: the loss gradient is multiplied by a scale and the gradients divided by it "\
     "before the update; dynamic halves it and skips the step when a gradient overflows and "   \

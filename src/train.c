@@ -22,6 +22,7 @@
 #include "io/checkpoint.h"
 #include "io/metrics.h"
 #include "loss_scale.h"
+#include "nn/grad_buckets.h"
 #include "models/model.h"
 #include "optim.h"
 #include "schedule.h"
@@ -38,6 +39,11 @@ typedef struct {
   dt_optim opt;
   dt_schedule sched;
   dt_loss_scale ls;
+  /* GPU runs: gradients summed by NCCL on the device (NULL: through the host and MPI); with
+   * one backward pass per step, bucket by bucket while backward runs (overlap). */
+  dt_comm_nccl *nccl;
+  dt_grad_buckets buckets;
+  bool buckets_planned;
   long steps_per_epoch;
   const char *run_dir;
   FILE *log;
@@ -188,6 +194,8 @@ static dt_status open_run_dir(trainer *t, bool resume, long resume_step) {
 /* ---- setup ---- */
 
 static void trainer_free(trainer *t) {
+  dt_comm_nccl_destroy(t->nccl); /* before the backend: it waits for its all-reduces */
+  dt_grad_buckets_free(&t->buckets);
   dt_loader_free(t->train_ld);
   dt_loader_free(t->test_ld);
   dt_optim_free(&t->opt);
@@ -249,6 +257,7 @@ static dt_status trainer_setup(trainer *t, const dt_config *cfg, dt_comm *comm, 
     if (st != DT_OK) return st;
   }
   dt_loss_scale_init(&t->ls, cfg);
+  dt_comm_set_bucket(t->comm, (size_t)(cfg->train_bucket_mb * (1 << 20) / sizeof(float)) + 1);
   const dt_split *tr = &t->ds.train;
   t->model = dt_model_create(cfg, t->be, tr->channels, tr->height, tr->width, t->ds.classes);
   int per_rank = B / t->world;
@@ -312,11 +321,61 @@ static void params_from_host(trainer *t) {
   t->be->ops->to_device(t->be, ps->buffers, t->host_buffers, ps->n_buffers * sizeof(float));
 }
 
-/* Sum the gradient arena over the ranks. The comm works on host memory and the arena is
- * backend memory, so the sum goes through host_grads. */
-static void allreduce_grads(trainer *t) {
-  if (t->world == 1) return;
+/* With NCCL the device sums the gradients (DT_NCCL=1 uses it on one rank too, to test the
+ * path on a single GPU). Collective: after every rank has set up. */
+static dt_status start_nccl(trainer *t, dt_device device) {
+  const char *force = getenv("DT_NCCL");
+  if (device != DT_DEVICE_CUDA || (t->world == 1 && !(force && strcmp(force, "1") == 0)))
+    return DT_OK;
+  t->nccl = dt_comm_nccl_create(t->comm);
+  return t->nccl ? DT_OK : DT_ERR_CONFIG;
+}
+
+/* The backward hook of an overlapped step: all-reduce each bucket this node completed. */
+static void launch_buckets(void *ctx, int node) {
+  trainer *t = ctx;
   dt_params *ps = &t->model->params;
+  const dt_bucket *b;
+  while ((b = dt_grad_buckets_next(&t->buckets, node)) != NULL)
+    dt_comm_nccl_allreduce_async(t->nccl, ps->grads + b->offset, b->count,
+                                 t->be->ops->native_stream(t->be));
+}
+
+/* Arm the overlap on the graph of a single-pass step (NCCL only). */
+static void overlap_begin(trainer *t, dt_graph *g) {
+  if (!t->nccl || t->accumulate) return;
+  if (!t->buckets_planned) {
+    dt_grad_buckets_plan(&t->buckets, g,
+                         (size_t)(t->cfg->train_bucket_mb * (1 << 20) / sizeof(float)) + 1);
+    t->buckets_planned = true;
+  }
+  dt_grad_buckets_reset(&t->buckets);
+  g->on_backward = launch_buckets;
+  g->on_backward_ctx = t;
+}
+
+/* Sum the gradient arena over the ranks. NCCL: the buckets not yet launched by the overlap
+ * (all of them after several passes), then the compute stream waits for the sums. MPI: the
+ * comm works on host memory and the arena is backend memory, so the sum goes through
+ * host_grads. */
+static void allreduce_grads(trainer *t) {
+  dt_params *ps = &t->model->params;
+  if (t->nccl) {
+    void *stream = t->be->ops->native_stream(t->be);
+    if (t->buckets_planned && !t->accumulate) {
+      const dt_bucket *b;
+      while ((b = dt_grad_buckets_next(&t->buckets, -1)) != NULL)
+        dt_comm_nccl_allreduce_async(t->nccl, ps->grads + b->offset, b->count, stream);
+    } else {
+      const size_t bucket = (size_t)(t->cfg->train_bucket_mb * (1 << 20) / sizeof(float)) + 1;
+      for (size_t off = 0; off < ps->n_weights; off += bucket)
+        dt_comm_nccl_allreduce_async(t->nccl, ps->grads + off, DT_MIN(bucket, ps->n_weights - off),
+                                     stream);
+    }
+    dt_comm_nccl_join(t->nccl, stream);
+    return;
+  }
+  if (t->world == 1) return;
   const size_t bytes = ps->n_weights * sizeof(float);
   t->be->ops->to_host(t->be, t->host_grads, ps->grads, bytes);
   dt_comm_allreduce_sum(t->comm, t->host_grads, ps->n_weights);
@@ -559,7 +618,9 @@ static int compute_gradients(trainer *t, const dt_batch *b, long step, double *l
     g->sample_offset = offset;
     const dt_tensor *logits = dt_graph_forward(g, x, true);
     dt_graph_loss(g, targets, loss_grad(t, b->global_n), t->losses);
+    overlap_begin(t, g);
     dt_graph_backward(g);
+    g->on_backward = NULL;
     sum_gradients(t, pass++);
     t->be->ops->download(t->be, logits, t->logits);
     for (int i = 0; i < t->micro; i++) *loss_sum += t->losses[i];
@@ -639,6 +700,11 @@ static void print_header(trainer *t) {
             : "",
         scaling);
   }
+  if (t->nccl)
+    say(t, "all-reduce: NCCL on the GPUs, buckets of %g MiB %s\n", cfg->train_bucket_mb,
+        t->accumulate ? "after the step's last backward pass" : "overlapped with backward");
+  else if (t->world > 1)
+    say(t, "all-reduce: MPI through host memory, buckets of %g MiB\n", cfg->train_bucket_mb);
   say(t, "steps: %ld per epoch x %ld epochs; run directory %s\n", t->steps_per_epoch,
       cfg->train_epochs, t->run_dir);
 }
@@ -689,6 +755,7 @@ int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts) {
   if (st == DT_OK) st = load_start(&t, opts, &step, &epoch0, &skip);
   /* Rank 0 touches the run directory only once every rank has set up, so an input error on
    * any rank leaves no new directory behind (and a resumed one unchanged). */
+  if (agree(&t, st) == DT_OK) st = start_nccl(&t, opts->device);
   const bool set_up = agree(&t, st) == DT_OK;
   if (set_up && t.rank == 0) st = open_run_dir(&t, opts->resume_dir != NULL, step);
   if (st != DT_OK && t.rank == 0) fprintf(stderr, "dtrain: %s\n", dt_error_message());
@@ -848,8 +915,13 @@ int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts) {
 int dt_train_bench(const dt_config *cfg, dt_comm *comm, dt_device device, long steps) {
   trainer t;
   dt_status st = trainer_setup(&t, cfg, comm, device);
-  if (st != DT_OK) {
-    fprintf(stderr, "dtrain: %s\n", dt_error_message());
+  dt_status all = agree(&t, st);
+  if (all == DT_OK) {
+    st = start_nccl(&t, device);
+    all = agree(&t, st);
+  }
+  if (all != DT_OK) {
+    if (st != DT_OK) fprintf(stderr, "dtrain: %s\n", dt_error_message());
     trainer_free(&t);
     return DT_EXIT_INPUT;
   }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "cuda/cuda_internal.h"
+#include "gpu_place.h"
 
 /* ---- layouts ---- */
 
@@ -219,21 +220,27 @@ static bool cuda_all_finite(dt_backend *bep, const float *x, size_t n) {
 static dt_status cuda_set_precision(dt_backend *bep, dt_precision precision) {
   dt_cuda_backend *be = dt_cuda_be(bep);
   if (be->ops) DT_FATAL("set_precision after ops were created");
-  if (precision == DT_PRECISION_BF16) {
+  const char *name = precision == DT_PRECISION_BF16 ? "bf16" : "fp16";
+  if (precision != DT_PRECISION_FP32) {
     int major = 0, minor = 0;
     DT_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, be->device));
     DT_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, be->device));
-    if (major < 8)
+    /* fp16 tensor cores came with Volta (7.0), bfloat16 with Ampere (8.0). */
+    if (major < (precision == DT_PRECISION_BF16 ? 8 : 7))
       return dt_error_set(DT_ERR_CONFIG,
-                          "train.precision = bf16 needs a GPU with bfloat16 tensor cores "
-                          "(compute capability 8.0 or newer); GPU %d is sm_%d%d: use "
-                          "precision = fp32",
-                          be->device, major, minor);
+                          "train.precision = %s needs a GPU with %s tensor cores (compute "
+                          "capability %s or newer); GPU %d is sm_%d%d: use precision = %s",
+                          name, name, precision == DT_PRECISION_BF16 ? "8.0" : "7.0", be->device,
+                          major, minor, precision == DT_PRECISION_BF16 ? "fp16 or fp32" : "fp32");
   }
-  be->bf16 = precision == DT_PRECISION_BF16;
+  be->precision = precision;
   if (be->verbose)
     fprintf(stderr, "dtrain cuda: %s convolutions\n",
-            be->bf16 ? "bf16 (fp32 accumulation)" : be->tf32 ? "TF32" : "strict fp32");
+            precision != DT_PRECISION_FP32 ? (precision == DT_PRECISION_BF16
+                                                  ? "bf16 (fp32 accumulation)"
+                                                  : "fp16 (fp32 accumulation)")
+            : be->tf32 ? "TF32"
+                       : "strict fp32");
   return DT_OK;
 }
 
@@ -274,9 +281,9 @@ static void cuda_destroy(dt_backend *bep) {
   dt_cuda_free(be->workspace);
   dt_cuda_free(be->staging);
   dt_cuda_free(be->lars_scratch);
-  dt_cuda_free(be->bf_x);
-  dt_cuda_free(be->bf_y);
-  dt_cuda_free(be->bf_w);
+  dt_cuda_free(be->h16_x);
+  dt_cuda_free(be->h16_y);
+  dt_cuda_free(be->h16_w);
   dt_cuda_free(be->flag);
   DT_CUBLAS_CHECK(cublasDestroy(be->cublas));
   DT_CUDNN_CHECK(cudnnDestroy(be->cudnn));
@@ -359,17 +366,6 @@ static bool env_flag(const char *name) {
   return v && *v && strcmp(v, "0") != 0;
 }
 
-/* The node-local rank under mpirun or srun (0 for a single process): one GPU per local rank. */
-static int env_local_rank(void) {
-  static const char *const vars[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_RANK",
-                                     "SLURM_LOCALID", "LOCAL_RANK"};
-  for (size_t i = 0; i < DT_ARRAY_LEN(vars); i++) {
-    const char *v = getenv(vars[i]);
-    if (v && *v) return atoi(v) > 0 ? atoi(v) : 0;
-  }
-  return 0;
-}
-
 dt_backend *dt_backend_cuda_create(int threads, int local_rank, int local_size) {
   /* cudaGetDeviceCount leaves the count unwritten when it fails (no driver: error 35). */
   int count = 0;
@@ -384,8 +380,12 @@ dt_backend *dt_backend_cuda_create(int threads, int local_rank, int local_size) 
                    "--device cpu");
     return NULL;
   }
-  (void)local_size;
-  const int device = (local_rank >= 0 ? local_rank : env_local_rank()) % count;
+  /* The comm's shared-memory split is the one source of the local rank; a caller that passes
+   * local_rank < 0 runs alone and takes GPU 0, whatever a launcher's variables say. */
+  int device = 0;
+  if (dt_gpu_place(local_rank, local_size, count, getenv("CUDA_VISIBLE_DEVICES"), &device) !=
+      DT_OK)
+    return NULL;
   e = cudaSetDevice(device);
   if (e == cudaSuccess) e = cudaFree(NULL); /* create the context now: report failures here */
   if (e != cudaSuccess) {

@@ -6,10 +6,11 @@
 
 #include "backend.h"
 
-/* The CUDA backend on the GPU of this process (the node-local MPI rank modulo the visible
- * device count), with one stream, a cuDNN and a cuBLAS handle. threads is recorded only (the
- * host side is single-threaded). Returns NULL with DT_ERR_CONFIG set (dt_error_set) when no
- * usable GPU or driver is present. */
+/* The CUDA backend on the GPU of this process, with one stream, a cuDNN and a cuBLAS handle:
+ * one GPU per node-local rank (dt_gpu_place: GPU local_rank of those CUDA_VISIBLE_DEVICES
+ * leaves visible; GPU 0 when local_rank < 0). threads is recorded only (the host side is
+ * single-threaded). Returns NULL with DT_ERR_CONFIG set (dt_error_set) when no usable GPU or
+ * driver is present, or when the node has more local ranks than visible GPUs. */
 dt_backend *dt_backend_cuda_create(int threads, int local_rank, int local_size);
 
 #endif

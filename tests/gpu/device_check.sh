@@ -10,12 +10,15 @@
 #      lib64 and the lib directories of the Python environment's nvidia.* packages and torch
 #   2. nvidia-smi
 #   3. test_gpu_ops (every op against the double reference), test_gpu_model (ResNet-preact-20
-#      CPU vs GPU: one step, 20 SGD steps on the golden batch, the optimizer updates),
-#      test_cpu_ops (the bundle's CPU path on this machine)
-#   4. throughput of ResNet-preact-20 on CIFAR-shaped data (3x32x32, a synthetic CIFAR-10
-#      binary dataset written to /tmp), batch 128 and 512: `dtrain --device cuda --bench`
-#      (strict fp32, TF32 with DT_CUDA_TF32=1, and train.precision=bf16) against
-#      bench/torch_bench_gpu.py (fp32, tf32, bf16 autocast; channels_last) on the same GPU
+#      CPU vs GPU: one step, 20 SGD steps on the golden batch, the optimizer updates, bf16 and
+#      fp16 convolutions), test_nccl (closed-form bucketed NCCL all-reduce and its stream
+#      order), test_cpu_ops (the bundle's CPU path on this machine), test_cross_device.sh
+#      (checkpoints GPU -> CPU and CPU -> GPU, the NCCL training path against the plain one)
+#   4. throughput on CIFAR-shaped data (3x32x32, a synthetic CIFAR-10 binary dataset written
+#      to /tmp): ResNet-preact-20 at batch 128 and 512, WRN-28-10 at batch 128:
+#      `dtrain --device cuda --bench` (strict fp32, TF32 with DT_CUDA_TF32=1,
+#      train.precision=bf16 and fp16) against bench/torch_bench_gpu.py (fp32, tf32, bf16 and
+#      fp16 autocast, fp16 with a GradScaler; channels_last) on the same GPU
 # On a machine without a GPU the tests report "skipped" (exit 77) and the benchmarks fail;
 # the report is still written.
 #
@@ -97,7 +100,7 @@ write_report() {
     echo "|---|---|---|"
     cat "$TESTS"
     echo
-    echo "## Throughput (ResNet-preact-20, CIFAR-10 shape 3x32x32, synthetic data)"
+    echo "## Throughput (CIFAR-10 shape 3x32x32, synthetic data)"
     echo
     echo "dtrain: \`--bench $STEPS\`, the compute-only 'bench:' line (one batch in memory, upload"
     echo "included); torch: bench/torch_bench_gpu.py, channels_last, cudnn.benchmark, $STEPS steps."
@@ -158,7 +161,7 @@ done
 export LD_LIBRARY_PATH="$LIBPATH${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 # Anything still unresolved: look for it once on the file system.
-for lib in libcublas.so.13 libcublasLt.so.13 libcudnn.so.9; do
+for lib in libcublas.so.13 libcublasLt.so.13 libcudnn.so.9 libnccl.so.2; do
   if [ -x "$BIN/dtrain" ] && ldd "$BIN/dtrain" 2>/dev/null | grep -q "$lib => not found"; then
     found=$(timeout 30 find / -xdev -name "$lib" -not -path '/proc/*' 2>/dev/null | head -n 1)
     if [ -n "$found" ]; then
@@ -173,7 +176,7 @@ done
   echo
   echo '```'
   if [ -x "$BIN/dtrain" ]; then
-    ldd "$BIN/dtrain" 2>&1 | grep -E 'cudnn|cublas|not found' || true
+    ldd "$BIN/dtrain" 2>&1 | grep -E 'cudnn|cublas|nccl|not found' || true
   fi
   echo '```'
   echo
@@ -232,7 +235,7 @@ log_section() { # TITLE LOG: a collapsed block with the end of a step's log
   } >>"$BODY"
 }
 
-for spec in test_gpu_ops:200 test_gpu_model:150 test_cpu_ops:60; do
+for spec in test_gpu_ops:200 test_gpu_model:150 test_nccl:60 test_cpu_ops:60; do
   t=${spec%%:*}
   lim=${spec##*:}
   if [ ! -x "$BIN/$t" ]; then
@@ -258,6 +261,14 @@ for spec in test_gpu_ops:200 test_gpu_model:150 test_cpu_ops:60; do
   fi
 done
 
+if [ -x "$BIN/dtrain" ]; then
+  run_step test_cross_device 150 env DTRAIN_TOOLS="$BIN" bash tests/gpu/test_cross_device.sh "$BIN/dtrain"
+  res=$(result_of "$RC")
+  echo "| test_cross_device.sh | $res | $SECS |" >>"$TESTS"
+  [ "$RC" = 0 ] || note "test_cross_device.sh: $res"
+  log_section "test_cross_device.sh: $res" test_cross_device
+fi
+
 # ---- 4. throughput ----
 # Synthetic CIFAR-10 binary dataset: 1024 records (label byte + 3072 pixels) per file.
 "$PYTHON" - "$DATA" <<'EOF' >"$LOGS/data.log" 2>&1 || note "writing the synthetic CIFAR-10 files failed: $(tail -n 3 "$LOGS/data.log")"
@@ -281,27 +292,44 @@ value() { # LOG PREFIX: the number after PREFIX on the last matching line, or a 
 
 DTRAIN_ARGS=(configs/quickstart.ini --device cuda --bench "$STEPS" --set data.dataset=cifar10
   --set "data.dir=$DATA" --set data.loader_threads=4 --set output.dir=/tmp/dtrain-device-bench)
-for batch in 128 512; do
-  for prec in fp32 tf32 bf16; do
-    d="-"
-    if [ -x "$BIN/dtrain" ]; then
-      tf=0 verbose=0 precision=fp32
-      [ "$prec" = tf32 ] && tf=1
-      [ "$prec" = bf16 ] && precision=bf16
-      [ "$batch" = 128 ] && [ "$prec" != tf32 ] && verbose=1 # the GPU and algorithms, once each
-      run_step "dtrain_${batch}_$prec" 90 env DT_CUDA_TF32=$tf DT_CUDA_VERBOSE=$verbose \
-        "$BIN/dtrain" "${DTRAIN_ARGS[@]}" --set "train.batch_size=$batch" \
-        --set "train.eval_batch_size=$batch" --set "train.precision=$precision"
-      d=$(value "dtrain_${batch}_$prec" "bench:")
-      [ "$RC" = 0 ] || note "dtrain bench batch $batch $prec failed (exit $RC): $(tail -n 2 "$LOGS/dtrain_${batch}_$prec.log" | tr '\n' ' ')"
-      { echo "### dtrain batch $batch $prec"; echo; tail_block "dtrain_${batch}_$prec" 40; echo; } >>"$BODY"
-    fi
-    run_step "torch_${batch}_$prec" 100 "$PYTHON" bench/torch_bench_gpu.py --channels 3 --size 32 \
-      --batch "$batch" --precision "$prec" --warmup 10 --steps "$STEPS"
-    t=$(value "torch_${batch}_$prec" "torch:")
-    [ "$RC" = 0 ] || note "torch bench batch $batch $prec failed (exit $RC): $(tail -n 2 "$LOGS/torch_${batch}_$prec.log" | tr '\n' ' ')"
-    { echo "### torch batch $batch $prec"; echo; tail_block "torch_${batch}_$prec" 6; echo; } >>"$BODY"
-    printf 'ResNet-preact-20\t%s\t%s\t%s\t%s\n' "$batch" "$prec" "$d" "$t" >>"$BENCH"
-  done
-done
+WRN_SETS=(--set model.name=wrn --set model.depth=28 --set model.widening_factor=10)
+# bench_row MODEL BATCH PRECISION: one dtrain and one torch measurement, a row of the table.
+bench_row() {
+  local model=$1 batch=$2 prec=$3 d="-" t tag="${1}_${2}_$3"
+  local sets=() targs=()
+  if [ "$model" = wrn28_10 ]; then
+    sets=("${WRN_SETS[@]}")
+    targs=(--model wrn --depth 28 --widening-factor 10)
+  fi
+  if [ -x "$BIN/dtrain" ]; then
+    local tf=0 verbose=0 precision=$prec
+    [ "$prec" = tf32 ] && tf=1 precision=fp32
+    [ "$batch" = 128 ] && [ "$prec" = fp32 ] && verbose=1 # the GPU and algorithms, once each
+    run_step "dtrain_$tag" 90 env DT_CUDA_TF32=$tf DT_CUDA_VERBOSE=$verbose \
+      "$BIN/dtrain" "${DTRAIN_ARGS[@]}" "${sets[@]}" --set "train.batch_size=$batch" \
+      --set "train.eval_batch_size=$batch" --set "train.precision=$precision"
+    d=$(value "dtrain_$tag" "bench:")
+    [ "$RC" = 0 ] || note "dtrain bench $model batch $batch $prec failed (exit $RC): $(tail -n 2 "$LOGS/dtrain_$tag.log" | tr '\n' ' ')"
+    { echo "### dtrain $model batch $batch $prec"; echo; tail_block "dtrain_$tag" 40; echo; } >>"$BODY"
+  fi
+  run_step "torch_$tag" 100 "$PYTHON" bench/torch_bench_gpu.py "${targs[@]}" --channels 3 \
+    --size 32 --batch "$batch" --precision "$prec" --warmup 10 --steps "$STEPS"
+  t=$(value "torch_$tag" "torch:")
+  [ "$RC" = 0 ] || note "torch bench $model batch $batch $prec failed (exit $RC): $(tail -n 2 "$LOGS/torch_$tag.log" | tr '\n' ' ')"
+  { echo "### torch $model batch $batch $prec"; echo; tail_block "torch_$tag" 6; echo; } >>"$BODY"
+  local label=ResNet-preact-20
+  [ "$model" = wrn28_10 ] && label=WRN-28-10
+  printf '%s\t%s\t%s\t%s\t%s\n' "$label" "$batch" "$prec" "$d" "$t" >>"$BENCH"
+}
+# The targets first (bf16 at batch 128, WRN-28-10 bf16), so that a short budget keeps them.
+bench_row rnp20 128 bf16
+bench_row wrn28_10 128 bf16
+bench_row rnp20 128 fp32
+bench_row rnp20 128 fp16
+bench_row rnp20 128 tf32
+bench_row wrn28_10 128 fp16
+bench_row wrn28_10 128 fp32
+bench_row rnp20 512 bf16
+bench_row rnp20 512 fp32
+bench_row rnp20 512 fp16
 echo "device_check: done in $(elapsed) s" >&2

@@ -5,7 +5,8 @@
 # metrics under $OUT (or /tmp/dtrain-device-runs):
 #   shake5  shake-shake-26 2x32d, Cutout 12, 5 epochs        (the families issue)
 #   ricap5  ResNet-preact-20, RICAP, 5 epochs                (the families issue)
-#   fp32_3 / bf16_3  ResNet-preact-20, 3 epochs, fp32 and bf16 (the GPU issue)
+#   fp32_3 / bf16_3 / fp16_3  ResNet-preact-20, 3 epochs, fp32, bf16 and fp16 (dynamic loss
+#                    scaling) (the GPU issue: each within 0.3 % of fp32's test top-1)
 # Usage: tests/gpu/device_runs.sh [RUN...]   env: LIMIT seconds per run (default 150)
 set -u
 cd "$(dirname "$0")/../.." || exit 1
@@ -30,7 +31,7 @@ run() { # NAME ARGS...
   cp /tmp/runs/$name/metrics.h5 "$OUTDIR/$name.metrics.h5" 2>/dev/null
 }
 mkdir -p "$OUTDIR"
-want=${*:-shake5 ricap5 fp32_3 bf16_3}
+want=${*:-fp32_3 bf16_3 fp16_3 shake5 ricap5}
 for r in $want; do
   case $r in
     shake5) run shake5 --set train.epochs=5 --set model.name=shake_shake --set model.depth=26 \
@@ -38,6 +39,7 @@ for r in $want; do
     ricap5) run ricap5 --set train.epochs=5 --set augment.ricap=true --set augment.random_crop=false ;;
     fp32_3) run fp32_3 --set train.epochs=3 ;;
     bf16_3) run bf16_3 --set train.epochs=3 --set train.precision=bf16 ;;
+    fp16_3) run fp16_3 --set train.epochs=3 --set train.precision=fp16 ;;
   esac
 done
 rm -rf "$B"

@@ -1,0 +1,187 @@
+/* comm_nccl.c: the device collectives of comm.h over NCCL, for builds with the CUDA backend.
+ *
+ * One communicator per process on the current CUDA device, bootstrapped through the host comm
+ * (rank 0's unique id goes out with dt_comm_broadcast). All-reduces run on a stream of their
+ * own, created with the highest priority so that a bucket's reduction is scheduled ahead of the
+ * backward kernels queued behind it, and non-blocking so that the legacy default stream (which
+ * cudaMemset and friends use) never serialises it. Ordering between the compute stream and
+ * the comm stream uses two events, each re-recorded on every use: cudaStreamWaitEvent waits
+ * for the event's state at the time of the call, so re-recording it afterwards does not affect
+ * waits already enqueued, and no pool or per-call cudaEventCreate is needed.
+ *
+ * Errors after creation are fatal: the NCCL communicator is aborted first (cheap, and it frees
+ * this rank's NCCL resources without waiting for peers that may never arrive), then DT_FATAL
+ * takes every rank down. */
+#include <cuda_runtime_api.h>
+#include <nccl.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "comm.h"
+#include "common.h"
+
+struct dt_comm_nccl {
+  ncclComm_t comm;
+  cudaStream_t stream;   /* the all-reduces run here */
+  cudaEvent_t ready;     /* compute stream -> comm stream: the bucket's gradients are written */
+  cudaEvent_t done;      /* comm stream -> compute stream: the all-reduces so far are over */
+  bool pending;          /* all-reduces enqueued since the last join */
+  int rank, size, device;
+  double host_seconds;
+  size_t allreduces, bytes;
+};
+
+/* The fatal path of both check macros: abort the communicator, then every rank. */
+/* NCCL's last error message; comm may be NULL (the message is per thread). */
+static const char *comm_nccl_last_error(const dt_comm_nccl *nc) {
+  return ncclGetLastError(nc ? nc->comm : NULL);
+}
+
+_Noreturn static void comm_nccl_fail(dt_comm_nccl *nc, const char *file, int line,
+                                     const char *what) {
+  if (nc && nc->comm) {
+    (void)ncclCommAbort(nc->comm);
+    nc->comm = NULL;
+  }
+  dt_fatal(file, line, "%s", what);
+}
+
+#define DT_COMM_NCCL_CHECK(nc, expr)                                                     \
+  do {                                                                                   \
+    ncclResult_t dt_nccl_r_ = (expr);                                                    \
+    if (dt_nccl_r_ != ncclSuccess) {                                                     \
+      char dt_nccl_m_[768];                                                              \
+      snprintf(dt_nccl_m_, sizeof dt_nccl_m_, "NCCL call %s failed: %s (%d): %s", #expr, \
+               ncclGetErrorString(dt_nccl_r_), (int)dt_nccl_r_, comm_nccl_last_error(nc)); \
+      comm_nccl_fail((nc), __FILE__, __LINE__, dt_nccl_m_);                              \
+    }                                                                                    \
+  } while (0)
+
+#define DT_COMM_CUDA_CHECK(nc, expr)                                                     \
+  do {                                                                                   \
+    cudaError_t dt_cuda_e_ = (expr);                                                     \
+    if (dt_cuda_e_ != cudaSuccess) {                                                     \
+      char dt_cuda_m_[512];                                                              \
+      snprintf(dt_cuda_m_, sizeof dt_cuda_m_, "CUDA call %s failed: %s (%s, error %d)",  \
+               #expr, cudaGetErrorString(dt_cuda_e_), cudaGetErrorName(dt_cuda_e_),      \
+               (int)dt_cuda_e_);                                                         \
+      comm_nccl_fail((nc), __FILE__, __LINE__, dt_cuda_m_);                              \
+    }                                                                                    \
+  } while (0)
+
+/* This rank's half of the set-up that may fail without harm: a current device and the comm
+ * stream on it. Returns false with the error recorded (dt_error_set). */
+static bool comm_nccl_prepare(dt_comm_nccl *nc) {
+  int least = 0, greatest = 0;
+  cudaError_t e = cudaGetDevice(&nc->device);
+  if (e == cudaSuccess) e = cudaDeviceGetStreamPriorityRange(&least, &greatest);
+  if (e == cudaSuccess)
+    e = cudaStreamCreateWithPriority(&nc->stream, cudaStreamNonBlocking, greatest);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    nc->stream = NULL;
+    dt_error_set(DT_ERR_CONFIG, "NCCL cannot start on rank %d: no usable CUDA device: %s (%s)",
+                 nc->rank, cudaGetErrorString(e), cudaGetErrorName(e));
+    return false;
+  }
+  return true;
+}
+
+dt_comm_nccl *dt_comm_nccl_create(dt_comm *comm) {
+  dt_comm_nccl *nc = dt_xcalloc(1, sizeof *nc);
+  nc->rank = dt_comm_rank(comm);
+  nc->size = dt_comm_size(comm);
+
+  /* Every rank learns whether every rank is ready before any enters ncclCommInitRank, which
+   * waits for all of them: a rank that cannot start must not leave the others there. */
+  double failed = comm_nccl_prepare(nc) ? 0 : 1;
+  ncclUniqueId id = {{0}};
+  if (nc->rank == 0 && failed == 0) {
+    ncclResult_t r = ncclGetUniqueId(&id);
+    if (r != ncclSuccess) {
+      dt_error_set(DT_ERR_CONFIG, "NCCL cannot make its unique id: %s (%d): %s",
+                   ncclGetErrorString(r), (int)r, ncclGetLastError(NULL));
+      failed = 1;
+    }
+  }
+  dt_comm_allreduce_sum_f64(comm, &failed, 1);
+  if (failed > 0) {
+    dt_error_set(DT_ERR_CONFIG, "NCCL cannot start: %.0f of %d ranks have no usable CUDA "
+                 "device or NCCL", failed, nc->size);
+    if (nc->stream) (void)cudaStreamDestroy(nc->stream);
+    free(nc);
+    return NULL;
+  }
+  dt_comm_broadcast(comm, &id, sizeof id, 0);
+
+  ncclResult_t r = ncclCommInitRank(&nc->comm, nc->size, id, nc->rank);
+  if (r != ncclSuccess) {
+    char msg[768];
+    snprintf(msg, sizeof msg, "NCCL cannot start on GPU %d (rank %d of %d): %s (%d): %s",
+             nc->device, nc->rank, nc->size, ncclGetErrorString(r), (int)r,
+             ncclGetLastError(NULL));
+    nc->comm = NULL;
+    /* Alone, nobody waits: an input-tier error. With peers, some may still wait inside the
+     * initialisation; only an abort of every rank releases them. */
+    if (nc->size > 1) DT_FATAL("%s", msg);
+    dt_error_set(DT_ERR_CONFIG, "%s", msg);
+    (void)cudaStreamDestroy(nc->stream);
+    free(nc);
+    return NULL;
+  }
+  DT_COMM_CUDA_CHECK(nc, cudaEventCreateWithFlags(&nc->ready, cudaEventDisableTiming));
+  DT_COMM_CUDA_CHECK(nc, cudaEventCreateWithFlags(&nc->done, cudaEventDisableTiming));
+  return nc;
+}
+
+void dt_comm_nccl_destroy(dt_comm_nccl *nc) {
+  if (!nc) return;
+  DT_COMM_CUDA_CHECK(nc, cudaStreamSynchronize(nc->stream));
+  /* Finalize first so that an error in flushing is reported rather than lost in Destroy. */
+  DT_COMM_NCCL_CHECK(nc, ncclCommFinalize(nc->comm));
+  ncclComm_t comm = nc->comm;
+  nc->comm = NULL; /* no abort of a communicator being destroyed */
+  DT_COMM_NCCL_CHECK(nc, ncclCommDestroy(comm));
+  DT_COMM_CUDA_CHECK(nc, cudaEventDestroy(nc->ready));
+  DT_COMM_CUDA_CHECK(nc, cudaEventDestroy(nc->done));
+  DT_COMM_CUDA_CHECK(nc, cudaStreamDestroy(nc->stream));
+  free(nc);
+}
+
+void dt_comm_nccl_allreduce_async(dt_comm_nccl *nc, float *dev, size_t count,
+                                  void *compute_stream) {
+  if (count == 0) return;
+  cudaStream_t compute = compute_stream;
+  DT_COMM_CUDA_CHECK(nc, cudaEventRecord(nc->ready, compute));
+  DT_COMM_CUDA_CHECK(nc, cudaStreamWaitEvent(nc->stream, nc->ready, 0));
+  const double t0 = dt_now();
+  DT_COMM_NCCL_CHECK(nc, ncclAllReduce(dev, dev, count, ncclFloat32, ncclSum, nc->comm,
+                                       nc->stream));
+  nc->host_seconds += dt_now() - t0;
+  nc->pending = true;
+  nc->allreduces++;
+  nc->bytes += count * sizeof(float);
+}
+
+void dt_comm_nccl_join(dt_comm_nccl *nc, void *compute_stream) {
+  if (nc->pending) {
+    cudaStream_t compute = compute_stream;
+    DT_COMM_CUDA_CHECK(nc, cudaEventRecord(nc->done, nc->stream));
+    DT_COMM_CUDA_CHECK(nc, cudaStreamWaitEvent(compute, nc->done, 0));
+    nc->pending = false;
+  }
+  /* Network failures surface only here (the calls above return before the transfer). */
+  ncclResult_t async = ncclSuccess;
+  DT_COMM_NCCL_CHECK(nc, ncclCommGetAsyncError(nc->comm, &async));
+  if (async != ncclSuccess) {
+    char msg[768];
+    snprintf(msg, sizeof msg, "NCCL all-reduce failed on rank %d (GPU %d): %s (%d): %s",
+             nc->rank, nc->device, ncclGetErrorString(async), (int)async,
+             comm_nccl_last_error(nc));
+    comm_nccl_fail(nc, __FILE__, __LINE__, msg);
+  }
+}
+
+double dt_comm_nccl_host_seconds(const dt_comm_nccl *nc) { return nc->host_seconds; }
+size_t dt_comm_nccl_allreduce_count(const dt_comm_nccl *nc) { return nc->allreduces; }
+size_t dt_comm_nccl_allreduce_bytes(const dt_comm_nccl *nc) { return nc->bytes; }

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# test_cross_device.sh: checkpoints move between the CUDA and CPU backends, and the NCCL path
+# trains like the plain one. On a small synthetic CIFAR-10 set (written here), ResNet-preact-20,
+# batch 32, 8 steps with a checkpoint every 4:
+#   - a run on the GPU and one on the CPU from the same seed end within 1e-3 (relative norm per
+#     tensor, weights, running statistics and momentum) of each other: the backends round
+#     differently but compute the same training;
+#   - GPU -> CPU: the GPU run's step-4 checkpoint resumed with --device cpu, and CPU -> GPU the
+#     other way round, reach step 8 within the same 1e-3 of both plain runs;
+#   - DT_NCCL=1 (the NCCL all-reduce with its bucket overlap, on one rank) ends within 1e-4 of
+#     the plain GPU run (cuDNN picks algorithms by timing, so two GPU runs may round apart),
+#     and says in its header that NCCL sums the gradients.
+# Exits 77 (skipped) when DTRAIN cannot start a CUDA backend.
+# Usage: test_cross_device.sh DTRAIN   (ckpt_compare from $DTRAIN_TOOLS, else DTRAIN's
+#        directory/tools or DTRAIN's directory)
+set -u
+DTRAIN=${1:-./dtrain}
+TOOLS=${DTRAIN_TOOLS:-$(dirname "$DTRAIN")/tools}
+[ -x "$TOOLS/ckpt_compare" ] || TOOLS=$(dirname "$DTRAIN")
+if [ ! -x "$TOOLS/ckpt_compare" ]; then
+  echo "FAIL ckpt_compare not found (in \$DTRAIN_TOOLS, $(dirname "$DTRAIN")/tools or beside dtrain)"
+  exit 1
+fi
+T=$(mktemp -d /tmp/dtrain-cross-XXXXXX)
+trap 'rm -rf "$T"' EXIT
+pass=0 fail=0
+ok() { pass=$((pass + 1)); echo "ok   $1"; }
+bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -n "${2:-}" ] && printf '%s\n' "$2" | sed 's/^/     | /' | tail -20; }
+
+# CIFAR-10 binary files: 512 records of (label byte, 3072 pixel bytes) each.
+DATA=$T/cifar
+mkdir -p "$DATA"
+for f in data_batch_1 data_batch_2 data_batch_3 data_batch_4 data_batch_5 test_batch; do
+  for i in $(seq 0 511); do
+    printf "\\x$(printf %02x $((i % 10)))"
+    head -c 3072 /dev/urandom
+  done >"$DATA/$f.bin"
+done
+
+CFG=(configs/quickstart.ini --set data.dataset=cifar10 --set "data.dir=$DATA" --set train.seed=3
+  --set train.batch_size=32 --set optim.reference_batch=32 --set optim.lr=0.05
+  --set data.train_limit=256 --set data.test_limit=64 --set train.max_steps=8
+  --set output.checkpoint_steps=4 --set output.keep_last=0 --set train.threads=4)
+ckpt() { printf '%s/checkpoints/step_%09d.h5' "$1" "$2"; }
+close() { # NAME A B TOL
+  local out
+  out=$("$TOOLS/ckpt_compare" "$2" "$3" --rel "$4" --optimizer 2>&1)
+  if [ $? -eq 0 ]; then ok "$1 ($out)"; else bad "$1" "$out"; fi
+}
+
+out=$("$DTRAIN" "${CFG[@]}" --device cuda --set output.dir=$T/gpu 2>&1)
+rc=$?
+if [ $rc -ne 0 ] && printf '%s\n' "$out" | grep -q "no CUDA device\|no CUDA backend"; then
+  echo "SKIP: no CUDA backend or GPU: $(printf '%s\n' "$out" | tail -1)"
+  exit 77
+fi
+if [ $rc -ne 0 ] || [ ! -f "$(ckpt $T/gpu 8)" ]; then
+  bad "8 steps on the GPU (exit $rc)" "$out"
+  echo "$pass passed, $fail failed"
+  exit 1
+fi
+ok "8 steps on the GPU"
+out=$("$DTRAIN" "${CFG[@]}" --device cpu --set output.dir=$T/cpu 2>&1) || bad "8 steps on the CPU" "$out"
+close "GPU and CPU runs agree at step 8" "$(ckpt $T/gpu 8)" "$(ckpt $T/cpu 8)" 1e-3
+
+# GPU -> CPU and CPU -> GPU: resume from the other backend's step-4 checkpoint.
+for way in gpu:cpu cpu:gpu; do
+  from=${way%%:*} to=${way##*:}
+  run=$T/$from-$to
+  cp -r "$T/$from" "$run"
+  rm -f "$(ckpt "$run" 8)"
+  dev=$to
+  [ "$to" = gpu ] && dev=cuda
+  out=$("$DTRAIN" --resume "$run" --device $dev 2>&1)
+  rc=$?
+  if [ $rc -eq 0 ] && printf '%s\n' "$out" | grep -q "resuming from $(ckpt "$run" 4)"; then
+    ok "$from checkpoint of step 4 resumed on the $to"
+    close "$from -> $to agrees with the $to run at step 8" "$(ckpt "$run" 8)" "$(ckpt "$T/$to" 8)" 1e-3
+    close "$from -> $to agrees with the $from run at step 8" "$(ckpt "$run" 8)" "$(ckpt "$T/$from" 8)" 1e-3
+  else
+    bad "$from -> $to resume (exit $rc)" "$out"
+  fi
+done
+
+# The NCCL path on one rank.
+out=$(DT_NCCL=1 "$DTRAIN" "${CFG[@]}" --device cuda --set output.dir=$T/nccl 2>&1)
+rc=$?
+if [ $rc -eq 0 ] && printf '%s\n' "$out" | grep -q "all-reduce: NCCL"; then
+  ok "DT_NCCL=1: 8 steps with the NCCL all-reduce ($(printf '%s\n' "$out" | grep 'all-reduce: NCCL'))"
+  close "NCCL path agrees with the plain GPU run" "$(ckpt $T/nccl 8)" "$(ckpt $T/gpu 8)" 1e-4
+else
+  bad "DT_NCCL=1 run (exit $rc)" "$out"
+fi
+
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]
