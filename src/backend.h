@@ -261,6 +261,18 @@ typedef struct dt_backend_ops {
   /* The backend's native stream (a cudaStream_t on the CUDA backend) on which every op runs,
    * for the comm's device collectives to order themselves against; NULL: host backend. */
   void *(*native_stream)(dt_backend *be);
+
+  /* ==== asynchronous input (optional: NULL where reading host memory is cheap, as on the CPU)
+   * Page-locked host memory for the loader's image buffers (asynchronous copies need it). */
+  void *(*host_alloc)(dt_backend *be, size_t bytes);
+  void (*host_free)(dt_backend *be, void *ptr);
+  /* Start copying the plain NCHW batch at nchw_host (count floats, from host_alloc memory) to
+   * the device on a copy stream of its own, overlapping whatever the compute stream runs. The
+   * next upload of that same pointer into a tensor of count floats takes the copy instead of
+   * reading host memory (the compute stream waits for it on the device). Until that upload
+   * returns, the host memory must not change. The backend holds two prefetches; a third
+   * replaces the older one. */
+  void (*prefetch)(dt_backend *be, const float *nchw_host, size_t count);
 } dt_backend_ops;
 
 struct dt_backend {

@@ -44,6 +44,9 @@ typedef struct {
   dt_comm_nccl *nccl;
   dt_grad_buckets buckets;
   bool buckets_planned;
+  /* GPU input: the loader whose next batch is copied to the device while this step computes
+   * (backend prefetch), or NULL. */
+  dt_loader *prefetch_ld;
   long steps_per_epoch;
   const char *run_dir;
   FILE *log;
@@ -216,6 +219,17 @@ static void trainer_free(trainer *t) {
   free(t->buffers_delta);
 }
 
+/* The loader's image buffers from the backend's page-locked memory (host_alloc). */
+static void *loader_image_alloc(void *ctx, size_t bytes) {
+  dt_backend *be = ctx;
+  return be->ops->host_alloc(be, bytes);
+}
+
+static void loader_image_free(void *ctx, void *ptr) {
+  dt_backend *be = ctx;
+  be->ops->host_free(be, ptr);
+}
+
 /* Everything but the run directory, identically on every rank. */
 static dt_status trainer_setup(trainer *t, const dt_config *cfg, dt_comm *comm, dt_device device) {
   memset(t, 0, sizeof *t);
@@ -267,6 +281,11 @@ static dt_status trainer_setup(trainer *t, const dt_config *cfg, dt_comm *comm, 
   dt_loader_cfg_from_config(&lc, &erase, &mix, cfg, &t->ds);
   lc.slice_offset = t->rank * per_rank;
   lc.slice_count = per_rank;
+  if (t->be->ops->host_alloc) {
+    lc.image_alloc = loader_image_alloc;
+    lc.image_free = loader_image_free;
+    lc.image_ctx = t->be;
+  }
   t->train_ld = dt_loader_create_train(&lc, &erase, &mix);
   t->dual = erase.dual_cutout;
   int E = (int)cfg->train_eval_batch_size;
@@ -589,6 +608,17 @@ static void dual_cutout_step(trainer *t, const float *x1, const float *x2, const
   *correct += topk_correct(t->logits, labels, n, K, 1);
 }
 
+/* While the device runs this step's forward pass: wait for the loader's next batch and start
+ * copying its images (single-pass steps, where upload takes the whole batch at once). */
+static void prefetch_next(trainer *t) {
+  if (!t->prefetch_ld || !t->be->ops->prefetch || t->accumulate) return;
+  const dt_batch *nb = dt_loader_peek(t->prefetch_ld);
+  if (!nb || nb->n == 0) return;
+  const dt_split *tr = &t->ds.train;
+  t->be->ops->prefetch(t->be, nb->images,
+                       (size_t)nb->n * tr->channels * tr->height * tr->width);
+}
+
 /* Forward and backward over this rank's micro-batches of global step `step`; leaves the
  * rank's gradient sum in the gradient arena. Adds the summed loss and top-1 count. Returns the
  * number of training passes (each one updated the batch-norm running statistics). Dropout and
@@ -617,6 +647,7 @@ static int compute_gradients(trainer *t, const dt_batch *b, long step, double *l
     g->step_key = key;
     g->sample_offset = offset;
     const dt_tensor *logits = dt_graph_forward(g, x, true);
+    prefetch_next(t);
     dt_graph_loss(g, targets, loss_grad(t, b->global_n), t->losses);
     overlap_begin(t, g);
     dt_graph_backward(g);
@@ -766,6 +797,7 @@ int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts) {
   }
   broadcast_params(&t);
   print_header(&t);
+  t.prefetch_ld = t.train_ld;
 
   const long max_steps = cfg->train_max_steps, log_every = cfg->output_log_every;
   const bool skip_nonfinite = strcmp(cfg->train_nonfinite, "skip") == 0;
@@ -928,7 +960,9 @@ int dt_train_bench(const dt_config *cfg, dt_comm *comm, dt_device device, long s
   const int warmup = 3;
   double loss = 0, correct = 0;
   const float unscale = dt_loss_scale_unscale(&t.ls); /* a fixed scale: timing only */
-  /* With data: the loader prepares each batch while the model computes. */
+  /* With data: the loader prepares each batch while the model computes (and a GPU copies the
+   * next one meanwhile). */
+  t.prefetch_ld = t.train_ld;
   dt_loader_start(t.train_ld, 0, 0);
   double n_with = 0, t0 = 0, ar0 = 0;
   for (long i = 0; i < warmup + steps; i++) {
@@ -945,6 +979,7 @@ int dt_train_bench(const dt_config *cfg, dt_comm *comm, dt_device device, long s
   }
   double with_data = n_with / (dt_now() - t0);
   /* Model compute only: one batch already in memory, stepped repeatedly. */
+  t.prefetch_ld = NULL;
   dt_loader_start(t.train_ld, 0, 0);
   const dt_batch *b = dt_loader_next(t.train_ld);
   double n_only = 0;

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -529,8 +530,81 @@ static void test_steps(void **state) {
   dt_dataset_free(&ds);
 }
 
+/* Counting allocator for the image buffers (a GPU backend's page-locked memory). */
+static int g_image_buffers;
+static void *count_alloc(void *ctx, size_t bytes) {
+  assert_ptr_equal(ctx, &g_image_buffers);
+  g_image_buffers++;
+  return malloc(bytes);
+}
+static void count_free(void *ctx, void *ptr) {
+  assert_ptr_equal(ctx, &g_image_buffers);
+  g_image_buffers--;
+  free(ptr);
+}
+
+/* dt_loader_peek: it returns what the next dt_loader_next returns, the same buffer; the current
+ * batch stays untouched meanwhile; both stay untouched while the workers could run on (2 and 3
+ * threads, so free slots exist); NULL at the end; the epoch matches one read without peeking.
+ * The images come from the configured allocator, all returned by dt_loader_free. */
+static void test_peek(void **state) {
+  (void)state;
+  dt_dataset ds = make_ds(1, 4, 4, 100, 41, 10, 25);
+  for (int threads = 1; threads <= 3; threads++) {
+    dt_loader_cfg cfg = train_cfg(&ds, 8, 2, 4, threads);
+    dt_loader *plain = dt_loader_create(&cfg);
+    epoch_copy want = collect(plain, 1, 0, &ds, true);
+    dt_loader_free(plain);
+    cfg.image_alloc = count_alloc;
+    cfg.image_free = count_free;
+    cfg.image_ctx = &g_image_buffers;
+    dt_loader *ld = dt_loader_create(&cfg);
+    assert_int_equal(g_image_buffers, threads + 1);
+    const size_t img = 16, bytes = sizeof(float) * img * 4;
+    float cur_copy[64], next_copy[64];
+    dt_loader_start(ld, 1, 0);
+    const dt_batch *b = dt_loader_next(ld);
+    for (int i = 0; i < want.count; i++) {
+      assert_non_null(b);
+      assert_memory_equal(b->images, want.b[i].images, bytes);
+      memcpy(cur_copy, b->images, bytes);
+      const dt_batch *nb = dt_loader_peek(ld);
+      assert_ptr_equal(nb, dt_loader_peek(ld)); /* peeking twice is one peek */
+      if (i + 1 == want.count) {
+        assert_null(nb);
+      } else {
+        assert_non_null(nb);
+        assert_int_equal(nb->step, want.b[i + 1].step);
+        memcpy(next_copy, nb->images, bytes);
+        nanosleep(&(struct timespec){0, 2000000}, NULL); /* workers with free slots go on */
+        assert_memory_equal(b->images, cur_copy, bytes);
+        assert_memory_equal(nb->images, next_copy, bytes);
+      }
+      const dt_batch *after = dt_loader_next(ld);
+      if (nb) {
+        assert_ptr_equal(after, nb);
+        assert_memory_equal(after->images, next_copy, bytes);
+      } else {
+        assert_null(after);
+      }
+      b = after;
+    }
+    /* A restart forgets a peek. */
+    dt_loader_start(ld, 1, 0);
+    assert_non_null(dt_loader_peek(ld));
+    dt_loader_start(ld, 1, 0);
+    b = dt_loader_next(ld);
+    assert_memory_equal(b->images, want.b[0].images, bytes);
+    dt_loader_free(ld);
+    assert_int_equal(g_image_buffers, 0);
+    free_epoch(&want);
+  }
+  dt_dataset_free(&ds);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_peek),
       cmocka_unit_test(test_permutation),
       cmocka_unit_test(test_crop_semantics),
       cmocka_unit_test(test_flip),

@@ -126,11 +126,71 @@ static void cuda_to_host(dt_backend *bep, void *dst_host, const void *src, size_
   dt_cuda_op_done(be, true);
 }
 
+/* ---- asynchronous input ---- */
+
+static void *cuda_host_alloc(dt_backend *bep, size_t bytes) {
+  (void)bep;
+  void *p = NULL;
+  DT_CUDA_CHECK(cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocPortable));
+  return p;
+}
+
+static void cuda_host_free(dt_backend *bep, void *ptr) {
+  (void)bep;
+  if (ptr) DT_CUDA_CHECK(cudaFreeHost(ptr));
+}
+
+/* Copy the batch on the copy stream into the slot after the older prefetch, once the compute
+ * stream has finished reading what that slot held before. */
+static void cuda_prefetch(dt_backend *bep, const float *nchw_host, size_t count) {
+  dt_cuda_backend *be = dt_cuda_be(bep);
+  for (int i = 0; i < 2; i++)
+    if (be->prefetch[i].host == nchw_host && be->prefetch[i].count == count) return;
+  dt_cuda_prefetch *pf = &be->prefetch[be->prefetch_next];
+  be->prefetch_next ^= 1;
+  if (pf->cap < count) {
+    DT_CUDA_CHECK(cudaEventSynchronize(pf->used));
+    DT_CUDA_CHECK(cudaEventSynchronize(pf->copied));
+    dt_cuda_free(pf->dev);
+    pf->dev = dt_cuda_malloc(count * sizeof(float));
+    pf->cap = count;
+  }
+  DT_CUDA_CHECK(cudaStreamWaitEvent(be->copy_stream, pf->used, 0));
+  DT_CUDA_CHECK(cudaMemcpyAsync(pf->dev, nchw_host, count * sizeof(float),
+                                cudaMemcpyHostToDevice, be->copy_stream));
+  DT_CUDA_CHECK(cudaEventRecord(pf->copied, be->copy_stream));
+  pf->host = nchw_host;
+  pf->count = count;
+}
+
+/* The prefetch holding this host batch, or NULL. */
+static dt_cuda_prefetch *cuda_prefetched(dt_cuda_backend *be, const float *host, size_t count) {
+  for (int i = 0; i < 2; i++)
+    if (be->prefetch[i].host == host && be->prefetch[i].count == count) return &be->prefetch[i];
+  return NULL;
+}
+
 static void cuda_upload(dt_backend *bep, const float *nchw_host, dt_tensor *dst) {
   dt_cuda_backend *be = dt_cuda_be(bep);
   const dt_shape s = dst->shape;
   const size_t bytes = dt_shape_count(s) * sizeof(float);
   if (!dst->data || !dst->layout) DT_FATAL("upload: missing tensor buffer or layout");
+  dt_cuda_prefetch *pf = cuda_prefetched(be, nchw_host, dt_shape_count(s));
+  if (pf) {
+    /* The copy is (usually long) done: the compute stream waits for it on the device, and the
+     * host only for the copy itself, after which the caller may change its memory. */
+    DT_CUDA_CHECK(cudaStreamWaitEvent(be->stream, pf->copied, 0));
+    if (!dt_cuda_is_nhwc(dst->layout))
+      DT_CUDA_CHECK(cudaMemcpyAsync(dst->data, pf->dev, bytes, cudaMemcpyDeviceToDevice,
+                                    be->stream));
+    else
+      DT_CUDA_CHECK(dt_k_nchw_to_nhwc(pf->dev, dst->data, s.n, s.c, s.h * s.w, be->stream));
+    DT_CUDA_CHECK(cudaEventRecord(pf->used, be->stream));
+    DT_CUDA_CHECK(cudaEventSynchronize(pf->copied));
+    pf->host = NULL;
+    dt_cuda_op_done(be, false);
+    return;
+  }
   if (!dt_cuda_is_nhwc(dst->layout)) {
     DT_CUDA_CHECK(cudaMemcpyAsync(dst->data, nchw_host, bytes, cudaMemcpyDefault, be->stream));
   } else {
@@ -285,6 +345,13 @@ static void cuda_destroy(dt_backend *bep) {
   dt_cuda_free(be->h16_y);
   dt_cuda_free(be->h16_w);
   dt_cuda_free(be->flag);
+  DT_CUDA_CHECK(cudaStreamSynchronize(be->copy_stream));
+  for (int i = 0; i < 2; i++) {
+    dt_cuda_free(be->prefetch[i].dev);
+    DT_CUDA_CHECK(cudaEventDestroy(be->prefetch[i].copied));
+    DT_CUDA_CHECK(cudaEventDestroy(be->prefetch[i].used));
+  }
+  DT_CUDA_CHECK(cudaStreamDestroy(be->copy_stream));
   DT_CUBLAS_CHECK(cublasDestroy(be->cublas));
   DT_CUDNN_CHECK(cudnnDestroy(be->cudnn));
   DT_CUDA_CHECK(cudaStreamDestroy(be->stream));
@@ -359,6 +426,9 @@ static const dt_backend_ops cuda_ops = {
     .all_finite = cuda_all_finite,
     .set_precision = cuda_set_precision,
     .native_stream = cuda_native_stream,
+    .host_alloc = cuda_host_alloc,
+    .host_free = cuda_host_free,
+    .prefetch = cuda_prefetch,
 };
 
 static bool env_flag(const char *name) {
@@ -425,6 +495,12 @@ dt_backend *dt_backend_cuda_create(int threads, int local_rank, int local_size) 
   DT_CUBLAS_CHECK(
       cublasSetMathMode(be->cublas, be->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH));
   be->lars_scratch = dt_cuda_malloc(dt_k_lars_scratch_bytes());
+  /* Non-blocking: the legacy default stream (cudaMemset of dt_cuda_malloc) never waits for it. */
+  DT_CUDA_CHECK(cudaStreamCreateWithFlags(&be->copy_stream, cudaStreamNonBlocking));
+  for (int i = 0; i < 2; i++) {
+    DT_CUDA_CHECK(cudaEventCreateWithFlags(&be->prefetch[i].copied, cudaEventDisableTiming));
+    DT_CUDA_CHECK(cudaEventCreateWithFlags(&be->prefetch[i].used, cudaEventDisableTiming));
+  }
   be->flag = dt_cuda_malloc(sizeof(int));
   if (be->verbose) {
     struct cudaDeviceProp prop;

@@ -9,7 +9,9 @@
  * Synchronisation: only an op that hands results to host memory (to_host, download, the
  * loss, the non-finite check) or reads host memory the caller may reuse at once (to_device,
  * upload) waits for the stream before it returns; every other op only enqueues work. With the
- * environment variable DT_CUDA_SYNC=1 every op waits (errors then point at the right op). */
+ * environment variable DT_CUDA_SYNC=1 every op waits (errors then point at the right op).
+ * The one exception is an upload of a prefetched batch: the copy ran on the copy stream from
+ * page-locked memory, and the compute stream waits for it on the device. */
 #ifndef DT_CUDA_INTERNAL_H
 #define DT_CUDA_INTERNAL_H
 
@@ -63,6 +65,17 @@ struct dt_layout {
 
 typedef struct dt_cuda_algo dt_cuda_algo; /* cached convolution algorithms (cuda_conv.c) */
 
+/* One prefetched input batch (backend.h prefetch): a device copy of host memory, made on the
+ * copy stream. */
+typedef struct {
+  const float *host;   /* the host memory it copies, NULL: free */
+  size_t count;        /* floats */
+  float *dev;          /* (count) plain NCHW on the device */
+  size_t cap;          /* floats dev holds */
+  cudaEvent_t copied;  /* on the copy stream: dev holds the batch */
+  cudaEvent_t used;    /* on the compute stream: the last read of dev is over */
+} dt_cuda_prefetch;
+
 typedef struct {
   dt_backend base; /* first: a dt_backend * is a dt_cuda_backend * */
   int device;
@@ -87,6 +100,9 @@ typedef struct {
   void *h16_x, *h16_y, *h16_w;
   size_t h16_x_bytes, h16_y_bytes, h16_w_bytes;
   int *flag;                  /* the non-finite check's result (device) */
+  cudaStream_t copy_stream;   /* prefetches of input batches, beside the compute stream */
+  dt_cuda_prefetch prefetch[2];
+  int prefetch_next;          /* the slot the next prefetch takes */
 } dt_cuda_backend;
 
 /* Common head of every op; each kind embeds it as its first member. */

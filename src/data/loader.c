@@ -74,7 +74,23 @@ struct dt_loader {
   int busy;          /* workers filling a slot */
   long epoch, first, claim, head;
   int held;          /* slot returned by the last dt_loader_next, or -1 */
+  int peeked;        /* slot of the batch dt_loader_peek returned (step head), or -1 */
 };
+
+/* Image buffers: the configured allocator (page-locked memory of a GPU backend) or aligned
+ * host memory. */
+static void *image_alloc(const dt_loader_cfg *cfg, size_t bytes) {
+  if (!cfg->image_alloc) return dt_xaligned(DT_MAX(bytes, 1));
+  void *p = cfg->image_alloc(cfg->image_ctx, DT_MAX(bytes, 1));
+  DT_CHECK(p != NULL);
+  return p;
+}
+
+static void image_free(const dt_loader_cfg *cfg, void *p) {
+  if (!p) return;
+  if (cfg->image_free) cfg->image_free(cfg->image_ctx, p);
+  else free(p);
+}
 
 /* The rank's test indices [begin, end) of evaluation batch `step`; returns the global batch
  * length L (the slice scaled to L, see the file comment). */
@@ -213,10 +229,10 @@ dt_loader *dt_loader_create_train(const dt_loader_cfg *cfg, const dt_erase_cfg *
   for (int s = 0; s < ld->nslots; s++) {
     dt_slot *slot = &ld->slots[s];
     dt_batch *b = &slot->batch;
-    b->images = dt_xaligned(sizeof(float) * n * ld->image_floats);           // (n, C, H, W)
+    b->images = image_alloc(cfg, sizeof(float) * n * ld->image_floats);      // (n, C, H, W)
     b->targets = dt_xmalloc(sizeof(float) * n * K);                          // (n, K)
     b->labels = dt_xmalloc(sizeof(int) * n);                                 // (n)
-    b->images2 = dual ? dt_xaligned(sizeof(float) * n * ld->image_floats) : NULL; // (n, C, H, W)
+    b->images2 = dual ? image_alloc(cfg, sizeof(float) * n * ld->image_floats) : NULL; // (n, C, H, W)
     if (cfg->train) {
       dt_mix_params_init(&slot->mix, (int)B);
       slot->batch_labels = dt_xmalloc(sizeof(int) * (size_t)B);                 // (B)
@@ -242,7 +258,7 @@ void dt_loader_start(dt_loader *ld, long epoch, long first_step) {
   ld->resetting = true;
   while (ld->busy > 0) pthread_cond_wait(&ld->cv, &ld->mu);
   for (int s = 0; s < ld->nslots; s++) ld->slots[s].state = DT_SLOT_FREE;
-  ld->held = -1;
+  ld->held = ld->peeked = -1;
   ld->epoch = epoch;
   ld->first = ld->claim = ld->head = first_step;
   if (ld->cfg.train)
@@ -265,11 +281,31 @@ const dt_batch *dt_loader_next(dt_loader *ld) {
     return NULL;
   }
   const int s = (int)((ld->head - ld->first) % ld->nslots);
-  while (ld->slots[s].state != DT_SLOT_READY) pthread_cond_wait(&ld->cv, &ld->mu);
+  if (ld->peeked != s)
+    while (ld->slots[s].state != DT_SLOT_READY) pthread_cond_wait(&ld->cv, &ld->mu);
   ld->slots[s].state = DT_SLOT_HELD;
   ld->held = s;
+  ld->peeked = -1;
   ld->head++;
   const dt_batch *b = &ld->slots[s].batch;
+  pthread_mutex_unlock(&ld->mu);
+  return b;
+}
+
+const dt_batch *dt_loader_peek(dt_loader *ld) {
+  pthread_mutex_lock(&ld->mu);
+  const dt_batch *b = NULL;
+  if (ld->active && ld->head < ld->steps) {
+    const int s = (int)((ld->head - ld->first) % ld->nslots);
+    /* A ring of one slot holds the current batch: its successor cannot exist yet. */
+    DT_CHECK(s != ld->held);
+    if (ld->peeked != s) {
+      while (ld->slots[s].state != DT_SLOT_READY) pthread_cond_wait(&ld->cv, &ld->mu);
+      ld->slots[s].state = DT_SLOT_HELD; /* no worker refills it */
+      ld->peeked = s;
+    }
+    b = &ld->slots[s].batch;
+  }
   pthread_mutex_unlock(&ld->mu);
   return b;
 }
@@ -284,10 +320,10 @@ void dt_loader_free(dt_loader *ld) {
   pthread_cond_destroy(&ld->cv);
   pthread_mutex_destroy(&ld->mu);
   for (int s = 0; s < ld->nslots; s++) {
-    free(ld->slots[s].batch.images);
+    image_free(&ld->cfg, ld->slots[s].batch.images);
     free(ld->slots[s].batch.targets);
     free(ld->slots[s].batch.labels);
-    free(ld->slots[s].batch.images2);
+    image_free(&ld->cfg, ld->slots[s].batch.images2);
     if (ld->cfg.train) dt_mix_params_free(&ld->slots[s].mix);
     free(ld->slots[s].batch_labels);
     free(ld->slots[s].sources);

@@ -180,6 +180,11 @@ typedef struct {
   int slice_offset;        /* this rank's slice of each global batch */
   int slice_count;
   int threads;             /* loader threads (>= 1) */
+  /* Where the image buffers come from (both NULL: aligned host memory): a GPU backend hands
+   * out page-locked memory, from which it copies asynchronously (host_alloc in backend.h). */
+  void *(*image_alloc)(void *ctx, size_t bytes);
+  void (*image_free)(void *ctx, void *ptr);
+  void *image_ctx;
 } dt_loader_cfg;
 
 /* The training loader of `cfg` for one process holding the whole global batch (slice 0..B):
@@ -204,6 +209,10 @@ void dt_loader_start(dt_loader *ld, long epoch, long first_step);
 /* The next batch of the current epoch, or NULL at its end. The batch stays valid until the
  * next call; the loader prepares the following one meanwhile. */
 const dt_batch *dt_loader_next(dt_loader *ld);
+/* The batch the next dt_loader_next will return, without giving up the current one (waits
+ * until it is ready), or NULL at the epoch's end: a GPU trainer starts copying it while the
+ * current step computes. It stays valid, unchanged, until the dt_loader_next after that. */
+const dt_batch *dt_loader_peek(dt_loader *ld);
 void dt_loader_free(dt_loader *ld);
 
 #endif
