@@ -273,6 +273,18 @@ typedef struct dt_backend_ops {
    * returns, the host memory must not change. The backend holds two prefetches; a third
    * replaces the older one. */
   void (*prefetch)(dt_backend *be, const float *nchw_host, size_t count);
+
+  /* ==== replaying a step's device work (optional; CUDA graphs) ====
+   * capture_begin: from now on the ops are recorded, not run, until capture_end. Only device
+   * work may be recorded: no op that waits for results on the host (to_host, download,
+   * all_finite), and host memory written by an op (xent's losses) must come from host_alloc.
+   * capture_end returns the recorded work, or NULL (with a warning printed) when the device
+   * could not record or instantiate it; nothing recorded has run either way. replay runs it
+   * again with the buffers and scalars of the capture; capture_free frees it. */
+  void (*capture_begin)(dt_backend *be);
+  void *(*capture_end)(dt_backend *be);
+  void (*replay)(dt_backend *be, void *captured);
+  void (*capture_free)(dt_backend *be, void *captured);
 } dt_backend_ops;
 
 struct dt_backend {

@@ -89,6 +89,10 @@
     "arithmetic of the convolutions: fp32, bf16 or fp16 operands with fp32 accumulation "     \
     "(tensor cores on the GPU, emulated by rounding on the CPU); weights, gradients and "      \
     "optimizer stay fp32; fp16 implies dynamic loss scaling (train.loss_scale)")              \
+  X(train, cuda_graphs, BOOL, "false", 0, 0, "",                                              \
+    "--device cuda: record a training step's forward, loss and backward as a CUDA graph once "\
+    "and replay it (one pass per step, no dropout or shake-shake, no NCCL); not yet verified " \
+    "on a GPU, hence off")                                                                     \
   X(train, bucket_mb, FLOAT, "4", 0.001, 4096, "",                                             \
     "gradient all-reduce bucket in MiB; with NCCL (--device cuda) each bucket is summed as "   \
     "soon as backward has produced it, overlapping the rest of backward")                     \

@@ -47,6 +47,14 @@ typedef struct {
   /* GPU input: the loader whose next batch is copied to the device while this step computes
    * (backend prefetch), or NULL. */
   dt_loader *prefetch_ld;
+  /* train.cuda_graphs: the recorded device work of a step of graph `replay_graph` with loss
+   * gradient factor `replay_scale`, after `replay_warm` steps run op by op. */
+  void *replay;
+  dt_graph *replay_graph;
+  float replay_scale;
+  long replay_warm;
+  bool replay_off; /* recording failed once: op by op from then on */
+  bool losses_pinned; /* t->losses came from host_alloc */
   long steps_per_epoch;
   const char *run_dir;
   FILE *log;
@@ -198,6 +206,9 @@ static dt_status open_run_dir(trainer *t, bool resume, long resume_step) {
 
 static void trainer_free(trainer *t) {
   dt_comm_nccl_destroy(t->nccl); /* before the backend: it waits for its all-reduces */
+  if (t->replay) t->be->ops->capture_free(t->be, t->replay);
+  if (t->losses_pinned) t->be->ops->host_free(t->be, t->losses);
+  if (t->losses_pinned) t->losses = NULL;
   dt_grad_buckets_free(&t->buckets);
   dt_loader_free(t->train_ld);
   dt_loader_free(t->test_ld);
@@ -299,7 +310,10 @@ static dt_status trainer_setup(trainer *t, const dt_config *cfg, dt_comm *comm, 
   dt_schedule_init(&t->sched, cfg, t->steps_per_epoch);
   dt_optim_init(&t->opt, cfg, &t->model->params);
   int maxn = DT_MAX(per_rank, E);
-  t->losses = dt_xmalloc(2 * (size_t)maxn * sizeof(float));
+  /* Page-locked where the backend has it: a replayed step writes the losses there. */
+  t->losses_pinned = t->be->ops->host_alloc != NULL;
+  t->losses = t->losses_pinned ? t->be->ops->host_alloc(t->be, 2 * (size_t)maxn * sizeof(float))
+                               : dt_xmalloc(2 * (size_t)maxn * sizeof(float));
   t->logits = dt_xmalloc((size_t)maxn * t->ds.classes * sizeof(float));
   const dt_params *ps = &t->model->params;
   t->accumulate = t->accum > 1 || t->dual;
@@ -619,6 +633,50 @@ static void prefetch_next(trainer *t) {
                        (size_t)nb->n * tr->channels * tr->height * tr->width);
 }
 
+/* train.cuda_graphs applies to this step: a backend that records, one pass, no per-step host
+ * input in the model, no NCCL hooks in backward. */
+static bool replayable(const trainer *t, const dt_graph *g) {
+  return t->cfg->train_cuda_graphs && !t->replay_off && t->be->ops->capture_begin &&
+         !t->accumulate && !t->nccl && dt_graph_replayable(g);
+}
+
+/* One pass with the device work replayed: inputs and targets go up first, the recorded
+ * forward, loss and backward run as one unit, recorded anew when the graph or the loss
+ * gradient factor changed (a new loss scale). The first two steps run op by op, so that every
+ * buffer and algorithm exists before recording. Returns the logits. */
+static const dt_tensor *replay_step(trainer *t, dt_graph *g, const float *x,
+                                    const float *targets, float grad_scale) {
+  dt_backend *be = t->be;
+  dt_graph_set_input(g, x);
+  dt_graph_set_targets(g, targets);
+  if (t->replay && (t->replay_graph != g || t->replay_scale != grad_scale)) {
+    be->ops->capture_free(be, t->replay);
+    t->replay = NULL;
+  }
+  if (!t->replay && t->replay_warm >= 2) {
+    be->ops->capture_begin(be);
+    dt_graph_run_forward(g, true);
+    dt_graph_run_loss(g, grad_scale, t->losses);
+    dt_graph_backward(g);
+    t->replay = be->ops->capture_end(be);
+    t->replay_graph = g;
+    t->replay_scale = grad_scale;
+    t->replay_off = t->replay == NULL;
+  }
+  t->replay_warm++;
+  if (t->replay) {
+    be->ops->replay(be, t->replay);
+    prefetch_next(t);
+  } else {
+    /* Warm-up, or recording failed: nothing recorded has run. */
+    dt_graph_run_forward(g, true);
+    prefetch_next(t);
+    dt_graph_run_loss(g, grad_scale, t->losses);
+    dt_graph_backward(g);
+  }
+  return &g->values[g->n_nodes].t;
+}
+
 /* Forward and backward over this rank's micro-batches of global step `step`; leaves the
  * rank's gradient sum in the gradient arena. Adds the summed loss and top-1 count. Returns the
  * number of training passes (each one updated the batch-norm running statistics). Dropout and
@@ -646,12 +704,17 @@ static int compute_gradients(trainer *t, const dt_batch *b, long step, double *l
     dt_graph *g = dt_model_graph(t->model, t->micro, false);
     g->step_key = key;
     g->sample_offset = offset;
-    const dt_tensor *logits = dt_graph_forward(g, x, true);
-    prefetch_next(t);
-    dt_graph_loss(g, targets, loss_grad(t, b->global_n), t->losses);
-    overlap_begin(t, g);
-    dt_graph_backward(g);
-    g->on_backward = NULL;
+    const dt_tensor *logits;
+    if (replayable(t, g)) {
+      logits = replay_step(t, g, x, targets, loss_grad(t, b->global_n));
+    } else {
+      logits = dt_graph_forward(g, x, true);
+      prefetch_next(t);
+      dt_graph_loss(g, targets, loss_grad(t, b->global_n), t->losses);
+      overlap_begin(t, g);
+      dt_graph_backward(g);
+      g->on_backward = NULL;
+    }
     sum_gradients(t, pass++);
     t->be->ops->download(t->be, logits, t->logits);
     for (int i = 0; i < t->micro; i++) *loss_sum += t->losses[i];

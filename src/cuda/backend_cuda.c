@@ -85,7 +85,8 @@ static float *cuda_staging(dt_cuda_backend *be, size_t bytes) {
 }
 
 void dt_cuda_op_done(dt_cuda_backend *be, bool touches_host) {
-  if (touches_host || be->sync_all) DT_CUDA_CHECK(cudaStreamSynchronize(be->stream));
+  if ((touches_host || be->sync_all) && !be->capturing)
+    DT_CUDA_CHECK(cudaStreamSynchronize(be->stream));
 }
 
 /* Plain device memory, zeroed in stream order (before any later op of the stream uses it). */
@@ -353,12 +354,53 @@ static void cuda_destroy(dt_backend *bep) {
   }
   DT_CUDA_CHECK(cudaStreamDestroy(be->copy_stream));
   DT_CUBLAS_CHECK(cublasDestroy(be->cublas));
+  dt_cuda_free(be->cublas_workspace);
   DT_CUDNN_CHECK(cudnnDestroy(be->cudnn));
   DT_CUDA_CHECK(cudaStreamDestroy(be->stream));
   free(be);
 }
 
 static void *cuda_native_stream(dt_backend *bep) { return dt_cuda_be(bep)->stream; }
+
+/* ---- CUDA graphs ---- */
+
+static void cuda_capture_begin(dt_backend *bep) {
+  dt_cuda_backend *be = dt_cuda_be(bep);
+  DT_CUDA_CHECK(cudaStreamSynchronize(be->stream));
+  /* Thread-local: only this thread's calls are checked, not the loader threads'. */
+  DT_CUDA_CHECK(cudaStreamBeginCapture(be->stream, cudaStreamCaptureModeThreadLocal));
+  be->capturing = true;
+}
+
+static void *cuda_capture_end(dt_backend *bep) {
+  dt_cuda_backend *be = dt_cuda_be(bep);
+  cudaGraph_t graph = NULL;
+  cudaError_t e = cudaStreamEndCapture(be->stream, &graph);
+  be->capturing = false;
+  cudaGraphExec_t exec = NULL;
+  if (e == cudaSuccess) e = cudaGraphInstantiate(&exec, graph, 0);
+  if (graph) DT_CUDA_CHECK(cudaGraphDestroy(graph));
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    fprintf(stderr, "dtrain cuda: warning: the training step could not be recorded as a CUDA "
+                    "graph (%s); it runs op by op\n", cudaGetErrorString(e));
+    return NULL;
+  }
+  return exec;
+}
+
+static void cuda_replay(dt_backend *bep, void *captured) {
+  dt_cuda_backend *be = dt_cuda_be(bep);
+  DT_CUDA_CHECK(cudaGraphLaunch((cudaGraphExec_t)captured, be->stream));
+  dt_cuda_op_done(be, false);
+}
+
+static void cuda_capture_free(dt_backend *bep, void *captured) {
+  dt_cuda_backend *be = dt_cuda_be(bep);
+  if (!captured) return;
+  DT_CUDA_CHECK(cudaStreamSynchronize(be->stream));
+  DT_CUDA_CHECK(cudaGraphExecDestroy((cudaGraphExec_t)captured));
+}
 
 static const dt_backend_ops cuda_ops = {
     .name = "cuda",
@@ -429,6 +471,10 @@ static const dt_backend_ops cuda_ops = {
     .host_alloc = cuda_host_alloc,
     .host_free = cuda_host_free,
     .prefetch = cuda_prefetch,
+    .capture_begin = cuda_capture_begin,
+    .capture_end = cuda_capture_end,
+    .replay = cuda_replay,
+    .capture_free = cuda_capture_free,
 };
 
 static bool env_flag(const char *name) {
@@ -492,6 +538,11 @@ dt_backend *dt_backend_cuda_create(int threads, int local_rank, int local_size) 
   }
   DT_CUDNN_CHECK(cudnnSetStream(be->cudnn, be->stream));
   DT_CUBLAS_CHECK(cublasSetStream(be->cublas, be->stream));
+  /* A workspace of cuBLAS's recommended size for Hopper, so that it never allocates one while
+   * a CUDA graph is recorded. */
+  const size_t cublas_ws = (size_t)32 << 20;
+  be->cublas_workspace = dt_cuda_malloc(cublas_ws);
+  DT_CUBLAS_CHECK(cublasSetWorkspace(be->cublas, be->cublas_workspace, cublas_ws));
   DT_CUBLAS_CHECK(
       cublasSetMathMode(be->cublas, be->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH));
   be->lars_scratch = dt_cuda_malloc(dt_k_lars_scratch_bytes());

@@ -28,9 +28,18 @@
   do {                                                                                    \
     cudaError_t dt_cuda_e_ = (expr);                                                      \
     if (dt_cuda_e_ != cudaSuccess)                                                        \
-      DT_FATAL("CUDA call %s failed: %s (%s, error %d)", #expr,                          \
-               cudaGetErrorString(dt_cuda_e_), cudaGetErrorName(dt_cuda_e_), (int)dt_cuda_e_); \
+      DT_FATAL("CUDA call %s failed: %s (%s, error %d)%s", #expr,                        \
+               cudaGetErrorString(dt_cuda_e_), cudaGetErrorName(dt_cuda_e_), (int)dt_cuda_e_, \
+               dt_cuda_capture_hint(dt_cuda_e_));                                         \
   } while (0)
+
+/* A hint for errors of CUDA graph capture (train.cuda_graphs). */
+static inline const char *dt_cuda_capture_hint(cudaError_t e) {
+  return e == cudaErrorStreamCaptureUnsupported || e == cudaErrorStreamCaptureInvalidated ||
+                 e == cudaErrorStreamCaptureImplicit || e == cudaErrorStreamCaptureIsolation
+             ? " while recording a CUDA graph: set train.cuda_graphs = false"
+             : "";
+}
 
 #define DT_CUDNN_CHECK(expr)                                                              \
   do {                                                                                    \
@@ -103,6 +112,8 @@ typedef struct {
   cudaStream_t copy_stream;   /* prefetches of input batches, beside the compute stream */
   dt_cuda_prefetch prefetch[2];
   int prefetch_next;          /* the slot the next prefetch takes */
+  bool capturing;             /* capture_begin .. capture_end: ops are recorded, nothing waits */
+  void *cublas_workspace;     /* cuBLAS's workspace, set once so that capture allocates nothing */
 } dt_cuda_backend;
 
 /* Common head of every op; each kind embeds it as its first member. */

@@ -166,20 +166,43 @@ void dt_graph_plan(dt_graph *g) {
   g->planned = true;
 }
 
-const dt_tensor *dt_graph_forward(dt_graph *g, const float *input_host, bool train) {
-  DT_CHECK(g->planned && (!train || !g->bn_eval));
+void dt_graph_set_input(dt_graph *g, const float *input_host) {
+  DT_CHECK(g->planned);
   g->be->ops->upload(g->be, input_host, &g->values[0].t);
+}
+
+const dt_tensor *dt_graph_run_forward(dt_graph *g, bool train) {
+  DT_CHECK(g->planned && (!train || !g->bn_eval));
   for (int i = 0; i < g->n_nodes; i++) g->nodes[i].ops->forward(&g->nodes[i], g, train);
   return &g->values[g->n_nodes].t;
 }
 
-void dt_graph_loss(dt_graph *g, const float *targets, float grad_scale, float *losses_host) {
+const dt_tensor *dt_graph_forward(dt_graph *g, const float *input_host, bool train) {
+  dt_graph_set_input(g, input_host);
+  return dt_graph_run_forward(g, train);
+}
+
+void dt_graph_set_targets(dt_graph *g, const float *targets) {
+  const dt_shape s = g->values[g->n_nodes].t.shape;
+  g->be->ops->to_device(g->be, g->targets, targets, (size_t)s.n * s.c * sizeof(float));
+}
+
+void dt_graph_run_loss(dt_graph *g, float grad_scale, float *losses_host) {
   dt_value *last = &g->values[g->n_nodes];
   const dt_shape s = last->t.shape;
-  size_t bytes = (size_t)s.n * s.c * sizeof(float);
-  g->be->ops->to_device(g->be, g->targets, targets, bytes);
   dt_tensor *dlogits = g->bn_eval ? NULL : &last->grad;
   g->be->ops->xent(g->be, &last->t, g->targets, s.n, s.c, grad_scale, dlogits, losses_host);
+}
+
+void dt_graph_loss(dt_graph *g, const float *targets, float grad_scale, float *losses_host) {
+  dt_graph_set_targets(g, targets);
+  dt_graph_run_loss(g, grad_scale, losses_host);
+}
+
+bool dt_graph_replayable(const dt_graph *g) {
+  for (int i = 0; i < g->n_nodes; i++)
+    if (g->nodes[i].ops == &dt_layer_dropout || g->nodes[i].ops == &dt_layer_shake) return false;
+  return true;
 }
 
 void dt_graph_backward(dt_graph *g) {

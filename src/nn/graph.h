@@ -146,6 +146,16 @@ const dt_tensor *dt_graph_forward(dt_graph *g, const float *input_host, bool tra
 /* Soft-target cross-entropy on the logits of the last forward: per-sample losses to
  * losses_host and the logits gradient (scaled by grad_scale) into the last value's gradient. */
 void dt_graph_loss(dt_graph *g, const float *targets, float grad_scale, float *losses_host);
+/* The same two steps split into their host transfers and their device work, for replaying
+ * the device work of a step (CUDA graphs): dt_graph_forward = set_input + run_forward,
+ * dt_graph_loss = set_targets + run_loss. */
+void dt_graph_set_input(dt_graph *g, const float *input_host);
+const dt_tensor *dt_graph_run_forward(dt_graph *g, bool train);
+void dt_graph_set_targets(dt_graph *g, const float *targets);
+void dt_graph_run_loss(dt_graph *g, float grad_scale, float *losses_host);
+/* True when a training step's device work is the same every step but for its data: no layer
+ * takes per-step host input (dropout masks, shake-shake coefficients). */
+bool dt_graph_replayable(const dt_graph *g);
 /* Backward from the logits gradient; parameter gradients overwrite params->grads. */
 void dt_graph_backward(dt_graph *g);
 void dt_graph_free(dt_graph *g);

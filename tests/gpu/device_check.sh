@@ -295,8 +295,9 @@ DTRAIN_ARGS=(configs/quickstart.ini --device cuda --bench "$STEPS" --set data.da
 WRN_SETS=(--set model.name=wrn --set model.depth=28 --set model.widening_factor=10)
 # bench_row MODEL BATCH PRECISION: one dtrain and one torch measurement, a row of the table.
 bench_row() {
-  local model=$1 batch=$2 prec=$3 d="-" t tag="${1}_${2}_$3"
+  local model=$1 batch=$2 prec=$3 d="-" t tag="${1}_${2}_$3" graphs=false
   local sets=() targs=()
+  case $prec in *+graphs) prec=${prec%+graphs} graphs=true ;; esac
   if [ "$model" = wrn28_10 ]; then
     sets=("${WRN_SETS[@]}")
     targs=(--model wrn --depth 28 --widening-factor 10)
@@ -307,7 +308,8 @@ bench_row() {
     [ "$batch" = 128 ] && [ "$prec" = fp32 ] && verbose=1 # the GPU and algorithms, once each
     run_step "dtrain_$tag" 90 env DT_CUDA_TF32=$tf DT_CUDA_VERBOSE=$verbose \
       "$BIN/dtrain" "${DTRAIN_ARGS[@]}" "${sets[@]}" --set "train.batch_size=$batch" \
-      --set "train.eval_batch_size=$batch" --set "train.precision=$precision"
+      --set "train.eval_batch_size=$batch" --set "train.precision=$precision" \
+      --set "train.cuda_graphs=$graphs"
     d=$(value "dtrain_$tag" "bench:")
     [ "$RC" = 0 ] || note "dtrain bench $model batch $batch $prec failed (exit $RC): $(tail -n 2 "$LOGS/dtrain_$tag.log" | tr '\n' ' ')"
     { echo "### dtrain $model batch $batch $prec"; echo; tail_block "dtrain_$tag" 40; echo; } >>"$BODY"
@@ -319,12 +321,15 @@ bench_row() {
   { echo "### torch $model batch $batch $prec"; echo; tail_block "torch_$tag" 6; echo; } >>"$BODY"
   local label=ResNet-preact-20
   [ "$model" = wrn28_10 ] && label=WRN-28-10
-  printf '%s\t%s\t%s\t%s\t%s\n' "$label" "$batch" "$prec" "$d" "$t" >>"$BENCH"
+  local shown=$prec
+  [ "$graphs" = true ] && shown="$prec, CUDA graph"
+  printf '%s\t%s\t%s\t%s\t%s\n' "$label" "$batch" "$shown" "$d" "$t" >>"$BENCH"
 }
 # The targets first (bf16 at batch 128, WRN-28-10 bf16), so that a short budget keeps them.
 bench_row rnp20 128 bf16
 bench_row wrn28_10 128 bf16
 bench_row rnp20 128 fp32
+bench_row rnp20 128 bf16+graphs
 bench_row rnp20 128 fp16
 bench_row rnp20 128 tf32
 bench_row wrn28_10 128 fp16

@@ -9,7 +9,9 @@
 #     other way round, reach step 8 within the same 1e-3 of both plain runs;
 #   - DT_NCCL=1 (the NCCL all-reduce with its bucket overlap, on one rank) ends within 1e-4 of
 #     the plain GPU run (cuDNN picks algorithms by timing, so two GPU runs may round apart),
-#     and says in its header that NCCL sums the gradients.
+#     and says in its header that NCCL sums the gradients;
+#   - train.cuda_graphs=true (steps 3-8 replayed from one recording) ends within 1e-4 of the
+#     plain GPU run, without falling back to op-by-op.
 # Exits 77 (skipped) when DTRAIN cannot start a CUDA backend.
 # Usage: test_cross_device.sh DTRAIN   (ckpt_compare from $DTRAIN_TOOLS, else DTRAIN's
 #        directory/tools or DTRAIN's directory)
@@ -90,6 +92,16 @@ if [ $rc -eq 0 ] && printf '%s\n' "$out" | grep -q "all-reduce: NCCL"; then
   close "NCCL path agrees with the plain GPU run" "$(ckpt $T/nccl 8)" "$(ckpt $T/gpu 8)" 1e-4
 else
   bad "DT_NCCL=1 run (exit $rc)" "$out"
+fi
+
+# Replayed steps.
+out=$("$DTRAIN" "${CFG[@]}" --device cuda --set train.cuda_graphs=true --set output.dir=$T/graphs 2>&1)
+rc=$?
+if [ $rc -eq 0 ] && ! printf '%s\n' "$out" | grep -q "could not be recorded"; then
+  ok "train.cuda_graphs=true: 8 steps, 6 of them replayed"
+  close "CUDA graph replay agrees with the plain GPU run" "$(ckpt $T/graphs 8)" "$(ckpt $T/gpu 8)" 1e-4
+else
+  bad "train.cuda_graphs=true run (exit $rc)" "$out"
 fi
 
 echo "$pass passed, $fail failed"
