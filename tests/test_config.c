@@ -274,6 +274,7 @@ static const char *const k_full =
     "nonfinite = skip\n"
     "precision = bf16\n"
     "bucket_mb = 0.5\n"
+    "cuda_graphs = true\n"
     "loss_scale = fixed\n"
     "loss_scale_init = 1024\n"
     "loss_scale_growth = 500\n"
@@ -403,6 +404,7 @@ static void test_full_file_loads(void **state) {
   assert_string_equal(cfg.train_precision, "bf16");
   assert_string_equal(cfg.train_loss_scale, "fixed");
   assert_true(cfg.train_bucket_mb == 0.5);
+  assert_true(cfg.train_cuda_graphs);
   assert_true(cfg.train_loss_scale_init == 1024);
   assert_int_equal(cfg.train_loss_scale_growth, 500);
   assert_true(cfg.optim_lr == 0.2);
