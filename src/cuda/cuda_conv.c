@@ -102,11 +102,22 @@ static void conv_name(char *buf, size_t size, const dt_conv_params *p) {
            p->c, p->h, p->w, p->k, p->c / p->groups, p->r, p->s, p->stride, p->pad, p->groups);
 }
 
+/* 16-bit operands: the math type cuDNN timed the chosen algorithm with (it may differ from the
+ * one asked), on the descriptor for the workspace query. fp32 keeps what was asked, so that
+ * strict fp32 never turns into TF32. */
+static void conv_adopt_math(cuda_conv *c, cudnnMathType_t timed, cudnnMathType_t *math) {
+  if (c->prec == DT_PRECISION_FP32 || timed == *math) return;
+  *math = timed;
+  DT_CUDNN_CHECK(cudnnSetConvolutionMathType(c->cd, timed));
+}
+
 /* cudnnFind*AlgorithmEx for one pass under the descriptor's current math type: the fastest
- * algorithm that ran, with its time and workspace, or -1 when none did (*status: why, when
- * cuDNN refused the search itself, as it may for a data type it has no kernels of). */
+ * algorithm that ran, with its time, workspace and the math type cuDNN timed it with (left on
+ * the descriptor), or -1 when none did (*status: why, when cuDNN refused the search itself, as
+ * it may for a data type it has no kernels of). */
 static int conv_find_pass(dt_cuda_backend *be, cuda_conv *c, conv_pass pass, float *x, float *y,
-                          float *w, float *ms, size_t *ws, cudnnStatus_t *status) {
+                          float *w, float *ms, size_t *ws, cudnnMathType_t *math,
+                          cudnnStatus_t *status) {
   void *work = be->workspace;
   const size_t work_bytes = be->workspace_bytes;
   int got = 0;
@@ -120,6 +131,7 @@ static int conv_find_pass(dt_cuda_backend *be, cuda_conv *c, conv_pass pass, flo
       for (int i = 0; i < got; i++)
         if (r[i].status == CUDNN_STATUS_SUCCESS) {
           *ms = r[i].time;
+          conv_adopt_math(c, r[i].mathType, math);
           DT_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(be->cudnn, c->xd, c->wd, c->cd,
                                                                  c->yd, r[i].algo, ws));
           return (int)r[i].algo;
@@ -135,6 +147,7 @@ static int conv_find_pass(dt_cuda_backend *be, cuda_conv *c, conv_pass pass, flo
       for (int i = 0; i < got; i++)
         if (r[i].status == CUDNN_STATUS_SUCCESS) {
           *ms = r[i].time;
+          conv_adopt_math(c, r[i].mathType, math);
           DT_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(be->cudnn, c->wd, c->yd,
                                                                       c->cd, c->xd, r[i].algo, ws));
           return (int)r[i].algo;
@@ -151,6 +164,7 @@ static int conv_find_pass(dt_cuda_backend *be, cuda_conv *c, conv_pass pass, flo
       for (int i = 0; i < got; i++)
         if (r[i].status == CUDNN_STATUS_SUCCESS) {
           *ms = r[i].time;
+          conv_adopt_math(c, r[i].mathType, math);
           DT_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
               be->cudnn, c->xd, c->yd, c->cd, c->wd, r[i].algo, ws));
           return (int)r[i].algo;
@@ -158,6 +172,15 @@ static int conv_find_pass(dt_cuda_backend *be, cuda_conv *c, conv_pass pass, flo
       return -1;
     }
   }
+}
+
+/* The math type a search starts from: 16-bit operands need CUDNN_TENSOR_OP_MATH for tensor
+ * cores (cuDNN's default math leaves bf16 / fp16 convolutions on slow non-tensor-core
+ * kernels: the H200 run of device_check.sh measured bf16 at 0.18x of fp32); fp32 is strict
+ * FMA unless TF32 is allowed. */
+static cudnnMathType_t conv_math_type(const dt_cuda_backend *be, const cuda_conv *c) {
+  if (c->prec != DT_PRECISION_FP32) return CUDNN_TENSOR_OP_MATH;
+  return be->tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
 }
 
 /* Run every algorithm of each pass once on scratch buffers and keep the fastest that works,
@@ -181,15 +204,17 @@ static dt_cuda_algo *conv_find(dt_cuda_backend *be, cuda_conv *c, bool may_fail)
   for (int pass = 0; pass < CONV_PASSES; pass++) {
     a->algo[pass] = -1;
     if (pass == CONV_DATA && !p->need_dx) continue;
-    cudnnMathType_t math = be->tf32 || c->prec != DT_PRECISION_FP32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
+    const cudnnMathType_t asked = conv_math_type(be, c);
+    cudnnMathType_t math = asked;
     DT_CUDNN_CHECK(cudnnSetConvolutionMathType(c->cd, math));
     cudnnStatus_t status = CUDNN_STATUS_SUCCESS;
-    int algo =
-        conv_find_pass(be, c, (conv_pass)pass, x, y, w, &ms[pass], &a->ws[pass], &status);
-    if (algo < 0 && math == CUDNN_FMA_MATH) {
+    int algo = conv_find_pass(be, c, (conv_pass)pass, x, y, w, &ms[pass], &a->ws[pass], &math,
+                              &status);
+    if (algo < 0 && asked == CUDNN_FMA_MATH) {
       math = CUDNN_DEFAULT_MATH;
       DT_CUDNN_CHECK(cudnnSetConvolutionMathType(c->cd, math));
-      algo = conv_find_pass(be, c, (conv_pass)pass, x, y, w, &ms[pass], &a->ws[pass], &status);
+      algo = conv_find_pass(be, c, (conv_pass)pass, x, y, w, &ms[pass], &a->ws[pass], &math,
+                            &status);
       if (algo >= 0)
         fprintf(stderr,
                 "dtrain cuda: warning: no strict-fp32 %s algorithm for the convolution %s; "
@@ -250,8 +275,7 @@ static void conv_describe(dt_cuda_backend *be, cuda_conv *c) {
   DT_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(c->cd, p->pad, p->pad, p->stride, p->stride, 1,
                                                  1, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
   DT_CUDNN_CHECK(cudnnSetConvolutionGroupCount(c->cd, p->groups));
-  DT_CUDNN_CHECK(cudnnSetConvolutionMathType(
-      c->cd, be->tf32 || c->prec != DT_PRECISION_FP32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
+  DT_CUDNN_CHECK(cudnnSetConvolutionMathType(c->cd, conv_math_type(be, c)));
   int dn, dc, dh, dw;
   DT_CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(c->cd, c->xd, c->wd, &dn, &dc, &dh, &dw));
   if (dn != p->n || dc != p->k || dh != c->oh || dw != c->ow)
