@@ -1,7 +1,7 @@
 /* backend_cpu.c: the oneDNN CPU backend (DESIGN "The seams"): engine and stream, layouts,
- * memory, host transfers, the primitive helpers every op file uses, the loss, and the table
- * of function pointers. Convolutions live in cpu_conv.c, batch norm in cpu_bn.c, the other
- * ops in cpu_ops.c. */
+ * memory, host transfers, the primitive helpers every op file uses, the loss, the choice of
+ * precision and the table of function pointers. Convolutions live in cpu_conv.c, batch norm
+ * in cpu_bn.c, the other ops in cpu_ops.c. */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -366,6 +366,22 @@ static void cpu_xent(dt_backend *be, const dt_tensor *logits, const float *targe
   }
 }
 
+/* ---- precision ---- */
+
+/* Reduced precision is emulated (backend.h): each convolution rounds its operands to bf16 or
+ * fp16 and runs the fp32 primitive, the numerics of tensor cores with fp32 accumulation at
+ * fp32 speed plus the rounding. Like the CUDA backend, only before any op exists: an op's
+ * arithmetic is fixed when it is created, and a net must not mix the two. */
+static dt_status cpu_set_precision(dt_backend *bep, dt_precision precision) {
+  dt_cpu_backend *be = dt_cpu_be(bep);
+  if (be->ops) DT_FATAL("set_precision after ops were created");
+  if (precision != DT_PRECISION_FP32 && precision != DT_PRECISION_BF16 &&
+      precision != DT_PRECISION_FP16)
+    return dt_error_set(DT_ERR_CONFIG, "set_precision: unknown precision %d", (int)precision);
+  be->precision = precision;
+  return DT_OK;
+}
+
 /* ---- the backend ---- */
 
 static void cpu_destroy(dt_backend *bep) {
@@ -385,6 +401,8 @@ static void cpu_destroy(dt_backend *bep) {
     free(l);
   }
   free(be->scratchpad);
+  free(be->round_buf[0]);
+  free(be->round_buf[1]);
   DT_DNNL_CHECK(dnnl_stream_destroy(be->stream));
   DT_DNNL_CHECK(dnnl_engine_destroy(be->engine));
   free(be);
@@ -454,6 +472,7 @@ static const dt_backend_ops cpu_ops = {
     .lars_update = dt_cpu_lars_update,
     .adam_update = dt_cpu_adam_update,
     .all_finite = dt_cpu_all_finite,
+    .set_precision = cpu_set_precision,
 };
 
 dt_backend *dt_backend_cpu_create(int threads) {

@@ -19,12 +19,23 @@
  * tries other activation layouts (conv_alts) and takes the first that has a real kernel; the
  * pass then reorders its activation inputs once per call into op-owned buffers and its output
  * back (with a sum post-op for a forward that adds into a residual). The published layouts,
- * and so the rest of the net, stay as they were. */
+ * and so the rest of the net, stay as they were.
+ *
+ * Reduced precision (set_precision bf16 / fp16) is emulated: each pass rounds its two inputs
+ * (forward x and w, backward-data dy and w, backward-weights x and dy) to the format and runs
+ * the same fp32 primitive, so products are exact and sums fp32 as on tensor cores. Rounding is
+ * elementwise and commutes with reorders of f32, so it applies in whatever layout the operand
+ * is in: in place in the op's own copies (staged activations, reordered weights), otherwise
+ * into the backend's two shared buffers (round_buf). The caller's arrays are never written;
+ * an fp32 op takes none of these paths. A Winograd pass (AVX-512, conv_winograd) multiplies
+ * transforms of the rounded operands, which carry fp32 rounding errors of their own: around
+ * 1e-6 relative, against up to 2^-9 (bf16) and 2^-12 (fp16) from rounding each operand. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cpu/cpu_internal.h"
+#include "precision.h"
 
 typedef enum { CONV_FWD, CONV_BWD_DATA, CONV_BWD_WEIGHTS } conv_kind;
 
@@ -35,6 +46,7 @@ typedef struct {
   bool on;
   dt_cpu_reorder re;
   float *buf;
+  size_t n; /* floats in buf */
   dnnl_memory_t m;
 } conv_stage;
 
@@ -65,6 +77,11 @@ typedef struct {
    * gradient's layout -> plain; each with the op's buffer for the non-plain side. */
   dt_cpu_reorder w_fwd, w_bwd, dw;
   float *w_fwd_buf, *w_bwd_buf, *dw_buf;
+  /* Reduced precision (the backend's when the op was created) and the float counts the
+   * roundings cover: x and y in the op's layouts (padding included), the plain weights and
+   * the reordered weight buffers. */
+  dt_precision prec;
+  size_t x_n, y_n, w_n, w_fwd_n, w_bwd_n;
   /* Memory objects in the op's layouts, pointed at the caller's buffers on each call. */
   dnnl_memory_t m_x, m_y, m_w_fwd, m_w_bwd, m_dw;
 } cpu_conv;
@@ -178,6 +195,7 @@ static void stage_init(dt_cpu_backend *be, conv_stage *s, const dnnl_memory_desc
   if (input) dt_cpu_reorder_init(be, &s->re, own, run, what);
   else dt_cpu_reorder_init(be, &s->re, run, own, what);
   s->buf = conv_buf(run);
+  s->n = dnnl_memory_desc_get_size(run) / sizeof(float);
   s->m = dt_cpu_mem(be, run);
 }
 
@@ -225,17 +243,50 @@ static void conv_pass_create(cpu_conv *c, conv_pass *p, conv_kind kind,
   if (!have) DT_FATAL("oneDNN cannot create %s", what);
 }
 
+/* Grow the backend's shared rounding buffer `slot` to at least `bytes` (at creation, so that
+ * running an op allocates nothing). */
+static void round_reserve(dt_cpu_backend *be, int slot, size_t bytes) {
+  if (bytes <= be->round_bytes[slot]) return;
+  free(be->round_buf[slot]);
+  be->round_buf[slot] = dt_xaligned(bytes);
+  be->round_bytes[slot] = bytes;
+}
+
+/* A reduced-precision op's input of n floats, rounded into the shared buffer `slot` (the
+ * caller's array stays as it is: other ops read it in fp32). */
+static const void *round_into(const cpu_conv *c, int slot, const void *data, size_t n) {
+  float *dst = c->base.be->round_buf[slot];
+  dt_round_array(c->prec, data, dst, n);
+  return dst;
+}
+
 /* The memory object and buffer of one side of a pass for a call: the caller's tensor, or the
- * staging buffer (after reordering an input into it). */
-static dnnl_memory_t side_in(dt_cpu_backend *be, conv_stage *s, dnnl_memory_t own,
-                             const void *data) {
+ * staging buffer (after reordering an input into it). A reduced-precision op rounds the input
+ * in the staging buffer, or else into the shared buffer `slot`; n is the tensor's float count. */
+static dnnl_memory_t side_in(const cpu_conv *c, conv_stage *s, dnnl_memory_t own,
+                             const void *data, size_t n, int slot) {
+  dt_cpu_backend *be = c->base.be;
   if (!s->on) {
+    if (c->prec != DT_PRECISION_FP32) data = round_into(c, slot, data, n);
     dt_cpu_bind(be, own, data);
     return own;
   }
   dt_cpu_reorder_run(be, &s->re, data, s->buf);
+  if (c->prec != DT_PRECISION_FP32) dt_round_array(c->prec, s->buf, s->buf, s->n);
   dt_cpu_bind(be, s->m, s->buf);
   return s->m;
+}
+
+/* The weights a pass reads: the caller's plain array, or the op's copy in the primitive's
+ * layout (reorder r into buf of buf_n floats); rounded in reduced precision, in the copy or
+ * into the shared buffer 1. */
+static const void *weights_in(const cpu_conv *c, const dt_cpu_reorder *r, float *buf,
+                              size_t buf_n, const float *w) {
+  if (r->same)
+    return c->prec == DT_PRECISION_FP32 ? (const void *)w : round_into(c, 1, w, c->w_n);
+  dt_cpu_reorder_run(c->base.be, r, w, buf);
+  if (c->prec != DT_PRECISION_FP32) dt_round_array(c->prec, buf, buf, buf_n);
+  return buf;
 }
 
 static dnnl_memory_t side_out(dt_cpu_backend *be, conv_stage *s, dnnl_memory_t own, void *data) {
@@ -374,6 +425,7 @@ dt_op *dt_cpu_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_lay
 
   dt_cpu_reorder_init(be, &c->w_fwd, &w_plain, &w_fwd, fwhat);
   c->w_fwd_buf = conv_wbuf(&c->w_fwd, &w_fwd);
+  c->w_fwd_n = dnnl_memory_desc_get_size(&w_fwd) / sizeof(float);
   c->m_x = dt_cpu_mem(be, xmd);
   c->m_y = dt_cpu_mem(be, &ymd);
   c->m_w_fwd = dt_cpu_mem(be, &w_fwd);
@@ -385,6 +437,7 @@ dt_op *dt_cpu_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_lay
     dnnl_memory_desc_t w_bwd = dt_cpu_prim_md(&c->bwd_data.prim, dnnl_query_weights_md, 0);
     dt_cpu_reorder_init(be, &c->w_bwd, &w_plain, &w_bwd, fwhat);
     c->w_bwd_buf = conv_wbuf(&c->w_bwd, &w_bwd);
+    c->w_bwd_n = dnnl_memory_desc_get_size(&w_bwd) / sizeof(float);
     c->m_w_bwd = dt_cpu_mem(be, &w_bwd);
   }
 
@@ -396,6 +449,17 @@ dt_op *dt_cpu_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_lay
   c->dw_buf = conv_wbuf(&c->dw, &dw);
   c->m_dw = dt_cpu_mem(be, &dw);
 
+  /* Reduced precision: slot 0 holds a rounded activation input (x, or dy in backward-data),
+   * slot 1 the other input of the pass (plain weights, or dy in backward-weights). */
+  c->prec = be->precision;
+  c->x_n = dnnl_memory_desc_get_size(xmd) / sizeof(float);
+  c->y_n = dnnl_memory_desc_get_size(&ymd) / sizeof(float);
+  c->w_n = dnnl_memory_desc_get_size(&w_plain) / sizeof(float);
+  if (c->prec != DT_PRECISION_FP32) {
+    round_reserve(be, 0, sizeof(float) * DT_MAX(c->x_n, c->y_n));
+    round_reserve(be, 1, sizeof(float) * DT_MAX(c->w_n, c->y_n));
+  }
+
   *y = c->y;
   return &c->base;
 }
@@ -406,14 +470,10 @@ void dt_cpu_conv_forward(dt_op *op, const dt_tensor *x, const float *w, dt_tenso
   dt_cpu_backend *be = op->be;
   dt_cpu_check_tensor(x, c->x, "conv_forward x");
   dt_cpu_check_tensor(y, c->y, "conv_forward y");
-  const void *wk = w;
-  if (!c->w_fwd.same) {
-    dt_cpu_reorder_run(be, &c->w_fwd, w, c->w_fwd_buf);
-    wk = c->w_fwd_buf;
-  }
+  const void *wk = weights_in(c, &c->w_fwd, c->w_fwd_buf, c->w_fwd_n, w);
   const bool via_reorder = accumulate && c->acc_reorder;
   conv_pass *pass = accumulate && !via_reorder ? &c->fwd_acc : &c->fwd;
-  dnnl_memory_t mx = side_in(be, &c->fwd.x, c->m_x, x->data);
+  dnnl_memory_t mx = side_in(c, &c->fwd.x, c->m_x, x->data, c->x_n, 0);
   dnnl_memory_t my;
   if (via_reorder && !c->fwd.y.on) {
     dt_cpu_bind(be, c->m_acc, c->acc_buf);
@@ -437,13 +497,9 @@ void dt_cpu_conv_backward_data(dt_op *op, const dt_tensor *dy, const float *w, d
   if (!c->p.need_dx) DT_FATAL("conv_backward_data on a convolution created without need_dx");
   dt_cpu_check_tensor(dy, c->y, "conv_backward_data dy");
   dt_cpu_check_tensor(dx, c->x, "conv_backward_data dx");
-  const void *wk = w;
-  if (!c->w_bwd.same) {
-    dt_cpu_reorder_run(be, &c->w_bwd, w, c->w_bwd_buf);
-    wk = c->w_bwd_buf;
-  }
+  const void *wk = weights_in(c, &c->w_bwd, c->w_bwd_buf, c->w_bwd_n, w);
   conv_pass *pass = &c->bwd_data;
-  dnnl_memory_t mdy = side_in(be, &pass->y, c->m_y, dy->data);
+  dnnl_memory_t mdy = side_in(c, &pass->y, c->m_y, dy->data, c->y_n, 0);
   dnnl_memory_t mdx = side_out(be, &pass->x, c->m_x, dx->data);
   dt_cpu_bind(be, c->m_w_bwd, wk);
   dnnl_exec_arg_t args[] = {
@@ -459,8 +515,8 @@ void dt_cpu_conv_backward_weights(dt_op *op, const dt_tensor *x, const dt_tensor
   dt_cpu_check_tensor(dy, c->y, "conv_backward_weights dy");
   conv_pass *pass = &c->bwd_weights;
   void *dwk = c->dw.same ? (void *)dw : (void *)c->dw_buf;
-  dnnl_memory_t mx = side_in(be, &pass->x, c->m_x, x->data);
-  dnnl_memory_t mdy = side_in(be, &pass->y, c->m_y, dy->data);
+  dnnl_memory_t mx = side_in(c, &pass->x, c->m_x, x->data, c->x_n, 0);
+  dnnl_memory_t mdy = side_in(c, &pass->y, c->m_y, dy->data, c->y_n, 1);
   dt_cpu_bind(be, c->m_dw, dwk);
   dnnl_exec_arg_t args[] = {
       {DNNL_ARG_SRC, mx}, {DNNL_ARG_DIFF_DST, mdy}, {DNNL_ARG_DIFF_WEIGHTS, c->m_dw}};

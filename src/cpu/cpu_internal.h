@@ -41,6 +41,12 @@ typedef struct {
   size_t scratchpad_bytes;
   int act_block;             /* channel block of activations (dt_cpu_act_block), 0: not probed */
   int ref_prims;             /* live primitives on oneDNN's reference code (reorders aside) */
+  /* Arithmetic of the convolutions created from now on (set_precision). In bf16 / fp16 they
+   * round their operands (precision.h) into these two buffers, shared like the scratchpad
+   * and grown by conv_create to the largest need; fp32 convolutions never touch them. */
+  dt_precision precision;
+  float *round_buf[2];
+  size_t round_bytes[2];
 } dt_cpu_backend;
 
 /* Common head of every op; each kind embeds it as its first member. */
