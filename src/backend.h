@@ -253,8 +253,10 @@ typedef struct dt_backend_ops {
    * DT_PRECISION_BF16 / DT_PRECISION_FP16: convolutions take bfloat16 / IEEE half operands
    * (rounded to nearest even; in fp16 a value beyond 65504 becomes infinite, so callers train
    * fp16 with loss scaling) and accumulate in fp32; tensors, parameters, gradients and the
-   * optimizer stay fp32, so nothing else changes for the caller. The CPU backend emulates
-   * both by rounding the operands (the arithmetic of tensor cores, not their speed).
+   * optimizer stay fp32, so nothing else changes for the caller. A convolution's result is
+   * rounded to the format as well (the GPU stores it in 16 bits); an accumulating forward adds
+   * the rounded result in fp32. The CPU backend emulates all of it by rounding (the arithmetic
+   * of tensor cores, not their speed).
    * Returns DT_ERR_CONFIG with a message when the backend or device cannot; NULL: fp32 only. */
   dt_status (*set_precision)(dt_backend *be, dt_precision precision);
 

@@ -9,8 +9,9 @@
  * place, the multi-threaded path), then a few million random patterns.
  *
  * Convolutions: a backend in fp16 or bf16 must give, bit for bit, what the fp32 backend gives
- * on operands rounded beforehand (the same oneDNN primitives run on the same values), and not
- * what it gives on the unrounded operands (so skipping a rounding fails). Forward, forward
+ * on operands rounded beforehand (the same oneDNN primitives run on the same values) with the
+ * result rounded too (an accumulating forward adds the rounded result to the residual), and
+ * not what it gives on the unrounded operands (so skipping a rounding fails). Forward, forward
  * accumulating onto a residual, backward data, backward weights; plain and blocked inputs,
  * stride 2, 1x1, groups, depthwise, narrow channels (on AVX-512 and AVX2 cpu_conv.c stages
  * their backward weights: rounding in its own buffers), weights used plain and reordered, and
@@ -504,7 +505,13 @@ static void conv_case(backends *b, const dt_conv_params *p, bool blocked, uint64
     dt_round_array(precs[i], dy, dyr, ny);
     conv_on cr = conv_on_new(precs[i] == DT_PRECISION_FP16 ? b->fp16 : b->bf16, p, blocked);
     results got = conv_run(&cr, p, x, w, dy, y0);
+    /* What 16-bit tensor cores compute: fp32 sums of exact products of the rounded operands,
+     * the result rounded once more; an accumulating forward adds that to y0 in fp32. */
     results want = conv_run(&c32, p, xr, wr, dyr, y0);
+    dt_round_array(precs[i], want.y, want.y, ny);
+    for (size_t j = 0; j < ny; j++) want.yacc[j] = y0[j] + want.y[j];
+    if (p->need_dx) dt_round_array(precs[i], want.dx, want.dx, nx);
+    dt_round_array(precs[i], want.dw, want.dw, nw);
     char label[200];
     snprintf(label, sizeof label, "%s %s", what, dt_precision_name(precs[i]));
     conv_expect(label, "forward", got.y, want.y, plain.y, ny);

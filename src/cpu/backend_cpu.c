@@ -401,8 +401,7 @@ static void cpu_destroy(dt_backend *bep) {
     free(l);
   }
   free(be->scratchpad);
-  free(be->round_buf[0]);
-  free(be->round_buf[1]);
+  for (size_t i = 0; i < DT_ARRAY_LEN(be->round_buf); i++) free(be->round_buf[i]);
   DT_DNNL_CHECK(dnnl_stream_destroy(be->stream));
   DT_DNNL_CHECK(dnnl_engine_destroy(be->engine));
   free(be);

@@ -23,11 +23,14 @@
  *
  * Reduced precision (set_precision bf16 / fp16) is emulated: each pass rounds its two inputs
  * (forward x and w, backward-data dy and w, backward-weights x and dy) to the format and runs
- * the same fp32 primitive, so products are exact and sums fp32 as on tensor cores. Rounding is
+ * the same fp32 primitive, so products are exact and sums fp32 as on tensor cores; its result
+ * (y, dx, dw) is rounded to the format too, as the CUDA backend's 16-bit convolutions store
+ * it, and an accumulating forward adds the rounded result to y in fp32. Rounding is
  * elementwise and commutes with reorders of f32, so it applies in whatever layout the operand
- * is in: in place in the op's own copies (staged activations, reordered weights), otherwise
- * into the backend's two shared buffers (round_buf). The caller's arrays are never written;
- * an fp32 op takes none of these paths. A Winograd pass (AVX-512, conv_winograd) multiplies
+ * is in: in place in the op's own copies (staged activations, reordered weights) and outputs,
+ * otherwise into the backend's shared buffers (round_buf: 0 and 1 inputs, 2 the result of an
+ * accumulating forward). The caller's input arrays are never written; an fp32 op takes none
+ * of these paths. A Winograd pass (AVX-512, conv_winograd) multiplies
  * transforms of the rounded operands, which carry fp32 rounding errors of their own: around
  * 1e-6 relative, against up to 2^-9 (bf16) and 2^-12 (fp16) from rounding each operand. */
 #include <stdio.h>
@@ -458,10 +461,33 @@ dt_op *dt_cpu_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_lay
   if (c->prec != DT_PRECISION_FP32) {
     round_reserve(be, 0, sizeof(float) * DT_MAX(c->x_n, c->y_n));
     round_reserve(be, 1, sizeof(float) * DT_MAX(c->w_n, c->y_n));
+    round_reserve(be, 2, sizeof(float) * c->y_n);
   }
 
   *y = c->y;
   return &c->base;
+}
+
+/* A reduced-precision forward: the plain pass into y, or into the shared buffer 2 (in y's
+ * layout) when accumulating; the result rounded, then added to y. */
+static void conv_forward_rounded(cpu_conv *c, const dt_tensor *x, const void *wk, dt_tensor *y,
+                                 bool accumulate) {
+  dt_cpu_backend *be = c->base.be;
+  float *out = accumulate ? be->round_buf[2] : y->data;
+  dnnl_memory_t mx = side_in(c, &c->fwd.x, c->m_x, x->data, c->x_n, 0);
+  dnnl_memory_t my = side_out(be, &c->fwd.y, c->m_y, out);
+  dt_cpu_bind(be, c->m_w_fwd, wk);
+  dnnl_exec_arg_t args[] = {
+      {DNNL_ARG_SRC, mx}, {DNNL_ARG_WEIGHTS, c->m_w_fwd}, {DNNL_ARG_DST, my}};
+  dt_cpu_prim_exec(be, &c->fwd.prim, 3, args);
+  if (c->fwd.y.on) dt_cpu_reorder_run(be, &c->fwd.y.re, c->fwd.y.buf, out);
+  dt_round_array(c->prec, out, out, c->y_n);
+  if (accumulate) {
+    float *dst = y->data;
+    const size_t n = c->y_n;
+#pragma omp parallel for simd if (n >= 65536) schedule(static)
+    for (size_t i = 0; i < n; i++) dst[i] += out[i];
+  }
 }
 
 void dt_cpu_conv_forward(dt_op *op, const dt_tensor *x, const float *w, dt_tensor *y,
@@ -471,6 +497,10 @@ void dt_cpu_conv_forward(dt_op *op, const dt_tensor *x, const float *w, dt_tenso
   dt_cpu_check_tensor(x, c->x, "conv_forward x");
   dt_cpu_check_tensor(y, c->y, "conv_forward y");
   const void *wk = weights_in(c, &c->w_fwd, c->w_fwd_buf, c->w_fwd_n, w);
+  if (c->prec != DT_PRECISION_FP32) {
+    conv_forward_rounded(c, x, wk, y, accumulate);
+    return;
+  }
   const bool via_reorder = accumulate && c->acc_reorder;
   conv_pass *pass = accumulate && !via_reorder ? &c->fwd_acc : &c->fwd;
   dnnl_memory_t mx = side_in(c, &c->fwd.x, c->m_x, x->data, c->x_n, 0);
@@ -506,6 +536,7 @@ void dt_cpu_conv_backward_data(dt_op *op, const dt_tensor *dy, const float *w, d
       {DNNL_ARG_DIFF_DST, mdy}, {DNNL_ARG_WEIGHTS, c->m_w_bwd}, {DNNL_ARG_DIFF_SRC, mdx}};
   dt_cpu_prim_exec(be, &pass->prim, 3, args);
   if (pass->x.on) dt_cpu_reorder_run(be, &pass->x.re, pass->x.buf, dx->data);
+  if (c->prec != DT_PRECISION_FP32) dt_round_array(c->prec, dx->data, dx->data, c->x_n);
 }
 
 void dt_cpu_conv_backward_weights(dt_op *op, const dt_tensor *x, const dt_tensor *dy, float *dw) {
@@ -522,6 +553,7 @@ void dt_cpu_conv_backward_weights(dt_op *op, const dt_tensor *x, const dt_tensor
       {DNNL_ARG_SRC, mx}, {DNNL_ARG_DIFF_DST, mdy}, {DNNL_ARG_DIFF_WEIGHTS, c->m_dw}};
   dt_cpu_prim_exec(be, &pass->prim, 3, args);
   if (!c->dw.same) dt_cpu_reorder_run(be, &c->dw, c->dw_buf, dw);
+  if (c->prec != DT_PRECISION_FP32) dt_round_array(c->prec, dw, dw, c->w_n);
 }
 
 const char *dt_cpu_conv_impl(dt_op *op, int pass) {

@@ -45,8 +45,8 @@ typedef struct {
    * round their operands (precision.h) into these two buffers, shared like the scratchpad
    * and grown by conv_create to the largest need; fp32 convolutions never touch them. */
   dt_precision precision;
-  float *round_buf[2];
-  size_t round_bytes[2];
+  float *round_buf[3];
+  size_t round_bytes[3];
 } dt_cpu_backend;
 
 /* Common head of every op; each kind embeds it as its first member. */
