@@ -790,7 +790,7 @@ static void print_header(trainer *t) {
       snprintf(scaling, sizeof scaling, "fixed loss scale %g", t->ls.scale);
     say(t, "precision: %s convolutions%s; %s\n", cfg->train_precision,
         strcmp(cfg->train_precision, "fp32") != 0 && t->be->ops->native_stream == NULL
-            ? " (emulated by rounding their operands)"
+            ? " (emulated by rounding operands and results)"
             : "",
         scaling);
   }
