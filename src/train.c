@@ -622,6 +622,12 @@ static void dual_cutout_step(trainer *t, const float *x1, const float *x2, const
   *correct += topk_correct(t->logits, labels, n, K, 1);
 }
 
+/* A loader restart refills batch memory that may have been prefetched and never uploaded. */
+static void start_loader(trainer *t, dt_loader *ld, long epoch, long first_step) {
+  if (t->be->ops->prefetch) t->be->ops->prefetch(t->be, NULL, 0);
+  dt_loader_start(ld, epoch, first_step);
+}
+
 /* While the device runs this step's forward pass: wait for the loader's next batch and start
  * copying its images (single-pass steps, where upload takes the whole batch at once). */
 static void prefetch_next(trainer *t) {
@@ -872,7 +878,7 @@ int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts) {
     double t0 = dt_now(), sums[3] = {0, 0, 0}, win[3] = {0, 0, 0}; /* loss, correct, images */
     long skipped = 0; /* updates skipped in this epoch (overflow, non-finite) */
     long i = epoch == epoch0 ? skip : 0;
-    dt_loader_start(t.train_ld, epoch, i);
+    start_loader(&t, t.train_ld, epoch, i);
     const dt_batch *b;
     while ((b = dt_loader_next(t.train_ld)) != NULL) {
       inject_faults(&t, step);
@@ -1026,13 +1032,13 @@ int dt_train_bench(const dt_config *cfg, dt_comm *comm, dt_device device, long s
   /* With data: the loader prepares each batch while the model computes (and a GPU copies the
    * next one meanwhile). */
   t.prefetch_ld = t.train_ld;
-  dt_loader_start(t.train_ld, 0, 0);
+  start_loader(&t, t.train_ld, 0, 0);
   double n_with = 0, t0 = 0, ar0 = 0;
   for (long i = 0; i < warmup + steps; i++) {
     if (i == warmup) t0 = dt_now();
     const dt_batch *b = dt_loader_next(t.train_ld);
     if (!b) {
-      dt_loader_start(t.train_ld, i, 0);
+      start_loader(&t, t.train_ld, i, 0);
       b = dt_loader_next(t.train_ld);
     }
     compute_gradients(&t, b, i, &loss, &correct);
@@ -1043,7 +1049,7 @@ int dt_train_bench(const dt_config *cfg, dt_comm *comm, dt_device device, long s
   double with_data = n_with / (dt_now() - t0);
   /* Model compute only: one batch already in memory, stepped repeatedly. */
   t.prefetch_ld = NULL;
-  dt_loader_start(t.train_ld, 0, 0);
+  start_loader(&t, t.train_ld, 0, 0);
   const dt_batch *b = dt_loader_next(t.train_ld);
   double n_only = 0;
   for (long i = 0; i < warmup + steps; i++) {

@@ -145,6 +145,11 @@ static void cuda_host_free(dt_backend *bep, void *ptr) {
  * stream has finished reading what that slot held before. */
 static void cuda_prefetch(dt_backend *bep, const float *nchw_host, size_t count) {
   dt_cuda_backend *be = dt_cuda_be(bep);
+  if (!nchw_host) {
+    /* Forget: a copy still in flight is ordered before any later one on the copy stream. */
+    for (int i = 0; i < 2; i++) be->prefetch[i].host = NULL;
+    return;
+  }
   for (int i = 0; i < 2; i++)
     if (be->prefetch[i].host == nchw_host && be->prefetch[i].count == count) return;
   dt_cuda_prefetch *pf = &be->prefetch[be->prefetch_next];

@@ -32,7 +32,7 @@
  *                fp32 reaches 1.4e-3). Skipped on a GPU without bf16 tensor cores.
  *   prefetch     asynchronous input: batches copied from page-locked memory on the copy
  *                stream arrive exactly as plain uploads (plain and NHWC tensors, either
- *                order, a third prefetch replacing the older, fallbacks).
+ *                order, a third prefetch replacing the older, forgetting, fallbacks).
  *   fp16         the same two checks with fp16 convolutions (train.precision = fp16; the
  *                bf16 tolerances, fp16 being the finer format).
  *
@@ -457,6 +457,14 @@ static void test_prefetch(void **state) {
       g->ops->download(g, &t, got);
       assert_memory_equal(got, want, n * sizeof(float));
     }
+    /* Forgotten prefetches: memory refilled after prefetch(NULL) uploads as it is now. */
+    g->ops->prefetch(g, host[1], n);
+    g->ops->prefetch(g, NULL, 0);
+    tu_fill_uniform(host[1], n, 778, -1, 1);
+    memcpy(want, host[1], n * sizeof(float));
+    g->ops->upload(g, host[1], &t);
+    g->ops->download(g, &t, got);
+    assert_memory_equal(got, want, n * sizeof(float));
     g->ops->prefetch(g, host[0], n / 2);
     tu_fill_uniform(host[0], n, 777, -1, 1);
     memcpy(want, host[0], n * sizeof(float));
