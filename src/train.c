@@ -207,8 +207,10 @@ static dt_status open_run_dir(trainer *t, bool resume, long resume_step) {
 static void trainer_free(trainer *t) {
   dt_comm_nccl_destroy(t->nccl); /* before the backend: it waits for its all-reduces */
   if (t->replay) t->be->ops->capture_free(t->be, t->replay);
-  if (t->losses_pinned) t->be->ops->host_free(t->be, t->losses);
-  if (t->losses_pinned) t->losses = NULL;
+  if (t->losses_pinned) {
+    t->be->ops->host_free(t->be, t->losses);
+    t->losses = NULL;
+  }
   dt_grad_buckets_free(&t->buckets);
   dt_loader_free(t->train_ld);
   dt_loader_free(t->test_ld);
@@ -228,6 +230,11 @@ static void trainer_free(trainer *t) {
   free(t->host_grads);
   free(t->buffers_backup);
   free(t->buffers_delta);
+}
+
+/* Floats in an all-reduce bucket of train.bucket_mb MiB (at least one). */
+static size_t bucket_floats(const dt_config *cfg) {
+  return (size_t)(cfg->train_bucket_mb * (1 << 20) / sizeof(float)) + 1;
 }
 
 /* The loader's image buffers from the backend's page-locked memory (host_alloc). */
@@ -282,7 +289,7 @@ static dt_status trainer_setup(trainer *t, const dt_config *cfg, dt_comm *comm, 
     if (st != DT_OK) return st;
   }
   dt_loss_scale_init(&t->ls, cfg);
-  dt_comm_set_bucket(t->comm, (size_t)(cfg->train_bucket_mb * (1 << 20) / sizeof(float)) + 1);
+  dt_comm_set_bucket(t->comm, bucket_floats(cfg));
   const dt_split *tr = &t->ds.train;
   t->model = dt_model_create(cfg, t->be, tr->channels, tr->height, tr->width, t->ds.classes);
   int per_rank = B / t->world;
@@ -378,8 +385,7 @@ static void launch_buckets(void *ctx, int node) {
 static void overlap_begin(trainer *t, dt_graph *g) {
   if (!t->nccl || t->accumulate) return;
   if (!t->buckets_planned) {
-    dt_grad_buckets_plan(&t->buckets, g,
-                         (size_t)(t->cfg->train_bucket_mb * (1 << 20) / sizeof(float)) + 1);
+    dt_grad_buckets_plan(&t->buckets, g, bucket_floats(t->cfg));
     t->buckets_planned = true;
   }
   dt_grad_buckets_reset(&t->buckets);
@@ -400,7 +406,7 @@ static void allreduce_grads(trainer *t) {
       while ((b = dt_grad_buckets_next(&t->buckets, -1)) != NULL)
         dt_comm_nccl_allreduce_async(t->nccl, ps->grads + b->offset, b->count, stream);
     } else {
-      const size_t bucket = (size_t)(t->cfg->train_bucket_mb * (1 << 20) / sizeof(float)) + 1;
+      const size_t bucket = bucket_floats(t->cfg);
       for (size_t off = 0; off < ps->n_weights; off += bucket)
         dt_comm_nccl_allreduce_async(t->nccl, ps->grads + off, DT_MIN(bucket, ps->n_weights - off),
                                      stream);
@@ -795,7 +801,7 @@ static void print_header(trainer *t) {
     else if (t->ls.active)
       snprintf(scaling, sizeof scaling, "fixed loss scale %g", t->ls.scale);
     say(t, "precision: %s convolutions%s; %s\n", cfg->train_precision,
-        strcmp(cfg->train_precision, "fp32") != 0 && t->be->ops->native_stream == NULL
+        strcmp(cfg->train_precision, "fp32") != 0 && strcmp(t->be->ops->name, "cpu") == 0
             ? " (emulated by rounding operands and results)"
             : "",
         scaling);
