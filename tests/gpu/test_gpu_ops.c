@@ -1,5 +1,6 @@
 /* test_gpu_ops.c: every op of the CUDA backend against the double-precision reference
- * (tests/ref/ref_ops.c), in fp32 with a relative error in norm below 1e-4.
+ * (tests/ref/ref_ops.c), in fp32 with a relative error in norm below 1e-4, and the
+ * convolutions in bf16 and fp16 below 2e-2 and 3e-3.
  *
  * The checks are those of tests/test_cpu_ops.c, compiled here a second time with the backend
  * its fixture creates swapped for the CUDA one: the same ops, shapes, layouts (plain NCHW and
@@ -51,7 +52,9 @@ static dt_backend *dt_test_gpu_backend(int threads) {
   X(test_scale_shake, o->scale_create && o->shake_create)                                     \
   X(test_shift_bias, o->shift_create && o->bias_create && o->pool_create &&                   \
                          o->concat_create && o->pad_channels_create && o->dropout_create &&   \
-                         o->sigmoid_create && o->scale_create && o->shake_create)
+                         o->sigmoid_create && o->scale_create && o->shake_create)           \
+  X(test_conv_bf16, o->set_precision)                                                         \
+  X(test_conv_fp16, o->set_precision)
 
 int main(void) {
   dt_backend *probe = dt_backend_create(DT_DEVICE_CUDA, 1, -1, 1);
