@@ -103,17 +103,19 @@ write_report() {
     echo "## Throughput (CIFAR-10 shape 3x32x32, synthetic data)"
     echo
     echo "dtrain: \`--bench $STEPS\`, the compute-only 'bench:' line (one batch in memory, upload"
-    echo "included); torch: bench/torch_bench_gpu.py, channels_last, cudnn.benchmark, $STEPS steps."
+    echo "included), and 'bench_with_data:' (the loader and the asynchronous copy of each next"
+    echo "batch; equal to bench when the input pipeline hides); torch: bench/torch_bench_gpu.py,"
+    echo "channels_last, cudnn.benchmark, $STEPS steps."
     echo
-    echo "| model | batch | precision | dtrain images/s | torch images/s | ratio |"
-    echo "|---|---|---|---|---|---|"
-    while IFS=$'\t' read -r model batch prec d t; do
+    echo "| model | batch | precision | dtrain images/s | torch images/s | ratio | dtrain with data |"
+    echo "|---|---|---|---|---|---|---|"
+    while IFS=$'\t' read -r model batch prec d t dw; do
       local ratio="-"
       case "$d$t" in
         *[!0-9.]*) ;;
         *) ratio=$(awk -v a="$d" -v b="$t" 'BEGIN { if (b > 0) printf "%.2f", a / b }') ;;
       esac
-      echo "| $model | $batch | $prec | $d | $t | $ratio |"
+      echo "| $model | $batch | $prec | $d | $t | $ratio | $dw |"
     done <"$BENCH"
     echo
   } >"$summary"
@@ -295,7 +297,7 @@ DTRAIN_ARGS=(configs/quickstart.ini --device cuda --bench "$STEPS" --set data.da
 WRN_SETS=(--set model.name=wrn --set model.depth=28 --set model.widening_factor=10)
 # bench_row MODEL BATCH PRECISION: one dtrain and one torch measurement, a row of the table.
 bench_row() {
-  local model=$1 batch=$2 prec=$3 d="-" t tag="${1}_${2}_$3" graphs=false
+  local model=$1 batch=$2 prec=$3 d="-" dw="-" t tag="${1}_${2}_$3" graphs=false
   local sets=() targs=()
   case $prec in *+graphs) prec=${prec%+graphs} graphs=true ;; esac
   if [ "$model" = wrn28_10 ]; then
@@ -311,6 +313,7 @@ bench_row() {
       --set "train.eval_batch_size=$batch" --set "train.precision=$precision" \
       --set "train.cuda_graphs=$graphs"
     d=$(value "dtrain_$tag" "bench:")
+    dw=$(value "dtrain_$tag" "bench_with_data:")
     [ "$RC" = 0 ] || note "dtrain bench $model batch $batch $prec failed (exit $RC): $(tail -n 2 "$LOGS/dtrain_$tag.log" | tr '\n' ' ')"
     { echo "### dtrain $model batch $batch $prec"; echo; tail_block "dtrain_$tag" 40; echo; } >>"$BODY"
   fi
@@ -323,7 +326,7 @@ bench_row() {
   [ "$model" = wrn28_10 ] && label=WRN-28-10
   local shown=$prec
   [ "$graphs" = true ] && shown="$prec, CUDA graph"
-  printf '%s\t%s\t%s\t%s\t%s\n' "$label" "$batch" "$shown" "$d" "$t" >>"$BENCH"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$batch" "$shown" "$d" "$t" "$dw" >>"$BENCH"
 }
 # The targets first (bf16 at batch 128, WRN-28-10 bf16), so that a short budget keeps them.
 bench_row rnp20 128 bf16
