@@ -55,6 +55,7 @@ typedef struct {
   long replay_warm;
   bool replay_off; /* recording failed once: op by op from then on */
   bool losses_pinned; /* t->losses came from host_alloc */
+  char start_note[4400]; /* where the run's state came from (--resume, --init), for the header */
   long steps_per_epoch;
   const char *run_dir;
   FILE *log;
@@ -151,8 +152,9 @@ static dt_status write_config(const dt_config *cfg, const char *dir) {
 
 /* Delete every checkpoint of dir/checkpoints, temporary files of interrupted writes included
  * (dt_checkpoint_prune keeps them all for keep_last <= 0): a run started over must never be
- * resumed from the checkpoints of the run it replaced. */
-static void remove_checkpoints(const char *dir) {
+ * resumed from the checkpoints of the run it replaced. partial_only: only those temporary
+ * files (a resumed run clears what a killed write of its predecessor left). */
+static void remove_checkpoints(const char *dir, bool partial_only) {
   char path[4200];
   snprintf(path, sizeof path, "%s/checkpoints", dir);
   DIR *dp = opendir(path);
@@ -163,7 +165,7 @@ static void remove_checkpoints(const char *dir) {
     size_t len = strlen(name);
     bool done = strncmp(name, "step_", 5) == 0 && len > 3 && strcmp(name + len - 3, ".h5") == 0;
     bool partial = strncmp(name, ".step_", 6) == 0 && strstr(name, ".h5.tmp.") != NULL;
-    if (!done && !partial) continue;
+    if (!partial && (partial_only || !done)) continue;
     char file[4500];
     snprintf(file, sizeof file, "%s/%s", path, name);
     unlink(file);
@@ -190,11 +192,12 @@ static dt_status open_run_dir(trainer *t, bool resume, long resume_step) {
       /* Old checkpoints and metrics would mix with the new run's. */
       snprintf(path, sizeof path, "%s/metrics.h5", dir);
       unlink(path);
-      remove_checkpoints(dir);
+      remove_checkpoints(dir, false);
     }
     st = write_config(cfg, dir);
     if (st != DT_OK) return st;
   }
+  if (resume) remove_checkpoints(dir, true);
   snprintf(path, sizeof path, "%s/log.txt", dir);
   t->log = fopen(path, resume || !cfg->output_overwrite ? "a" : "w");
   if (!t->log) return dt_error_set(DT_ERR_IO, "output.dir %s: cannot write log.txt: %s", dir, strerror(errno));
@@ -813,6 +816,8 @@ static void print_header(trainer *t) {
     say(t, "all-reduce: MPI through host memory, buckets of %g MiB\n", cfg->train_bucket_mb);
   say(t, "steps: %ld per epoch x %ld epochs; run directory %s\n", t->steps_per_epoch,
       cfg->train_epochs, t->run_dir);
+  /* Printed here, once log.txt is open, so that the log says where the run came from. */
+  if (t->start_note[0]) say(t, "%s\n", t->start_note);
 }
 
 /* Restore the state of a checkpoint (resume) or the weights of one (--init). */
@@ -844,11 +849,12 @@ static dt_status load_start(trainer *t, const dt_run_opts *opts, long *step, lon
       t->ls.scale = meta.loss_scale;
       t->ls.good = meta.loss_scale_good;
     }
-    say(t, "resuming from %s: epoch %ld, step %ld (checkpoint of %d rank(s))\n", path,
-        meta.epoch + (meta.step_in_epoch > 0), meta.step, meta.world_size);
+    snprintf(t->start_note, sizeof t->start_note,
+             "resuming from %s: epoch %ld, step %ld (checkpoint of %d rank(s))", path,
+             meta.epoch + (meta.step_in_epoch > 0), meta.step, meta.world_size);
     free(meta.config_text);
   } else {
-    say(t, "initial weights from %s\n", path);
+    snprintf(t->start_note, sizeof t->start_note, "initial weights from %s", path);
   }
   return DT_OK;
 }

@@ -150,6 +150,12 @@ out=$("$DTRAIN" --resume $run 2>&1)
 rc=$?
 if [ $rc -eq 0 ] && printf '%s\n' "$out" | grep -q "resuming from $(ckpt $run 4)"; then
   compare_final "resume from the checkpoint before the interrupted write" $run
+  partial=$(ls -a $run/checkpoints | grep -c '\.tmp\.')
+  if [ "$partial" -eq 0 ] && grep -q "resuming from $(ckpt $run 4)" $run/log.txt; then
+    ok "the resumed run removed the killed write's temporary file and logged where it resumed from"
+  else
+    bad "after the resume: $partial temporary file(s) left; log.txt: $(grep -c 'resuming from' $run/log.txt) resume line(s)"
+  fi
 else
   bad "--resume after a killed checkpoint write (exit $rc)" "$out"
 fi
