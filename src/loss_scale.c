@@ -3,10 +3,14 @@
 
 #include <string.h>
 
+#include "precision.h"
+
 void dt_loss_scale_init(dt_loss_scale *ls, const dt_config *cfg) {
   memset(ls, 0, sizeof *ls);
   const char *mode = cfg->train_loss_scale;
-  const bool fp16 = strcmp(cfg->train_precision, "fp16") == 0;
+  dt_precision precision = DT_PRECISION_FP32;
+  const bool fp16 = dt_precision_parse(cfg->train_precision, &precision) &&
+                    precision == DT_PRECISION_FP16;
   ls->dynamic = strcmp(mode, "dynamic") == 0 || (strcmp(mode, "auto") == 0 && fp16);
   ls->active = ls->dynamic || strcmp(mode, "fixed") == 0;
   ls->scale = ls->active ? cfg->train_loss_scale_init : 1.0;

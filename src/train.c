@@ -25,6 +25,7 @@
 #include "nn/grad_buckets.h"
 #include "models/model.h"
 #include "optim.h"
+#include "precision.h"
 #include "schedule.h"
 
 typedef struct {
@@ -38,6 +39,7 @@ typedef struct {
   dt_loader *train_ld, *test_ld;
   dt_optim opt;
   dt_schedule sched;
+  dt_precision precision; /* train.precision */
   dt_loss_scale ls;
   /* GPU runs: gradients summed by NCCL on the device (NULL: through the host and MPI); with
    * one backward pass per step, bucket by bucket while backward runs (overlap). */
@@ -280,15 +282,15 @@ static dt_status trainer_setup(trainer *t, const dt_config *cfg, dt_comm *comm, 
   t->be = dt_backend_create(device, (int)cfg->train_threads, dt_comm_local_rank(comm),
                             dt_comm_local_size(comm));
   if (!t->be) return DT_ERR_CONFIG;
-  if (strcmp(cfg->train_precision, "fp32") != 0) {
+  DT_CHECK(dt_precision_parse(cfg->train_precision, &t->precision)); /* a checked choice */
+  if (t->precision != DT_PRECISION_FP32) {
     if (!t->be->ops->set_precision)
       return dt_error_set(DT_ERR_CONFIG,
                           "%s: [train] precision = %s is not supported by the %s backend, which "
                           "computes in fp32 only; use precision = fp32",
                           cfg->source ? cfg->source : "config", cfg->train_precision,
                           t->be->ops->name);
-    const bool fp16 = strcmp(cfg->train_precision, "fp16") == 0;
-    st = t->be->ops->set_precision(t->be, fp16 ? DT_PRECISION_FP16 : DT_PRECISION_BF16);
+    st = t->be->ops->set_precision(t->be, t->precision);
     if (st != DT_OK) return st;
   }
   dt_loss_scale_init(&t->ls, cfg);
@@ -796,15 +798,15 @@ static void print_header(trainer *t) {
   say(t, "lr: %g x batch %ld / reference %ld (linear scaling rule) = %g; %s, schedule %s\n",
       cfg->optim_lr, cfg->train_batch_size, cfg->optim_reference_batch, t->sched.base_lr,
       cfg->optim_name, cfg->schedule_type);
-  if (strcmp(cfg->train_precision, "fp32") != 0 || t->ls.active) {
+  if (t->precision != DT_PRECISION_FP32 || t->ls.active) {
     char scaling[128] = "no loss scaling";
     if (t->ls.dynamic)
       snprintf(scaling, sizeof scaling, "dynamic loss scale from %g (x2 after %ld good steps)",
                t->ls.scale, t->ls.growth);
     else if (t->ls.active)
       snprintf(scaling, sizeof scaling, "fixed loss scale %g", t->ls.scale);
-    say(t, "precision: %s convolutions%s; %s\n", cfg->train_precision,
-        strcmp(cfg->train_precision, "fp32") != 0 && strcmp(t->be->ops->name, "cpu") == 0
+    say(t, "precision: %s convolutions%s; %s\n", dt_precision_name(t->precision),
+        t->precision != DT_PRECISION_FP32 && strcmp(t->be->ops->name, "cpu") == 0
             ? " (emulated by rounding operands and results)"
             : "",
         scaling);
@@ -1063,12 +1065,18 @@ int dt_train_bench(const dt_config *cfg, dt_comm *comm, dt_device device, long s
   t.prefetch_ld = NULL;
   start_loader(&t, t.train_ld, 0, 0);
   const dt_batch *b = dt_loader_next(t.train_ld);
-  double n_only = 0;
+  double n_only = 0, nccl_s0 = 0;
+  size_t nccl_n0 = 0, nccl_b0 = 0;
   for (long i = 0; i < warmup + steps; i++) {
     if (i == warmup) {
       dt_comm_barrier(comm);
       t0 = dt_now();
       ar0 = dt_comm_allreduce_seconds(comm);
+      if (t.nccl) {
+        nccl_s0 = dt_comm_nccl_host_seconds(t.nccl);
+        nccl_n0 = dt_comm_nccl_allreduce_count(t.nccl);
+        nccl_b0 = dt_comm_nccl_allreduce_bytes(t.nccl);
+      }
     }
     compute_gradients(&t, b, i, &loss, &correct);
     allreduce_grads(&t);
@@ -1084,6 +1092,12 @@ int dt_train_bench(const dt_config *cfg, dt_comm *comm, dt_device device, long s
            t.be->ops->name, t.be->threads, steps);
     printf("step: %.1f ms, all-reduce %.2f ms per step (%.1f%%), %.1f images/s per rank\n",
            1e3 * secs / (double)steps, 1e3 * ar / (double)steps, 100.0 * ar / secs, only / t.world);
+    if (t.nccl)
+      printf("nccl: %.1f all-reduces of %.2f MiB in all per step, %.3f ms per step in NCCL "
+             "calls on the host (the transfers overlap)\n",
+             (double)(dt_comm_nccl_allreduce_count(t.nccl) - nccl_n0) / (double)steps,
+             (double)(dt_comm_nccl_allreduce_bytes(t.nccl) - nccl_b0) / (double)steps / 1048576.0,
+             1e3 * (dt_comm_nccl_host_seconds(t.nccl) - nccl_s0) / (double)steps);
     printf("bench_with_data: %.1f images/s\n", with_data);
     printf("bench: %.1f images/s\n", only);
   }

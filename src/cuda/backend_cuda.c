@@ -10,6 +10,7 @@
 
 #include "cuda/cuda_internal.h"
 #include "gpu_place.h"
+#include "precision.h"
 
 /* ---- layouts ---- */
 
@@ -286,7 +287,7 @@ static bool cuda_all_finite(dt_backend *bep, const float *x, size_t n) {
 static dt_status cuda_set_precision(dt_backend *bep, dt_precision precision) {
   dt_cuda_backend *be = dt_cuda_be(bep);
   if (be->ops) DT_FATAL("set_precision after ops were created");
-  const char *name = precision == DT_PRECISION_BF16 ? "bf16" : "fp16";
+  const char *name = dt_precision_name(precision);
   if (precision != DT_PRECISION_FP32) {
     int major = 0, minor = 0;
     DT_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, be->device));
@@ -301,12 +302,9 @@ static dt_status cuda_set_precision(dt_backend *bep, dt_precision precision) {
   }
   be->precision = precision;
   if (be->verbose)
-    fprintf(stderr, "dtrain cuda: %s convolutions\n",
-            precision != DT_PRECISION_FP32 ? (precision == DT_PRECISION_BF16
-                                                  ? "bf16 (fp32 accumulation)"
-                                                  : "fp16 (fp32 accumulation)")
-            : be->tf32 ? "TF32"
-                       : "strict fp32");
+    fprintf(stderr, "dtrain cuda: %s convolutions%s\n",
+            precision != DT_PRECISION_FP32 ? name : be->tf32 ? "TF32" : "strict fp32",
+            precision != DT_PRECISION_FP32 ? " (fp32 accumulation)" : "");
   return DT_OK;
 }
 

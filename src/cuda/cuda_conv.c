@@ -31,6 +31,7 @@
 #include <string.h>
 
 #include "cuda/cuda_internal.h"
+#include "precision.h"
 
 /* Workspace offered to cudnnFind*AlgorithmEx: candidates that need more are skipped. */
 #define DT_CUDA_FIND_WORKSPACE ((size_t)256 << 20)
@@ -40,9 +41,6 @@ typedef enum { CONV_FWD, CONV_DATA, CONV_FILTER, CONV_PASSES } conv_pass;
 static const char *const conv_pass_name[CONV_PASSES] = {"forward", "backward-data",
                                                         "backward-filter"};
 
-static const char *prec_name(dt_precision p) {
-  return p == DT_PRECISION_BF16 ? "bf16" : p == DT_PRECISION_FP16 ? "fp16" : "fp32";
-}
 
 /* The algorithms of one convolution shape: per pass, the algorithm (a cuDNN enum value), its
  * math type and workspace. */
@@ -230,7 +228,7 @@ static dt_cuda_algo *conv_find(dt_cuda_backend *be, cuda_conv *c, bool may_fail)
     }
     if (algo < 0)
       DT_FATAL("cuDNN has no %s algorithm for the %s convolution %s (%s)", conv_pass_name[pass],
-               prec_name(c->prec), name,
+               dt_precision_name(c->prec), name,
                status == CUDNN_STATUS_SUCCESS ? "every candidate failed"
                                               : cudnnGetErrorString(status));
     a->algo[pass] = algo;
@@ -327,7 +325,7 @@ dt_op *dt_cuda_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_la
     char name[160];
     conv_name(name, sizeof name, p);
     fprintf(stderr, "dtrain cuda: warning: cuDNN has no %s algorithm for the convolution %s; "
-                    "it runs in fp32\n", prec_name(c->prec), name);
+                    "it runs in fp32\n", dt_precision_name(c->prec), name);
     c->prec = DT_PRECISION_FP32;
     conv_describe(be, c);
     c->algo = conv_cached(be, c);
