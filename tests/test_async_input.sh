@@ -13,24 +13,16 @@
 #   restart): the restart forgets the prefetch the first loop left behind.
 # Usage: test_async_input.sh DTRAIN  (tools from $DTRAIN_TOOLS, else DTRAIN's directory/tools)
 set -u
+source "$(dirname "$0")/harness.sh"
 DTRAIN=${1:-./dtrain}
-TOOLS=${DTRAIN_TOOLS:-$(dirname "$DTRAIN")/tools}
-if [ ! -x "$TOOLS/ckpt_compare" ]; then
-  echo "FAIL $TOOLS/ckpt_compare is missing (build the test tools: cmake --build BUILD)"
-  exit 1
-fi
-T=$(mktemp -d /tmp/dtrain-async-XXXXXX)
-trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -n "${2:-}" ] && printf '%s\n' "$2" | sed 's/^/     | /' | tail -20; }
+need_tools ckpt_compare
+harness_tmp async
 
 N=20
 CFG=(configs/quickstart.ini --set train.seed=9 --set train.batch_size=32
   --set data.train_limit=320 --set data.test_limit=64 --set train.epochs=2 --set train.threads=1
   --set optim.lr=0.05 --set optim.reference_batch=32 --set output.log_every=5
   --set output.keep_last=0 --set data.loader_threads=2)
-ckpt() { printf '%s/checkpoints/step_%09d.h5' "$1" "$2"; }
 report() { printf '%s\n' "$1" | grep 'emulated asynchronous input' | tail -1; }
 same() { # NAME RUN
   local out
@@ -42,7 +34,7 @@ REF=$T/ref
 out=$("$DTRAIN" "${CFG[@]}" --set output.dir=$REF 2>&1)
 if [ $? -ne 0 ] || [ ! -f "$(ckpt $REF $N)" ]; then
   bad "plain run of $N steps" "$out"
-  echo "$pass passed, $fail failed"
+  finish
   exit 1
 fi
 if printf '%s\n' "$out" | grep -q 'emulated asynchronous input'; then
@@ -89,5 +81,4 @@ else
   bad "--bench with prefetching (exit $rc): '$line'" "$out"
 fi
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

@@ -3,12 +3,9 @@
 # run, and bad input (CLI, config, dataset files, output directory): one clear message naming
 # the file and the problem, a non-zero exit, and no run directory or partial file left behind.
 set -u
+source "$(dirname "$0")/harness.sh"
 DTRAIN=${1:-./dtrain}
-T=$(mktemp -d /tmp/dtrain-cli-XXXXXX)
-trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -n "${2:-}" ] && printf '%s\n' "$2" | sed 's/^/     | /' | head -20; }
+harness_tmp cli
 
 # expect_error NAME PATTERN ARGS...: non-zero exit, one line on stderr matching PATTERN.
 expect_error() {
@@ -118,5 +115,4 @@ expect_error "output under a regular file" "output.dir $T/file/run" configs/quic
 expect_error "output in an unwritable place" "output.dir /proc/dtrain-test" configs/quickstart.ini $SMALL --set output.dir=/proc/dtrain-test
 [ ! -e $T/file/run ] && [ ! -e /proc/dtrain-test ] && [ ! -s $T/file ] && ok "no partial files" || bad "partial files left"
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

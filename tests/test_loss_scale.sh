@@ -15,18 +15,11 @@
 #   operands and backs off by itself, and the run trains on.
 # Usage: test_loss_scale.sh DTRAIN  (tools from $DTRAIN_TOOLS, else DTRAIN's directory/tools)
 set -u
+source "$(dirname "$0")/harness.sh"
 DTRAIN=${1:-./dtrain}
-TOOLS=${DTRAIN_TOOLS:-$(dirname "$DTRAIN")/tools}
-if [ ! -x "$TOOLS/ckpt_compare" ]; then
-  echo "FAIL $TOOLS/ckpt_compare is missing (build the test tools: cmake --build BUILD)"
-  exit 1
-fi
+need_tools ckpt_compare
 command -v h5dump >/dev/null || { echo "SKIP: h5dump (hdf5-tools) not installed"; exit 77; }
-T=$(mktemp -d /tmp/dtrain-scale-XXXXXX)
-trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -n "${2:-}" ] && printf '%s\n' "$2" | sed 's/^/     | /' | head -20; }
+harness_tmp scale
 
 # 320 images, batch 32: 10 steps per epoch, 2 epochs = 20 steps; checkpoints every 5 steps.
 N=20
@@ -34,17 +27,6 @@ CFG=(configs/quickstart.ini --set train.seed=5 --set train.batch_size=32
   --set data.train_limit=320 --set data.test_limit=64 --set train.epochs=2 --set train.threads=1
   --set optim.lr=0.05 --set optim.reference_batch=32 --set output.log_every=1
   --set output.checkpoint_steps=5 --set output.keep_last=0)
-ckpt() { printf '%s/checkpoints/step_%09d.h5' "$1" "$2"; }
-# h5col FILE DATASET: the values of a 1-d dataset, one per line.
-h5col() {
-  h5dump -y -w 0 -d "$2" "$1" 2>/dev/null |
-    awk '/DATA \{/ { f = 1; next } f && /^ *\}/ { f = 0 } f' | tr ',' '\n' | tr -d ' \t' | grep -v '^$'
-}
-# h5attr FILE NAME: a scalar attribute of /.
-h5attr() {
-  h5dump -y -w 0 -a "/$2" "$1" 2>/dev/null |
-    awk '/DATA \{/ { f = 1; next } f && /^ *\}/ { f = 0 } f' | tr -d ' \t,' | grep -v '^$'
-}
 # same NAME RUN: RUN's step-N checkpoint equals the unscaled reference byte for byte.
 same() {
   local out
@@ -70,7 +52,7 @@ REF=$T/ref
 out=$("$DTRAIN" "${CFG[@]}" --set train.loss_scale=off --set output.dir=$REF 2>&1)
 if [ $? -ne 0 ] || [ ! -f "$(ckpt $REF $N)" ]; then
   bad "unscaled run of $N steps" "$out"
-  echo "$pass passed, $fail failed"
+  finish
   exit 1
 fi
 ok "unscaled run of $N steps"
@@ -187,5 +169,4 @@ else
   bad "fp16 overflow run (exit $rc, $n_over overflows, last scale '$last')" "$out"
 fi
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

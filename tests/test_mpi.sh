@@ -12,30 +12,20 @@
 # Usage: test_mpi.sh DTRAIN  (tools from $DTRAIN_TOOLS, else DTRAIN's directory/tools).
 # Exit 77 (skipped) without mpirun or with a single-process (-DDT_MPI=OFF) build.
 set -u
+source "$(dirname "$0")/harness.sh"
 DTRAIN=${1:-./dtrain}
-TOOLS=${DTRAIN_TOOLS:-$(dirname "$DTRAIN")/tools}
 if ! command -v mpirun >/dev/null 2>&1; then
   echo "skipped: mpirun not found"
   exit 77
 fi
-for tool in allreduce_check ckpt_compare; do
-  if [ ! -x "$TOOLS/$tool" ]; then
-    echo "FAIL $TOOLS/$tool is missing (build the test tools: cmake --build BUILD)"
-    exit 1
-  fi
-done
+need_tools allreduce_check ckpt_compare
 MPIRUN=(mpirun)
 if mpirun --version 2>&1 | grep -q 'Open MPI'; then
   # More ranks than cores, and root in containers.
   MPIRUN+=(--oversubscribe)
   [ "$(id -u)" -eq 0 ] && MPIRUN+=(--allow-run-as-root)
 fi
-T=$(mktemp -d /tmp/dtrain-mpi-XXXXXX)
-trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -n "${2:-}" ] && printf '%s\n' "$2" | sed 's/^/     | /' | head -20; }
-ckpt() { printf '%s/checkpoints/step_%09d.h5' "$1" "$2"; }
+harness_tmp mpi
 latest() { ls "$1"/checkpoints/step_*.h5 2>/dev/null | sort | tail -1; }
 
 out=$("${MPIRUN[@]}" -np 2 "$TOOLS/allreduce_check" 2>&1)
@@ -177,5 +167,4 @@ else
   bad "resume on 1 rank x 2 micro-batches (exit $rc)" "$out"
 fi
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

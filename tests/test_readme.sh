@@ -3,10 +3,8 @@
 # table is exactly `dtrain --help-config=markdown`, it names every option of `dtrain --help`,
 # and the two set-up commands, scripts and configs it mentions exist.
 set -u
+source "$(dirname "$0")/harness.sh"
 DTRAIN=${1:-./dtrain}
-pass=0 fail=0
-ok() { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -n "${2:-}" ] && printf '%s\n' "$2" | head -20 | sed 's/^/     | /'; }
 
 table=$(sed -n '/<!-- config-table:begin -->/,/<!-- config-table:end -->/p' README.md | sed '1d;$d')
 want=$("$DTRAIN" --help-config=markdown)
@@ -26,5 +24,4 @@ for f in scripts/quickstart.sh scripts/test.sh .ci/run configs/quickstart.ini co
   fi
 done
 grep -q 'scripts/test.sh' .ci/run && ok ".ci/run runs the README's test command" || bad ".ci/run does not run scripts/test.sh"
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

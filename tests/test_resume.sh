@@ -9,19 +9,10 @@
 # file and the problem, a non-zero exit, and the run directory left exactly as it was.
 # Usage: test_resume.sh DTRAIN  (tools from $DTRAIN_TOOLS, else DTRAIN's directory/tools)
 set -u
+source "$(dirname "$0")/harness.sh"
 DTRAIN=${1:-./dtrain}
-TOOLS=${DTRAIN_TOOLS:-$(dirname "$DTRAIN")/tools}
-for tool in ckpt_compare ckpt_patch; do
-  if [ ! -x "$TOOLS/$tool" ]; then
-    echo "FAIL $TOOLS/$tool is missing (build the test tools: cmake --build BUILD)"
-    exit 1
-  fi
-done
-T=$(mktemp -d /tmp/dtrain-resume-XXXXXX)
-trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -n "${2:-}" ] && printf '%s\n' "$2" | sed 's/^/     | /' | head -20; }
+need_tools ckpt_compare ckpt_patch
+harness_tmp resume
 
 # 320 images, batch 32: 10 steps per epoch, 2 epochs = 20 steps. A checkpoint every 4 steps
 # and at each epoch end (steps 4, 8, 10, 12, 16, 20), all kept.
@@ -30,7 +21,6 @@ CFG=(configs/quickstart.ini --set train.seed=11 --set train.batch_size=32
   --set data.train_limit=320 --set data.test_limit=64 --set train.epochs=2 --set train.threads=1
   --set optim.lr=0.05 --set optim.reference_batch=32 --set output.log_every=1
   --set output.checkpoint_steps=4 --set output.keep_last=0)
-ckpt() { printf '%s/checkpoints/step_%09d.h5' "$1" "$2"; }
 latest() { ls "$1"/checkpoints/step_*.h5 2>/dev/null | sort | tail -1; }
 # Every path, size and mtime of a directory tree, then every file's checksum.
 snapshot() { (cd "$1" && find . -printf '%p %s %T@\n' | sort && find . -type f -exec sha256sum {} + | sort); }
@@ -47,7 +37,7 @@ REF=$T/ref
 out=$("$DTRAIN" "${CFG[@]}" --set output.dir=$REF 2>&1)
 if [ $? -ne 0 ] || [ ! -f "$(ckpt $REF $N)" ]; then
   bad "uninterrupted run of $N steps" "$out"
-  echo "$pass passed, $fail failed"
+  finish
   exit 1
 fi
 ok "uninterrupted run of $N steps"
@@ -236,5 +226,4 @@ else
   bad "--init with a matching checkpoint" "$out"
 fi
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

@@ -13,6 +13,8 @@
 # sudo, no slurm packages and no way to install them, another slurm.conf).
 # Usage (from the repository root, as ctest runs it): bash tests/test_slurm.sh ./dtrain
 set -u
+source "$(dirname "$0")/harness.sh"
+BAD_LINES=30
 DTRAIN=$(realpath "${1:-./dtrain}")
 [[ -f slurm/single_node.sbatch ]] || { echo "run from the repository root"; exit 1; }
 [[ -x $DTRAIN ]] || { echo "dtrain binary $DTRAIN not found"; exit 1; }
@@ -29,9 +31,6 @@ cleanup() {
 }
 trap cleanup EXIT
 T0=$SECONDS
-pass=0 fail=0
-ok() { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -n "${2:-}" ] && printf '%s\n' "$2" | sed 's/^/     | /' | tail -30; }
 
 # ---- the cluster ----
 # One test at a time on this machine's cluster (ctest of several build directories may run this
@@ -62,11 +61,6 @@ else
 fi
 
 # ---- helpers ----
-# h5col FILE DATASET: the values of a 1-d dataset, one per line.
-h5col() {
-  h5dump -y -w 0 -d "$2" "$1" 2>/dev/null |
-    awk '/DATA \{/ { f = 1; next } f && /^ *\}/ { f = 0 } f' | tr ',' '\n' | tr -d ' \t' | grep -v '^$'
-}
 # check_metrics NAME FILE EPOCHS [MAX_LR]: EPOCHS epoch rows numbered 1..EPOCHS, finite losses,
 # accuracies in (0, 100], lr in (0, MAX_LR].
 check_metrics() {
@@ -230,5 +224,4 @@ else
   bad "preemption: sbatch failed" "$jid"
 fi
 
-echo "$pass passed, $fail failed, $((SECONDS - T0)) s"
-((fail == 0))
+finish "$((SECONDS - T0)) s"

@@ -13,17 +13,14 @@
 # metrics.h5 or no checkpoint fails the test.
 # Usage (from the repository root, as ctest runs it): bash tests/test_tools.sh ./dtrain
 set -u
+source "$(dirname "$0")/harness.sh"
 DTRAIN=${1:-./dtrain}
 PY=/usr/bin/python3
 if ! "$PY" -c 'import h5py, torch, matplotlib' 2>/dev/null; then
   echo "SKIP: $PY lacks h5py, torch or matplotlib (Debian python3-h5py python3-torch python3-matplotlib)"
   exit 77
 fi
-T=$(mktemp -d /tmp/dtrain-tools-XXXXXX)
-trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -n "${2:-}" ] && printf '%s\n' "$2" | sed 's/^/     | /' | tail -20; }
+harness_tmp tools
 # expect_error NAME PATTERN CMD...: exit 1, a message matching PATTERN, no Python traceback.
 expect_error() {
   local name=$1 pattern=$2 out rc
@@ -165,5 +162,4 @@ expect_error "h5_to_torch.py: not HDF5" "text.h5: not a readable HDF5 file" "$PY
 expect_error "h5_to_torch.py: a metrics file" "a.h5: no /model group" "$PY" tools/h5_to_torch.py "$T/a.h5" "$T/y.pt"
 [[ ! -e $T/y.pt ]] && ok "h5_to_torch.py: no output after an error" || bad "h5_to_torch.py wrote output after an error"
 
-echo "$pass passed, $fail failed"
-((fail == 0))
+finish

@@ -16,18 +16,10 @@
 # Usage: test_cross_device.sh DTRAIN   (ckpt_compare from $DTRAIN_TOOLS, else DTRAIN's
 #        directory/tools or DTRAIN's directory)
 set -u
+source "$(dirname "$0")/../harness.sh"
 DTRAIN=${1:-./dtrain}
-TOOLS=${DTRAIN_TOOLS:-$(dirname "$DTRAIN")/tools}
-[ -x "$TOOLS/ckpt_compare" ] || TOOLS=$(dirname "$DTRAIN")
-if [ ! -x "$TOOLS/ckpt_compare" ]; then
-  echo "FAIL ckpt_compare not found (in \$DTRAIN_TOOLS, $(dirname "$DTRAIN")/tools or beside dtrain)"
-  exit 1
-fi
-T=$(mktemp -d /tmp/dtrain-cross-XXXXXX)
-trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -n "${2:-}" ] && printf '%s\n' "$2" | sed 's/^/     | /' | tail -20; }
+need_tools ckpt_compare
+harness_tmp cross
 
 # CIFAR-10 binary files: 512 records of (label byte, 3072 pixel bytes) each.
 DATA=$T/cifar
@@ -43,7 +35,6 @@ CFG=(configs/quickstart.ini --set data.dataset=cifar10 --set "data.dir=$DATA" --
   --set train.batch_size=32 --set optim.reference_batch=32 --set optim.lr=0.05
   --set data.train_limit=256 --set data.test_limit=64 --set train.max_steps=8
   --set output.checkpoint_steps=4 --set output.keep_last=0 --set train.threads=4)
-ckpt() { printf '%s/checkpoints/step_%09d.h5' "$1" "$2"; }
 close() { # NAME A B TOL
   local out
   out=$("$TOOLS/ckpt_compare" "$2" "$3" --rel "$4" --optimizer 2>&1)
@@ -58,7 +49,7 @@ if [ $rc -ne 0 ] && printf '%s\n' "$out" | grep -q "no CUDA device\|no CUDA back
 fi
 if [ $rc -ne 0 ] || [ ! -f "$(ckpt $T/gpu 8)" ]; then
   bad "8 steps on the GPU (exit $rc)" "$out"
-  echo "$pass passed, $fail failed"
+  finish
   exit 1
 fi
 ok "8 steps on the GPU"
@@ -104,5 +95,4 @@ else
   bad "train.cuda_graphs=true run (exit $rc)" "$out"
 fi
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish
