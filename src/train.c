@@ -763,7 +763,9 @@ static void inject_faults(const trainer *t, long step) {
 /* DTRAIN_FAULT_OVERFLOW=S1,S2,... (0-based steps): rank 0's gradient sum of those steps gets
  * an infinite element, as an fp16 overflow would leave it (tests of loss scaling). */
 static void inject_overflow(const trainer *t, long step) {
-  const char *v = getenv("DTRAIN_FAULT_OVERFLOW");
+  static const char *v;
+  static int looked;
+  if (!looked) looked = 1, v = getenv("DTRAIN_FAULT_OVERFLOW"); /* once, off the step path */
   if (!v || t->rank != 0) return;
   for (const char *p = v; *p;) {
     char *end;
