@@ -16,7 +16,10 @@ dt_status dt_gpu_place(int local_rank, int local_size, int visible_gpus,
   const char *note = visible_note(cuda_visible_devices, buf, sizeof buf);
   if (visible_gpus < 1)
     return dt_error_set(DT_ERR_CONFIG, "no GPU visible (%s); use --device cpu", note);
-  if (local_rank < 0) {
+  /* Alone, or the launcher gave this rank exactly one device of its own (srun
+   * --gpus-per-task=1, --gpu-bind=single:1, a MIG instance, a per-rank CUDA_VISIBLE_DEVICES):
+   * the one visible device is this rank's, whatever the local rank. */
+  if (local_rank < 0 || visible_gpus == 1) {
     *device = 0;
     return DT_OK;
   }
@@ -25,10 +28,10 @@ dt_status dt_gpu_place(int local_rank, int local_size, int visible_gpus,
   const int ranks = local_size > local_rank ? local_size : local_rank + 1;
   if (ranks > visible_gpus)
     return dt_error_set(DT_ERR_CONFIG,
-                        "%d ranks on this node but only %d GPU%s visible (%s); start at most %d "
-                        "rank%s per node, e.g. mpirun --map-by ppr:%d:node, or use --device cpu",
-                        ranks, visible_gpus, visible_gpus == 1 ? "" : "s", note, visible_gpus,
-                        visible_gpus == 1 ? "" : "s", visible_gpus);
+                        "%d ranks on this node but only %d GPUs visible (%s); start at most %d "
+                        "ranks per node, e.g. mpirun --map-by ppr:%d:node, give each rank one GPU "
+                        "of its own (srun --gpus-per-task=1), or use --device cpu",
+                        ranks, visible_gpus, note, visible_gpus, visible_gpus);
   *device = local_rank;
   return DT_OK;
 }
