@@ -62,10 +62,15 @@ void dt_comm_nccl_destroy(dt_comm_nccl *nc);
  * dt_comm_nccl_join. count 0 does nothing. */
 void dt_comm_nccl_allreduce_async(dt_comm_nccl *nc, float *dev, size_t count,
                                   void *compute_stream);
-/* Make compute_stream wait, on the device (the host does not block), for every all-reduce
- * enqueued so far; work enqueued on compute_stream afterwards sees the sums. Also reports an
- * asynchronous NCCL error (fatal) if one has happened. */
+/* Wait for every all-reduce enqueued so far and make compute_stream wait for them too; work
+ * enqueued on compute_stream afterwards sees the sums. The host waits in a loop that polls
+ * NCCL's asynchronous error and gives up after the timeout (dt_comm_nccl_set_timeout): an
+ * error or a timeout (a dead or hung peer) aborts the communicator and is fatal, with a
+ * message naming the rank and the collective, instead of hanging the job. */
 void dt_comm_nccl_join(dt_comm_nccl *nc, void *compute_stream);
+/* The longest wait of a join or of dt_comm_nccl_destroy, in seconds (config comm.timeout_s;
+ * 600 from creation; <= 0 waits without limit). */
+void dt_comm_nccl_set_timeout(dt_comm_nccl *nc, double seconds);
 /* For --bench: seconds the host spent inside NCCL calls of dt_comm_nccl_allreduce_async
  * (enqueueing; the transfers themselves overlap and are not counted), the number of
  * all-reduces made (count > 0) and the bytes they summed per rank. */

@@ -11,13 +11,20 @@
  *
  * Errors after creation are fatal: the NCCL communicator is aborted first (cheap, and it frees
  * this rank's NCCL resources without waiting for peers that may never arrive), then DT_FATAL
- * takes every rank down. */
+ * takes every rank down.
+ *
+ * A peer that dies mid-collective leaves this rank's all-reduce unfinished forever, and NCCL
+ * reports it (ncclCommGetAsyncError) only when its transport notices, if ever. So the host
+ * never blocks on NCCL's work with a plain synchronize: the join waits for its event in
+ * dt_comm_wait's loop, which polls the communicator's error and gives up after
+ * comm.timeout_s (dt_comm_nccl_set_timeout), then aborts as above. */
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "comm.h"
+#include "comm/comm_wait.h"
 #include "common.h"
 
 struct dt_comm_nccl {
@@ -26,6 +33,9 @@ struct dt_comm_nccl {
   cudaEvent_t ready;     /* compute stream -> comm stream: the bucket's gradients are written */
   cudaEvent_t done;      /* comm stream -> compute stream: the all-reduces so far are over */
   bool pending;          /* all-reduces enqueued since the last join */
+  size_t pending_count, pending_bytes; /* ... how many, and their size, for messages */
+  double timeout_s;      /* the longest wait for a join (<= 0: none) */
+  cudaError_t query_error; /* the failed cudaEventQuery of a wait, for its message */
   int rank, size, device;
   double host_seconds;
   size_t allreduces, bytes;
@@ -68,6 +78,52 @@ _Noreturn static void comm_nccl_fail(dt_comm_nccl *nc, const char *file, int lin
       comm_nccl_fail((nc), __FILE__, __LINE__, dt_cuda_m_);                              \
     }                                                                                    \
   } while (0)
+
+/* ---- the bounded wait (comm_wait.h) on the event `done` ---- */
+
+static int comm_nccl_probe_done(void *ctx) {
+  dt_comm_nccl *nc = ctx;
+  const cudaError_t e = cudaEventQuery(nc->done);
+  if (e == cudaSuccess) return 1;
+  if (e == cudaErrorNotReady) return 0;
+  nc->query_error = e;
+  return -1;
+}
+
+static int comm_nccl_probe_error(void *ctx) {
+  dt_comm_nccl *nc = ctx;
+  ncclResult_t async = ncclSuccess;
+  const ncclResult_t r = ncclCommGetAsyncError(nc->comm, &async);
+  if (r != ncclSuccess) return (int)r;
+  /* ncclInProgress: a non-blocking communicator still working, not an error. */
+  return async == ncclInProgress ? 0 : (int)async;
+}
+
+/* Block the host until everything enqueued on the comm stream so far has finished, or fail
+ * (abort the communicator, then every rank) with a message naming the collective. */
+static void comm_nccl_wait(dt_comm_nccl *nc, const char *collective) {
+  DT_COMM_CUDA_CHECK(nc, cudaEventRecord(nc->done, nc->stream));
+  const dt_comm_wait_probes probes = {nc, comm_nccl_probe_done, comm_nccl_probe_error, NULL, NULL};
+  int code = 0;
+  double waited = 0;
+  const dt_comm_wait_result r = dt_comm_wait(&probes, nc->timeout_s, &code, &waited);
+  if (r == DT_COMM_WAIT_DONE) return;
+  const char *reason = r == DT_COMM_WAIT_ASYNC_ERROR ? comm_nccl_last_error(nc)
+                       : r == DT_COMM_WAIT_QUERY_ERROR ? cudaGetErrorString(nc->query_error)
+                                                       : "";
+  char reason_buf[512];
+  if (r == DT_COMM_WAIT_ASYNC_ERROR) {
+    snprintf(reason_buf, sizeof reason_buf, "%s%s%s", ncclGetErrorString((ncclResult_t)code),
+             reason && *reason ? ": " : "", reason ? reason : "");
+    reason = reason_buf;
+  }
+  char msg[900];
+  dt_comm_wait_message(msg, sizeof msg, r, code, reason, nc->rank, nc->size, nc->device,
+                       collective, waited, nc->timeout_s);
+  comm_nccl_fail(nc, __FILE__, __LINE__, msg);
+}
+
+void dt_comm_nccl_set_timeout(dt_comm_nccl *nc, double seconds) { nc->timeout_s = seconds; }
 
 /* This rank's half of the set-up that may fail without harm: a current device and the comm
  * stream on it. Returns false with the error recorded (dt_error_set). */
@@ -131,12 +187,13 @@ dt_comm_nccl *dt_comm_nccl_create(dt_comm *comm) {
   }
   DT_COMM_CUDA_CHECK(nc, cudaEventCreateWithFlags(&nc->ready, cudaEventDisableTiming));
   DT_COMM_CUDA_CHECK(nc, cudaEventCreateWithFlags(&nc->done, cudaEventDisableTiming));
+  nc->timeout_s = 600;
   return nc;
 }
 
 void dt_comm_nccl_destroy(dt_comm_nccl *nc) {
   if (!nc) return;
-  DT_COMM_CUDA_CHECK(nc, cudaStreamSynchronize(nc->stream));
+  comm_nccl_wait(nc, "the last NCCL all-reduces before shutdown");
   /* Finalize first so that an error in flushing is reported rather than lost in Destroy. */
   DT_COMM_NCCL_CHECK(nc, ncclCommFinalize(nc->comm));
   ncclComm_t comm = nc->comm;
@@ -159,6 +216,8 @@ void dt_comm_nccl_allreduce_async(dt_comm_nccl *nc, float *dev, size_t count,
                                        nc->stream));
   nc->host_seconds += dt_now() - t0;
   nc->pending = true;
+  nc->pending_count++;
+  nc->pending_bytes += count * sizeof(float);
   nc->allreduces++;
   nc->bytes += count * sizeof(float);
 }
@@ -166,9 +225,17 @@ void dt_comm_nccl_allreduce_async(dt_comm_nccl *nc, float *dev, size_t count,
 void dt_comm_nccl_join(dt_comm_nccl *nc, void *compute_stream) {
   if (nc->pending) {
     cudaStream_t compute = compute_stream;
-    DT_COMM_CUDA_CHECK(nc, cudaEventRecord(nc->done, nc->stream));
+    /* The host waits (bounded) for the sums; the compute stream then waits on the device for
+     * the same event, which costs nothing more. The trainer reads the summed gradients' finite
+     * flag right after the join, so the host would block here anyway, only without a limit. */
+    char what[160];
+    snprintf(what, sizeof what, "NCCL all-reduce of the gradients (%zu bucket%s, %.2f MiB)",
+             nc->pending_count, nc->pending_count == 1 ? "" : "s",
+             (double)nc->pending_bytes / 1048576.0);
+    comm_nccl_wait(nc, what);
     DT_COMM_CUDA_CHECK(nc, cudaStreamWaitEvent(compute, nc->done, 0));
     nc->pending = false;
+    nc->pending_count = nc->pending_bytes = 0;
   }
   /* Network failures surface only here (the calls above return before the transfer). */
   ncclResult_t async = ncclSuccess;

@@ -32,6 +32,12 @@ void dt_comm_nccl_join(dt_comm_nccl *nc, void *compute_stream) {
   DT_FATAL("dt_comm_nccl_join: this build has no NCCL");
 }
 
+void dt_comm_nccl_set_timeout(dt_comm_nccl *nc, double seconds) {
+  (void)nc;
+  (void)seconds;
+  DT_FATAL("dt_comm_nccl_set_timeout: this build has no NCCL");
+}
+
 double dt_comm_nccl_host_seconds(const dt_comm_nccl *nc) {
   (void)nc;
   DT_FATAL("dt_comm_nccl_host_seconds: this build has no NCCL");

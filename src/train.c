@@ -373,7 +373,9 @@ static dt_status start_nccl(trainer *t, dt_device device) {
   if (device != DT_DEVICE_CUDA || (t->world == 1 && !(force && strcmp(force, "1") == 0)))
     return DT_OK;
   t->nccl = dt_comm_nccl_create(t->comm);
-  return t->nccl ? DT_OK : DT_ERR_CONFIG;
+  if (!t->nccl) return DT_ERR_CONFIG;
+  dt_comm_nccl_set_timeout(t->nccl, t->cfg->comm_timeout_s);
+  return DT_OK;
 }
 
 /* The backward hook of an overlapped step: all-reduce each bucket this node completed. */

@@ -333,6 +333,8 @@ static const char *const k_full =
     "cutmix_alpha = 2\n"
     "label_smoothing = 0.1\n"
     "\n"
+    "[comm]\n"
+    "timeout_s = 30\n"
     "[output]\n"
     "dir = runs/test\n"
     "overwrite = true\n"
@@ -417,6 +419,7 @@ static void test_full_file_loads(void **state) {
   assert_true(cfg.schedule_min_factor == 0);
   assert_true(cfg.augment_hflip_prob == 0.25);
   assert_int_equal(cfg.output_log_every, 10);
+  assert_true(cfg.comm_timeout_s == 30);
   assert_true(cfg.augment_mixup && cfg.augment_ricap && cfg.augment_dual_cutout);
   assert_true(cfg.augment_label_smoothing == 0.1);
   /* Every [augment] method is on, which the cross-key check refuses (SPEC section 3: one
@@ -532,7 +535,7 @@ static void test_error_unknown_names(void **state) {
   (void)state;
   expect_load_error("section.ini", "[train]\nepochs = 3\n[trian]\nbatch_size = 4\n",
                     "section.ini:3:", "unknown section [trian]", "did you mean [train]?",
-                    "(sections: data, model, train, optim, schedule, augment, output)", NULL);
+                    "(sections: data, model, train, optim, schedule, augment, comm, output)", NULL);
   expect_load_error("empty_section.ini", "[train]\nepochs = 3\n\n[bogus]\n", "empty_section.ini:4:",
                     "unknown section [bogus]", NULL);
   expect_load_error("key.ini", "[optim]\nlr = 0.1\n\nlrr = 0.2\n", "key.ini:4:", "[optim] lrr",
