@@ -284,7 +284,8 @@ typedef struct dt_backend_ops {
    * all_finite), and host memory written by an op (xent's losses) must come from host_alloc.
    * capture_end returns the recorded work, or NULL (with a warning printed) when the device
    * could not record or instantiate it; nothing recorded has run either way. replay runs it
-   * again with the buffers and scalars of the capture; capture_free frees it. */
+   * again with the buffers and scalars of the capture; capture_free frees it. A recording
+   * is valid only at the dt_backend.generation it was made at (see below; replay.h). */
   void (*capture_begin)(dt_backend *be);
   void *(*capture_end)(dt_backend *be);
   void (*replay)(dt_backend *be, void *captured);
@@ -294,6 +295,9 @@ typedef struct dt_backend_ops {
 struct dt_backend {
   const dt_backend_ops *ops;
   int threads;
+  /* Bumped by a backend that records (capture_begin) whenever it frees or moves device
+   * memory a recording may reference: a shared buffer grown, a tensor or op freed. */
+  unsigned long generation;
 };
 
 typedef enum { DT_DEVICE_CPU = 0, DT_DEVICE_CUDA = 1 } dt_device;

@@ -26,6 +26,7 @@
 #include "models/model.h"
 #include "optim.h"
 #include "precision.h"
+#include "replay.h"
 #include "schedule.h"
 
 typedef struct {
@@ -49,13 +50,7 @@ typedef struct {
   /* GPU input: the loader whose next batch is copied to the device while this step computes
    * (backend prefetch), or NULL. */
   dt_loader *prefetch_ld;
-  /* train.cuda_graphs: the recorded device work of a step of graph `replay_graph` with loss
-   * gradient factor `replay_scale`, after `replay_warm` steps run op by op. */
-  void *replay;
-  dt_graph *replay_graph;
-  float replay_scale;
-  long replay_warm;
-  bool replay_off; /* recording failed once: op by op from then on */
+  dt_replay replay; /* train.cuda_graphs: the recorded device work of a step */
   bool losses_pinned; /* t->losses came from host_alloc */
   char start_note[4400]; /* where the run's state came from (--resume, --init), for the header */
   long steps_per_epoch;
@@ -211,7 +206,7 @@ static dt_status open_run_dir(trainer *t, bool resume, long resume_step) {
 
 static void trainer_free(trainer *t) {
   dt_comm_nccl_destroy(t->nccl); /* before the backend: it waits for its all-reduces */
-  if (t->replay) t->be->ops->capture_free(t->be, t->replay);
+  dt_replay_free(&t->replay, t->be);
   if (t->losses_pinned) {
     t->be->ops->host_free(t->be, t->losses);
     t->losses = NULL;
@@ -655,36 +650,35 @@ static void prefetch_next(trainer *t) {
 /* train.cuda_graphs applies to this step: a backend that records, one pass, no per-step host
  * input in the model, no NCCL hooks in backward. */
 static bool replayable(const trainer *t, const dt_graph *g) {
-  return t->cfg->train_cuda_graphs && !t->replay_off && t->be->ops->capture_begin &&
+  return t->cfg->train_cuda_graphs && !t->replay.off && t->be->ops->capture_begin &&
          !t->accumulate && !t->nccl && dt_graph_replayable(g);
 }
 
+/* What a recording of one training pass runs (replay_step). */
+typedef struct {
+  dt_graph *g;
+  float grad_scale;
+  float *losses;
+} replay_record_ctx;
+
+static void replay_record(void *ctx) {
+  replay_record_ctx *c = ctx;
+  dt_graph_run_forward(c->g, true);
+  dt_graph_run_loss(c->g, c->grad_scale, c->losses);
+  dt_graph_backward(c->g);
+}
+
 /* One pass with the device work replayed: inputs and targets go up first, the recorded
- * forward, loss and backward run as one unit, recorded anew when the graph or the loss
- * gradient factor changed (a new loss scale). The first two steps run op by op, so that every
- * buffer and algorithm exists before recording. Returns the logits. */
+ * forward, loss and backward run as one unit, recorded anew when the graph, the loss
+ * gradient factor (a new loss scale) or the backend's memory changed (dt_replay_pass). The
+ * first two steps run op by op, so that every buffer and algorithm exists before recording.
+ * Returns the logits. */
 static const dt_tensor *replay_step(trainer *t, dt_graph *g, const float *x,
                                     const float *targets, float grad_scale) {
-  dt_backend *be = t->be;
   dt_graph_set_input(g, x);
   dt_graph_set_targets(g, targets);
-  if (t->replay && (t->replay_graph != g || t->replay_scale != grad_scale)) {
-    be->ops->capture_free(be, t->replay);
-    t->replay = NULL;
-  }
-  if (!t->replay && t->replay_warm >= 2) {
-    be->ops->capture_begin(be);
-    dt_graph_run_forward(g, true);
-    dt_graph_run_loss(g, grad_scale, t->losses);
-    dt_graph_backward(g);
-    t->replay = be->ops->capture_end(be);
-    t->replay_graph = g;
-    t->replay_scale = grad_scale;
-    t->replay_off = t->replay == NULL;
-  }
-  t->replay_warm++;
-  if (t->replay) {
-    be->ops->replay(be, t->replay);
+  replay_record_ctx rc = {g, grad_scale, t->losses};
+  if (dt_replay_pass(&t->replay, t->be, g, grad_scale, replay_record, &rc)) {
     prefetch_next(t);
   } else {
     /* Warm-up, or recording failed: nothing recorded has run. */
@@ -1025,6 +1019,9 @@ int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts) {
     double ar = dt_comm_allreduce_seconds(comm);
     say(&t, "done: %ld steps in %.1f s", step, dt_now() - t_start);
     if (t.world > 1) say(&t, ", all-reduce %.1f s", ar);
+    if (t.replay.recordings)
+      say(&t, ", %ld passes replayed from %ld CUDA graph recordings", t.replay.replays,
+          t.replay.recordings);
     say(&t, "\n");
   }
   trainer_free(&t);

@@ -65,6 +65,7 @@ void dt_cuda_free(void *ptr) {
 void dt_cuda_buffer_reserve(dt_cuda_backend *be, void **buf, size_t *size, size_t bytes) {
   if (bytes <= *size) return;
   DT_CUDA_CHECK(cudaStreamSynchronize(be->stream));
+  be->base.generation++; /* a recording may hold the old buffer */
   dt_cuda_free(*buf);
   *buf = dt_cuda_malloc(bytes);
   *size = bytes;
@@ -78,6 +79,7 @@ void dt_cuda_workspace_reserve(dt_cuda_backend *be, size_t bytes) {
 static float *cuda_staging(dt_cuda_backend *be, size_t bytes) {
   if (bytes > be->staging_bytes) {
     DT_CUDA_CHECK(cudaStreamSynchronize(be->stream));
+    be->base.generation++; /* a recording may hold the old buffer (xent's losses) */
     dt_cuda_free(be->staging);
     be->staging = dt_cuda_malloc(bytes);
     be->staging_bytes = bytes;
@@ -104,6 +106,7 @@ static void cuda_free_mem(dt_backend *bep, void *ptr) {
   dt_cuda_backend *be = dt_cuda_be(bep);
   if (!ptr) return;
   DT_CUDA_CHECK(cudaStreamSynchronize(be->stream));
+  be->base.generation++;
   DT_CUDA_CHECK(cudaFree(ptr));
 }
 
@@ -323,6 +326,7 @@ void dt_cuda_op_free(dt_op *op) {
   if (!op) return;
   dt_cuda_backend *be = op->be;
   DT_CUDA_CHECK(cudaStreamSynchronize(be->stream)); /* no kernel may still use its buffers */
+  be->base.generation++;                            /* nor a recording replay them */
   if (op->prev) op->prev->next = op->next;
   else be->ops = op->next;
   if (op->next) op->next->prev = op->prev;

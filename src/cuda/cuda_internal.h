@@ -137,7 +137,9 @@ void dt_cuda_free(void *ptr);
 /* Grow the shared cuDNN workspace to at least `bytes`. */
 void dt_cuda_workspace_reserve(dt_cuda_backend *be, size_t bytes);
 /* Grow a shared device buffer (*buf of *size bytes) to at least `bytes`, after the stream has
- * finished with the old one. */
+ * finished with the old one. Growing bumps be->base.generation, so that no CUDA graph
+ * recorded with the old buffer is replayed (replay.h); so does every free of device memory a
+ * recording may hold (free, op_free, the staging buffer). */
 void dt_cuda_buffer_reserve(dt_cuda_backend *be, void **buf, size_t *size, size_t bytes);
 /* The end of an op: wait for the stream if it moved data to or from host memory
  * (`touches_host`), or always with DT_CUDA_SYNC=1. */

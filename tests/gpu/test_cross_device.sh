@@ -11,7 +11,11 @@
 #     the plain GPU run (cuDNN picks algorithms by timing, so two GPU runs may round apart),
 #     and says in its header that NCCL sums the gradients;
 #   - train.cuda_graphs=true (steps 3-8 replayed from one recording) ends within 1e-4 of the
-#     plain GPU run, without falling back to op-by-op.
+#     plain GPU run, without falling back to op-by-op;
+#   - 3 epochs (train -> evaluate -> train ...) with graphs against op by op, fp32 and bf16: the
+#     evaluation's bigger batch grows buffers a recording points into (the loss staging, the
+#     16-bit operands), so the step is recorded again after it (at least 2 recordings), and
+#     the weights and every epoch's test accuracy agree with the op-by-op run.
 # Exits 77 (skipped) when DTRAIN cannot start a CUDA backend.
 # Usage: test_cross_device.sh DTRAIN   (ckpt_compare from $DTRAIN_TOOLS, else DTRAIN's
 #        directory/tools or DTRAIN's directory)
@@ -94,5 +98,27 @@ if [ $rc -eq 0 ] && ! printf '%s\n' "$out" | grep -q "could not be recorded"; th
 else
   bad "train.cuda_graphs=true run (exit $rc)" "$out"
 fi
+
+# Three epochs with evaluations between them (8 steps each, test batch 64 > 32).
+EPOCHS=(--set train.max_steps=0 --set train.epochs=3 --set output.checkpoint_every=1)
+for prec in fp32 bf16; do
+  run() { "$DTRAIN" "${CFG[@]}" "${EPOCHS[@]}" --device cuda --set train.precision=$prec "$@" 2>&1; }
+  out=$(run --set output.dir=$T/e3-$prec-plain) || { bad "$prec: 3 epochs op by op" "$out"; continue; }
+  out=$(run --set train.cuda_graphs=true --set output.dir=$T/e3-$prec-graphs)
+  rc=$?
+  rec=$(printf '%s\n' "$out" | sed -n 's/.*replayed from \([0-9]*\) CUDA graph recordings.*/\1/p')
+  if [ $rc -eq 0 ] && [ "${rec:-0}" -ge 2 ] && ! printf '%s\n' "$out" | grep -q "could not be recorded"; then
+    ok "$prec: 3 epochs with graphs, recorded $rec times (again after an evaluation moved memory)"
+  else
+    bad "$prec: 3 epochs with graphs (exit $rc, ${rec:-no} recordings; expected >= 2)" "$out"
+    continue
+  fi
+  close "$prec: 3 epochs, graphs agree with op by op" "$(ckpt $T/e3-$prec-graphs 24)" \
+    "$(ckpt $T/e3-$prec-plain 24)" 1e-4
+  a=$(h5col $T/e3-$prec-graphs/metrics.h5 /epoch/test_top1 | tr '\n' ' ')
+  b=$(h5col $T/e3-$prec-plain/metrics.h5 /epoch/test_top1 | tr '\n' ' ')
+  if [ -n "$a" ] && [ "$a" = "$b" ]; then ok "$prec: test accuracy of every epoch equal ($a)"
+  else bad "$prec: test accuracy per epoch differs" "graphs: $a; op by op: $b"; fi
+done
 
 finish
