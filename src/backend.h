@@ -16,6 +16,8 @@
 #ifndef DT_BACKEND_H
 #define DT_BACKEND_H
 
+#include <stdint.h>
+
 #include "common.h"
 
 typedef struct dt_backend dt_backend;
@@ -260,6 +262,17 @@ typedef struct dt_backend_ops {
    * Returns DT_ERR_CONFIG with a message when the backend or device cannot; NULL: fp32 only. */
   dt_status (*set_precision)(dt_backend *be, dt_precision precision);
 
+  /* ==== algorithm choices (optional; the CUDA backend's cuDNN convolutions) ====
+   * A backend that picks algorithms by timing hands its choices out as rows of
+   * DT_BACKEND_ALGO_COLS integers (what they mean is the backend's), so that a checkpoint
+   * keeps them and a resumed run takes the same ones instead of timing again (bit-exact
+   * resume). algos_export writes at most max_rows rows and returns how many there are (rows
+   * NULL: only count). algos_import, before the ops are created, adopts rows as if they had
+   * been chosen here; a row this device cannot run is dropped (that shape is timed again) with
+   * a warning. NULL: the backend does not choose. */
+  size_t (*algos_export)(dt_backend *be, int32_t *rows, size_t max_rows);
+  void (*algos_import)(dt_backend *be, const int32_t *rows, size_t n_rows);
+
   /* The backend's native stream (a cudaStream_t on the CUDA backend) on which every op runs,
    * for the comm's device collectives to order themselves against; NULL: host backend. */
   void *(*native_stream)(dt_backend *be);
@@ -298,7 +311,13 @@ struct dt_backend {
   /* Bumped by a backend that records (capture_begin) whenever it frees or moves device
    * memory a recording may reference: a shared buffer grown, a tensor or op freed. */
   unsigned long generation;
+  /* train.deterministic, set before ops are created: only algorithms that give the same bits
+   * on every run (no atomics-ordered sums) where the backend chooses between several. */
+  bool deterministic;
 };
+
+/* Integers per row of algos_export / algos_import. */
+#define DT_BACKEND_ALGO_COLS 18
 
 typedef enum { DT_DEVICE_CPU = 0, DT_DEVICE_CUDA = 1 } dt_device;
 

@@ -93,6 +93,10 @@
     "--device cuda: record a training step's forward, loss and backward as a CUDA graph once "\
     "and replay it (one pass per step, no dropout or shake-shake, no NCCL); not yet verified " \
     "on a GPU, hence off")                                                                     \
+  X(train, deterministic, BOOL, "true", 0, 0, "",                                            \
+    "--device cuda: only cuDNN convolution algorithms that give the same bits on every run, "  \
+    "and a resumed run reuses the checkpoint's algorithms (bit-exact resume); false allows "   \
+    "the fastest, some of which sum with atomics in a varying order")                          \
   X(train, bucket_mb, FLOAT, "4", 0.001, 4096, "",                                             \
     "gradient all-reduce bucket in MiB; with NCCL (--device cuda) each bucket is summed as "   \
     "soon as backward has produced it, overlapping the rest of backward")                     \

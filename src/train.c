@@ -277,6 +277,7 @@ static dt_status trainer_setup(trainer *t, const dt_config *cfg, dt_comm *comm, 
   t->be = dt_backend_create(device, (int)cfg->train_threads, dt_comm_local_rank(comm),
                             dt_comm_local_size(comm));
   if (!t->be) return DT_ERR_CONFIG;
+  t->be->deterministic = cfg->train_deterministic;
   DT_CHECK(dt_precision_parse(cfg->train_precision, &t->precision)); /* a checked choice */
   if (t->precision != DT_PRECISION_FP32) {
     if (!t->be->ops->set_precision)
@@ -467,6 +468,9 @@ static char *config_text(const dt_config *cfg) {
   return text;
 }
 
+_Static_assert(DT_CHECKPOINT_ALGO_COLS == DT_BACKEND_ALGO_COLS,
+               "a checkpoint row of algorithm choices is a backend row");
+
 /* Rank 0 writes a checkpoint of the state after `step` steps. */
 static dt_status save_checkpoint(trainer *t, long epoch, long step, long step_in_epoch) {
   if (t->rank != 0) return DT_OK;
@@ -483,11 +487,18 @@ static dt_status save_checkpoint(trainer *t, long epoch, long step, long step_in
   meta.loss_scale_good = t->ls.good;
   snprintf(meta.model, sizeof meta.model, "%s", t->cfg->model_name);
   meta.config_text = config_text(t->cfg);
+  /* The backend's algorithm choices, so that a resumed run makes the same (train.deterministic). */
+  if (t->be->ops->algos_export) {
+    meta.n_algos = t->be->ops->algos_export(t->be, NULL, 0);
+    meta.algos = dt_xmalloc(DT_MAX(meta.n_algos, 1) * DT_CHECKPOINT_ALGO_COLS * sizeof(int32_t));
+    meta.n_algos = DT_MIN(meta.n_algos, t->be->ops->algos_export(t->be, meta.algos, meta.n_algos));
+  }
   char path[4200];
   dt_checkpoint_path(t->run_dir, step, path, sizeof path);
   dt_status st = dt_checkpoint_save(path, &t->model->params, t->host_weights, t->host_buffers,
                                     &t->opt.state, &meta);
   free(meta.config_text);
+  free(meta.algos);
   if (st == DT_OK) dt_checkpoint_prune(t->run_dir, (int)t->cfg->output_keep_last);
   return st;
 }
@@ -852,7 +863,11 @@ static dt_status load_start(trainer *t, const dt_run_opts *opts, long *step, lon
     snprintf(t->start_note, sizeof t->start_note,
              "resuming from %s: epoch %ld, step %ld (checkpoint of %d rank(s))", path,
              meta.epoch + (meta.step_in_epoch > 0), meta.step, meta.world_size);
+    /* train.deterministic: the algorithms the interrupted run chose, not a new timing. */
+    if (t->cfg->train_deterministic && meta.n_algos > 0 && t->be->ops->algos_import)
+      t->be->ops->algos_import(t->be, meta.algos, meta.n_algos);
     free(meta.config_text);
+    free(meta.algos);
   } else {
     snprintf(t->start_note, sizeof t->start_note, "initial weights from %s", path);
   }

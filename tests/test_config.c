@@ -275,6 +275,7 @@ static const char *const k_full =
     "precision = bf16\n"
     "bucket_mb = 0.5\n"
     "cuda_graphs = true\n"
+    "deterministic = false\n"
     "loss_scale = fixed\n"
     "loss_scale_init = 1024\n"
     "loss_scale_growth = 500\n"
@@ -407,6 +408,7 @@ static void test_full_file_loads(void **state) {
   assert_string_equal(cfg.train_loss_scale, "fixed");
   assert_true(cfg.train_bucket_mb == 0.5);
   assert_true(cfg.train_cuda_graphs);
+  assert_false(cfg.train_deterministic);
   assert_true(cfg.train_loss_scale_init == 1024);
   assert_int_equal(cfg.train_loss_scale_growth, 500);
   assert_true(cfg.optim_lr == 0.2);

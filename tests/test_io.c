@@ -351,6 +351,65 @@ static void test_refuse_future_version(void **s) {
   free(path);
 }
 
+/* The backend's algorithm choices (/backend/conv_algorithms) come back row for row; a file
+ * without them loads with none; a table of the wrong width is refused. */
+static void test_algorithm_choices(void **s) {
+  (void)s;
+  dt_params ps;
+  host_state ref, in;
+  enum { ROWS = 3 };
+  int32_t rows[ROWS * DT_CHECKPOINT_ALGO_COLS];
+  for (int i = 0; i < ROWS * DT_CHECKPOINT_ALGO_COLS; i++) rows[i] = i * 7 - 5;
+  make_table(&ps, TABLE_FULL);
+  host_init(&ref, &ps, 5);
+  ref.meta.algos = rows;
+  ref.meta.n_algos = ROWS;
+  char *path = tmp_path("algos.h5");
+  assert_int_equal(dt_checkpoint_save(path, &ps, ref.weights, ref.buffers, &ref.opt, &ref.meta),
+                   DT_OK);
+  host_init(&in, &ps, 0);
+  assert_int_equal(dt_checkpoint_load(path, &ps, in.weights, in.buffers, &in.opt, &in.meta), DT_OK);
+  assert_int_equal(in.meta.n_algos, ROWS);
+  assert_non_null(in.meta.algos);
+  assert_memory_equal(in.meta.algos, rows, sizeof rows);
+  free(in.meta.algos);
+  free(in.meta.config_text);
+  host_free(&in);
+
+  /* None saved: none loaded. */
+  char *none = tmp_path("algos_none.h5");
+  ref.meta.algos = NULL;
+  ref.meta.n_algos = 0;
+  assert_int_equal(dt_checkpoint_save(none, &ps, ref.weights, ref.buffers, &ref.opt, &ref.meta),
+                   DT_OK);
+  host_init(&in, &ps, 0);
+  in.meta.n_algos = 99;
+  assert_int_equal(dt_checkpoint_load(none, &ps, in.weights, in.buffers, &in.opt, &in.meta), DT_OK);
+  assert_null(in.meta.algos);
+  assert_int_equal(in.meta.n_algos, 0);
+  free(in.meta.config_text);
+  host_free(&in);
+
+  /* Five columns instead of DT_CHECKPOINT_ALGO_COLS. */
+  hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+  assert_true(f >= 0);
+  assert_true(H5Ldelete(f, "backend/conv_algorithms", H5P_DEFAULT) >= 0);
+  const hsize_t dims[2] = {2, 5};
+  hid_t sp = H5Screate_simple(2, dims, NULL);
+  hid_t ds = H5Dcreate2(f, "backend/conv_algorithms", H5T_STD_I32LE, sp, H5P_DEFAULT,
+                        H5P_DEFAULT, H5P_DEFAULT);
+  assert_true(ds >= 0);
+  assert_true(H5Dwrite(ds, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, rows) >= 0);
+  H5Dclose(ds);
+  H5Sclose(sp);
+  H5Fclose(f);
+  expect_refusal(path, TABLE_FULL, true, "/backend/conv_algorithms", "columns", NULL);
+  host_free(&ref);
+  free(ps.items);
+  free(path);
+  free(none);
+}
+
 static void test_refuse_broken_files(void **s) {
   (void)s;
   dt_params ps;
@@ -704,6 +763,7 @@ int main(void) {
       cmocka_unit_test(test_refuse_mismatched_tables),
       cmocka_unit_test(test_refuse_future_version),
       cmocka_unit_test(test_refuse_broken_files),
+      cmocka_unit_test(test_algorithm_choices),
       cmocka_unit_test(test_latest_prune_path),
       cmocka_unit_test(test_kill_during_save),
       cmocka_unit_test(test_metrics),

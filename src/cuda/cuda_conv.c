@@ -11,7 +11,12 @@
  *
  * Algorithms are chosen once per shape by cudnnFind*AlgorithmEx (every candidate run on
  * scratch buffers; the fastest that succeeds wins), cached in the backend for every op of the
- * same shape, and share one workspace grown to the largest need. Math: strict fp32 FMA
+ * same shape, and share one workspace grown to the largest need. With be->base.deterministic
+ * (train.deterministic) only algorithms cuDNN reports as CUDNN_DETERMINISTIC are candidates
+ * (some backward-filter and backward-data algorithms sum with atomics, in an order that
+ * changes from run to run). The cache can be exported and imported (dt_cuda_algos_export /
+ * _import: a checkpoint keeps the choices, so that a resumed run uses the same algorithms and
+ * continues bit-exactly instead of timing again). Math: strict fp32 FMA
  * kernels (CUDNN_FMA_MATH), or TF32 tensor cores with DT_CUDA_TF32=1; the math type is set
  * per pass on the op's descriptor before each call.
  *
@@ -50,6 +55,7 @@ struct dt_cuda_algo {
   int algo[CONV_PASSES];
   cudnnMathType_t math[CONV_PASSES];
   size_t ws[CONV_PASSES];
+  bool unchecked; /* imported: not yet checked on this device (workspace sizes unknown) */
   dt_cuda_algo *next;
 };
 
@@ -110,11 +116,11 @@ static void conv_adopt_math(cuda_conv *c, cudnnMathType_t timed, cudnnMathType_t
 }
 
 /* cudnnFind*AlgorithmEx for one pass under the descriptor's current math type: the fastest
- * algorithm that ran, with its time, workspace and the math type cuDNN timed it with (left on
- * the descriptor), or -1 when none did (*status: why, when cuDNN refused the search itself, as
+ * algorithm that ran (a deterministic one when det), with its time, workspace and the math type
+ * cuDNN timed it with (left on the descriptor), or -1 when none did (*status: why, when cuDNN refused the search itself, as
  * it may for a data type it has no kernels of). */
-static int conv_find_pass(dt_cuda_backend *be, cuda_conv *c, conv_pass pass, float *x, float *y,
-                          float *w, float *ms, size_t *ws, cudnnMathType_t *math,
+static int conv_find_pass(dt_cuda_backend *be, cuda_conv *c, conv_pass pass, bool det, float *x,
+                          float *y, float *w, float *ms, size_t *ws, cudnnMathType_t *math,
                           cudnnStatus_t *status) {
   void *work = be->workspace;
   const size_t work_bytes = be->workspace_bytes;
@@ -127,7 +133,7 @@ static int conv_find_pass(dt_cuda_backend *be, cuda_conv *c, conv_pass pass, flo
           r, work, work_bytes);
       if (*status != CUDNN_STATUS_SUCCESS) return -1;
       for (int i = 0; i < got; i++)
-        if (r[i].status == CUDNN_STATUS_SUCCESS) {
+        if (r[i].status == CUDNN_STATUS_SUCCESS && (!det || r[i].determinism == CUDNN_DETERMINISTIC)) {
           *ms = r[i].time;
           conv_adopt_math(c, r[i].mathType, math);
           DT_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(be->cudnn, c->xd, c->wd, c->cd,
@@ -143,7 +149,7 @@ static int conv_find_pass(dt_cuda_backend *be, cuda_conv *c, conv_pass pass, flo
           &got, r, work, work_bytes);
       if (*status != CUDNN_STATUS_SUCCESS) return -1;
       for (int i = 0; i < got; i++)
-        if (r[i].status == CUDNN_STATUS_SUCCESS) {
+        if (r[i].status == CUDNN_STATUS_SUCCESS && (!det || r[i].determinism == CUDNN_DETERMINISTIC)) {
           *ms = r[i].time;
           conv_adopt_math(c, r[i].mathType, math);
           DT_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(be->cudnn, c->wd, c->yd,
@@ -160,7 +166,7 @@ static int conv_find_pass(dt_cuda_backend *be, cuda_conv *c, conv_pass pass, flo
           &got, r, work, work_bytes);
       if (*status != CUDNN_STATUS_SUCCESS) return -1;
       for (int i = 0; i < got; i++)
-        if (r[i].status == CUDNN_STATUS_SUCCESS) {
+        if (r[i].status == CUDNN_STATUS_SUCCESS && (!det || r[i].determinism == CUDNN_DETERMINISTIC)) {
           *ms = r[i].time;
           conv_adopt_math(c, r[i].mathType, math);
           DT_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
@@ -206,12 +212,24 @@ static dt_cuda_algo *conv_find(dt_cuda_backend *be, cuda_conv *c, bool may_fail)
     cudnnMathType_t math = asked;
     DT_CUDNN_CHECK(cudnnSetConvolutionMathType(c->cd, math));
     cudnnStatus_t status = CUDNN_STATUS_SUCCESS;
-    int algo = conv_find_pass(be, c, (conv_pass)pass, x, y, w, &ms[pass], &a->ws[pass], &math,
-                              &status);
+    bool det = be->base.deterministic;
+    int algo = conv_find_pass(be, c, (conv_pass)pass, det, x, y, w, &ms[pass], &a->ws[pass],
+                              &math, &status);
+    if (algo < 0 && det) {
+      det = false;
+      DT_CUDNN_CHECK(cudnnSetConvolutionMathType(c->cd, math));
+      algo = conv_find_pass(be, c, (conv_pass)pass, det, x, y, w, &ms[pass], &a->ws[pass], &math,
+                            &status);
+      if (algo >= 0)
+        fprintf(stderr,
+                "dtrain cuda: warning: no deterministic %s algorithm for the convolution %s; "
+                "using a non-deterministic one (train.deterministic cannot hold for it)\n",
+                conv_pass_name[pass], name);
+    }
     if (algo < 0 && asked == CUDNN_FMA_MATH) {
       math = CUDNN_DEFAULT_MATH;
       DT_CUDNN_CHECK(cudnnSetConvolutionMathType(c->cd, math));
-      algo = conv_find_pass(be, c, (conv_pass)pass, x, y, w, &ms[pass], &a->ws[pass], &math,
+      algo = conv_find_pass(be, c, (conv_pass)pass, det, x, y, w, &ms[pass], &a->ws[pass], &math,
                             &status);
       if (algo >= 0)
         fprintf(stderr,
@@ -281,11 +299,107 @@ static void conv_describe(dt_cuda_backend *be, cuda_conv *c) {
              dc, dh, dw, p->n, p->k, c->oh, c->ow);
 }
 
-/* Algorithms already found for this shape and precision, or NULL. */
-static const dt_cuda_algo *conv_cached(dt_cuda_backend *be, const cuda_conv *c) {
-  for (const dt_cuda_algo *a = be->algos; a; a = a->next)
-    if (a->prec == c->prec && same_params(&a->p, &c->p)) return a;
+/* The workspace of an imported algorithm on this device for the op's descriptors, or false
+ * when cuDNN cannot run it here (another GPU or cuDNN than the one that chose it). */
+static bool conv_check_pass(dt_cuda_backend *be, cuda_conv *c, conv_pass pass, int algo,
+                            cudnnMathType_t math, size_t *ws) {
+  if (cudnnSetConvolutionMathType(c->cd, math) != CUDNN_STATUS_SUCCESS) return false;
+  cudnnStatus_t st;
+  switch (pass) {
+    case CONV_FWD:
+      st = cudnnGetConvolutionForwardWorkspaceSize(be->cudnn, c->xd, c->wd, c->cd, c->yd,
+                                                   (cudnnConvolutionFwdAlgo_t)algo, ws);
+      break;
+    case CONV_DATA:
+      st = cudnnGetConvolutionBackwardDataWorkspaceSize(be->cudnn, c->wd, c->yd, c->cd, c->xd,
+                                                        (cudnnConvolutionBwdDataAlgo_t)algo, ws);
+      break;
+    case CONV_FILTER:
+    default:
+      st = cudnnGetConvolutionBackwardFilterWorkspaceSize(
+          be->cudnn, c->xd, c->yd, c->cd, c->wd, (cudnnConvolutionBwdFilterAlgo_t)algo, ws);
+      break;
+  }
+  return st == CUDNN_STATUS_SUCCESS;
+}
+
+/* Algorithms already found (or imported) for this shape and precision, or NULL. An imported
+ * entry is checked on first use; one this device cannot run is dropped with a warning. */
+static const dt_cuda_algo *conv_cached(dt_cuda_backend *be, cuda_conv *c) {
+  for (dt_cuda_algo **link = &be->algos; *link; link = &(*link)->next) {
+    dt_cuda_algo *a = *link;
+    if (a->prec != c->prec || !same_params(&a->p, &c->p)) continue;
+    if (!a->unchecked) return a;
+    bool ok = true;
+    for (int pass = 0; pass < CONV_PASSES && ok; pass++)
+      if (a->algo[pass] >= 0)
+        ok = conv_check_pass(be, c, (conv_pass)pass, a->algo[pass], a->math[pass], &a->ws[pass]);
+    DT_CUDNN_CHECK(cudnnSetConvolutionMathType(c->cd, conv_math_type(be, c)));
+    if (ok) {
+      a->unchecked = false;
+      return a;
+    }
+    char name[160];
+    conv_name(name, sizeof name, &c->p);
+    fprintf(stderr, "dtrain cuda: warning: the checkpoint's algorithms for the convolution %s "
+                    "do not run on this GPU; timing them again (a resumed run may then differ "
+                    "in rounding)\n", name);
+    *link = a->next;
+    free(a);
+    return NULL;
+  }
   return NULL;
+}
+
+/* Row layout of export / import: the shape (11), precision, algorithm and math per pass. */
+size_t dt_cuda_algos_export(dt_backend *bep, int32_t *rows, size_t max_rows) {
+  dt_cuda_backend *be = dt_cuda_be(bep);
+  size_t n = 0;
+  for (const dt_cuda_algo *a = be->algos; a; a = a->next, n++) {
+    if (!rows || n >= max_rows) continue;
+    const dt_conv_params *p = &a->p;
+    const int32_t row[DT_BACKEND_ALGO_COLS] = {
+        p->n, p->c, p->h, p->w, p->k, p->r, p->s, p->stride, p->pad, p->groups, p->need_dx,
+        (int32_t)a->prec, a->algo[0], a->algo[1], a->algo[2], (int32_t)a->math[0],
+        (int32_t)a->math[1], (int32_t)a->math[2]};
+    memcpy(rows + n * DT_BACKEND_ALGO_COLS, row, sizeof row);
+  }
+  return n;
+}
+
+void dt_cuda_algos_import(dt_backend *bep, const int32_t *rows, size_t n_rows) {
+  dt_cuda_backend *be = dt_cuda_be(bep);
+  if (be->ops) DT_FATAL("algos_import after ops were created");
+  size_t bad = 0;
+  for (size_t i = 0; i < n_rows; i++) {
+    const int32_t *r = rows + i * DT_BACKEND_ALGO_COLS;
+    bool ok = r[10] == 0 || r[10] == 1;
+    for (int j = 0; j < 10; j++) ok = ok && r[j] >= (j == 8 ? 0 : 1);
+    ok = ok && r[11] >= DT_PRECISION_FP32 && r[11] <= DT_PRECISION_FP16;
+    ok = ok && r[12] >= 0 && r[12] < CUDNN_CONVOLUTION_FWD_ALGO_COUNT;
+    ok = ok && r[13] >= (r[10] ? 0 : -1) && r[13] < CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT;
+    ok = ok && r[14] >= 0 && r[14] < CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT;
+    for (int j = 15; j < 18; j++) ok = ok && r[j] >= 0 && r[j] <= CUDNN_FMA_MATH;
+    if (!ok) {
+      bad++;
+      continue;
+    }
+    dt_cuda_algo *a = dt_xcalloc(1, sizeof *a);
+    a->p = (dt_conv_params){.n = r[0], .c = r[1], .h = r[2], .w = r[3], .k = r[4], .r = r[5],
+                            .s = r[6], .stride = r[7], .pad = r[8], .groups = r[9],
+                            .need_dx = r[10] != 0};
+    a->prec = (dt_precision)r[11];
+    for (int pass = 0; pass < CONV_PASSES; pass++) {
+      a->algo[pass] = r[12 + pass];
+      a->math[pass] = (cudnnMathType_t)r[15 + pass];
+    }
+    a->unchecked = true;
+    a->next = be->algos;
+    be->algos = a;
+  }
+  if (bad)
+    fprintf(stderr, "dtrain cuda: warning: %zu of %zu stored convolution algorithm choices are "
+                    "out of range and were ignored\n", bad, n_rows);
 }
 
 dt_op *dt_cuda_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_layout *x,

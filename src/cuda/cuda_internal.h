@@ -156,6 +156,9 @@ void dt_cuda_conv_backward_data(dt_op *op, const dt_tensor *dy, const float *w, 
 void dt_cuda_conv_backward_weights(dt_op *op, const dt_tensor *x, const dt_tensor *dy,
                                    float *dw);
 void dt_cuda_algo_cache_free(dt_cuda_backend *be);
+/* The backend's algos_export / algos_import (backend.h): the convolution algorithm cache. */
+size_t dt_cuda_algos_export(dt_backend *be, int32_t *rows, size_t max_rows);
+void dt_cuda_algos_import(dt_backend *be, const int32_t *rows, size_t n_rows);
 
 dt_op *dt_cuda_bn_create(dt_backend *be, dt_shape shape, const dt_layout *x, float eps,
                          bool fuse_relu);

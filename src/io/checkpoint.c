@@ -194,6 +194,60 @@ static int fsync_path(const char *path, int flags) {
 }
 
 /* Write everything into the open file. Returns NULL on success, else what failed (static). */
+/* /backend/conv_algorithms: n rows of DT_CHECKPOINT_ALGO_COLS int32. */
+static int write_algos(hid_t file, const int32_t *rows, size_t n) {
+  hid_t g = H5Gcreate2(file, "backend", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  if (g < 0) return -1;
+  const hsize_t dims[2] = {n, DT_CHECKPOINT_ALGO_COLS};
+  hid_t space = H5Screate_simple(2, dims, NULL);
+  hid_t ds = space < 0 ? -1
+                       : H5Dcreate2(g, "conv_algorithms", H5T_STD_I32LE, space, H5P_DEFAULT,
+                                    H5P_DEFAULT, H5P_DEFAULT);
+  int rc = ds < 0 ? -1 : H5Dwrite(ds, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, rows);
+  if (ds >= 0) H5Dclose(ds);
+  if (space >= 0) H5Sclose(space);
+  H5Gclose(g);
+  return rc < 0 ? -1 : 0;
+}
+
+/* Read /backend/conv_algorithms if present (a file without it: none). */
+static dt_status load_algos(const char *path, hid_t file, dt_checkpoint_meta *m) {
+  m->algos = NULL;
+  m->n_algos = 0;
+  if (H5Lexists(file, "backend", H5P_DEFAULT) <= 0 ||
+      H5Lexists(file, "backend/conv_algorithms", H5P_DEFAULT) <= 0)
+    return DT_OK;
+  hid_t ds = H5Dopen2(file, "backend/conv_algorithms", H5P_DEFAULT);
+  if (ds < 0)
+    return dt_error_set(DT_ERR_DATA, "checkpoint %s: /backend/conv_algorithms is not a dataset",
+                        path);
+  hid_t space = H5Dget_space(ds), type = H5Dget_type(ds);
+  hsize_t dims[2] = {0, 0};
+  const int ndim = space < 0 ? -1 : H5Sget_simple_extent_ndims(space);
+  if (ndim == 2) H5Sget_simple_extent_dims(space, dims, NULL);
+  const bool ok = ndim == 2 && dims[1] == DT_CHECKPOINT_ALGO_COLS && dims[0] <= 100000 &&
+                  type >= 0 && H5Tget_class(type) == H5T_INTEGER;
+  dt_status st = DT_OK;
+  if (!ok) {
+    st = dt_error_set(DT_ERR_DATA, "checkpoint %s: /backend/conv_algorithms is not an integer "
+                      "table of %d columns", path, DT_CHECKPOINT_ALGO_COLS);
+  } else if (dims[0] > 0) {
+    m->algos = dt_xmalloc((size_t)dims[0] * DT_CHECKPOINT_ALGO_COLS * sizeof(int32_t));
+    if (H5Dread(ds, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, m->algos) < 0) {
+      free(m->algos);
+      m->algos = NULL;
+      st = dt_error_set(DT_ERR_DATA, "checkpoint %s: /backend/conv_algorithms is unreadable",
+                        path);
+    } else {
+      m->n_algos = (size_t)dims[0];
+    }
+  }
+  if (type >= 0) H5Tclose(type);
+  if (space >= 0) H5Sclose(space);
+  H5Dclose(ds);
+  return st;
+}
+
 static const char *save_contents(hid_t file, const dt_params *ps, const float *weights,
                                  const float *buffers, const dt_optim_state *opt,
                                  const dt_checkpoint_meta *meta, bool fault_kill) {
@@ -266,6 +320,10 @@ static const char *save_contents(hid_t file, const dt_params *ps, const float *w
   }
   if (write_str(file, "config", meta->config_text ? meta->config_text : "", 1) < 0) {
     what = "/config";
+    goto done;
+  }
+  if (meta->n_algos > 0 && write_algos(file, meta->algos, meta->n_algos) < 0) {
+    what = "/backend/conv_algorithms";
     goto done;
   }
   if (H5Fflush(file, H5F_SCOPE_GLOBAL) < 0) what = "the file (flush)";
@@ -342,6 +400,7 @@ static void load_scratch_free(load_scratch *s) {
   free(s->buffers);
   for (int k = 0; k < 4; k++) free(s->states[k]);
   free(s->meta.config_text);
+  free(s->meta.algos);
 }
 
 /* Check that `name` under loc is a float dataset shaped like p, and read it into dst (NULL:
@@ -447,7 +506,7 @@ static dt_status load_meta(const char *path, hid_t file, dt_checkpoint_meta *m) 
   if (rc != 0)
     return dt_error_set(DT_ERR_DATA, "checkpoint %s: /config is %s", path,
                         rc > 0 ? "missing" : "not a readable string");
-  return DT_OK;
+  return load_algos(path, file, m);
 }
 
 /* All checks and reads on the open file, into s. */
@@ -561,6 +620,7 @@ dt_status dt_checkpoint_load(const char *path, const dt_params *ps, float *weigh
   if (meta) {
     *meta = s.meta;
     s.meta.config_text = NULL;
+    s.meta.algos = NULL;
   }
   load_scratch_free(&s);
   return DT_OK;

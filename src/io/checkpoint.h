@@ -7,10 +7,14 @@
  *                              created (ISO time)
  *   /config                    the full config text as run (a string dataset)
  *   /extra/<name>              small named float arrays (loss scale, RNG state, ...)
+ *   /backend/conv_algorithms   the backend's algorithm choices (int32, rows x
+ *                              DT_CHECKPOINT_ALGO_COLS; backend.h algos_export), if it made any
  * Writes go to a temporary file in the same directory, are flushed and fsync'ed, then renamed
  * over the final name, so a crash never leaves a broken checkpoint under that name. */
 #ifndef DT_CHECKPOINT_H
 #define DT_CHECKPOINT_H
+
+#include <stdint.h>
 
 #include "nn/params.h"
 
@@ -29,7 +33,13 @@ typedef struct {
   long loss_scale_good;
   char model[64];
   char *config_text; /* owned by the caller on save; malloc'ed by load */
+  /* The backend's algorithm choices: n_algos rows of DT_CHECKPOINT_ALGO_COLS; NULL / 0 when
+   * none (a CPU run, or a file without them). Owned by the caller on save; malloc'ed by load. */
+  int32_t *algos;
+  size_t n_algos;
 } dt_checkpoint_meta;
+
+#define DT_CHECKPOINT_ALGO_COLS 18
 
 /* Optimizer state tensors: n_states arrays, each laid out like the weight arena. */
 typedef struct {

@@ -12,6 +12,9 @@
 #     and says in its header that NCCL sums the gradients;
 #   - train.cuda_graphs=true (steps 3-8 replayed from one recording) ends within 1e-4 of the
 #     plain GPU run, without falling back to op-by-op;
+#   - GPU -> GPU: the GPU run's step-4 checkpoint resumed on the GPU reaches step 8 with
+#     identical bytes (train.deterministic = true, the default: deterministic cuDNN algorithms,
+#     the checkpoint's choices reused; the checkpoint holds them); the same with bf16;
 #   - 3 epochs (train -> evaluate -> train ...) with graphs against op by op, fp32 and bf16: the
 #     evaluation's bigger batch grows buffers a recording points into (the loss staging, the
 #     16-bit operands), so the step is recorded again after it (at least 2 recordings), and
@@ -78,6 +81,37 @@ for way in gpu:cpu cpu:gpu; do
     bad "$from -> $to resume (exit $rc)" "$out"
   fi
 done
+
+# GPU -> GPU resume, bit for bit (train.deterministic = true), fp32 and bf16.
+exact() { # NAME A B
+  local out
+  out=$("$TOOLS/ckpt_compare" "$2" "$3" --exact --optimizer 2>&1)
+  if [ $? -eq 0 ]; then ok "$1 ($out)"; else bad "$1" "$out"; fi
+}
+for prec in fp32 bf16; do
+  base=$T/det-$prec
+  if [ $prec = fp32 ]; then base=$T/gpu; fi
+  if [ ! -d "$base" ]; then
+    out=$("$DTRAIN" "${CFG[@]}" --device cuda --set train.precision=$prec --set output.dir=$base 2>&1) ||
+      { bad "$prec: 8 steps on the GPU" "$out"; continue; }
+  fi
+  n=$(h5dump -H -d /backend/conv_algorithms "$(ckpt $base 4)" 2>/dev/null | grep -o 'DATASPACE *SIMPLE { ( [0-9]*' | grep -o '[0-9]*$')
+  if [ "${n:-0}" -gt 0 ]; then ok "$prec: the checkpoint holds $n convolution algorithm choices"
+  else bad "$prec: no /backend/conv_algorithms in $(ckpt $base 4)"; fi
+  run=$T/det-$prec-resumed
+  cp -r "$base" "$run"
+  rm -f "$(ckpt "$run" 8)"
+  out=$("$DTRAIN" --resume "$run" --device cuda 2>&1)
+  rc=$?
+  if [ $rc -eq 0 ] && [ -f "$(ckpt "$run" 8)" ]; then
+    exact "$prec: GPU -> GPU resume at step 4 is byte-identical at step 8" "$(ckpt "$run" 8)" "$(ckpt "$base" 8)"
+  else
+    bad "$prec: GPU -> GPU resume (exit $rc)" "$out"
+  fi
+done
+out=$("$DTRAIN" "${CFG[@]}" --device cuda --set train.deterministic=false --set output.dir=$T/fastest 2>&1)
+if [ $? -eq 0 ]; then close "train.deterministic=false trains like the default" "$(ckpt $T/fastest 8)" "$(ckpt $T/gpu 8)" 1e-3
+else bad "train.deterministic=false run" "$out"; fi
 
 # The NCCL path on one rank.
 out=$(DT_NCCL=1 "$DTRAIN" "${CFG[@]}" --device cuda --set output.dir=$T/nccl 2>&1)
