@@ -286,7 +286,8 @@ typedef struct dt_backend_ops {
    * next upload of that same pointer into a tensor of count floats takes the copy instead of
    * reading host memory (the compute stream waits for it on the device). Until that upload
    * returns, the host memory must not change. The backend holds two prefetches; a third
-   * replaces the older one. nchw_host NULL forgets every prefetch not yet uploaded (call it
+   * replaces the older one. nchw_host NULL waits until every copy in flight has read its host
+   * memory and forgets every prefetch not yet uploaded (call it
    * before host memory that was prefetched may be refilled without an upload in between, as
    * when a loader restarts). */
   void (*prefetch)(dt_backend *be, const float *nchw_host, size_t count);

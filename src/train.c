@@ -768,7 +768,10 @@ static void inject_faults(const trainer *t, long step) {
 }
 
 /* DTRAIN_FAULT_OVERFLOW=S1,S2,... (0-based steps): rank 0's gradient sum of those steps gets
- * an infinite element, as an fp16 overflow would leave it (tests of loss scaling). */
+ * an infinite element, as an fp16 overflow would leave it (tests of loss scaling). Called
+ * after allreduce_grads: the write is enqueued on the compute stream, which has joined the
+ * all-reduces, so it cannot race an NCCL reduction of the same bucket (and be lost in it). The
+ * step's finite check, reduced over every rank, then skips the update everywhere. */
 static void inject_overflow(const trainer *t, long step) {
   static const char *v;
   static int looked;
@@ -914,8 +917,8 @@ int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts) {
         t.be->ops->to_host(t.be, t.buffers_backup, ps->buffers, ps->n_buffers * sizeof(float));
       double loss = 0, correct = 0;
       const int passes = compute_gradients(&t, b, step, &loss, &correct);
-      inject_overflow(&t, step);
       allreduce_grads(&t);
+      inject_overflow(&t, step); /* after the join: NCCL no longer touches the gradients */
       /* One reduction carries the metrics and every rank's view of signals and faults. */
       double red[5] = {loss, correct, b->n, g_stop_signal != 0, !dt_optim_grads_finite(&t.model->params)};
       dt_comm_allreduce_sum_f64(comm, red, 5);

@@ -150,14 +150,20 @@ static void cuda_host_free(dt_backend *bep, void *ptr) {
 static void cuda_prefetch(dt_backend *bep, const float *nchw_host, size_t count) {
   dt_cuda_backend *be = dt_cuda_be(bep);
   if (!nchw_host) {
-    /* Forget: a copy still in flight is ordered before any later one on the copy stream. */
-    for (int i = 0; i < 2; i++) be->prefetch[i].host = NULL;
+    /* Forget, once a copy still in flight has read the host memory: the caller may refill it
+     * as soon as this returns (a loader restart). */
+    for (int i = 0; i < 2; i++) {
+      if (be->prefetch[i].host) DT_CUDA_CHECK(cudaEventSynchronize(be->prefetch[i].copied));
+      be->prefetch[i].host = NULL;
+    }
     return;
   }
   for (int i = 0; i < 2; i++)
     if (be->prefetch[i].host == nchw_host && be->prefetch[i].count == count) return;
   dt_cuda_prefetch *pf = &be->prefetch[be->prefetch_next];
   be->prefetch_next ^= 1;
+  /* Replacing a prefetch never uploaded: its host memory is the caller's again once read. */
+  if (pf->host) DT_CUDA_CHECK(cudaEventSynchronize(pf->copied));
   if (pf->cap < count) {
     DT_CUDA_CHECK(cudaEventSynchronize(pf->used));
     DT_CUDA_CHECK(cudaEventSynchronize(pf->copied));

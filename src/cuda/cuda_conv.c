@@ -422,7 +422,23 @@ dt_op *dt_cuda_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_la
   c->oh = oh;
   c->ow = ow;
   c->x = x;
-  c->y = dt_cuda_layout(be, (dt_shape){p->n, p->k, oh, ow}, DT_CUDA_NHWC);
+  /* The output is NHWC (the plain layout where C = 1 or H W = 1: the same bytes). A caller's
+   * requested layout (a residual's, to add into) is kept as given when it is that layout, and
+   * refused otherwise: never a silently different one. */
+  const dt_shape ys = {p->n, p->k, oh, ow};
+  c->y = dt_cuda_layout(be, ys, DT_CUDA_NHWC);
+  if (*y) {
+    const dt_layout *want = *y;
+    if (want->shape.n != ys.n || want->shape.c != ys.c || want->shape.h != ys.h ||
+        want->shape.w != ys.w)
+      DT_FATAL("conv_create: the requested output layout (%d, %d, %d, %d) does not have the "
+               "output shape (%d, %d, %d, %d)", want->shape.n, want->shape.c, want->shape.h,
+               want->shape.w, ys.n, ys.c, ys.h, ys.w);
+    if (want->format != c->y->format)
+      DT_FATAL("conv_create: the requested output layout of (%d, %d, %d, %d) is plain NCHW; "
+               "the CUDA backend's convolutions write NHWC", ys.n, ys.c, ys.h, ys.w);
+    c->y = want;
+  }
   c->stage_x = x->format == DT_CUDA_NCHW && p->c > 1 && p->h * p->w > 1;
   c->w_same = p->r * p->s == 1 || p->c / g == 1;
   DT_CUDNN_CHECK(cudnnCreateTensorDescriptor(&c->xd));

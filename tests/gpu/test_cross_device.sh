@@ -10,6 +10,8 @@
 #   - DT_NCCL=1 (the NCCL all-reduce with its bucket overlap, on one rank) ends within 1e-4 of
 #     the plain GPU run (cuDNN picks algorithms by timing, so two GPU runs may round apart),
 #     and says in its header that NCCL sums the gradients;
+#   - DT_NCCL=1 with injected overflows at steps 3 and 6: both steps are skipped, the scale
+#     halves twice (the injected infinity is not lost in an all-reduce running beside it);
 #   - train.cuda_graphs=true (steps 3-8 replayed from one recording) ends within 1e-4 of the
 #     plain GPU run, without falling back to op-by-op;
 #   - GPU -> GPU: the GPU run's step-4 checkpoint resumed on the GPU reaches step 8 with
@@ -121,6 +123,16 @@ if [ $rc -eq 0 ] && printf '%s\n' "$out" | grep -q "all-reduce: NCCL"; then
   close "NCCL path agrees with the plain GPU run" "$(ckpt $T/nccl 8)" "$(ckpt $T/gpu 8)" 1e-4
 else
   bad "DT_NCCL=1 run (exit $rc)" "$out"
+fi
+# An injected overflow with NCCL: the infinity must survive the all-reduce of its bucket (it is
+# written after the join), so that step is skipped and the scale halves, like on the CPU.
+out=$(DTRAIN_FAULT_OVERFLOW=2,5 DT_NCCL=1 "$DTRAIN" "${CFG[@]}" --device cuda \
+  --set train.loss_scale=dynamic --set output.dir=$T/nccl-overflow 2>&1)
+n=$(printf '%s\n' "$out" | grep -c "gradients overflow at loss scale")
+if [ "$n" -eq 2 ] && printf '%s\n' "$out" | grep -q "step 6: gradients overflow at loss scale 32768"; then
+  ok "DT_NCCL=1: both injected overflows skipped their steps (scale 65536 -> 32768 -> 16384)"
+else
+  bad "DT_NCCL=1: injected overflows at steps 3 and 6 ($n seen)" "$out"
 fi
 
 # Replayed steps.

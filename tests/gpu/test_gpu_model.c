@@ -45,7 +45,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <cmocka.h>
+
+#ifdef DT_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
 
 #include "backend.h"
 #include "common.h"
@@ -479,6 +485,94 @@ static void test_prefetch(void **state) {
   free(got);
 }
 
+/* prefetch(NULL) returns only once a copy still in flight has read the host memory, which the
+ * caller (a loader restart) refills at once: after it, no copy is left for the device to do.
+ * A 256 MiB batch takes milliseconds to copy; the device must be idle right after
+ * prefetch(NULL), where before the fix a full copy was still to come. */
+static void test_prefetch_forget_waits(void **state) {
+#ifdef DT_HAVE_CUDA
+  dt_backend **be = *state, *g = be[1];
+  const size_t n = (size_t)64 << 20;
+  float *host = g->ops->host_alloc(g, n * sizeof(float));
+  memset(host, 0, n * sizeof(float));
+  assert_int_equal(cudaDeviceSynchronize(), cudaSuccess);
+  double t0 = dt_now();
+  g->ops->prefetch(g, host, n);
+  assert_int_equal(cudaDeviceSynchronize(), cudaSuccess);
+  const double copy = dt_now() - t0;
+  g->ops->prefetch(g, NULL, 0);
+  double worst = 0;
+  for (int rep = 0; rep < 3; rep++) {
+    g->ops->prefetch(g, host, n); /* forgotten above: copied again */
+    g->ops->prefetch(g, NULL, 0);
+    t0 = dt_now();
+    assert_int_equal(cudaDeviceSynchronize(), cudaSuccess);
+    worst = DT_MAX(worst, dt_now() - t0);
+  }
+  printf("test_prefetch_forget_waits: copy %.2f ms, left after prefetch(NULL) %.3f ms\n",
+         1e3 * copy, 1e3 * worst);
+  assert_true(copy > 1e-3);
+  assert_true(worst < 0.25 * copy);
+  g->ops->host_free(g, host);
+#else
+  (void)state;
+  skip();
+#endif
+}
+
+/* conv_create with a requested output layout (a residual's, to add into): the layout given
+ * comes back when the backend can write it; a plain NCHW request for an output with C > 1 and
+ * H W > 1, which cuDNN here does not write, is refused (fatal) instead of silently answered
+ * with NHWC. The refusal runs in a child process (this binary again, DT_TEST_CONV_WANT_NCHW=1:
+ * see main), which must die with the fatal-error status 3 and say why. */
+static void test_conv_requested_layout(void **state) {
+  dt_backend **be = *state, *g = be[1];
+  const dt_conv_params cp = {4, 8, 6, 6, 16, 3, 3, 1, 1, 1, true};
+  const dt_layout *x = g->ops->layout_plain(g, (dt_shape){4, 8, 6, 6}), *natural = NULL;
+  dt_op *a = g->ops->conv_create(g, &cp, x, &natural);
+  const dt_layout *want = natural;
+  dt_op *b = g->ops->conv_create(g, &cp, x, &want);
+  assert_ptr_equal(want, natural);
+  g->ops->op_free(b);
+  g->ops->op_free(a);
+  /* A 1x1 output: plain and NHWC are the same bytes, so a plain request is kept. */
+  const dt_conv_params one = {4, 8, 1, 1, 16, 1, 1, 1, 0, 1, true};
+  const dt_layout *plain1 = g->ops->layout_plain(g, (dt_shape){4, 16, 1, 1});
+  want = plain1;
+  a = g->ops->conv_create(g, &one, g->ops->layout_plain(g, (dt_shape){4, 8, 1, 1}), &want);
+  assert_ptr_equal(want, plain1);
+  g->ops->op_free(a);
+
+  char cmd[4200];
+  char self[4096];
+  const ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+  assert_true(len > 0);
+  self[len] = 0;
+  snprintf(cmd, sizeof cmd, "DT_TEST_CONV_WANT_NCHW=1 '%s' 2>&1", self);
+  FILE *f = popen(cmd, "r");
+  assert_non_null(f);
+  char out[8192] = "";
+  const size_t got = fread(out, 1, sizeof out - 1, f);
+  out[got] = 0;
+  const int st = pclose(f);
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 3 || !strstr(out, "requested output layout"))
+    fail_msg("a plain NCHW output request was not refused (status %d): %s", st, out);
+}
+
+/* The child of test_conv_requested_layout: request plain NCHW; returns only if not refused. */
+static int conv_want_nchw_child(void) {
+  dt_backend *g = dt_backend_create(DT_DEVICE_CUDA, 1, -1, 1);
+  if (!g) return 77;
+  const dt_conv_params cp = {4, 8, 6, 6, 16, 3, 3, 1, 1, 1, true};
+  const dt_layout *want = g->ops->layout_plain(g, (dt_shape){4, 16, 6, 6});
+  dt_op *op = g->ops->conv_create(g, &cp, g->ops->layout_plain(g, (dt_shape){4, 8, 6, 6}), &want);
+  printf("conv_create accepted a plain NCHW output request and returned layout %p (asked %p)\n",
+         (const void *)want, (const void *)g->ops->layout_plain(g, (dt_shape){4, 16, 6, 6}));
+  g->ops->op_free(op);
+  g->ops->destroy(g);
+  return 0;
+}
+
 static void test_optim_ops(void **state) {
   dt_backend **be = *state;
   static const upd_case cases[] = {
@@ -597,6 +691,7 @@ static int teardown(void **state) {
 }
 
 int main(void) {
+  if (getenv("DT_TEST_CONV_WANT_NCHW")) return conv_want_nchw_child();
   dt_backend *probe = dt_backend_create(DT_DEVICE_CUDA, 1, -1, 1);
   if (!probe) {
     printf("test_gpu_model: skipped: %s\n", dt_error_message());
@@ -609,6 +704,8 @@ int main(void) {
       cmocka_unit_test(test_golden_steps),
       cmocka_unit_test(test_optim_ops),
       cmocka_unit_test(test_prefetch),
+      cmocka_unit_test(test_prefetch_forget_waits),
+      cmocka_unit_test(test_conv_requested_layout),
       cmocka_unit_test(test_bf16_one_step),
       cmocka_unit_test(test_bf16_golden_steps),
       cmocka_unit_test(test_fp16_one_step),
