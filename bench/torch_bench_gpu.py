@@ -19,9 +19,12 @@ Precisions:
 Usage:
   python3 bench/torch_bench_gpu.py --channels 3 --size 32 --batch 128 \\
       --precision fp32 --warmup 10 --steps 50
+  python3 bench/torch_bench_gpu.py --channels 3 --size 32 --warmup 10 --steps 50 \\
+      --rows rnp20:128:bf16,wrn28_10:128:bf16,rnp20:128:bf16+compile
 
 The last line is `torch: <images/s> images/s`: total images over the wall time
-of the timed steps, between two device synchronisations.
+of the timed steps, between two device synchronisations. With --rows, every
+row is measured in this one process and printed as `torch_row: ...` at once.
 """
 
 import argparse
@@ -67,12 +70,52 @@ def main(argv):
                     default="fp32")
     ap.add_argument("--nchw", action="store_true",
                     help="plain NCHW instead of channels_last")
+    ap.add_argument("--compile", action="store_true",
+                    help="torch.compile the model (compilation is not timed)")
+    ap.add_argument("--rows", default="",
+                    help="several measurements in this one process (one import, one "
+                    "CUDA context): comma-separated MODEL:BATCH:PRECISION[+compile], "
+                    "MODEL rnp20 (ResNet-preact-20) or wrn28_10; each prints a line "
+                    "'torch_row: MODEL BATCH PRECISION IMAGES/S' as soon as it is measured")
     args = ap.parse_args(argv)
 
     if not torch.cuda.is_available():
         print("torch_bench_gpu: no CUDA device visible to torch %s"
               % torch.__version__, file=sys.stderr)
         return 2
+    if not args.rows:
+        ips = bench(args)
+        print("torch: %.1f images/s" % ips)
+        return 0
+    failed = 0
+    for spec in args.rows.split(","):
+        parts = spec.strip().split(":")
+        if len(parts) != 3 or parts[0] not in ("rnp20", "wrn28_10"):
+            print("torch_bench_gpu: bad row %r (MODEL:BATCH:PRECISION)" % spec,
+                  file=sys.stderr)
+            return 2
+        row = argparse.Namespace(**vars(args))
+        row.model, row.depth = (("wrn", 28) if parts[0] == "wrn28_10"
+                                else ("resnet_preact", 20))
+        row.widening_factor = 10
+        row.batch = int(parts[1])
+        row.precision, _, extra = parts[2].partition("+")
+        row.compile = extra == "compile"
+        if row.precision not in ("fp32", "tf32", "bf16", "fp16"):
+            print("torch_bench_gpu: bad precision in %r" % spec, file=sys.stderr)
+            return 2
+        try:
+            ips = bench(row)
+        except Exception as e:  # one failing row (e.g. compile) must not lose the others
+            print("torch_bench_gpu: row %s failed: %s" % (spec, e), file=sys.stderr)
+            failed += 1
+            continue
+        print("torch_row: %s %s %s %.1f" % (parts[0], parts[1], parts[2], ips), flush=True)
+    return 1 if failed else 0
+
+
+def bench(args):
+    """One measurement; prints what was measured and returns images/s."""
     dev = torch.device("cuda")
     tf32 = args.precision == "tf32"
     torch.backends.cudnn.allow_tf32 = tf32
@@ -91,8 +134,10 @@ def main(argv):
                              initial_channels=args.initial_channels)
         name = "ResNet-preact-%d %s" % (args.depth, args.block)
     model = model.to(dev).to(memory_format=fmt).train()
+    params = count_params(model)
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9,
                           nesterov=True, weight_decay=5e-4)
+    run = torch.compile(model) if args.compile else model
     # Synthetic batch, prepared once on the device: compute only.
     x = torch.randn(args.batch, args.channels, args.size, args.size,
                     device=dev).contiguous(memory_format=fmt)  # (N, C, H, W)
@@ -105,7 +150,7 @@ def main(argv):
         opt.zero_grad(set_to_none=True)
         with torch.autocast(device_type="cuda", dtype=half or torch.float32,
                             enabled=half is not None):
-            loss = F.cross_entropy(model(x), y)
+            loss = F.cross_entropy(run(x), y)
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
@@ -121,15 +166,15 @@ def main(argv):
     dt = time.perf_counter() - t0
 
     print("model %s, %d params, input %dx%dx%d, batch %d, %s, "
-          "%s, torch %s, %s"
-          % (name, count_params(model), args.channels,
+          "%s%s, torch %s, %s"
+          % (name, params, args.channels,
              args.size, args.size, args.batch, args.precision,
-             "NCHW" if args.nchw else "channels_last", torch.__version__,
+             "NCHW" if args.nchw else "channels_last",
+             ", torch.compile" if args.compile else "", torch.__version__,
              torch.cuda.get_device_name(dev)))
     print("%d timed steps in %.3f s, %.2f ms/step, final loss %.4f"
-          % (args.steps, dt, 1000 * dt / args.steps, loss.item()))
-    print("torch: %.1f images/s" % (args.steps * args.batch / dt))
-    return 0
+          % (args.steps, dt, 1000 * dt / args.steps, loss.item()), flush=True)
+    return args.steps * args.batch / dt
 
 
 if __name__ == "__main__":

@@ -5,24 +5,32 @@
 # ./device_report.md.
 #
 # Steps, each with its own time limit, recorded in the report whatever happens (a failing
-# step never stops the script; one total budget of 7.5 minutes skips what no longer fits):
+# step never stops the script; one total budget, BUDGET = 450 s, skips what no longer fits).
+# The report is rewritten after every step, so a run cut off by its caller's time limit
+# still leaves every finished test and benchmark row in it. In this order:
 #   1. unpack .device/bundle.tar.gz; find cuDNN / cuBLAS for the binaries: the CUDA toolkit's
 #      lib64 and the lib directories of the Python environment's nvidia.* packages and torch
 #   2. nvidia-smi
-#   3. test_gpu_ops (every op against the double reference), test_gpu_model (ResNet-preact-20
-#      CPU vs GPU: one step, 20 SGD steps on the golden batch, the optimizer updates, bf16 and
-#      fp16 convolutions), test_nccl (closed-form bucketed NCCL all-reduce and its stream
-#      order), test_cpu_ops (the bundle's CPU path on this machine), test_cross_device.sh
-#      (checkpoints GPU -> CPU and CPU -> GPU, the NCCL training path against the plain one)
+#   3. the cheap correctness tests: test_gpu_ops (every op against the double reference),
+#      test_gpu_model (ResNet-preact-20 CPU vs GPU: one step, 20 SGD steps on the golden batch,
+#      the optimizer updates, bf16 and fp16, asynchronous input, requested conv layouts),
+#      test_nccl (closed-form bucketed NCCL all-reduce and its stream order)
 #   4. throughput on CIFAR-shaped data (3x32x32, a synthetic CIFAR-10 binary dataset written
-#      to /tmp): ResNet-preact-20 at batch 128 and 512, WRN-28-10 at batch 128:
-#      `dtrain --device cuda --bench` (strict fp32, TF32 with DT_CUDA_TF32=1,
-#      train.precision=bf16 and fp16) against bench/torch_bench_gpu.py (fp32, tf32, bf16 and
-#      fp16 autocast, fp16 with a GradScaler; channels_last) on the same GPU
+#      to /tmp), ResNet-preact-20 and WRN-28-10: the target rows of dtrain first (one
+#      `dtrain --device cuda --bench` process per configuration), then ONE PyTorch process
+#      (bench/torch_bench_gpu.py --rows: one import, one CUDA context) for every PyTorch row
+#      (eager channels_last fp32, tf32, bf16 and fp16 autocast with a GradScaler, and
+#      torch.compile of the bf16 target rows last)
+#   5. test_cross_device.sh: checkpoints GPU -> CPU -> GPU, GPU -> GPU resume byte-identical
+#      (train.deterministic), NCCL path, injected overflows with NCCL, CUDA graphs over 3
+#      epochs with evaluations (fp32, bf16) against op by op
+#   6. the other dtrain rows: fp32, TF32, fp16, CUDA graphs, train.deterministic = false (the
+#      cost of deterministic algorithms), batch 512; then test_cpu_ops (the bundle's CPU path)
 # On a machine without a GPU the tests report "skipped" (exit 77) and the benchmarks fail;
 # the report is still written.
 #
-# Usage: tests/gpu/device_check.sh      env: PYTHON (default python3), STEPS (default 50)
+# Usage: tests/gpu/device_check.sh      env: PYTHON (default python3), STEPS (default 50),
+#        BUDGET (seconds, default 450)
 set -u
 
 cd "$(dirname "$0")/../.." || exit 1
@@ -44,8 +52,6 @@ BODY=$LOGS/body.md   # sections, in order
 : >"$BODY"
 TESTS=$LOGS/tests.md # rows of the test table
 : >"$TESTS"
-BENCH=$LOGS/bench.tsv # model batch precision dtrain torch
-: >"$BENCH"
 NOTES=$LOGS/notes.md
 : >"$NOTES"
 
@@ -81,12 +87,26 @@ tail_block() { # NAME LINES: the end of a step's log as a fenced block
   echo '```'
 }
 
-write_report() {
+# The benchmark table: ROWS (one per dtrain configuration, in the order measured) joined with
+# dtrain's numbers (DTRAIN_TSV: key, bench, bench_with_data) and PyTorch's (TORCH_TSV: the
+# torch key, images/s), whichever exist so far.
+ROWS=$LOGS/rows.tsv # key, model label, batch, shown precision, torch key
+: >"$ROWS"
+DTRAIN_TSV=$LOGS/dtrain.tsv
+: >"$DTRAIN_TSV"
+TORCH_TSV=$LOGS/torch.tsv
+: >"$TORCH_TSV"
+
+lookup() { # FILE KEY COLUMN: the last value of COLUMN for KEY, or a dash
+  awk -F'\t' -v k="$2" -v c="$3" '$1 == k { v = $c } END { print v == "" ? "-" : v }' "$1"
+}
+
+write_report() { # [quiet]: the report so far (quiet: not printed)
   local summary=$LOGS/summary.md
   {
     echo "# dtrain device check"
     echo
-    echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname), $(elapsed) s"
+    echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname), $(elapsed) s${1:+ (so far)}"
     echo
     if [ -s "$NOTES" ]; then
       echo "## Problems"
@@ -105,23 +125,38 @@ write_report() {
     echo "dtrain: \`--bench $STEPS\`, the compute-only 'bench:' line (one batch in memory, upload"
     echo "included), and 'bench_with_data:' (the loader and the asynchronous copy of each next"
     echo "batch; equal to bench when the input pipeline hides); torch: bench/torch_bench_gpu.py,"
-    echo "channels_last, cudnn.benchmark, $STEPS steps."
+    echo "eager, channels_last, cudnn.benchmark, $STEPS steps, all rows in one process (the same"
+    echo "PyTorch row for dtrain's variants of a precision: CUDA graph, deterministic = false)."
     echo
     echo "| model | batch | precision | dtrain images/s | torch images/s | ratio | dtrain with data |"
     echo "|---|---|---|---|---|---|---|"
-    while IFS=$'\t' read -r model batch prec d t dw; do
-      local ratio="-"
+    local key label batch shown tkey d dw t ratio
+    while IFS=$'\t' read -r key label batch shown tkey; do
+      d=$(lookup "$DTRAIN_TSV" "$key" 2)
+      dw=$(lookup "$DTRAIN_TSV" "$key" 3)
+      t=$(lookup "$TORCH_TSV" "$tkey" 2)
+      ratio="-"
       case "$d$t" in
         *[!0-9.]*) ;;
         *) ratio=$(awk -v a="$d" -v b="$t" 'BEGIN { if (b > 0) printf "%.2f", a / b }') ;;
       esac
-      echo "| $model | $batch | $prec | $d | $t | $ratio | $dw |"
-    done <"$BENCH"
+      echo "| $label | $batch | $shown | $d | $t | $ratio | $dw |"
+    done <"$ROWS"
+    if grep -q '+compile' "$TORCH_TSV"; then
+      echo
+      echo "torch.compile (PyTorch only; compilation not timed):"
+      echo
+      echo "| torch row | images/s |"
+      echo "|---|---|"
+      awk -F'\t' '$1 ~ /\+compile$/ { printf "| %s | %s |\n", $1, $2 }' "$TORCH_TSV"
+    fi
     echo
   } >"$summary"
-  cat "$summary" "$BODY" >"$REPORT"
-  cat "$summary"
-  echo "(full report with logs: $REPORT)"
+  cat "$summary" "$BODY" >"$REPORT.tmp" && mv "$REPORT.tmp" "$REPORT"
+  if [ -z "${1:-}" ]; then
+    cat "$summary"
+    echo "(full report with logs: $REPORT)"
+  fi
 }
 trap 'write_report; rm -rf "$BUNDLE"' EXIT
 
@@ -213,7 +248,7 @@ if [ -n "$drv" ] && [ "$drv" -lt 13 ]; then
   fi
 fi
 
-# ---- 3. tests ----
+# ---- 3. the cheap correctness tests ----
 result_of() { # exit status -> the words of the test table
   case $1 in
     0) echo "passed" ;;
@@ -237,12 +272,11 @@ log_section() { # TITLE LOG: a collapsed block with the end of a step's log
   } >>"$BODY"
 }
 
-for spec in test_gpu_ops:200 test_gpu_model:150 test_nccl:60 test_cpu_ops:60; do
-  t=${spec%%:*}
-  lim=${spec##*:}
+run_test() { # NAME LIMIT: one test binary of the bundle, a row of the test table
+  local t=$1 lim=$2 res
   if [ ! -x "$BIN/$t" ]; then
     echo "| $t | missing from the bundle | 0 |" >>"$TESTS"
-    continue
+    return
   fi
   run_step "$t" "$lim" env OMP_NUM_THREADS=8 "$BIN/$t"
   res=$(result_of "$RC")
@@ -255,21 +289,18 @@ for spec in test_gpu_ops:200 test_gpu_model:150 test_nccl:60 test_cpu_ops:60; do
     for one in test_memory test_conv test_bn test_eltwise test_gap test_linear test_xent \
       test_chain test_pool test_concat_pad test_dropout_sigmoid test_scale_shake \
       test_shift_bias; do
-      run_step "$t.$one" 60 env OMP_NUM_THREADS=8 DT_TEST_FILTER="$one" "$BIN/$t"
+      run_step "$t.$one" 10 env OMP_NUM_THREADS=8 DT_TEST_FILTER="$one" "$BIN/$t"
       res=$(result_of "$RC")
       echo "| $t ($one alone) | $res | $SECS |" >>"$TESTS"
       [ "$RC" = 0 ] || log_section "$t ($one alone): $res" "$t.$one"
     done
   fi
-done
+  write_report quiet
+}
 
-if [ -x "$BIN/dtrain" ]; then
-  run_step test_cross_device 150 env DTRAIN_TOOLS="$BIN" bash tests/gpu/test_cross_device.sh "$BIN/dtrain"
-  res=$(result_of "$RC")
-  echo "| test_cross_device.sh | $res | $SECS |" >>"$TESTS"
-  [ "$RC" = 0 ] || note "test_cross_device.sh: $res"
-  log_section "test_cross_device.sh: $res" test_cross_device
-fi
+run_test test_gpu_ops 60
+run_test test_gpu_model 60
+run_test test_nccl 30
 
 # ---- 4. throughput ----
 # Synthetic CIFAR-10 binary dataset: 1024 records (label byte + 3072 pixels) per file.
@@ -295,49 +326,77 @@ value() { # LOG PREFIX: the number after PREFIX on the last matching line, or a 
 DTRAIN_ARGS=(configs/quickstart.ini --device cuda --bench "$STEPS" --set data.dataset=cifar10
   --set "data.dir=$DATA" --set data.loader_threads=4 --set output.dir=/tmp/dtrain-device-bench)
 WRN_SETS=(--set model.name=wrn --set model.depth=28 --set model.widening_factor=10)
-# bench_row MODEL BATCH PRECISION: one dtrain and one torch measurement, a row of the table.
-bench_row() {
-  local model=$1 batch=$2 prec=$3 d="-" dw="-" t tag="${1}_${2}_$3" graphs=false
-  local sets=() targs=()
-  case $prec in *+graphs) prec=${prec%+graphs} graphs=true ;; esac
+# dtrain_row MODEL BATCH VARIANT: one dtrain process for one configuration, one row of the
+# table. VARIANT: fp32 | tf32 | bf16 | fp16, optionally +graphs (train.cuda_graphs = true) or
+# +fastest (train.deterministic = false).
+dtrain_row() {
+  local model=$1 batch=$2 variant=$3 prec graphs=false det=true
+  local key="${1}_${2}_$3" sets=() label=ResNet-preact-20
+  prec=${variant%%+*}
+  case $variant in *+graphs*) graphs=true ;; esac
+  case $variant in *+fastest*) det=false ;; esac
   if [ "$model" = wrn28_10 ]; then
     sets=("${WRN_SETS[@]}")
-    targs=(--model wrn --depth 28 --widening-factor 10)
+    label=WRN-28-10
   fi
+  local shown=$prec
+  [ "$graphs" = true ] && shown="$shown, CUDA graph"
+  [ "$det" = false ] && shown="$shown, deterministic = false"
+  printf '%s\t%s\t%s\t%s\t%s\n' "$key" "$label" "$batch" "$shown" "$model:$batch:$prec" >>"$ROWS"
   if [ -x "$BIN/dtrain" ]; then
     local tf=0 verbose=0 precision=$prec
     [ "$prec" = tf32 ] && tf=1 precision=fp32
-    [ "$batch" = 128 ] && [ "$prec" = fp32 ] && verbose=1 # the GPU and algorithms, once each
-    run_step "dtrain_$tag" 90 env DT_CUDA_TF32=$tf DT_CUDA_VERBOSE=$verbose \
+    [ "$key" = rnp20_128_bf16 ] && verbose=1 # the GPU and the algorithms, once
+    run_step "dtrain_$key" 60 env DT_CUDA_TF32=$tf DT_CUDA_VERBOSE=$verbose \
       "$BIN/dtrain" "${DTRAIN_ARGS[@]}" "${sets[@]}" --set "train.batch_size=$batch" \
       --set "train.eval_batch_size=$batch" --set "train.precision=$precision" \
-      --set "train.cuda_graphs=$graphs"
-    d=$(value "dtrain_$tag" "bench:")
-    dw=$(value "dtrain_$tag" "bench_with_data:")
-    [ "$RC" = 0 ] || note "dtrain bench $model batch $batch $prec failed (exit $RC): $(tail -n 2 "$LOGS/dtrain_$tag.log" | tr '\n' ' ')"
-    { echo "### dtrain $model batch $batch $prec"; echo; tail_block "dtrain_$tag" 40; echo; } >>"$BODY"
+      --set "train.cuda_graphs=$graphs" --set "train.deterministic=$det"
+    printf '%s\t%s\t%s\n' "$key" "$(value "dtrain_$key" "bench:")" \
+      "$(value "dtrain_$key" "bench_with_data:")" >>"$DTRAIN_TSV"
+    [ "$RC" = 0 ] || [ "$RC" = 125 ] ||
+      note "dtrain bench $key failed (exit $RC): $(tail -n 2 "$LOGS/dtrain_$key.log" | tr '\n' ' ')"
+    { echo "### dtrain $label batch $batch $shown"; echo; tail_block "dtrain_$key" 40; echo; } >>"$BODY"
   fi
-  run_step "torch_$tag" 100 "$PYTHON" bench/torch_bench_gpu.py "${targs[@]}" --channels 3 \
-    --size 32 --batch "$batch" --precision "$prec" --warmup 10 --steps "$STEPS"
-  t=$(value "torch_$tag" "torch:")
-  [ "$RC" = 0 ] || note "torch bench $model batch $batch $prec failed (exit $RC): $(tail -n 2 "$LOGS/torch_$tag.log" | tr '\n' ' ')"
-  { echo "### torch $model batch $batch $prec"; echo; tail_block "torch_$tag" 6; echo; } >>"$BODY"
-  local label=ResNet-preact-20
-  [ "$model" = wrn28_10 ] && label=WRN-28-10
-  local shown=$prec
-  [ "$graphs" = true ] && shown="$prec, CUDA graph"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$batch" "$shown" "$d" "$t" "$dw" >>"$BENCH"
+  write_report quiet
 }
-# The targets first (bf16 at batch 128, WRN-28-10 bf16), so that a short budget keeps them.
-bench_row rnp20 128 bf16
-bench_row wrn28_10 128 bf16
-bench_row rnp20 128 fp32
-bench_row rnp20 128 bf16+graphs
-bench_row rnp20 128 fp16
-bench_row rnp20 128 tf32
-bench_row wrn28_10 128 fp16
-bench_row wrn28_10 128 fp32
-bench_row rnp20 512 bf16
-bench_row rnp20 512 fp32
-bench_row rnp20 512 fp16
+
+# The targets first: ResNet-preact-20 bf16 batch 128 (>= 1.5x eager AMP), WRN-28-10 bf16.
+dtrain_row rnp20 128 bf16
+dtrain_row wrn28_10 128 bf16
+
+# Every PyTorch row in one process, recorded as it prints them (a timeout keeps those done).
+TORCH_ROWS="rnp20:128:bf16,wrn28_10:128:bf16,rnp20:128:fp32,rnp20:128:fp16,rnp20:128:tf32"
+TORCH_ROWS="$TORCH_ROWS,wrn28_10:128:fp16,wrn28_10:128:fp32,rnp20:512:bf16,rnp20:512:fp32"
+TORCH_ROWS="$TORCH_ROWS,rnp20:512:fp16,rnp20:128:bf16+compile,wrn28_10:128:bf16+compile"
+run_step torch_rows 150 "$PYTHON" bench/torch_bench_gpu.py --channels 3 --size 32 --warmup 10 \
+  --steps "$STEPS" --rows "$TORCH_ROWS"
+grep '^torch_row: ' "$LOGS/torch_rows.log" 2>/dev/null |
+  awk '{ printf "%s:%s:%s\t%s\n", $2, $3, $4, $5 }' >>"$TORCH_TSV"
+[ "$RC" = 0 ] || note "torch rows: exit $RC after $(grep -c '^torch_row: ' "$LOGS/torch_rows.log" 2>/dev/null) rows: $(grep -v '^torch_row' "$LOGS/torch_rows.log" 2>/dev/null | tail -n 2 | tr '\n' ' ')"
+{ echo "### torch (every row, one process)"; echo; tail_block torch_rows 60; echo; } >>"$BODY"
+write_report quiet
+
+# ---- 5. training-level correctness ----
+if [ -x "$BIN/dtrain" ]; then
+  run_step test_cross_device 170 env DTRAIN_TOOLS="$BIN" bash tests/gpu/test_cross_device.sh "$BIN/dtrain"
+  res=$(result_of "$RC")
+  echo "| test_cross_device.sh | $res | $SECS |" >>"$TESTS"
+  [ "$RC" = 0 ] || note "test_cross_device.sh: $res"
+  log_section "test_cross_device.sh: $res" test_cross_device
+  write_report quiet
+fi
+
+# ---- 6. the other rows, then the CPU path ----
+dtrain_row rnp20 128 bf16+fastest
+dtrain_row wrn28_10 128 bf16+fastest
+dtrain_row rnp20 128 bf16+graphs
+dtrain_row rnp20 128 fp32
+dtrain_row rnp20 128 fp16
+dtrain_row rnp20 128 tf32
+dtrain_row wrn28_10 128 fp16
+dtrain_row wrn28_10 128 fp32
+dtrain_row rnp20 512 bf16
+dtrain_row rnp20 512 fp32
+dtrain_row rnp20 512 fp16
+run_test test_cpu_ops 30
 echo "device_check: done in $(elapsed) s" >&2
