@@ -40,7 +40,8 @@ void dt_comm_barrier(dt_comm *comm);
  *
  * allreduce_async does not block the host; the join waits, bounded, for the sums. Streams
  * are passed as void * (a cudaStream_t: the backend's native_stream) so that no file outside
- * comm/ and src/cuda/ sees a CUDA header. NCCL and CUDA errors after creation are fatal (DT_FATAL: every rank aborts). */
+ * comm/ and src/cuda/ sees a CUDA header. NCCL and CUDA errors after creation are fatal
+ * (DT_FATAL: every rank aborts). */
 typedef struct dt_comm_nccl dt_comm_nccl;
 
 /* One NCCL communicator over every rank of comm, on the current CUDA device: create the CUDA

@@ -115,10 +115,15 @@ static void conv_adopt_math(cuda_conv *c, cudnnMathType_t timed, cudnnMathType_t
   DT_CUDNN_CHECK(cudnnSetConvolutionMathType(c->cd, timed));
 }
 
+/* A timed candidate that ran, and is deterministic when det asks for it. */
+static bool conv_usable(cudnnStatus_t status, cudnnDeterminism_t determinism, bool det) {
+  return status == CUDNN_STATUS_SUCCESS && (!det || determinism == CUDNN_DETERMINISTIC);
+}
+
 /* cudnnFind*AlgorithmEx for one pass under the descriptor's current math type: the fastest
  * algorithm that ran (a deterministic one when det), with its time, workspace and the math type
- * cuDNN timed it with (left on the descriptor), or -1 when none did (*status: why, when cuDNN refused the search itself, as
- * it may for a data type it has no kernels of). */
+ * cuDNN timed it with (left on the descriptor), or -1 when none did (*status: why, when cuDNN
+ * refused the search itself, as it may for a data type it has no kernels of). */
 static int conv_find_pass(dt_cuda_backend *be, cuda_conv *c, conv_pass pass, bool det, float *x,
                           float *y, float *w, float *ms, size_t *ws, cudnnMathType_t *math,
                           cudnnStatus_t *status) {
@@ -133,7 +138,7 @@ static int conv_find_pass(dt_cuda_backend *be, cuda_conv *c, conv_pass pass, boo
           r, work, work_bytes);
       if (*status != CUDNN_STATUS_SUCCESS) return -1;
       for (int i = 0; i < got; i++)
-        if (r[i].status == CUDNN_STATUS_SUCCESS && (!det || r[i].determinism == CUDNN_DETERMINISTIC)) {
+        if (conv_usable(r[i].status, r[i].determinism, det)) {
           *ms = r[i].time;
           conv_adopt_math(c, r[i].mathType, math);
           DT_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(be->cudnn, c->xd, c->wd, c->cd,
@@ -149,7 +154,7 @@ static int conv_find_pass(dt_cuda_backend *be, cuda_conv *c, conv_pass pass, boo
           &got, r, work, work_bytes);
       if (*status != CUDNN_STATUS_SUCCESS) return -1;
       for (int i = 0; i < got; i++)
-        if (r[i].status == CUDNN_STATUS_SUCCESS && (!det || r[i].determinism == CUDNN_DETERMINISTIC)) {
+        if (conv_usable(r[i].status, r[i].determinism, det)) {
           *ms = r[i].time;
           conv_adopt_math(c, r[i].mathType, math);
           DT_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(be->cudnn, c->wd, c->yd,
@@ -166,7 +171,7 @@ static int conv_find_pass(dt_cuda_backend *be, cuda_conv *c, conv_pass pass, boo
           &got, r, work, work_bytes);
       if (*status != CUDNN_STATUS_SUCCESS) return -1;
       for (int i = 0; i < got; i++)
-        if (r[i].status == CUDNN_STATUS_SUCCESS && (!det || r[i].determinism == CUDNN_DETERMINISTIC)) {
+        if (conv_usable(r[i].status, r[i].determinism, det)) {
           *ms = r[i].time;
           conv_adopt_math(c, r[i].mathType, math);
           DT_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
