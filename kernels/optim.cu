@@ -29,6 +29,28 @@ __global__ static void k_sgd(float *w, const float *g, float *buf, size_t n, flo
   }
 }
 
+// k_sgd over a whole arena in one launch: element j is updated like k_sgd with weight decay
+// wd where mask[j] == 1, none where mask[j] == 2, and left alone where mask[j] == 0 (the
+// padding between tensors); g is scaled in place first when scale != 1, as k_scale does.
+__global__ static void k_sgd_multi(float *w, float *g, float *buf, const uint8_t *mask, size_t n,
+                                   float lr, float m, float wd, bool nesterov, bool first,
+                                   float scale) {
+  DT_K_FOR(j, n) {
+    const uint8_t k = mask[j];
+    if (k == 0) continue;
+    float gj = g[j];
+    if (scale != 1.0f) {
+      gj = __fmul_rn(gj, scale);
+      g[j] = gj;
+    }
+    const float d = decayed(gj, w[j], k == 1 ? wd : 0.0f);
+    const float b = first ? d : __fadd_rn(__fmul_rn(m, buf[j]), d);
+    buf[j] = b;
+    const float u = nesterov ? __fmul_rn(lr, __fadd_rn(d, __fmul_rn(m, b))) : __fmul_rn(lr, b);
+    w[j] = __fsub_rn(w[j], u);
+  }
+}
+
 // partial (2, OPT_NORM_BLOCKS) <- per-block sums of w^2 and g^2 in double
 __global__ static void k_norm_partial(const float *w, const float *g, size_t n, double *partial) {
   __shared__ double sw[DT_K_BLOCK], sg[DT_K_BLOCK];
@@ -121,6 +143,16 @@ extern "C" cudaError_t dt_k_sgd_update(float *w, float *g, float *buf, size_t n,
   if (e != cudaSuccess) return e;
   k_sgd<<<dt_k_blocks(n), DT_K_BLOCK, 0, stream>>>(w, g, buf, n, lr, momentum, wd, nesterov,
                                                    first);
+  return cudaGetLastError();
+}
+
+extern "C" cudaError_t dt_k_sgd_update_multi(float *w, float *g, float *buf, const uint8_t *mask,
+                                             size_t n, float lr, float momentum, float wd,
+                                             bool nesterov, bool first, float grad_scale,
+                                             cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  k_sgd_multi<<<dt_k_blocks(n), DT_K_BLOCK, 0, stream>>>(w, g, buf, mask, n, lr, momentum, wd,
+                                                         nesterov, first, grad_scale);
   return cudaGetLastError();
 }
 

@@ -234,6 +234,13 @@ typedef struct dt_backend_ops {
    * w -= lr (d + momentum buf) with Nesterov, else w -= lr buf. */
   void (*sgd_update)(dt_backend *be, float *w, float *g, float *buf, size_t n, float lr,
                      float momentum, float wd, bool nesterov, bool first, float grad_scale);
+  /* sgd_update on every tensor of the weight arena in one call (optional; NULL: per tensor):
+   * element i of [0, n) with weight decay wd where mask[i] == 1, none where mask[i] == 2, left
+   * alone where mask[i] == 0 (alignment padding). mask: n bytes of backend memory. The same
+   * bits as sgd_update tensor by tensor. */
+  void (*sgd_update_multi)(dt_backend *be, float *w, float *g, float *buf, const uint8_t *mask,
+                           size_t n, float lr, float momentum, float wd, bool nesterov,
+                           bool first, float grad_scale);
   /* LARS: the trust ratio r = |w| / (eps + |g| + wd |w|) from the norms of this tensor, in
    * double; times eta when eta > 0; 1 when |w| < threshold. Then buf = momentum buf +
    * (float)(lr r) d and w -= buf. */

@@ -14,6 +14,12 @@ static float *host_array(size_t n) {
   return a;
 }
 
+/* Whether weight decay applies to p (optim.no_decay_bn_bias exempts batch-norm and bias
+ * tensors). */
+static bool optim_decays(const dt_optim *opt, const dt_param *p) {
+  return !(opt->no_decay_bn_bias && (p->flags & DT_PARAM_NO_DECAY));
+}
+
 void dt_optim_init(dt_optim *opt, const dt_config *cfg, const dt_params *ps) {
   memset(opt, 0, sizeof *opt);
   DT_CHECK(ps->be != NULL && ps->weights != NULL);
@@ -48,6 +54,17 @@ void dt_optim_init(dt_optim *opt, const dt_config *cfg, const dt_params *ps) {
     opt->state.arrays[i] = host_array(opt->n);
     opt->dev[i] = o->alloc(opt->be, DT_MAX(opt->n, 1) * sizeof(float)); /* zero-filled */
   }
+  if (opt->kind == DT_OPTIM_SGD && o->sgd_update_multi && opt->n > 0) {
+    uint8_t *mask = dt_xcalloc(opt->n, 1);
+    for (int i = 0; i < ps->count; i++) {
+      const dt_param *p = &ps->items[i];
+      if (p->flags & DT_PARAM_BUFFER) continue;
+      memset(mask + p->offset, optim_decays(opt, p) ? 1 : 2, p->count);
+    }
+    opt->decay_mask = o->alloc(opt->be, opt->n);
+    o->to_device(opt->be, opt->decay_mask, mask, opt->n);
+    free(mask);
+  }
 }
 
 void dt_optim_step(dt_optim *opt, dt_params *ps, double lr, float grad_scale) {
@@ -59,12 +76,17 @@ void dt_optim_step(dt_optim *opt, dt_params *ps, double lr, float grad_scale) {
   /* Adam's bias corrections of update t, the same for every tensor. */
   const float bc1 = (float)(1.0 - pow(opt->beta1, (double)t));
   const float bc2_sqrt = (float)sqrt(1.0 - pow(opt->beta2, (double)t));
+  if (opt->decay_mask) { /* SGD, every tensor in one call */
+    be->ops->sgd_update_multi(be, ps->weights, ps->grads, opt->dev[0], opt->decay_mask, opt->n,
+                              (float)lr, m, (float)opt->weight_decay, opt->nesterov, first,
+                              grad_scale);
+    opt->steps++;
+    return;
+  }
   for (int i = 0; i < ps->count; i++) {
     const dt_param *p = &ps->items[i];
     if (p->flags & DT_PARAM_BUFFER) continue;
-    const float wd = (opt->no_decay_bn_bias && (p->flags & DT_PARAM_NO_DECAY))
-                         ? 0.0f
-                         : (float)opt->weight_decay;
+    const float wd = optim_decays(opt, p) ? (float)opt->weight_decay : 0.0f;
     float *w = ps->weights + p->offset, *g = ps->grads + p->offset;
     float *s0 = opt->dev[0] + p->offset;
     const size_t n = p->count;
@@ -108,5 +130,6 @@ void dt_optim_free(dt_optim *opt) {
     free(opt->state.arrays[i]);
     if (opt->dev[i]) opt->be->ops->free(opt->be, opt->dev[i]);
   }
+  if (opt->decay_mask) opt->be->ops->free(opt->be, opt->decay_mask);
   memset(opt, 0, sizeof *opt);
 }

@@ -23,6 +23,10 @@ typedef struct {
   bool nesterov, no_decay_bn_bias;
   dt_backend *be;       /* the backend of the parameter arenas */
   float *dev[4];        /* state arrays in backend memory, laid out like the weight arena */
+  /* SGD with a backend that has sgd_update_multi: per weight-arena element, 1 = decayed,
+   * 2 = not decayed, 0 = padding (backend memory); the update is then one call. NULL: per
+   * tensor. */
+  uint8_t *decay_mask;
   size_t n;             /* floats per state array (the weight arena's) */
   /* Host copies of dev[] under their checkpoint names: written by dt_optim_state_to_host,
    * read by dt_optim_state_from_host (checkpoints save and load these). */

@@ -263,6 +263,15 @@ static void cuda_sgd_update(dt_backend *bep, float *w, float *g, float *buf, siz
   dt_cuda_op_done(be, false);
 }
 
+static void cuda_sgd_update_multi(dt_backend *bep, float *w, float *g, float *buf,
+                                  const uint8_t *mask, size_t n, float lr, float momentum,
+                                  float wd, bool nesterov, bool first, float grad_scale) {
+  dt_cuda_backend *be = dt_cuda_be(bep);
+  DT_CUDA_CHECK(dt_k_sgd_update_multi(w, g, buf, mask, n, lr, momentum, wd, nesterov, first,
+                                      grad_scale, be->stream));
+  dt_cuda_op_done(be, false);
+}
+
 static void cuda_lars_update(dt_backend *bep, float *w, float *g, float *buf, size_t n,
                              double lr, float momentum, float wd, double eps, double eta,
                              double threshold, float grad_scale) {
@@ -476,6 +485,7 @@ static const dt_backend_ops cuda_ops = {
     .bias_forward = dt_cuda_bias_forward,
     .bias_backward = dt_cuda_bias_backward,
     .sgd_update = cuda_sgd_update,
+    .sgd_update_multi = cuda_sgd_update_multi,
     .lars_update = cuda_lars_update,
     .adam_update = cuda_adam_update,
     .all_finite = cuda_all_finite,

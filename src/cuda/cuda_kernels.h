@@ -139,6 +139,10 @@ cudaError_t dt_k_bias_backward(const float *dy, double *partial, float *db, int 
 cudaError_t dt_k_sgd_update(float *w, float *g, float *buf, size_t n, float lr, float momentum,
                             float wd, bool nesterov, bool first, float grad_scale,
                             cudaStream_t stream);
+/* dt_k_sgd_update on every tensor of an arena at once (backend.h sgd_update_multi). */
+cudaError_t dt_k_sgd_update_multi(float *w, float *g, float *buf, const uint8_t *mask, size_t n,
+                                  float lr, float momentum, float wd, bool nesterov, bool first,
+                                  float grad_scale, cudaStream_t stream);
 size_t dt_k_lars_scratch_bytes(void);
 cudaError_t dt_k_lars_update(float *w, float *g, float *buf, size_t n, double lr, float momentum,
                              float wd, double eps, double eta, double threshold, float grad_scale,

@@ -573,6 +573,56 @@ static int conv_want_nchw_child(void) {
   return 0;
 }
 
+/* SGD in one launch over the weight arena (sgd_update_multi with dt_optim's decay mask) gives
+ * the bits of the update tensor by tensor: weights, momentum and the scaled gradients, over
+ * three steps (the first one too), with Nesterov, a gradient scale and batch-norm and bias
+ * tensors exempt from weight decay; the padding between tensors is left alone. */
+static void test_sgd_multi_tensor(void **state) {
+  dt_backend **be = *state, *g = be[1];
+  assert_non_null(g->ops->sgd_update_multi);
+  dt_config cfg = g_cfg; /* a shallow copy: only flags change, nothing is freed */
+  cfg.optim_no_decay_bn_bias = true;
+  cfg.optim_nesterov = true;
+  dt_model *m = dt_model_create(&cfg, g, CHANNELS, SIZE, SIZE, CLASSES);
+  assert_non_null(m);
+  dt_params *ps = &m->params;
+  dt_optim multi, per;
+  dt_optim_init(&multi, &cfg, ps);
+  dt_optim_init(&per, &cfg, ps);
+  assert_non_null(multi.decay_mask);
+  g->ops->free(g, per.decay_mask);
+  per.decay_mask = NULL; /* tensor by tensor */
+  const size_t n = ps->n_weights, bytes = n * sizeof(float);
+  float *w = malloc(bytes), *gr = malloc(bytes), *out[2][3];
+  for (int k = 0; k < 2; k++)
+    for (int j = 0; j < 3; j++) out[k][j] = malloc(bytes);
+  g->ops->to_host(g, w, ps->weights, bytes);
+  for (int s = 0; s < 3; s++) {
+    tu_fill_uniform(gr, n, 4000 + (uint64_t)s, -1, 1); /* the padding too */
+    dt_optim *o[2] = {&multi, &per};
+    for (int k = 0; k < 2; k++) {
+      g->ops->to_device(g, ps->weights, w, bytes);
+      g->ops->to_device(g, ps->grads, gr, bytes);
+      dt_optim_step(o[k], ps, 0.05, 0.5f);
+      g->ops->to_host(g, out[k][0], ps->weights, bytes);
+      g->ops->to_host(g, out[k][1], ps->grads, bytes);
+      g->ops->to_host(g, out[k][2], o[k]->dev[0], bytes);
+    }
+    for (int j = 0; j < 3; j++)
+      if (memcmp(out[0][j], out[1][j], bytes) != 0)
+        fail_msg("step %d: %s differ between one launch and tensor by tensor", s,
+                 j == 0 ? "weights" : j == 1 ? "scaled gradients" : "momentum");
+    memcpy(w, out[0][0], bytes);
+  }
+  for (int k = 0; k < 2; k++)
+    for (int j = 0; j < 3; j++) free(out[k][j]);
+  free(w);
+  free(gr);
+  dt_optim_free(&multi);
+  dt_optim_free(&per);
+  dt_model_free(m);
+}
+
 static void test_optim_ops(void **state) {
   dt_backend **be = *state;
   static const upd_case cases[] = {
@@ -703,6 +753,7 @@ int main(void) {
       cmocka_unit_test(test_one_step),
       cmocka_unit_test(test_golden_steps),
       cmocka_unit_test(test_optim_ops),
+      cmocka_unit_test(test_sgd_multi_tensor),
       cmocka_unit_test(test_prefetch),
       cmocka_unit_test(test_prefetch_forget_waits),
       cmocka_unit_test(test_conv_requested_layout),
