@@ -28,6 +28,14 @@
 #include "precision.h"
 #include "schedule.h"
 
+/* What an epoch's metrics rows are made of, so far: sums of loss, correct and images over
+ * its applied steps, the same over the current output.log_every window, skipped updates.
+ * Checkpoints carry it, so that a resumed epoch reports what an uninterrupted one would. */
+typedef struct {
+  double sums[3], win[3]; /* loss, correct, images */
+  long skipped;
+} epoch_metrics;
+
 typedef struct {
   const dt_config *cfg;
   dt_comm *comm;
@@ -58,6 +66,7 @@ typedef struct {
   bool replay_off; /* recording failed once: op by op from then on */
   bool losses_pinned; /* t->losses came from host_alloc */
   char start_note[4400]; /* where the run's state came from (--resume, --init), for the header */
+  epoch_metrics resumed; /* the resumed epoch's metrics so far (zero for a fresh run) */
   long steps_per_epoch;
   const char *run_dir;
   FILE *log;
@@ -470,9 +479,14 @@ static char *config_text(const dt_config *cfg) {
   return text;
 }
 
-/* Rank 0 writes a checkpoint of the state after `step` steps. */
-static dt_status save_checkpoint(trainer *t, long epoch, long step, long step_in_epoch) {
+/* Rank 0 writes a checkpoint of the state after `step` steps, with the metrics of the epoch
+ * in progress (NULL: none, at an epoch boundary). The step rows logged so far reach
+ * metrics.h5 first: a run killed later resumes from here and redoes only what follows. */
+static dt_status save_checkpoint(trainer *t, long epoch, long step, long step_in_epoch,
+                                 const epoch_metrics *em) {
   if (t->rank != 0) return DT_OK;
+  if (t->metrics && dt_metrics_flush(t->metrics) != DT_OK)
+    fprintf(stderr, "dtrain: warning: %s\n", dt_error_message());
   params_to_host(t);
   dt_optim_state_to_host(&t->opt);
   dt_checkpoint_meta meta = {0};
@@ -484,6 +498,11 @@ static dt_status save_checkpoint(trainer *t, long epoch, long step, long step_in
   meta.seed = t->cfg->train_seed;
   meta.loss_scale = t->ls.scale;
   meta.loss_scale_good = t->ls.good;
+  if (em) {
+    memcpy(meta.epoch_sums, em->sums, sizeof meta.epoch_sums);
+    memcpy(meta.window_sums, em->win, sizeof meta.window_sums);
+    meta.epoch_skipped = em->skipped;
+  }
   snprintf(meta.model, sizeof meta.model, "%s", t->cfg->model_name);
   meta.config_text = config_text(t->cfg);
   char path[4200];
@@ -824,6 +843,46 @@ static void print_header(trainer *t) {
   if (t->start_note[0]) say(t, "%s\n", t->start_note);
 }
 
+/* The checkpoint a run resumes from against the configuration it resumes with: the same seed
+ * and model, a position (epoch, step in epoch, step) that this configuration's epochs can
+ * have, a loss scale it can use, metrics sums of at most the images of the steps done. */
+static dt_status check_resume_meta(const trainer *t, const char *path, const dt_checkpoint_meta *m) {
+  const dt_config *cfg = t->cfg;
+  const long spe = t->steps_per_epoch;
+  if (m->seed != cfg->train_seed)
+    return dt_error_set(DT_ERR_DATA,
+                        "checkpoint %s: seed %ld, but the configuration has [train] seed = %ld",
+                        path, m->seed, cfg->train_seed);
+  if (strcmp(m->model, cfg->model_name) != 0)
+    return dt_error_set(DT_ERR_DATA,
+                        "checkpoint %s: model %s, but the configuration has [model] name = %s",
+                        path, m->model, cfg->model_name);
+  if (m->step_in_epoch > spe)
+    return dt_error_set(DT_ERR_DATA,
+                        "checkpoint %s: step_in_epoch = %ld is beyond the %ld steps of an epoch",
+                        path, m->step_in_epoch, spe);
+  if (m->epoch + (m->step_in_epoch > 0) > cfg->train_epochs)
+    return dt_error_set(DT_ERR_DATA,
+                        "checkpoint %s: epoch %ld%s is beyond [train] epochs = %ld", path,
+                        m->epoch + (m->step_in_epoch > 0),
+                        m->step_in_epoch > 0 ? " (in progress)" : " (completed)", cfg->train_epochs);
+  if (m->step != m->epoch * spe + m->step_in_epoch)
+    return dt_error_set(DT_ERR_DATA,
+                        "checkpoint %s: step = %ld, but epoch %ld x %ld steps per epoch + "
+                        "step_in_epoch %ld = %ld (corrupt, or another batch or dataset size?)",
+                        path, m->step, m->epoch, spe, m->step_in_epoch,
+                        m->epoch * spe + m->step_in_epoch);
+  if (t->ls.active && m->loss_scale > 0 && m->loss_scale < DT_LOSS_SCALE_MIN)
+    return dt_error_set(DT_ERR_DATA, "checkpoint %s: loss_scale = %g is below the smallest, %g",
+                        path, m->loss_scale, DT_LOSS_SCALE_MIN);
+  const double images = (double)m->step_in_epoch * (double)cfg->train_batch_size;
+  if (m->epoch_sums[2] > images)
+    return dt_error_set(DT_ERR_DATA,
+                        "checkpoint %s: epoch_images = %g exceeds the %g images of %ld steps",
+                        path, m->epoch_sums[2], images, m->step_in_epoch);
+  return DT_OK;
+}
+
 /* Restore the state of a checkpoint (resume) or the weights of one (--init). */
 static dt_status load_start(trainer *t, const dt_run_opts *opts, long *step, long *epoch,
                             long *step_in_epoch) {
@@ -842,9 +901,17 @@ static dt_status load_start(trainer *t, const dt_run_opts *opts, long *step, lon
   st = dt_checkpoint_load(path, &t->model->params, t->host_weights, t->host_buffers,
                           opts->resume_dir ? &t->opt.state : NULL, opts->resume_dir ? &meta : NULL);
   if (st != DT_OK) return st;
+  if (opts->resume_dir) st = check_resume_meta(t, path, &meta);
+  if (st != DT_OK) {
+    free(meta.config_text);
+    return st;
+  }
   params_from_host(t);
   if (opts->resume_dir) {
     dt_optim_state_from_host(&t->opt);
+    memcpy(t->resumed.sums, meta.epoch_sums, sizeof meta.epoch_sums);
+    memcpy(t->resumed.win, meta.window_sums, sizeof meta.window_sums);
+    t->resumed.skipped = meta.epoch_skipped;
     *step = meta.step;
     *epoch = meta.epoch;
     *step_in_epoch = meta.step_in_epoch;
@@ -891,8 +958,11 @@ int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts) {
   long last_ckpt = -1;
   for (long epoch = epoch0; epoch < cfg->train_epochs && status == DT_EXIT_OK; epoch++) {
     if (max_steps && step >= max_steps) break;
-    double t0 = dt_now(), sums[3] = {0, 0, 0}, win[3] = {0, 0, 0}; /* loss, correct, images */
-    long skipped = 0; /* updates skipped in this epoch (overflow, non-finite) */
+    const double t0 = dt_now();
+    epoch_metrics em = {0};
+    if (epoch == epoch0) em = t.resumed;
+    double *sums = em.sums, *win = em.win; /* loss, correct, images */
+    double images_here = 0; /* trained on by this process in this epoch (for images/s) */
     long i = epoch == epoch0 ? skip : 0;
     start_loader(&t, t.train_ld, epoch, i);
     const dt_batch *b;
@@ -917,6 +987,7 @@ int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts) {
         dt_optim_step(&t.opt, &t.model->params, lr, (float)(1.0 / used_scale));
         merge_buffers(&t, passes);
         for (int j = 0; j < 3; j++) sums[j] += red[j], win[j] += red[j];
+        images_here += red[2];
       } else {
         if (verdict == DT_SCALE_NONFINITE && !skip_nonfinite) {
           say(&t, "\ndtrain: non-finite %s at step %ld (epoch %ld); stopping (set "
@@ -938,13 +1009,13 @@ int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts) {
         else
           say(&t, "%sskipping step %ld: non-finite loss or gradient\n", t.tty ? "\n" : "",
               step + 1);
-        skipped++;
+        em.skipped++;
         /* The forward pass also fed the running statistics: take them back. */
         t.be->ops->to_device(t.be, ps->buffers, t.buffers_backup, ps->n_buffers * sizeof(float));
       }
       step++, i++;
       if (i % log_every == 0 || i == t.steps_per_epoch) {
-        double el = dt_now() - t0, ips = sums[2] / el;
+        double el = dt_now() - t0, ips = images_here / el;
         long left = (cfg->train_epochs - epoch) * t.steps_per_epoch - i;
         char eta[32], line[256];
         format_eta((double)left * (double)cfg->train_batch_size / ips, eta, sizeof eta);
@@ -971,7 +1042,7 @@ int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts) {
         bool end_of_epoch = i == t.steps_per_epoch;
         if (red[3] > 0 || !end_of_epoch) {
           if (t.tty) printf("\n");
-          dt_status cs = agree(&t, save_checkpoint(&t, epoch, step, i));
+          dt_status cs = agree(&t, save_checkpoint(&t, epoch, step, i, &em));
           if (cs != DT_OK) {
             say(&t, "dtrain: %s\n", dt_error_message());
             status = DT_EXIT_RUNTIME;
@@ -993,25 +1064,26 @@ int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts) {
     double train_s = dt_now() - t0;
     eval_result r = evaluate(&t);
     if (t.tty) printf("\r\033[K");
-    /* Resumed at the end of an epoch, no step of it ran here: its training metrics are
-     * unknown (NaN), not zero. */
+    /* No step of the epoch counted (resumed at its end from a checkpoint of format 1, which
+     * has no metrics state, or every update skipped): its training metrics are unknown (NaN),
+     * not zero. */
     const double n = sums[2] > 0 ? sums[2] : NAN;
     say(&t,
         "epoch %ld/%ld train loss %.4f acc %.2f%% | test loss %.4f top1 %.2f%% top5 %.2f%% | "
         "%.1f s, %.0f img/s\n",
         epoch + 1, cfg->train_epochs, sums[0] / n, 100.0 * sums[1] / n, r.loss, r.top1, r.top5,
-        dt_now() - t0, sums[2] / train_s);
+        dt_now() - t0, images_here / train_s);
     if (t.rank == 0) {
       dt_epoch_row row = {(double)epoch + 1, (double)step, dt_schedule_lr(&t.sched, DT_MAX(step - 1, 0)),
                           sums[0] / n, 100.0 * sums[1] / n, r.loss, r.top1, r.top5,
-                          dt_now() - t0, sums[2] / train_s, t.ls.scale, (double)skipped};
+                          dt_now() - t0, images_here / train_s, t.ls.scale, (double)em.skipped};
       if (dt_metrics_epoch(t.metrics, &row) != DT_OK)
         fprintf(stderr, "dtrain: warning: %s\n", dt_error_message());
     }
     bool last = epoch + 1 == cfg->train_epochs || (max_steps && step >= max_steps);
     bool periodic = cfg->output_checkpoint_every && (epoch + 1) % cfg->output_checkpoint_every == 0;
     if (epoch_done && (last || periodic) && last_ckpt != step) {
-      dt_status cs = agree(&t, save_checkpoint(&t, epoch + 1, step, 0));
+      dt_status cs = agree(&t, save_checkpoint(&t, epoch + 1, step, 0, NULL));
       if (cs != DT_OK) {
         say(&t, "dtrain: %s\n", dt_error_message());
         status = DT_EXIT_RUNTIME;

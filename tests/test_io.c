@@ -90,6 +90,11 @@ static void host_init(host_state *h, const dt_params *ps, uint64_t seed) {
                                  .optimizer_steps = 617,
                                  .world_size = 4,
                                  .seed = 42,
+                                 .loss_scale = 1024,
+                                 .loss_scale_good = 5,
+                                 .epoch_sums = {40.5, 20, 64},
+                                 .window_sums = {10.25, 5, 16},
+                                 .epoch_skipped = 1,
                                  .model = "tiny_cnn"};
   h->meta.config_text = "[model]\nname = tiny_cnn\n\n[optim]\nlr = 0.1 # comment, \"quoted\"\n";
 }
@@ -247,6 +252,12 @@ static void test_round_trip(void **s) {
   assert_int_equal(in.meta.optimizer_steps, ref.meta.optimizer_steps);
   assert_int_equal(in.meta.world_size, ref.meta.world_size);
   assert_int_equal(in.meta.seed, ref.meta.seed);
+  assert_true(in.meta.loss_scale == ref.meta.loss_scale);
+  assert_int_equal(in.meta.loss_scale_good, ref.meta.loss_scale_good);
+  assert_memory_equal(in.meta.epoch_sums, ref.meta.epoch_sums, sizeof ref.meta.epoch_sums);
+  assert_memory_equal(in.meta.window_sums, ref.meta.window_sums, sizeof ref.meta.window_sums);
+  assert_int_equal(in.meta.epoch_skipped, ref.meta.epoch_skipped);
+  assert_int_equal(in.meta.format_version, DT_CHECKPOINT_FORMAT);
   assert_string_equal(in.meta.model, ref.meta.model);
   assert_non_null(in.meta.config_text);
   assert_string_equal(in.meta.config_text, ref.meta.config_text);
