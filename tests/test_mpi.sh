@@ -7,8 +7,9 @@
 # evaluation batch, and 4 ranks round the evaluation batch up); (d) a rank killed with SIGKILL
 # ends the whole job quickly; (e) a fatal error or an input error on one rank ends the job
 # with no run directory left behind; (f) SIGTERM on every rank: exit 143, a checkpoint, and
-# --resume finishes bit-identical to an uninterrupted run; (g) resuming with another world
-# size (2 ranks -> 1 rank x 2 micro-batches) follows the uninterrupted trajectory; (h) ranks
+# --resume finishes bit-identical to an uninterrupted run, metrics rows included; (g)
+# resuming with another world size (2 ranks -> 1 rank x 2 micro-batches) follows the
+# uninterrupted trajectory; (h) ranks
 # started with different configurations (one --set on rank 1 only: epochs, seed, lr, hflip,
 # batch size, depth) or different dataset files (same data.dir, other working directories)
 # all exit 1 quickly, with one message naming the key or the dataset property, both values
@@ -183,6 +184,9 @@ else
   bad "--resume on 2 ranks (exit $rc)" "$out
 $cmp"
 fi
+mcmp=$(metrics_equal $full/metrics.h5 $pre/metrics.h5 2>&1)
+[ $? -eq 0 ] && ok "--resume on 2 ranks: metrics as the uninterrupted run's ($mcmp)" ||
+  bad "--resume on 2 ranks: metrics differ" "$mcmp"
 
 # ---- (g) resume on another world size: 1 rank x 2 micro-batches ----
 out=$(timeout 300 "${MPIRUN[@]}" -np 1 "$DTRAIN" --resume $T/pre1 --set train.accum_steps=2 2>&1)
