@@ -26,6 +26,10 @@ double dt_comm_allreduce_seconds(const dt_comm *comm);
 /* In-place sum of doubles (loss and accuracy sums). */
 void dt_comm_allreduce_sum_f64(dt_comm *comm, double *buf, size_t count);
 void dt_comm_broadcast(dt_comm *comm, void *buf, size_t bytes, int root);
+/* Every rank's `bytes` bytes at send, in rank order, into recv (size x bytes) on every rank:
+ * how ranks compare what they were started with (configuration, dataset) before anything
+ * depends on it. bytes must be the same on every rank. */
+void dt_comm_allgather(dt_comm *comm, const void *send, void *recv, size_t bytes);
 void dt_comm_barrier(dt_comm *comm);
 
 /* ---- device collectives (NCCL), in comm_nccl.c; comm_nccl_none.c in builds without CUDA ----

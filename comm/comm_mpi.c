@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "comm.h"
 #include "common.h"
@@ -97,6 +98,15 @@ void dt_comm_broadcast(dt_comm *comm, void *buf, size_t bytes, int root) {
     size_t n = bytes - off < chunk ? bytes - off : chunk;
     MPI_Bcast((char *)buf + off, (int)n, MPI_BYTE, root, comm->world);
   }
+}
+
+void dt_comm_allgather(dt_comm *comm, const void *send, void *recv, size_t bytes) {
+  if (comm->size == 1) {
+    memcpy(recv, send, bytes);
+    return;
+  }
+  DT_CHECK(bytes <= (size_t)INT_MAX);
+  MPI_Allgather(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, comm->world);
 }
 
 void dt_comm_barrier(dt_comm *comm) {

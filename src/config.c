@@ -460,39 +460,47 @@ static dt_status cfg_apply(dt_config *cfg, const cfg_key *k, const char *text, c
 
 /* ---- printing values ---- */
 
-/* Shortest decimal text that reads back as exactly `v`. */
-static void cfg_print_double(FILE *f, double v) {
-  char buf[40];
+/* Shortest decimal text that reads back as exactly `v`, into buf (at least 40 bytes). */
+static void cfg_format_double(char *buf, size_t cap, double v) {
   for (int digits = 1; digits <= 17; digits++) {
-    snprintf(buf, sizeof buf, "%.*g", digits, v);
+    snprintf(buf, cap, "%.*g", digits, v);
     if (strtod(buf, NULL) == v) break;
   }
-  fputs(buf, f);
 }
 
-static void cfg_print_value(FILE *f, const dt_config *cfg, const cfg_key *k) {
+/* The value of key k as an INI file holds it, into buf (truncated to cap; a value of the
+ * table fits in DT_STR_MAX + 1 bytes). */
+static void cfg_format_value(char *buf, size_t cap, const dt_config *cfg, const cfg_key *k) {
   const void *field = cfg_cfield(cfg, k);
+  buf[0] = 0;
   switch (k->type) {
-    case CFG_INT: fprintf(f, "%ld", *(const long *)field); break;
-    case CFG_FLOAT: cfg_print_double(f, *(const double *)field); break;
-    case CFG_BOOL: fputs(*(const bool *)field ? "true" : "false", f); break;
+    case CFG_INT: snprintf(buf, cap, "%ld", *(const long *)field); break;
+    case CFG_FLOAT: cfg_format_double(buf, cap, *(const double *)field); break;
+    case CFG_BOOL: snprintf(buf, cap, "%s", *(const bool *)field ? "true" : "false"); break;
     case CFG_STR:
     case CFG_CHOICE: {
       const char *s = *(char *const *)field;
-      fputs(s ? s : "", f);
+      snprintf(buf, cap, "%s", s ? s : "");
       break;
     }
     case CFG_INTLIST: {
       const dt_intlist *l = field;
-      for (int i = 0; i < l->n; i++) fprintf(f, "%s%ld", i ? "," : "", l->v[i]);
+      for (int i = 0; i < l->n; i++) cfg_append(buf, cap, "%s%ld", i ? "," : "", l->v[i]);
       break;
     }
     case CFG_BOOLLIST: {
       const dt_boollist *l = field;
-      for (int i = 0; i < l->n; i++) fprintf(f, "%s%s", i ? "," : "", l->v[i] ? "true" : "false");
+      for (int i = 0; i < l->n; i++)
+        cfg_append(buf, cap, "%s%s", i ? "," : "", l->v[i] ? "true" : "false");
       break;
     }
   }
+}
+
+static void cfg_print_value(FILE *f, const dt_config *cfg, const cfg_key *k) {
+  char buf[DT_STR_MAX + 64];
+  cfg_format_value(buf, sizeof buf, cfg, k);
+  fputs(buf, f);
 }
 
 /* An empty STR or list: written as "key =" without a trailing space. */
@@ -924,6 +932,32 @@ dt_status dt_config_validate(const dt_config *cfg) {
                           src, cfg->schedule_t0, cfg->schedule_t_mul, sums, total, after_warmup);
   }
   return cfg_validate_augment(cfg, src);
+}
+
+size_t dt_config_key_count(void) { return CFG_NKEYS; }
+
+void dt_config_digest(const dt_config *cfg, uint64_t *out) {
+  char buf[DT_STR_MAX + 64];
+  for (size_t i = 0; i < CFG_NKEYS; i++) {
+    cfg_format_value(buf, sizeof buf, cfg, &g_keys[i]);
+    uint64_t h = 14695981039346656037ULL; /* FNV-1a, 64 bits */
+    for (const unsigned char *p = (const unsigned char *)buf; *p; p++)
+      h = (h ^ *p) * 1099511628211ULL;
+    out[i] = h;
+  }
+}
+
+long dt_config_digest_diff(const uint64_t *a, const uint64_t *b) {
+  for (size_t i = 0; i < CFG_NKEYS; i++)
+    if (a[i] != b[i]) return (long)i;
+  return -1;
+}
+
+void dt_config_key_describe(const dt_config *cfg, size_t i, char *name, size_t name_cap,
+                            char *value, size_t value_cap) {
+  DT_CHECK(i < CFG_NKEYS);
+  snprintf(name, name_cap, "%s.%s", g_keys[i].section, g_keys[i].key);
+  cfg_format_value(value, value_cap, cfg, &g_keys[i]);
 }
 
 void dt_config_write(const dt_config *cfg, FILE *f) {

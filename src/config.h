@@ -223,6 +223,16 @@ dt_status dt_config_load(dt_config *cfg, const char *path);
 dt_status dt_config_set(dt_config *cfg, const char *assignment);
 /* Checks between keys (depth fits the block type, warmup shorter than training...). */
 dt_status dt_config_validate(const dt_config *cfg);
+/* Comparing configurations between processes (every MPI rank must run the same one): the
+ * number of keys of the table, one 64-bit digest per key of its effective value (FNV-1a of
+ * the value as dt_config_write prints it) into out[dt_config_key_count()], the index of the
+ * first key whose digests differ in a and b (-1: none), and key i's name "section.key" and
+ * value as printed, truncated to the buffers. */
+size_t dt_config_key_count(void);
+void dt_config_digest(const dt_config *cfg, uint64_t *out);
+long dt_config_digest_diff(const uint64_t *a, const uint64_t *b);
+void dt_config_key_describe(const dt_config *cfg, size_t i, char *name, size_t name_cap,
+                            char *value, size_t value_cap);
 /* Write the effective configuration as an INI file that dt_config_load reads back. */
 void dt_config_write(const dt_config *cfg, FILE *f);
 /* --help-config: every key with section, type, default, accepted values and meaning. */

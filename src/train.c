@@ -9,6 +9,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -17,6 +18,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "data/loader.h"
 #include "io/checkpoint.h"
@@ -28,6 +30,14 @@
 #include "precision.h"
 #include "replay.h"
 #include "schedule.h"
+
+/* What an epoch's metrics rows are made of, so far: sums of loss, correct and images over
+ * its applied steps, the same over the current output.log_every window, skipped updates.
+ * Checkpoints carry it, so that a resumed epoch reports what an uninterrupted one would. */
+typedef struct {
+  double sums[3], win[3]; /* loss, correct, images */
+  long skipped;
+} epoch_metrics;
 
 typedef struct {
   const dt_config *cfg;
@@ -53,6 +63,7 @@ typedef struct {
   dt_replay replay; /* train.cuda_graphs: the recorded device work of a step */
   bool losses_pinned; /* t->losses came from host_alloc */
   char start_note[4400]; /* where the run's state came from (--resume, --init), for the header */
+  epoch_metrics resumed; /* the resumed epoch's metrics so far (zero for a fresh run) */
   long steps_per_epoch;
   const char *run_dir;
   FILE *log;
@@ -348,6 +359,134 @@ static dt_status agree(trainer *t, dt_status st) {
   return v == 0 ? DT_OK : (st != DT_OK ? st : DT_ERR_IO);
 }
 
+/* ---- every rank runs the same inputs ---- */
+
+/* "rank 1" or "ranks 1, 3, 4" (at most 8 listed) of the ranks whose flag is set. */
+static void list_ranks(const bool *differs, int world, char *buf, size_t cap) {
+  int n = 0;
+  for (int r = 0; r < world; r++) n += differs[r];
+  size_t len = (size_t)snprintf(buf, cap, "rank%s", n > 1 ? "s" : "");
+  int shown = 0;
+  for (int r = 0; r < world && len < cap; r++) {
+    if (!differs[r]) continue;
+    if (shown++ == 8) {
+      snprintf(buf + len, cap - len, " and %d more", n - 8);
+      break;
+    }
+    len += (size_t)snprintf(buf + len, cap - len, "%s %d", shown > 1 ? "," : "", r);
+  }
+}
+
+/* Collective, first thing: every rank must run the same configuration. The ranks exchange one
+ * digest per key; on a difference they exchange the first differing key's values, and every
+ * rank returns DT_ERR_CONFIG with a message (printed by rank 0 only) naming the key, rank 0's
+ * value and the first other value with the ranks that have it. A rank with another epoch
+ * count would wait forever in a collective, another batch size or depth would make the
+ * reductions disagree in size, another seed or learning rate would train silently wrong. */
+static dt_status ranks_share_config(dt_comm *comm, const dt_config *cfg) {
+  const int world = dt_comm_size(comm);
+  if (world == 1) return DT_OK;
+  const size_t nk = dt_config_key_count();
+  uint64_t *mine = dt_xmalloc(nk * sizeof *mine), *all = dt_xmalloc((size_t)world * nk * sizeof *all);
+  dt_config_digest(cfg, mine);
+  dt_comm_allgather(comm, mine, all, nk * sizeof *mine);
+  long key = -1;
+  for (int r = 1; r < world; r++) {
+    long k = dt_config_digest_diff(all, all + (size_t)r * nk);
+    if (k >= 0 && (key < 0 || k < key)) key = k;
+  }
+  dt_status st = DT_OK;
+  if (key >= 0) {
+    enum { VAL = DT_STR_MAX + 64 };
+    char name[160], *values = dt_xmalloc((size_t)world * VAL), value[VAL];
+    dt_config_key_describe(cfg, (size_t)key, name, sizeof name, value, sizeof value);
+    dt_comm_allgather(comm, value, values, VAL);
+    /* The first rank whose value differs from rank 0's, and every rank sharing it. */
+    int first = -1;
+    bool *same_as_first = dt_xcalloc((size_t)world, sizeof(bool));
+    for (int r = 1; r < world; r++) {
+      const char *v = values + (size_t)r * VAL;
+      if (first < 0 && strcmp(v, values) != 0) first = r;
+      if (first >= 0 && strcmp(v, values + (size_t)first * VAL) == 0) same_as_first[r] = true;
+    }
+    /* Digests are of these very texts: some rank's text differs. */
+    DT_CHECK(first > 0);
+    char ranks[160];
+    list_ranks(same_as_first, world, ranks, sizeof ranks);
+    st = dt_error_set(DT_ERR_CONFIG,
+                      "the ranks run different configurations: %s = %s on rank 0 but %s on %s; "
+                      "start every rank with the same config file and --set options",
+                      name, *values ? values : "(empty)",
+                      values[(size_t)first * VAL] ? values + (size_t)first * VAL : "(empty)", ranks);
+    free(same_as_first);
+    free(values);
+  }
+  free(mine);
+  free(all);
+  return st;
+}
+
+/* What a rank loaded (after data.train_limit and data.test_limit): sizes and the CRC-32 of
+ * the images and labels of each split. */
+enum { DS_DIGEST = 10 };
+static void dataset_digest(const dt_dataset *ds, uint64_t *d) {
+  const dt_split *sp[2] = {&ds->train, &ds->test};
+  d[0] = (uint64_t)ds->train.count;
+  d[1] = (uint64_t)ds->test.count;
+  d[2] = (uint64_t)ds->train.channels;
+  d[3] = (uint64_t)ds->train.height;
+  d[4] = (uint64_t)ds->train.width;
+  d[5] = (uint64_t)ds->classes;
+  for (int s = 0; s < 2; s++) {
+    const size_t n = (size_t)sp[s]->count, image = (size_t)sp[s]->channels * sp[s]->height * sp[s]->width;
+    d[6 + 2 * s] = crc32_z(crc32_z(0L, Z_NULL, 0), sp[s]->images, n * image);
+    d[7 + 2 * s] = crc32_z(crc32_z(0L, Z_NULL, 0), sp[s]->labels, n);
+  }
+}
+
+/* Collective, after every rank has loaded its dataset: the same images everywhere (a relative
+ * or node-local data.dir can name other files on each node). Returns the same verdict on every
+ * rank; on a difference *st holds the message on rank 0 (which prints it). */
+static bool ranks_share_dataset(trainer *t, dt_status *st) {
+  if (t->world == 1) return true;
+  uint64_t mine[DS_DIGEST], *all = dt_xmalloc((size_t)t->world * sizeof mine);
+  dataset_digest(&t->ds, mine);
+  dt_comm_allgather(t->comm, mine, all, sizeof mine);
+  static const char *const what[DS_DIGEST] = {
+      "training images (count)", "test images (count)", "channels", "height", "width", "classes",
+      "training images (CRC-32)", "training labels (CRC-32)", "test images (CRC-32)",
+      "test labels (CRC-32)"};
+  int first = -1, field = -1;
+  bool *differs = dt_xcalloc((size_t)t->world, sizeof(bool));
+  for (int r = 1; r < t->world; r++) {
+    const uint64_t *d = all + (size_t)r * DS_DIGEST;
+    for (int k = 0; k < DS_DIGEST; k++)
+      if (d[k] != all[k]) {
+        differs[r] = true;
+        if (first < 0) first = r, field = k;
+        break;
+      }
+  }
+  if (first >= 0 && t->rank == 0) {
+    char ranks[160];
+    list_ranks(differs, t->world, ranks, sizeof ranks);
+    const uint64_t a = all[field], b = all[(size_t)first * DS_DIGEST + field];
+    char va[32], vb[32];
+    snprintf(va, sizeof va, field >= 6 ? "%08" PRIx64 : "%" PRIu64, a);
+    snprintf(vb, sizeof vb, field >= 6 ? "%08" PRIx64 : "%" PRIu64, b);
+    const dt_config *cfg = t->cfg;
+    *st = dt_error_set(DT_ERR_DATA,
+                       "the ranks loaded different datasets: %s %s on rank 0, %s on rank %d "
+                       "(%s differ%s from rank 0); data.dir %s must hold the same files for every "
+                       "rank",
+                       what[field], va, vb, first, ranks, strchr(ranks, ',') ? "" : "s",
+                       cfg->data_dir[0] ? cfg->data_dir : dt_dataset_default_dir(cfg->data_dataset));
+  }
+  free(differs);
+  free(all);
+  return first < 0;
+}
+
 /* ---- parameters across ranks and files ---- */
 
 static void params_to_host(trainer *t) {
@@ -471,9 +610,14 @@ static char *config_text(const dt_config *cfg) {
 _Static_assert(DT_CHECKPOINT_ALGO_COLS == DT_BACKEND_ALGO_COLS,
                "a checkpoint row of algorithm choices is a backend row");
 
-/* Rank 0 writes a checkpoint of the state after `step` steps. */
-static dt_status save_checkpoint(trainer *t, long epoch, long step, long step_in_epoch) {
+/* Rank 0 writes a checkpoint of the state after `step` steps, with the metrics of the epoch
+ * in progress (NULL: none, at an epoch boundary). The step rows logged so far reach
+ * metrics.h5 first: a run killed later resumes from here and redoes only what follows. */
+static dt_status save_checkpoint(trainer *t, long epoch, long step, long step_in_epoch,
+                                 const epoch_metrics *em) {
   if (t->rank != 0) return DT_OK;
+  if (t->metrics && dt_metrics_flush(t->metrics) != DT_OK)
+    fprintf(stderr, "dtrain: warning: %s\n", dt_error_message());
   params_to_host(t);
   dt_optim_state_to_host(&t->opt);
   dt_checkpoint_meta meta = {0};
@@ -485,6 +629,11 @@ static dt_status save_checkpoint(trainer *t, long epoch, long step, long step_in
   meta.seed = t->cfg->train_seed;
   meta.loss_scale = t->ls.scale;
   meta.loss_scale_good = t->ls.good;
+  if (em) {
+    memcpy(meta.epoch_sums, em->sums, sizeof meta.epoch_sums);
+    memcpy(meta.window_sums, em->win, sizeof meta.window_sums);
+    meta.epoch_skipped = em->skipped;
+  }
   snprintf(meta.model, sizeof meta.model, "%s", t->cfg->model_name);
   meta.config_text = config_text(t->cfg);
   /* The backend's algorithm choices, so that a resumed run makes the same (train.deterministic). */
@@ -834,6 +983,46 @@ static void print_header(trainer *t) {
   if (t->start_note[0]) say(t, "%s\n", t->start_note);
 }
 
+/* The checkpoint a run resumes from against the configuration it resumes with: the same seed
+ * and model, a position (epoch, step in epoch, step) that this configuration's epochs can
+ * have, a loss scale it can use, metrics sums of at most the images of the steps done. */
+static dt_status check_resume_meta(const trainer *t, const char *path, const dt_checkpoint_meta *m) {
+  const dt_config *cfg = t->cfg;
+  const long spe = t->steps_per_epoch;
+  if (m->seed != cfg->train_seed)
+    return dt_error_set(DT_ERR_DATA,
+                        "checkpoint %s: seed %ld, but the configuration has [train] seed = %ld",
+                        path, m->seed, cfg->train_seed);
+  if (strcmp(m->model, cfg->model_name) != 0)
+    return dt_error_set(DT_ERR_DATA,
+                        "checkpoint %s: model %s, but the configuration has [model] name = %s",
+                        path, m->model, cfg->model_name);
+  if (m->step_in_epoch > spe)
+    return dt_error_set(DT_ERR_DATA,
+                        "checkpoint %s: step_in_epoch = %ld is beyond the %ld steps of an epoch",
+                        path, m->step_in_epoch, spe);
+  if (m->epoch + (m->step_in_epoch > 0) > cfg->train_epochs)
+    return dt_error_set(DT_ERR_DATA,
+                        "checkpoint %s: epoch %ld%s is beyond [train] epochs = %ld", path,
+                        m->epoch + (m->step_in_epoch > 0),
+                        m->step_in_epoch > 0 ? " (in progress)" : " (completed)", cfg->train_epochs);
+  if (m->step != m->epoch * spe + m->step_in_epoch)
+    return dt_error_set(DT_ERR_DATA,
+                        "checkpoint %s: step = %ld, but epoch %ld x %ld steps per epoch + "
+                        "step_in_epoch %ld = %ld (corrupt, or another batch or dataset size?)",
+                        path, m->step, m->epoch, spe, m->step_in_epoch,
+                        m->epoch * spe + m->step_in_epoch);
+  if (t->ls.active && m->loss_scale > 0 && m->loss_scale < DT_LOSS_SCALE_MIN)
+    return dt_error_set(DT_ERR_DATA, "checkpoint %s: loss_scale = %g is below the smallest, %g",
+                        path, m->loss_scale, DT_LOSS_SCALE_MIN);
+  const double images = (double)m->step_in_epoch * (double)cfg->train_batch_size;
+  if (m->epoch_sums[2] > images)
+    return dt_error_set(DT_ERR_DATA,
+                        "checkpoint %s: epoch_images = %g exceeds the %g images of %ld steps",
+                        path, m->epoch_sums[2], images, m->step_in_epoch);
+  return DT_OK;
+}
+
 /* Restore the state of a checkpoint (resume) or the weights of one (--init). */
 static dt_status load_start(trainer *t, const dt_run_opts *opts, long *step, long *epoch,
                             long *step_in_epoch) {
@@ -852,9 +1041,17 @@ static dt_status load_start(trainer *t, const dt_run_opts *opts, long *step, lon
   st = dt_checkpoint_load(path, &t->model->params, t->host_weights, t->host_buffers,
                           opts->resume_dir ? &t->opt.state : NULL, opts->resume_dir ? &meta : NULL);
   if (st != DT_OK) return st;
+  if (opts->resume_dir) st = check_resume_meta(t, path, &meta);
+  if (st != DT_OK) {
+    free(meta.config_text);
+    return st;
+  }
   params_from_host(t);
   if (opts->resume_dir) {
     dt_optim_state_from_host(&t->opt);
+    memcpy(t->resumed.sums, meta.epoch_sums, sizeof meta.epoch_sums);
+    memcpy(t->resumed.win, meta.window_sums, sizeof meta.window_sums);
+    t->resumed.skipped = meta.epoch_skipped;
     *step = meta.step;
     *epoch = meta.epoch;
     *step_in_epoch = meta.step_in_epoch;
@@ -878,6 +1075,10 @@ static dt_status load_start(trainer *t, const dt_run_opts *opts, long *step, lon
 }
 
 int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts) {
+  if (ranks_share_config(comm, cfg) != DT_OK) {
+    if (dt_comm_rank(comm) == 0) fprintf(stderr, "dtrain: %s\n", dt_error_message());
+    return DT_EXIT_INPUT;
+  }
   trainer t;
   dt_status st = trainer_setup(&t, cfg, comm, opts->device);
   if (opts->resume_dir) t.run_dir = opts->resume_dir;
@@ -885,7 +1086,7 @@ int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts) {
   if (st == DT_OK) st = load_start(&t, opts, &step, &epoch0, &skip);
   /* Rank 0 touches the run directory only once every rank has set up, so an input error on
    * any rank leaves no new directory behind (and a resumed one unchanged). */
-  if (agree(&t, st) == DT_OK) st = start_nccl(&t, opts->device);
+  if (agree(&t, st) == DT_OK && ranks_share_dataset(&t, &st)) st = start_nccl(&t, opts->device);
   const bool set_up = agree(&t, st) == DT_OK;
   if (set_up && t.rank == 0) st = open_run_dir(&t, opts->resume_dir != NULL, step);
   if (st != DT_OK && t.rank == 0) fprintf(stderr, "dtrain: %s\n", dt_error_message());
@@ -905,8 +1106,11 @@ int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts) {
   long last_ckpt = -1;
   for (long epoch = epoch0; epoch < cfg->train_epochs && status == DT_EXIT_OK; epoch++) {
     if (max_steps && step >= max_steps) break;
-    double t0 = dt_now(), sums[3] = {0, 0, 0}, win[3] = {0, 0, 0}; /* loss, correct, images */
-    long skipped = 0; /* updates skipped in this epoch (overflow, non-finite) */
+    const double t0 = dt_now();
+    epoch_metrics em = {0};
+    if (epoch == epoch0) em = t.resumed;
+    double *sums = em.sums, *win = em.win; /* loss, correct, images */
+    double images_here = 0; /* trained on by this process in this epoch (for images/s) */
     long i = epoch == epoch0 ? skip : 0;
     start_loader(&t, t.train_ld, epoch, i);
     const dt_batch *b;
@@ -931,6 +1135,7 @@ int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts) {
         dt_optim_step(&t.opt, &t.model->params, lr, (float)(1.0 / used_scale));
         merge_buffers(&t, passes);
         for (int j = 0; j < 3; j++) sums[j] += red[j], win[j] += red[j];
+        images_here += red[2];
       } else {
         if (verdict == DT_SCALE_NONFINITE && !skip_nonfinite) {
           say(&t, "\ndtrain: non-finite %s at step %ld (epoch %ld); stopping (set "
@@ -952,13 +1157,13 @@ int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts) {
         else
           say(&t, "%sskipping step %ld: non-finite loss or gradient\n", t.tty ? "\n" : "",
               step + 1);
-        skipped++;
+        em.skipped++;
         /* The forward pass also fed the running statistics: take them back. */
         t.be->ops->to_device(t.be, ps->buffers, t.buffers_backup, ps->n_buffers * sizeof(float));
       }
       step++, i++;
       if (i % log_every == 0 || i == t.steps_per_epoch) {
-        double el = dt_now() - t0, ips = sums[2] / el;
+        double el = dt_now() - t0, ips = images_here / el;
         long left = (cfg->train_epochs - epoch) * t.steps_per_epoch - i;
         char eta[32], line[256];
         format_eta((double)left * (double)cfg->train_batch_size / ips, eta, sizeof eta);
@@ -985,7 +1190,7 @@ int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts) {
         bool end_of_epoch = i == t.steps_per_epoch;
         if (red[3] > 0 || !end_of_epoch) {
           if (t.tty) printf("\n");
-          dt_status cs = agree(&t, save_checkpoint(&t, epoch, step, i));
+          dt_status cs = agree(&t, save_checkpoint(&t, epoch, step, i, &em));
           if (cs != DT_OK) {
             say(&t, "dtrain: %s\n", dt_error_message());
             status = DT_EXIT_RUNTIME;
@@ -1007,25 +1212,26 @@ int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts) {
     double train_s = dt_now() - t0;
     eval_result r = evaluate(&t);
     if (t.tty) printf("\r\033[K");
-    /* Resumed at the end of an epoch, no step of it ran here: its training metrics are
-     * unknown (NaN), not zero. */
+    /* No step of the epoch counted (resumed at its end from a checkpoint of format 1, which
+     * has no metrics state, or every update skipped): its training metrics are unknown (NaN),
+     * not zero. */
     const double n = sums[2] > 0 ? sums[2] : NAN;
     say(&t,
         "epoch %ld/%ld train loss %.4f acc %.2f%% | test loss %.4f top1 %.2f%% top5 %.2f%% | "
         "%.1f s, %.0f img/s\n",
         epoch + 1, cfg->train_epochs, sums[0] / n, 100.0 * sums[1] / n, r.loss, r.top1, r.top5,
-        dt_now() - t0, sums[2] / train_s);
+        dt_now() - t0, images_here / train_s);
     if (t.rank == 0) {
       dt_epoch_row row = {(double)epoch + 1, (double)step, dt_schedule_lr(&t.sched, DT_MAX(step - 1, 0)),
                           sums[0] / n, 100.0 * sums[1] / n, r.loss, r.top1, r.top5,
-                          dt_now() - t0, sums[2] / train_s, t.ls.scale, (double)skipped};
+                          dt_now() - t0, images_here / train_s, t.ls.scale, (double)em.skipped};
       if (dt_metrics_epoch(t.metrics, &row) != DT_OK)
         fprintf(stderr, "dtrain: warning: %s\n", dt_error_message());
     }
     bool last = epoch + 1 == cfg->train_epochs || (max_steps && step >= max_steps);
     bool periodic = cfg->output_checkpoint_every && (epoch + 1) % cfg->output_checkpoint_every == 0;
     if (epoch_done && (last || periodic) && last_ckpt != step) {
-      dt_status cs = agree(&t, save_checkpoint(&t, epoch + 1, step, 0));
+      dt_status cs = agree(&t, save_checkpoint(&t, epoch + 1, step, 0, NULL));
       if (cs != DT_OK) {
         say(&t, "dtrain: %s\n", dt_error_message());
         status = DT_EXIT_RUNTIME;
@@ -1047,9 +1253,14 @@ int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts) {
 }
 
 int dt_train_bench(const dt_config *cfg, dt_comm *comm, dt_device device, long steps) {
+  if (ranks_share_config(comm, cfg) != DT_OK) {
+    if (dt_comm_rank(comm) == 0) fprintf(stderr, "dtrain: %s\n", dt_error_message());
+    return DT_EXIT_INPUT;
+  }
   trainer t;
   dt_status st = trainer_setup(&t, cfg, comm, device);
   dt_status all = agree(&t, st);
+  if (all == DT_OK && !ranks_share_dataset(&t, &st)) all = DT_ERR_DATA;
   if (all == DT_OK) {
     st = start_nccl(&t, device);
     all = agree(&t, st);

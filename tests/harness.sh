@@ -49,3 +49,33 @@ h5attr() {
   h5dump -y -w 0 -a "/$2" "$1" 2>/dev/null |
     awk '/DATA \{/ { f = 1; next } f && /^ *\}/ { f = 0 } f' | tr -d ' \t,' | grep -v '^$'
 }
+# metrics_equal REF.h5 RUN.h5: RUN's metrics file holds REF's rows: /epoch and /steps with the
+# same number of rows, every column equal bit for bit but the timings (seconds,
+# images_per_s). Prints the row counts, or the first difference of each table (status 1).
+metrics_equal() {
+  /usr/bin/python3 - "$1" "$2" <<'PYEOF'
+import sys, h5py, numpy as np
+a, b = (h5py.File(p, "r") for p in sys.argv[1:3])
+rows, diffs = [], []
+for group in ("epoch", "steps"):
+    cols = a[group].attrs["columns"]
+    cols = (cols.decode() if isinstance(cols, bytes) else cols).split(",")
+    n = (len(a[group]["step"]), len(b[group]["step"]))
+    rows.append("%d %s rows" % (n[0], group))
+    if n[0] != n[1]:
+        diffs.append("%s: %d rows, the reference %d (steps %s vs %s)" % (group, n[1], n[0],
+                     list(b[group]["step"][:]), list(a[group]["step"][:])))
+        continue
+    for c in cols:
+        if c in ("seconds", "images_per_s"):
+            continue
+        x, y = a[group][c][:], b[group][c][:]
+        same = (x == y) | (np.isnan(x) & np.isnan(y))
+        if not same.all():
+            r = int(np.argmin(same))
+            diffs.append("%s/%s row %d (step %g): %r, the reference %r" % (group, c, r,
+                         a[group]["step"][r], y[r], x[r]))
+print("; ".join(diffs) if diffs else ", ".join(rows) + " equal")
+sys.exit(1 if diffs else 0)
+PYEOF
+}

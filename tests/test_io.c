@@ -1,7 +1,8 @@
 /* test_io.c: HDF5 checkpoints and metrics (src/io/). A small hand-built parameter table is saved
  * and loaded back bit-exactly (weights, batch-norm buffers, two optimizer states, meta); every
  * kind of bad file is refused with DT_ERR_DATA, a message naming the file, and untouched
- * outputs; the checkpoints directory helpers; a SIGKILL in the middle of a save leaves the
+ * outputs (among them values out of range, non-finite tensors, a negative running_var, links
+ * in place of tensors, data that fails its checksum; format 1 files without checksums load); the checkpoints directory helpers; a SIGKILL in the middle of a save leaves the
  * previous checkpoint intact; the metrics tables are appended, readable between flushes and
  * cut back on resume. */
 #include <setjmp.h>
@@ -20,6 +21,8 @@
 #include <unistd.h>
 
 #include <hdf5.h>
+#include <math.h>
+#include <zlib.h>
 
 #include "io/checkpoint.h"
 #include "io/metrics.h"
@@ -90,6 +93,11 @@ static void host_init(host_state *h, const dt_params *ps, uint64_t seed) {
                                  .optimizer_steps = 617,
                                  .world_size = 4,
                                  .seed = 42,
+                                 .loss_scale = 1024,
+                                 .loss_scale_good = 5,
+                                 .epoch_sums = {40.5, 20, 64},
+                                 .window_sums = {10.25, 5, 16},
+                                 .epoch_skipped = 1,
                                  .model = "tiny_cnn"};
   h->meta.config_text = "[model]\nname = tiny_cnn\n\n[optim]\nlr = 0.1 # comment, \"quoted\"\n";
 }
@@ -247,6 +255,12 @@ static void test_round_trip(void **s) {
   assert_int_equal(in.meta.optimizer_steps, ref.meta.optimizer_steps);
   assert_int_equal(in.meta.world_size, ref.meta.world_size);
   assert_int_equal(in.meta.seed, ref.meta.seed);
+  assert_true(in.meta.loss_scale == ref.meta.loss_scale);
+  assert_int_equal(in.meta.loss_scale_good, ref.meta.loss_scale_good);
+  assert_memory_equal(in.meta.epoch_sums, ref.meta.epoch_sums, sizeof ref.meta.epoch_sums);
+  assert_memory_equal(in.meta.window_sums, ref.meta.window_sums, sizeof ref.meta.window_sums);
+  assert_int_equal(in.meta.epoch_skipped, ref.meta.epoch_skipped);
+  assert_int_equal(in.meta.format_version, DT_CHECKPOINT_FORMAT);
   assert_string_equal(in.meta.model, ref.meta.model);
   assert_non_null(in.meta.config_text);
   assert_string_equal(in.meta.config_text, ref.meta.config_text);
@@ -476,6 +490,138 @@ static void test_refuse_broken_files(void **s) {
   host_free(&ref);
   free(ps.items);
   free(path);
+}
+
+/* A copy of `src` named `name` under g_dir, opened for writing. */
+static hid_t open_copy(const char *src, const char *name, char **path) {
+  size_t n;
+  char *bytes = read_bytes(src, &n);
+  *path = tmp_path(name);
+  assert_int_equal(tu_write_file(*path, bytes, n), 0);
+  free(bytes);
+  hid_t f = H5Fopen(*path, H5F_ACC_RDWR, H5P_DEFAULT);
+  assert_true(f >= 0);
+  return f;
+}
+
+static void set_attr_i64(hid_t loc, const char *name, int64_t v) {
+  if (H5Aexists(loc, name) > 0) assert_true(H5Adelete(loc, name) >= 0);
+  hid_t sp = H5Screate(H5S_SCALAR);
+  hid_t a = H5Acreate2(loc, name, H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+  assert_true(a >= 0 && H5Awrite(a, H5T_NATIVE_INT64, &v) >= 0);
+  H5Aclose(a);
+  H5Sclose(sp);
+}
+
+static void set_attr_f64(hid_t loc, const char *name, double v) {
+  assert_true(H5Adelete(loc, name) >= 0);
+  hid_t sp = H5Screate(H5S_SCALAR);
+  hid_t a = H5Acreate2(loc, name, H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+  assert_true(a >= 0 && H5Awrite(a, H5T_NATIVE_DOUBLE, &v) >= 0);
+  H5Aclose(a);
+  H5Sclose(sp);
+}
+
+/* Set element `index` of the float tensor `name` (at most 64 values) to v; with fix_crc, its
+ * checksum attribute follows, so that only the value is wrong. */
+static void poke(hid_t f, const char *name, int index, float v, bool fix_crc) {
+  hid_t ds = H5Dopen2(f, name, H5P_DEFAULT);
+  assert_true(ds >= 0);
+  hid_t sp = H5Dget_space(ds);
+  hssize_t n = H5Sget_simple_extent_npoints(sp);
+  H5Sclose(sp);
+  float x[64];
+  assert_true(n > index && n <= 64);
+  assert_true(H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, x) >= 0);
+  x[index] = v;
+  assert_true(H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, x) >= 0);
+  if (fix_crc) set_attr_i64(ds, "crc32", (int64_t)crc32(0L, (const Bytef *)x, (uInt)(n * 4)));
+  H5Dclose(ds);
+}
+
+static herr_t drop_crc(hid_t obj, const char *name, const H5O_info_t *info, void *data) {
+  (void)data;
+  if (info->type == H5O_TYPE_DATASET && H5Aexists_by_name(obj, name, "crc32", H5P_DEFAULT) > 0)
+    assert_true(H5Adelete_by_name(obj, name, "crc32", H5P_DEFAULT) >= 0);
+  return 0;
+}
+
+static void test_refuse_bad_values(void **s) {
+  (void)s;
+  dt_params ps;
+  host_state ref;
+  char *src = save_reference("values.h5", &ref, &ps, 51);
+  char *path;
+  hid_t f;
+  /* One case per mutation: the file is a fresh copy each time. */
+#define CASE(name, mutation, frag1, frag2)  \
+  f = open_copy(src, name, &path);           \
+  mutation;                                  \
+  H5Fclose(f);                               \
+  expect_refusal(path, TABLE_FULL, true, frag1, frag2, NULL); \
+  free(path)
+  CASE("v_sie.h5", set_attr_i64(f, "step_in_epoch", -1), "step_in_epoch = -1", "out of range");
+  CASE("v_step.h5", set_attr_i64(f, "step", -5), "step = -5", "out of range");
+  CASE("v_bigstep.h5", set_attr_i64(f, "step", 10000000000000L), "step = 10000000000000", NULL);
+  CASE("v_epoch.h5", set_attr_i64(f, "epoch", -1), "epoch = -1", "out of range");
+  CASE("v_world0.h5", set_attr_i64(f, "world_size", 0), "world_size = 0", "out of range");
+  CASE("v_worldbig.h5", set_attr_i64(f, "world_size", 4294967297L), "world_size = 4294967297", NULL);
+  CASE("v_sie_step.h5", set_attr_i64(f, "step_in_epoch", 5000), "step_in_epoch = 5000 exceeds step", NULL);
+  CASE("v_opt_steps.h5", set_attr_i64(f, "optimizer_steps", 5000), "optimizer_steps = 5000 exceeds", NULL);
+  CASE("v_scale_inf.h5", set_attr_f64(f, "loss_scale", INFINITY), "loss_scale = inf", NULL);
+  CASE("v_scale_neg.h5", set_attr_f64(f, "loss_scale", -2), "loss_scale = -2", NULL);
+  CASE("v_sum_nan.h5", set_attr_f64(f, "window_loss_sum", NAN), "window_loss_sum = nan", NULL);
+  CASE("v_correct.h5", set_attr_f64(f, "epoch_correct", 65), "correct 65 of 64 images", NULL);
+  CASE("v_skipped.h5", set_attr_i64(f, "epoch_skipped_steps", 18), "epoch_skipped_steps = 18", NULL);
+  CASE("v_flip.h5", poke(f, "model/fc.bias", 3, 0.5f, false), "fc.bias: checksum mismatch", NULL);
+  CASE("v_nocrc.h5", H5Adelete_by_name(f, "optimizer/exp_avg_sq/bn1.weight", "crc32", H5P_DEFAULT),
+       "exp_avg_sq/bn1.weight has no checksum", NULL);
+  CASE("v_nan_w.h5", poke(f, "model/fc.bias", 2, NAN, true), "fc.bias holds a non-finite value (NaN at index 2)", NULL);
+  CASE("v_inf_m.h5", poke(f, "optimizer/momentum/bn1.bias", 1, -INFINITY, true),
+       "optimizer state momentum/bn1.bias holds a non-finite value (-inf at index 1)", NULL);
+  CASE("v_var.h5", poke(f, "model/bn1.running_var", 0, -1e-3f, true),
+       "bn1.running_var holds a negative variance", NULL);
+  CASE("v_ext.h5",
+       (H5Ldelete(f, "model/fc.bias", H5P_DEFAULT),
+        H5Lcreate_external(src, "/model/fc.bias", f, "model/fc.bias", H5P_DEFAULT, H5P_DEFAULT)),
+       "fc.bias is an external link", NULL);
+  CASE("v_soft.h5",
+       (H5Ldelete(f, "model/fc.bias", H5P_DEFAULT),
+        H5Lcreate_soft("/model/bn1.bias", f, "model/fc.bias", H5P_DEFAULT, H5P_DEFAULT)),
+       "fc.bias is a soft link", NULL);
+  CASE("v_extgroup.h5",
+       (H5Ldelete(f, "optimizer", H5P_DEFAULT),
+        H5Lcreate_external(src, "/optimizer", f, "optimizer", H5P_DEFAULT, H5P_DEFAULT)),
+       "/optimizer is an external link", NULL);
+#undef CASE
+  /* A file of format 1 (before checksums and the metrics state) still loads, bit-exactly. */
+  f = open_copy(src, "v_format1.h5", &path);
+  assert_true(H5Ovisit(f, H5_INDEX_NAME, H5_ITER_INC, drop_crc, NULL) >= 0);
+  static const char *const added[] = {"epoch_loss_sum", "epoch_correct", "epoch_images",
+                                      "window_loss_sum", "window_correct", "window_images",
+                                      "epoch_skipped_steps"};
+  for (size_t k = 0; k < DT_ARRAY_LEN(added); k++) assert_true(H5Adelete(f, added[k]) >= 0);
+  set_attr_i64(f, "format_version", 1);
+  H5Fclose(f);
+  host_state in;
+  host_init(&in, &ps, 0);
+  dt_error_clear();
+  assert_int_equal(dt_checkpoint_load(path, &ps, in.weights, in.buffers, &in.opt, &in.meta), DT_OK);
+  expect_same_tensors(&ps, &in, &ref, true, true);
+  assert_int_equal(in.meta.format_version, 1);
+  assert_true(in.meta.epoch_sums[2] == 0 && in.meta.window_sums[2] == 0);
+  free(in.meta.config_text);
+  host_free(&in);
+  /* The same file claiming format 2 lacks its checksums. */
+  f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+  set_attr_i64(f, "format_version", 2);
+  H5Fclose(f);
+  expect_refusal(path, TABLE_FULL, true, "has no checksum", NULL, NULL);
+  free(path);
+  expect_no_open_handles();
+  host_free(&ref);
+  free(ps.items);
+  free(src);
 }
 
 static void test_latest_prune_path(void **s) {
@@ -764,6 +910,7 @@ int main(void) {
       cmocka_unit_test(test_refuse_future_version),
       cmocka_unit_test(test_refuse_broken_files),
       cmocka_unit_test(test_algorithm_choices),
+      cmocka_unit_test(test_refuse_bad_values),
       cmocka_unit_test(test_latest_prune_path),
       cmocka_unit_test(test_kill_during_save),
       cmocka_unit_test(test_metrics),

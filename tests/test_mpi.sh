@@ -7,8 +7,13 @@
 # evaluation batch, and 4 ranks round the evaluation batch up); (d) a rank killed with SIGKILL
 # ends the whole job quickly; (e) a fatal error or an input error on one rank ends the job
 # with no run directory left behind; (f) SIGTERM on every rank: exit 143, a checkpoint, and
-# --resume finishes bit-identical to an uninterrupted run; (g) resuming with another world
-# size (2 ranks -> 1 rank x 2 micro-batches) follows the uninterrupted trajectory.
+# --resume finishes bit-identical to an uninterrupted run, metrics rows included; (g)
+# resuming with another world size (2 ranks -> 1 rank x 2 micro-batches) follows the
+# uninterrupted trajectory; (h) ranks
+# started with different configurations (one --set on rank 1 only: epochs, seed, lr, hflip,
+# batch size, depth) or different dataset files (same data.dir, other working directories)
+# all exit 1 quickly, with one message naming the key or the dataset property, both values
+# and the ranks, and no run directory.
 # Usage: test_mpi.sh DTRAIN  (tools from $DTRAIN_TOOLS, else DTRAIN's directory/tools).
 # Exit 77 (skipped) without mpirun or with a single-process (-DDT_MPI=OFF) build.
 set -u
@@ -26,6 +31,7 @@ if mpirun --version 2>&1 | grep -q 'Open MPI'; then
   [ "$(id -u)" -eq 0 ] && MPIRUN+=(--allow-run-as-root)
 fi
 harness_tmp mpi
+PY=/usr/bin/python3
 latest() { ls "$1"/checkpoints/step_*.h5 2>/dev/null | sort | tail -1; }
 
 out=$("${MPIRUN[@]}" -np 2 "$TOOLS/allreduce_check" 2>&1)
@@ -103,6 +109,31 @@ else
   bad "rank 1 SIGKILLed: exit $rc after $secs s (wanted non-zero within 30 s)" "$out"
 fi
 
+# Small datasets (IDX, 320 training and 64 test images of 28x28) that ranks reach through the
+# same relative data.dir = data from different working directories: wd0 and wd1 differ in one
+# pixel, wd2 has 32 more training images, wd_empty none at all.
+"$PY" - "$T" <<'PYEOF'
+import os, struct, sys
+def write(d, n_train, change):
+    os.makedirs(d, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", 64)):
+        pixels = bytearray((i * 7 + i // 784) % 256 for i in range(n * 784))
+        if change and prefix == "train":
+            pixels[5 * 784 + 400] ^= 1
+        with open(os.path.join(d, prefix + "-images-idx3-ubyte"), "wb") as f:
+            f.write(struct.pack(">IIII", 0x803, n, 28, 28) + pixels)
+        with open(os.path.join(d, prefix + "-labels-idx1-ubyte"), "wb") as f:
+            f.write(struct.pack(">II", 0x801, n) + bytes(i % 10 for i in range(n)))
+t = sys.argv[1]
+write(t + "/wd0/data", 320, False)
+write(t + "/wd1/data", 320, True)
+write(t + "/wd2/data", 352, False)
+os.makedirs(t + "/wd_empty")
+PYEOF
+CFGABS=$(pwd)/configs/quickstart.ini
+DS=(--set train.seed=3 --set train.batch_size=32 --set data.dir=data --set train.epochs=1
+  --set train.threads=1)
+
 # ---- (e) a fatal error, or an input error, on one rank ends the job ----
 t0=$(date +%s.%N)
 out=$(timeout 60 "${MPIRUN[@]}" -np 3 "$TOOLS/allreduce_check" --fatal-rank 1 2>&1)
@@ -114,12 +145,13 @@ if [ $rc -ne 0 ] && [ $rc -ne 124 ] && printf '%s\n' "$out" | grep -q 'fatal: in
 else
   bad "DT_FATAL on one rank (exit $rc after $secs s)" "$out"
 fi
-# Rank 1 alone cannot read its dataset (MPMD launch): every rank stops with exit 1, the
-# message comes from rank 1, and rank 0 has not created the run directory.
-out=$(timeout 60 "${MPIRUN[@]}" -np 1 "$DTRAIN" "${SMALL[@]}" --set output.dir=$T/input : \
-      -np 1 "$DTRAIN" "${SMALL[@]}" --set output.dir=$T/input --set data.dir=$T/nowhere 2>&1)
+# Rank 1 alone cannot read its dataset (MPMD launch; the same configuration, but rank 1's
+# working directory has no data/): every rank stops with exit 1, the message comes from
+# rank 1, and rank 0 has not created the run directory.
+out=$(timeout 60 "${MPIRUN[@]}" -np 1 --wdir $T/wd0 "$DTRAIN" "$CFGABS" "${DS[@]}" --set output.dir=$T/input : \
+      -np 1 --wdir $T/wd_empty "$DTRAIN" "$CFGABS" "${DS[@]}" --set output.dir=$T/input 2>&1)
 rc=$?
-if [ $rc -eq 1 ] && printf '%s\n' "$out" | grep -q "^dtrain (rank 1): dataset file not found: .*$T/nowhere" &&
+if [ $rc -eq 1 ] && printf '%s\n' "$out" | grep -q "^dtrain (rank 1): dataset file not found: .*data/train-images" &&
    [ ! -e $T/input ]; then
   ok "input error on rank 1 only: exit 1, rank 1's message, no run directory"
 else
@@ -152,6 +184,9 @@ else
   bad "--resume on 2 ranks (exit $rc)" "$out
 $cmp"
 fi
+mcmp=$(metrics_equal $full/metrics.h5 $pre/metrics.h5 2>&1)
+[ $? -eq 0 ] && ok "--resume on 2 ranks: metrics as the uninterrupted run's ($mcmp)" ||
+  bad "--resume on 2 ranks: metrics differ" "$mcmp"
 
 # ---- (g) resume on another world size: 1 rank x 2 micro-batches ----
 out=$(timeout 300 "${MPIRUN[@]}" -np 1 "$DTRAIN" --resume $T/pre1 --set train.accum_steps=2 2>&1)
@@ -166,5 +201,59 @@ if [ $rc -eq 0 ] && printf '%s\n' "$out" | grep -q "checkpoint of 2 rank(s)"; th
 else
   bad "resume on 1 rank x 2 micro-batches (exit $rc)" "$out"
 fi
+
+# ---- (h) every rank must run the same configuration and dataset ----
+# expect_mismatch NAME PATTERN RUN_DIR MPIRUN-ARGS...: exit 1 within 30 s, exactly one
+# "dtrain" line on stderr/stdout and it matches PATTERN, no run directory.
+expect_mismatch() {
+  local name=$1 pattern=$2 dir=$3 out rc secs t0
+  shift 3
+  t0=$(date +%s.%N)
+  out=$(timeout 60 "${MPIRUN[@]}" "$@" 2>&1)
+  rc=$?
+  secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+  local lines
+  lines=$(printf '%s\n' "$out" | grep -c '^dtrain')
+  if [ $rc -eq 1 ] && [ "$lines" -eq 1 ] && printf '%s\n' "$out" | grep -q -- "$pattern" &&
+     awk -v s="$secs" 'BEGIN { exit !(s <= 30) }' && [ ! -e "$dir" ]; then
+    ok "$name: exit 1 after $secs s: $(printf '%s\n' "$out" | grep '^dtrain')"
+  else
+    bad "$name (exit $rc after $secs s, $lines dtrain line(s), run directory $( [ -e "$dir" ] && echo left || echo absent), wanted /$pattern/)" "$out"
+  fi
+}
+for change in train.epochs=3:2 train.seed=4:3 optim.lr=0.1:0.05 augment.hflip=false:true \
+              train.batch_size=64:32 model.depth=8:20; do
+  set_arg=${change%:*} key=${change%%=*} rank0=${change##*:}
+  rank1=${set_arg#*=}
+  run=$T/mismatch_$key
+  expect_mismatch "$key differs on rank 1" \
+    "^dtrain: the ranks run different configurations: $key = $rank0 on rank 0 but $rank1 on rank 1;" $run \
+    -np 1 "$DTRAIN" "${SMALL[@]}" --set output.dir=$run : \
+    -np 1 "$DTRAIN" "${SMALL[@]}" --set output.dir=$run --set "$set_arg"
+done
+run=$T/mismatch_three
+expect_mismatch "train.seed differs on ranks 1 and 2 of 3" \
+  "the ranks run different configurations: train.seed = 3 on rank 0 but 5 on ranks 1, 2;" $run \
+  -np 1 "$DTRAIN" "${SMALL[@]}" --set output.dir=$run : \
+  -np 2 "$DTRAIN" "${SMALL[@]}" --set output.dir=$run --set train.seed=5
+
+run=$T/mismatch_pixel
+expect_mismatch "one pixel of rank 1's training images differs" \
+  "^dtrain: the ranks loaded different datasets: training images (CRC-32) [0-9a-f]* on rank 0, [0-9a-f]* on rank 1 (rank 1 differs from rank 0); data.dir data must hold" $run \
+  -np 1 --wdir $T/wd0 "$DTRAIN" "$CFGABS" "${DS[@]}" --set output.dir=$run : \
+  -np 1 --wdir $T/wd1 "$DTRAIN" "$CFGABS" "${DS[@]}" --set output.dir=$run
+run=$T/mismatch_count
+expect_mismatch "rank 1 has more training images" \
+  "^dtrain: the ranks loaded different datasets: training images (count) 320 on rank 0, 352 on rank 1" $run \
+  -np 1 --wdir $T/wd0 "$DTRAIN" "$CFGABS" "${DS[@]}" --set output.dir=$run : \
+  -np 1 --wdir $T/wd2 "$DTRAIN" "$CFGABS" "${DS[@]}" --set output.dir=$run
+# The same files in both directories train.
+cp $T/wd0/data/* $T/wd1/data/
+run=$T/same_data
+out=$(timeout 120 "${MPIRUN[@]}" -np 1 --wdir $T/wd0 "$DTRAIN" "$CFGABS" "${DS[@]}" --set output.dir=$run : \
+      -np 1 --wdir $T/wd1 "$DTRAIN" "$CFGABS" "${DS[@]}" --set output.dir=$run 2>&1)
+rc=$?
+[ $rc -eq 0 ] && [ -f "$(ckpt $run 10)" ] && ok "equal datasets in two directories: the run trains" ||
+  bad "equal datasets in two directories (exit $rc)" "$out"
 
 finish

@@ -3,10 +3,14 @@
 # reference; a run killed with SIGKILL (losing the steps since its last checkpoint), one
 # stopped by SIGTERM (raised by the fault hook, and one sent from outside) and one killed in
 # the middle of writing a checkpoint must all, after --resume, end with the same weights,
-# batch-norm statistics and optimizer state byte for byte. Then bad checkpoints: --resume of
-# a run whose latest checkpoint is truncated, from another model, or of a newer format
-# version, and --init with a mismatched checkpoint, are refused with one message naming the
-# file and the problem, a non-zero exit, and the run directory left exactly as it was.
+# batch-norm statistics and optimizer state byte for byte, and the same metrics: every epoch
+# row (but seconds and images/s) and every step row (but images/s) exactly. Then bad
+# checkpoints: --resume of a run whose latest checkpoint is truncated, from another model, of
+# a newer format version, with a value out of its range or at odds with config.ini, a
+# non-finite or negative-variance tensor, a link in place of a tensor or flipped bits in
+# tensor data, and --init with a mismatched checkpoint, are refused with one message naming
+# the file and the problem, exit 1, and the run directory left exactly as it was. A
+# checkpoint of format 1 (no checksums, no metrics state) still resumes.
 # Usage: test_resume.sh DTRAIN  (tools from $DTRAIN_TOOLS, else DTRAIN's directory/tools)
 set -u
 source "$(dirname "$0")/harness.sh"
@@ -15,21 +19,32 @@ need_tools ckpt_compare ckpt_patch
 harness_tmp resume
 
 # 320 images, batch 32: 10 steps per epoch, 2 epochs = 20 steps. A checkpoint every 4 steps
-# and at each epoch end (steps 4, 8, 10, 12, 16, 20), all kept.
+# and at each epoch end (steps 4, 8, 10, 12, 16, 20), all kept. Step rows every 3 steps of an
+# epoch (3, 6, 9, 10), so that most checkpoints fall inside a window of the step rows.
 N=20
 CFG=(configs/quickstart.ini --set train.seed=11 --set train.batch_size=32
   --set data.train_limit=320 --set data.test_limit=64 --set train.epochs=2 --set train.threads=1
-  --set optim.lr=0.05 --set optim.reference_batch=32 --set output.log_every=1
+  --set optim.lr=0.05 --set optim.reference_batch=32 --set output.log_every=3
   --set output.checkpoint_steps=4 --set output.keep_last=0)
+PY=/usr/bin/python3
 latest() { ls "$1"/checkpoints/step_*.h5 2>/dev/null | sort | tail -1; }
 # Every path, size and mtime of a directory tree, then every file's checksum.
 snapshot() { (cd "$1" && find . -printf '%p %s %T@\n' | sort && find . -type f -exec sha256sum {} + | sort); }
 
-# compare_final NAME RUN_DIR: the run's step-N checkpoint equals the reference byte for byte.
+# compare_final NAME RUN_DIR: the run's step-N checkpoint equals the reference byte for byte,
+# and so do its metrics (compare_metrics).
 compare_final() {
   local out
   out=$("$TOOLS/ckpt_compare" "$(ckpt "$REF" $N)" "$(ckpt "$2" $N)" --exact --optimizer 2>&1)
   if [ $? -eq 0 ]; then ok "$1: step $N identical to the uninterrupted run ($out)"; else bad "$1" "$out"; fi
+  compare_metrics "$1" "$2"
+}
+
+# compare_metrics NAME RUN_DIR: the run's metrics.h5 holds the reference's rows (harness.sh).
+compare_metrics() {
+  local out
+  out=$(metrics_equal "$REF/metrics.h5" "$2/metrics.h5" 2>&1)
+  if [ $? -eq 0 ]; then ok "$1: metrics as the uninterrupted run's ($out)"; else bad "$1: metrics differ" "$out"; fi
 }
 
 # ---- the reference: N steps in one go ----
@@ -82,12 +97,12 @@ rc=$?
   bad "SIGTERM in the last step of epoch 1 (exit $rc, latest $(latest $run))" "$out"
 out=$("$DTRAIN" --resume $run 2>&1)
 rc=$?
-ref_eval=$(grep -o '^epoch 1/2 train loss .* | test loss [0-9.]* top1 [0-9.]*%' $REF/log.txt | sed 's/.*| //')
-if [ $rc -eq 0 ] && printf '%s\n' "$out" | grep -q "^epoch 1/2 train loss nan acc nan% | $ref_eval"; then
-  ok "resumed at an epoch boundary: epoch 1 evaluated as uninterrupted ($ref_eval), train metrics unknown (nan), not 0"
+ref_line=$(grep -o '^epoch 1/2 train loss .* | test loss [0-9.]* top1 [0-9.]*% top5 [0-9.]*%' $REF/log.txt)
+if [ $rc -eq 0 ] && [ -n "$ref_line" ] && printf '%s\n' "$out" | grep -qF "$ref_line"; then
+  ok "resumed at an epoch boundary: epoch 1 trained and evaluated as uninterrupted ($ref_line)"
   compare_final "resume at an epoch boundary" $run
 else
-  bad "resume at an epoch boundary (exit $rc, wanted epoch 1 line with $ref_eval)" "$out"
+  bad "resume at an epoch boundary (exit $rc, wanted: $ref_line)" "$out"
 fi
 
 # ---- a run started over with output.overwrite does not keep the old run's checkpoints ----
@@ -202,6 +217,113 @@ if "$TOOLS/ckpt_patch" $(ckpt $run 8) set-attr format_version 99; then
     "checkpoint $(ckpt $run 8): written by a newer dtrain (format 99" $run --resume $run
 else
   bad "ckpt_patch set-attr format_version"
+fi
+
+# mutate FILE CODE: run CODE (Python) on checkpoint FILE opened for writing as f, with
+# attr(NAME, VALUE) to rewrite a root attribute (int64 for ints, float64 otherwise),
+# set_tensor(PATH, INDEX, VALUE) to change one value and rewrite the tensor's checksum so
+# that only the value is wrong, and flip_bits(PATH, N) to flip N bits of its stored data.
+mutate() {
+  "$PY" - "$1" "$2" <<'PYEOF'
+import sys, zlib, random, h5py, numpy as np
+path = sys.argv[1]
+f = h5py.File(path, "r+")
+flips = []
+def attr(name, value):
+    del f.attrs[name]
+    f.attrs[name] = np.int64(value) if isinstance(value, int) else np.float64(value)
+def set_tensor(name, index, value):
+    d = f[name]
+    x = d[...]
+    x.flat[index] = value
+    d[...] = x
+    d.attrs["crc32"] = np.int64(zlib.crc32(x.astype("<f4").tobytes()))
+def flip_bits(name, n):
+    d = f[name]
+    flips.append((d.id.get_offset(), d.id.get_storage_size(), n))
+exec(sys.argv[2])
+f.close()
+rng = random.Random(5)
+for off, size, n in flips:
+    with open(path, "r+b") as raw:
+        for bit in rng.sample(range(8 * size), n):
+            raw.seek(off + bit // 8)
+            b = raw.read(1)[0] ^ (1 << (bit % 8))
+            raw.seek(off + bit // 8)
+            raw.write(bytes([b]))
+PYEOF
+}
+
+# bad_value NAME PATTERN CODE: a copy of the base run whose latest checkpoint (step 8 of
+# epoch 0, 8 steps into it) CODE has changed is refused with PATTERN.
+bad_value() {
+  local run=$T/bad$((++n_bad))
+  cp -a $base $run
+  if mutate "$(ckpt $run 8)" "$3"; then
+    expect_refusal "--resume with $1" "checkpoint $(ckpt $run 8): $2" $run --resume $run
+  else
+    bad "mutating a checkpoint for: $1"
+  fi
+}
+n_bad=0
+bad_value "step_in_epoch = -1" "attribute step_in_epoch = -1 is out of range" 'attr("step_in_epoch", -1)'
+bad_value "loss_scale = inf" "loss_scale = inf .* is out of range" 'attr("loss_scale", float("inf"))'
+bad_value "loss_scale = 0" "loss_scale = 0 .* is out of range" 'attr("loss_scale", 0.0)'
+bad_value "a negative step" "attribute step = -5 is out of range" 'attr("step", -5)'
+bad_value "a huge step" "attribute step = 10000000000000 is out of range" 'attr("step", 10**13)'
+bad_value "a negative epoch" "attribute epoch = -1 is out of range" 'attr("epoch", -1)'
+bad_value "a huge epoch" "attribute epoch = 1000000000 is out of range" 'attr("epoch", 10**9)'
+bad_value "an epoch beyond train.epochs" "epoch 4 (in progress) is beyond \[train\] epochs = 2" \
+  'attr("epoch", 3); attr("step", 38)'
+bad_value "step_in_epoch beyond step" "step_in_epoch = 9 exceeds step = 8" 'attr("step_in_epoch", 9)'
+bad_value "step_in_epoch beyond the epoch" "step_in_epoch = 11 is beyond the 10 steps of an epoch" \
+  'attr("step_in_epoch", 11); attr("step", 11)'
+bad_value "a step that the epoch does not give" "step = 9, but epoch 0 x 10 steps per epoch + step_in_epoch 8 = 8" \
+  'attr("step", 9)'
+bad_value "world_size = 0" "attribute world_size = 0 is out of range" 'attr("world_size", 0)'
+bad_value "world_size = -3" "attribute world_size = -3 is out of range" 'attr("world_size", -3)'
+bad_value "world_size beyond an int" "attribute world_size = 4294967297 is out of range" 'attr("world_size", 2**32 + 1)'
+bad_value "another seed than config.ini" "seed 12, but the configuration has \[train\] seed = 11" 'attr("seed", 12)'
+bad_value "NaN in the optimizer state" "optimizer state momentum/fc.weight holds a non-finite value (NaN at index 3)" \
+  'set_tensor("optimizer/momentum/fc.weight", 3, float("nan"))'
+bad_value "inf in the weights" "conv.weight holds a non-finite value (inf at index 0)" \
+  'set_tensor("model/conv.weight", 0, float("inf"))'
+bad_value "a negative running_var" "stage1.block1.bn2.running_var holds a negative variance (-0.5 at index 2)" \
+  'set_tensor("model/stage1.block1.bn2.running_var", 2, -0.5)'
+bad_value "NaN in running_var" "bn.running_var holds a non-finite value (NaN at index 7)" \
+  'set_tensor("model/bn.running_var", 7, float("nan"))'
+bad_value "an external link in /model" "fc.bias is an external link (to another file)" \
+  "del f['model/fc.bias']; f['model/fc.bias'] = h5py.ExternalLink('$(ckpt $REF $N)', '/model/fc.bias')"
+bad_value "a soft link in /model" "fc.bias is a soft link" \
+  "del f['model/fc.bias']; f['model/fc.bias'] = h5py.SoftLink('/model/stage1.block1.bn1.bias')"
+bad_value "an external link for the optimizer state" "/optimizer is an external link" \
+  "del f['optimizer']; f['optimizer'] = h5py.ExternalLink('$(ckpt $REF $N)', '/optimizer')"
+bad_value "20 flipped bits in a tensor" "stage2.block1.conv1.weight: checksum mismatch" \
+  'flip_bits("model/stage2.block1.conv1.weight", 20)'
+bad_value "a tensor without its checksum" "fc.weight has no checksum" 'del f["model/fc.weight"].attrs["crc32"]'
+bad_value "a NaN metrics sum" "attribute epoch_loss_sum = nan is not a finite sum" 'attr("epoch_loss_sum", float("nan"))'
+bad_value "more epoch images than steps give" "epoch_images = 1000 exceeds the 256 images of 8 steps" \
+  'attr("epoch_images", 1000.0); attr("window_images", 0.0); attr("window_correct", 0.0)'
+
+# A checkpoint of format 1 (no checksums, no metrics state) still resumes to the same weights.
+run=$T/format1
+cp -a $base $run
+if mutate "$(ckpt $run 8)" '
+f.visititems(lambda n, o: o.attrs.__delitem__("crc32") if "crc32" in o.attrs else None)
+for a in ("epoch_loss_sum", "epoch_correct", "epoch_images", "window_loss_sum",
+          "window_correct", "window_images", "epoch_skipped_steps"):
+    del f.attrs[a]
+attr("format_version", 1)'; then
+  out=$("$DTRAIN" --resume $run 2>&1)
+  if [ $? -eq 0 ]; then
+    out=$("$TOOLS/ckpt_compare" "$(ckpt "$REF" $N)" "$(ckpt $run $N)" --exact --optimizer 2>&1) &&
+      ok "a checkpoint of format 1 (no checksums) resumes: step $N identical ($out)" ||
+      bad "resume from a format 1 checkpoint: final checkpoint differs" "$out"
+  else
+    bad "resume from a format 1 checkpoint" "$out"
+  fi
+else
+  bad "making a format 1 checkpoint"
 fi
 
 run=$T/nockpt

@@ -19,8 +19,16 @@
 #include <unistd.h>
 
 #include <hdf5.h>
+#include <math.h>
+#include <zlib.h>
 
 #include "io/h5util.h"
+
+/* Checksums are taken over the tensors' bytes in memory, which are the file's float32
+ * little-endian bytes only on a little-endian host. */
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "checkpoint checksums assume a little-endian host"
+#endif
 
 #ifndef PATH_MAX
 #define PATH_MAX 4096
@@ -52,15 +60,28 @@ static void fmt_shape(char *out, size_t size, int ndim, const hsize_t *dims) {
   if (n < size) snprintf(out + n, size - n, ")");
 }
 
-/* Write a float32 dataset of the given logical shape under loc. 0 on success. */
+/* The checksum of a tensor: zlib's CRC-32 of its n float32 values as little-endian bytes.
+ * CRC-32 rather than a faster hash because zlib is linked already (gzip datasets), its
+ * implementation is tested and runs at gigabytes per second, and it detects every error burst
+ * of up to 32 bits and any other corruption with probability 1 - 2^-32, which is what a
+ * checkpoint needs (it guards against damage, not against forgery). */
+static uint32_t tensor_crc(const float *x, size_t n) {
+  return (uint32_t)crc32_z(crc32_z(0L, Z_NULL, 0), (const Bytef *)x, n * sizeof(float));
+}
+
+/* Write a float32 dataset of the given logical shape under loc, with its checksum as the
+ * attribute crc32. 0 on success. */
 static int write_f32(hid_t loc, const char *name, int ndim, const int *dims, const float *data) {
   hsize_t hd[4];
-  for (int d = 0; d < ndim; d++) hd[d] = (hsize_t)dims[d];
+  size_t n = 1;
+  for (int d = 0; d < ndim; d++) hd[d] = (hsize_t)dims[d], n *= (size_t)dims[d];
   hid_t space = H5Screate_simple(ndim, hd, NULL);
   if (space < 0) return -1;
   hid_t ds = H5Dcreate2(loc, name, H5T_IEEE_F32LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
   int rc = -1;
-  if (ds >= 0 && H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0) rc = 0;
+  if (ds >= 0 && H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0 &&
+      h5_write_attr_i64(ds, "crc32", tensor_crc(data, n)) >= 0)
+    rc = 0;
   if (ds >= 0 && H5Dclose(ds) < 0) rc = -1;
   H5Sclose(space);
   return rc;
@@ -298,7 +319,7 @@ static const char *save_contents(hid_t file, const dt_params *ps, const float *w
     }
   }
 
-  dt_checkpoint_meta none = {0};
+  dt_checkpoint_meta none = {.world_size = 1, .loss_scale = 1};
   if (!meta) meta = &none;
   char created[32];
   time_t now = time(NULL);
@@ -314,6 +335,13 @@ static const char *save_contents(hid_t file, const dt_params *ps, const float *w
       h5_write_attr_i64(file, "seed", meta->seed) < 0 ||
       h5_write_attr_f64(file, "loss_scale", meta->loss_scale) < 0 ||
       h5_write_attr_i64(file, "loss_scale_good_steps", meta->loss_scale_good) < 0 ||
+      h5_write_attr_f64(file, "epoch_loss_sum", meta->epoch_sums[0]) < 0 ||
+      h5_write_attr_f64(file, "epoch_correct", meta->epoch_sums[1]) < 0 ||
+      h5_write_attr_f64(file, "epoch_images", meta->epoch_sums[2]) < 0 ||
+      h5_write_attr_f64(file, "window_loss_sum", meta->window_sums[0]) < 0 ||
+      h5_write_attr_f64(file, "window_correct", meta->window_sums[1]) < 0 ||
+      h5_write_attr_f64(file, "window_images", meta->window_sums[2]) < 0 ||
+      h5_write_attr_i64(file, "epoch_skipped_steps", meta->epoch_skipped) < 0 ||
       write_str(file, "model", meta->model, 0) < 0 || write_str(file, "created", created, 0) < 0) {
     what = "the attributes";
     goto done;
@@ -403,20 +431,72 @@ static void load_scratch_free(load_scratch *s) {
   free(s->meta.algos);
 }
 
-/* Check that `name` under loc is a float dataset shaped like p, and read it into dst (NULL:
- * check only). `where` prefixes the tensor name in messages ("" or "optimizer state x/"). */
-static dt_status load_tensor(const char *path, hid_t loc, const char *where, const dt_param *p,
-                             float *dst) {
+/* An entry of /model or /optimizer must be data stored in this file: a soft link could alias
+ * another tensor, an external link would read another file (whatever its path names then). */
+static dt_status require_hard_link(const char *path, hid_t loc, const char *name,
+                                   const char *shown) {
+  H5L_info_t info;
+  if (H5Lget_info(loc, name, &info, H5P_DEFAULT) < 0)
+    return dt_error_set(DT_ERR_DATA, "checkpoint %s: %s is unreadable (corrupt?)", path, shown);
+  if (info.type == H5L_TYPE_HARD) return DT_OK;
+  return dt_error_set(DT_ERR_DATA,
+                      "checkpoint %s: %s is %s, not data stored in the checkpoint; refusing it",
+                      path, shown,
+                      info.type == H5L_TYPE_SOFT       ? "a soft link"
+                      : info.type == H5L_TYPE_EXTERNAL ? "an external link (to another file)"
+                                                       : "a user-defined link");
+}
+
+/* The values of a tensor read from the file: the checksum (format 2 on: required), finite
+ * values, and no negative running variance. */
+static dt_status check_values(const char *path, hid_t ds, int version, const char *where,
+                              const dt_param *p, const float *x) {
+  if (version >= 2) {
+    int64_t crc;
+    int rc = read_attr_i64(ds, "crc32", &crc);
+    if (rc != 0)
+      return dt_error_set(DT_ERR_DATA, "checkpoint %s: %s%s has %s checksum (attribute crc32)",
+                          path, where, p->name, rc > 0 ? "no" : "an unreadable");
+    uint32_t have = tensor_crc(x, p->count);
+    if (crc != (int64_t)have)
+      return dt_error_set(DT_ERR_DATA,
+                          "checkpoint %s: %s%s: checksum mismatch (crc32 %08" PRIx64
+                          " in the file, %08" PRIx32 " of the data): the file is corrupt",
+                          path, where, p->name, (uint64_t)crc, have);
+  }
+  size_t len = strlen(p->name);
+  const bool variance = len >= 12 && strcmp(p->name + len - 12, ".running_var") == 0;
+  for (size_t j = 0; j < p->count; j++) {
+    if (!isfinite(x[j]))
+      return dt_error_set(DT_ERR_DATA,
+                          "checkpoint %s: %s%s holds a non-finite value (%s at index %zu)", path,
+                          where, p->name, isnan(x[j]) ? "NaN" : x[j] > 0 ? "inf" : "-inf", j);
+    if (variance && x[j] < 0)
+      return dt_error_set(DT_ERR_DATA,
+                          "checkpoint %s: %s%s holds a negative variance (%g at index %zu)", path,
+                          where, p->name, (double)x[j], j);
+  }
+  return DT_OK;
+}
+
+/* Check that `name` under loc is a float dataset shaped like p, stored in the file, and read
+ * it into dst with its values checked (NULL: check the shape only). `where` prefixes the
+ * tensor name in messages ("" or "optimizer state x/"). */
+static dt_status load_tensor(const char *path, hid_t loc, int version, const char *where,
+                             const dt_param *p, float *dst) {
   htri_t exists = H5Lexists(loc, p->name, H5P_DEFAULT);
   if (exists <= 0)
     return dt_error_set(DT_ERR_DATA,
                         "checkpoint %s: %s%s is missing from the file — a checkpoint of another "
                         "model%s?",
                         path, where, p->name, *where ? ", or saved without optimizer state" : "");
+  char shown[320];
+  snprintf(shown, sizeof shown, "%s%s", where, p->name);
+  dt_status st = require_hard_link(path, loc, p->name, shown);
+  if (st != DT_OK) return st;
   hid_t ds = H5Dopen2(loc, p->name, H5P_DEFAULT);
   if (ds < 0)
     return dt_error_set(DT_ERR_DATA, "checkpoint %s: %s%s is not a dataset", path, where, p->name);
-  dt_status st = DT_OK;
   hid_t type = H5Dget_type(ds);
   hid_t space = H5Dget_space(ds);
   if (type < 0 || space < 0 || H5Tget_class(type) != H5T_FLOAT) {
@@ -445,6 +525,8 @@ static dt_status load_tensor(const char *path, hid_t loc, const char *where, con
   if (dst && H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, dst) < 0)
     st = dt_error_set(DT_ERR_DATA, "checkpoint %s: cannot read %s%s (truncated or corrupt?)", path,
                       where, p->name);
+  else if (dst)
+    st = check_values(path, ds, version, where, p, dst);
 done:
   if (space >= 0) H5Sclose(space);
   if (type >= 0) H5Tclose(type);
@@ -471,7 +553,17 @@ static dt_status check_no_extra(const char *path, hid_t model, const dt_params *
   return DT_OK;
 }
 
-static dt_status load_meta(const char *path, hid_t file, dt_checkpoint_meta *m) {
+/* A float64 attribute of the root, or an error naming it. */
+static dt_status read_meta_f64(const char *path, hid_t file, const char *name, double *out) {
+  int rc = read_scalar_attr(file, name, H5T_FLOAT, H5T_NATIVE_DOUBLE, out);
+  if (rc != 0)
+    return dt_error_set(DT_ERR_DATA, "checkpoint %s: attribute %s is %s", path, name,
+                        rc > 0 ? "missing" : "not a readable number");
+  return DT_OK;
+}
+
+/* Meta attributes, each checked against the range it can have in any run. */
+static dt_status load_meta(const char *path, hid_t file, int version, dt_checkpoint_meta *m) {
   static const char *const names[] = {"epoch",      "step", "step_in_epoch", "optimizer_steps",
                                       "world_size", "seed"};
   int64_t v[6];
@@ -481,12 +573,30 @@ static dt_status load_meta(const char *path, hid_t file, dt_checkpoint_meta *m) 
       return dt_error_set(DT_ERR_DATA, "checkpoint %s: attribute %s is %s", path, names[k],
                           rc > 0 ? "missing" : "not a readable integer");
   }
+  /* The ranges: config.h's train.epochs, train.max_steps, train.seed; any world size an int
+   * holds. */
+  const int64_t limits[6] = {1000000, 1000000000000L, 1000000000000L, 1000000000000L, INT_MAX,
+                             4611686018427387903L};
+  for (size_t k = 0; k < DT_ARRAY_LEN(names); k++) {
+    int64_t lo = k == 4 ? 1 : 0;
+    if (v[k] < lo || v[k] > limits[k])
+      return dt_error_set(DT_ERR_DATA,
+                          "checkpoint %s: attribute %s = %" PRId64 " is out of range [%" PRId64
+                          ", %" PRId64 "] (corrupt?)",
+                          path, names[k], v[k], lo, limits[k]);
+  }
+  if (v[2] > v[1] || v[3] > v[1])
+    return dt_error_set(DT_ERR_DATA,
+                        "checkpoint %s: %s = %" PRId64 " exceeds step = %" PRId64 " (corrupt?)",
+                        path, v[2] > v[1] ? "step_in_epoch" : "optimizer_steps",
+                        v[2] > v[1] ? v[2] : v[3], v[1]);
   m->epoch = (long)v[0];
   m->step = (long)v[1];
   m->step_in_epoch = (long)v[2];
   m->optimizer_steps = (long)v[3];
   m->world_size = (int)v[4];
   m->seed = (long)v[5];
+  m->format_version = version;
   char *s = NULL;
   int rc = read_str(file, "model", 0, &s);
   if (rc != 0)
@@ -494,14 +604,53 @@ static dt_status load_meta(const char *path, hid_t file, dt_checkpoint_meta *m) 
                         rc > 0 ? "missing" : "not a readable string");
   snprintf(m->model, sizeof m->model, "%s", s);
   free(s);
-  /* Loss scaling came after format 1's first files: absent means unknown (0). */
+  /* Loss scaling came after format 1's first files: absent there means unknown (0). */
   int64_t good = 0;
   m->loss_scale = 0;
-  if (read_scalar_attr(file, "loss_scale", H5T_FLOAT, H5T_NATIVE_DOUBLE, &m->loss_scale) < 0 ||
-      read_attr_i64(file, "loss_scale_good_steps", &good) < 0 || !(m->loss_scale >= 0))
+  rc = read_scalar_attr(file, "loss_scale", H5T_FLOAT, H5T_NATIVE_DOUBLE, &m->loss_scale);
+  int rc_good = read_attr_i64(file, "loss_scale_good_steps", &good);
+  if (rc < 0 || rc_good < 0 || (version >= 2 && (rc > 0 || rc_good > 0)))
     return dt_error_set(DT_ERR_DATA, "checkpoint %s: attribute loss_scale or "
-                        "loss_scale_good_steps is not a readable number", path);
+                        "loss_scale_good_steps is %s", path,
+                        rc < 0 || rc_good < 0 ? "not a readable number" : "missing");
+  if (!isfinite(m->loss_scale) || m->loss_scale < 0 || (version >= 2 && m->loss_scale == 0) ||
+      good < 0 || good > 1000000000)
+    return dt_error_set(DT_ERR_DATA,
+                        "checkpoint %s: loss_scale = %g with %" PRId64 " good steps is out of "
+                        "range (a finite positive scale, good steps in [0, 1000000000])",
+                        path, m->loss_scale, good);
   m->loss_scale_good = (long)good;
+  if (version >= 2) {
+    static const char *const sums[] = {"epoch_loss_sum",  "epoch_correct",  "epoch_images",
+                                       "window_loss_sum", "window_correct", "window_images"};
+    double x[6];
+    for (int k = 0; k < 6; k++) {
+      dt_status st = read_meta_f64(path, file, sums[k], &x[k]);
+      if (st != DT_OK) return st;
+      if (!isfinite(x[k]) || x[k] < 0)
+        return dt_error_set(DT_ERR_DATA,
+                            "checkpoint %s: attribute %s = %g is not a finite sum >= 0", path,
+                            sums[k], x[k]);
+    }
+    /* Accuracy counts at most every image; the window is part of the epoch. */
+    if (x[1] > x[2] || x[4] > x[5] || x[5] > x[2])
+      return dt_error_set(DT_ERR_DATA,
+                          "checkpoint %s: epoch metrics correct %g of %g images, window correct "
+                          "%g of %g images are inconsistent (corrupt?)",
+                          path, x[1], x[2], x[4], x[5]);
+    int64_t skipped;
+    rc = read_attr_i64(file, "epoch_skipped_steps", &skipped);
+    if (rc != 0)
+      return dt_error_set(DT_ERR_DATA, "checkpoint %s: attribute epoch_skipped_steps is %s", path,
+                          rc > 0 ? "missing" : "not a readable integer");
+    if (skipped < 0 || skipped > v[2])
+      return dt_error_set(DT_ERR_DATA,
+                          "checkpoint %s: epoch_skipped_steps = %" PRId64 " is out of range [0, "
+                          "step_in_epoch = %" PRId64 "]",
+                          path, skipped, v[2]);
+    for (int k = 0; k < 3; k++) m->epoch_sums[k] = x[k], m->window_sums[k] = x[3 + k];
+    m->epoch_skipped = (long)skipped;
+  }
   rc = read_str(file, "config", 1, &m->config_text);
   if (rc != 0)
     return dt_error_set(DT_ERR_DATA, "checkpoint %s: /config is %s", path,
@@ -530,15 +679,16 @@ static dt_status load_contents(const char *path, hid_t file, const dt_params *ps
   if (H5Lexists(file, "model", H5P_DEFAULT) <= 0)
     return dt_error_set(DT_ERR_DATA, "checkpoint %s: no /model group: not a dtrain checkpoint",
                         path);
+  dt_status st = require_hard_link(path, file, "model", "/model");
+  if (st != DT_OK) return st;
   hid_t model = H5Gopen2(file, "model", H5P_DEFAULT);
   if (model < 0)
     return dt_error_set(DT_ERR_DATA, "checkpoint %s: /model is not a group", path);
-  dt_status st = DT_OK;
   for (int i = 0; i < ps->count && st == DT_OK; i++) {
     const dt_param *p = &ps->items[i];
     float *dst = (p->flags & DT_PARAM_BUFFER) ? (want_buffers ? s->buffers + p->offset : NULL)
                                               : s->weights + p->offset;
-    st = load_tensor(path, model, "", p, dst);
+    st = load_tensor(path, model, (int)version, "", p, dst);
   }
   if (st == DT_OK) st = check_no_extra(path, model, ps);
   H5Gclose(model);
@@ -554,23 +704,29 @@ static dt_status load_contents(const char *path, hid_t file, const dt_params *ps
                           "checkpoint %s: the file holds no optimizer state (saved for weights "
                           "only?)",
                           path);
+    st = require_hard_link(path, file, "optimizer", "/optimizer");
+    if (st != DT_OK) return st;
     if (H5Lexists(file, gpath, H5P_DEFAULT) <= 0)
       return dt_error_set(DT_ERR_DATA,
                           "checkpoint %s: optimizer state %s is missing from the file (saved "
                           "with another optimizer?)",
                           path, opt->names[k]);
+    char shown[170];
+    snprintf(shown, sizeof shown, "/%s", gpath);
+    st = require_hard_link(path, file, gpath, shown);
+    if (st != DT_OK) return st;
     hid_t g = H5Gopen2(file, gpath, H5P_DEFAULT);
     if (g < 0)
       return dt_error_set(DT_ERR_DATA, "checkpoint %s: /%s is not a group", path, gpath);
     for (int i = 0; i < ps->count && st == DT_OK; i++) {
       const dt_param *p = &ps->items[i];
       if (p->flags & DT_PARAM_BUFFER) continue;
-      st = load_tensor(path, g, where, p, s->states[k] + p->offset);
+      st = load_tensor(path, g, (int)version, where, p, s->states[k] + p->offset);
     }
     H5Gclose(g);
     if (st != DT_OK) return st;
   }
-  if (want_meta) return load_meta(path, file, &s->meta);
+  if (want_meta) return load_meta(path, file, (int)version, &s->meta);
   return DT_OK;
 }
 

@@ -2,9 +2,14 @@
  *   /model/<name>              every tensor of the parameter table (weights and batch-norm
  *                              running statistics) by PyTorch state_dict name, logical shape
  *   /optimizer/<state>/<name>  optimizer state per trainable tensor (e.g. "momentum")
+ *                              (every tensor carries a `crc32` attribute: zlib's CRC-32 of its
+ *                              float32 little-endian bytes, format 2 on)
  *   attributes on /            format_version, epoch, step, step_in_epoch, optimizer_steps,
  *                              world_size, seed, loss_scale, loss_scale_good_steps, model,
- *                              created (ISO time)
+ *                              created (ISO time); format 2 on also the epoch's metrics so
+ *                              far: epoch_loss_sum, epoch_correct, epoch_images,
+ *                              window_loss_sum, window_correct, window_images,
+ *                              epoch_skipped_steps
  *   /config                    the full config text as run (a string dataset)
  *   /extra/<name>              small named float arrays (loss scale, RNG state, ...)
  *   /backend/conv_algorithms   the backend's algorithm choices (int32, rows x
@@ -18,7 +23,9 @@
 
 #include "nn/params.h"
 
-#define DT_CHECKPOINT_FORMAT 1
+/* 2: a checksum per tensor and the epoch's metrics state. Format 1 files still load (without
+ * checksums to verify; their epoch metrics state reads as 0). */
+#define DT_CHECKPOINT_FORMAT 2
 
 typedef struct {
   long epoch;         /* epochs completed */
@@ -31,6 +38,12 @@ typedef struct {
    * checkpoint of a version without them is loaded. */
   double loss_scale;
   long loss_scale_good;
+  /* The interrupted epoch's metrics (train.c): sums of loss, correct and images over its
+   * applied steps, the same over the current output.log_every window, and its skipped
+   * updates. All 0 in format 1 files. */
+  double epoch_sums[3], window_sums[3];
+  long epoch_skipped;
+  int format_version; /* of the file loaded (set by load) */
   char model[64];
   char *config_text; /* owned by the caller on save; malloc'ed by load */
   /* The backend's algorithm choices: n_algos rows of DT_CHECKPOINT_ALGO_COLS; NULL / 0 when
@@ -61,7 +74,11 @@ dt_status dt_checkpoint_save(const char *path, const dt_params *ps, const float 
  * any mismatch, a truncated or non-HDF5 file, or a format version newer than
  * DT_CHECKPOINT_FORMAT is DT_ERR_DATA with one message naming the file and the problem
  * (e.g. "stage1.block1.conv1.weight: shape (16,16,3,3) in the file, (32,16,3,3) in the
- * model"). opt NULL = weights only (for --init); meta NULL = ignore it. buffers NULL = skip
+ * model"). So is a tensor whose checksum does not match its data, a non-finite value in any
+ * tensor read, a negative running_var, an entry of /model or /optimizer that is a soft or
+ * external link rather than data in the file, and a meta value outside its range (negative
+ * counts, step_in_epoch beyond step, world_size < 1, a non-finite or non-positive loss scale,
+ * metrics sums that cannot be). Checks against the configuration are the caller's. opt NULL = weights only (for --init); meta NULL = ignore it. buffers NULL = skip
  * the running statistics. Nothing is written to the outputs unless everything checks. */
 dt_status dt_checkpoint_load(const char *path, const dt_params *ps, float *weights,
                              float *buffers, dt_optim_state *opt, dt_checkpoint_meta *meta);

@@ -80,6 +80,29 @@ static void check_broadcast(dt_comm *comm, size_t bytes, int root) {
   free(buf);
 }
 
+/* Rank r sends `bytes` bytes of value (r * 37 + i) mod 251; all get every rank's, in order. */
+static void check_allgather(dt_comm *comm, size_t bytes) {
+  const int rank = dt_comm_rank(comm), n = dt_comm_size(comm);
+  unsigned char *mine = dt_xmalloc(bytes ? bytes : 1);
+  unsigned char *all = dt_xmalloc(bytes * (size_t)n + 1);
+  for (size_t i = 0; i < bytes; i++) mine[i] = (unsigned char)(((size_t)rank * 37 + i) % 251);
+  memset(all, 0xa5, bytes * (size_t)n + 1);
+  dt_comm_allgather(comm, mine, all, bytes);
+  for (int r = 0; r < n; r++)
+    for (size_t i = 0; i < bytes; i++) {
+      unsigned char want = (unsigned char)(((size_t)r * 37 + i) % 251);
+      if (all[(size_t)r * bytes + i] != want) {
+        char what[64];
+        snprintf(what, sizeof what, "allgather, block of rank %d", r);
+        report(rank, what, bytes, 0, i, all[(size_t)r * bytes + i], want);
+        r = n;
+        break;
+      }
+    }
+  free(mine);
+  free(all);
+}
+
 int main(int argc, char **argv) {
   dt_comm *comm = dt_comm_init(&argc, &argv);
   const int rank = dt_comm_rank(comm), n = dt_comm_size(comm);
@@ -125,6 +148,9 @@ int main(int argc, char **argv) {
     check_broadcast(comm, (size_t)3 << 20, root);
   }
   check_broadcast(comm, 0, 0);
+  check_allgather(comm, 1);
+  check_allgather(comm, 1000);
+  check_allgather(comm, 0);
 
   /* Every rank's verdict, so the job's status does not depend on which rank mpirun reports. */
   double failures = g_failures;
