@@ -311,7 +311,9 @@ static dt_status trainer_setup(trainer *t, const dt_config *cfg, dt_comm *comm, 
   }
   t->train_ld = dt_loader_create_train(&lc, &erase, &mix);
   t->dual = erase.dual_cutout;
-  int E = (int)cfg->train_eval_batch_size;
+  /* Buffers sized by the data present: an evaluation batch larger than the test set holds
+   * the test set. */
+  int E = (int)DT_MIN(cfg->train_eval_batch_size, (long)DT_MAX(t->ds.test.count, 1));
   E = (E + t->world - 1) / t->world * t->world; /* equal slices of every full eval batch */
   lc.train = false;
   lc.global_batch = E;

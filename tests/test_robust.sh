@@ -76,4 +76,16 @@ rc=$?
 [ $rc -eq 1 ] && printf '%s' "$out" | grep -q 'nul.ini:2: NUL byte' && ok "config NUL byte refused" ||
   bad "config NUL byte (exit $rc)" "$out"
 
+# ---- buffers sized by the data present ----
+# An evaluation batch of 2^20 on 32 test images: 3.3 GB of batch buffers before the fix, so
+# under a 3 GB address-space limit it died out of memory.
+out=$(ulimit -v 3000000; "$DTRAIN" $Q $S --set data.test_limit=32 --set train.eval_batch_size=1048576 \
+      --set train.max_steps=1 --set output.dir=$T/eval 2>&1)
+rc=$?
+if [ $rc -eq 0 ] && printf '%s\n' "$out" | grep -q '^done: 1 steps'; then
+  ok "train.eval_batch_size=1048576 on 32 test images runs in 3 GB of address space"
+else
+  bad "eval_batch_size larger than the test set (exit $rc)" "$out"
+fi
+
 finish
