@@ -88,4 +88,132 @@ else
   bad "eval_batch_size larger than the test set (exit $rc)" "$out"
 fi
 
+# ---- the run directory belongs to one process ----
+# A tiny model on few images: steps of milliseconds.
+TINY="--set data.train_limit=128 --set data.test_limit=32 --set train.batch_size=32 --set model.depth=8
+  --set train.threads=1"
+snapshot() { (cd "$1" && find . -printf '%p %s %T@\n' | sort && find . -type f -exec sha256sum {} + | sort); }
+run=$T/locked
+"$DTRAIN" $Q $TINY --set train.epochs=100000 --set output.checkpoint_steps=1 --set output.keep_last=2 \
+  --set output.dir=$run >$T/holder.out 2>&1 &
+holder=$!
+for i in $(seq 600); do
+  ls $run/checkpoints/step_*.h5 >/dev/null 2>&1 && break
+  sleep 0.1
+done
+host=$(hostname)
+out=$("$DTRAIN" $Q $TINY --set train.max_steps=1 --set output.overwrite=true --set output.dir=$run 2>&1 >/dev/null)
+rc=$?
+if [ $rc -eq 1 ] && printf '%s' "$out" | grep -q "in use by another dtrain process (pid $holder on host $host"; then
+  ok "a second run on a live run's directory is refused, naming pid and host"
+else
+  bad "second run on a live run's directory (exit $rc, holder pid $holder)" "$out"
+fi
+out=$("$DTRAIN" --resume $run --set train.max_steps=1 2>&1 >/dev/null)
+rc=$?
+if [ $rc -eq 1 ] && printf '%s' "$out" | grep -q "pid $holder on host $host"; then
+  ok "--resume of a live run is refused, naming pid and host"
+else
+  bad "--resume of a live run (exit $rc)" "$out"
+fi
+kill -9 $holder
+wait $holder 2>/dev/null
+last=$(ls $run/checkpoints/step_*.h5 | sort | tail -1)
+last=$(basename $last .h5)
+last=$((10#${last#step_}))
+n=$((last + 2))
+out=$("$DTRAIN" --resume $run --set train.max_steps=$n 2>&1)
+rc=$?
+if [ $rc -eq 0 ] && printf '%s' "$out" | grep -q "^done: $n steps"; then
+  ok "after kill -9 of the holder, --resume takes the directory (steps $last -> $n)"
+else
+  bad "--resume after kill -9 of the holder (exit $rc)" "$out"
+fi
+
+# ---- --resume --set is recorded; what cannot change mid-run is refused ----
+# A finished 1-epoch run (4 steps) is extended to 3 epochs and stopped by SIGTERM at step 6;
+# the requeued job resumes without the --set and must go on to step 12, not stop at once.
+ext=$T/extended
+"$DTRAIN" $Q $TINY --set train.epochs=1 --set output.dir=$ext >/dev/null 2>&1
+out=$(DTRAIN_FAULT_SIGNAL=6 "$DTRAIN" --resume $ext --set train.epochs=3 2>&1)
+rc=$?
+if [ $rc -eq 143 ] && grep -qx "epochs = 3" $ext/config.ini &&
+   grep -q "configuration changed on resume (--set): train.epochs = 1 -> 3; config.ini rewritten" $ext/log.txt; then
+  ok "--resume --set: config.ini rewritten (epochs = 3), the change in log.txt"
+else
+  bad "--resume --set not recorded (exit $rc)" "$out$(grep -n 'epochs =\|configuration changed' $ext/config.ini $ext/log.txt)"
+fi
+out=$("$DTRAIN" --resume $ext 2>&1)
+rc=$?
+if [ $rc -eq 0 ] && printf '%s' "$out" | grep -q "^done: 12 steps"; then
+  ok "--resume without the --set keeps the recorded override (runs to step 12)"
+else
+  bad "--resume without the --set (exit $rc)" "$out"
+fi
+before=$(snapshot $run)
+for set in model.depth=14 train.batch_size=16 data.dataset=mnist train.seed=5 optim.name=adam; do
+  out=$("$DTRAIN" --resume $run --set $set 2>&1 >/dev/null)
+  rc=$?
+  key=${set%%=*}
+  if [ $rc -eq 1 ] && printf '%s' "$out" | grep -q "$key cannot change in the middle of a run" &&
+     [ "$(printf '%s\n' "$out" | wc -l)" -eq 1 ] && [ "$(snapshot $run)" = "$before" ]; then
+    ok "--resume --set $set refused (exit 1), run directory untouched"
+  else
+    bad "--resume --set $set (exit $rc)" "$out"
+  fi
+done
+
+# ---- runtime errors: one message on stderr, in log.txt too ----
+out=$(DTRAIN_FAULT_OVERFLOW=1 "$DTRAIN" $Q $TINY --set output.dir=$T/nonfinite 2>$T/err)
+rc=$?
+err=$(cat $T/err)
+if [ $rc -eq 2 ] && [ "$(wc -l <$T/err)" -eq 1 ] && printf '%s' "$err" | grep -q '^dtrain: non-finite gradient at step 2' &&
+   ! printf '%s' "$out" | grep -q 'non-finite' && grep -q '^dtrain: non-finite gradient' $T/nonfinite/log.txt; then
+  ok "non-finite gradient: exit 2, one message on stderr and in log.txt"
+else
+  bad "non-finite gradient (exit $rc)" "stderr: $err"
+fi
+# Out of memory is exit 3, as the README says.
+out=$(ulimit -v 3000000; "$DTRAIN" $Q $TINY --set model.initial_channels=4096 --set model.depth=110 \
+      --set output.dir=$T/oom 2>&1 >/dev/null)
+rc=$?
+if [ $rc -eq 3 ] && printf '%s' "$out" | grep -q 'fatal: out of memory' && grep -q '^| 3 | a fatal runtime error: out of memory' README.md; then
+  ok "out of memory: exit 3, documented in README.md"
+else
+  bad "out of memory (exit $rc)" "$out"
+fi
+
+# ---- a full disk (a small tmpfs; needs mount, as root) ----
+disk=$T/disk
+mkdir $disk
+if mount -t tmpfs -o size=4m tmpfs $disk 2>/dev/null; then
+  trap 'umount $disk 2>/dev/null; rm -rf "$T"' EXIT
+  # A fresh run on a full disk: exit 1, one message, no directory left.
+  dd if=/dev/zero of=$disk/fill bs=4k 2>/dev/null
+  out=$("$DTRAIN" $Q $TINY --set output.dir=$disk/runs/fresh 2>&1 >/dev/null)
+  rc=$?
+  if [ $rc -eq 1 ] && [ "$(printf '%s\n' "$out" | wc -l)" -eq 1 ] &&
+     printf '%s' "$out" | grep -q 'No space left on device' && [ ! -e $disk/runs ]; then
+    ok "fresh run on a full disk: exit 1, one message, nothing left behind"
+  else
+    bad "fresh run on a full disk (exit $rc)" "$out$(ls -laR $disk/runs 2>&1)"
+  fi
+  # A resumed run whose next checkpoint does not fit: exit 2, one message from dtrain only.
+  rm -f $disk/fill
+  ( (DTRAIN_FAULT_KILL=0:2 exec "$DTRAIN" $Q $TINY --set train.max_steps=3 --set output.checkpoint_steps=2 \
+    --set output.dir=$disk/r) >/dev/null 2>&1 ) 2>/dev/null
+  dd if=/dev/zero of=$disk/fill bs=1k 2>/dev/null
+  out=$("$DTRAIN" --resume $disk/r 2>&1 >/dev/null)
+  rc=$?
+  if [ $rc -eq 2 ] && [ "$(printf '%s\n' "$out" | wc -l)" -eq 1 ] &&
+     printf '%s' "$out" | grep -q '^dtrain: checkpoint .*step_000000003.h5: .*No space left on device'; then
+    ok "resumed run on a full disk: exit 2, one message (no HDF5 noise)"
+  else
+    bad "resumed run on a full disk (exit $rc)" "$out"
+  fi
+  umount $disk
+else
+  echo "skip full-disk cases: mounting a tmpfs is not permitted here"
+fi
+
 finish
