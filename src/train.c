@@ -255,6 +255,7 @@ static dt_status open_run_dir(trainer *t, bool resume, long resume_step) {
     if (st != DT_OK) return st;
     st = lock_run_dir(t);
     if (st != DT_OK) return st;
+    dt_rundir_lock_note(t->lock_fd);
     snprintf(path, sizeof path, "%s/config.ini", dir);
     if (!cfg->output_overwrite && access(path, F_OK) == 0)
       return dt_error_set(DT_ERR_IO,
@@ -272,7 +273,9 @@ static dt_status open_run_dir(trainer *t, bool resume, long resume_step) {
   }
   if (resume) {
     dt_status st = lock_run_dir(t);
-    if (st == DT_OK && t->config_changes) st = write_config(cfg, dir);
+    if (st != DT_OK) return st;
+    dt_rundir_lock_note(t->lock_fd);
+    if (t->config_changes) st = write_config(cfg, dir);
     if (st != DT_OK) return st;
     remove_checkpoints(dir, true);
   }

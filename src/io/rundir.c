@@ -35,17 +35,19 @@ dt_status dt_rundir_lock(const char *dir, int *fd) {
                         "for it to end or stop it, then --resume %s",
                         dir, who, path, dir);
   }
+  *fd = f;
+  return DT_OK;
+}
+
+void dt_rundir_lock_note(int fd) {
   char host[256] = "?";
   gethostname(host, sizeof host - 1);
   host[sizeof host - 1] = 0;
   char text[320];
   int len = snprintf(text, sizeof text, "pid %ld host %s\n", (long)getpid(), host);
-  /* The name of the holder only informs: the flock is the lock, even where the text cannot
-   * be written (a full disk, on which the run then fails writing config.ini). */
-  if (ftruncate(f, 0) != 0 || pwrite(f, text, (size_t)len, 0) != len)
-    text[0] = 0; /* not recorded: a refused process says so */
-  *fd = f;
-  return DT_OK;
+  /* Only informs: the flock is the lock, even where the text cannot be written (a full disk,
+   * on which the run then fails writing config.ini). */
+  if (ftruncate(fd, 0) != 0 || pwrite(fd, text, (size_t)len, 0) != len) text[0] = 0;
 }
 
 /* Keys fixed for the life of a run: "section." for a whole section, else "section.key". */
