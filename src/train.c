@@ -255,13 +255,13 @@ static dt_status open_run_dir(trainer *t, bool resume, long resume_step) {
     if (st != DT_OK) return st;
     st = lock_run_dir(t);
     if (st != DT_OK) return st;
-    dt_rundir_lock_note(t->lock_fd);
     snprintf(path, sizeof path, "%s/config.ini", dir);
     if (!cfg->output_overwrite && access(path, F_OK) == 0)
       return dt_error_set(DT_ERR_IO,
                           "output.dir %s already holds a run (config.ini); continue it with "
                           "--resume %s, choose another directory, or set output.overwrite=true",
                           dir, dir);
+    dt_rundir_lock_note(t->lock_fd);
     if (cfg->output_overwrite) {
       /* Old checkpoints and metrics would mix with the new run's. */
       snprintf(path, sizeof path, "%s/metrics.h5", dir);
