@@ -297,6 +297,23 @@ static void test_idx_trailing_bytes(void **state) {
   free(f);
 }
 
+/* A raw file's length is checked against its header before reading. */
+static void test_idx_trailing_bytes_raw(void **state) {
+  const char *dir = *state;
+  write_idx_set(dir, false);
+  bytes b = idx_labels(1, 0x801, TRAIN_N, 10);
+  b.data = realloc(b.data, b.len + 3);
+  memset(b.data + b.len, 0, 3);
+  b.len += 3;
+  emit(dir, "train-labels-idx1-ubyte", b, false);
+  char *f = path_in(dir, "train-labels-idx1-ubyte");
+  char what[160];
+  snprintf(what, sizeof what, "trailing bytes: header says %d labels (%d bytes) but the file has %d bytes",
+           TRAIN_N, 8 + TRAIN_N, 8 + TRAIN_N + 3);
+  expect_data_error("mnist", dir, f, what);
+  free(f);
+}
+
 static void test_idx_count_mismatch(void **state) {
   const char *dir = *state;
   write_idx_set(dir, false);
@@ -685,6 +702,7 @@ int main(void) {
       T(test_idx_truncated_gz),
       T(test_idx_truncated_header),
       T(test_idx_trailing_bytes),
+      T(test_idx_trailing_bytes_raw),
       T(test_idx_count_mismatch),
       T(test_idx_label_out_of_range),
       T(test_idx_missing_file),

@@ -315,6 +315,15 @@ static dt_status dt_idx_read(const char *dir, const char *base, bool images, int
   else
     snprintf(what, sizeof what, "%u labels (%zu bytes)", n, header + want);
 
+  /* A raw file's length is known before anything is allocated. */
+  struct stat sb;
+  if (!is_gz && fstat(fileno(src->f), &sb) == 0 && S_ISREG(sb.st_mode) &&
+      (size_t)sb.st_size != header + want) {
+    st = dt_error_set(DT_ERR_DATA, "dataset file %s: %s: header says %s but the file has %zu bytes",
+                      path, (size_t)sb.st_size < header + want ? "truncated" : "trailing bytes", what,
+                      (size_t)sb.st_size);
+    goto done;
+  }
   /* Grow with the data actually present rather than trusting the header's count. */
   size_t cap = DT_MIN(want, (size_t)1 << 20), have = 0;
   buf = malloc(cap);
