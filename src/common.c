@@ -43,7 +43,7 @@ _Noreturn void dt_fatal(const char *file, int line, const char *fmt, ...) {
   fprintf(stderr, "dtrain: fatal: %s (%s:%d, rank %d, host %s)\n", msg, file, line,
           dt_comm_world_rank(), host);
   fflush(stderr);
-  dt_comm_abort(3);
+  dt_comm_abort(DT_EXIT_FATAL);
 }
 
 void *dt_xmalloc(size_t bytes) {

@@ -25,7 +25,9 @@ const char *dt_error_message(void);
 void dt_error_clear(void);
 
 /* Runtime-error tier: print the failed expression, file:line, rank and host, then abort
- * every rank. dt_fatal never returns. */
+ * every rank with exit status DT_EXIT_FATAL (out of memory, a CUDA, cuDNN, NCCL, MPI or HDF5
+ * failure, a failed internal check). dt_fatal never returns. */
+#define DT_EXIT_FATAL 3
 _Noreturn void dt_fatal(const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 #define DT_FATAL(...) dt_fatal(__FILE__, __LINE__, __VA_ARGS__)

@@ -568,8 +568,7 @@ typedef struct {
   dt_config *cfg;
   const char *path;
   FILE *f;
-  char *line; /* getline buffer */
-  size_t cap;
+  char line[INI_MAX_LINE + 1]; /* one physical line: content, "\r\n", NUL */
   int lineno;
   bool failed;              /* a message is set; stop */
   int set_on[CFG_NKEYS];    /* line where each key was given, 0 = not yet */
@@ -621,29 +620,58 @@ static bool cfg_check_line(const char *p, const char *where) {
   return true;
 }
 
+/* Read one physical line of at most `room` bytes (newline included) into st->line without
+ * reading further: a line that does not fit stops the read there, so that a file of one
+ * endless line (/dev/zero) costs no more than the limit. Returns the bytes read (0 at the end
+ * of the file), room + 1 for a line that does not fit, -1 on a read error (errno set). */
+static long cfg_read_line(cfg_parse *st, size_t room) {
+  size_t len = 0;
+  int c = 0;
+  errno = 0;
+  while (len < room && (c = getc(st->f)) != EOF) {
+    st->line[len++] = (char)c;
+    if (c == '\n') break;
+  }
+  if (c == EOF && ferror(st->f)) return -1;
+  st->line[len] = 0;
+  if (len == room && st->line[len - 1] != '\n') {
+    /* Full without a newline: a longer line unless the file ends right here. */
+    c = getc(st->f);
+    if (c == EOF && ferror(st->f)) return -1;
+    if (c != EOF) return (long)room + 1;
+  }
+  return (long)len;
+}
+
 static char *cfg_reader(char *str, int num, void *stream) {
   cfg_parse *st = stream;
   if (st->failed) return NULL;
-  errno = 0;
-  ssize_t got = getline(&st->line, &st->cap, st->f);
+  /* A longer line would reach inih in pieces, each parsed as a line of its own. */
+  const int limit = DT_MIN(num, INI_MAX_LINE) - 3;
+  const long got = cfg_read_line(st, (size_t)limit + 2); /* content, "\r\n" */
   if (got < 0) {
-    if (ferror(st->f)) {
-      dt_error_set(DT_ERR_CONFIG, "%s: cannot read: %s", st->path, strerror(errno));
-      st->failed = true;
-    }
+    dt_error_set(DT_ERR_CONFIG, "%s: cannot read: %s", st->path,
+                 strerror(errno ? errno : EIO));
+    st->failed = true;
     return NULL;
   }
+  if (got == 0) return NULL;
   st->lineno++;
   char where[4200];
   cfg_where(st, where, sizeof where);
   size_t len = (size_t)got, content = len;
-  if (content > 0 && st->line[content - 1] == '\n') content--;
-  if (content > 0 && st->line[content - 1] == '\r') content--;
-  /* A longer line would reach inih in pieces, each parsed as a line of its own. */
-  int limit = DT_MIN(num, INI_MAX_LINE) - 3;
+  if (got <= limit + 2) {
+    if (content > 0 && st->line[content - 1] == '\n') content--;
+    if (content > 0 && st->line[content - 1] == '\r') content--;
+  }
   if (content > (size_t)limit) {
-    dt_error_set(DT_ERR_CONFIG, "%s: line of %zu characters, longer than the %d the INI parser accepts",
-                 where, content, limit);
+    dt_error_set(DT_ERR_CONFIG, "%s: line longer than the %d characters the INI parser accepts",
+                 where, limit);
+    st->failed = true;
+    return NULL;
+  }
+  if (memchr(st->line, 0, len)) {
+    dt_error_set(DT_ERR_CONFIG, "%s: NUL byte in the line (not a text file?)", where);
     st->failed = true;
     return NULL;
   }
@@ -687,7 +715,6 @@ dt_status dt_config_load(dt_config *cfg, const char *path) {
   if (!f) return dt_error_set(DT_ERR_CONFIG, "%s: cannot open: %s", path, strerror(errno));
   cfg_parse st = {.cfg = cfg, .path = path, .f = f};
   int rc = ini_parse_stream(cfg_reader, &st, cfg_handler, &st);
-  free(st.line);
   fclose(f);
   if (st.failed) return DT_ERR_CONFIG;
   /* Every non-zero return is an error; the handler and reader report their own, so what is

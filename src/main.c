@@ -7,6 +7,7 @@
 #include "comm/comm.h"
 #include "config.h"
 #include "data/dump.h"
+#include "io/rundir.h"
 #include "train.h"
 
 static const struct option long_options[] = {
@@ -27,7 +28,9 @@ static void usage(FILE *f) {
           "  --set SECTION.KEY=VALUE  override one configuration key (repeatable)\n"
           "  --device cpu|cuda        compute device (default cpu)\n"
           "  --resume RUN_DIR         continue the run in RUN_DIR from its latest checkpoint,\n"
-          "                           with the configuration it was started with (RUN_DIR/config.ini)\n"
+          "                           with the configuration it was started with (RUN_DIR/config.ini);\n"
+          "                           --set changes are written back to it (not the model, data,\n"
+          "                           batch size, seed, optimizer or output.dir)\n"
           "  --init FILE.h5           start from the weights (and batch-norm statistics) of a\n"
           "                           checkpoint; every name and shape must match the model\n"
           "  --dry-run                print the effective configuration and a model summary,\n"
@@ -40,8 +43,9 @@ static void usage(FILE *f) {
           "  --help                   this text\n"
           "  --help-config[=markdown] every configuration key: type, default, range, meaning\n"
           "  --version                print the version\n\n"
-          "exit status: 0 done, 1 bad input, 2 the run failed, 143 stopped by SIGTERM/SIGUSR1\n"
-          "after writing a checkpoint (continue with --resume)\n\n"
+          "exit status: 0 done, 1 bad input, 2 the run failed, 3 out of memory or a device, MPI\n"
+          "or HDF5 failure (every rank stopped), 143 stopped by SIGTERM/SIGUSR1 after writing a\n"
+          "checkpoint (continue with --resume)\n\n"
           "examples:\n"
           "  ./dtrain configs/quickstart.ini\n"
           "  ./dtrain configs/quickstart.ini --set train.epochs=1 --set output.dir=runs/try\n"
@@ -149,6 +153,17 @@ int main(int argc, char **argv) {
   for (int i = 0; i < n_sets; i++)
     if (dt_config_set(&cfg, sets[i]) != DT_OK) return fail(dt_error_message());
   if (dt_config_validate(&cfg) != DT_OK) return fail(dt_error_message());
+  /* --resume --set: what changes is recorded in the run (config.ini, log.txt), and what cannot
+   * change in the middle of a run is refused. */
+  char *changes = NULL;
+  if (resume_dir && n_sets > 0) {
+    dt_config before;
+    dt_config_defaults(&before);
+    dt_status st = dt_config_load(&before, config_path);
+    if (st == DT_OK) st = dt_rundir_config_changes(&before, &cfg, resume_dir, &changes);
+    dt_config_free(&before);
+    if (st != DT_OK) return fail(dt_error_message());
+  }
 
   int status;
   if (dump_path)
@@ -158,9 +173,10 @@ int main(int argc, char **argv) {
   else if (bench_steps > 0)
     status = dt_train_bench(&cfg, comm, device, bench_steps);
   else {
-    dt_run_opts opts = {device, resume_dir, init_path};
+    dt_run_opts opts = {device, resume_dir, init_path, changes};
     status = dt_train_run(&cfg, comm, &opts);
   }
+  free(changes);
   dt_config_free(&cfg);
   dt_comm_finalize(comm);
   return status;

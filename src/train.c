@@ -22,7 +22,9 @@
 
 #include "data/loader.h"
 #include "io/checkpoint.h"
+#include "io/h5util.h"
 #include "io/metrics.h"
+#include "io/rundir.h"
 #include "loss_scale.h"
 #include "nn/grad_buckets.h"
 #include "models/model.h"
@@ -66,6 +68,9 @@ typedef struct {
   epoch_metrics resumed; /* the resumed epoch's metrics so far (zero for a fresh run) */
   long steps_per_epoch;
   const char *run_dir;
+  int lock_fd;                /* the run directory's lock (rank 0), -1 when not held */
+  const char *config_changes; /* --resume --set: what changed, "key = old -> new, ..." */
+  char *created_dir;          /* a fresh run: the topmost directory it created, else NULL */
   FILE *log;
   dt_metrics *metrics;
   bool tty;
@@ -113,17 +118,43 @@ static void say(trainer *t, const char *fmt, ...) {
   }
 }
 
+/* A runtime error, on rank 0: one message on stderr (after the progress line of a terminal)
+ * and in log.txt. */
+static void say_error(trainer *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say_error(trainer *t, const char *fmt, ...) {
+  if (t->rank != 0) return;
+  char msg[2400];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (t->tty) printf("\n");
+  fflush(stdout);
+  fprintf(stderr, "dtrain: %s\n", msg);
+  fflush(stderr);
+  if (t->log) {
+    fprintf(t->log, "dtrain: %s\n", msg);
+    fflush(t->log);
+  }
+}
+
 /* ---- run directory (rank 0) ---- */
 
-static dt_status make_dirs(const char *dir) {
+/* Create dir and its missing parents; *created: the topmost one this call created
+ * (malloc'ed), NULL when dir existed. */
+static dt_status make_dirs(const char *dir, char **created) {
   char path[4096];
+  *created = NULL;
   snprintf(path, sizeof path, "%s", dir);
   for (char *p = path + 1;; p++) {
     if (*p != '/' && *p != 0) continue;
     char c = *p;
     *p = 0;
-    if (mkdir(path, 0777) != 0 && errno != EEXIST)
+    if (mkdir(path, 0777) == 0) {
+      if (!*created) *created = dt_xstrdup(path);
+    } else if (errno != EEXIST) {
       return dt_error_set(DT_ERR_IO, "output.dir %s: cannot create %s: %s", dir, path, strerror(errno));
+    }
     *p = c;
     if (c == 0) break;
   }
@@ -181,14 +212,54 @@ static void remove_checkpoints(const char *dir, bool partial_only) {
   closedir(dp);
 }
 
+/* A fresh run that fails before it starts leaves nothing behind: what it wrote in the
+ * directories it created, and those directories. */
+static void remove_created_dirs(trainer *t) {
+  if (!t->created_dir) return;
+  if (t->log) fclose(t->log);
+  t->log = NULL;
+  if (t->metrics) dt_metrics_close(t->metrics);
+  t->metrics = NULL;
+  static const char *const files[] = {"config.ini", ".config.ini.tmp", "log.txt", "metrics.h5",
+                                      DT_RUNDIR_LOCK};
+  char path[4200];
+  /* Only while holding the lock: otherwise the files are another process's. */
+  for (size_t i = 0; t->lock_fd >= 0 && i < DT_ARRAY_LEN(files); i++) {
+    snprintf(path, sizeof path, "%s/%s", t->run_dir, files[i]);
+    unlink(path);
+  }
+  if (t->lock_fd >= 0) close(t->lock_fd);
+  t->lock_fd = -1;
+  /* From the run directory up to the topmost one created; rmdir keeps anything not empty. */
+  snprintf(path, sizeof path, "%s", t->run_dir);
+  const size_t top = strlen(t->created_dir);
+  for (;;) {
+    if (rmdir(path) != 0 || strlen(path) <= top) break;
+    char *slash = strrchr(path, '/');
+    if (!slash || slash == path) break;
+    *slash = 0;
+  }
+  free(t->created_dir);
+  t->created_dir = NULL;
+}
+
+/* Take the run directory's lock once (rank 0). */
+static dt_status lock_run_dir(trainer *t) {
+  if (t->lock_fd >= 0) return DT_OK;
+  return dt_rundir_lock(t->run_dir, &t->lock_fd);
+}
+
 /* A fresh run refuses a directory that already holds a run unless output.overwrite; a
- * resumed run appends to its own directory. */
+ * resumed run appends to its own directory, with config.ini rewritten when --set changed
+ * it. The directory's lock is held from before anything in it changes. */
 static dt_status open_run_dir(trainer *t, bool resume, long resume_step) {
   const dt_config *cfg = t->cfg;
   const char *dir = t->run_dir;
   char path[4200];
   if (!resume) {
-    dt_status st = make_dirs(dir);
+    dt_status st = make_dirs(dir, &t->created_dir);
+    if (st != DT_OK) return st;
+    st = lock_run_dir(t);
     if (st != DT_OK) return st;
     snprintf(path, sizeof path, "%s/config.ini", dir);
     if (!cfg->output_overwrite && access(path, F_OK) == 0)
@@ -196,6 +267,7 @@ static dt_status open_run_dir(trainer *t, bool resume, long resume_step) {
                           "output.dir %s already holds a run (config.ini); continue it with "
                           "--resume %s, choose another directory, or set output.overwrite=true",
                           dir, dir);
+    dt_rundir_lock_note(t->lock_fd);
     if (cfg->output_overwrite) {
       /* Old checkpoints and metrics would mix with the new run's. */
       snprintf(path, sizeof path, "%s/metrics.h5", dir);
@@ -205,7 +277,14 @@ static dt_status open_run_dir(trainer *t, bool resume, long resume_step) {
     st = write_config(cfg, dir);
     if (st != DT_OK) return st;
   }
-  if (resume) remove_checkpoints(dir, true);
+  if (resume) {
+    dt_status st = lock_run_dir(t);
+    if (st != DT_OK) return st;
+    dt_rundir_lock_note(t->lock_fd);
+    if (t->config_changes) st = write_config(cfg, dir);
+    if (st != DT_OK) return st;
+    remove_checkpoints(dir, true);
+  }
   snprintf(path, sizeof path, "%s/log.txt", dir);
   t->log = fopen(path, resume || !cfg->output_overwrite ? "a" : "w");
   if (!t->log) return dt_error_set(DT_ERR_IO, "output.dir %s: cannot write log.txt: %s", dir, strerror(errno));
@@ -231,6 +310,8 @@ static void trainer_free(trainer *t) {
   if (t->be) t->be->ops->destroy(t->be);
   if (t->metrics) dt_metrics_close(t->metrics);
   if (t->log) fclose(t->log);
+  if (t->lock_fd >= 0) close(t->lock_fd); /* the kernel would release it at exit too */
+  free(t->created_dir);
   free(t->losses);
   free(t->logits);
   for (size_t i = 0; i < DT_ARRAY_LEN(t->grad_stack); i++) free(t->grad_stack[i]);
@@ -262,6 +343,7 @@ static void loader_image_free(void *ctx, void *ptr) {
 /* Everything but the run directory, identically on every rank. */
 static dt_status trainer_setup(trainer *t, const dt_config *cfg, dt_comm *comm, dt_device device) {
   memset(t, 0, sizeof *t);
+  t->lock_fd = -1;
   t->cfg = cfg;
   t->comm = comm;
   t->rank = dt_comm_rank(comm);
@@ -318,7 +400,9 @@ static dt_status trainer_setup(trainer *t, const dt_config *cfg, dt_comm *comm, 
   }
   t->train_ld = dt_loader_create_train(&lc, &erase, &mix);
   t->dual = erase.dual_cutout;
-  int E = (int)cfg->train_eval_batch_size;
+  /* Buffers sized by the data present: an evaluation batch larger than the test set holds
+   * the test set. */
+  int E = (int)DT_MIN(cfg->train_eval_batch_size, (long)DT_MAX(t->ds.test.count, 1));
   E = (E + t->world - 1) / t->world * t->world; /* equal slices of every full eval batch */
   lc.train = false;
   lc.global_batch = E;
@@ -1079,24 +1163,36 @@ int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts) {
     if (dt_comm_rank(comm) == 0) fprintf(stderr, "dtrain: %s\n", dt_error_message());
     return DT_EXIT_INPUT;
   }
+  h5_init();
   trainer t;
   dt_status st = trainer_setup(&t, cfg, comm, opts->device);
   if (opts->resume_dir) t.run_dir = opts->resume_dir;
+  t.config_changes = opts->config_changes;
   long step = 0, epoch0 = 0, skip = 0;
+  /* A resumed run owns its directory before it picks the latest checkpoint. */
+  if (st == DT_OK && opts->resume_dir && t.rank == 0) st = lock_run_dir(&t);
   if (st == DT_OK) st = load_start(&t, opts, &step, &epoch0, &skip);
   /* Rank 0 touches the run directory only once every rank has set up, so an input error on
    * any rank leaves no new directory behind (and a resumed one unchanged). */
   if (agree(&t, st) == DT_OK && ranks_share_dataset(&t, &st)) st = start_nccl(&t, opts->device);
   const bool set_up = agree(&t, st) == DT_OK;
   if (set_up && t.rank == 0) st = open_run_dir(&t, opts->resume_dir != NULL, step);
-  if (st != DT_OK && t.rank == 0) fprintf(stderr, "dtrain: %s\n", dt_error_message());
+  if (st != DT_OK && t.rank == 0) {
+    remove_created_dirs(&t);
+    fprintf(stderr, "dtrain: %s\n", dt_error_message());
+  }
   if (!set_up || agree(&t, st) != DT_OK) {
     if (st != DT_OK && t.rank != 0) fprintf(stderr, "dtrain (rank %d): %s\n", t.rank, dt_error_message());
     trainer_free(&t);
     return DT_EXIT_INPUT;
   }
+  free(t.created_dir); /* the run started: what it writes stays */
+  t.created_dir = NULL;
   broadcast_params(&t);
   print_header(&t);
+  if (t.config_changes)
+    say(&t, "configuration changed on resume (--set): %s; config.ini rewritten\n",
+        t.config_changes);
   t.prefetch_ld = t.train_ld;
 
   const long max_steps = cfg->train_max_steps, log_every = cfg->output_log_every;
@@ -1138,16 +1234,16 @@ int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts) {
         images_here += red[2];
       } else {
         if (verdict == DT_SCALE_NONFINITE && !skip_nonfinite) {
-          say(&t, "\ndtrain: non-finite %s at step %ld (epoch %ld); stopping (set "
-                  "train.nonfinite=skip to skip such steps)\n",
-              isfinite(red[0]) ? "gradient" : "loss", step + 1, epoch + 1);
+          say_error(&t, "non-finite %s at step %ld (epoch %ld); stopping (set "
+                        "train.nonfinite=skip to skip such steps)",
+                    isfinite(red[0]) ? "gradient" : "loss", step + 1, epoch + 1);
           status = DT_EXIT_RUNTIME;
           break;
         }
         if (verdict == DT_SCALE_DIVERGED) {
-          say(&t, "\ndtrain: non-finite gradients at step %ld (epoch %ld) at every loss scale "
-                  "down to %g: the run diverged; stopping\n",
-              step + 1, epoch + 1, used_scale);
+          say_error(&t, "non-finite gradients at step %ld (epoch %ld) at every loss scale "
+                        "down to %g: the run diverged; stopping",
+                    step + 1, epoch + 1, used_scale);
           status = DT_EXIT_RUNTIME;
           break;
         }
@@ -1192,7 +1288,7 @@ int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts) {
           if (t.tty) printf("\n");
           dt_status cs = agree(&t, save_checkpoint(&t, epoch, step, i, &em));
           if (cs != DT_OK) {
-            say(&t, "dtrain: %s\n", dt_error_message());
+            say_error(&t, "%s", dt_error_message());
             status = DT_EXIT_RUNTIME;
             break;
           }
@@ -1233,7 +1329,7 @@ int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts) {
     if (epoch_done && (last || periodic) && last_ckpt != step) {
       dt_status cs = agree(&t, save_checkpoint(&t, epoch + 1, step, 0, NULL));
       if (cs != DT_OK) {
-        say(&t, "dtrain: %s\n", dt_error_message());
+        say_error(&t, "%s", dt_error_message());
         status = DT_EXIT_RUNTIME;
       }
       last_ckpt = step;

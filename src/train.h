@@ -13,6 +13,7 @@ enum {
   DT_EXIT_OK = 0,
   DT_EXIT_INPUT = 1,     /* bad input; the message has been printed */
   DT_EXIT_RUNTIME = 2,   /* the run failed (non-finite loss, I/O failure while running) */
+  /* 3: DT_EXIT_FATAL (common.h), a fatal runtime error; every rank aborted */
   DT_EXIT_PREEMPTED = 143, /* SIGTERM/SIGUSR1: checkpoint written, safe to --resume */
 };
 
@@ -20,6 +21,8 @@ typedef struct {
   dt_device device;
   const char *resume_dir; /* continue the run in this directory from its latest checkpoint */
   const char *init_path;  /* start from the weights of this checkpoint */
+  const char *config_changes; /* --resume with --set: the changes (dt_rundir_config_changes),
+                               * recorded in config.ini and log.txt; NULL: none */
 } dt_run_opts;
 
 /* SIGTERM and SIGUSR1 (Slurm's --signal) end a run at the next step boundary with a

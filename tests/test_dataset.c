@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -296,6 +297,23 @@ static void test_idx_trailing_bytes(void **state) {
   free(f);
 }
 
+/* A raw file's length is checked against its header before reading. */
+static void test_idx_trailing_bytes_raw(void **state) {
+  const char *dir = *state;
+  write_idx_set(dir, false);
+  bytes b = idx_labels(1, 0x801, TRAIN_N, 10);
+  b.data = realloc(b.data, b.len + 3);
+  memset(b.data + b.len, 0, 3);
+  b.len += 3;
+  emit(dir, "train-labels-idx1-ubyte", b, false);
+  char *f = path_in(dir, "train-labels-idx1-ubyte");
+  char what[160];
+  snprintf(what, sizeof what, "trailing bytes: header says %d labels (%d bytes) but the file has %d bytes",
+           TRAIN_N, 8 + TRAIN_N, 8 + TRAIN_N + 3);
+  expect_data_error("mnist", dir, f, what);
+  free(f);
+}
+
 static void test_idx_count_mismatch(void **state) {
   const char *dir = *state;
   write_idx_set(dir, false);
@@ -366,6 +384,80 @@ static void test_idx_gzip_stream_cut(void **state) {
   /* Drop the 8-byte trailer (CRC and length): all data decodes but the stream is incomplete. */
   assert_int_equal(truncate(f, sb.st_size - 8), 0);
   expect_data_error("mnist", dir, f, "gzip");
+  free(f);
+}
+
+/* Bytes after the end of the gzip stream (gzread would stop there silently) are an error,
+ * as trailing bytes inside the data are. */
+static void test_idx_gzip_trailing_garbage(void **state) {
+  const char *dir = *state;
+  write_idx_set(dir, true);
+  char *f = path_in(dir, "t10k-labels-idx1-ubyte.gz");
+  FILE *fp = fopen(f, "ab");
+  assert_non_null(fp);
+  fputs("junk", fp);
+  fclose(fp);
+  expect_data_error("mnist", dir, f, "trailing bytes: 4 byte(s) after the end of the gzip stream");
+  free(f);
+}
+
+/* Two gzip members one after the other are one stream, as gzip -d reads them. */
+static void test_idx_gzip_two_members(void **state) {
+  const char *dir = *state;
+  write_idx_set(dir, true);
+  char *f = path_in(dir, "train-images-idx3-ubyte.gz");
+  bytes b = idx_images(1, 0x803, TRAIN_N, 28, 28);
+  const size_t half = b.len / 2;
+  bytes first = {b.data, half}, second = {b.data + half, b.len - half};
+  char *g = path_in(dir, "second.gz");
+  write_gz(f, &first);
+  write_gz(g, &second);
+  FILE *out = fopen(f, "ab"), *in = fopen(g, "rb");
+  assert_non_null(out);
+  assert_non_null(in);
+  int c;
+  while ((c = fgetc(in)) != EOF) fputc(c, out);
+  fclose(in);
+  fclose(out);
+  free(b.data);
+  dt_dataset ds;
+  assert_int_equal(dt_dataset_load(&ds, "mnist", dir), DT_OK);
+  check_idx_split(&ds.train, 1, TRAIN_N);
+  dt_dataset_free(&ds);
+  free(f);
+  free(g);
+}
+
+static long max_rss_kb(void) {
+  struct rusage ru;
+  assert_int_equal(getrusage(RUSAGE_SELF, &ru), 0);
+  return ru.ru_maxrss;
+}
+
+/* A small gzip file whose header claims 2^31 - 1 images and that expands to 256 MiB of
+ * zeros: refused at the header (more than the 60000 of the official split), before reading
+ * or allocating anything of the sort. Runs before the real Fashion-MNIST raises the peak. */
+static void test_idx_huge_count_gz(void **state) {
+  const char *dir = *state;
+  write_idx_set(dir, true);
+  char *f = path_in(dir, "train-images-idx3-ubyte.gz");
+  gzFile gz = gzopen(f, "wb1");
+  assert_non_null(gz);
+  uint8_t head[16];
+  put_be32(head, 0x803);
+  put_be32(head + 4, 0x7fffffffu);
+  put_be32(head + 8, 28);
+  put_be32(head + 12, 28);
+  assert_int_equal(gzwrite(gz, head, 16), 16);
+  static uint8_t zeros[1 << 20];
+  for (int i = 0; i < 256; i++) assert_int_equal(gzwrite(gz, zeros, sizeof zeros), (int)sizeof zeros);
+  assert_int_equal(gzclose(gz), Z_OK);
+  const long before = max_rss_kb();
+  dt_dataset ds;
+  assert_int_equal(dt_dataset_load(&ds, "mnist", dir), DT_ERR_DATA);
+  const long grown = max_rss_kb() - before;
+  if (grown > 32 * 1024) fail_msg("reading the file raised the peak RSS by %ld KiB", grown);
+  expect_data_error("mnist", dir, f, "header says 2147483647 images (expected 1 to 60000)");
   free(f);
 }
 
@@ -610,12 +702,16 @@ int main(void) {
       T(test_idx_truncated_gz),
       T(test_idx_truncated_header),
       T(test_idx_trailing_bytes),
+      T(test_idx_trailing_bytes_raw),
       T(test_idx_count_mismatch),
       T(test_idx_label_out_of_range),
       T(test_idx_missing_file),
       T(test_idx_corrupt_gzip),
       T(test_idx_gzip_stream_cut),
       T(test_idx_raw_named_gz),
+      T(test_idx_gzip_trailing_garbage),
+      T(test_idx_gzip_two_members),
+      T(test_idx_huge_count_gz),
       T(test_cifar10_roundtrip),
       T(test_cifar10_nested_dir),
       T(test_cifar100_roundtrip),

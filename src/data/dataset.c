@@ -5,7 +5,9 @@
  * length (truncation and trailing bytes are both errors; for gzip the decompressed length and
  * the integrity of the stream) and label range. A problem is DT_ERR_DATA with one message
  * that names the file. Buffers grow with the bytes actually read, so a header that claims a
- * huge count cannot make us allocate more than the file holds.
+ * huge count cannot make us allocate more than the file holds, and no header may claim more
+ * items than the official split has (as for CIFAR), which bounds what a small gzip file that
+ * expands to gigabytes can make us read. Bytes after the end of a gzip stream are an error.
  *
  * Small files are accepted on purpose, so that tests can write their own: an IDX pair may hold
  * any positive count that agrees between the two headers and the file lengths, and a CIFAR
@@ -116,32 +118,113 @@ static uint32_t dt_be32(const uint8_t *p) {
   return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
 }
 
-/* Read up to `want` bytes; *got = bytes read. False when the gzip stream is corrupt or
- * truncated (zlib reports the missing end of a stream only through gzerror). */
-static bool dt_gz_read(gzFile gz, void *buf, size_t want, size_t *got) {
-  *got = 0;
-  while (*got < want) {
-    size_t chunk = DT_MIN(want - *got, (size_t)1 << 30);
-    int r = gzread(gz, (uint8_t *)buf + *got, (unsigned)chunk);
-    if (r < 0) return false;
-    if (r == 0) break;
-    *got += (size_t)r;
-  }
-  int err = Z_OK;
-  gzerror(gz, &err);
-  return err == Z_OK || err == Z_STREAM_END;
+/* An IDX file, raw or gzip. gzip is decoded with inflate rather than gzread, which stops
+ * quietly at bytes after the end of the gzip stream: here they are an error, like bytes after
+ * the data. Several gzip members one after the other (what gzip -d accepts) are one stream. */
+typedef struct {
+  FILE *f;
+  const char *path;
+  bool gz;
+  bool end;    /* gzip: the last member ended at the end of the file */
+  z_stream zs; /* gzip: initialised by dt_src_open */
+  uint8_t in[1 << 16];
+} dt_src;
+
+/* Refill the input of a gzip source; false on a read error (message set). */
+static dt_status dt_src_fill(dt_src *s) {
+  size_t n = fread(s->in, 1, sizeof s->in, s->f);
+  if (n == 0 && ferror(s->f))
+    return dt_error_set(DT_ERR_DATA, "dataset file %s: read error: %s", s->path, strerror(errno));
+  s->zs.next_in = s->in;
+  s->zs.avail_in = (uInt)n;
+  return DT_OK;
 }
 
-static dt_status dt_gz_corrupt(const char *path, gzFile gz) {
-  int err = Z_OK;
-  const char *msg = gzerror(gz, &err);
-  if (err == Z_ERRNO)
-    return dt_error_set(DT_ERR_DATA, "dataset file %s: read error: %s", path, strerror(errno));
-  /* zlib prefixes its message with the path, which ours already names. */
-  size_t plen = strlen(path);
-  if (msg && strncmp(msg, path, plen) == 0 && strncmp(msg + plen, ": ", 2) == 0) msg += plen + 2;
-  return dt_error_set(DT_ERR_DATA, "dataset file %s: corrupt or truncated gzip stream (%s)", path,
-                      msg && *msg ? msg : "zlib error");
+static dt_status dt_src_open(dt_src *s, const char *path, bool gz) {
+  memset(s, 0, sizeof *s);
+  s->path = path;
+  s->gz = gz;
+  errno = 0;
+  s->f = fopen(path, "rb");
+  if (!s->f)
+    return dt_error_set(DT_ERR_DATA, "dataset file %s: cannot open: %s", path,
+                        errno ? strerror(errno) : "out of memory");
+  if (!gz) return DT_OK;
+  if (inflateInit2(&s->zs, 16 + MAX_WBITS) != Z_OK) { /* gzip wrapper only */
+    fclose(s->f);
+    s->f = NULL;
+    return dt_error_set(DT_ERR_NOMEM, "dataset file %s: out of memory", path);
+  }
+  dt_status st = dt_src_fill(s);
+  if (st == DT_OK && (s->zs.avail_in < 2 || s->in[0] != 0x1f || s->in[1] != 0x8b))
+    st = dt_error_set(DT_ERR_DATA, "dataset file %s: not a gzip file (empty, or raw data named .gz)",
+                      path);
+  if (st != DT_OK) {
+    inflateEnd(&s->zs);
+    fclose(s->f);
+    s->f = NULL;
+  }
+  return st;
+}
+
+static void dt_src_close(dt_src *s) {
+  if (!s->f) return;
+  if (s->gz) inflateEnd(&s->zs);
+  fclose(s->f);
+  s->f = NULL;
+}
+
+/* Read up to `want` bytes; *got = bytes read, fewer than `want` only at the end of the data.
+ * A read error, a corrupt or cut gzip stream and bytes after it are errors (message set). */
+static dt_status dt_src_read(dt_src *s, void *buf, size_t want, size_t *got) {
+  *got = 0;
+  if (!s->gz) {
+    *got = fread(buf, 1, want, s->f);
+    if (*got < want && ferror(s->f))
+      return dt_error_set(DT_ERR_DATA, "dataset file %s: read error: %s", s->path, strerror(errno));
+    return DT_OK;
+  }
+  while (*got < want && !s->end) {
+    if (s->zs.avail_in == 0) {
+      dt_status st = dt_src_fill(s);
+      if (st != DT_OK) return st;
+      if (s->zs.avail_in == 0)
+        return dt_error_set(DT_ERR_DATA,
+                            "dataset file %s: corrupt or truncated gzip stream (unexpected end "
+                            "of file)",
+                            s->path);
+    }
+    const size_t chunk = DT_MIN(want - *got, (size_t)1 << 30);
+    s->zs.next_out = (Bytef *)buf + *got;
+    s->zs.avail_out = (uInt)chunk;
+    const int r = inflate(&s->zs, Z_NO_FLUSH);
+    *got += chunk - s->zs.avail_out;
+    if (r == Z_STREAM_END) {
+      /* The end of the file, another gzip member, or trailing bytes. */
+      if (s->zs.avail_in == 0) {
+        dt_status st = dt_src_fill(s);
+        if (st != DT_OK) return st;
+      }
+      if (s->zs.avail_in == 0) {
+        s->end = true;
+      } else if (s->zs.next_in[0] != 0x1f) {
+        long rest = (long)s->zs.avail_in;
+        long at = ftell(s->f);
+        if (at >= 0 && fseek(s->f, 0, SEEK_END) == 0) rest += ftell(s->f) - at;
+        return dt_error_set(DT_ERR_DATA,
+                            "dataset file %s: trailing bytes: %ld byte(s) after the end of the "
+                            "gzip stream",
+                            s->path, rest);
+      } else {
+        inflateReset(&s->zs);
+      }
+    } else if (r != Z_OK && r != Z_BUF_ERROR) {
+      if (r == Z_MEM_ERROR) return dt_error_set(DT_ERR_NOMEM, "dataset file %s: out of memory", s->path);
+      return dt_error_set(DT_ERR_DATA, "dataset file %s: corrupt or truncated gzip stream (%s)",
+                          s->path, s->zs.msg ? s->zs.msg : "zlib error");
+    }
+  }
+  return DT_OK;
 }
 
 /* Resolve base (for example train-images-idx3-ubyte) in dir, preferring base.gz. */
@@ -167,8 +250,8 @@ static dt_status dt_idx_resolve(const char *dir, const char *base, char *path, b
 
 /* One IDX file: images (magic 0x803, count x 28 x 28) or labels (magic 0x801, count).
  * On success *data holds count * item bytes (malloc'ed) and path the file read. */
-static dt_status dt_idx_read(const char *dir, const char *base, bool images, char *path,
-                             int *count, uint8_t **data) {
+static dt_status dt_idx_read(const char *dir, const char *base, bool images, int max_count,
+                             char *path, int *count, uint8_t **data) {
   *data = NULL;
   *count = 0;
   bool is_gz = false;
@@ -179,26 +262,19 @@ static dt_status dt_idx_read(const char *dir, const char *base, bool images, cha
   const size_t header = images ? 16 : 8;
   const char *length_word = is_gz ? "decompressed file" : "file";
 
-  errno = 0;
-  gzFile gz = gzopen(path, "rb");
-  if (!gz)
-    return dt_error_set(DT_ERR_DATA, "dataset file %s: cannot open: %s", path,
-                        errno ? strerror(errno) : "out of memory");
-  gzbuffer(gz, 1 << 18);
+  dt_src *src = dt_xmalloc(sizeof *src);
+  st = dt_src_open(src, path, is_gz);
+  if (st != DT_OK) {
+    free(src);
+    return st;
+  }
   uint8_t *buf = NULL;
   uint8_t *scratch = NULL;
-  if (is_gz && gzdirect(gz)) {
-    st = dt_error_set(DT_ERR_DATA, "dataset file %s: not a gzip file (empty, or raw data named .gz)",
-                      path);
-    goto done;
-  }
 
   uint8_t head[16];
   size_t got = 0;
-  if (!dt_gz_read(gz, head, header, &got)) {
-    st = dt_gz_corrupt(path, gz);
-    goto done;
-  }
+  st = dt_src_read(src, head, header, &got);
+  if (st != DT_OK) goto done;
   if (got < header) {
     st = dt_error_set(DT_ERR_DATA,
                       "dataset file %s: truncated: the %s has %zu bytes, less than the %zu-byte "
@@ -225,9 +301,10 @@ static dt_status dt_idx_read(const char *dir, const char *base, bool images, cha
     }
     item = (size_t)DT_IDX_SIDE * DT_IDX_SIDE;
   }
-  if (n == 0 || n > (uint32_t)INT_MAX) {
+  /* At most the official split's count (as for CIFAR): a header cannot make us read more. */
+  if (n == 0 || n > (uint32_t)max_count) {
     st = dt_error_set(DT_ERR_DATA, "dataset file %s: header says %u %s (expected 1 to %d)", path,
-                      n, kind, INT_MAX);
+                      n, kind, max_count);
     goto done;
   }
   const size_t want = (size_t)n * item;
@@ -238,6 +315,15 @@ static dt_status dt_idx_read(const char *dir, const char *base, bool images, cha
   else
     snprintf(what, sizeof what, "%u labels (%zu bytes)", n, header + want);
 
+  /* A raw file's length is known before anything is allocated. */
+  struct stat sb;
+  if (!is_gz && fstat(fileno(src->f), &sb) == 0 && S_ISREG(sb.st_mode) &&
+      (size_t)sb.st_size != header + want) {
+    st = dt_error_set(DT_ERR_DATA, "dataset file %s: %s: header says %s but the file has %zu bytes",
+                      path, (size_t)sb.st_size < header + want ? "truncated" : "trailing bytes", what,
+                      (size_t)sb.st_size);
+    goto done;
+  }
   /* Grow with the data actually present rather than trusting the header's count. */
   size_t cap = DT_MIN(want, (size_t)1 << 20), have = 0;
   buf = malloc(cap);
@@ -246,10 +332,8 @@ static dt_status dt_idx_read(const char *dir, const char *base, bool images, cha
     goto done;
   }
   for (;;) {
-    if (!dt_gz_read(gz, buf + have, cap - have, &got)) {
-      st = dt_gz_corrupt(path, gz);
-      goto done;
-    }
+    st = dt_src_read(src, buf + have, cap - have, &got);
+    if (st != DT_OK) goto done;
     have += got;
     if (have < cap || cap == want) break;
     size_t grown = DT_MIN(want, cap * 2);
@@ -274,10 +358,8 @@ static dt_status dt_idx_read(const char *dir, const char *base, bool images, cha
     goto done;
   }
   for (;;) {
-    if (!dt_gz_read(gz, scratch, 1 << 16, &got)) {
-      st = dt_gz_corrupt(path, gz);
-      goto done;
-    }
+    st = dt_src_read(src, scratch, 1 << 16, &got);
+    if (st != DT_OK) goto done;
     extra += got;
     if (got < (1 << 16)) break;
   }
@@ -295,24 +377,22 @@ static dt_status dt_idx_read(const char *dir, const char *base, bool images, cha
 done:
   free(scratch);
   free(buf);
-  if (gzclose_r(gz) != Z_OK && st == DT_OK) {
-    free(*data);
-    *data = NULL;
-    *count = 0;
-    st = dt_error_set(DT_ERR_DATA, "dataset file %s: error closing the file", path);
-  }
+  dt_src_close(src);
+  free(src);
   return st;
 }
 
-static dt_status dt_idx_split(const char *dir, const char *prefix, int classes, dt_split *split) {
+static dt_status dt_idx_split(const char *dir, const char *prefix, int classes, int max_count,
+                              dt_split *split) {
   char images_base[64], labels_base[64];
   snprintf(images_base, sizeof images_base, "%s-images-idx3-ubyte", prefix);
   snprintf(labels_base, sizeof labels_base, "%s-labels-idx1-ubyte", prefix);
   char images_path[DT_PATH_MAX + 4], labels_path[DT_PATH_MAX + 4];
   int n_images = 0, n_labels = 0;
   uint8_t *images = NULL, *labels = NULL;
-  dt_status st = dt_idx_read(dir, images_base, true, images_path, &n_images, &images);
-  if (st == DT_OK) st = dt_idx_read(dir, labels_base, false, labels_path, &n_labels, &labels);
+  dt_status st = dt_idx_read(dir, images_base, true, max_count, images_path, &n_images, &images);
+  if (st == DT_OK)
+    st = dt_idx_read(dir, labels_base, false, max_count, labels_path, &n_labels, &labels);
   if (st == DT_OK && n_images != n_labels)
     st = dt_error_set(DT_ERR_DATA, "dataset files %s and %s: %d images but %d labels", images_path,
                       labels_path, n_images, n_labels);
@@ -472,8 +552,8 @@ dt_status dt_dataset_load(dt_dataset *ds, const char *name, const char *dir) {
   const dt_dataset_info *info = dt_dataset_find(name);
   switch (info->format) {
   case DT_FORMAT_IDX:
-    st = dt_idx_split(dir, "train", ds->classes, &ds->train);
-    if (st == DT_OK) st = dt_idx_split(dir, "t10k", ds->classes, &ds->test);
+    st = dt_idx_split(dir, "train", ds->classes, info->train_count, &ds->train);
+    if (st == DT_OK) st = dt_idx_split(dir, "t10k", ds->classes, info->test_count, &ds->test);
     break;
   case DT_FORMAT_CIFAR10: st = dt_cifar_load(ds, &g_cifar10, dir); break;
   case DT_FORMAT_CIFAR100: st = dt_cifar_load(ds, &g_cifar100, dir); break;

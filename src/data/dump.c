@@ -1,6 +1,7 @@
 /* dump.c: --dump-batch, a picture of the first training batch as the trainer receives it
  * (after crop, flip, normalisation, erasing and batch mixing), to check augmentations by eye,
  * and a small PNG encoder on zlib (deflate and crc32). */
+#define _GNU_SOURCE /* realpath */
 #include "data/dump.h"
 
 #include <errno.h>
@@ -9,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -190,14 +192,77 @@ static char *dt_dump_sibling(const char *path, const char *ext) {
   return s;
 }
 
-dt_status dt_dump_batch(const dt_config *cfg, const char *path) {
+/* The kind of a file that is not a regular one, for messages. */
+static const char *dt_dump_kind(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "not a regular file";
+}
+
+/* Where the file named `given` is written (malloc'ed in *target): `given` itself when it does
+ * not exist or is a regular file, the file it names when it is a symbolic link (written
+ * through, the link kept). Anything else (a device such as /dev/null, a FIFO, a directory) is
+ * refused: the file is written to a temporary file renamed over the name, which would replace
+ * it. */
+static dt_status dt_dump_target(const char *given, char **target) {
+  *target = NULL;
+  struct stat sb;
+  if (lstat(given, &sb) != 0) {
+    if (errno != ENOENT)
+      return dt_error_set(DT_ERR_IO, "--dump-batch: cannot write %s: %s", given, strerror(errno));
+    *target = dt_xstrdup(given);
+    return DT_OK;
+  }
+  char *real = NULL;
+  if (S_ISLNK(sb.st_mode)) {
+    real = realpath(given, NULL);
+    if (!real || stat(real, &sb) != 0) {
+      const int e = errno;
+      free(real);
+      return dt_error_set(DT_ERR_IO,
+                          "--dump-batch: %s is a symbolic link to a file that cannot be written "
+                          "through (%s); give a regular file name",
+                          given, strerror(e));
+    }
+  }
+  if (!S_ISREG(sb.st_mode)) {
+    free(real);
+    return dt_error_set(DT_ERR_IO,
+                        "--dump-batch: %s is %s, not a regular file: dtrain writes the picture "
+                        "to a new file renamed into place and will not replace it; give a file "
+                        "name",
+                        given, dt_dump_kind(sb.st_mode));
+  }
+  *target = real ? real : dt_xstrdup(given);
+  return DT_OK;
+}
+
+dt_status dt_dump_batch(const dt_config *cfg, const char *given) {
+  /* Both names are checked before any work, so a refused one costs nothing. */
+  char *given_txt = dt_dump_sibling(given, ".txt"), *path = NULL, *txt = NULL;
+  dt_status st = dt_dump_target(given, &path);
+  if (st == DT_OK) st = dt_dump_target(given_txt, &txt);
+  free(given_txt);
+  if (st != DT_OK) {
+    free(path);
+    return st;
+  }
   dt_dataset ds;
-  dt_status st = dt_dataset_load(&ds, cfg->data_dataset, cfg->data_dir);
-  if (st != DT_OK) return st;
+  st = dt_dataset_load(&ds, cfg->data_dataset, cfg->data_dir);
+  if (st != DT_OK) {
+    free(path);
+    free(txt);
+    return st;
+  }
   dt_dataset_limit(&ds, (int)cfg->data_train_limit, (int)cfg->data_test_limit);
   const int B = (int)cfg->train_batch_size;
   if (ds.train.count < B) {
     dt_dataset_free(&ds);
+    free(path);
+    free(txt);
     return dt_error_set(DT_ERR_CONFIG, "train.batch_size = %d is larger than the %d training images",
                         B, ds.train.count);
   }
@@ -225,7 +290,6 @@ dt_status dt_dump_batch(const dt_config *cfg, const char *path) {
   cv.rgb = dt_xmalloc((size_t)cv.w * cv.h * 3);
   memset(cv.rgb, 255, (size_t)cv.w * cv.h * 3);
 
-  char *txt = dt_dump_sibling(path, ".txt");
   char *tmp_png = dt_xmalloc(strlen(path) + 32), *tmp_txt = dt_xmalloc(strlen(txt) + 32);
   sprintf(tmp_png, "%s.%ld.tmp", path, (long)getpid());
   sprintf(tmp_txt, "%s.%ld.tmp", txt, (long)getpid());
@@ -300,6 +364,7 @@ done:
   free(tmp_png);
   free(tmp_txt);
   free(txt);
+  free(path);
   free(cv.rgb);
   dt_loader_free(ld);
   dt_dataset_free(&ds);

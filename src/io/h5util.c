@@ -1,6 +1,8 @@
 /* h5util.c: HDF5 helpers shared by the checkpoint and metrics writers. */
 #include "io/h5util.h"
 
+void h5_init(void) { H5dont_atexit(); }
+
 void h5_quiet_begin(h5_quiet *q) {
   H5Eget_auto2(H5E_DEFAULT, &q->func, &q->data);
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL);

@@ -13,6 +13,11 @@ typedef struct {
   void *data;
 } h5_quiet;
 
+/* Called before any other HDF5 call: no library clean-up at exit. dtrain closes every file it
+ * opens; what the clean-up would find after a write that failed on a full disk (a file HDF5
+ * could not create) only makes it print "infinite loop closing library" after our message. */
+void h5_init(void);
+
 void h5_quiet_begin(h5_quiet *q);
 void h5_quiet_end(const h5_quiet *q);
 /* A scalar int64 attribute; 0 on success, -1 on failure. */
