@@ -8,7 +8,8 @@
  * here every input reaches dtrain's checks of a well-formed file.
  * Properties: a refused file leaves a message and the outputs untouched, and no load leaves
  * an HDF5 object open. Values that load but are out of range are visible with
- * DT_FUZZ_REPORT=1 (the loader's range checks are not this harness's to assert). */
+ * DT_FUZZ_REPORT=1 (DT_FUZZ_REPORT=all: every file, with the refusal); the loader's range checks are
+ * not this harness's to assert. */
 #define _GNU_SOURCE
 #include <hdf5.h>
 #include <math.h>
@@ -234,7 +235,11 @@ static void apply_edits(hid_t file, reader *r) {
       rd_tensor(r, other, sizeof other);
       H5Ldelete(file, path, H5P_DEFAULT);
       if (kind == 0) H5Lcreate_soft(other, file, path, H5P_DEFAULT, H5P_DEFAULT);
-      if (kind == 1) H5Lcreate_external("elsewhere.h5", other, file, path, H5P_DEFAULT, H5P_DEFAULT);
+      if (kind == 1) { /* into the template: another, valid file */
+        char target[256];
+        fuzz_path(target, sizeof target, "template.h5");
+        H5Lcreate_external(target, other, file, path, H5P_DEFAULT, H5P_DEFAULT);
+      }
       if (kind == 2) H5Lcreate_hard(file, other, file, path, H5P_DEFAULT, H5P_DEFAULT);
       break;
     }
@@ -296,11 +301,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   dt_checkpoint_meta meta = {0};
   dt_error_clear();
   if (dt_checkpoint_load(path, &g_ps, w, b, &opt, &meta) == DT_OK) {
-    if (getenv("DT_FUZZ_REPORT") &&
-        (meta.step < 0 || meta.epoch < 0 || meta.step_in_epoch < 0 || meta.world_size <= 0 ||
-         !(meta.loss_scale >= 0 && meta.loss_scale < INFINITY) ||
-         !all_finite(w, g_ps.n_weights) || !all_finite(b, g_ps.n_buffers) ||
-         !all_finite(m, g_ps.n_weights)))
+    const char *report = getenv("DT_FUZZ_REPORT");
+    if (report && (strcmp(report, "all") == 0 || meta.step < 0 || meta.epoch < 0 ||
+                   meta.step_in_epoch < 0 || meta.world_size <= 0 ||
+                   !(meta.loss_scale >= 0 && meta.loss_scale < INFINITY) ||
+                   !all_finite(w, g_ps.n_weights) || !all_finite(b, g_ps.n_buffers) ||
+                   !all_finite(m, g_ps.n_weights)))
       fprintf(stderr, "fuzz_checkpoint: accepted: step %ld epoch %ld step_in_epoch %ld "
               "world_size %d loss_scale %g, tensors finite: %d %d %d\n",
               meta.step, meta.epoch, meta.step_in_epoch, meta.world_size, meta.loss_scale,
@@ -309,6 +315,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     free(meta.config_text);
   } else {
     if (strcmp(dt_error_message(), "unknown error") == 0) abort();
+    const char *report = getenv("DT_FUZZ_REPORT");
+    if (report && strcmp(report, "all") == 0)
+      fprintf(stderr, "fuzz_checkpoint: refused: %s\n", dt_error_message());
     /* Nothing is written to the outputs unless everything checks (checkpoint.h). */
     if (!all_sentinel(w, g_ps.n_weights) || !all_sentinel(b, g_ps.n_buffers) ||
         !all_sentinel(m, g_ps.n_weights) || meta.config_text)
