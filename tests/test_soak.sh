@@ -53,17 +53,22 @@ if [ $? -ne 0 ] || [ ! -f "$(ckpt $REF $STEPS)" ]; then
 fi
 ok "uninterrupted 2-rank run of $STEPS steps"
 
+# draw N: R, uniform in [0, N), from the seeded sequence (high bits: bash's low bits repeat).
 RANDOM=$SEED
+draw() { R=$(( (RANDOM >> 5) % $1 )); }
 run=$T/soak
 cur=0       # steps in the latest checkpoint (0: none yet)
 kills=0 terms=0
 for ((c = 1; c <= CYCLES; c++)); do
   # The first checkpoint after cur is complete before any step after it starts.
   next=$(( (cur / K + 1) * K ))
-  s=$(( next + 1 + RANDOM % K ))
+  draw $K
+  s=$(( next + 1 + R ))
   if [ $cur -eq 0 ]; then args=("${CFG[@]}" --set output.dir=$run); else args=(--resume $run); fi
-  if ((RANDOM % 2)); then
-    rank=$((RANDOM % 2))
+  draw 2
+  if ((R)); then
+    draw 2
+    rank=$R
     out=$(DTRAIN_FAULT_KILL=$rank:$s timeout 900 "${MPIRUN[@]}" "$DTRAIN" "${args[@]}" 2>&1)
     rc=$?
     got=$(latest $run)
