@@ -7,8 +7,9 @@
 # Usage: tests/fuzz/run.sh [SECONDS] [NAME...]   (default 25 s each; config idx cifar checkpoint)
 #        tests/fuzz/run.sh --seeds               (rewrite the generated seed corpora)
 # checkpoint_raw mutates the HDF5 bytes themselves; HDF5 1.10 crashes inside its own parser
-# on some of them (a SEGV in H5Aexists under H5O__attr_exists), which is not dtrain's code, so
-# it is not in the default list. Long runs: tests/fuzz/run.sh 3600 idx, or the binary itself
+# on some of them within seconds (hdf5_crashes/segv_h5aexists.h5: a SEGV in H5Aexists under
+# H5O__attr_exists, reached from the loader's first attribute read), which is not dtrain's
+# code, so it is not in the default list. Long runs: tests/fuzz/run.sh 3600 idx, or the binary itself
 # with libFuzzer's flags (-runs=, -jobs=) as printed below.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
