@@ -14,11 +14,14 @@
 #define FUZZ_SEP "\n--8<--\n"
 #define FUZZ_SEP_LEN 8
 
-/* A fresh directory for this process, created once. */
+/* A fresh directory for this process, created once: under $DT_FUZZ_TMP (tests/fuzz/run.sh
+ * sets it and removes it afterwards), else /dev/shm or /tmp. */
 static inline const char *fuzz_dir(void) {
-  static char dir[64];
+  static char dir[512];
   if (!dir[0]) {
-    snprintf(dir, sizeof dir, "%s/dtrain-fuzz-XXXXXX", access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
+    const char *base = getenv("DT_FUZZ_TMP");
+    if (!base || !*base) base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+    snprintf(dir, sizeof dir, "%s/dtrain-fuzz-XXXXXX", base);
     if (!mkdtemp(dir)) {
       perror("fuzz_dir: mkdtemp");
       abort();

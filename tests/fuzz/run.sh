@@ -42,14 +42,16 @@ export LSAN_OPTIONS="suppressions=$root/tests/sanitizers/lsan.supp${LSAN_OPTIONS
 export UBSAN_OPTIONS="print_stacktrace=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 failed=0
 for n in "${names[@]}"; do
+  # The corpus copy, and the harness's scratch files (DT_FUZZ_TMP), removed afterwards.
   work=$(mktemp -d "/tmp/dtrain-fuzz-$n-XXXXXX")
+  mkdir "$work/corpus"
   art=$build/artifacts/$n
   mkdir -p "$art"
   log=$build/fuzz_$n.log
   # -close_fd_mask=1: dtrain's stdout is not needed; stderr keeps the sanitizer reports.
   rc=0
-  "$build/fuzz_$n" -max_total_time="$seconds" -print_final_stats=1 -close_fd_mask=1 \
-    -artifact_prefix="$art/" "$work" "tests/fuzz/corpus/$n" >"$log" 2>&1 || rc=$?
+  DT_FUZZ_TMP=$work "$build/fuzz_$n" -max_total_time="$seconds" -print_final_stats=1 -close_fd_mask=1 \
+    -artifact_prefix="$art/" "$work/corpus" "tests/fuzz/corpus/$n" >"$log" 2>&1 || rc=$?
   runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | awk '{print $2}')
   rate=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | awk '{print $2}')
   rm -rf "$work"
