@@ -14,6 +14,7 @@
 #include <hdf5.h>
 #include <math.h>
 
+#include "fuzz_ckpt_table.h"
 #include "fuzz_util.h"
 #include "io/checkpoint.h"
 
@@ -28,27 +29,9 @@ static const char *const g_attrs[] = {"format_version", "epoch", "step", "step_i
                                       "loss_scale_good_steps", "model", "created"};
 #define N_ATTRS (sizeof g_attrs / sizeof g_attrs[0])
 
-static void fuzz_make_table(dt_params *ps) {
-  memset(ps, 0, sizeof *ps);
-  int conv[4] = {4, 3, 3, 3}, c[1] = {4}, fc[2] = {10, 4}, k[1] = {10};
-  dt_params_add(ps, "conv1.weight", 4, conv, 0, DT_INIT_KAIMING_NORMAL, 27, 36);
-  dt_params_add(ps, "bn1.weight", 1, c, DT_PARAM_NO_DECAY, DT_INIT_ONES, 0, 0);
-  dt_params_add(ps, "bn1.bias", 1, c, DT_PARAM_NO_DECAY, DT_INIT_ZEROS, 0, 0);
-  dt_params_add(ps, "bn1.running_mean", 1, c, DT_PARAM_BUFFER, DT_INIT_ZEROS, 0, 0);
-  dt_params_add(ps, "bn1.running_var", 1, c, DT_PARAM_BUFFER, DT_INIT_ONES, 0, 0);
-  dt_params_add(ps, "fc.weight", 2, fc, 0, DT_INIT_KAIMING_NORMAL, fc[1], 10);
-  dt_params_add(ps, "fc.bias", 1, k, DT_PARAM_NO_DECAY, DT_INIT_ZEROS, 0, 0);
-}
-
-static float *filled(size_t n, float v) {
-  float *x = malloc((n ? n : 1) * sizeof(float));
-  for (size_t i = 0; i < n; i++) x[i] = v;
-  return x;
-}
-
 /* The template: a checkpoint as training writes one (step 12 of a 2-rank run). */
 static void write_template(const char *path) {
-  float *w = filled(g_ps.n_weights, 0), *b = filled(g_ps.n_buffers, 1), *m = filled(g_ps.n_weights, 0);
+  float *w = fuzz_filled(g_ps.n_weights, 0), *b = fuzz_filled(g_ps.n_buffers, 1), *m = fuzz_filled(g_ps.n_weights, 0);
   for (size_t i = 0; i < g_ps.n_weights; i++) {
     w[i] = (float)((int)(i * 37 % 101) - 50) / 64.0f;
     m[i] = (float)((int)(i * 13 % 17) - 8) / 1024.0f;
@@ -70,7 +53,7 @@ static void write_template(const char *path) {
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
   (void)argv;
-  fuzz_make_table(&g_ps); /* host arrays only: no backend, no dt_params_alloc */
+  fuzz_ckpt_table(&g_ps); /* host arrays only: no backend, no dt_params_alloc */
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
   char path[256];
   fuzz_path(path, sizeof path, "template.h5");
@@ -295,8 +278,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     abort();
   }
 
-  float *w = filled(g_ps.n_weights, SENTINEL), *b = filled(g_ps.n_buffers, SENTINEL),
-        *m = filled(g_ps.n_weights, SENTINEL);
+  float *w = fuzz_filled(g_ps.n_weights, SENTINEL), *b = fuzz_filled(g_ps.n_buffers, SENTINEL),
+        *m = fuzz_filled(g_ps.n_weights, SENTINEL);
   dt_optim_state opt = {.names = {"momentum"}, .arrays = {m}, .n_states = 1};
   dt_checkpoint_meta meta = {0};
   dt_error_clear();
