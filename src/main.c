@@ -7,6 +7,7 @@
 #include "comm/comm.h"
 #include "config.h"
 #include "data/dump.h"
+#include "thread_plan.h"
 #include "train.h"
 
 static const struct option long_options[] = {
@@ -55,6 +56,7 @@ static int fail(const char *what) {
 }
 
 int main(int argc, char **argv) {
+  dt_wait_policy_apply(argv); /* may re-execute dtrain: before MPI and OpenMP start */
   dt_train_catch_signals();
   dt_comm *comm = dt_comm_init(&argc, &argv);
   const char *sets[256];
@@ -153,8 +155,16 @@ int main(int argc, char **argv) {
   int status;
   if (dump_path)
     status = dt_dump_batch(&cfg, dump_path) == DT_OK ? 0 : fail(dt_error_message());
-  else if (dry_run)
+  else if (dry_run) {
     status = dt_train_dry_run(&cfg);
+    /* The thread decision each rank would train with (collective: every rank gets here). */
+    dt_thread_plan plan;
+    char line[256], mine[256];
+    dt_thread_plan_start(comm, &cfg, device, &plan, line, sizeof line);
+    dt_thread_plan_describe_rank(&plan, dt_comm_rank(comm), dt_comm_size(comm), mine, sizeof mine);
+    if (status == 0 && dt_comm_rank(comm) == 0) printf("\n%s\n", line);
+    if (status == 0) printf("%s\n", mine);
+  }
   else if (bench_steps > 0)
     status = dt_train_bench(&cfg, comm, device, bench_steps);
   else {
