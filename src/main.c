@@ -32,7 +32,7 @@ static void usage(FILE *f) {
           "  --init FILE.h5           start from the weights (and batch-norm statistics) of a\n"
           "                           checkpoint; every name and shape must match the model\n"
           "  --dry-run                print the effective configuration and a model summary,\n"
-          "                           validate the dataset, and exit\n"
+          "                           validate the dataset, print each rank's threads, and exit\n"
           "  --bench STEPS            time STEPS training steps after a warm-up; prints\n"
           "                           'bench_with_data: X images/s' and 'bench: X images/s'\n"
           "  --dump-batch FILE.png    write the first training batch, augmented and mixed as\n"
