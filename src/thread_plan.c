@@ -211,10 +211,11 @@ int dt_thread_plan_start(dt_comm *comm, const dt_config *cfg, dt_device device,
 /* ---- wait policy ---- */
 
 dt_wait_policy dt_wait_policy_choose(int mask_cores, int online, int launcher_local_ranks,
-                                     int running_others) {
+                                     int running_others, int omp_threads) {
   if (launcher_local_ranks > 1 && (long)launcher_local_ranks * mask_cores > online)
     return DT_WAIT_PASSIVE;
-  if (running_others >= 1) return DT_WAIT_PASSIVE;
+  if (running_others > online - mask_cores) return DT_WAIT_PASSIVE;
+  if (omp_threads > mask_cores) return DT_WAIT_PASSIVE;
   return DT_WAIT_RUNTIME;
 }
 
@@ -270,14 +271,18 @@ void dt_wait_policy_apply(char **argv) {
   dt_cpu_mask_self(&self);
   int cores = dt_cpu_mask_count(&self), online = online_cpus(), local = launcher_local_ranks();
   int others = local > 1 ? 0 : running_others();
-  if (dt_wait_policy_choose(cores, online, local, others) == DT_WAIT_RUNTIME) {
+  int omp = dt_thread_plan_parse_omp(getenv("OMP_NUM_THREADS"));
+  if (dt_wait_policy_choose(cores, online, local, others, omp) == DT_WAIT_RUNTIME) {
     snprintf(g_wait_note, sizeof g_wait_note, "spin, then sleep (the OpenMP default)");
     return;
   }
   char note[160];
-  if (local > 1)
+  if (local > 1 && (long)local * cores > online)
     snprintf(note, sizeof note, "passive (%d local ranks on masks of %d of %d CPUs)", local,
              cores, online);
+  else if (omp > cores)
+    snprintf(note, sizeof note, "passive (OMP_NUM_THREADS=%d on %d core%s)", omp, cores,
+             cores == 1 ? "" : "s");
   else
     snprintf(note, sizeof note, "passive (%d other task%s running at start)", others,
              others == 1 ? "" : "s");
