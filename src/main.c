@@ -164,8 +164,7 @@ int main(int argc, char **argv) {
     dt_thread_plan_describe_rank(&plan, dt_comm_rank(comm), dt_comm_size(comm), mine, sizeof mine);
     if (status == 0 && dt_comm_rank(comm) == 0) printf("\n%s\n", line);
     if (status == 0) printf("%s\n", mine);
-  }
-  else if (bench_steps > 0)
+  } else if (bench_steps > 0)
     status = dt_train_bench(&cfg, comm, device, bench_steps);
   else {
     dt_run_opts opts = {device, resume_dir, init_path};

@@ -59,7 +59,7 @@ typedef struct {
   bool replay_off; /* recording failed once: op by op from then on */
   bool losses_pinned; /* t->losses came from host_alloc */
   char start_note[4400]; /* where the run's state came from (--resume, --init), for the header */
-  char threads_line[200]; /* "ranks: 8 x 8 threads (64 cores, 8 local ranks)" */
+  char threads_line[320]; /* "ranks: 8 x 8 threads (64 cores, 8 local ranks)" */
   long steps_per_epoch;
   const char *run_dir;
   FILE *log;
