@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -211,10 +210,9 @@ int dt_thread_plan_start(dt_comm *comm, const dt_config *cfg, dt_device device,
 /* ---- wait policy ---- */
 
 dt_wait_policy dt_wait_policy_choose(int mask_cores, int online, int launcher_local_ranks,
-                                     int running_others, int omp_threads) {
+                                     int omp_threads) {
   if (launcher_local_ranks > 1 && (long)launcher_local_ranks * mask_cores > online)
     return DT_WAIT_PASSIVE;
-  if (running_others > online - mask_cores) return DT_WAIT_PASSIVE;
   if (omp_threads > mask_cores) return DT_WAIT_PASSIVE;
   return DT_WAIT_RUNTIME;
 }
@@ -232,23 +230,6 @@ static int launcher_local_ranks(void) {
     if (end != v && k >= 1) return k > 4096 ? 4096 : (int)k;
   }
   return 1;
-}
-
-/* Runnable tasks on the machine other than this process: the fourth field of /proc/loadavg
- * ("running/total") less one, the largest of a few looks 2 ms apart; 0 when unreadable. */
-static int running_others(void) {
-  int most = 0;
-  for (int i = 0; i < 3; i++) {
-    FILE *f = fopen("/proc/loadavg", "r");
-    if (!f) return 0;
-    double l1, l5, l15;
-    int running = 0, total;
-    if (fscanf(f, "%lf %lf %lf %d/%d", &l1, &l5, &l15, &running, &total) == 5)
-      most = DT_MAX(most, running - 1);
-    fclose(f);
-    nanosleep(&(struct timespec){0, 2000000}, NULL);
-  }
-  return most;
 }
 
 static char g_wait_note[256];
@@ -270,9 +251,8 @@ void dt_wait_policy_apply(char **argv) {
   dt_cpu_mask self;
   dt_cpu_mask_self(&self);
   int cores = dt_cpu_mask_count(&self), online = online_cpus(), local = launcher_local_ranks();
-  int others = local > 1 ? 0 : running_others();
   int omp = dt_thread_plan_parse_omp(getenv("OMP_NUM_THREADS"));
-  if (dt_wait_policy_choose(cores, online, local, others, omp) == DT_WAIT_RUNTIME) {
+  if (dt_wait_policy_choose(cores, online, local, omp) == DT_WAIT_RUNTIME) {
     snprintf(g_wait_note, sizeof g_wait_note, "spin, then sleep (the OpenMP default)");
     return;
   }
@@ -280,12 +260,9 @@ void dt_wait_policy_apply(char **argv) {
   if (local > 1 && (long)local * cores > online)
     snprintf(note, sizeof note, "passive (%d local ranks on masks of %d of %d CPUs)", local,
              cores, online);
-  else if (omp > cores)
+  else
     snprintf(note, sizeof note, "passive (OMP_NUM_THREADS=%d on %d core%s)", omp, cores,
              cores == 1 ? "" : "s");
-  else
-    snprintf(note, sizeof note, "passive (%d other task%s running at start)", others,
-             others == 1 ? "" : "s");
   if (setenv("OMP_WAIT_POLICY", "passive", 1) != 0 || setenv("DTRAIN_WAIT_POLICY", note, 1) != 0)
     return;
   execv("/proc/self/exe", argv);

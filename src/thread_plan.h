@@ -105,14 +105,14 @@ typedef enum {
 } dt_wait_policy;
 
 /* The policy for a process, from what is known before MPI starts: the CPUs in its mask, the
- * CPUs online, the ranks the launcher started on this node (1 if none), the runnable tasks on
- * the machine other than this process (/proc/loadavg; not looked at for several local ranks,
- * which start at the same moment), and OMP_NUM_THREADS (0 = unset). PASSIVE when the node's
- * ranks have overlapping masks (local ranks x mask cores > online CPUs), when the other tasks
- * do not fit on the CPUs outside this mask, or when OMP_NUM_THREADS exceeds the mask's cores;
- * otherwise RUNTIME: the process owns its cores. */
+ * CPUs online, the ranks the launcher started on this node (1 if none) and OMP_NUM_THREADS
+ * (0 = unset). PASSIVE when the node's ranks have overlapping masks (local ranks x mask cores >
+ * online CPUs) or OMP_NUM_THREADS exceeds the mask's cores: this job oversubscribes the cores
+ * itself. Otherwise RUNTIME, also beside other jobs: measured on 2 cores at light load
+ * (bench/threads.sh), passive lost to the runtime's default alone, beside a second run and
+ * beside a busy loop. */
 dt_wait_policy dt_wait_policy_choose(int mask_cores, int online_cpus, int launcher_local_ranks,
-                                     int running_others, int omp_threads);
+                                     int omp_threads);
 
 /* Applies the policy at the start of main, before MPI and before any parallel region: the
  * OpenMP runtime reads OMP_WAIT_POLICY only when it is loaded, so the process sets it and
