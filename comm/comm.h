@@ -17,6 +17,9 @@ int dt_comm_size(const dt_comm *comm);
 /* Rank among the processes of this node (from a shared-memory split), and their count. */
 int dt_comm_local_rank(const dt_comm *comm);
 int dt_comm_local_size(const dt_comm *comm);
+/* Gathers bytes from every rank of this node into all (local size x bytes, in local-rank
+ * order); collective over the node's ranks. */
+void dt_comm_local_allgather(dt_comm *comm, const void *mine, void *all, size_t bytes);
 /* In-place sum of a float buffer over every rank, in buckets of at most
  * dt_comm_set_bucket() floats (default 1 Mi floats = 4 MiB). */
 void dt_comm_allreduce_sum(dt_comm *comm, float *buf, size_t count);

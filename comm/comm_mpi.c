@@ -70,6 +70,14 @@ int dt_comm_rank(const dt_comm *comm) { return comm->rank; }
 int dt_comm_size(const dt_comm *comm) { return comm->size; }
 int dt_comm_local_rank(const dt_comm *comm) { return comm->local_rank; }
 int dt_comm_local_size(const dt_comm *comm) { return comm->local_size; }
+void dt_comm_local_allgather(dt_comm *comm, const void *mine, void *all, size_t bytes) {
+  if (!comm->mpi) {
+    memcpy(all, mine, bytes);
+    return;
+  }
+  DT_CHECK(bytes <= (size_t)INT_MAX);
+  MPI_Allgather(mine, (int)bytes, MPI_BYTE, all, (int)bytes, MPI_BYTE, comm->local);
+}
 void dt_comm_set_bucket(dt_comm *comm, size_t floats) {
   /* MPI counts are ints. */
   comm->bucket = floats == 0 ? 1 : floats > (size_t)INT_MAX ? (size_t)INT_MAX : floats;

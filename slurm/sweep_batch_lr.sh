@@ -32,6 +32,9 @@
 # SBATCH_OPTIONS after -- go to sbatch after the defaults (one GPU per task, as the README
 # table was made on one GTX 1080 Ti: --ntasks-per-node=1 --gpus-per-node=1 --cpus-per-task=8),
 # e.g. -- --partition=gpu --time=4:00:00, or --wait to return when every task has ended.
+# Each task's rank is bound to its --cpus-per-task cores by the batch script
+# (single_node.sbatch: srun --cpu-bind=cores, or mpirun --map-by ...:pe=K --bind-to core), and
+# dtrain sizes its threads to them.
 # Tiny CPU try-out (see tests/test_slurm.sh):
 #   DTRAIN_LAUNCH=mpirun DTRAIN_DEVICE=cpu slurm/sweep_batch_lr.sh --dataset fashion_mnist \
 #     --epochs 1 --batches "32 64" --schedules cosine --set data.train_limit=512 \

@@ -26,7 +26,7 @@
     "fashion_mnist, data/<dataset> otherwise")                                                 \
   X(data, train_limit, INT, "0", 0, 100000000, "", "use only the first N training images (0 = all)") \
   X(data, test_limit, INT, "0", 0, 100000000, "", "evaluate only the first N test images (0 = all)") \
-  X(data, loader_threads, INT, "1", 1, 64, "", "threads that augment the next batch while the model computes") \
+  X(data, loader_threads, INT, "1", 1, 64, "", "threads that augment the next batch while the model computes; they count against the rank's share of the cores") \
   X(model, name, CHOICE, "resnet_preact", 0, 0,                                                \
     "resnet_preact|resnet|wrn|densenet|pyramidnet|resnext|shake_shake|se_resnet_preact|vgg",    \
     "network family (SPEC section 1, HEAD semantics)")                                         \
@@ -78,7 +78,7 @@
   X(train, eval_batch_size, INT, "256", 1, 1048576, "", "batch size of evaluation")          \
   X(train, seed, INT, "0", 0, 4611686018427387903L, "",                                       \
     "seed of weights, shuffling and augmentation")                                             \
-  X(train, threads, INT, "0", 0, 4096, "", "compute threads per rank (0 = OMP_NUM_THREADS or all cores)") \
+  X(train, threads, INT, "0", 0, 4096, "", "compute threads per rank (0 = OMP_NUM_THREADS, else the rank's share of the cores in its affinity mask)") \
   X(train, max_steps, INT, "0", 0, 1000000000000L, "", "stop after this many steps in total (0 = run every epoch)") \
   X(train, accum_steps, INT, "1", 1, 65536, "",                                                \
     "micro-batches per rank and step: gradients are summed over ranks x accum_steps; batch "  \

@@ -8,6 +8,7 @@
 #include "config.h"
 #include "data/dump.h"
 #include "io/rundir.h"
+#include "thread_plan.h"
 #include "train.h"
 
 static const struct option long_options[] = {
@@ -34,7 +35,7 @@ static void usage(FILE *f) {
           "  --init FILE.h5           start from the weights (and batch-norm statistics) of a\n"
           "                           checkpoint; every name and shape must match the model\n"
           "  --dry-run                print the effective configuration and a model summary,\n"
-          "                           validate the dataset, and exit\n"
+          "                           validate the dataset, print each rank's threads, and exit\n"
           "  --bench STEPS            time STEPS training steps after a warm-up; prints\n"
           "                           'bench_with_data: X images/s' and 'bench: X images/s'\n"
           "  --dump-batch FILE.png    write the first training batch, augmented and mixed as\n"
@@ -59,6 +60,7 @@ static int fail(const char *what) {
 }
 
 int main(int argc, char **argv) {
+  dt_wait_policy_apply(argv); /* may re-execute dtrain: before MPI and OpenMP start */
   dt_train_catch_signals();
   dt_comm *comm = dt_comm_init(&argc, &argv);
   const char *sets[256];
@@ -168,9 +170,16 @@ int main(int argc, char **argv) {
   int status;
   if (dump_path)
     status = dt_dump_batch(&cfg, dump_path) == DT_OK ? 0 : fail(dt_error_message());
-  else if (dry_run)
+  else if (dry_run) {
     status = dt_train_dry_run(&cfg);
-  else if (bench_steps > 0)
+    /* The thread decision each rank would train with (collective: every rank gets here). */
+    dt_thread_plan plan;
+    char line[256], mine[256];
+    dt_thread_plan_start(comm, &cfg, device, &plan, line, sizeof line);
+    dt_thread_plan_describe_rank(&plan, dt_comm_rank(comm), dt_comm_size(comm), mine, sizeof mine);
+    if (status == 0 && dt_comm_rank(comm) == 0) printf("\n%s\n", line);
+    if (status == 0) printf("%s\n", mine);
+  } else if (bench_steps > 0)
     status = dt_train_bench(&cfg, comm, device, bench_steps);
   else {
     dt_run_opts opts = {device, resume_dir, init_path, changes};

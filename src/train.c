@@ -32,6 +32,7 @@
 #include "precision.h"
 #include "replay.h"
 #include "schedule.h"
+#include "thread_plan.h"
 
 /* What an epoch's metrics rows are made of, so far: sums of loss, correct and images over
  * its applied steps, the same over the current output.log_every window, skipped updates.
@@ -66,6 +67,7 @@ typedef struct {
   bool losses_pinned; /* t->losses came from host_alloc */
   char start_note[4400]; /* where the run's state came from (--resume, --init), for the header */
   epoch_metrics resumed; /* the resumed epoch's metrics so far (zero for a fresh run) */
+  char threads_line[320]; /* "ranks: 8 x 8 threads (64 cores, 8 local ranks)" */
   long steps_per_epoch;
   const char *run_dir;
   int lock_fd;                /* the run directory's lock (rank 0), -1 when not held */
@@ -353,6 +355,8 @@ static dt_status trainer_setup(trainer *t, const dt_config *cfg, dt_comm *comm, 
    * forwarded into job logs, so multi-rank runs print whole lines. */
   t->tty = t->rank == 0 && t->world == 1 && isatty(STDOUT_FILENO);
   t->run_dir = cfg->output_dir;
+  /* Collective over the node, so before anything that can fail on one rank only. */
+  int threads = dt_thread_plan_start(comm, cfg, device, NULL, t->threads_line, sizeof t->threads_line);
   int B = (int)cfg->train_batch_size;
   if (B % (t->world * t->accum) != 0)
     return dt_error_set(DT_ERR_CONFIG,
@@ -367,7 +371,7 @@ static dt_status trainer_setup(trainer *t, const dt_config *cfg, dt_comm *comm, 
   if (t->ds.train.count < B)
     return dt_error_set(DT_ERR_CONFIG, "train.batch_size = %d is larger than the %d training images",
                         B, t->ds.train.count);
-  t->be = dt_backend_create(device, (int)cfg->train_threads, dt_comm_local_rank(comm),
+  t->be = dt_backend_create(device, threads, dt_comm_local_rank(comm),
                             dt_comm_local_size(comm));
   if (!t->be) return DT_ERR_CONFIG;
   t->be->deterministic = cfg->train_deterministic;
@@ -1036,8 +1040,8 @@ static void print_header(trainer *t) {
   say(t, "dtrain %s: %s (%d train / %d test images, %dx%dx%d, %d classes) on %s\n", DT_VERSION,
       cfg->data_dataset, t->ds.train.count, t->ds.test.count, t->ds.train.channels,
       t->ds.train.height, t->ds.train.width, t->ds.classes, t->be->ops->name);
-  say(t, "ranks: %d x %d thread(s); global batch %ld = %d ranks x %d micro-batches x %d images\n",
-      t->world, t->be->threads, cfg->train_batch_size, t->world, t->accum, t->micro);
+  say(t, "%s; global batch %ld = %d ranks x %d micro-batches x %d images\n", t->threads_line,
+      cfg->train_batch_size, t->world, t->accum, t->micro);
   say(t, "model: %s-%ld %s, %ld parameters\n", cfg->model_name, cfg->model_depth,
       cfg->model_block_type, dt_model_param_count(t->model));
   say(t, "lr: %g x batch %ld / reference %ld (linear scaling rule) = %g; %s, schedule %s\n",
@@ -1416,6 +1420,7 @@ int dt_train_bench(const dt_config *cfg, dt_comm *comm, dt_device device, long s
            "thread(s), %ld timed steps\n",
            cfg->model_name, cfg->model_depth, cfg->train_batch_size, t.world, t.accum, t.micro,
            t.be->ops->name, t.be->threads, steps);
+    printf("%s\n", t.threads_line);
     printf("step: %.1f ms, all-reduce %.2f ms per step (%.1f%%), %.1f images/s per rank\n",
            1e3 * secs / (double)steps, 1e3 * ar / (double)steps, 100.0 * ar / secs, only / t.world);
     if (t.nccl)

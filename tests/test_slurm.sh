@@ -2,8 +2,9 @@
 # test_slurm.sh: the Slurm scripts end to end on a one-node cluster started on this machine
 # (scripts/slurm_local.sh), with CPU ranks and a tiny Fashion-MNIST run:
 #   1. slurm/single_node.sbatch, 2 ranks under mpirun, run directory derived from the job
-#      (DTRAIN_RUNS/<job name>_<job id>), sbatch --wait; slurm/multi_node.sbatch on this one
-#      node, 2 ranks under srun --mpi=pmix, 1 epoch;
+#      (DTRAIN_RUNS/<job name>_<job id>), sbatch --wait, each rank bound to its core and running
+#      the one thread dtrain decides; slurm/multi_node.sbatch on this one node, 2 ranks under
+#      srun --mpi=pmix --cpu-bind=cores, 1 epoch;
 #   2. slurm/sweep_batch_lr.sh over a 2-point grid (batch 32 and 64, linear lr rule), one rank
 #      per array task under srun --mpi=pmix, sbatch --wait;
 #   3. preemption: scancel --batch --signal=USR1 in the middle of a run, the job requeues
@@ -113,8 +114,14 @@ log_every = 4
 EOF
 
 # ---- 1. single_node.sbatch: 2 CPU ranks under mpirun, run directory from the job ----
-out=$(DTRAIN_LAUNCH=mpirun DTRAIN_RUNS=$T/runs timeout 120 sbatch --wait --parsable --job-name=dt_single \
-      --ntasks-per-node=2 "${CPU_RES[@]}" --output="$T/single-%j.out" slurm/single_node.sbatch "$T/tiny.ini" 2>&1)
+# The threads are dtrain's own decision here (train.threads = 0): the script binds each rank to
+# its one core (mpirun --map-by ppr:2:socket:pe=1 --bind-to core on this one-socket node), so
+# each rank owns its core: 1 thread, and the OpenMP runtime's default waiting (2 ranks x 1 core
+# masks fit the CPUs; unbound, 2 x 2 would not, and dtrain would choose passive). sbatch passes
+# on this shell's environment: OMP_NUM_THREADS (ctest sets it) would override the decision.
+out=$(env -u OMP_NUM_THREADS DTRAIN_LAUNCH=mpirun DTRAIN_RUNS=$T/runs timeout 120 sbatch --wait --parsable --job-name=dt_single \
+      --ntasks-per-node=2 "${CPU_RES[@]}" --output="$T/single-%j.out" slurm/single_node.sbatch "$T/tiny.ini" \
+      --set train.threads=0 2>&1)
 rc=$?
 jid=$(grep -o '^[0-9]*' <<<"$out" | head -1)
 [[ -n $jid ]] && JOBS+=("$jid")
@@ -125,6 +132,12 @@ else
   bad "single_node.sbatch (sbatch exit $rc)" "$out
 $(cat "$T"/single-*.out 2>/dev/null)"
 fi
+if grep -q -- '--bind-to core' "$T"/single-*.out 2>/dev/null &&
+   grep -q '^ranks: 2 x 1 thread (2 cores, 2 local ranks), OpenMP wait spin, then sleep' "$run/log.txt" 2>/dev/null; then
+  ok "single_node.sbatch: mpirun binds each rank to its core; dtrain runs 1 thread per rank"
+else
+  bad "single_node.sbatch: binding and threads" "$(grep -h 'mpirun\|^ranks' "$T"/single-*.out "$run/log.txt" 2>&1)"
+fi
 check_metrics "single_node.sbatch" "$run/metrics.h5" 2
 
 # ---- 1b. multi_node.sbatch (on the one node here): runs single_node.sbatch, srun launcher ----
@@ -134,7 +147,8 @@ out=$(DTRAIN_LAUNCH=srun timeout 120 sbatch --wait --parsable --nodes=1 --ntasks
 rc=$?
 jid=$(grep -o '^[0-9]*' <<<"$out" | head -1)
 [[ -n $jid ]] && JOBS+=("$jid")
-if [[ $rc -eq 0 ]] && grep -q 'srun --mpi=pmix' "$T"/multi-*.out && grep -q 'ranks: 2 ' "$T/multi/log.txt"; then
+if [[ $rc -eq 0 ]] && grep -q 'srun --mpi=pmix .*--cpu-bind=cores' "$T"/multi-*.out &&
+   grep -q 'ranks: 2 ' "$T/multi/log.txt"; then
   ok "multi_node.sbatch --nodes=1: job $jid, 2 ranks under srun ($((SECONDS - T0)) s)"
 else
   bad "multi_node.sbatch (sbatch exit $rc)" "$out
