@@ -1004,6 +1004,16 @@ void dt_config_write(const dt_config *cfg, FILE *f) {
   }
 }
 
+char *dt_config_text(const dt_config *cfg) {
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  DT_CHECK(f != NULL);
+  dt_config_write(cfg, f);
+  DT_CHECK(fclose(f) == 0);
+  return text;
+}
+
 /* Markdown cells must not contain '|'. */
 static void md_cell(FILE *f, const char *text) {
   for (const char *p = text; *p; p++) {

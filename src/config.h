@@ -235,6 +235,8 @@ void dt_config_key_describe(const dt_config *cfg, size_t i, char *name, size_t n
                             char *value, size_t value_cap);
 /* Write the effective configuration as an INI file that dt_config_load reads back. */
 void dt_config_write(const dt_config *cfg, FILE *f);
+/* The same text in a string, for the caller to free (checkpoints, --resume comparisons). */
+char *dt_config_text(const dt_config *cfg);
 /* --help-config: every key with section, type, default, accepted values and meaning. */
 void dt_config_help(FILE *f);
 /* The same as a markdown table (the README's configuration reference). */

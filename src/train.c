@@ -685,16 +685,6 @@ static void merge_buffers(trainer *t, int passes) {
   t->be->ops->to_device(t->be, ps->buffers, t->host_buffers, ps->n_buffers * sizeof(float));
 }
 
-static char *config_text(const dt_config *cfg) {
-  char *text = NULL;
-  size_t len = 0;
-  FILE *f = open_memstream(&text, &len);
-  DT_CHECK(f != NULL);
-  dt_config_write(cfg, f);
-  fclose(f);
-  return text;
-}
-
 _Static_assert(DT_CHECKPOINT_ALGO_COLS == DT_BACKEND_ALGO_COLS,
                "a checkpoint row of algorithm choices is a backend row");
 
@@ -723,7 +713,7 @@ static dt_status save_checkpoint(trainer *t, long epoch, long step, long step_in
     meta.epoch_skipped = em->skipped;
   }
   snprintf(meta.model, sizeof meta.model, "%s", t->cfg->model_name);
-  meta.config_text = config_text(t->cfg);
+  meta.config_text = dt_config_text(t->cfg);
   /* The backend's algorithm choices, so that a resumed run makes the same (train.deterministic). */
   if (t->be->ops->algos_export) {
     meta.n_algos = t->be->ops->algos_export(t->be, NULL, 0);

@@ -66,23 +66,13 @@ static bool dt_rundir_fixed(const char *section, const char *key) {
   return false;
 }
 
-static char *dt_rundir_text(const dt_config *cfg) {
-  char *text = NULL;
-  size_t len = 0;
-  FILE *f = open_memstream(&text, &len);
-  DT_CHECK(f != NULL);
-  dt_config_write(cfg, f);
-  DT_CHECK(fclose(f) == 0);
-  return text;
-}
-
 /* The written forms of the two configurations come from one table, so they have the same
  * lines in the same order: comments and [section] headers alike, key lines differing only
  * in their values. */
 dt_status dt_rundir_config_changes(const dt_config *before, const dt_config *after,
                                    const char *run_dir, char **changes) {
   *changes = NULL;
-  char *a = dt_rundir_text(before), *b = dt_rundir_text(after);
+  char *a = dt_config_text(before), *b = dt_config_text(after);
   char *out = NULL;
   size_t out_len = 0;
   FILE *o = open_memstream(&out, &out_len);
