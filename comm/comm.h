@@ -1,7 +1,7 @@
-/* comm.h: everything that talks between processes (DESIGN "Comm"). No other directory
- * includes mpi.h or nccl.h. comm_mpi.c implements it over MPI (a singleton start without
- * mpirun works); comm_single.c is the single-process version for -DDT_MPI=OFF builds. The
- * device collectives at the end (NCCL on GPU memory) are built on either. */
+/* comm.h: everything that talks between processes (docs/architecture.md "Comm"). No other directory
+ * includes mpi.h or nccl.h. comm_mpi.c implements it over MPI (a singleton start without mpirun
+ * works); comm_single.c is the single-process version for -DDT_MPI=OFF builds. The device
+ * collectives at the end (NCCL on GPU memory) are built on either. */
 #ifndef DT_COMM_H
 #define DT_COMM_H
 

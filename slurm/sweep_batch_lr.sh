@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# sweep_batch_lr.sh: the batch-size / learning-rate experiment of SPEC 6.9 (ResNet-preact-20,
+# sweep_batch_lr.sh: the batch-size / learning-rate experiment of docs/reference-experiments.md
+# "Published results" (ResNet-preact-20,
 # CIFAR-10) as one Slurm job array, one array task per grid point, each with its own run
 # directory. Run from the repository root.
 #
@@ -21,8 +22,10 @@
 #   --batches "B ..."    batch sizes (default "8 16 32 64 128 256 512 1024 2048 4096")
 #   --base-lr X          lr at batch 128 for the linear rule (default 0.1)
 #   --lrs "L ..."        initial lrs instead of the linear rule
-#   --schedules "S ..."  schedule types (default "cosine multistep"). Cosine decays to 0 (v1,
-#                        SPEC C7); multistep divides by 10 at 50% and 75% of the epochs (the
+#   --schedules "S ..."  schedule types (default "cosine multistep"). Cosine decays to 0 (original
+#   reference code,
+#                        docs/reference-experiments.md "Code generations"); multistep divides by 10
+#                        at 50% and 75% of the epochs (the
 #                        README does not state its milestones; 160 epochs used 80,120)
 #   --set KEY=VALUE      extra dtrain override for every task (repeatable; no spaces)
 #   --runs DIR           parent of the run directories (default runs/sweep_batch_lr_<time>)
@@ -133,7 +136,7 @@ sbatch_cmd=(sbatch --job-name=sweep_batch_lr "--array=$array" "--output=$runs/sl
             "--export=ALL,DTRAIN_ARRAY_FILE=$grid_file" "${user_sbatch[@]}"
             "$script" "$config" "${common[@]}")
 
-echo "SPEC 6.9 grid: $n tasks (lr = initial learning rate)"
+echo "batch-size / learning-rate grid (docs/reference-experiments.md \"Published results\"): $n tasks (lr = initial learning rate)"
 printf '%4s %6s %10s %-9s %6s  %s\n' task batch lr schedule epochs run_dir
 printf '%s\n' "${table[@]}"
 if ((dry_run)); then

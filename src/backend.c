@@ -1,4 +1,5 @@
-/* backend.c: the one place that picks a compute backend for a device (DESIGN "The seams"). */
+/* backend.c: the one place that picks a compute backend for a device (docs/architecture.md "Backend
+ * table"). */
 #include "backend.h"
 
 #include <stddef.h>

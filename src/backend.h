@@ -1,5 +1,5 @@
-/* backend.h: the compute seam (DESIGN "The seams"). Model and training code call these
- * function pointers and never include oneDNN, CUDA or cuDNN headers.
+/* backend.h: the compute seam (docs/architecture.md "Backend table"). Model and training code call
+ * these function pointers and never include oneDNN, CUDA or cuDNN headers.
  *
  * Activations are dt_tensors: a logical shape (N, C, H, W) stored in a layout the backend
  * chooses (oneDNN blocked nChw8c on the CPU, NHWC on the GPU). Each op is prepared once for
@@ -148,7 +148,7 @@ typedef struct dt_backend_ops {
 
   void (*op_free)(dt_op *op);
 
-  /* ==== ops of the other families (SPEC 1) ====
+  /* ==== ops of the other families (docs/reference-experiments.md "Models") ====
    * A backend may leave any of these NULL: the layer that needs one fails when the graph is
    * planned, with "op X not implemented by the <name> backend". Every op keeps its input's
    * layout unless it says otherwise; every output is overwritten. */
@@ -225,7 +225,7 @@ typedef struct dt_backend_ops {
   /* db = sum over N, H, W of dy. */
   void (*bias_backward)(dt_op *op, const dt_tensor *dy, float *db);
 
-  /* ==== optimizer updates (src/optim.c, SPEC 4.1) ====
+  /* ==== optimizer updates (src/optim.c, docs/reference-experiments.md "Optimizers") ====
    * One trainable tensor per call: w its n weights, g its gradient and the state arrays laid
    * out like w, all backend memory. Every update first multiplies g in place by grad_scale
    * when that is not 1, then uses d = g + wd w (coupled weight decay). The arithmetic is the

@@ -1,5 +1,5 @@
 /* common.h: status codes, the error message buffer of the input-error tier, and the
- * fatal-check macro family of the runtime-error tier (DESIGN "Errors"). */
+ * fatal-check macro family of the runtime-error tier (docs/architecture.md "Errors"). */
 #ifndef DT_COMMON_H
 #define DT_COMMON_H
 

@@ -765,9 +765,10 @@ static void cfg_format_intlist(const dt_intlist *l, char *buf, size_t cap) {
   for (int i = 0; i < l->n; i++) cfg_append(buf, cap, "%s%ld", i ? "," : "", l->v[i]);
 }
 
-/* SPEC section 3: one batch-mixing method and one loss at a time. HEAD picks silently by
- * priority (mixup > RICAP > CutMix > label smoothing > dual-cutout); a combination whose lower
- * member would be dropped, or would break (dual-cutout's two views mixed), is refused here. */
+/* docs/reference-experiments.md "Augmentations and losses": one batch-mixing method and one loss at
+ * a time. The reference code picks silently by priority (mixup > RICAP > CutMix > label smoothing >
+ * dual-cutout); a combination whose lower member would be dropped, or would break (dual-cutout's
+ * two views mixed), is refused here. */
 static dt_status cfg_validate_augment(const dt_config *cfg, const char *src) {
   const char *mixers[3] = {"mixup", "ricap", "cutmix"};
   const bool mixer_on[3] = {cfg->augment_mixup, cfg->augment_ricap, cfg->augment_cutmix};
@@ -821,8 +822,9 @@ static dt_status cfg_validate_augment(const dt_config *cfg, const char *src) {
   return DT_OK;
 }
 
-/* The depth of a family must be per*n + offset for some n >= 1 (SPEC 1: blocks per stage from
- * the depth); `accepted` lists a few valid depths for the message. */
+/* The depth of a family must be per*n + offset for some n >= 1 (docs/reference-experiments.md
+ * "Models": blocks per stage from the depth); `accepted` lists a few valid depths for the
+ * message. */
 static dt_status cfg_check_depth(const dt_config *cfg, const char *src, long per, long offset,
                                  bool names_block_type, const char *accepted) {
   long depth = cfg->model_depth;
@@ -843,7 +845,7 @@ static dt_status cfg_check_depth(const dt_config *cfg, const char *src, long per
                       src, depth, fit, per, offset, accepted, nearest);
 }
 
-/* Family-specific checks of the [model] keys (SPEC 1). */
+/* Family-specific checks of the [model] keys (docs/reference-experiments.md "Models"). */
 static dt_status cfg_validate_model(const dt_config *cfg, const char *src) {
   const char *name = cfg->model_name;
   bool basic = strcmp(cfg->model_block_type, "basic") == 0;
@@ -904,7 +906,7 @@ static dt_status cfg_validate_model(const dt_config *cfg, const char *src) {
       if (side >> ch->n < 1)
         return dt_error_set(DT_ERR_CONFIG,
                             "%s: [model] name = vgg with %d stages halves the image %d times: the "
-                            "%dx%d images of [data] dataset = %s would vanish (SPEC 1.1: VGG is "
+                            "%dx%d images of [data] dataset = %s would vanish (docs/reference-experiments.md \"VGG\": VGG is "
                             "CIFAR-only; at least %dx%d is needed)",
                             src, ch->n, ch->n, shape.train.height, shape.train.width,
                             cfg->data_dataset, 1 << ch->n, 1 << ch->n);
@@ -944,7 +946,8 @@ dt_status dt_config_validate(const dt_config *cfg) {
                           src, list, m->v[i], after_warmup);
   }
   if (strcmp(cfg->schedule_type, "sgdr") == 0) {
-    /* SGDR periods T0, T0 T_mul, ... must end exactly at the last epoch (SPEC 4.2). */
+    /* SGDR periods T0, T0 T_mul, ... must end exactly at the last epoch
+     * (docs/reference-experiments.md "Schedules"). */
     double period = (double)cfg->schedule_t0, total = 0;
     char sums[256] = "";
     while (total + 1e-9 < (double)after_warmup && strlen(sums) < 200) {

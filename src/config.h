@@ -1,5 +1,5 @@
-/* config.h: every configuration key of dtrain, in one X-macro table (DESIGN "Config").
- * The table generates the struct below, the defaults, the INI handler, validation,
+/* config.h: every configuration key of dtrain, in one X-macro table (docs/architecture.md "Config
+ * X-macro table"). The table generates the struct below, the defaults, the INI handler, validation,
  * --help-config and the printout of the effective configuration (config.c).
  *
  * X(section, key, type, default, min, max, choices, help)
@@ -29,7 +29,7 @@
   X(data, loader_threads, INT, "1", 1, 64, "", "threads that augment the next batch while the model computes; they count against the rank's share of the cores") \
   X(model, name, CHOICE, "resnet_preact", 0, 0,                                                \
     "resnet_preact|resnet|wrn|densenet|pyramidnet|resnext|shake_shake|se_resnet_preact|vgg",    \
-    "network family (SPEC section 1, HEAD semantics)")                                         \
+    "network family, built as docs/reference-experiments.md \"Models\" describes")              \
   X(model, depth, INT, "20", 8, 2000, "",                                                      \
     "depth: 6n+2 (basic) or 9n+2 (bottleneck) for resnet, resnet_preact, se_resnet_preact and " \
     "pyramidnet; 6n+4 for wrn; 3n+4 (basic) or 6n+4 (bottleneck) for densenet; 9n+2 for "      \
@@ -72,7 +72,7 @@
   X(model, use_bn, BOOL, "true", 0, 0, "", "vgg: batch norm after every convolution")          \
   X(model, init_mode, CHOICE, "auto", 0, 0, "auto|kaiming_fan_out|kaiming_fan_in",            \
     "fan used by the Kaiming-normal initialisation of conv and linear weights; auto = fan_in " \
-    "for wrn, fan_out otherwise (HEAD configs); se_resnet_preact always uses fan_out")         \
+    "for wrn, fan_out otherwise (the reference configs); se_resnet_preact always uses fan_out") \
   X(train, epochs, INT, "15", 1, 1000000, "", "number of training epochs")                     \
   X(train, batch_size, INT, "128", 1, 1048576, "", "global batch size (all ranks together)") \
   X(train, eval_batch_size, INT, "256", 1, 1048576, "", "batch size of evaluation")          \
@@ -108,7 +108,7 @@
     "the first (dynamic) or only (fixed) loss scale; a power of two keeps scaling exact")      \
   X(train, loss_scale_growth, INT, "2000", 1, 1000000000, "",                                  \
     "dynamic loss scaling: double the scale after this many steps in a row without overflow") \
-  X(optim, name, CHOICE, "sgd", 0, 0, "sgd|lars|adam|amsgrad", "optimizer (SPEC 4.1)")          \
+  X(optim, name, CHOICE, "sgd", 0, 0, "sgd|lars|adam|amsgrad", "optimizer (docs/reference-experiments.md \"Optimizers\")")          \
   X(optim, lr, FLOAT, "0.1", 0, 1e6, "", "base learning rate at the reference batch size")    \
   X(optim, reference_batch, INT, "128", 1, 1048576, "",                                       \
     "linear scaling rule: lr = optim.lr * train.batch_size / reference_batch")                \
@@ -120,7 +120,8 @@
   X(optim, lars_eps, FLOAT, "1e-9", 0, 1, "", "LARS: eps in |w| / (eps + |g| + wd |w|)")       \
   X(optim, lars_threshold, FLOAT, "1e-2", 0, 1e6, "", "LARS: tensors with |w| below this use a trust ratio of 1") \
   X(optim, lars_eta, FLOAT, "0", 0, 1e6, "",                                                   \
-    "LARS: trust coefficient multiplying the ratio; 0 = none, as SPEC 4.1")                   \
+    "LARS: trust coefficient multiplying the ratio; 0 = none, as in the reference experiments " \
+    "(docs/reference-experiments.md \"Optimizers\")")                                          \
   X(optim, adam_beta1, FLOAT, "0.9", 0, 0.999999, "", "Adam/AMSGrad: beta1")                   \
   X(optim, adam_beta2, FLOAT, "0.999", 0, 0.999999999, "", "Adam/AMSGrad: beta2")              \
   X(optim, adam_eps, FLOAT, "1e-8", 0, 1, "", "Adam/AMSGrad: eps")                             \
@@ -139,7 +140,8 @@
     "sgdr: period growth factor (the periods must sum to the epochs after warmup)")           \
   X(schedule, poly_power, FLOAT, "2", 0.01, 100, "", "poly: f = m + (1-m) (1 - t/T)^power")   \
   X(augment, random_crop, CHOICE, "auto", 0, 0, "auto|true|false",                            \
-    "pad and random crop; auto = on for every dataset (SPEC C12)")                            \
+    "pad and random crop; auto = on for every dataset (docs/reference-experiments.md "        \
+    "\"Code generations\")")                                                                  \
   X(augment, crop_padding, INT, "4", 0, 64, "", "random crop: zero padding on each side, in pixels") \
   X(augment, hflip, CHOICE, "auto", 0, 0, "auto|true|false",                                   \
     "random horizontal flip; auto = on for CIFAR and Fashion-MNIST, off for MNIST and KMNIST") \
@@ -182,8 +184,8 @@
     "lambda ~ Beta(cutmix_alpha, cutmix_alpha), pasted from a permutation of the batch")       \
   X(augment, cutmix_alpha, FLOAT, "1", 0.001, 1000, "", "CutMix: alpha of the Beta distribution") \
   X(augment, label_smoothing, FLOAT, "0", 0, 1, "",                                            \
-    "label smoothing epsilon: targets (1 - epsilon) onehot + epsilon / classes (0 = off; SPEC " \
-    "experiments use 0.001 to 0.1); excludes the mixing methods and dual_cutout")              \
+    "label smoothing epsilon: targets (1 - epsilon) onehot + epsilon / classes (0 = off; the " \
+    "reference experiments use 0.001 to 0.1); excludes the mixing methods and dual_cutout")              \
   X(comm, timeout_s, FLOAT, "600", 0, 1e9, "",                                               \
     "--device cuda with NCCL: seconds a rank waits for a step's gradient all-reduce before it "\
     "aborts the job naming itself and the collective (a dead or hung peer); 0 = no limit")     \

@@ -1,5 +1,5 @@
-/* gpu_place.h: which GPU a rank uses (DESIGN "Comm": device choice). A pure function, free of
- * CUDA headers, so that the policy is tested on machines without a GPU; the CUDA backend
+/* gpu_place.h: which GPU a rank uses (docs/architecture.md "Comm": device choice). A pure function,
+ * free of CUDA headers, so that the policy is tested on machines without a GPU; the CUDA backend
  * (src/cuda/backend_cuda.c) applies it. */
 #ifndef DT_GPU_PLACE_H
 #define DT_GPU_PLACE_H

@@ -1,6 +1,6 @@
-/* optim.h: optimizers over the flat arenas (SPEC 4.1), walking the parameter table for
- * per-tensor quantities (LARS trust ratios, weight-decay exclusions). Weight decay is coupled
- * L2: d = g + wd * w.
+/* optim.h: optimizers over the flat arenas (docs/reference-experiments.md "Optimizers"), walking
+ * the parameter table for per-tensor quantities (LARS trust ratios, weight-decay exclusions).
+ * Weight decay is coupled L2: d = g + wd * w.
  *   sgd      buf = m buf + d (buf = d on the first step); w -= lr (d + m buf) with Nesterov,
  *            else w -= lr buf
  *   lars     r = |w| / (eps + |g| + wd |w|) (times eta when eta > 0; 1 when |w| < threshold);

@@ -1,7 +1,7 @@
-/* rng.h: counter-based random numbers. A stream is keyed by (seed, a, b), for example
- * (seed, epoch, sample index), so the numbers a sample sees never depend on which rank or
- * thread draws them (DESIGN "One step, as data flows"). SplitMix64 mixes the key; the stream
- * is xoshiro256** seeded from it. */
+/* rng.h: counter-based random numbers. A stream is keyed by (seed, a, b), for example (seed, epoch,
+ * sample index), so the numbers a sample sees never depend on which rank or thread draws them
+ * (docs/architecture.md "One step"). SplitMix64 mixes the key; the stream is xoshiro256** seeded
+ * from it. */
 #ifndef DT_RNG_H
 #define DT_RNG_H
 

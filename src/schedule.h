@@ -1,7 +1,7 @@
-/* schedule.h: learning rate per iteration (SPEC 4.2, HEAD): lr(t) = base * f(t), where
- * base = optim.lr * train.batch_size / optim.reference_batch (linear scaling rule) and f is
- * the warmup over the first warmup epochs followed by the main schedule, whose clock starts at
- * the end of warmup (t counts steps after warmup, T = main steps, m = min_factor):
+/* schedule.h: learning rate per iteration (docs/reference-experiments.md "Schedules"): lr(t) = base
+ * * f(t), where base = optim.lr * train.batch_size / optim.reference_batch (linear scaling rule)
+ * and f is the warmup over the first warmup epochs followed by the main schedule, whose clock
+ * starts at the end of warmup (t counts steps after warmup, T = main steps, m = min_factor):
  *   warmup    linear s + (1 - s) t/Tw, or exponential s + (1 - s) (t/Tw)^exponent (without
  *             the reference's doubled base lr)
  *   constant  f = 1

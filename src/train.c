@@ -778,7 +778,7 @@ static int argmax(const float *z, int k) {
   return best;
 }
 
-/* Training accuracy of n rows: the label match, or with mixed targets the SPEC mix of the
+/* Training accuracy of n rows: the label match, or with mixed targets the reference mix of the
  * accuracies, sum_i target[i, argmax z_i]. */
 static double train_correct(const float *logits, const float *targets, const int *labels, int n,
                             int K, bool mixed) {
@@ -825,9 +825,10 @@ static void sum_gradients(trainer *t, int pass) {
     merge_top_gradients(t);
 }
 
-/* Dual-Cutout on one micro-batch (SPEC 3): z1 and z2 from two forward passes with their own
- * batch statistics; loss 0.5 [CE(z1, y) + CE(z2, y)] + alpha MSE(z1, z2), CE over the global
- * batch and MSE over its N x K logits; accuracy on (z1 + z2) / 2. */
+/* Dual-Cutout on one micro-batch (docs/reference-experiments.md "Augmentations and losses"): z1 and
+ * z2 from two forward passes with their own batch statistics; loss 0.5 [CE(z1, y) + CE(z2, y)] +
+ * alpha MSE(z1, z2), CE over the global batch and MSE over its N x K logits; accuracy on (z1 + z2)
+ * / 2. */
 static void dual_cutout_step(trainer *t, const float *x1, const float *x2, const float *targets,
                              const int *labels, int global_n, uint64_t key, long offset, int *pass,
                              double *loss_sum, double *correct) {

@@ -1,11 +1,12 @@
-/* test_augment.c: the augmentations and losses of SPEC section 3 on small synthetic datasets.
- * Cutout, Random Erasing and Dual-Cutout masks are recomputed here from the documented draw
- * order (loader.h) and formulas (SPEC), pixel for pixel; the mixing draws of mixup, RICAP and
- * CutMix likewise (numpy rounding done by hand), and the loader's mixed images and soft targets
- * are rebuilt from them. Also: invariants (target rows sum to 1, RICAP areas and weights,
- * clipped Cutout boxes, Random Erasing bounds), world-size invariance of every method, label
- * smoothing values, the Gamma and Beta samplers' moments, the PNG writer (decoded with zlib)
- * and --dump-batch's files and error path. */
+/* test_augment.c: the augmentations and losses of docs/reference-experiments.md "Augmentations and
+ * losses" on small synthetic datasets. Cutout, Random Erasing and Dual-Cutout masks are recomputed
+ * here from the documented draw order (loader.h) and formulas (docs/reference-experiments.md
+ * "Augmentations and losses"), pixel for pixel; the mixing draws of mixup, RICAP and CutMix
+ * likewise (numpy rounding done by hand), and the loader's mixed images and soft targets are
+ * rebuilt from them. Also: invariants (target rows sum to 1, RICAP areas and weights, clipped
+ * Cutout boxes, Random Erasing bounds), world-size invariance of every method, label smoothing
+ * values, the Gamma and Beta samplers' moments, the PNG writer (decoded with zlib) and
+ * --dump-batch's files and error path. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -87,7 +88,8 @@ static bool in_rect(const rect *b, int y, int x) {
   return b->on && x >= b->x0 && x < b->x1 && y >= b->y0 && y < b->y1;
 }
 
-/* SPEC Cutout: centre from [0, S + off) or [m/2, S + off - m/2), off = 1 for even m. */
+/* Cutout (docs/reference-experiments.md "Augmentations and losses"): centre from [0, S + off) or
+ * [m/2, S + off - m/2), off = 1 for even m. */
 static rect draw_cutout(dt_rng *r, const dt_erase_cfg *e, int H, int W) {
   rect b = {0};
   if (dt_rng_uniform(r) > e->cutout_prob) return b;
@@ -106,7 +108,7 @@ static rect draw_cutout(dt_rng *r, const dt_erase_cfg *e, int H, int W) {
   return b;
 }
 
-/* SPEC Random Erasing. */
+/* Random Erasing (docs/reference-experiments.md "Augmentations and losses"). */
 static rect draw_erasing(dt_rng *r, const dt_erase_cfg *e, int H, int W) {
   rect b = {0};
   if (dt_rng_uniform(r) > e->erasing_prob) return b;
@@ -183,7 +185,7 @@ static void test_erasing_exact(void **state) {
   dt_erase_cfg e = {.random_erasing = true, .erasing_prob = 0.5, .erasing_area_min = 0.02,
                     .erasing_area_max = 0.4, .erasing_min_aspect = 0.3, .erasing_max_attempts = 20};
   for (int both = 0; both < 2; both++) {
-    /* both: Cutout first, then Random Erasing (HEAD order), from the same stream */
+    /* both: Cutout first, then Random Erasing (reference order), from the same stream */
     e.cutout = both, e.cutout_prob = 1, e.cutout_size = 4;
     int erased = 0, draws = 0;
     for (long epoch = 0; epoch < 4; epoch++)

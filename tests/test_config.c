@@ -424,8 +424,9 @@ static void test_full_file_loads(void **state) {
   assert_true(cfg.comm_timeout_s == 30);
   assert_true(cfg.augment_mixup && cfg.augment_ricap && cfg.augment_dual_cutout);
   assert_true(cfg.augment_label_smoothing == 0.1);
-  /* Every [augment] method is on, which the cross-key check refuses (SPEC section 3: one
-   * batch-mixing method and one loss at a time); the rest of the file is valid. */
+  /* Every [augment] method is on, which the cross-key check refuses (docs/reference-experiments.md
+   * "Augmentations and losses": one batch-mixing method and one loss at a time); the rest of the
+   * file is valid. */
   dt_error_clear();
   assert_int_equal(dt_config_validate(&cfg), DT_ERR_CONFIG);
   expect_message("full.ini", "full.ini", "[augment] mixup = true and ricap = true", NULL);
@@ -696,7 +697,8 @@ static void test_cross_key_checks(void **state) {
                  "[schedule] milestones = 80,155", "155 is not less than", "= 155",
                  "[train] epochs", "[schedule] warmup_epochs", NULL);
 
-  /* [augment]: one batch-mixing method and one loss at a time (SPEC section 3) */
+  /* [augment]: one batch-mixing method and one loss at a time (docs/reference-experiments.md
+   * "Augmentations and losses") */
   expect_valid("mix_one.ini", "[augment]\nricap = true\ncutout = true\nrandom_erasing = true\n");
   expect_valid("smooth.ini", "[augment]\nlabel_smoothing = 0.1\ncutout = true\n");
   expect_valid("dual.ini", "[augment]\ndual_cutout = true\nrandom_erasing = true\n");

@@ -1,8 +1,8 @@
 #!/bin/bash
 # test_configs.sh: every configs/*.ini passes `dtrain CONFIG --dry-run` (it parses, validates and
 # builds its model; datasets that are not on this machine are reported, not needed), and a
-# config whose comment states "; params: N" (SPEC 1.0's count, written by tools/make_configs.py)
-# builds a model with exactly N parameters.
+# config whose comment states "; params: N" (docs/reference-experiments.md "Common conventions"
+# count, written by tools/make_configs.py) builds a model with exactly N parameters.
 # Usage (ctest runs it from the repository root): bash tests/test_configs.sh path/to/dtrain
 set -u
 dtrain=${1:?usage: test_configs.sh path/to/dtrain}
@@ -49,7 +49,7 @@ total=$(printf '%s\n' "$results" | grep -c '^ok \|^FAIL ')
 failed=$(printf '%s\n' "$results" | grep -c '^FAIL ')
 counted=$(printf '%s\n' "$results" | grep -c ' params [0-9]*$')
 printf '%s\n' "$results" | grep -A3 '^FAIL ' || true
-echo "$total configs: $((total - failed)) pass the dry run, $counted with a parameter count checked against SPEC, $failed failed"
+echo "$total configs: $((total - failed)) pass the dry run, $counted with a parameter count checked against the published count, $failed failed"
 [ "$total" -eq ${#configs[@]} ] || { echo "FAIL: $total results for ${#configs[@]} configs"; exit 1; }
 [ "$counted" -gt 0 ] || { echo "FAIL: no config states its parameter count"; exit 1; }
 [ "$failed" -eq 0 ]

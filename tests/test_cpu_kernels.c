@@ -8,7 +8,8 @@
  *   reference (tests/ref/ref_ops.c) with a relative error in norm below 1e-4: forward,
  *   forward accumulating onto a residual, backward data and backward weights, on the layout
  *   a stem convolution writes (as in a model).
- * - A small model of every family (SPEC 1), one training step and one inference forward at
+ * - A small model of every family (docs/reference-experiments.md "Models"), one training step and
+ * one inference forward at
  *   batch 2 on 3x16x16 (VGG 3x32x32): afterwards the backend holds no primitive on reference
  *   code (dt_cpu_ref_prims; reorders aside).
  * Both run on the machine's own ISA and again, when that is above AVX2, in a child process

@@ -926,7 +926,7 @@ static void test_chain(void **state) {
   chk_end();
 }
 
-/* ---- ops of the other families (SPEC 1) ---- */
+/* ---- ops of the other families (docs/reference-experiments.md "Models") ---- */
 
 /* Input layouts of the new ops: plain, and what a stem-like convolution writes. */
 static const char *tag_of(char *buf, size_t size, const char *op, dt_shape s, int kind) {

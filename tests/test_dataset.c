@@ -680,7 +680,7 @@ static void test_fashion_mnist_real(void **state) {
     assert_int_equal(train_hist[k], 6000);
     assert_int_equal(test_hist[k], 1000);
   }
-  /* The mean pixel must match the SPEC statistic the normalisation uses. */
+  /* The mean pixel must match the reference statistic the normalisation uses. */
   double sum = 0;
   for (size_t i = 0; i < (size_t)60000 * 784; i++) sum += ds.train.images[i];
   double mean = sum / (60000.0 * 784.0 * 255.0);

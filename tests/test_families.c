@@ -1,8 +1,8 @@
-/* test_families.c: the family builders of src/models/ against SPEC 1.0's parameter-count
- * table (exact integers, 3x32x32 input, 10 classes), its 100-class and 1-channel rules, the
- * PyTorch state_dict names and shapes of each family, the cross-key checks of each family's
- * depth formula, and the initialisation fan per family. Counting builds a graph without a
- * backend, so no layer runs here. */
+/* test_families.c: the family builders of src/models/ against docs/reference-experiments.md "Common
+ * conventions" parameter-count table (exact integers, 3x32x32 input, 10 classes), its 100-class and
+ * 1-channel rules, the PyTorch state_dict names and shapes of each family, the cross-key checks of
+ * each family's depth formula, and the initialisation fan per family. Counting builds a graph
+ * without a backend, so no layer runs here. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -24,7 +24,7 @@ typedef struct {
 
 static void make_cfg(dt_config *cfg, const spec_cfg *s) {
   dt_config_defaults(cfg);
-  assert_int_equal(dt_config_set(cfg, "data.dataset=cifar10"), DT_OK); /* SPEC 1.0: CIFAR-10 */
+  assert_int_equal(dt_config_set(cfg, "data.dataset=cifar10"), DT_OK); /* the counts are for CIFAR-10 */
   for (int i = 0; i < MAX_SETS && s->sets[i]; i++) {
     if (dt_config_set(cfg, s->sets[i]) != DT_OK) fail_msg("%s: %s", s->label, dt_error_message());
   }
@@ -51,7 +51,7 @@ static long count(const spec_cfg *s, int channels, int size, int classes) {
   return n;
 }
 
-/* ---- SPEC 1.0 rows ---- */
+/* ---- docs/reference-experiments.md "Common conventions" rows ---- */
 static const spec_cfg k_vgg = {"VGG-15 BN", {"model.name=vgg"}};
 static const spec_cfg k_resnet20 = {"ResNet-20", {"model.name=resnet", "model.depth=20"}};
 static const spec_cfg k_resnet56 = {"ResNet-56", {"model.name=resnet", "model.depth=56"}};
@@ -109,7 +109,7 @@ static const spec_cfg k_shake32 = SHAKE(32), k_shake64 = SHAKE(64), k_shake96 = 
 
 typedef struct {
   const spec_cfg *cfg;
-  long params; /* SPEC 1.0, computed for HEAD, 3x32x32, 10 classes */
+  long params; /* "Common conventions" table: 3x32x32, 10 classes */
 } spec_row;
 
 static const spec_row k_rows[] = {
@@ -137,7 +137,8 @@ static void test_spec_table(void **state) {
   assert_int_equal(bad, 0);
 }
 
-/* SPEC 1.0: 100 classes add 90 (C_last + 1); a 1-channel input removes 2 x 9 x C_stem. */
+/* docs/reference-experiments.md "Common conventions": 100 classes add 90 (C_last + 1); a 1-channel
+ * input removes 2 x 9 x C_stem. */
 typedef struct {
   const spec_cfg *cfg;
   long params;

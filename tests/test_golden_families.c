@@ -1,5 +1,6 @@
-/* test_golden_families.c: every model family (SPEC 1) against the independent PyTorch models of
- * tools/torch_models.py, one small instance per file of tests/golden/ written by
+/* test_golden_families.c: every model family (docs/reference-experiments.md "Models") against the
+ * independent PyTorch models of tools/torch_models.py, one small instance per file of tests/golden/
+ * written by
  * tools/make_golden_families.py. Each file names its network as dtrain --set overrides
  * (config/ records); the test builds that model on the CPU backend, copies the PyTorch weights
  * by state_dict name (every name and shape must match, both ways), runs one training-mode

@@ -131,7 +131,7 @@ static void test_build(void **state) {
   long total = 0;
   for (int i = 0; i < g->n_nodes; i++) total += g->nodes[i].n_params;
   assert_int_equal(total, 324 + 12 + 48 + 96 + 96 + 1728 + 1728 + 39 + 48 + 170);
-  /* fan_in 0: the v1 zero-initialised bias. */
+  /* fan_in 0: the original reference code's zero-initialised bias. */
   dt_graph *g2 = dt_graph_create(NULL, &ps, (dt_shape){1, 3, 8, 8}, true);
   dt_graph_bias(g2, "other", 0, 0);
   assert_true(ps.items[dt_params_find(&ps, "other.bias")].init == DT_INIT_ZEROS);

@@ -1,5 +1,6 @@
-/* test_model.c: parameter counts and MACs of the model builders against SPEC 1.0's table,
- * PyTorch state_dict names, and the fused residual structure. */
+/* test_model.c: parameter counts and MACs of the model builders against
+ * docs/reference-experiments.md "Common conventions" table, PyTorch state_dict names, and the fused
+ * residual structure. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,5 +1,6 @@
 /* test_optim.c: SGD (momentum, Nesterov, coupled weight decay, no-decay groups) against the
- * formulas of SPEC 4.1 evaluated in double, and the schedules of SPEC 4.2 at known points. */
+ * formulas of docs/reference-experiments.md "Optimizers" evaluated in double, and the schedules of
+ * docs/reference-experiments.md "Schedules" at known points. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -107,8 +108,9 @@ static void test_schedules(void **s) {
   dt_config_free(&cfg);
 }
 
-/* A two-tensor table (a weight that LARS adapts, and a tiny bias under its threshold) with
- * random weights; runs `steps` updates of dtrain and of the formulas of SPEC 4.1 in double. */
+/* A two-tensor table (a weight that LARS adapts, and a tiny bias under its threshold) with random
+ * weights; runs `steps` updates of dtrain and of the formulas of docs/reference-experiments.md
+ * "Optimizers" in double. */
 typedef struct {
   dt_params ps;
   dt_backend *be;
@@ -162,7 +164,8 @@ static void test_lars(void **st) {
         const dt_param *p = &c.ps.items[i];
         double *wi = w + p->offset, *gi = g + p->offset, *bi = buf + p->offset;
         for (size_t j = 0; j < p->count; j++) gi[j] = c.ps.grads[p->offset + j];
-        /* SPEC 4.1: every tensor adapted, wd on all of them, no Nesterov. */
+        /* docs/reference-experiments.md "Optimizers": every tensor adapted, wd on all of them, no
+         * Nesterov. */
         double wn = dnorm(wi, p->count), gn = dnorm(gi, p->count), wd = 5e-3;
         double local = wn / (1e-9 + gn + wd * wn);
         if (with_eta) local *= 0.02;

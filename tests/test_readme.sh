@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # test_readme.sh: the README is the user's manual and must match the code: its configuration
 # table is exactly `dtrain --help-config=markdown`, it names every option of `dtrain --help`,
-# and the two set-up commands, scripts and configs it mentions exist.
+# and the two set-up commands, scripts and configs it mentions exist. The repository stands
+# alone: no tracked source, script, config or help text cites a document it does not contain
+# (SPEC, DESIGN, or a docs/ file that is missing).
 set -u
 source "$(dirname "$0")/harness.sh"
 DTRAIN=${1:-./dtrain}
@@ -23,5 +25,17 @@ for f in scripts/quickstart.sh scripts/test.sh .ci/run configs/quickstart.ini co
     [ -e "$f" ] && ok "$f exists" || bad "README names $f, which does not exist"
   fi
 done
+# Citations: the documents a comment or help text may cite are the ones in docs/.
+files=$( (git ls-files src comm kernels tests tools scripts bench slurm configs CMakeLists.txt README.md 2>/dev/null ||
+        find src comm kernels tests tools scripts bench slurm configs CMakeLists.txt README.md -type f) | grep -v "^tests/test_readme.sh$")
+foreign=$( { grep -nE '\bSPEC\b|DESIGN "|HEAD semantics|(SPEC|DESIGN)\.md' $files /dev/null;
+             "$DTRAIN" --help-config | grep -nE '\bSPEC\b|DESIGN|HEAD semantics' | sed 's/^/--help-config:/'; } )
+[ -z "$foreign" ] && ok "no file or help text cites SPEC or DESIGN, which the repository does not contain" \
+  || bad "citations of documents the repository does not contain" "$foreign"
+missing=""
+for d in $( { grep -ohE 'docs/[A-Za-z0-9_./-]+\.md' $files /dev/null; "$DTRAIN" --help-config | grep -oE 'docs/[A-Za-z0-9_./-]+\.md'; } | sort -u); do
+  [ -e "$d" ] || missing="$missing $d"
+done
+[ -z "$missing" ] && ok "every docs/ file cited exists" || bad "cited docs/ files that do not exist:$missing"
 grep -q 'scripts/test.sh' .ci/run && ok ".ci/run runs the README's test command" || bad ".ci/run does not run scripts/test.sh"
 finish

@@ -441,7 +441,7 @@ static void test_conv_identities(void **state) {
   }
 }
 
-/* ---- ops of the other families (SPEC 1) ---- */
+/* ---- ops of the other families (docs/reference-experiments.md "Models") ---- */
 
 /* One context for the smaller ops: inputs x (and x2), output y, its weighting g, and the
  * settings of whichever op `fwd` runs. */

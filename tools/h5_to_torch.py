@@ -43,7 +43,7 @@ import numpy as np
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
 
-# Dataset statistics as in src/data/dataset.c (SPEC section 2).
+# Dataset statistics as in src/data/dataset.c (docs/reference-experiments.md "Datasets").
 IDX_DATASETS = {
     "fashion_mnist": ("/usr/share/datasets/fashion-mnist", 0.2860, 0.3530),
     "mnist": ("data/mnist", 0.1307, 0.3081),

@@ -1,34 +1,37 @@
 #!/usr/bin/python3
-"""Write configs/*.ini: one dtrain configuration per result row of SPEC §6
-(the README tables of hysts/pytorch_image_classification) that dtrain can
+"""Write configs/*.ini: one dtrain configuration per published result row
+(docs/reference-experiments.md "Published results", the tables of
+hysts/pytorch_image_classification) that dtrain can
 run, plus configs/resnext29.ini.
 
 Usage: /usr/bin/python3 tools/make_configs.py [--out-dir configs] [--check]
 
-Each file starts with comments naming its SPEC row(s), the published result
-(test error at the last epoch, % ) and, where SPEC §1.0 gives it, the
+Each file starts with comments naming its table row(s), the published result
+(test error at the last epoch, % ) and, where docs/reference-experiments.md
+"Common conventions" gives it, the
 parameter count as "; params: N" (tests/test_configs.sh compares it with
 `dtrain CONFIG --dry-run`). Rows with identical settings share one file; its
 comment lists every row. --check reports files that would change or are
 missing, without writing.
 
-Choices made where SPEC leaves a gap (each file repeats the ones it uses):
-  * Settings follow the v1 code that produced the README numbers: cosine
-    decays to 0 (C7: schedule.min_factor = 0), seed 7 (C13), MNIST without
-    crop or flip, KMNIST with crop and no flip, Fashion-MNIST and CIFAR with
-    both (C12); the multi-GPU table (§6.3) is HEAD code (min_factor 1e-3,
-    seed 0).
+Choices made where the published setup leaves a gap (each file repeats the ones it uses):
+  * Settings follow the original reference code that produced the published
+    numbers (docs/reference-experiments.md "Code generations"): cosine
+    decays to 0 (schedule.min_factor = 0), seed 7, MNIST without crop or
+    flip, KMNIST with crop and no flip, Fashion-MNIST and CIFAR with both;
+    the multi-GPU table (6.3) is the current reference code (min_factor
+    1e-3, seed 0).
   * optim.reference_batch = train.batch_size, so optim.lr is the table's lr.
   * Weight decay, batch and epochs not stated by a row come from the model's
-    config (SPEC §1.11); 200-epoch multistep runs of §6.9 use milestones
-    [100, 150] and the 300-epoch mixup run of §6.7 [150, 225] (not stated).
+    config ("Default hyperparameters"); 200-epoch multistep runs of table 6.9 use milestones
+    [100, 150] and the 300-epoch mixup run of table 6.7 [150, 225] (not stated).
   * RICAP turns random crop off (configs/augmentations/cifar/ricap.yaml)
     unless the row says "w/ random crop".
   * Per-GPU batch norm (multi-GPU tables, ghost BN) is train.accum_steps:
     batch norm sees batch_size / (ranks x accum_steps) images.
   * "no weight decay on BN" is optim.no_decay_bn_bias, which also spares the
-    FC bias (v1 decayed it, C9).
-Rows dtrain cannot run are left out: FP16 and mixed precision (§6.13).
+    FC bias (the original reference code decayed it).
+Rows dtrain cannot run are left out: FP16 and mixed precision (table 6.13).
 """
 
 import argparse
@@ -38,9 +41,9 @@ import sys
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # ---------------------------------------------------------------------------
-# Models: dtrain [model] keys, SPEC §1.0 parameter count (3x32x32, 10
-# classes) or None, stem channels (for the 1-channel rule) and the config
-# defaults of SPEC §1.11.
+# Models: dtrain [model] keys, docs/reference-experiments.md "Common conventions" parameter count
+# (3x32x32, 10 classes) or None, stem channels (for the 1-channel rule) and the config
+# defaults of docs/reference-experiments.md "Default hyperparameters".
 # ---------------------------------------------------------------------------
 
 
@@ -74,7 +77,7 @@ MODELS = {
     "resnet_preact20": ("ResNet-preact-20", preact(20), 272282, 16,
                         RESNET_TRAIN),
     "resnet_preact20_w4": ("ResNet-preact-20, widening factor 4 "
-                           "(initial_channels 64, SPEC 1.3)",
+                           "(initial_channels 64, docs/reference-experiments.md ResNet-preact)",
                            preact(20, c0=64), 4326986, 64, RESNET_TRAIN),
     "resnet_preact50": ("ResNet-preact-50", preact(50), 758362, 16,
                         RESNET_TRAIN),
@@ -159,7 +162,7 @@ DATASETS = {
     "kmnist": ("KMNIST", 1, 10, True, False),
 }
 
-# SPEC §6.9-§6.13 tables (ResNet-preact-20, CIFAR-10), as in SPEC.md.
+# Tables 6.9-6.13 (ResNet-preact-20, CIFAR-10) of docs/reference-experiments.md "Published results".
 TABLES = """
 == 6.9
 -- Linear scaling rule, lr = 0.1·B/128, 200 epochs
@@ -420,7 +423,7 @@ mixed | 1024 | 1.6 | cosine | 200 | 7.84 | 16m
 
 
 class Run:
-    """One training configuration (the settings of one or more SPEC rows)."""
+    """One training configuration (the settings of one or more published rows)."""
 
     def __init__(self, model, dataset="cifar10", **kw):
         label, mkeys, params, stem, train = MODELS[model]
@@ -443,12 +446,12 @@ class Run:
     def params(self):
         label, mkeys, params, stem, train = MODELS[self.model]
         if self.model_keys.get("add_last_bn"):
-            # SPEC 1.0 counts one last-BN variant: ResNet-preact-56 with last BN.
+            # "Common conventions" counts one last-BN variant: ResNet-preact-56 with last BN.
             params = 857594 if self.model == "resnet_preact56" else None
         if params is None:
             return None
         channels = DATASETS[self.dataset][1]
-        # SPEC 1.0: a 1-channel input removes 2 x 9 x C_stem stem weights.
+        # "Common conventions": a 1-channel input removes 2 x 9 x C_stem stem weights.
         return params - (3 - channels) * 9 * stem
 
     def body(self):
@@ -516,85 +519,85 @@ def row(name, section, what, published, run, *notes):
     ROWS.append(Row(name, section, what, published, run, notes))
 
 
-COS0 = ("cosine", 0.0)  # v1 cosine: decays to 0 (C7)
-S61 = 'SPEC 6.1 CIFAR-10, paper-like settings (README "Results on CIFAR-10")'
-S62 = "SPEC 6.2 CIFAR-10 with regularization, longer training"
-S63 = "SPEC 6.3 multi-GPU WRN-28-10 + RICAP, CIFAR-10 (HEAD code, Tesla V100)"
-S63V1 = "SPEC 6.3 superseded v1 table (nn.DataParallel, Tesla V100)"
-S64 = "SPEC 6.4 Fashion-MNIST"
-S65 = "SPEC 6.5 MNIST"
-S66 = "SPEC 6.6 Kuzushiji-MNIST (KMNIST)"
-S67 = "SPEC 6.7 residual-unit variants (ResNet-preact-56, CIFAR-10)"
-S68 = "SPEC 6.8 label smoothing, mixup, RICAP, dual-cutout (ResNet-preact-20, CIFAR-10)"
+COS0 = ("cosine", 0.0)  # original reference code: cosine decays to 0
+S61 = 'Table 6.1 CIFAR-10, paper-like settings'
+S62 = "Table 6.2 CIFAR-10 with regularization, longer training"
+S63 = "Table 6.3 multi-GPU WRN-28-10 + RICAP, CIFAR-10 (current reference code, Tesla V100)"
+S63V1 = "Table 6.3 superseded original-code table (nn.DataParallel, Tesla V100)"
+S64 = "Table 6.4 Fashion-MNIST"
+S65 = "Table 6.5 MNIST"
+S66 = "Table 6.6 Kuzushiji-MNIST (KMNIST)"
+S67 = "Table 6.7 residual-unit variants (ResNet-preact-56, CIFAR-10)"
+S68 = "Table 6.8 label smoothing, mixup, RICAP, dual-cutout (ResNet-preact-20, CIFAR-10)"
 
 
 def section_6_1():
     g980 = "GTX 980"
     rows = [
         ("vgg15", {}, "7.29 (median of 3 runs); paper N/A; 1h20m",
-         ["The README number comes from v1's VGG with one ReLU per stage "
-          "(C5); dtrain builds HEAD's fixed net (a ReLU after every conv)."]),
+         ["The reference README number comes from the original code's VGG with one ReLU per stage "
+          "(a bug); dtrain builds the current code's fixed net (a ReLU after every conv)."]),
         ("resnet110", {}, "6.52 (median of 3 runs); paper 6.43 (best), "
          "6.61 +/- 0.16; 3h06m", []),
         ("resnet_preact110", {}, "6.47 (median of 3 runs); paper 6.37 "
          "(median of 5 runs); 3h05m", []),
         ("resnet_preact164", {}, "5.90 (median of 3 runs); paper 5.46 "
          "(median of 5 runs); 4h01m", []),
-        ("resnet_preact1001", {}, "no README run; paper 4.62 (median of 5 "
+        ("resnet_preact1001", {}, "no reference README run; paper 4.62 (median of 5 "
          "runs), 4.69 +/- 0.20", []),
         ("wrn28_10", dict(batch=64), "4.03 (median of 3 runs); paper 4.00 "
          "(median of 5 runs); 16h10m",
-         ["README deviation: batch 64 (paper 128), lr 0.1.",
-          "model.init_mode auto = kaiming_fan_in for wrn (wrn.yaml); v1 "
-          "also drew WRN's BN gamma from U(0,1) (C2), dtrain uses 1."]),
+         ["Reference README deviation: batch 64 (paper 128), lr 0.1.",
+          "model.init_mode auto = kaiming_fan_in for wrn (wrn.yaml); the original code "
+          "also drew WRN's BN gamma from U(0,1), dtrain uses 1."]),
         ("densenet100_k12", {}, "3.87 (1 run); paper 4.10 (1 run); "
          "24h28m* (other computer)",
-         ["No README command for this row: densenet.yaml settings with "
+         ["No reference README command for this row: densenet.yaml settings with "
           "block_type basic and compression_rate 1."]),
-        ("densenet100_k24", {}, "no README run; paper 3.74 (1 run)", []),
+        ("densenet100_k24", {}, "no reference README run; paper 3.74 (1 run)", []),
         ("densenet_bc100_k12", dict(batch=32, lr=0.05), "4.69 (median of 3 "
          "runs); paper 4.51 (1 run); 15h20m",
-         ["README deviation: batch 32, lr 0.05 (paper 64 / 0.1)."]),
-        ("densenet_bc250_k24", {}, "no README run; paper 3.62 (1 run)", []),
-        ("densenet_bc190_k40", {}, "no README run; paper 3.46 (1 run)", []),
+         ["Reference README deviation: batch 32, lr 0.05 (paper 64 / 0.1)."]),
+        ("densenet_bc250_k24", {}, "no reference README run; paper 3.62 (1 run)", []),
+        ("densenet_bc190_k40", {}, "no reference README run; paper 3.46 (1 run)", []),
         ("pyramidnet110_a84", {}, "4.40 (median of 3 runs); paper 4.26 "
          "+/- 0.23; 11h40m", []),
         ("pyramidnet110_a270", {}, "3.92 (1 run); paper 3.73 +/- 0.04; "
          "24h12m* (other computer)", []),
         ("pyramidnet164_a270", {}, "3.44 (1 run); paper 3.48 +/- 0.20; "
          "32h37m* (other computer)",
-         ["HEAD stem width 16 (C6; v1 used 64)."]),
-        ("pyramidnet272_a200", {}, "no README run; paper 3.31 +/- 0.08", []),
+         ["Current reference stem width 16 (the original code used 64)."]),
+        ("pyramidnet272_a200", {}, "no reference README run; paper 3.31 +/- 0.08", []),
         ("resnext29_4x64d", dict(batch=32, lr=0.025), "3.89 (median of 3 "
          "runs); paper ~3.75 (from Figure 7); 31h17m",
-         ["README deviation: 1 GPU, batch 32, lr 0.025 (paper 8 GPUs, "
+         ["Reference README deviation: 1 GPU, batch 32, lr 0.025 (paper 8 GPUs, "
           "128 / 0.1)."]),
         ("resnext29_8x64d", dict(batch=64, lr=0.05), "3.97 (1 run); paper "
          "3.65 (average of 10 runs); 42h50m* (other computer)",
-         ["README command: batch 64, lr 0.05."]),
-        ("resnext29_16x64d", {}, "no README run; paper 3.58 (average of 10 "
+         ["Reference README command: batch 64, lr 0.05."]),
+        ("resnext29_16x64d", {}, "no reference README run; paper 3.58 (average of 10 "
          "runs)", []),
         ("shake_shake26_2x32d", {}, "3.68 (median of 3 runs); paper 3.55 "
          "(average of 3 runs); 33h49m", []),
         ("shake_shake26_2x64d", dict(batch=64, lr=0.1), "2.88 (1 run); paper "
          "2.98 (average of 3 runs); 78h48m",
-         ["README deviation: batch 64, lr 0.1."]),
+         ["Reference README deviation: batch 64, lr 0.1."]),
         ("shake_shake26_2x96d", {}, "2.90 (1 run); paper 2.86 (average of 5 "
          "runs); 101h32m* (other computer)",
-         ["The v1 command had no override (batch 128, lr 0.2, used here); "
-          "the HEAD README command shows 64 / 0.1."]),
+         ["The original command had no override (batch 128, lr 0.2, used here); "
+          "the current reference README command shows 64 / 0.1."]),
     ]
     for tag, kw, pub, notes in rows:
         label = MODELS[tag][0]
         if "shake" in tag:
-            notes = notes + ["Numbers are v1's topology (C4); dtrain "
-                             "builds HEAD's."]
+            notes = notes + ["Numbers are the original topology; dtrain "
+                             "builds the current one."]
         row("%s_cifar10" % tag, S61, label, pub + " (%s)" % g980,
             Run(tag, **kw), *notes)
     row("wrn28_10_cifar10_dropout", S61, "WRN-28-10 w/ dropout",
-        "no README run; paper 3.89 (median of 5 runs)",
+        "no reference README run; paper 3.89 (median of 5 runs)",
         Run("wrn28_10", model_keys=dict(drop_rate=0.3)),
-        "drop_rate 0.3 is the paper's (SPEC gives no rate); HEAD drops the "
+        "drop_rate 0.3 is the paper's (the reference gives no rate); its code drops the "
         "conv1 output before BN2.")
 
 
@@ -611,7 +614,7 @@ def section_6_2():
                 % (words[key], ep), "%s (1 run); %s (GTX 1080 Ti)" % (err, tm),
                 Run("resnet_preact20_w4", batch=128, lr=0.2, epochs=ep,
                     schedule=COS0, aug=augs[key]),
-                "README note: cosine annealing with initial lr 0.2.")
+                "Reference README note: cosine annealing with initial lr 0.2.")
     wrn = [("cutout16", dict(cutout=16), ", Cutout 16", "3.19", "6h35m", "3.07", "13h10m"),
            ("mixup1", dict(mixup=1.0), ", mixup (alpha=1)", "3.32", "6h35m", "3.04", "13h08m"),
            ("ricap0.3", dict(ricap=0.3), ", RICAP (beta=0.3)", "2.83", "6h35m", "2.71", "13h08m"),
@@ -620,11 +623,11 @@ def section_6_2():
     for key, aug, word, e200, t200, e400, t400 in wrn:
         for ep, err, tm in [(200, e200, t200), (400, e400, t400)]:
             kw = dict(batch=64, lr=0.1) if key == "cutout16" else dict(batch=128, lr=0.2)
-            notes = ["The README command for the Cutout rows uses batch 64, lr 0.1, "
+            notes = ["The reference README command for the Cutout rows uses batch 64, lr 0.1, "
                      "cosine."] if key == "cutout16" else [
-                "README note: cosine annealing with initial lr 0.2."]
+                "Reference README note: cosine annealing with initial lr 0.2."]
             if key == "cutout16" and ep == 200:
-                notes.append("v1 README: 16h23m* on a GTX 980.")
+                notes.append("Original reference README: 16h23m* on a GTX 980.")
             row("wrn28_10_cifar10_%s_e%d" % (key, ep), S62,
                 "WRN-28-10%s, %d epochs" % (word, ep),
                 "%s (1 run); %s (GTX 1080 Ti)" % (err, tm),
@@ -642,10 +645,10 @@ def section_6_2():
     augd = {k: a for k, a, *_ in wrn}
     wordd = {k: w for k, _, w, *_ in wrn}
     for tag, key, err, tm in shake:
-        kw, notes = {}, ["README note: cosine annealing with initial lr 0.2."]
+        kw, notes = {}, ["Reference README note: cosine annealing with initial lr 0.2."]
         if tag == "shake_shake26_2x64d" and key == "cutout16":
             kw = dict(batch=64, lr=0.1)
-            notes = ["The README command uses batch 64, lr 0.1 and 300 epochs while "
+            notes = ["The reference README command uses batch 64, lr 0.1 and 300 epochs while "
                      "the table says 1800: batch and lr from the command, epochs "
                      "from the table."]
         if "GTX" not in tm:
@@ -667,8 +670,8 @@ def section_6_3():
             "Global batch 512; batch norm sees %d images, as one GPU of the run "
             "did: run it as one process, or with mpirun -np P where P x "
             "train.accum_steps = %d." % (512 // gpus, gpus),
-            "HEAD code: cosine floor lr_min_factor 1e-3, seed 0. At that commit "
-            "HEAD trained on 45k images and validated on a 5k split (C14); dtrain "
+            "Current reference code: cosine floor lr_min_factor 1e-3, seed 0. At that "
+            "time it trained on 45k images and validated on a 5k split; dtrain "
             "trains on all 50k.")
     for gpus, lr, err, tm in [(1, 0.3, "2.71", "3h33m"), (2, 0.4, "2.68", "2h20m"),
                               (4, 0.6, "3.01", "1h24m"), (8, 0.8, "2.85", "43m")]:
@@ -696,7 +699,7 @@ def _mnist_family(section, dataset, rows, time_note):
             "%s; %s (%s)" % (err, tm, time_note),
             Run(tag, dataset=dataset, batch=128, lr=0.2, epochs=ep, schedule=COS0,
                 aug=aug),
-            "Cosine annealing with initial lr 0.2 (SPEC %s setup)." % section[5:8])
+            "Cosine annealing with initial lr 0.2 (table %s setup)." % section[5:8])
 
 
 def section_6_4_to_6_6():
@@ -739,7 +742,7 @@ def section_6_4_to_6_6():
         ("resnet_preact50", "cutout14", 100, "0.29 (%s)" % m3, "28m"),
         ("resnet_preact50_w4", "cutout14", 100, "0.25 (%s)" % m3, "1h50m"),
         ("shake_shake26_2x96d", "cutout14", 100, "0.24 (%s)" % m3, "3h22m"),
-    ], "GTX 1080 Ti; augmentation not stated, v1 MNIST defaults: no crop, no flip")
+    ], "GTX 1080 Ti; augmentation not stated, original MNIST defaults: no crop, no flip")
     _mnist_family(S66, "kmnist", [
         ("resnet_preact20", "cutout14", 200, "0.82 (median of 3 runs, best 0.67)", "24m"),
         ("resnet_preact20_w4", "cutout14", 200, "0.72 (median of 3 runs, best 0.67)",
@@ -748,7 +751,7 @@ def section_6_4_to_6_6():
          "10h05m"),
         ("shake_shake26_2x96d", "cutout14", 200, "0.66 (median of 3 runs, best 0.63)",
          "6h46m"),
-    ], "GTX 1080 Ti; v1 KMNIST defaults: crop, no flip")
+    ], "GTX 1080 Ti; original KMNIST defaults: crop, no flip")
 
 
 def section_6_7():
@@ -849,12 +852,12 @@ def _tables():
 
 
 SECTION_TITLE = {
-    "6.9": "SPEC 6.9 batch size and learning rate (ResNet-preact-20, CIFAR-10, GTX 1080 Ti)",
-    "6.10": "SPEC 6.10 LARS vs SGD (ResNet-preact-20, CIFAR-10, cosine)",
-    "6.11": "SPEC 6.11 Ghost BN (ResNet-preact-20, CIFAR-10, cosine)",
-    "6.12": "SPEC 6.12 no weight decay on BN (ResNet-preact-20, CIFAR-10, cosine, "
+    "6.9": "Table 6.9 batch size and learning rate (ResNet-preact-20, CIFAR-10, GTX 1080 Ti)",
+    "6.10": "Table 6.10 LARS vs SGD (ResNet-preact-20, CIFAR-10, cosine)",
+    "6.11": "Table 6.11 Ghost BN (ResNet-preact-20, CIFAR-10, cosine)",
+    "6.12": "Table 6.12 no weight decay on BN (ResNet-preact-20, CIFAR-10, cosine, "
             "200 epochs)",
-    "6.13": "SPEC 6.13 FP32 vs FP16 vs mixed precision (ResNet-preact-20, CIFAR-10, "
+    "6.13": "Table 6.13 FP32 vs FP16 vs mixed precision (ResNet-preact-20, CIFAR-10, "
             "cosine, 200 epochs)",
 }
 
@@ -878,7 +881,8 @@ def sections_6_9_to_6_13():
             name, run = _preact20(int(b), float(lr), sched, int(ep),
                                   optimizer=opt.lower())
             what = "%s, batch %s, lr %s, %s, %s epochs" % (opt, b, lr, sched, ep)
-            notes = (["LARS without a trust coefficient (SPEC 4.1): lars_eta 0, eps "
+            notes = (["LARS without a trust coefficient (docs/reference-experiments.md "
+                      "\"Optimizers\"): lars_eta 0, eps "
                       "1e-9, threshold 1e-2, momentum 0.9, no Nesterov."]
                      if opt == "LARS" else [])
         elif sec == "6.11":
@@ -891,7 +895,7 @@ def sections_6_9_to_6_13():
                       "(with mpirun -np P, P x accum_steps = %d)." % (accum, ghost, accum)]
                      if accum > 1 else [])
             if b == "8192" and ghost == "N/A" and ep == "200":
-                notes.append("The 8192 FP32 run is the V100 row of SPEC 6.13 (25m*).")
+                notes.append("The 8192 FP32 run is the V100 row of table 6.13 (25m*).")
         elif sec == "6.12":
             wd_bn, wd, b, lr, sched, ep, err, tm = c
             runs = "median of 3 runs"
@@ -899,7 +903,7 @@ def sections_6_9_to_6_13():
                                   no_decay=wd_bn == "no")
             what = "weight decay %s%s, batch %s, lr %s, %s, %s epochs" % (
                 wd, " (not on BN)" if wd_bn == "no" else " (also on BN)", b, lr, sched, ep)
-            notes = (["v1 semantics (C9) spare parameters named *bn* and decay the FC "
+            notes = (["The original code spares parameters named *bn* and decays the FC "
                       "bias; optim.no_decay_bn_bias also spares the FC bias."]
                      if wd_bn == "no" else [])
         else:
@@ -912,7 +916,7 @@ def sections_6_9_to_6_13():
             notes = []
         if sec == "6.9" and lr == "0.006125":
             notes.append("lr 0.006125 as printed; 0.1 x 8 / 128 = 0.00625 (probably a "
-                         "README typo).")
+                         "reference README typo).")
         gpu = "Tesla V100" if (sec == "6.13" and "V100" in sub) or tm.endswith("*") \
             else "GTX 1080 Ti"
         published = ("%s (%s); %s (%s)" % (err, runs, tm.rstrip("*"), gpu)) if err \
@@ -922,13 +926,13 @@ def sections_6_9_to_6_13():
 
 
 def resnext29_example():
-    row("resnext29", "SPEC 1.11 configs/cifar/resnext.yaml (HEAD) and SPEC 6.1",
+    row("resnext29", "The resnext family config (\"Default hyperparameters\") and Table 6.1",
         "ResNeXt-29 8x64d on CIFAR-10 with the paper's batch: 8 ranks x 16 images",
-        "README 3.97 (1 run, batch 64 / lr 0.05 on one GPU: "
+        "Reference README 3.97 (1 run, batch 64 / lr 0.05 on one GPU: "
         "resnext29_8x64d_cifar10.ini); paper 3.65 (average of 10 runs, 8 GPUs x 16)",
         Run("resnext29_8x64d", seed=0),
         "Run: mpirun -np 8 ./dtrain configs/resnext29.ini (global batch 128: 16 per "
-        "rank, batch norm per rank as in the paper and HEAD's DDP).")
+        "rank, batch norm per rank as in the paper and the reference's DDP).")
 
 
 def build_all():
@@ -951,7 +955,7 @@ def build_all():
                 raise ValueError("%s: two different settings under one name" % name)
             by_body[body] = name
             files[name] = dict(body=body, rows=[], run=r.run)
-        # A row printed twice in one README table is listed once.
+        # A row printed twice in one reference README table is listed once.
         if not any((o.section, o.what, o.published) == (r.section, r.what, r.published)
                    for o in files[name]["rows"]):
             files[name]["rows"].append(r)
@@ -981,10 +985,11 @@ def render(name, f):
         for n in r.notes:
             lines += _wrap(n)
     lines.append("")
-    lines += _wrap("Settings: the model's config (SPEC 1.11) with the row's changes, as "
-                   "the code generation that produced the number ran it (v1 unless noted, "
-                   "SPEC 0); tools/make_configs.py lists the choices made where SPEC is "
-                   "silent.")
+    lines += _wrap("Settings: the model's config (docs/reference-experiments.md \"Default "
+                   "hyperparameters\") with the row's changes, as the code generation that "
+                   "produced the number ran it (the original code unless noted; \"Code "
+                   "generations\"); tools/make_configs.py lists the choices made where the "
+                   "published setup is silent. Tables: \"Published results\".")
     params = f["run"].params()
     if params is not None:
         lines.append("params: %d" % params)
@@ -1012,7 +1017,7 @@ def main(argv):
             continue
         with open(path, "w") as out:
             out.write(text)
-    print("%d configs for %d SPEC rows (%d FP16/mixed rows left out)"
+    print("%d configs for %d published rows (%d FP16/mixed rows left out)"
           % (len(files), len(ROWS), skipped))
     return 1 if differ else 0
 

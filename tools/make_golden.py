@@ -11,7 +11,8 @@ Usage:
 
 --verify reloads the file, checks its structure (names, shapes, parameter
 count), recomputes everything and requires bit-identical values, and checks
-every one of the 20 SGD updates against SPEC §4.1's formula written by hand.
+every one of the 20 SGD updates against the SGD formula of
+docs/reference-experiments.md "Optimizers", written by hand.
 --spread prints how far float64, 1-thread and channels_last runs of the same
 model land from the golden values: a guide for the C tests' tolerances. The
 20-step run is chaotic at float32 rounding level (ReLU sign flips grow from
@@ -87,7 +88,8 @@ from torch_models import ResNetPreact, count_params  # noqa: E402
 
 MAGIC = b"DTGOLD1\0"
 DATA_DIR = "/usr/share/datasets/fashion-mnist"
-MEAN, STD = 0.2860, 0.3530          # Fashion-MNIST normalisation (SPEC §2)
+# Fashion-MNIST normalisation (docs/reference-experiments.md "Datasets").
+MEAN, STD = 0.2860, 0.3530
 N_BATCHES, BATCH = 1, 4
 TRAIN_STEPS = 20
 LR, MOMENTUM, WD = 0.1, 0.9, 5e-4
@@ -95,7 +97,7 @@ SEED, THREADS = 0, 2
 STEP0_N, STEP0_SEED, STEP0_MARGIN = 4, 1084, 1e-5
 KINK_RUNS, KINK_SEED = 64, 1
 # Trainable parameters of ResNet-preact-20 with 1 input channel, 10 classes:
-# 272282 - 2*9*16 (SPEC §1.0).
+# 272282 - 2*9*16 (docs/reference-experiments.md "Common conventions").
 EXPECTED_PARAMS = 271994
 
 
@@ -399,7 +401,8 @@ def read_golden(path):
 
 
 def manual_sgd(init, x, y):
-    """Re-run the 20 steps and check each torch SGD update against SPEC §4.1
+    """Re-run the 20 steps and check each torch SGD update against the SGD formula of
+    docs/reference-experiments.md "Optimizers"
     written out by hand, applied to the same weights and gradients.
 
     The trajectory itself cannot be compared between two implementations:
@@ -509,7 +512,7 @@ def verify(path):
           % (got["grad/fc.bias"][3], fd),
           abs(got["grad/fc.bias"][3] - fd) < 1e-4)
     man_loss, worst, man_state = manual_sgd(init, x, y)
-    check("each SGD update == hand-written SPEC 4.1 (max rel err %.1e)"
+    check("each SGD update == hand-written docs/reference-experiments.md Optimizers formula (max rel err %.1e)"
           % worst, worst < 1e-6)
     check("re-run train/loss bit-identical",
           np.array_equal(man_loss, got["train/loss"]))

@@ -1,10 +1,11 @@
 #!/usr/bin/python3
-"""Independent PyTorch references of every dtrain model family (SPEC §1, HEAD).
+"""Independent PyTorch references of every dtrain model family, as
+docs/reference-experiments.md "Models" describes them (current reference code).
 
-Written from the specification, not from the upstream code, so that dtrain's C
-models can be checked against a second implementation: ResNetPreact (§1.3),
-ResNet (§1.2), WRN (§1.4), DenseNet (§1.5), PyramidNet (§1.6), ResNeXt (§1.7),
-ShakeShake (§1.8), SEResNetPreact (§1.9) and VGG (§1.1); build_model(family,
+Written from that description, not from the upstream code, so that dtrain's C
+models can be checked against a second implementation: ResNetPreact, ResNet,
+WRN, DenseNet, PyramidNet, ResNeXt, ShakeShake, SEResNetPreact and VGG (one
+section of that page each); build_model(family,
 ...) takes dtrain's model.name. They are used by tools/make_golden.py and
 tools/make_golden_families.py (golden tensors for the C tests) and
 bench/torch_bench.py (PyTorch training speed).
@@ -17,7 +18,8 @@ names exactly, e.g. `conv.weight`, `stage1.block1.bn1.running_var`,
 `stage5.conv2.bias`, `bn.weight`, `fc.bias`.
 
 Run `/usr/bin/python3 tools/torch_models.py --check` for a self-check
-(parameter counts against SPEC §1.0, key names, output shapes).
+(parameter counts against docs/reference-experiments.md "Common conventions",
+key names, output shapes).
 """
 
 import argparse
@@ -39,8 +41,8 @@ class _Shortcut(nn.Module):
 
     def __init__(self, c_in, c_out, stride):
         super().__init__()
-        # Projection only when the channel count changes (SPEC §1.3); a
-        # stride-2 block always changes channels in this family.
+        # Projection only when the channel count changes (docs/reference-experiments.md
+        # "ResNet-preact"); a stride-2 block always changes channels in this family.
         if c_in != c_out:
             self.conv = _conv(c_in, c_out, 1, stride)
         else:
@@ -73,7 +75,7 @@ class BasicBlock(nn.Module):
         # Returns (branch input, shortcut input).
         if self.preact:
             # The ReLU stays even with remove_first_relu, and the shortcut
-            # sees the pre-activated tensor (SPEC §1.3).
+            # sees the pre-activated tensor (docs/reference-experiments.md "ResNet-preact").
             a = F.relu(self.bn1(x))
             return a, a
         r = self.bn1(x)
@@ -166,7 +168,8 @@ class ResNetPreact(nn.Module):
             raise ValueError("preact_stage needs 3 values")
         n = (depth - 2) // per
         e = block.expansion
-        # Stage 1 keeps c0 channels even for bottleneck (HEAD quirk, SPEC §1.2).
+        # Stage 1 keeps c0 channels even for bottleneck (a quirk of the reference code,
+        # docs/reference-experiments.md "ResNet").
         chans = [initial_channels, 2 * initial_channels * e,
                  4 * initial_channels * e]
 
@@ -183,7 +186,8 @@ class ResNetPreact(nn.Module):
         self.reset_parameters(init_mode)
 
     def reset_parameters(self, init_mode="fan_out"):
-        """HEAD initializer (SPEC §1.0): Kaiming-normal (ReLU gain) for conv
+        """Current reference initializer (docs/reference-experiments.md
+        "Common conventions"): Kaiming-normal (ReLU gain) for conv
         and FC weights with the given fan mode, FC bias 0, BN gamma 1 beta 0.
         Running statistics are left at PyTorch's defaults (mean 0, var 1)."""
         for m in self.modules():
@@ -208,14 +212,15 @@ class ResNetPreact(nn.Module):
 
 
 # ---------------------------------------------------------------------------
-# The other families (SPEC §1.1-§1.9, HEAD semantics). Module names give the
+# The other families (docs/reference-experiments.md "VGG"). Module names give the
 # same state_dict keys as dtrain's builders (src/models/<family>.c).
 # ---------------------------------------------------------------------------
 
 def _init_weights(model, init_mode="fan_out", keep_conv_bias=True):
-    """HEAD initializer (SPEC §1.0) for any family: Kaiming-normal (ReLU gain)
+    """Current reference initializer (docs/reference-experiments.md
+    "Common conventions") for any family: Kaiming-normal (ReLU gain)
     conv and linear weights with the given fan, linear bias 0, BN 1/0. A conv
-    bias (VGG only) keeps PyTorch's default U(+-1/sqrt(fan_in)) (C3)."""
+    bias (VGG only) keeps PyTorch's default U(+-1/sqrt(fan_in)) ("Code generations")."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode=init_mode,
@@ -257,7 +262,7 @@ def _gap_fc(x, fc):
     return fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
-# ---- §1.2 ResNet (post-activation) ----------------------------------------
+# ---- ResNet (post-activation) ----------------------------------------
 
 class _ProjectionBN(nn.Module):
     """conv1x1(stride) -> BN shortcut: children `conv`, `bn`."""
@@ -299,7 +304,7 @@ class PostActBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    """conv -> BN -> ReLU -> 3 stages -> GAP -> FC (SPEC §1.2)."""
+    """conv -> BN -> ReLU -> 3 stages -> GAP -> FC (docs/reference-experiments.md "ResNet")."""
 
     def __init__(self, depth=110, block_type="basic", in_channels=3,
                  n_classes=10, initial_channels=16, init_mode="fan_out"):
@@ -328,7 +333,7 @@ class ResNet(nn.Module):
         return _gap_fc(x, self.fc)
 
 
-# ---- §1.4 WRN ----------------------------------------------------------------
+# ---- WRN ----------------------------------------------------------------
 
 class WideBlock(nn.Module):
     """BN1-ReLU -> conv3x3(s) -> [dropout] -> BN2-ReLU -> conv3x3, + shortcut.
@@ -349,14 +354,16 @@ class WideBlock(nn.Module):
         a = F.relu(self.bn1(x))
         y = self.conv1(a)
         if self.drop_rate > 0:
-            # HEAD: dropout on the conv1 output, before BN2 (SPEC §1.4)
+            # Reference code: dropout on the conv1 output, before BN2 (docs/reference-experiments.md
+            # "WRN")
             y = F.dropout(y, p=self.drop_rate, training=self.training)
         y = self.conv2(F.relu(self.bn2(y)))
         return y + (self.shortcut(a) if self.project else x)
 
 
 class WRN(nn.Module):
-    """conv -> 3 stages of wide blocks -> BN -> ReLU -> GAP -> FC (SPEC §1.4)."""
+    """conv -> 3 stages of wide blocks -> BN -> ReLU -> GAP -> FC
+    (docs/reference-experiments.md "WRN")."""
 
     def __init__(self, depth=28, widening_factor=10, drop_rate=0.0,
                  in_channels=3, n_classes=10, initial_channels=16,
@@ -383,7 +390,7 @@ class WRN(nn.Module):
         return _gap_fc(F.relu(self.bn(x)), self.fc)
 
 
-# ---- §1.5 DenseNet ---------------------------------------------------------
+# ---- DenseNet ---------------------------------------------------------
 
 class DenseLayer(nn.Module):
     """Appends k channels: [BN1-ReLU-conv1x1(4k)-drop] BN-ReLU-conv3x3(k)-drop.
@@ -433,7 +440,8 @@ class Transition(nn.Module):
 
 class DenseNet(nn.Module):
     """conv(2k) -> 3 dense stages with transitions -> BN -> ReLU -> GAP -> FC
-    (SPEC §1.5). The transition is the child `transition` of stages 1-2."""
+    (docs/reference-experiments.md "DenseNet"). The transition is the child
+    `transition` of stages 1-2."""
 
     def __init__(self, depth=100, block_type="bottleneck", growth_rate=12,
                  compression_rate=0.5, drop_rate=0.0, in_channels=3,
@@ -464,7 +472,7 @@ class DenseNet(nn.Module):
         return _gap_fc(F.relu(self.bn(x)), self.fc)
 
 
-# ---- §1.6 PyramidNet ---------------------------------------------------------
+# ---- PyramidNet ---------------------------------------------------------
 
 class PyramidBlock(nn.Module):
     """BN1 -> convs (no first ReLU) -> last BN, + (avg-pooled) input with zero
@@ -508,8 +516,9 @@ def pyramid_widths(initial_channels, alpha, n_blocks_total):
 
 
 class PyramidNet(nn.Module):
-    """conv -> BN -> 3 stages -> BN -> ReLU -> GAP -> FC (SPEC §1.6); the stem
-    stays initial_channels for both block types (C6, HEAD)."""
+    """conv -> BN -> 3 stages -> BN -> ReLU -> GAP -> FC
+    (docs/reference-experiments.md "PyramidNet"); the stem
+    stays initial_channels for both block types (current reference code, "Code generations")."""
 
     def __init__(self, depth=110, block_type="basic", alpha=270,
                  in_channels=3, n_classes=10, initial_channels=16,
@@ -542,7 +551,7 @@ class PyramidNet(nn.Module):
         return _gap_fc(F.relu(self.bn2(x)), self.fc)
 
 
-# ---- §1.7 ResNeXt ---------------------------------------------------------
+# ---- ResNeXt ---------------------------------------------------------
 
 class ResNeXtBlock(nn.Module):
     """conv1x1 BN ReLU grouped conv3x3(s) BN ReLU conv1x1 BN, + shortcut, ReLU."""
@@ -567,7 +576,8 @@ class ResNeXtBlock(nn.Module):
 
 
 class ResNeXt(nn.Module):
-    """conv(c0) -> BN -> ReLU -> stages 4c0/8c0/16c0 -> GAP -> FC (SPEC §1.7)."""
+    """conv(c0) -> BN -> ReLU -> stages 4c0/8c0/16c0 -> GAP -> FC
+    (docs/reference-experiments.md "ResNeXt")."""
 
     def __init__(self, depth=29, cardinality=8, base_channels=64,
                  in_channels=3, n_classes=10, initial_channels=64,
@@ -596,7 +606,7 @@ class ResNeXt(nn.Module):
         return _gap_fc(x, self.fc)
 
 
-# ---- §1.8 Shake-shake ---------------------------------------------------------
+# ---- Shake-shake ---------------------------------------------------------
 
 class _ShakeFunction(torch.autograd.Function):
     """y = alpha a + (1 - alpha) b; backward: beta g to a, (1 - beta) g to b."""
@@ -685,8 +695,9 @@ class ShakeBlock(nn.Module):
 
 
 class ShakeShake(nn.Module):
-    """conv(16) -> BN -> stages C/2C/4C -> ReLU -> GAP -> FC (SPEC §1.8, HEAD
-    topology C4)."""
+    """conv(16) -> BN -> stages C/2C/4C -> ReLU -> GAP -> FC
+    (docs/reference-experiments.md "Shake-shake",
+    current reference topology)."""
 
     def __init__(self, depth=26, initial_channels=96, shake_forward=True,
                  shake_backward=True, shake_image=True, in_channels=3,
@@ -714,7 +725,7 @@ class ShakeShake(nn.Module):
         return _gap_fc(F.relu(x), self.fc)
 
 
-# ---- §1.9 SE-ResNet-preact -------------------------------------------------
+# ---- SE-ResNet-preact -------------------------------------------------
 
 class SELayer(nn.Module):
     """GAP -> fc1(C -> C//r) -> ReLU -> fc2 -> sigmoid -> scale channels."""
@@ -765,7 +776,8 @@ class _SEWrap(nn.Module):
 
 
 class SEResNetPreact(nn.Module):
-    """ResNet-preact (SPEC §1.3) with SE layers (SPEC §1.9); always fan_out."""
+    """ResNet-preact with SE layers (docs/reference-experiments.md
+    "ResNet-preact", "SE-ResNet-preact"); always fan_out."""
 
     def __init__(self, depth=110, block_type="basic", se_reduction=16,
                  in_channels=3, n_classes=10, initial_channels=16,
@@ -795,7 +807,7 @@ class SEResNetPreact(nn.Module):
         return _gap_fc(F.relu(self.bn(x)), self.fc)
 
 
-# ---- §1.1 VGG --------------------------------------------------------------
+# ---- VGG --------------------------------------------------------------
 
 class VGGStage(nn.Module):
     """(conv3x3 with bias -> [BN] -> ReLU) x n -> max-pool 2x2/2; children
@@ -820,7 +832,8 @@ class VGGStage(nn.Module):
 
 
 class VGG(nn.Module):
-    """stage1..stageS -> flatten -> FC (SPEC §1.1, C5 fixed)."""
+    """stage1..stageS -> flatten -> FC (docs/reference-experiments.md "VGG",
+    a ReLU after every conv)."""
 
     def __init__(self, channels=(64, 128, 256, 512, 512),
                  layers=(2, 2, 3, 3, 3), use_bn=True, in_channels=3,
@@ -853,8 +866,9 @@ def build_model(family, **kw):
     return FAMILIES[family](**kw)
 
 
-# SPEC §1.0 parameter-count table (HEAD, 3x32x32, 10 classes).
-SPEC_COUNTS = [
+# docs/reference-experiments.md "Common conventions" parameter-count table (current reference code,
+# 3x32x32, 10 classes).
+PUBLISHED_COUNTS = [
     ("VGG-15 BN", "vgg", {}, 14728266),
     ("ResNet-20", "resnet", dict(depth=20), 272474),
     ("ResNet-56", "resnet", dict(depth=56), 855770),
@@ -922,7 +936,7 @@ def _self_check():
         y = m(torch.randn(2, 3, 32, 32))
         expect("  output shape", tuple(y.shape), (2, 10))
 
-    # 1-channel input: subtract 2*9*16 (SPEC §1.0 rule).
+    # 1-channel input: subtract 2*9*16 (docs/reference-experiments.md "Common conventions" rule).
     m = ResNetPreact(depth=20, in_channels=1)
     expect("params, 1x28x28, depth 20", count_params(m), 272282 - 2 * 9 * 16)
     expect("  output shape", tuple(m(torch.randn(2, 1, 28, 28)).shape),
@@ -954,8 +968,9 @@ def _self_check():
     std = big.fc.weight.std().item()
     expect("fc weight std ~ 0.447 (|diff| < 0.02)", abs(std - 0.4472) < 0.02,
            True)
-    # The other families against SPEC §1.0, plus a forward on a small batch.
-    for label, family, kw, want in SPEC_COUNTS:
+    # The other families against docs/reference-experiments.md "Common conventions", plus a forward
+    # on a small batch.
+    for label, family, kw, want in PUBLISHED_COUNTS:
         m = build_model(family, **kw)
         expect("params " + label, count_params(m), want)
     for family, kw in [("vgg", dict(channels=(8, 8, 16, 16, 16))),

@@ -1,7 +1,7 @@
-/* backend_cpu.c: the oneDNN CPU backend (DESIGN "The seams"): engine and stream, layouts,
- * memory, host transfers, the primitive helpers every op file uses, the loss, the choice of
- * precision and the table of function pointers. Convolutions live in cpu_conv.c, batch norm
- * in cpu_bn.c, the other ops in cpu_ops.c. */
+/* backend_cpu.c: the oneDNN CPU backend (docs/architecture.md "Backend table"): engine and stream,
+ * layouts, memory, host transfers, the primitive helpers every op file uses, the loss, the choice
+ * of precision and the table of function pointers. Convolutions live in cpu_conv.c, batch norm in
+ * cpu_bn.c, the other ops in cpu_ops.c. */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>

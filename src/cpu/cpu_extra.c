@@ -1,11 +1,11 @@
-/* cpu_extra.c: the CPU ops of the other families (SPEC 1; backend.h "ops of the other
- * families"). oneDNN primitives where oneDNN has a fast one: pooling (max keeps its workspace in
- * the op), logistic sigmoid (eltwise, backward from the output) and the channel scaling
- * forward (binary mul with the scale broadcast over H, W). Plain OpenMP loops over the
- * tensor's own layout for the rest: concatenation, channel padding and slicing (oneDNN's
- * concat and sub-memory views need channel offsets on a block boundary, and DenseNet's growth
- * rates put them inside blocks), dropout (the mask is a hash of the plain element index),
- * shake-shake mixing, spatial shift and the per-channel bias. None of these reorders a tensor.
+/* cpu_extra.c: the CPU ops of the other families (docs/reference-experiments.md "Models"; backend.h
+ * "ops of the other families"). oneDNN primitives where oneDNN has a fast one: pooling (max keeps
+ * its workspace in the op), logistic sigmoid (eltwise, backward from the output) and the channel
+ * scaling forward (binary mul with the scale broadcast over H, W). Plain OpenMP loops over the
+ * tensor's own layout for the rest: concatenation, channel padding and slicing (oneDNN's concat and
+ * sub-memory views need channel offsets on a block boundary, and DenseNet's growth rates put them
+ * inside blocks), dropout (the mask is a hash of the plain element index), shake-shake mixing,
+ * spatial shift and the per-channel bias. None of these reorders a tensor.
  *
  * The loops understand every layout this backend produces: NCHW, NHWC and the channel-blocked
  * nChw8c / nChw16c, described by a cpu_view. In blocked layouts the channels past C in the

@@ -13,7 +13,8 @@
 
 #include "backend.h"
 
-/* Every oneDNN call goes through this: a failure is a runtime error (DESIGN "Errors"). */
+/* Every oneDNN call goes through this: a failure is a runtime error (docs/architecture.md
+ * "Errors"). */
 #define DT_DNNL_CHECK(expr)                                                         \
   do {                                                                              \
     dnnl_status_t dt_dnnl_s_ = (expr);                                              \

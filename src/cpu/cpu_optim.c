@@ -1,7 +1,7 @@
 /* cpu_optim.c: the optimizer updates of the CPU backend (backend.h, "optimizer updates"), one
  * trainable tensor per call, on host memory. These loops are the reference arithmetic of
- * SPEC 4.1 that other backends reproduce: float throughout, weight decay coupled as
- * d = g + wd w, and the LARS norms summed sequentially in double. */
+ * docs/reference-experiments.md "Optimizers" that other backends reproduce: float throughout,
+ * weight decay coupled as d = g + wd w, and the LARS norms summed sequentially in double. */
 #include <math.h>
 
 #include "cpu/cpu_internal.h"

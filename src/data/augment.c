@@ -1,4 +1,5 @@
-/* augment.c: the per-image training pipeline of SPEC section 3 in the HEAD order
+/* augment.c: the per-image training pipeline of docs/reference-experiments.md "Augmentations and
+ * losses" in the reference order
  * Crop -> Flip -> Normalise -> Cutout -> RandomErasing -> Dual-Cutout, every step drawing from
  * the one stream dt_rng_key(seed, DT_RNG_AUGMENT, epoch, sample index) in the order loader.h
  * documents, so that an image never depends on the rank or thread that makes it. */
@@ -52,8 +53,8 @@ static void dt_augment_fill(float *img, int C, int H, int W, int y0, int y1, int
       for (int x = x0; x < x1; x++) img[((size_t)c * H + y) * W + x] = v;
 }
 
-/* HEAD transforms/cutout.py: one mask_size square, centre drawn over the whole image (or
- * inside it), clipped at the border, set to mask colour 0 in normalised space. */
+/* Cutout as the reference code draws it: one mask_size square, centre drawn over the whole image
+ * (or inside it), clipped at the border, set to mask colour 0 in normalised space. */
 static void dt_augment_cutout(const dt_erase_cfg *e, dt_rng *r, int C, int H, int W, float *img) {
   if (dt_rng_uniform(r) > e->cutout_prob) return;
   const int m = e->cutout_size, half = m / 2, off = m % 2 == 0 ? 1 : 0;
@@ -71,8 +72,8 @@ static void dt_augment_cutout(const dt_erase_cfg *e, dt_rng *r, int C, int H, in
   dt_augment_fill(img, C, H, W, y0, y1, x0, x1, 0.0f);
 }
 
-/* HEAD transforms/random_erasing.py: up to max_attempts rectangles are drawn until one fits
- * strictly inside the image; it is filled with one scalar U(0, 1) in normalised space. */
+/* Random Erasing as the reference code draws it: up to max_attempts rectangles are drawn until one
+ * fits strictly inside the image; it is filled with one scalar U(0, 1) in normalised space. */
 static void dt_augment_erase(const dt_erase_cfg *e, dt_rng *r, int C, int H, int W, float *img) {
   if (dt_rng_uniform(r) > e->erasing_prob) return;
   const double image_area = (double)H * W;
@@ -103,7 +104,8 @@ void dt_augment_views(const dt_dataset *ds, const dt_split *split, int index,
   if (erase->cutout) dt_augment_cutout(erase, &r, C, H, W, out);
   if (erase->random_erasing) dt_augment_erase(erase, &r, C, H, W, out);
   if (erase->dual_cutout) {
-    /* HEAD DualCutout: hstack(cutout(image), cutout(image)), two independent draws. */
+    /* Dual-Cutout as the reference code builds it: hstack(cutout(image), cutout(image)), two
+     * independent draws. */
     if (out2) memcpy(out2, out, sizeof(float) * (size_t)C * H * W);
     dt_augment_cutout(erase, &r, C, H, W, out);
     if (out2) dt_augment_cutout(erase, &r, C, H, W, out2);

@@ -38,7 +38,8 @@ typedef struct {
   int train_count, test_count; /* the official split sizes, for describe */
 } dt_dataset_info;
 
-/* SPEC section 2 (statistics) and C12 HEAD (flip for CIFAR and Fashion-MNIST only). */
+/* docs/reference-experiments.md "Datasets" (statistics) and "Code generations" (flip for CIFAR and
+ * Fashion-MNIST only). */
 static const dt_dataset_info g_datasets[] = {
     {"fashion_mnist", "/usr/share/datasets/fashion-mnist", DT_FORMAT_IDX, 10, 1, 28,
      {0.2860f}, {0.3530f}, true, 60000, 10000},

@@ -22,8 +22,9 @@ typedef struct {
 typedef struct {
   const char *name; /* config name: fashion_mnist, mnist, kmnist, cifar10, cifar100 */
   int classes;
-  float mean[3], std[3]; /* per channel, SPEC section 2 */
-  bool default_hflip;    /* SPEC C12 (HEAD): CIFAR and Fashion-MNIST flip, MNIST/KMNIST do not */
+  float mean[3], std[3]; /* per channel, docs/reference-experiments.md "Datasets" */
+  bool default_hflip;    /* CIFAR and Fashion-MNIST flip, MNIST/KMNIST do not
+                          (docs/reference-experiments.md "Code generations") */
   dt_split train, test;
 } dt_dataset;
 

@@ -1,5 +1,5 @@
-/* loader.c: the epoch sampler and the batch-preparing thread pool (DESIGN "One step, as data
- * flows"); the per-image pipeline is augment.c, batch mixing and targets mix.c.
+/* loader.c: the epoch sampler and the batch-preparing thread pool (docs/architecture.md "One
+ * step"); the per-image pipeline is augment.c, batch mixing and targets mix.c.
  *
  * Training batches: perm = dt_sampler_permutation(seed, epoch, train count); global batch b
  * is perm[b*B, (b+1)*B), the last incomplete batch dropped; this rank takes entries
@@ -213,7 +213,8 @@ dt_loader *dt_loader_create_train(const dt_loader_cfg *cfg, const dt_erase_cfg *
   ld->cfg = *cfg;
   if (erase) ld->erase = *erase;
   if (mix) ld->mix = *mix;
-  /* Combinations the config check refuses (SPEC section 3: one loss at a time). */
+  /* Combinations the config check refuses (docs/reference-experiments.md "Augmentations and
+   * losses": one loss at a time). */
   DT_CHECK(!(ld->erase.dual_cutout && ld->mix.kind != DT_MIX_NONE));
   DT_CHECK(ld->mix.kind == DT_MIX_NONE || ld->mix.label_smoothing == 0);
   DT_CHECK(ld->mix.kind == DT_MIX_NONE || ld->mix.alpha > 0);

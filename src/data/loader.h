@@ -1,11 +1,11 @@
-/* loader.h: sampler, augmentation, batch mixing and the loader thread (DESIGN "One step, as
- * data flows"; SPEC sections 2 and 3).
+/* loader.h: sampler, augmentation, batch mixing and the loader thread (docs/architecture.md "One
+ * step"; docs/reference-experiments.md "Datasets", "Augmentations and losses").
  *
  * Sampler: one permutation of the training set per epoch, drawn from (seed, epoch). Global
  * batch b of the epoch is perm[b*B, (b+1)*B) (the last incomplete batch is dropped). A rank
  * takes the contiguous slice [offset, offset + count) of each global batch.
  *
- * Per-image augmentation, in the HEAD order Crop -> Flip -> Normalise -> Cutout ->
+ * Per-image augmentation, in the reference order Crop -> Flip -> Normalise -> Cutout ->
  * RandomErasing -> Dual-Cutout, draws from one stream dt_rng_key(seed, DT_RNG_AUGMENT, epoch,
  * sample index), never keyed by rank or thread, in this order (each draw only when its step is
  * on):
@@ -49,7 +49,8 @@ typedef struct {
   float hflip_prob;
 } dt_augment_cfg;
 
-/* Region erasing after normalisation (SPEC section 3). All false = none. */
+/* Region erasing after normalisation (docs/reference-experiments.md "Augmentations and losses").
+ * All false = none. */
 typedef struct {
   bool cutout;
   bool random_erasing;
@@ -80,9 +81,9 @@ typedef struct {
  *   smoothing    (1 - eps) onehot(y) + eps / K
  *   mixup/CutMix lambda onehot(y) + (1 - lambda) onehot(y[perm]), lambda as sampled
  *   RICAP        sum_k (w_k h_k / (W H)) onehot(y[perm_k])
- * so cross-entropy against the row is the SPEC loss of every method but Dual-Cutout.
+ * so cross-entropy against the row is the reference loss of every method but Dual-Cutout.
  * labels[i] is always the label of the sample whose image is at row i before mixing.
- * mixed: the targets come from batch mixing; the SPEC training accuracy (the mix of the
+ * mixed: the targets come from batch mixing; the reference training accuracy (the mix of the
  * accuracies) is then sum_i targets[i, argmax logits_i] / n instead of the label match.
  *
  * Dual-Cutout contract: images2 is NULL unless dual-cutout is on. When on, images holds view 1
@@ -147,7 +148,7 @@ typedef struct {
 void dt_mix_params_init(dt_mix_params *p, int B);
 void dt_mix_params_free(dt_mix_params *p);
 /* Draw the mixing of global batch `step` from dt_rng_key(seed, DT_RNG_BATCH, epoch, step),
- * following HEAD's order:
+ * following the reference order:
  *   mixup   perm[0], lambda ~ Beta(a, a)
  *   CutMix  perm[0], lambda ~ Beta(a, a), cx = W u, cy = H u; w = W sqrt(1 - lambda),
  *           h = H sqrt(1 - lambda); x0 = rint(max(cx - w/2, 0)), x1 = rint(min(cx + w/2, W)),
@@ -187,10 +188,10 @@ typedef struct {
   void *image_ctx;
 } dt_loader_cfg;
 
-/* The training loader of `cfg` for one process holding the whole global batch (slice 0..B):
- * crop and flip (auto = the dataset's default, SPEC C12), erasing, mixing and label smoothing
- * from [augment], batch, seed and threads from [train] and [data]. A rank then narrows the
- * slice. Pass the three to dt_loader_create_train. */
+/* The training loader of `cfg` for one process holding the whole global batch (slice 0..B): crop
+ * and flip (auto = the dataset's default, docs/reference-experiments.md "Code generations"),
+ * erasing, mixing and label smoothing from [augment], batch, seed and threads from [train] and
+ * [data]. A rank then narrows the slice. Pass the three to dt_loader_create_train. */
 void dt_loader_cfg_from_config(dt_loader_cfg *lc, dt_erase_cfg *erase, dt_mix_cfg *mix,
                                const struct dt_config *cfg, const dt_dataset *ds);
 

@@ -1,8 +1,8 @@
-/* mix.c: batch-level mixing of SPEC section 3 (mixup, RICAP, CutMix) and the soft targets of
- * every method, plus the Gamma and Beta samplers they draw from. The draws of a global batch
- * depend only on (seed, epoch, global batch index), and the images and targets of position g
- * only on those draws and on the augmented images they name, so any rank can build any slice
- * of the global batch and get the same bits as a single process. */
+/* mix.c: batch-level mixing of docs/reference-experiments.md "Augmentations and losses" (mixup,
+ * RICAP, CutMix) and the soft targets of every method, plus the Gamma and Beta samplers they draw
+ * from. The draws of a global batch depend only on (seed, epoch, global batch index), and the
+ * images and targets of position g only on those draws and on the augmented images they name, so
+ * any rank can build any slice of the global batch and get the same bits as a single process. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,11 +70,11 @@ void dt_mix_draw(const dt_mix_cfg *cfg, uint64_t seed, long epoch, long step, in
   const double a = cfg->alpha;
   switch (cfg->kind) {
     case DT_MIX_NONE: break;
-    case DT_MIX_MIXUP: /* HEAD collators/mixup.py: randperm, then beta */
+    case DT_MIX_MIXUP: /* as the reference mixup: permutation first, then the Beta draw */
       dt_mix_permutation(&r, p->B, p->perm[0]);
       p->lambda = dt_mix_beta(&r, a, a);
       break;
-    case DT_MIX_CUTMIX: { /* HEAD collators/cutmix.py */
+    case DT_MIX_CUTMIX: { /* as the reference CutMix */
       dt_mix_permutation(&r, p->B, p->perm[0]);
       p->lambda = dt_mix_beta(&r, a, a);
       p->cx = W * dt_rng_uniform(&r);
@@ -86,7 +86,7 @@ void dt_mix_draw(const dt_mix_cfg *cfg, uint64_t seed, long epoch, long step, in
       p->box_y1 = (int)rint(fmin(p->cy + h / 2, (double)H));
       break;
     }
-    case DT_MIX_RICAP: { /* HEAD collators/ricap.py */
+    case DT_MIX_RICAP: { /* as the reference RICAP */
       p->ratio_w = dt_mix_beta(&r, a, a);
       p->ratio_h = dt_mix_beta(&r, a, a);
       const int w0 = (int)rint(W * p->ratio_w), h0 = (int)rint(H * p->ratio_h);
@@ -196,7 +196,7 @@ void dt_loader_cfg_from_config(dt_loader_cfg *lc, dt_erase_cfg *erase, dt_mix_cf
   e->erasing_area_max = cfg->augment_erasing_area_max;
   e->erasing_min_aspect = cfg->augment_erasing_min_aspect;
   e->erasing_max_attempts = (int)cfg->augment_erasing_max_attempts;
-  /* The config check allows at most one; the order is HEAD's priority all the same. */
+  /* The config check allows at most one; the order is the reference priority all the same. */
   dt_mix_cfg *m = mix;
   if (cfg->augment_mixup)
     m->kind = DT_MIX_MIXUP, m->alpha = cfg->augment_mixup_alpha;

@@ -1,4 +1,5 @@
-/* checkpoint.h: HDF5 checkpoints (DESIGN "I/O"; rank 0 writes). One file holds
+/* checkpoint.h: HDF5 checkpoints (docs/architecture.md "Checkpoints"; rank 0 writes). One file
+ * holds
  *   /model/<name>              every tensor of the parameter table (weights and batch-norm
  *                              running statistics) by PyTorch state_dict name, logical shape
  *   /optimizer/<state>/<name>  optimizer state per trainable tensor (e.g. "momentum")

@@ -1,5 +1,5 @@
-/* rundir.h: who owns a run directory (an exclusive lock), and what a resumed run may change
- * in its configuration (DESIGN "Run directory"). Rank 0 only. */
+/* rundir.h: who owns a run directory (an exclusive lock), and what a resumed run may change in its
+ * configuration (docs/architecture.md "Run directory"). Rank 0 only. */
 #ifndef DT_RUNDIR_H
 #define DT_RUNDIR_H
 

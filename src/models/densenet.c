@@ -1,4 +1,5 @@
-/* densenet.c: DenseNet and DenseNet-BC for CIFAR-type inputs (SPEC 1.5, HEAD semantics).
+/* densenet.c: DenseNet and DenseNet-BC for CIFAR-type inputs (docs/reference-experiments.md
+ * "DenseNet").
  *   conv3x3(C_in -> 2k) -> stage1 -> transition -> stage2 -> transition -> stage3
  *   -> BN -> ReLU -> GAP -> FC
  * The stem has 2k channels for both variants (the paper's plain DenseNet uses 16). A stage has

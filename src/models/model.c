@@ -26,8 +26,9 @@ dt_model_build_fn dt_model_family(const char *name) {
 }
 
 bool dt_model_fan_out(const dt_config *cfg) {
-  /* SE-ResNet-preact has its own initializer, always fan_out (SPEC 1.9); wrn.yaml selects
-   * fan_in, every other HEAD config fan_out (SPEC 1.0). */
+  /* SE-ResNet-preact has its own initializer, always fan_out (docs/reference-experiments.md
+   * "SE-ResNet-preact"); wrn.yaml selects fan_in, every other reference config fan_out
+   * (docs/reference-experiments.md "Common conventions"). */
   if (strcmp(cfg->model_name, "se_resnet_preact") == 0) return true;
   if (strcmp(cfg->model_init_mode, "auto") == 0) return strcmp(cfg->model_name, "wrn") != 0;
   return strcmp(cfg->model_init_mode, "kaiming_fan_out") == 0;

@@ -47,7 +47,7 @@ void dt_model_free(dt_model *m);
  * wrn only; se_resnet_preact always fan_out). */
 bool dt_model_fan_out(const dt_config *cfg);
 
-/* Family builders (SPEC 1), one per src/models/<family>.c. */
+/* Family builders (docs/reference-experiments.md "Models"), one per src/models/<family>.c. */
 void dt_build_resnet_preact(const dt_config *cfg, dt_graph *g, int classes);
 void dt_build_resnet(const dt_config *cfg, dt_graph *g, int classes);
 void dt_build_wrn(const dt_config *cfg, dt_graph *g, int classes);

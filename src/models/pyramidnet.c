@@ -1,14 +1,13 @@
-/* pyramidnet.c: PyramidNet for CIFAR-type inputs (SPEC 1.6, HEAD semantics).
+/* pyramidnet.c: PyramidNet for CIFAR-type inputs (docs/reference-experiments.md "PyramidNet").
  *   conv3x3(C_in -> c0) -> BN -> stage1 (stride 1) -> stage2 (2) -> stage3 (2) -> BN -> ReLU
  *   -> GAP -> FC
  * with depth 6n+2 (basic) or 9n+2 (bottleneck). The width grows by alpha/(3n) per block,
- * accumulated unrounded from c0 = initial_channels in double precision; block j outputs
- * round(c_j) e channels, rounding half to even as numpy does (e = 1 basic, 4 bottleneck; the
- * stem stays c0 in HEAD, SPEC C6).
- * Basic block: BN1 conv3x3(s) BN2 ReLU conv3x3 BN3. Bottleneck: BN1 conv1x1 BN2 ReLU
- * conv3x3(s) BN3 ReLU conv1x1 BN4. No first ReLU, a last BN, no ReLU after the addition.
- * Shortcut: the input, average-pooled 2x2/2 when the block strides, with zero channels
- * appended up to the block's width. */
+ * accumulated unrounded from c0 = initial_channels in double precision; block j outputs round(c_j)
+ * e channels, rounding half to even as numpy does (e = 1 basic, 4 bottleneck; the stem stays c0 in
+ * the current reference code, docs/reference-experiments.md "Code generations"). Basic block: BN1
+ * conv3x3(s) BN2 ReLU conv3x3 BN3. Bottleneck: BN1 conv1x1 BN2 ReLU conv3x3(s) BN3 ReLU conv1x1
+ * BN4. No first ReLU, a last BN, no ReLU after the addition. Shortcut: the input, average-pooled
+ * 2x2/2 when the block strides, with zero channels appended up to the block's width. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>

@@ -1,8 +1,9 @@
-/* resnet.c: post-activation ResNet for CIFAR-type inputs (SPEC 1.2, HEAD semantics).
+/* resnet.c: post-activation ResNet for CIFAR-type inputs (docs/reference-experiments.md "ResNet").
  *   conv3x3(C_in -> c0) -> BN -> ReLU -> stage1 (stride 1) -> stage2 (2) -> stage3 (2) -> GAP -> FC
  * Basic blocks (depth 6n+2): conv3x3(s) BN ReLU conv3x3 BN, + shortcut, ReLU.
- * Bottleneck (9n+2): conv1x1 BN ReLU conv3x3(s) BN ReLU conv1x1 BN, + shortcut, ReLU; the
- * width is out/4 and stage 1 keeps c0 channels (HEAD quirk, SPEC 1.2).
+ * Bottleneck (9n+2): conv1x1 BN ReLU conv3x3(s) BN ReLU conv1x1 BN, + shortcut, ReLU; the width is
+ * out/4 and stage 1 keeps c0 channels (a quirk of the reference code, docs/reference-experiments.md
+ * "ResNet").
  * Shortcut: identity, or a projection conv1x1(stride s) -> BN (`shortcut.conv`, `shortcut.bn`)
  * when the channel count changes. The BN between the last conv and the addition keeps the
  * addition a node of its own. */

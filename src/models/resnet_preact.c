@@ -1,4 +1,5 @@
-/* resnet_preact.c: pre-activation ResNet for CIFAR-type inputs (SPEC 1.3, HEAD semantics).
+/* resnet_preact.c: pre-activation ResNet for CIFAR-type inputs (docs/reference-experiments.md
+ * "ResNet-preact").
  *   conv3x3(C_in -> c0) -> stage1 (stride 1) -> stage2 (2) -> stage3 (2) -> BN -> ReLU -> GAP -> FC
  * Basic blocks (depth 6n+2): BN1 [ReLU] conv3x3(s) BN2 ReLU conv3x3 [BN3] + shortcut.
  * Bottleneck (9n+2): BN1 [ReLU] conv1x1 BN2 ReLU conv3x3(s) BN3 ReLU conv1x1 [BN4] + shortcut.
@@ -58,7 +59,8 @@ void dt_build_resnet_preact(const dt_config *cfg, dt_graph *g, int classes) {
   int n_blocks = o.bottleneck ? (depth - 2) / 9 : (depth - 2) / 6;
   int c0 = (int)cfg->model_initial_channels;
   int expansion = o.bottleneck ? 4 : 1;
-  /* SPEC 1.2/1.3: stage channels c0, 2*c0*e, 4*c0*e (the bottleneck stage 1 keeps c0). */
+  /* docs/reference-experiments.md "ResNet", "ResNet-preact": stage channels c0, 2*c0*e, 4*c0*e (the
+   * bottleneck stage 1 keeps c0). */
   int channels[3] = {c0, 2 * c0 * expansion, 4 * c0 * expansion};
   int x = dt_graph_conv(g, "conv", 0, c0, 3, 1, 1, 1, -1);
   for (int st = 0; st < 3; st++) {

@@ -1,6 +1,7 @@
-/* resnext.c: ResNeXt for CIFAR-type inputs (SPEC 1.7, HEAD semantics).
+/* resnext.c: ResNeXt for CIFAR-type inputs (docs/reference-experiments.md "ResNeXt").
  *   conv3x3(C_in -> c0) -> BN -> ReLU -> stage1 (stride 1) -> stage2 (2) -> stage3 (2) -> GAP -> FC
- * with depth 9n+2 and stage outputs 4 c0, 8 c0, 16 c0 (c0 = initial_channels, 64 in HEAD).
+ * with depth 9n+2 and stage outputs 4 c0, 8 c0, 16 c0 (c0 = initial_channels, 64 in the reference
+ * config).
  * Block: conv1x1(-> D) BN ReLU grouped conv3x3(D -> D, groups = cardinality, stride s) BN ReLU
  * conv1x1(-> out) BN, + shortcut, ReLU; D = cardinality * base_channels * 2^stage (0-based).
  * Shortcut: identity, or conv1x1(stride s) -> BN when the channel count changes.

@@ -1,7 +1,8 @@
-/* se_resnet_preact.c: pre-activation ResNet with squeeze-and-excitation (SPEC 1.9, HEAD).
- * The network and blocks are those of resnet_preact.c (SPEC 1.3: remove_first_relu,
- * add_last_bn, preact_stage), plus an SE layer on the branch output after the last conv and
- * the optional last BN, before the addition:
+/* se_resnet_preact.c: pre-activation ResNet with squeeze-and-excitation
+ * (docs/reference-experiments.md "SE-ResNet-preact"). The network and blocks are those of
+ * resnet_preact.c (docs/reference-experiments.md "ResNet-preact": remove_first_relu, add_last_bn,
+ * preact_stage), plus an SE layer on the branch output after the last conv and the optional last
+ * BN, before the addition:
  *   GAP -> FC(C -> floor(C/r), bias) -> ReLU -> FC(-> C, bias) -> sigmoid -> scale the channels
  * (`se.fc1`, `se.fc2`, r = se_reduction). The SE scaling sits between the last conv and the
  * addition, so the addition is a node of its own. Initialisation is always Kaiming fan_out

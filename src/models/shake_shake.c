@@ -1,5 +1,5 @@
-/* shake_shake.c: shake-shake regularised ResNet for CIFAR-type inputs (SPEC 1.8, HEAD
- * topology, C4).
+/* shake_shake.c: shake-shake regularised ResNet for CIFAR-type inputs
+ * (docs/reference-experiments.md "Shake-shake", the current reference topology).
  *   conv3x3(C_in -> 16) -> BN -> stage1 (16 -> C, stride 1) -> stage2 (C -> 2C, 2)
  *   -> stage3 (2C -> 4C, 2) -> ReLU -> GAP -> FC
  * with depth 6n+2 and C = initial_channels ("2xCd"). A block has two residual paths of the

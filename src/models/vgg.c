@@ -1,10 +1,11 @@
-/* vgg.c: VGG-like network with batch norm for CIFAR-type inputs (SPEC 1.1, HEAD semantics,
- * C5 fixed: a ReLU after every conv).
- * Stage s (`stageS`, 1-based) repeats vgg_layers[s] times conv3x3(pad 1, with bias, `convI`,
+/* vgg.c: VGG-like network with batch norm for CIFAR-type inputs (docs/reference-experiments.md
+ * "VGG", with a ReLU after every conv as the current reference code has it). Stage s (`stageS`,
+ * 1-based) repeats vgg_layers[s] times conv3x3(pad 1, with bias, `convI`,
  * 0-based) -> [BN `bnI` if use_bn] -> ReLU, then max-pools 2x2/2; then flatten -> FC. The
- * defaults (64, 128, 256, 512, 512 channels; 2, 2, 3, 3, 3 convs) are "VGG-15 BN". Five
- * pools need inputs of at least 32x32 (config.c refuses the 28x28 datasets). The conv bias is
- * PyTorch's default U(+-1/sqrt(fan_in)) (HEAD, C3). */
+ * defaults (64, 128, 256, 512, 512 channels; 2, 2, 3, 3, 3 convs) are "VGG-15 BN". Five pools need
+ * inputs of at least 32x32 (config.c refuses the 28x28 datasets). The conv bias is PyTorch's
+ * default U(+-1/sqrt(fan_in)) (the current reference code; docs/reference-experiments.md "Code
+ * generations"). */
 #include <stdio.h>
 
 #include "models/model.h"

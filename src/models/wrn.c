@@ -1,12 +1,12 @@
-/* wrn.c: wide residual network for CIFAR-type inputs (SPEC 1.4, HEAD semantics).
+/* wrn.c: wide residual network for CIFAR-type inputs (docs/reference-experiments.md "WRN").
  *   conv3x3(C_in -> c0) -> stage1 (stride 1) -> stage2 (2) -> stage3 (2) -> BN -> ReLU -> GAP -> FC
  * with depth 6n+4, stage channels c0 k, 2 c0 k, 4 c0 k (c0 = initial_channels = 16, k =
- * widening_factor). Block: BN1 ReLU conv3x3(s) [dropout] BN2 ReLU conv3x3, + shortcut, no
- * ReLU after the addition. When the channel count changes (the first block of every stage,
- * stage 1 included) the pre-activated input feeds both the branch and the 1x1 projection
- * shortcut (`shortcut.conv`, stride s, no BN); otherwise the shortcut is the raw input.
- * HEAD's dropout sits on the conv1 output before BN2 (the paper puts it after the ReLU). The
- * addition is fused into conv2. */
+ * widening_factor). Block: BN1 ReLU conv3x3(s) [dropout] BN2 ReLU conv3x3, + shortcut, no ReLU
+ * after the addition. When the channel count changes (the first block of every stage, stage 1
+ * included) the pre-activated input feeds both the branch and the 1x1 projection shortcut
+ * (`shortcut.conv`, stride s, no BN); otherwise the shortcut is the raw input. The reference code's
+ * dropout sits on the conv1 output before BN2 (the paper puts it after the ReLU). The addition is
+ * fused into conv2. */
 #include <stdio.h>
 
 #include "models/model.h"

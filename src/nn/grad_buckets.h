@@ -1,11 +1,11 @@
-/* grad_buckets.h: the gradient arena cut into buckets that can be all-reduced while backward
- * is still running (DESIGN "Comm": overlap). Backward visits the nodes in reverse, and each
- * node writes the gradients of its own parameters once; the parameters sit in the arena in
- * the order the builders created them (forward order). So cutting the arena from its end
- * into contiguous runs of whole parameters of about `bucket_floats` gives buckets that fill
- * up one after the other as backward goes on. A bucket is ready after the backward of the
- * earliest node owning one of its parameters; every rank plans the same buckets from the
- * same graph, so they are launched in the same order everywhere (as NCCL requires). */
+/* grad_buckets.h: the gradient arena cut into buckets that can be all-reduced while backward is
+ * still running (docs/architecture.md "Comm": overlap). Backward visits the nodes in reverse, and
+ * each node writes the gradients of its own parameters once; the parameters sit in the arena in the
+ * order the builders created them (forward order). So cutting the arena from its end into
+ * contiguous runs of whole parameters of about `bucket_floats` gives buckets that fill up one after
+ * the other as backward goes on. A bucket is ready after the backward of the earliest node owning
+ * one of its parameters; every rank plans the same buckets from the same graph, so they are
+ * launched in the same order everywhere (as NCCL requires). */
 #ifndef DT_GRAD_BUCKETS_H
 #define DT_GRAD_BUCKETS_H
 

@@ -1,7 +1,7 @@
 /* graph.h: a model as a small static graph of layer nodes, planned once per batch size
- * (DESIGN "Graph"). Each node produces one value (an activation tensor); value 0 is the input
- * image batch. A layer is a small table of functions (dt_layer_ops) plus its private state.
- * Family builders (src/models/) add nodes through the dt_graph_* builder calls below. */
+ * (docs/architecture.md "Graph"). Each node produces one value (an activation tensor); value 0 is
+ * the input image batch. A layer is a small table of functions (dt_layer_ops) plus its private
+ * state. Family builders (src/models/) add nodes through the dt_graph_* builder calls below. */
 #ifndef DT_GRAPH_H
 #define DT_GRAPH_H
 
@@ -97,11 +97,13 @@ int dt_graph_relu(dt_graph *g, int x);
 int dt_graph_add(dt_graph *g, int a, int b);
 int dt_graph_gap(dt_graph *g, int x);
 int dt_graph_linear(dt_graph *g, const char *name, int x, int k);
-/* ---- layer kinds of the other families (SPEC 1), implemented in src/nn/layers_extra.c ---- */
-/* Per-channel bias added to x (VGG convolutions have biases): parameter "<name>.bias" (C),
- * not decayed. fan_in > 0 initialises it as PyTorch's default conv bias, U(-1/sqrt(fan_in),
- * 1/sqrt(fan_in)) with fan_in = C_in/groups * R * S of the convolution (SPEC 1.0, HEAD);
- * fan_in == 0 initialises it to zero (v1). */
+/* ---- layer kinds of the other families (docs/reference-experiments.md "Models"), implemented in
+ * src/nn/layers_extra.c ---- */
+/* Per-channel bias added to x (VGG convolutions have biases): parameter "<name>.bias" (C), not
+ * decayed. fan_in > 0 initialises it as PyTorch's default conv bias, U(-1/sqrt(fan_in),
+ * 1/sqrt(fan_in)) with fan_in = C_in/groups * R * S of the convolution
+ * (docs/reference-experiments.md "Common conventions"); fan_in == 0 initialises it to zero (the
+ * original reference code's bias init). */
 int dt_graph_bias(dt_graph *g, const char *name, int x, int fan_in);
 /* Max or average pooling (dt_pool_kind in backend.h), floor mode. Average pooling divides by
  * ksize^2, counting padding (PyTorch's default count_include_pad=True; no family pads one). */
@@ -118,8 +120,9 @@ int dt_graph_sigmoid(dt_graph *g, int x);
 /* y = x * s with s (N, C, 1, 1) broadcast over H, W (squeeze-and-excitation). */
 int dt_graph_scale(dt_graph *g, int x, int s);
 /* Shake-shake mixing y = alpha a + (1 - alpha) b, backward da = beta dy, db = (1 - beta) dy
- * (SPEC 1.8): alpha and beta independent U(0, 1) draws per image (shake_image) or per batch,
- * redrawn every training forward; a direction that does not shake (shake_forward /
+ * (docs/reference-experiments.md "Shake-shake"): alpha and beta independent U(0, 1) draws per image
+ * (shake_image) or per batch, redrawn every training forward; a direction that does not shake
+ * (shake_forward /
  * shake_backward false) uses 0.5, as the reference code does; inference uses 0.5. */
 int dt_graph_shake(dt_graph *g, int a, int b, bool shake_forward, bool shake_backward,
                    bool shake_image);

@@ -1,8 +1,8 @@
-/* graph_extra.c: builder calls of the layer kinds the other families need (SPEC 1): bias,
- * pooling, concatenation, channel padding, dropout, sigmoid, channel scaling, shake-shake
- * mixing and spatial shift. They compute output shapes and register parameters only, so a
- * graph can be built (parameter counts, summaries) without a backend; the layers themselves
- * live in layers_extra.c. */
+/* graph_extra.c: builder calls of the layer kinds the other families need
+ * (docs/reference-experiments.md "Models"): bias, pooling, concatenation, channel padding, dropout,
+ * sigmoid, channel scaling, shake-shake mixing and spatial shift. They compute output shapes and
+ * register parameters only, so a graph can be built (parameter counts, summaries) without a
+ * backend; the layers themselves live in layers_extra.c. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

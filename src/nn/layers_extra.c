@@ -1,7 +1,7 @@
-/* layers_extra.c: the layer kinds of the other families (SPEC 1): bias, pooling, concatenation,
- * channel padding, dropout, sigmoid, channel scaling, shake-shake mixing and spatial shift.
- * Builders are in graph_extra.c. The backend ops they call are optional in dt_backend_ops:
- * planning fails with a clear message when a backend lacks one.
+/* layers_extra.c: the layer kinds of the other families (docs/reference-experiments.md "Models"):
+ * bias, pooling, concatenation, channel padding, dropout, sigmoid, channel scaling, shake-shake
+ * mixing and spatial shift. Builders are in graph_extra.c. The backend ops they call are optional
+ * in dt_backend_ops: planning fails with a clear message when a backend lacks one.
  *
  * Randomness (dropout masks, shake-shake alpha / beta) is drawn from the counter-based stream
  * dt_rng_key(g->step_key, DT_RNG_DROPOUT, node index, global sample index), so a sample's draws
@@ -249,9 +249,9 @@ static void shake_plan(dt_node *n, dt_graph *g) {
   n->mix = dt_xcalloc(2 * (size_t)a->shape.n, sizeof *n->mix);
 }
 
-/* alpha (forward) and beta (backward) per image: independent U(0, 1) draws from the sample's
- * stream (alpha first, then beta), one draw for the whole batch without shake_image, and 0.5
- * when that direction does not shake or in inference (SPEC 1.8). */
+/* alpha (forward) and beta (backward) per image: independent U(0, 1) draws from the sample's stream
+ * (alpha first, then beta), one draw for the whole batch without shake_image, and 0.5 when that
+ * direction does not shake or in inference (docs/reference-experiments.md "Shake-shake"). */
 static void shake_forward(dt_node *n, dt_graph *g, bool train) {
   const int bs = n->shape.n;
   float *alpha = n->mix, *beta = n->mix + bs;

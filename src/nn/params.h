@@ -1,8 +1,8 @@
-/* params.h: the parameter table and its flat arenas (DESIGN "Parameters").
- * One fp32 arena each for trainable weights, their gradients, and buffers (batch-norm running
- * statistics), carved by a table of (name, shape, offset, count, flags). Names are the
- * PyTorch state_dict keys, shapes the logical PyTorch shapes (OIHW convolutions, (K, C)
- * linear layers), so a checkpoint maps one-to-one onto a PyTorch model. */
+/* params.h: the parameter table and its flat arenas (docs/architecture.md "Parameter arenas"). One
+ * fp32 arena each for trainable weights, their gradients, and buffers (batch-norm running
+ * statistics), carved by a table of (name, shape, offset, count, flags). Names are the PyTorch
+ * state_dict keys, shapes the logical PyTorch shapes (OIHW convolutions, (K, C) linear layers), so
+ * a checkpoint maps one-to-one onto a PyTorch model. */
 #ifndef DT_PARAMS_H
 #define DT_PARAMS_H
 
@@ -49,8 +49,9 @@ int dt_params_find(const dt_params *ps, const char *name);
 float *dt_params_data(const dt_params *ps, int i);
 float *dt_params_grad(const dt_params *ps, int i);
 void dt_params_alloc(dt_params *ps, dt_backend *be);
-/* Initialise every entry from (seed, entry index) per SPEC 1.0 (HEAD); fan_out selects the
- * Kaiming fan mode. Weights are drawn on the host and copied to the backend. */
+/* Initialise every entry from (seed, entry index) per docs/reference-experiments.md "Common
+ * conventions"; fan_out selects the Kaiming fan mode. Weights are drawn on the host and copied to
+ * the backend. */
 void dt_params_init(dt_params *ps, dt_backend *be, uint64_t seed, bool fan_out);
 void dt_params_free(dt_params *ps, dt_backend *be);
 

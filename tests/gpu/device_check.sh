@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# device_check.sh: the GPU check (DESIGN "Build and test on a machine without a GPU"). Runs on
+# device_check.sh: the GPU check (docs/architecture.md "Build and test without a GPU"). Runs on
 # the lent GPU machine, from the repository root, with the bundle of scripts/device_bundle.sh
 # in .device/; writes one report, $OUT/device_report.md when $OUT is set, else
 # ./device_report.md.

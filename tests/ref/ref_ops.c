@@ -241,7 +241,7 @@ void ref_xent(int n, int k, const double *logits, const double *targets, double 
   }
 }
 
-/* ---- ops of the other families (SPEC 1) ---- */
+/* ---- ops of the other families (docs/reference-experiments.md "Models") ---- */
 
 int ref_pool_out(int h, int k, int stride, int pad) { return (h + 2 * pad - k) / stride + 1; }
 

@@ -78,7 +78,7 @@ void ref_linear_backward(int n, int c, int k, const double *x, const double *dy,
 void ref_xent(int n, int k, const double *logits, const double *targets, double grad_scale,
               double *loss, double *dlogits);
 
-/* ---- ops of the other families (SPEC 1) ---- */
+/* ---- ops of the other families (docs/reference-experiments.md "Models") ---- */
 
 /* Pooling x (N, C, H, W) -> y (N, C, P, Q), P = ref_pool_out(H, k, stride, pad) (floor).
  * max: the maximum of the in-range window elements (the first in row-major window order on
