@@ -268,20 +268,24 @@ dt_status dt_checkpoint_seal(const char *path) {
   uint32_t crc;
   uint64_t length;
   const char *why = NULL;
+  int e = 0;
   if (got < sizeof head || memcmp(head, hdf5_signature, sizeof hdf5_signature) == 0)
     why = "it has no user block to hold the seal (not written by this dtrain)";
-  else if (crc_after(f, DT_CHECKPOINT_USERBLOCK, &crc, &length) < 0)
+  else if (crc_after(f, DT_CHECKPOINT_USERBLOCK, &crc, &length) < 0) {
+    e = errno;
     why = "reading it failed";
+  }
   if (!why) {
     memset(head, 0, sizeof head);
     memcpy(head, seal_magic, sizeof seal_magic);
     put_le(head + 18, SEAL_VERSION, 4);
     put_le(head + 22, length, 8);
     put_le(head + 30, crc, 4);
-    if (fseek(f, 0, SEEK_SET) != 0 || fwrite(head, 1, SEAL_HEADER, f) != SEAL_HEADER)
+    if (fseek(f, 0, SEEK_SET) != 0 || fwrite(head, 1, SEAL_HEADER, f) != SEAL_HEADER) {
+      e = errno;
       why = "writing its header failed";
+    }
   }
-  int e = errno;
   if (fclose(f) != 0 && !why) {
     e = errno;
     why = "writing its header failed";
@@ -522,8 +526,10 @@ dt_status dt_checkpoint_save(const char *path, const dt_params *ps, const float 
   }
   /* The seal goes into the closed file, before the fsync that makes it durable. */
   if (dt_checkpoint_seal(tmp) != DT_OK) {
+    char why[512];
+    snprintf(why, sizeof why, "%s", dt_error_message());
     unlink(tmp);
-    return DT_ERR_IO;
+    return dt_error_set(DT_ERR_IO, "checkpoint %s: %s", path, why);
   }
   if (fsync_path(tmp, O_RDONLY) < 0) {
     e = errno;
