@@ -10,8 +10,9 @@
 # on some of them (hdf5_crashes/segv_h5aexists.h5: a SEGV in H5Aexists under
 # H5O__attr_exists, reached from the loader's attribute reads). Its seeds are sealed
 # (checkpoint.h), so a mutated file is refused by the whole-file checksum before HDF5 sees
-# it; unsealed inputs of the old format still reach HDF5, so it is not in the default list. Long runs: tests/fuzz/run.sh 3600 idx, or a binary of
-# build-fuzz/ itself with libFuzzer's flags (-runs=N, -jobs=N, a corpus directory).
+# it; unsealed inputs of the old format still reach HDF5, so it is not in the default list.
+# Long runs: tests/fuzz/run.sh 3600 idx, or a binary of build-fuzz/ itself with libFuzzer's
+# flags (-runs=N, -jobs=N, a corpus directory).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
