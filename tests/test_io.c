@@ -24,6 +24,7 @@
 #include <math.h>
 #include <zlib.h>
 
+#include "fuzz/fuzz_ckpt_table.h"
 #include "io/checkpoint.h"
 #include "io/metrics.h"
 #include "testutil.h"
@@ -221,6 +222,13 @@ static bool file_exists(const char *path) {
   return stat(path, &sb) == 0;
 }
 
+/* Close a checkpoint edited in place and rewrite its seal, so that loading it reaches the
+ * check that the edit is about rather than the whole-file checksum. */
+static void close_sealed(hid_t f, const char *path) {
+  assert_true(H5Fclose(f) >= 0);
+  assert_int_equal(dt_checkpoint_seal(path), DT_OK);
+}
+
 /* ---- checkpoints ---- */
 
 static void test_round_trip(void **s) {
@@ -349,7 +357,7 @@ static void test_refuse_future_version(void **s) {
   int64_t v = DT_CHECKPOINT_FORMAT + 1;
   assert_true(H5Awrite(a, H5T_NATIVE_INT64, &v) >= 0);
   H5Aclose(a);
-  H5Fclose(f);
+  close_sealed(f, path);
   char want[64];
   snprintf(want, sizeof want, "format %d, this one reads up to %d", DT_CHECKPOINT_FORMAT + 1,
            DT_CHECKPOINT_FORMAT);
@@ -358,7 +366,7 @@ static void test_refuse_future_version(void **s) {
   f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
   assert_true(f >= 0);
   assert_true(H5Adelete(f, "format_version") >= 0);
-  H5Fclose(f);
+  close_sealed(f, path);
   expect_refusal(path, TABLE_FULL, true, "format_version", NULL, NULL);
   host_free(&ref);
   free(ps.items);
@@ -416,12 +424,141 @@ static void test_algorithm_choices(void **s) {
   assert_true(H5Dwrite(ds, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, rows) >= 0);
   H5Dclose(ds);
   H5Sclose(sp);
-  H5Fclose(f);
+  close_sealed(f, path);
   expect_refusal(path, TABLE_FULL, true, "/backend/conv_algorithms", "columns", NULL);
   host_free(&ref);
   free(ps.items);
   free(path);
   free(none);
+}
+
+/* The seal (a whole-file CRC-32 in HDF5's user block) is checked before HDF5 reads the file:
+ * any one flipped bit after the user block, or in its header, is refused with one message
+ * and the outputs untouched. An unsealed file of an older dtrain still loads. */
+static void test_seal(void **s) {
+  (void)s;
+  dt_params ps;
+  host_state ref;
+  char *path = save_reference("sealed.h5", &ref, &ps, 43);
+  size_t n;
+  unsigned char *bytes = (unsigned char *)read_bytes(path, &n);
+  assert_true(n > DT_CHECKPOINT_USERBLOCK + 1000);
+  assert_memory_equal(bytes, "DTRAIN-CHECKPOINT", 18);
+  /* Resealing an intact file changes nothing. */
+  assert_int_equal(dt_checkpoint_seal(path), DT_OK);
+  size_t n2;
+  char *again = read_bytes(path, &n2);
+  assert_int_equal(n2, n);
+  assert_memory_equal(again, bytes, n);
+  free(again);
+  host_state in;
+  host_init(&in, &ps, 0);
+  assert_int_equal(dt_checkpoint_load(path, &ps, in.weights, in.buffers, &in.opt, &in.meta), DT_OK);
+  expect_same_tensors(&ps, &in, &ref, true, true);
+  free(in.meta.config_text);
+  free(in.meta.algos);
+  host_free(&in);
+
+  /* One bit flipped, at every byte after the user block (bit i % 8 of byte i) and at every
+   * byte of the header: refused before HDF5 sees it. */
+  char *flipped = tmp_path("flipped.h5");
+  host_init(&in, &ps, 0);
+  for (size_t i = 0; i < n; i++) {
+    if (i >= 34 && i < DT_CHECKPOINT_USERBLOCK) continue; /* the user block's zero padding */
+    bytes[i] ^= (unsigned char)(1u << (i % 8));
+    assert_int_equal(tu_write_file(flipped, bytes, n), 0);
+    bytes[i] ^= (unsigned char)(1u << (i % 8));
+    dt_error_clear();
+    dt_status st = dt_checkpoint_load(flipped, &ps, in.weights, in.buffers, &in.opt, &in.meta);
+    if (st != DT_ERR_DATA) fail_msg("a flipped bit in byte %zu was not refused", i);
+    const char *want = i < 22 ? "neither dtrain's checksum header nor the HDF5 signature"
+                              : "the file's checksum does not match (truncated or corrupt)";
+    if (!strstr(dt_error_message(), want))
+      fail_msg("byte %zu: message \"%s\" lacks \"%s\"", i, dt_error_message(), want);
+  }
+  host_free(&in);
+  bytes[DT_CHECKPOINT_USERBLOCK + 100] ^= 0x10;
+  assert_int_equal(tu_write_file(flipped, bytes, n), 0);
+  bytes[DT_CHECKPOINT_USERBLOCK + 100] ^= 0x10;
+  expect_refusal(flipped, TABLE_FULL, true, "the file's checksum does not match", "CRC-32", NULL);
+  char *longer = tmp_path("longer.h5");
+  unsigned char *plus = malloc(n + 1);
+  memcpy(plus, bytes, n);
+  plus[n] = 0;
+  assert_int_equal(tu_write_file(longer, plus, n + 1), 0);
+  expect_refusal(longer, TABLE_FULL, true, "the file's checksum does not match", "holds", NULL);
+  free(plus);
+
+  /* A corruption of HDF5's metadata that crashes HDF5 1.10.8 itself (found by
+   * fuzz_checkpoint_raw under ASan, tests/fuzz/hdf5_crashes), applied to a sealed file: the
+   * seal of the seed it was mutated from (segv_h5aexists.seed.h5, an unsealed seed of that
+   * corpus) in front of the corrupt bytes. */
+  size_t nseed, ncrash;
+  char *seed = read_bytes("tests/fuzz/hdf5_crashes/segv_h5aexists.seed.h5", &nseed);
+  char *crash = read_bytes("tests/fuzz/hdf5_crashes/segv_h5aexists.h5", &ncrash);
+  assert_int_equal(nseed, ncrash);
+  unsigned char *img = calloc(DT_CHECKPOINT_USERBLOCK + nseed, 1);
+  memcpy(img + DT_CHECKPOINT_USERBLOCK, seed, nseed);
+  char *seed_sealed = tmp_path("seed_sealed.h5");
+  assert_int_equal(tu_write_file(seed_sealed, img, DT_CHECKPOINT_USERBLOCK + nseed), 0);
+  assert_int_equal(dt_checkpoint_seal(seed_sealed), DT_OK);
+  free(img);
+  img = (unsigned char *)read_bytes(seed_sealed, &n2);
+  memcpy(img + DT_CHECKPOINT_USERBLOCK, crash, ncrash);
+  char *crash_sealed = tmp_path("crash_sealed.h5");
+  assert_int_equal(tu_write_file(crash_sealed, img, n2), 0);
+  /* Loaded as that harness loads it: its table, "momentum" and the metadata. */
+  dt_params fps;
+  fuzz_ckpt_table(&fps);
+  float *fw = fuzz_filled(fps.n_weights, SENTINEL), *fb = fuzz_filled(fps.n_buffers, SENTINEL),
+        *fm = fuzz_filled(fps.n_weights, SENTINEL);
+  dt_optim_state fopt = {.names = {"momentum"}, .arrays = {fm}, .n_states = 1};
+  dt_checkpoint_meta fmeta = {0};
+  dt_error_clear();
+  assert_int_equal(dt_checkpoint_load(crash_sealed, &fps, fw, fb, &fopt, &fmeta), DT_ERR_DATA);
+  expect_message_has(crash_sealed);
+  expect_message_has("the file's checksum does not match");
+  assert_true(all_equal(fw, fps.n_weights, SENTINEL) && all_equal(fb, fps.n_buffers, SENTINEL) &&
+              all_equal(fm, fps.n_weights, SENTINEL));
+  assert_null(fmeta.config_text);
+  /* The seed itself, sealed, loads. */
+  assert_int_equal(dt_checkpoint_load(seed_sealed, &fps, fw, fb, &fopt, &fmeta), DT_OK);
+  assert_int_equal(fmeta.step, 12);
+  free(fmeta.config_text);
+  free(fw);
+  free(fb);
+  free(fm);
+  free(fps.items);
+  free(img);
+  free(seed);
+  free(crash);
+
+  /* A file of an older dtrain, without the user block, loads as before. */
+  char *legacy = tmp_path("legacy.h5");
+  assert_int_equal(tu_write_file(legacy, bytes + DT_CHECKPOINT_USERBLOCK,
+                                 n - DT_CHECKPOINT_USERBLOCK), 0);
+  host_init(&in, &ps, 0);
+  assert_int_equal(dt_checkpoint_load(legacy, &ps, in.weights, in.buffers, &in.opt, &in.meta),
+                   DT_OK);
+  expect_same_tensors(&ps, &in, &ref, true, true);
+  free(in.meta.config_text);
+  free(in.meta.algos);
+  host_free(&in);
+  /* It has no room for a seal. */
+  dt_error_clear();
+  assert_int_equal(dt_checkpoint_seal(legacy), DT_ERR_IO);
+  expect_message_has("no user block");
+  expect_no_open_handles();
+
+  free(bytes);
+  free(path);
+  free(flipped);
+  free(longer);
+  free(seed_sealed);
+  free(crash_sealed);
+  free(legacy);
+  host_free(&ref);
+  free(ps.items);
 }
 
 static void test_refuse_broken_files(void **s) {
@@ -435,7 +572,7 @@ static void test_refuse_broken_files(void **s) {
 
   char *half = tmp_path("half.h5");
   assert_int_equal(tu_write_file(half, bytes, n / 2), 0);
-  expect_refusal(half, TABLE_FULL, true, "not a readable HDF5 checkpoint (truncated or corrupt?)",
+  expect_refusal(half, TABLE_FULL, true, "the file's checksum does not match (truncated or corrupt)",
                  NULL, NULL);
   /* Cut just short of the end too: the last bytes hold data, not only metadata. */
   char *short_by_one = tmp_path("short.h5");
@@ -557,7 +694,7 @@ static void test_refuse_bad_values(void **s) {
 #define CASE(name, mutation, frag1, frag2)  \
   f = open_copy(src, name, &path);           \
   mutation;                                  \
-  H5Fclose(f);                               \
+  close_sealed(f, path);                     \
   expect_refusal(path, TABLE_FULL, true, frag1, frag2, NULL); \
   free(path)
   CASE("v_sie.h5", set_attr_i64(f, "step_in_epoch", -1), "step_in_epoch = -1", "out of range");
@@ -602,7 +739,7 @@ static void test_refuse_bad_values(void **s) {
                                       "epoch_skipped_steps"};
   for (size_t k = 0; k < DT_ARRAY_LEN(added); k++) assert_true(H5Adelete(f, added[k]) >= 0);
   set_attr_i64(f, "format_version", 1);
-  H5Fclose(f);
+  close_sealed(f, path);
   host_state in;
   host_init(&in, &ps, 0);
   dt_error_clear();
@@ -615,7 +752,7 @@ static void test_refuse_bad_values(void **s) {
   /* The same file claiming format 2 lacks its checksums. */
   f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
   set_attr_i64(f, "format_version", 2);
-  H5Fclose(f);
+  close_sealed(f, path);
   expect_refusal(path, TABLE_FULL, true, "has no checksum", NULL, NULL);
   free(path);
   expect_no_open_handles();
@@ -908,6 +1045,7 @@ int main(void) {
       cmocka_unit_test(test_round_trip),
       cmocka_unit_test(test_refuse_mismatched_tables),
       cmocka_unit_test(test_refuse_future_version),
+      cmocka_unit_test(test_seal),
       cmocka_unit_test(test_refuse_broken_files),
       cmocka_unit_test(test_algorithm_choices),
       cmocka_unit_test(test_refuse_bad_values),

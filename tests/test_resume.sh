@@ -15,7 +15,7 @@
 set -u
 source "$(dirname "$0")/harness.sh"
 DTRAIN=${1:-./dtrain}
-need_tools ckpt_compare ckpt_patch
+need_tools ckpt_compare ckpt_patch ckpt_reseal
 harness_tmp resume
 
 # 320 images, batch 32: 10 steps per epoch, 2 epochs = 20 steps. A checkpoint every 4 steps
@@ -204,6 +204,39 @@ truncate -s $(($(stat -c %s $f) / 2)) $f
 expect_refusal "--resume with a truncated latest checkpoint" \
   "checkpoint $f: .*truncated or corrupt" $run --resume $run
 
+# The seal (a whole-file CRC-32 in the user block, checked before HDF5 reads the file): bytes
+# of HDF5's own metadata flipped (its superblock and root object header, right after the
+# 512-byte user block: corruption there can crash HDF5 itself), one byte cut off the end, and
+# the same flips given to --init. The file is never handed to HDF5.
+flip_bytes() { # FILE OFFSET COUNT: invert COUNT bytes from OFFSET
+  "$PY" - "$@" <<'PYEOF'
+import sys
+path, off, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+with open(path, "r+b") as f:
+    f.seek(off)
+    b = bytes(x ^ 0xFF for x in f.read(n))
+    f.seek(off)
+    f.write(b)
+PYEOF
+}
+run=$T/sealflip
+cp -a $base $run
+f=$(ckpt $run 8)
+flip_bytes $f 520 16 && flip_bytes $f 600 8
+expect_refusal "--resume with flipped bytes in HDF5's superblock and object header" \
+  "checkpoint $f: the file's checksum does not match (truncated or corrupt)" $run --resume $run
+expect_refusal "--init with flipped bytes in HDF5's superblock and object header" \
+  "checkpoint $f: the file's checksum does not match (truncated or corrupt)" $run \
+  "${CFG[@]}" --set output.dir=$T/init_sealflip --init $f
+[ ! -e $T/init_sealflip ] && ok "no run directory after a refused --init of a corrupt file" ||
+  bad "a refused --init of a corrupt file left a run directory"
+run=$T/sealshort
+cp -a $base $run
+f=$(ckpt $run 8)
+truncate -s $(($(stat -c %s $f) - 1)) $f
+expect_refusal "--resume with a checkpoint one byte short" \
+  "checkpoint $f: the file's checksum does not match (truncated or corrupt)" $run --resume $run
+
 run=$T/othermodel
 cp -a $base $run
 cp $(ckpt $other 1) $(ckpt $run 9)
@@ -223,7 +256,12 @@ fi
 # attr(NAME, VALUE) to rewrite a root attribute (int64 for ints, float64 otherwise),
 # set_tensor(PATH, INDEX, VALUE) to change one value and rewrite the tensor's checksum so
 # that only the value is wrong, and flip_bits(PATH, N) to flip N bits of its stored data.
+# The file is resealed afterwards (ckpt_reseal), so that dtrain reaches the check that the
+# edit is about rather than the whole-file checksum.
 mutate() {
+  mutate_unsealed "$@" && "$TOOLS/ckpt_reseal" "$1"
+}
+mutate_unsealed() {
   "$PY" - "$1" "$2" <<'PYEOF'
 import sys, zlib, random, h5py, numpy as np
 path = sys.argv[1]

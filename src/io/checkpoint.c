@@ -1,7 +1,8 @@
 /* checkpoint.c: HDF5 checkpoints of the parameter table, optimizer state and run metadata
  * (layout in checkpoint.h). Saving writes a temporary file beside the target, fsyncs it and
  * renames it over the final name; loading reads and checks everything into scratch arenas
- * and copies to the caller only once the whole file has been validated. HDF5's own error
+ * and copies to the caller only once the whole file has been validated. A seal (a whole-file
+ * CRC-32 in HDF5's user block) is checked before HDF5 parses the file at all. HDF5's own error
  * stack printing is switched off inside these functions so the user sees one message. */
 #include "io/checkpoint.h"
 
@@ -214,6 +215,129 @@ static int fsync_path(const char *path, int flags) {
   return rc;
 }
 
+/* ---- the seal: a whole-file checksum in HDF5's user block ----
+ * Layout of the DT_CHECKPOINT_USERBLOCK bytes in front of HDF5's superblock (little-endian):
+ *   0  char[18]  "DTRAIN-CHECKPOINT\0"
+ *  18  u32       header version (1)
+ *  22  u64       the file's length in bytes
+ *  30  u32       zlib CRC-32 of every byte after the user block
+ *  34  zeros
+ * It is checked with stdio before HDF5 sees the file, so that no corruption of HDF5's own
+ * metadata reaches the HDF5 library (which can crash on some). */
+static const char seal_magic[18] = "DTRAIN-CHECKPOINT";
+static const unsigned char hdf5_signature[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+#define SEAL_VERSION 1u
+#define SEAL_HEADER 34
+
+static void put_le(unsigned char *p, uint64_t v, int n) {
+  for (int i = 0; i < n; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t get_le(const unsigned char *p, int n) {
+  uint64_t v = 0;
+  for (int i = n - 1; i >= 0; i--) v = v << 8 | p[i];
+  return v;
+}
+
+/* CRC-32 of f's bytes from offset `from` to its end, and how many bytes it has in all; -1 on
+ * a read error (errno set). */
+static int crc_after(FILE *f, long from, uint32_t *crc, uint64_t *length) {
+  if (fseek(f, from, SEEK_SET) != 0) return -1;
+  unsigned char buf[1 << 16];
+  uLong c = crc32_z(0L, Z_NULL, 0);
+  uint64_t n = (uint64_t)from;
+  size_t got;
+  while ((got = fread(buf, 1, sizeof buf, f)) > 0) {
+    c = crc32_z(c, buf, got);
+    n += got;
+  }
+  if (ferror(f)) return -1;
+  *crc = (uint32_t)c;
+  *length = n;
+  return 0;
+}
+
+dt_status dt_checkpoint_seal(const char *path) {
+  errno = 0;
+  FILE *f = fopen(path, "r+b");
+  if (!f)
+    return dt_error_set(DT_ERR_IO, "checkpoint %s: cannot open to seal: %s", path,
+                        strerror(errno));
+  unsigned char head[DT_CHECKPOINT_USERBLOCK];
+  size_t got = fread(head, 1, sizeof head, f);
+  uint32_t crc;
+  uint64_t length;
+  const char *why = NULL;
+  int e = 0;
+  if (got < sizeof head || memcmp(head, hdf5_signature, sizeof hdf5_signature) == 0)
+    why = "it has no user block to hold the seal (not written by this dtrain)";
+  else if (crc_after(f, DT_CHECKPOINT_USERBLOCK, &crc, &length) < 0) {
+    e = errno;
+    why = "reading it failed";
+  }
+  if (!why) {
+    memset(head, 0, sizeof head);
+    memcpy(head, seal_magic, sizeof seal_magic);
+    put_le(head + 18, SEAL_VERSION, 4);
+    put_le(head + 22, length, 8);
+    put_le(head + 30, crc, 4);
+    if (fseek(f, 0, SEEK_SET) != 0 || fwrite(head, 1, SEAL_HEADER, f) != SEAL_HEADER) {
+      e = errno;
+      why = "writing its header failed";
+    }
+  }
+  if (fclose(f) != 0 && !why) {
+    e = errno;
+    why = "writing its header failed";
+  }
+  if (why)
+    return dt_error_set(DT_ERR_IO, "checkpoint %s: cannot seal: %s%s%s", path, why,
+                        e ? ": " : "", e ? strerror(e) : "");
+  return DT_OK;
+}
+
+/* Check the seal of the file at path before HDF5 opens it. A file of an older dtrain without
+ * one (it starts with the HDF5 signature) passes as it is; anything else that does not check
+ * is DT_ERR_DATA naming the file. */
+static dt_status check_seal(const char *path) {
+  errno = 0;
+  FILE *f = fopen(path, "rb");
+  if (!f) return dt_error_set(DT_ERR_DATA, "checkpoint %s: cannot open: %s", path, strerror(errno));
+  unsigned char head[SEAL_HEADER];
+  size_t got = fread(head, 1, sizeof head, f);
+  if (got >= sizeof hdf5_signature && memcmp(head, hdf5_signature, sizeof hdf5_signature) == 0) {
+    fclose(f);
+    return DT_OK;
+  }
+  if (got < sizeof head || memcmp(head, seal_magic, sizeof seal_magic) != 0 ||
+      get_le(head + 18, 4) != SEAL_VERSION) {
+    fclose(f);
+    return dt_error_set(DT_ERR_DATA,
+                        "checkpoint %s: not a readable HDF5 checkpoint (truncated or corrupt?): "
+                        "it starts with neither dtrain's checksum header nor the HDF5 signature",
+                        path);
+  }
+  uint64_t want_len = get_le(head + 22, 8), len;
+  uint32_t want_crc = (uint32_t)get_le(head + 30, 4), crc;
+  int rc = crc_after(f, DT_CHECKPOINT_USERBLOCK, &crc, &len);
+  int e = errno;
+  fclose(f);
+  if (rc < 0)
+    return dt_error_set(DT_ERR_DATA, "checkpoint %s: cannot read: %s", path, strerror(e));
+  if (len != want_len)
+    return dt_error_set(DT_ERR_DATA,
+                        "checkpoint %s: the file's checksum does not match (truncated or "
+                        "corrupt): it holds %" PRIu64 " bytes, its header says %" PRIu64,
+                        path, len, want_len);
+  if (crc != want_crc)
+    return dt_error_set(DT_ERR_DATA,
+                        "checkpoint %s: the file's checksum does not match (truncated or "
+                        "corrupt): CRC-32 %08" PRIx32 " of its contents, %08" PRIx32
+                        " in its header",
+                        path, crc, want_crc);
+  return DT_OK;
+}
+
 /* Write everything into the open file. Returns NULL on success, else what failed (static). */
 /* /backend/conv_algorithms: n rows of DT_CHECKPOINT_ALGO_COLS int32. */
 static int write_algos(hid_t file, const int32_t *rows, size_t n) {
@@ -377,7 +501,11 @@ dt_status dt_checkpoint_save(const char *path, const dt_params *ps, const float 
   h5_quiet q;
   h5_quiet_begin(&q);
   errno = 0;
-  hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
+  hid_t file = fcpl >= 0 && H5Pset_userblock(fcpl, DT_CHECKPOINT_USERBLOCK) >= 0
+                   ? H5Fcreate(tmp, H5F_ACC_TRUNC, fcpl, H5P_DEFAULT)
+                   : H5I_INVALID_HID;
+  if (fcpl >= 0) H5Pclose(fcpl);
   if (file < 0) {
     int e = errno;
     h5_quiet_end(&q);
@@ -395,6 +523,13 @@ dt_status dt_checkpoint_save(const char *path, const dt_params *ps, const float 
     return dt_error_set(DT_ERR_IO, "checkpoint %s: writing %s to %s failed%s%s", path,
                         what ? what : "the file (close)", tmp, e ? ": " : "",
                         e ? strerror(e) : " (disk full?)");
+  }
+  /* The seal goes into the closed file, before the fsync that makes it durable. */
+  if (dt_checkpoint_seal(tmp) != DT_OK) {
+    char why[512];
+    snprintf(why, sizeof why, "%s", dt_error_message());
+    unlink(tmp);
+    return dt_error_set(DT_ERR_IO, "checkpoint %s: %s", path, why);
   }
   if (fsync_path(tmp, O_RDONLY) < 0) {
     e = errno;
@@ -738,6 +873,9 @@ dt_status dt_checkpoint_load(const char *path, const dt_params *ps, float *weigh
     return dt_error_set(DT_ERR_DATA, "checkpoint %s: cannot open: %s", path, strerror(errno));
   if (!S_ISREG(sb.st_mode))
     return dt_error_set(DT_ERR_DATA, "checkpoint %s: not a regular file", path);
+
+  dt_status sealed = check_seal(path);
+  if (sealed != DT_OK) return sealed;
 
   h5_quiet q;
   h5_quiet_begin(&q);

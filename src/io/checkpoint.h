@@ -16,7 +16,11 @@
  *   /backend/conv_algorithms   the backend's algorithm choices (int32, rows x
  *                              DT_CHECKPOINT_ALGO_COLS; backend.h algos_export), if it made any
  * Writes go to a temporary file in the same directory, are flushed and fsync'ed, then renamed
- * over the final name, so a crash never leaves a broken checkpoint under that name. */
+ * over the final name, so a crash never leaves a broken checkpoint under that name.
+ * The file starts with an HDF5 user block of DT_CHECKPOINT_USERBLOCK bytes holding the seal:
+ * a magic string, the file's length and the CRC-32 of every byte after the user block
+ * (layout in checkpoint.c). Loading checks it before HDF5 reads anything; a file that starts
+ * with the HDF5 signature instead is one of an older dtrain and loads without it. */
 #ifndef DT_CHECKPOINT_H
 #define DT_CHECKPOINT_H
 
@@ -55,6 +59,9 @@ typedef struct {
 
 #define DT_CHECKPOINT_ALGO_COLS 18
 
+/* Bytes in front of HDF5's superblock that hold the seal (an HDF5 user block). */
+#define DT_CHECKPOINT_USERBLOCK 512
+
 /* Optimizer state tensors: n_states arrays, each laid out like the weight arena. */
 typedef struct {
   const char *names[4];
@@ -72,7 +79,8 @@ dt_status dt_checkpoint_save(const char *path, const dt_params *ps, const float 
 
 /* Load a checkpoint into host arrays laid out like the arenas of ps. Every tensor of ps must
  * be in the file with the same shape, and the file must hold no model tensor that ps lacks;
- * any mismatch, a truncated or non-HDF5 file, or a format version newer than
+ * any mismatch, a truncated or non-HDF5 file, a file whose seal does not check (its length or
+ * CRC-32 differs from the header's), or a format version newer than
  * DT_CHECKPOINT_FORMAT is DT_ERR_DATA with one message naming the file and the problem
  * (e.g. "stage1.block1.conv1.weight: shape (16,16,3,3) in the file, (32,16,3,3) in the
  * model"). So is a tensor whose checksum does not match its data, a non-finite value in any
@@ -83,6 +91,12 @@ dt_status dt_checkpoint_save(const char *path, const dt_params *ps, const float 
  * the running statistics. Nothing is written to the outputs unless everything checks. */
 dt_status dt_checkpoint_load(const char *path, const dt_params *ps, float *weights,
                              float *buffers, dt_optim_state *opt, dt_checkpoint_meta *meta);
+
+/* (Re)write the seal of a checkpoint file that has the user block (one saved by
+ * dt_checkpoint_save), over its current bytes: for tools and tests that edit a checkpoint
+ * in place and must keep it loadable. DT_ERR_IO naming the file on failure, also for a
+ * file without the user block. */
+dt_status dt_checkpoint_seal(const char *path);
 
 /* Path of the newest checkpoint in run_dir/checkpoints (by step), into out. DT_ERR_DATA if
  * there is none. */

@@ -4,8 +4,9 @@
  * of edits applied to a copy of it through the HDF5 API (attributes set to other values,
  * types or strings, or removed; tensor elements overwritten with any bits; tensors removed,
  * reshaped, retyped, replaced by links or groups; /config replaced), and the result is loaded
- * as --resume loads a checkpoint. Mutating HDF5's own bytes is fuzz_checkpoint_raw's job;
- * here every input reaches dtrain's checks of a well-formed file.
+ * as --resume loads a checkpoint, resealed (checkpoint.h) so that it gets past the whole-file
+ * checksum. Mutating HDF5's own bytes is fuzz_checkpoint_raw's job; here every input reaches
+ * dtrain's checks of a well-formed file.
  * Properties: a refused file leaves a message and the outputs untouched, and no load leaves
  * an HDF5 object open. Values that load but are out of range are visible with
  * DT_FUZZ_REPORT=1 (DT_FUZZ_REPORT=all: every file, with the refusal); the loader's range checks are
@@ -273,6 +274,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   reader r = {data, size};
   apply_edits(file, &r);
   if (H5Fclose(file) < 0) abort();
+  /* The edits are the input: reseal the file so that the load gets past the whole-file
+   * checksum to the checks of its contents. */
+  if (dt_checkpoint_seal(path) != DT_OK) abort();
   if (H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL) != 0) {
     fprintf(stderr, "fuzz_checkpoint: the harness left an HDF5 object open\n");
     abort();

@@ -2,13 +2,17 @@
  *   ckpt_patch FILE.h5 set-attr NAME VALUE   (re)write integer attribute NAME of / as VALUE
  *                                            (e.g. format_version 99: a "future" checkpoint)
  *   ckpt_patch FILE.h5 delete PATH           unlink dataset or group PATH (e.g. model/fc.bias)
- * Exit 0 on success, 1 on failure (with a message), 2 for bad usage. */
+ * The file's seal (whole-file checksum, checkpoint.h) is rewritten after the edit, so that
+ * dtrain reaches the check the edit is about. Exit 0 on success, 1 on failure (with a
+ * message), 2 for bad usage. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <hdf5.h>
+
+#include "io/checkpoint.h"
 
 static int set_attr(hid_t file, const char *name, int64_t value) {
   if (H5Aexists(file, name) > 0 && H5Adelete(file, name) < 0) return -1;
@@ -45,6 +49,10 @@ int main(int argc, char **argv) {
   if (H5Fclose(file) < 0) rc = -1;
   if (rc != 0) {
     fprintf(stderr, "ckpt_patch: %s: %s %s failed\n", argv[1], argv[2], argv[3]);
+    return 1;
+  }
+  if (dt_checkpoint_seal(argv[1]) != DT_OK) {
+    fprintf(stderr, "ckpt_patch: %s\n", dt_error_message());
     return 1;
   }
   return 0;
