@@ -18,8 +18,10 @@ dt_status dt_gpu_place(int local_rank, int local_size, int visible_gpus,
     return dt_error_set(DT_ERR_CONFIG, "no GPU visible (%s); use --device cpu", note);
   /* Alone, or the launcher gave this rank exactly one device of its own (srun
    * --gpus-per-task=1, --gpu-bind=single:1, a MIG instance, a per-rank CUDA_VISIBLE_DEVICES):
-   * the one visible device is this rank's, whatever the local rank. */
-  if (local_rank < 0 || visible_gpus == 1) {
+   * the one visible device is this rank's, whatever the local rank. With the variable unset
+   * nothing was bound: one visible GPU is then the node's only one, and several ranks on it
+   * are refused below. */
+  if (local_rank < 0 || (visible_gpus == 1 && cuda_visible_devices)) {
     *device = 0;
     return DT_OK;
   }

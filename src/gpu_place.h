@@ -12,8 +12,8 @@
  *   visible_gpus: what cudaGetDeviceCount reports (CUDA_VISIBLE_DEVICES already applied).
  *   cuda_visible_devices: getenv("CUDA_VISIBLE_DEVICES") or NULL, quoted in messages only.
  * One GPU per local rank, never shared: a process on its own takes GPU 0; a rank that sees
- * exactly one GPU takes it (the launcher bound one device to each rank: srun
- * --gpus-per-task=1, --gpu-bind=single:1, a MIG instance); otherwise local rank r takes GPU r
+ * exactly one GPU through CUDA_VISIBLE_DEVICES takes it (the launcher bound one device to
+ * each rank: srun --gpus-per-task=1, --gpu-bind=single:1, a MIG instance); otherwise local rank r takes GPU r
  * of those it sees. Sharing a GPU between ranks would run, but slowly and with NCCL refusing
  * two ranks on one device, so more ranks than visible GPUs (two or more) is a configuration
  * error. Ranks that each see one GPU, the same one, are left to NCCL, which refuses them

@@ -70,12 +70,14 @@ static void test_too_many_ranks(void **state) {
   expect_in_message("(CUDA_VISIBLE_DEVICES=)");
 }
 
-/* Exactly one visible GPU is this rank's own, whatever the local rank and size: the launcher
- * bound one device to each rank. */
+/* Exactly one GPU visible through CUDA_VISIBLE_DEVICES is this rank's own, whatever the local
+ * rank and size: the launcher bound one device to each rank. With the variable unset, one
+ * visible GPU is the node's only one, and 8 ranks may not share it. */
 static void test_one_visible_gpu_is_used(void **state) {
   (void)state;
   for (int r = 0; r < 8; r++) {
-    assert_int_equal(place_ok(r, 8, 1, NULL), 0);
+    place_fails(r, 8, 1, NULL);
+    expect_in_message("8 ranks on this node but only 1 GPUs visible (CUDA_VISIBLE_DEVICES unset)");
     char cvd[8];
     snprintf(cvd, sizeof cvd, "%d", r);
     assert_int_equal(place_ok(r, 8, 1, cvd), 0);
@@ -100,6 +102,8 @@ static const layout_case layouts[] = {
     {"mpirun -np 4 on a 4-GPU subset", 3, 4, 4, "4,5,6,7", 3},
     {"mpirun -np 2, node of 8", 1, 2, 8, NULL, 1},
     {"mpirun -np 8 on a 4-GPU node", 6, 8, 4, NULL, -1},
+    {"mpirun -np 4 on a one-GPU node, variable unset", 2, 4, 1, NULL, -1},
+    {"mpirun -np 4 on a one-GPU node, rank 0", 0, 4, 1, NULL, -1},
     {"mpirun -np 8 on a 4-GPU node, rank below the count", 0, 8, 4, "0,1,2,3", -1},
     {"srun --gpus-per-task=1, per-task list entry", 3, 8, 1, "3", 0},
     {"srun --gpus-per-task=1 under device cgroups, renumbered", 6, 8, 1, "0", 0},
