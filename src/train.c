@@ -280,10 +280,10 @@ static dt_status open_run_dir(trainer *t, bool resume, long resume_step) {
     if (st != DT_OK) return st;
   }
   if (resume) {
-    dt_status st = lock_run_dir(t);
-    if (st != DT_OK) return st;
+    /* The lock was taken before the checkpoint was chosen (dt_train_run). */
+    DT_CHECK(t->lock_fd >= 0);
     dt_rundir_lock_note(t->lock_fd);
-    if (t->config_changes) st = write_config(cfg, dir);
+    dt_status st = t->config_changes ? write_config(cfg, dir) : DT_OK;
     if (st != DT_OK) return st;
     remove_checkpoints(dir, true);
   }
@@ -1123,6 +1123,7 @@ static dt_status load_start(trainer *t, const dt_run_opts *opts, long *step, lon
   if (opts->resume_dir) st = check_resume_meta(t, path, &meta);
   if (st != DT_OK) {
     free(meta.config_text);
+    free(meta.algos);
     return st;
   }
   params_from_host(t);
