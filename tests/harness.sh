@@ -37,6 +37,11 @@ need_tools() {
   done
 }
 
+# latest RUN_DIR: the path of its newest checkpoint (empty when there is none).
+latest() { ls "$1"/checkpoints/step_*.h5 2>/dev/null | sort | tail -1; }
+# snapshot DIR: every path with its size and mtime, and every file's sha256: equal snapshots
+# mean nothing in DIR changed.
+snapshot() { (cd "$1" && find . -printf '%p %s %T@\n' | sort && find . -type f -exec sha256sum {} + | sort); }
 # ckpt RUN_DIR STEP: the path of that step's checkpoint.
 ckpt() { printf '%s/checkpoints/step_%09d.h5' "$1" "$2"; }
 # h5col FILE DATASET: the values of a 1-d dataset, one per line.

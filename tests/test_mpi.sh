@@ -32,7 +32,6 @@ if mpirun --version 2>&1 | grep -q 'Open MPI'; then
 fi
 harness_tmp mpi
 PY=/usr/bin/python3
-latest() { ls "$1"/checkpoints/step_*.h5 2>/dev/null | sort | tail -1; }
 
 out=$("${MPIRUN[@]}" -np 2 "$TOOLS/allreduce_check" 2>&1)
 if printf '%s\n' "$out" | grep -q '^allreduce_check: 1 rank(s)'; then

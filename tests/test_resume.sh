@@ -27,10 +27,6 @@ CFG=(configs/quickstart.ini --set train.seed=11 --set train.batch_size=32
   --set optim.lr=0.05 --set optim.reference_batch=32 --set output.log_every=3
   --set output.checkpoint_steps=4 --set output.keep_last=0)
 PY=/usr/bin/python3
-latest() { ls "$1"/checkpoints/step_*.h5 2>/dev/null | sort | tail -1; }
-# Every path, size and mtime of a directory tree, then every file's checksum.
-snapshot() { (cd "$1" && find . -printf '%p %s %T@\n' | sort && find . -type f -exec sha256sum {} + | sort); }
-
 # compare_final NAME RUN_DIR: the run's step-N checkpoint equals the reference byte for byte,
 # and so do its metrics (compare_metrics).
 compare_final() {

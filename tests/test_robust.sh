@@ -100,7 +100,6 @@ fi
 # A tiny model on few images: steps of milliseconds.
 TINY="--set data.train_limit=128 --set data.test_limit=32 --set train.batch_size=32 --set model.depth=8
   --set train.threads=1"
-snapshot() { (cd "$1" && find . -printf '%p %s %T@\n' | sort && find . -type f -exec sha256sum {} + | sort); }
 run=$T/locked
 "$DTRAIN" $Q $TINY --set train.epochs=100000 --set output.checkpoint_steps=1 --set output.keep_last=2 \
   --set output.dir=$run >$T/holder.out 2>&1 &
