@@ -182,13 +182,12 @@ static void test_twenty_steps(void **state) {
     printf("step %2d loss %.6f torch %.6f rel %.2g (torch spread %.2g, kink spread %.2g: margin "
            "%.1e noise %.1e; bound %.2g)\n",
            i, loss, want[i], err, torch_spread, kink[i], margin[i], noise[i], bound);
-    assert_true(err < bound);
-    /* Before the first flippable kink nothing but rounding separates the runs. */
-    if (i < unflipped) assert_true(err < fmax(1e-3, 2.0 * torch_spread));
+    assert_true(err < bound); /* before the first flippable kink, kink[i] is 0: the old bound */
   }
   printf("%d of 20 steps within 1e-3; the first %d have no flippable kink behind them\n", tight,
          unflipped);
-  /* The file's batch keeps the first steps clear of kinks, so they are always compared tightly. */
+  /* A property of the golden file, checked here so that a regenerated file cannot loosen every
+   * step: its batch keeps the first steps clear of kinks, so they are compared tightly. */
   assert_true(unflipped >= 2);
   dt_optim_free(&opt);
 }

@@ -26,14 +26,14 @@ for f in scripts/quickstart.sh scripts/test.sh .ci/run configs/quickstart.ini co
   fi
 done
 # Citations: the documents a comment or help text may cite are the ones in docs/.
-files=$( (git ls-files src comm kernels tests tools scripts bench slurm configs CMakeLists.txt README.md 2>/dev/null ||
-        find src comm kernels tests tools scripts bench slurm configs CMakeLists.txt README.md -type f) | grep -v "^tests/test_readme.sh$")
+files=$( (git ls-files src comm kernels tests tools scripts bench slurm configs docs CMakeLists.txt README.md 2>/dev/null ||
+        find src comm kernels tests tools scripts bench slurm configs docs CMakeLists.txt README.md -type f) | grep -v "^tests/test_readme.sh$")
 foreign=$( { grep -nE '\bSPEC\b|DESIGN "|HEAD semantics|(SPEC|DESIGN)\.md' $files /dev/null;
-             "$DTRAIN" --help-config | grep -nE '\bSPEC\b|DESIGN|HEAD semantics' | sed 's/^/--help-config:/'; } )
+             { "$DTRAIN" --help; "$DTRAIN" --help-config; } | grep -nE '\bSPEC\b|DESIGN|HEAD semantics' | sed 's/^/--help:/'; } )
 [ -z "$foreign" ] && ok "no file or help text cites SPEC or DESIGN, which the repository does not contain" \
   || bad "citations of documents the repository does not contain" "$foreign"
 missing=""
-for d in $( { grep -ohE 'docs/[A-Za-z0-9_./-]+\.md' $files /dev/null; "$DTRAIN" --help-config | grep -oE 'docs/[A-Za-z0-9_./-]+\.md'; } | sort -u); do
+for d in $( { grep -ohE 'docs/[A-Za-z0-9_./-]+\.md' $files /dev/null; { "$DTRAIN" --help; "$DTRAIN" --help-config; } | grep -oE 'docs/[A-Za-z0-9_./-]+\.md'; } | sort -u); do
   [ -e "$d" ] || missing="$missing $d"
 done
 [ -z "$missing" ] && ok "every docs/ file cited exists" || bad "cited docs/ files that do not exist:$missing"
