@@ -10,7 +10,7 @@
 #        MODELS  space-separated subset of the model keys below (default: all)
 #        PYTHON  interpreter with torch (default /usr/bin/python3)
 #
-# Models (key: dtrain [model] settings = tools/torch_models.py keywords):
+# Models (key: dtrain [model] settings = tools/dtrain_tools/torch_models.py keywords):
 #   resnet_preact20  ResNet-preact-20            depth 20, basic, 16 initial channels
 #   wrn16_4          WRN-16-4                    depth 16, widening factor 4
 #   densenet_bc100   DenseNet-BC-100 (k = 12)    depth 100, bottleneck, compression 0.5

@@ -3,7 +3,7 @@
 
 Times full training steps (forward, mean cross-entropy, backward, SGD
 Nesterov step with weight decay) of the independent model in
-tools/torch_models.py on synthetic data already in memory, so the number is
+tools/dtrain_tools/torch_models.py on synthetic data already in memory, so the number is
 compute only, like `dtrain CONFIG --bench STEPS`.
 
 Usage:
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), "tools"))
-from torch_models import ResNetPreact, count_params  # noqa: E402
+from dtrain_tools.torch_models import ResNetPreact, count_params  # noqa: E402
 
 
 def positive(text):

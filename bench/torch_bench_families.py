@@ -4,7 +4,7 @@
 
 Times full training steps (forward, mean cross-entropy, backward, SGD with
 Nesterov momentum and weight decay) of the independent model that
-tools/torch_models.py builds for a dtrain model.name, on one synthetic batch
+tools/dtrain_tools/torch_models.py builds for a dtrain model.name, on one synthetic batch
 kept in memory, so the number is compute only, as dtrain's `bench:` line.
 
 Usage:
@@ -13,7 +13,7 @@ Usage:
       --batch 64 --threads 2 --warmup 3 --steps 10 [--channels-last]
 
 --set KEY=VALUE passes one keyword of the family's constructor (see
-tools/torch_models.py; the names are dtrain's [model] keys); VALUE is read as
+tools/dtrain_tools/torch_models.py; the names are dtrain's [model] keys); VALUE is read as
 an int, a float, true/false, else a string. The last line is
 `torch: <images/s> images/s`, total images over the wall time of the timed
 steps.
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), "tools"))
-from torch_models import FAMILIES, build_model, count_params  # noqa: E402
+from dtrain_tools.torch_models import FAMILIES, build_model, count_params  # noqa: E402
 
 
 def positive(text):

@@ -2,7 +2,7 @@
 """PyTorch GPU training throughput of ResNet-preact or WRN, the yardstick for dtrain --device cuda.
 
 Times full training steps (forward, mean cross-entropy, backward, SGD Nesterov
-step with weight decay) of the independent model in tools/torch_models.py on
+step with weight decay) of the independent model in tools/dtrain_tools/torch_models.py on
 one synthetic batch already on the GPU, so the number is compute only, like
 `dtrain CONFIG --device cuda --bench STEPS`. The model and batch are
 channels_last (NHWC, as dtrain's CUDA backend) unless --nchw; cuDNN autotuning
@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), "tools"))
-from torch_models import WRN, ResNetPreact, count_params  # noqa: E402
+from dtrain_tools.torch_models import WRN, ResNetPreact, count_params  # noqa: E402
 
 
 def positive(text):

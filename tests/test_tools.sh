@@ -5,7 +5,7 @@
 #                          values it read, and refuses missing / non-HDF5 / non-metrics files
 #                          with one message;
 #   tools/h5_to_torch.py   converts the run's last checkpoint into a state_dict that loads with
-#                          strict=True into tools/torch_models.py's ResNetPreact, with the same
+#                          strict=True into tools/dtrain_tools/torch_models.py's ResNetPreact, with the same
 #                          values (with and without --num-batches-tracked);
 #                          --verify-fashion-mnist reproduces dtrain's test top-1 of that epoch in
 #                          PyTorch; bad files are refused with one message.
@@ -117,7 +117,7 @@ else
   out=$("$PY" - "$ckpt" "$T/model.pt" <<'EOF' 2>&1
 import sys, h5py, numpy as np, torch
 sys.path.insert(0, "tools")
-from torch_models import ResNetPreact
+from dtrain_tools.torch_models import ResNetPreact
 ckpt, pt = sys.argv[1:]
 sd = torch.load(pt)
 m = ResNetPreact(depth=20, in_channels=1)
@@ -133,7 +133,7 @@ EOF
   out=$("$PY" tools/h5_to_torch.py "$ckpt" "$T/nbt.pt" --num-batches-tracked 2>&1 && "$PY" - "$T/nbt.pt" <<'EOF' 2>&1
 import sys, torch
 sys.path.insert(0, "tools")
-from torch_models import ResNetPreact
+from dtrain_tools.torch_models import ResNetPreact
 sd = torch.load(sys.argv[1])
 m = ResNetPreact(depth=20, in_channels=1)
 m.load_state_dict(sd, strict=True)

@@ -8,7 +8,7 @@ Every dataset under /model (weights and batch-norm running statistics, named
 by their PyTorch state_dict names, e.g. stage1.block1.conv1.weight, in their
 logical shapes) becomes a float32 tensor, and the dict is written with
 torch.save. PyTorch's BatchNorm2d also keeps a num_batches_tracked buffer, and
-ResNetPreact().state_dict() of tools/torch_models.py lists one per batch norm;
+ResNetPreact().state_dict() of tools/dtrain_tools/torch_models.py lists one per batch norm;
 dtrain has no such counter. The file still loads with strict=True into that
 model: a plain dict carries no _metadata version, and BatchNorm's loader fills
 a missing num_batches_tracked with 0 for unversioned state (PyTorch 1.13 and
@@ -18,7 +18,7 @@ BatchNorm2d(momentum=None)).
 
 --verify-fashion-mnist (or --verify for any of the IDX datasets
 fashion_mnist, mnist, kmnist) rebuilds the reference model of
-tools/torch_models.py from the checkpoint's /config text (model depth,
+tools/dtrain_tools/torch_models.py from the checkpoint's /config text (model depth,
 block_type, initial_channels, remove_first_relu, add_last_bn, preact_stage;
 the dataset's channels and classes), loads the converted state_dict with
 strict=True, evaluates the test set (the first data.test_limit images when the
@@ -151,11 +151,11 @@ def parse_config(text, path):
 
 def build_reference(cfg, path):
     sys.path.insert(0, TOOLS)
-    from torch_models import ResNetPreact
+    from dtrain_tools.torch_models import ResNetPreact
 
     if cfg["name"] != "resnet_preact":
         raise InputError("%s: model.name %s has no PyTorch reference in "
-                         "tools/torch_models.py" % (path, cfg["name"]))
+                         "tools/dtrain_tools/torch_models.py" % (path, cfg["name"]))
     if cfg["dataset"] not in N_CLASSES:
         raise InputError("%s: unknown data.dataset %s" % (path, cfg["dataset"]))
     channels = 3 if cfg["dataset"].startswith("cifar") else 1

@@ -84,7 +84,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_models import ResNetPreact, count_params  # noqa: E402
+from dtrain_tools.torch_models import ResNetPreact, count_params  # noqa: E402
 
 MAGIC = b"DTGOLD1\0"
 DATA_DIR = "/usr/share/datasets/fashion-mnist"
@@ -288,7 +288,7 @@ def kink_spread(init, x, y):
     rounding noise of the pre-ReLU values at that step's weights, and the largest
     relative loss deviation over KINK_RUNS runs that flip the kinks within that
     noise (see the module notes)."""
-    import torch_models
+    from dtrain_tools import torch_models
     m = copy.deepcopy(init).double().train()
     opt = torch.optim.SGD(m.parameters(), lr=LR, momentum=MOMENTUM,
                           dampening=0, nesterov=True, weight_decay=WD)

@@ -65,9 +65,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import torch_models  # noqa: E402
+from dtrain_tools import torch_models  # noqa: E402
 from make_golden import read_golden, write_golden  # noqa: E402
-from torch_models import build_model, count_params  # noqa: E402
+from dtrain_tools.torch_models import build_model, count_params  # noqa: E402
 
 N, CHANNELS, SIZE, CLASSES = 4, 3, 32, 10
 MARGIN = 1e-5

@@ -17,7 +17,7 @@ names exactly, e.g. `conv.weight`, `stage1.block1.bn1.running_var`,
 `stage2.block1.shortcut.skip.bn.weight`, `stage3.block2.se.fc1.weight`,
 `stage5.conv2.bias`, `bn.weight`, `fc.bias`.
 
-Run `/usr/bin/python3 tools/torch_models.py --check` for a self-check
+Run `/usr/bin/python3 tools/dtrain_tools/torch_models.py --check` for a self-check
 (parameter counts against docs/reference-experiments.md "Common conventions",
 key names, output shapes).
 """
