@@ -70,6 +70,33 @@ static uint32_t tensor_crc(const float *x, size_t n) {
   return (uint32_t)crc32_z(crc32_z(0L, Z_NULL, 0), (const Bytef *)x, n * sizeof(float));
 }
 
+/* Objects are created without modification times, so that the same state always writes the
+ * same bytes (a checkpoint is reproducible byte for byte, and comparable with cmp). */
+static hid_t untimed_plist(hid_t cls) {
+  hid_t pl = H5Pcreate(cls);
+  if (pl >= 0 && H5Pset_obj_track_times(pl, false) < 0) {
+    H5Pclose(pl);
+    return H5I_INVALID_HID;
+  }
+  return pl;
+}
+
+static hid_t create_dataset(hid_t loc, const char *name, hid_t type, hid_t space) {
+  hid_t dcpl = untimed_plist(H5P_DATASET_CREATE);
+  if (dcpl < 0) return H5I_INVALID_HID;
+  hid_t ds = H5Dcreate2(loc, name, type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+  H5Pclose(dcpl);
+  return ds;
+}
+
+static hid_t create_group(hid_t loc, const char *name) {
+  hid_t gcpl = untimed_plist(H5P_GROUP_CREATE);
+  if (gcpl < 0) return H5I_INVALID_HID;
+  hid_t g = H5Gcreate2(loc, name, H5P_DEFAULT, gcpl, H5P_DEFAULT);
+  H5Pclose(gcpl);
+  return g;
+}
+
 /* Write a float32 dataset of the given logical shape under loc, with its checksum as the
  * attribute crc32. 0 on success. */
 static int write_f32(hid_t loc, const char *name, int ndim, const int *dims, const float *data) {
@@ -78,7 +105,7 @@ static int write_f32(hid_t loc, const char *name, int ndim, const int *dims, con
   for (int d = 0; d < ndim; d++) hd[d] = (hsize_t)dims[d], n *= (size_t)dims[d];
   hid_t space = H5Screate_simple(ndim, hd, NULL);
   if (space < 0) return -1;
-  hid_t ds = H5Dcreate2(loc, name, H5T_IEEE_F32LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  hid_t ds = create_dataset(loc, name, H5T_IEEE_F32LE, space);
   int rc = -1;
   if (ds >= 0 && H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0 &&
       h5_write_attr_i64(ds, "crc32", tensor_crc(data, n)) >= 0)
@@ -96,7 +123,7 @@ static int write_str(hid_t loc, const char *name, const char *value, int is_data
   int rc = -1;
   if (space >= 0) {
     if (is_dataset) {
-      hid_t ds = H5Dcreate2(loc, name, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+      hid_t ds = create_dataset(loc, name, type, space);
       if (ds >= 0 && H5Dwrite(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, &value) >= 0) rc = 0;
       if (ds >= 0 && H5Dclose(ds) < 0) rc = -1;
     } else {
@@ -341,13 +368,12 @@ static dt_status check_seal(const char *path) {
 /* Write everything into the open file. Returns NULL on success, else what failed (static). */
 /* /backend/conv_algorithms: n rows of DT_CHECKPOINT_ALGO_COLS int32. */
 static int write_algos(hid_t file, const int32_t *rows, size_t n) {
-  hid_t g = H5Gcreate2(file, "backend", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  hid_t g = create_group(file, "backend");
   if (g < 0) return -1;
   const hsize_t dims[2] = {n, DT_CHECKPOINT_ALGO_COLS};
   hid_t space = H5Screate_simple(2, dims, NULL);
   hid_t ds = space < 0 ? -1
-                       : H5Dcreate2(g, "conv_algorithms", H5T_STD_I32LE, space, H5P_DEFAULT,
-                                    H5P_DEFAULT, H5P_DEFAULT);
+                       : create_dataset(g, "conv_algorithms", H5T_STD_I32LE, space);
   int rc = ds < 0 ? -1 : H5Dwrite(ds, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, rows);
   if (ds >= 0) H5Dclose(ds);
   if (space >= 0) H5Sclose(space);
@@ -399,7 +425,7 @@ static const char *save_contents(hid_t file, const dt_params *ps, const float *w
   const char *what = NULL;
   hid_t model = H5I_INVALID_HID, optg = H5I_INVALID_HID, stateg = H5I_INVALID_HID;
 
-  model = H5Gcreate2(file, "model", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  model = create_group(file, "model");
   if (model < 0) {
     what = "/model";
     goto done;
@@ -420,13 +446,13 @@ static const char *save_contents(hid_t file, const dt_params *ps, const float *w
   }
 
   if (opt && opt->n_states > 0) {
-    optg = H5Gcreate2(file, "optimizer", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    optg = create_group(file, "optimizer");
     if (optg < 0) {
       what = "/optimizer";
       goto done;
     }
     for (int s = 0; s < opt->n_states; s++) {
-      stateg = H5Gcreate2(optg, opt->names[s], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+      stateg = create_group(optg, opt->names[s]);
       if (stateg < 0) {
         what = "an optimizer state group";
         goto done;
@@ -446,7 +472,12 @@ static const char *save_contents(hid_t file, const dt_params *ps, const float *w
   dt_checkpoint_meta none = {.world_size = 1, .loss_scale = 1};
   if (!meta) meta = &none;
   char created[32];
-  time_t now = time(NULL);
+  /* SOURCE_DATE_EPOCH (the reproducible-builds convention) fixes the time stamp, which is then
+   * the only part of a checkpoint that depends on when it was written. */
+  const char *epoch_env = getenv("SOURCE_DATE_EPOCH");
+  char *end = NULL;
+  long long fixed = epoch_env ? strtoll(epoch_env, &end, 10) : -1;
+  time_t now = epoch_env && end != epoch_env && *end == '\0' && fixed >= 0 ? (time_t)fixed : time(NULL);
   struct tm tm;
   gmtime_r(&now, &tm);
   strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &tm);
@@ -501,7 +532,7 @@ dt_status dt_checkpoint_save(const char *path, const dt_params *ps, const float 
   h5_quiet q;
   h5_quiet_begin(&q);
   errno = 0;
-  hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
+  hid_t fcpl = untimed_plist(H5P_FILE_CREATE); /* the root group's times too */
   hid_t file = fcpl >= 0 && H5Pset_userblock(fcpl, DT_CHECKPOINT_USERBLOCK) >= 0
                    ? H5Fcreate(tmp, H5F_ACC_TRUNC, fcpl, H5P_DEFAULT)
                    : H5I_INVALID_HID;
