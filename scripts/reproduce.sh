@@ -3,14 +3,16 @@
 # its own run directory; skip what has finished, resume what was interrupted.
 #
 #   scripts/reproduce.sh EXPERIMENT [--epochs N] [--dataset NAME] [--device cpu|cuda]
-#                        [--seeds K] [--rows "ROW ..."] [--runs DIR] [--dry-run]
+#                        [--seeds K] [--rows "ROW ..."] [--runs DIR] [--set KEY=VALUE]...
+#                        [--dry-run]
 #
 # EXPERIMENT names experiments/EXPERIMENT.rows (one row per line: ROW CONFIG [seeds=K]
 # [SECTION.KEY=VALUE ...]). Run directories: DIR/EXPERIMENT/ROW/seedS (DIR default
 # runs/reproduce); seed S is the config's train.seed + S. A directory with reproduce.done has
 # finished and is skipped; one with a checkpoint is continued with --resume; any other is started
 # afresh. --dataset defaults to cifar10 when data/cifar10 exists, else fashion_mnist (the CPU
-# campaign); --epochs defaults to each config's own.
+# campaign); --epochs defaults to each config's own; --set adds a dtrain override to every row
+# (e.g. --set data.train_limit=30000 for a shortened campaign).
 set -euo pipefail
 
 die() { echo "reproduce.sh: $*" >&2; exit 2; }
@@ -24,6 +26,7 @@ seeds=""
 only_rows=""
 runs=runs/reproduce
 dry=0
+extra_sets=()
 while [[ $# -gt 0 ]]; do
   case $1 in
     --epochs) epochs=$2; shift 2 ;;
@@ -32,8 +35,9 @@ while [[ $# -gt 0 ]]; do
     --seeds) seeds=$2; shift 2 ;;
     --rows) only_rows=$2; shift 2 ;;
     --runs) runs=$2; shift 2 ;;
+    --set) extra_sets+=("$2"); shift 2 ;;
     --dry-run) dry=1; shift ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,/^set -e/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) die "unknown option $1 (see --help)" ;;
     *) [[ -z $experiment ]] || die "one experiment at a time"; experiment=$1; shift ;;
   esac
@@ -59,7 +63,7 @@ run_one() { # ROW SEED CONFIG SETS...
               --set output.overwrite=false)
   [[ -z $epochs ]] || args+=(--set "train.epochs=$epochs")
   local kv
-  for kv in "$@"; do args+=(--set "$kv"); done
+  for kv in "${extra_sets[@]}" "$@"; do args+=(--set "$kv"); done
   local cmd
   if compgen -G "$dir/checkpoints/*.h5" >/dev/null; then
     cmd=("$dtrain" --resume "$dir")
