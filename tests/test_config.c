@@ -163,7 +163,17 @@ static void default_STR(char *const *v, const char *def, const char *what) {
     fail();
   }
 }
-#define default_CHOICE default_STR
+/* A CHOICE field holds the enum value; `what` is "section.key". */
+#define default_CHOICE(v, def, what) default_choice((int)*(v), def, what)
+static void default_choice(int v, const char *def, const char *what) {
+  char section[32], key[64];
+  assert_int_equal(sscanf(what, "%31[^.].%63s", section, key), 2);
+  const char *text = dt_config_choice_text(section, key, v);
+  if (!text || strcmp(text, def) != 0) {
+    print_error("%s: default \"%s\", table says \"%s\"\n", what, text ? text : "(null)", def);
+    fail();
+  }
+}
 /* Items of a comma-separated default, whitespace-free in the table. */
 static int split_items(const char *def, char items[][32]) {
   int n = 0;
@@ -202,7 +212,7 @@ static bool same_INT(const long *a, const long *b) { return *a == *b; }
 static bool same_FLOAT(const double *a, const double *b) { return *a == *b; }
 static bool same_BOOL(const bool *a, const bool *b) { return *a == *b; }
 static bool same_STR(char *const *a, char *const *b) { return *a && *b && strcmp(*a, *b) == 0; }
-#define same_CHOICE same_STR
+#define same_CHOICE(a, b) (*(a) == *(b))
 static bool same_INTLIST(const dt_intlist *a, const dt_intlist *b) {
   if (a->n != b->n) return false;
   for (int i = 0; i < a->n; i++)
@@ -224,7 +234,7 @@ static int count_differences(const dt_config *a, const dt_config *b, bool report
     diff++;                                                                \
     if (report) print_error("[%s] %s differs\n", #sec, #name);             \
   }
-  DT_CONFIG_KEYS(CMP_KEY)
+  DT_CONFIG_KEYS(CMP_KEY, DT_CFG_NO_CHOICE)
 #undef CMP_KEY
   return diff;
 }
@@ -366,13 +376,13 @@ static void test_defaults_match_table(void **state) {
   dt_config cfg;
   dt_config_defaults(&cfg);
 #define CHECK_DEFAULT(sec, name, type, def, ...) default_##type(&cfg.sec##_##name, def, #sec "." #name);
-  DT_CONFIG_KEYS(CHECK_DEFAULT)
+  DT_CONFIG_KEYS(CHECK_DEFAULT, DT_CFG_NO_CHOICE)
 #undef CHECK_DEFAULT
   /* a few by hand, in case the table and the struct disagree in some systematic way */
   assert_int_equal(cfg.train_batch_size, 128);
   assert_true(cfg.optim_lr == 0.1);
   assert_true(cfg.optim_weight_decay == 5e-4);
-  assert_string_equal(cfg.data_dataset, "fashion_mnist");
+  assert_string_equal(dt_data_dataset_str(cfg.data_dataset), "fashion_mnist");
   assert_string_equal(cfg.data_dir, "");
   assert_int_equal(cfg.model_preact_stage.n, 3);
   assert_int_equal(cfg.schedule_milestones.n, 0);
@@ -393,10 +403,10 @@ static void test_full_file_loads(void **state) {
     fail();
   }
   assert_non_null(strstr(cfg.source, "full.ini"));
-  assert_string_equal(cfg.data_dataset, "cifar10");
+  assert_string_equal(dt_data_dataset_str(cfg.data_dataset), "cifar10");
   assert_string_equal(cfg.data_dir, "/tmp/data dir/cifar");
   assert_int_equal(cfg.model_depth, 56);
-  assert_string_equal(cfg.model_block_type, "bottleneck");
+  assert_string_equal(dt_model_block_type_str(cfg.model_block_type), "bottleneck");
   assert_true(cfg.model_add_last_bn);
   assert_int_equal(cfg.model_preact_stage.n, 3);
   assert_true(cfg.model_preact_stage.v[0]);
@@ -404,8 +414,8 @@ static void test_full_file_loads(void **state) {
   assert_false(cfg.model_preact_stage.v[2]);
   assert_int_equal(cfg.train_epochs, 160);
   assert_int_equal(cfg.train_seed, 4611686018427387903L);
-  assert_string_equal(cfg.train_precision, "bf16");
-  assert_string_equal(cfg.train_loss_scale, "fixed");
+  assert_string_equal(dt_train_precision_str(cfg.train_precision), "bf16");
+  assert_string_equal(dt_train_loss_scale_str(cfg.train_loss_scale), "fixed");
   assert_true(cfg.train_bucket_mb == 0.5);
   assert_true(cfg.train_cuda_graphs);
   assert_false(cfg.train_deterministic);
@@ -436,8 +446,8 @@ static void test_full_file_loads(void **state) {
   dt_config_defaults(&def);
   int expected = 0;
 #define COUNT_CHANGEABLE(sec, name, type, def_, lo, hi, choices, help) \
-  expected += strcmp(#type, "CHOICE") != 0 || strchr(choices, '|') != NULL;
-  DT_CONFIG_KEYS(COUNT_CHANGEABLE)
+  expected += strcmp(#type, "CHOICE") != 0 || dt_config_choice_count(#sec, #name) > 1;
+  DT_CONFIG_KEYS(COUNT_CHANGEABLE, DT_CFG_NO_CHOICE)
 #undef COUNT_CHANGEABLE
   assert_int_equal(count_differences(&cfg, &def, false), expected);
   dt_config_free(&def);
@@ -632,7 +642,7 @@ static void test_set(void **state) {
   expect_set_ok(&cfg, "schedule.milestones=");
   assert_int_equal(cfg.schedule_milestones.n, 0);
   expect_set_ok(&cfg, "model.block_type=bottleneck");
-  assert_string_equal(cfg.model_block_type, "bottleneck");
+  assert_string_equal(dt_model_block_type_str(cfg.model_block_type), "bottleneck");
 
   expect_set_error(&cfg, "train.batch_size=abc", "not an integer",
                    "(accepted: an integer in [1, 1048576])", NULL);
@@ -764,7 +774,7 @@ static void round_trip(dt_config *cfg, const char *name) {
     assert_true(hit[-1] != ']'); /* a comment line precedes the key */       \
     pos = hit + 1;                                                           \
   }
-  DT_CONFIG_KEYS(CHECK_ORDER)
+  DT_CONFIG_KEYS(CHECK_ORDER, DT_CFG_NO_CHOICE)
 #undef CHECK_ORDER
   free(text);
 
@@ -831,7 +841,7 @@ static void test_help_mentions_every_key(void **state) {
     snprintf(want, sizeof want, "default %s)", *def ? def : "empty");               \
     assert_non_null(strstr(hit, want));                                             \
   }
-  DT_CONFIG_KEYS(CHECK_HELP)
+  DT_CONFIG_KEYS(CHECK_HELP, DT_CFG_NO_CHOICE)
 #undef CHECK_HELP
   assert_non_null(strstr(text, "accepted: an integer in [1, 1048576]"));
   assert_non_null(strstr(text, "one of fashion_mnist, mnist, kmnist, cifar10, cifar100"));
