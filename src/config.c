@@ -1,8 +1,10 @@
 /* config.c: the configuration of dtrain, driven entirely by the X-macro table DT_CONFIG_KEYS
  * of config.h. The table becomes one descriptor array (g_keys) from which the defaults, the
  * inih handler, per-type parsing and range checks, --set overrides, the INI printout and
- * --help-config are all generated; only dt_config_validate names keys one by one, because
- * its checks relate several keys. */
+ * --help-config are all generated, and the texts of the choice enums; only
+ * dt_config_validate names keys one by one, because its checks relate several keys (each
+ * network family's own checks are with the family, src/models/, reached through
+ * dt_model_validate). */
 #include "config.h"
 
 #include <errno.h>
