@@ -1,8 +1,10 @@
 /* config.c: the configuration of dtrain, driven entirely by the X-macro table DT_CONFIG_KEYS
  * of config.h. The table becomes one descriptor array (g_keys) from which the defaults, the
  * inih handler, per-type parsing and range checks, --set overrides, the INI printout and
- * --help-config are all generated; only dt_config_validate names keys one by one, because
- * its checks relate several keys. */
+ * --help-config are all generated, and the texts of the choice enums; only
+ * dt_config_validate names keys one by one, because its checks relate several keys (each
+ * network family's own checks are with the family, src/models/, reached through
+ * dt_model_validate). */
 #include "config.h"
 
 #include <errno.h>
@@ -14,11 +16,14 @@
 #include <strings.h>
 
 #include "data/dataset.h"
+#include "models/model.h"
 
 typedef enum { CFG_INT, CFG_FLOAT, CFG_BOOL, CFG_STR, CFG_CHOICE, CFG_INTLIST, CFG_BOOLLIST } cfg_type;
 
 typedef struct {
-  const char *section, *key, *def, *choices, *help;
+  const char *section, *key, *def, *help;
+  const char *const *choices; /* CHOICE: the text of each enum value, in enum order */
+  int n_choices;
   cfg_type type;
   long ilo, ihi;   /* INT and the items of INTLIST */
   double flo, fhi; /* FLOAT */
@@ -35,16 +40,48 @@ typedef struct {
 #define CFG_RANGE_CHOICE(lo, hi) 0L, 0L, 0.0, 0.0
 #define CFG_RANGE_BOOLLIST(lo, hi) 0L, 0L, 0.0, 0.0
 
+/* The texts of each CHOICE key's values, in enum order (cfg_texts_<section>_<key>), and the
+ * typed dt_<section>_<key>_str of config.h. The parser stores a value's index in the texts as
+ * the enum, so each enum field must be stored like an int. */
+#define CFG_TEXT(id, text) text,
+#define CFG_TEXTS_INT(...)
+#define CFG_TEXTS_FLOAT(...)
+#define CFG_TEXTS_BOOL(...)
+#define CFG_TEXTS_STR(...)
+#define CFG_TEXTS_INTLIST(...)
+#define CFG_TEXTS_BOOLLIST(...)
+#define CFG_TEXTS_CHOICE(sec, key, ...)                                                         \
+  static const char *const cfg_texts_##sec##_##key[] = {__VA_ARGS__};                          \
+  _Static_assert(sizeof(dt_##sec##_##key) == sizeof(int), "enum stored as int");              \
+  const char *dt_##sec##_##key##_str(dt_##sec##_##key value) {                                 \
+    DT_CHECK((size_t)value < DT_ARRAY_LEN(cfg_texts_##sec##_##key));                           \
+    return cfg_texts_##sec##_##key[value];                                                     \
+  }
+#define CFG_TEXTS(sec, key, type, def, lo, hi, choices, help) CFG_TEXTS_##type(sec, key, choices)
+DT_CONFIG_KEYS(CFG_TEXTS, CFG_TEXT)
+#undef CFG_TEXTS
+
+/* The choices column of the descriptor: the texts and their number, or none. */
+#define CFG_CHOICES_INT(sec, key) NULL, 0
+#define CFG_CHOICES_FLOAT(sec, key) NULL, 0
+#define CFG_CHOICES_BOOL(sec, key) NULL, 0
+#define CFG_CHOICES_STR(sec, key) NULL, 0
+#define CFG_CHOICES_INTLIST(sec, key) NULL, 0
+#define CFG_CHOICES_BOOLLIST(sec, key) NULL, 0
+#define CFG_CHOICES_CHOICE(sec, key) \
+  cfg_texts_##sec##_##key, (int)DT_ARRAY_LEN(cfg_texts_##sec##_##key)
+
 #define CFG_ENTRY(sec, name, type, def, lo, hi, choices, help)                               \
-  {#sec, #name, def, choices, help, CFG_##type, CFG_RANGE_##type(lo, hi),                   \
+  {#sec, #name, def, help, CFG_CHOICES_##type(sec, name), CFG_##type, CFG_RANGE_##type(lo, hi), \
    offsetof(dt_config, sec##_##name)},
-static const cfg_key g_keys[] = {DT_CONFIG_KEYS(CFG_ENTRY)};
+static const cfg_key g_keys[] = {DT_CONFIG_KEYS(CFG_ENTRY, DT_CFG_NO_CHOICE)};
 #undef CFG_ENTRY
 #define CFG_NKEYS DT_ARRAY_LEN(g_keys)
 
 /* One parsed value before it is stored; `s` borrows the text it was parsed from. */
 typedef union {
   long i;
+  int choice; /* CHOICE: the index of the value in k->choices, which is its enum value */
   double f;
   bool b;
   const char *s;
@@ -301,16 +338,11 @@ static bool cfg_parse_str(const cfg_key *k, const char *s, char *why, size_t cap
   return true;
 }
 
-static bool cfg_parse_choice(const cfg_key *k, const char *s) {
-  size_t len = strlen(s);
-  for (const char *p = k->choices; *p;) {
-    const char *bar = strchr(p, '|');
-    size_t n = bar ? (size_t)(bar - p) : strlen(p);
-    if (n == len && strncmp(p, s, n) == 0) return true;
-    if (!bar) break;
-    p = bar + 1;
-  }
-  return false;
+/* The index of `s` among the choices of k (its enum value), -1 for none. */
+static int cfg_parse_choice(const cfg_key *k, const char *s) {
+  for (int i = 0; i < k->n_choices; i++)
+    if (strcmp(k->choices[i], s) == 0) return i;
+  return -1;
 }
 
 /* Parse and range-check `s` for key `k`; on failure write the reason to `why`. */
@@ -356,8 +388,8 @@ static bool cfg_parse_value(const cfg_key *k, const char *s, cfg_value *v, char 
       v->s = s;
       return cfg_parse_str(k, s, why, cap);
     case CFG_CHOICE:
-      v->s = s;
-      if (!cfg_parse_choice(k, s)) {
+      v->choice = cfg_parse_choice(k, s);
+      if (v->choice < 0) {
         snprintf(why, cap, "not one of the choices");
         return false;
       }
@@ -387,12 +419,8 @@ static void cfg_accepted(const cfg_key *k, char *buf, size_t cap) {
       break;
     case CFG_CHOICE:
       cfg_append(buf, cap, "one of ");
-      for (const char *p = k->choices; *p; p++) {
-        if (*p == '|')
-          cfg_append(buf, cap, ", ");
-        else
-          cfg_append(buf, cap, "%c", *p);
-      }
+      for (int i = 0; i < k->n_choices; i++)
+        cfg_append(buf, cap, "%s%s", i ? ", " : "", k->choices[i]);
       break;
     case CFG_INTLIST:
       snprintf(buf, cap, "up to %d comma-separated integers, each in [%ld, %ld]; empty for none",
@@ -429,8 +457,8 @@ static void cfg_store(dt_config *cfg, const cfg_key *k, const cfg_value *v) {
     case CFG_INT: *(long *)field = v->i; break;
     case CFG_FLOAT: *(double *)field = v->f; break;
     case CFG_BOOL: *(bool *)field = v->b; break;
-    case CFG_STR:
-    case CFG_CHOICE: {
+    case CFG_CHOICE: *(int *)field = v->choice; break;
+    case CFG_STR: {
       char *copy = dt_xstrdup(v->s);
       free(*(char **)field);
       *(char **)field = copy;
@@ -477,10 +505,15 @@ static void cfg_format_value(char *buf, size_t cap, const dt_config *cfg, const 
     case CFG_INT: snprintf(buf, cap, "%ld", *(const long *)field); break;
     case CFG_FLOAT: cfg_format_double(buf, cap, *(const double *)field); break;
     case CFG_BOOL: snprintf(buf, cap, "%s", *(const bool *)field ? "true" : "false"); break;
-    case CFG_STR:
-    case CFG_CHOICE: {
+    case CFG_STR: {
       const char *s = *(char *const *)field;
       snprintf(buf, cap, "%s", s ? s : "");
+      break;
+    }
+    case CFG_CHOICE: {
+      const int i = *(const int *)field;
+      DT_CHECK(i >= 0 && i < k->n_choices);
+      snprintf(buf, cap, "%s", k->choices[i]);
       break;
     }
     case CFG_INTLIST: {
@@ -507,8 +540,7 @@ static void cfg_print_value(FILE *f, const dt_config *cfg, const cfg_key *k) {
 static bool cfg_is_empty(const dt_config *cfg, const cfg_key *k) {
   const void *field = cfg_cfield(cfg, k);
   switch (k->type) {
-    case CFG_STR:
-    case CFG_CHOICE: return !*(char *const *)field || !**(char *const *)field;
+    case CFG_STR: return !*(char *const *)field || !**(char *const *)field;
     case CFG_INTLIST: return ((const dt_intlist *)field)->n == 0;
     case CFG_BOOLLIST: return ((const dt_boollist *)field)->n == 0;
     default: return false;
@@ -553,7 +585,7 @@ void dt_config_defaults(dt_config *cfg) {
 
 void dt_config_free(dt_config *cfg) {
   for (size_t i = 0; i < CFG_NKEYS; i++) {
-    if (g_keys[i].type != CFG_STR && g_keys[i].type != CFG_CHOICE) continue;
+    if (g_keys[i].type != CFG_STR) continue;
     char **s = cfg_field(cfg, &g_keys[i]);
     free(*s);
     *s = NULL;
@@ -811,113 +843,29 @@ static dt_status cfg_validate_augment(const dt_config *cfg, const char *src) {
                         src, cfg->augment_erasing_area_min, cfg->augment_erasing_area_max);
   dt_dataset shape;
   if ((cfg->augment_cutout || cfg->augment_dual_cutout) && cfg->augment_cutout_inside &&
-      dt_dataset_describe(cfg->data_dataset, &shape) == DT_OK) {
+      dt_dataset_describe(dt_data_dataset_str(cfg->data_dataset), &shape) == DT_OK) {
     int side = DT_MIN(shape.train.height, shape.train.width);
     if (cfg->augment_cutout_size > side)
       return dt_error_set(DT_ERR_CONFIG,
                           "%s: [augment] cutout_inside = true needs cutout_size <= %d, the image "
                           "size of %s (cutout_size = %ld)",
-                          src, side, cfg->data_dataset, cfg->augment_cutout_size);
-  }
-  return DT_OK;
-}
-
-/* The depth of a family must be per*n + offset for some n >= 1 (docs/reference-experiments.md
- * "Models": blocks per stage from the depth); `accepted` lists a few valid depths for the
- * message. */
-static dt_status cfg_check_depth(const dt_config *cfg, const char *src, long per, long offset,
-                                 bool names_block_type, const char *accepted) {
-  long depth = cfg->model_depth;
-  if (depth >= per + offset && (depth - offset) % per == 0) return DT_OK;
-  long below = depth > offset ? (depth - offset) / per * per + offset : offset;
-  long above = below + per;
-  char nearest[64];
-  if (below >= offset + per)
-    snprintf(nearest, sizeof nearest, "%ld or %ld", below, above);
-  else
-    snprintf(nearest, sizeof nearest, "%ld", above);
-  char fit[96];
-  snprintf(fit, sizeof fit, "name = %s%s%s", cfg->model_name,
-           names_block_type ? " with block_type = " : "", names_block_type ? cfg->model_block_type : "");
-  return dt_error_set(DT_ERR_CONFIG,
-                      "%s: [model] depth = %ld does not fit %s: the depth must be %ldn+%ld "
-                      "(accepted: %s; nearest: %s)",
-                      src, depth, fit, per, offset, accepted, nearest);
-}
-
-/* Family-specific checks of the [model] keys (docs/reference-experiments.md "Models"). */
-static dt_status cfg_validate_model(const dt_config *cfg, const char *src) {
-  const char *name = cfg->model_name;
-  bool basic = strcmp(cfg->model_block_type, "basic") == 0;
-  dt_status st = DT_OK;
-  if (!strcmp(name, "resnet_preact") || !strcmp(name, "resnet") ||
-      !strcmp(name, "se_resnet_preact") || !strcmp(name, "pyramidnet")) {
-    /* 2 layers outside the stages; 3 stages of blocks with 2 (basic) or 3 (bottleneck) convs */
-    st = basic ? cfg_check_depth(cfg, src, 6, 2, true, "20, 32, 44, 56, 110, ...")
-               : cfg_check_depth(cfg, src, 9, 2, true, "29, 56, 110, 164, 272, ...");
-  } else if (!strcmp(name, "wrn")) {
-    st = cfg_check_depth(cfg, src, 6, 4, false, "10, 16, 22, 28, 40, ...");
-  } else if (!strcmp(name, "densenet")) {
-    /* 4 layers outside the blocks (stem, 2 transitions, FC); 1 or 2 convs per dense layer */
-    st = basic ? cfg_check_depth(cfg, src, 3, 4, true, "40, 100, ...")
-               : cfg_check_depth(cfg, src, 6, 4, true, "22, 40, 100, 190, 250, ...");
-  } else if (!strcmp(name, "resnext")) {
-    st = cfg_check_depth(cfg, src, 9, 2, false, "11, 20, 29, ...");
-  } else if (!strcmp(name, "shake_shake")) {
-    st = cfg_check_depth(cfg, src, 6, 2, false, "8, 14, 20, 26, ...");
-  }
-  if (st != DT_OK) return st;
-
-  if (!strcmp(name, "shake_shake") && cfg->model_initial_channels % 2 != 0)
-    return dt_error_set(DT_ERR_CONFIG,
-                        "%s: [model] initial_channels = %ld: shake_shake needs an even width (the "
-                        "projection shortcut concatenates two halves)",
-                        src, cfg->model_initial_channels);
-  if (!strcmp(name, "se_resnet_preact") && cfg->model_se_reduction > cfg->model_initial_channels)
-    return dt_error_set(DT_ERR_CONFIG,
-                        "%s: [model] se_reduction = %ld is greater than initial_channels = %ld: "
-                        "the SE layers of stage 1 would have floor(%ld/%ld) = 0 units",
-                        src, cfg->model_se_reduction, cfg->model_initial_channels,
-                        cfg->model_initial_channels, cfg->model_se_reduction);
-  if (!strcmp(name, "densenet")) {
-    /* Walk the channels: a transition must keep at least one. */
-    long k = cfg->model_growth_rate, n = (cfg->model_depth - 4) / (basic ? 3 : 6), c = 2 * k;
-    for (int t = 1; t <= 2; t++) {
-      c += n * k;
-      long kept = (long)((double)c * cfg->model_compression_rate);
-      if (kept < 1)
-        return dt_error_set(DT_ERR_CONFIG,
-                            "%s: [model] compression_rate = %g: transition %d would keep "
-                            "floor(%ld x %g) = 0 channels",
-                            src, cfg->model_compression_rate, t, c, cfg->model_compression_rate);
-      c = kept;
-    }
-  }
-  if (!strcmp(name, "vgg")) {
-    const dt_intlist *ch = &cfg->model_vgg_channels, *ly = &cfg->model_vgg_layers;
-    if (ch->n == 0 || ch->n != ly->n)
-      return dt_error_set(DT_ERR_CONFIG,
-                          "%s: [model] vgg_channels has %d values and vgg_layers %d: give one "
-                          "value of each per stage (at least one stage)",
-                          src, ch->n, ly->n);
-    dt_dataset shape;
-    if (dt_dataset_describe(cfg->data_dataset, &shape) == DT_OK) {
-      int side = DT_MIN(shape.train.height, shape.train.width);
-      if (side >> ch->n < 1)
-        return dt_error_set(DT_ERR_CONFIG,
-                            "%s: [model] name = vgg with %d stages halves the image %d times: the "
-                            "%dx%d images of [data] dataset = %s would vanish (docs/reference-experiments.md \"VGG\": VGG is "
-                            "CIFAR-only; at least %dx%d is needed)",
-                            src, ch->n, ch->n, shape.train.height, shape.train.width,
-                            cfg->data_dataset, 1 << ch->n, 1 << ch->n);
-    }
+                          src, side, dt_data_dataset_str(cfg->data_dataset),
+                          cfg->augment_cutout_size);
   }
   return DT_OK;
 }
 
 dt_status dt_config_validate(const dt_config *cfg) {
   const char *src = cfg_origin(cfg);
-  dt_status model_st = cfg_validate_model(cfg, src);
+  dt_dataset shape;
+  int height = 0, width = 0;
+  if (dt_dataset_describe(dt_data_dataset_str(cfg->data_dataset), &shape) == DT_OK) {
+    height = shape.train.height;
+    width = shape.train.width;
+  }
+  /* Family-specific checks of the [model] keys (docs/reference-experiments.md "Models"), each
+   * with its family in src/models/. */
+  dt_status model_st = dt_model_validate(cfg, src, height, width);
   if (model_st != DT_OK) return model_st;
   if (cfg->model_preact_stage.n != 3)
     return dt_error_set(DT_ERR_CONFIG,
@@ -933,7 +881,7 @@ dt_status dt_config_validate(const dt_config *cfg) {
   long after_warmup = cfg->train_epochs - cfg->schedule_warmup_epochs;
   char list[DT_LIST_MAX * 24];
   cfg_format_intlist(m, list, sizeof list);
-  bool multistep = strcmp(cfg->schedule_type, "multistep") == 0;
+  bool multistep = cfg->schedule_type == DT_SCHEDULE_TYPE_MULTISTEP;
   for (int i = 0; multistep && i < m->n; i++) {
     if (i > 0 && m->v[i] <= m->v[i - 1])
       return dt_error_set(DT_ERR_CONFIG,
@@ -945,7 +893,7 @@ dt_status dt_config_validate(const dt_config *cfg) {
                           "[schedule] warmup_epochs = %ld (milestones count epochs after the warmup)",
                           src, list, m->v[i], after_warmup);
   }
-  if (strcmp(cfg->schedule_type, "sgdr") == 0) {
+  if (cfg->schedule_type == DT_SCHEDULE_TYPE_SGDR) {
     /* SGDR periods T0, T0 T_mul, ... must end exactly at the last epoch
      * (docs/reference-experiments.md "Schedules"). */
     double period = (double)cfg->schedule_t0, total = 0;
@@ -965,6 +913,21 @@ dt_status dt_config_validate(const dt_config *cfg) {
 }
 
 size_t dt_config_key_count(void) { return CFG_NKEYS; }
+
+int dt_config_choice_count(const char *section, const char *key) {
+  const cfg_key *k = cfg_find(section, key);
+  return k ? k->n_choices : 0;
+}
+
+const char *dt_config_choice_text(const char *section, const char *key, int i) {
+  const cfg_key *k = cfg_find(section, key);
+  return k && i >= 0 && i < k->n_choices ? k->choices[i] : NULL;
+}
+
+int dt_config_choice_parse(const char *section, const char *key, const char *text) {
+  const cfg_key *k = cfg_find(section, key);
+  return k && k->type == CFG_CHOICE ? cfg_parse_choice(k, text) : -1;
+}
 
 void dt_config_digest(const dt_config *cfg, uint64_t *out) {
   char buf[DT_STR_MAX + 64];

@@ -3,10 +3,16 @@
  * --help-config and the printout of the effective configuration (config.c).
  *
  * X(section, key, type, default, min, max, choices, help)
- *   type    INT (long), FLOAT (double), BOOL, STR (free text), CHOICE (one of `choices`,
- *           '|'-separated), INTLIST and BOOLLIST (comma-separated, at most DT_LIST_MAX items)
+ *   type    INT (long), FLOAT (double), BOOL, STR (free text), CHOICE (one of `choices`),
+ *           INTLIST and BOOLLIST (comma-separated, at most DT_LIST_MAX items)
  *   default a string, parsed and validated like a value from a file
  *   min/max the accepted range for INT, FLOAT and the items of INTLIST (ignored otherwise)
+ *   choices CHOICE: the accepted values in the order the help lists them, each written once as
+ *           V(DT_<SECTION>_<KEY>_<VALUE>, "value"); "" for the other types
+ * The table is expanded as DT_CONFIG_KEYS(X, V) with V applied to every value of a choice. A
+ * CHOICE key's field holds the enum dt_<section>_<key> made of its values' constants (below),
+ * so that past parsing an unknown value cannot exist; dt_<section>_<key>_str gives the text
+ * that the INI file, the checkpoint and the messages show.
  */
 #ifndef DT_CONFIG_H
 #define DT_CONFIG_H
@@ -18,8 +24,11 @@
 #define DT_LIST_MAX 16
 #define DT_STR_MAX 512
 
-#define DT_CONFIG_KEYS(X)                                                                      \
-  X(data, dataset, CHOICE, "fashion_mnist", 0, 0, "fashion_mnist|mnist|kmnist|cifar10|cifar100", \
+#define DT_CONFIG_KEYS(X, V)                                                                   \
+  X(data, dataset, CHOICE, "fashion_mnist", 0, 0,                                              \
+    V(DT_DATA_DATASET_FASHION_MNIST, "fashion_mnist") V(DT_DATA_DATASET_MNIST, "mnist")        \
+    V(DT_DATA_DATASET_KMNIST, "kmnist") V(DT_DATA_DATASET_CIFAR10, "cifar10")                  \
+    V(DT_DATA_DATASET_CIFAR100, "cifar100"),                                                   \
     "dataset to train and evaluate on")                                                       \
   X(data, dir, STR, "", 0, 0, "",                                                              \
     "directory of the dataset files; empty = /usr/share/datasets/fashion-mnist for "          \
@@ -28,13 +37,18 @@
   X(data, test_limit, INT, "0", 0, 100000000, "", "evaluate only the first N test images (0 = all)") \
   X(data, loader_threads, INT, "1", 1, 64, "", "threads that augment the next batch while the model computes; they count against the rank's share of the cores") \
   X(model, name, CHOICE, "resnet_preact", 0, 0,                                                \
-    "resnet_preact|resnet|wrn|densenet|pyramidnet|resnext|shake_shake|se_resnet_preact|vgg",    \
+    V(DT_MODEL_NAME_RESNET_PREACT, "resnet_preact") V(DT_MODEL_NAME_RESNET, "resnet")          \
+    V(DT_MODEL_NAME_WRN, "wrn") V(DT_MODEL_NAME_DENSENET, "densenet")                          \
+    V(DT_MODEL_NAME_PYRAMIDNET, "pyramidnet") V(DT_MODEL_NAME_RESNEXT, "resnext")              \
+    V(DT_MODEL_NAME_SHAKE_SHAKE, "shake_shake")                                                \
+    V(DT_MODEL_NAME_SE_RESNET_PREACT, "se_resnet_preact") V(DT_MODEL_NAME_VGG, "vgg"),         \
     "network family, built as docs/reference-experiments.md \"Models\" describes")              \
   X(model, depth, INT, "20", 8, 2000, "",                                                      \
     "depth: 6n+2 (basic) or 9n+2 (bottleneck) for resnet, resnet_preact, se_resnet_preact and " \
     "pyramidnet; 6n+4 for wrn; 3n+4 (basic) or 6n+4 (bottleneck) for densenet; 9n+2 for "      \
     "resnext; 6n+2 for shake_shake; unused by vgg")                                            \
-  X(model, block_type, CHOICE, "basic", 0, 0, "basic|bottleneck",                              \
+  X(model, block_type, CHOICE, "basic", 0, 0,                                                  \
+    V(DT_MODEL_BLOCK_TYPE_BASIC, "basic") V(DT_MODEL_BLOCK_TYPE_BOTTLENECK, "bottleneck"),     \
     "residual block type (resnet, resnet_preact, se_resnet_preact, pyramidnet, densenet; the " \
     "other families have one block type)")                                                     \
   X(model, initial_channels, INT, "16", 1, 4096, "",                                           \
@@ -70,7 +84,10 @@
     "vgg: output channels of each stage (each stage ends in a 2x2 max-pool)")                 \
   X(model, vgg_layers, INTLIST, "2,2,3,3,3", 1, 64, "", "vgg: 3x3 convolutions of each stage") \
   X(model, use_bn, BOOL, "true", 0, 0, "", "vgg: batch norm after every convolution")          \
-  X(model, init_mode, CHOICE, "auto", 0, 0, "auto|kaiming_fan_out|kaiming_fan_in",            \
+  X(model, init_mode, CHOICE, "auto", 0, 0,                                                    \
+    V(DT_MODEL_INIT_MODE_AUTO, "auto")                                                         \
+    V(DT_MODEL_INIT_MODE_KAIMING_FAN_OUT, "kaiming_fan_out")                                   \
+    V(DT_MODEL_INIT_MODE_KAIMING_FAN_IN, "kaiming_fan_in"),                                    \
     "fan used by the Kaiming-normal initialisation of conv and linear weights; auto = fan_in " \
     "for wrn, fan_out otherwise (the reference configs); se_resnet_preact always uses fan_out") \
   X(train, epochs, INT, "15", 1, 1000000, "", "number of training epochs")                     \
@@ -83,9 +100,12 @@
   X(train, accum_steps, INT, "1", 1, 65536, "",                                                \
     "micro-batches per rank and step: gradients are summed over ranks x accum_steps; batch "  \
     "norm sees each micro-batch (ghost batch norm)")                                          \
-  X(train, nonfinite, CHOICE, "stop", 0, 0, "stop|skip",                                       \
+  X(train, nonfinite, CHOICE, "stop", 0, 0,                                                    \
+    V(DT_TRAIN_NONFINITE_STOP, "stop") V(DT_TRAIN_NONFINITE_SKIP, "skip"),                     \
     "a non-finite loss or gradient: stop the run naming the step, or skip that update")       \
-  X(train, precision, CHOICE, "fp32", 0, 0, "fp32|bf16|fp16",                                \
+  X(train, precision, CHOICE, "fp32", 0, 0,                                                    \
+    V(DT_TRAIN_PRECISION_FP32, "fp32") V(DT_TRAIN_PRECISION_BF16, "bf16")                      \
+    V(DT_TRAIN_PRECISION_FP16, "fp16"),                                                        \
     "arithmetic of the convolutions: fp32, bf16 or fp16 operands with fp32 accumulation "     \
     "(tensor cores on the GPU, emulated by rounding on the CPU); weights, gradients and "      \
     "optimizer stay fp32; fp16 implies dynamic loss scaling (train.loss_scale)")              \
@@ -100,7 +120,9 @@
   X(train, bucket_mb, FLOAT, "4", 0.001, 4096, "",                                             \
     "gradient all-reduce bucket in MiB; with NCCL (--device cuda) each bucket is summed as "   \
     "soon as backward has produced it, overlapping the rest of backward")                     \
-  X(train, loss_scale, CHOICE, "auto", 0, 0, "auto|dynamic|fixed|off",                         \
+  X(train, loss_scale, CHOICE, "auto", 0, 0,                                                   \
+    V(DT_TRAIN_LOSS_SCALE_AUTO, "auto") V(DT_TRAIN_LOSS_SCALE_DYNAMIC, "dynamic")              \
+    V(DT_TRAIN_LOSS_SCALE_FIXED, "fixed") V(DT_TRAIN_LOSS_SCALE_OFF, "off"),                   \
     "loss scaling: the loss gradient is multiplied by a scale and the gradients divided by it "\
     "before the update; dynamic halves it and skips the step when a gradient overflows and "   \
     "doubles it after loss_scale_growth good steps; auto = dynamic with fp16, off otherwise")  \
@@ -108,7 +130,10 @@
     "the first (dynamic) or only (fixed) loss scale; a power of two keeps scaling exact")      \
   X(train, loss_scale_growth, INT, "2000", 1, 1000000000, "",                                  \
     "dynamic loss scaling: double the scale after this many steps in a row without overflow") \
-  X(optim, name, CHOICE, "sgd", 0, 0, "sgd|lars|adam|amsgrad", "optimizer (docs/reference-experiments.md \"Optimizers\")")          \
+  X(optim, name, CHOICE, "sgd", 0, 0,                                                          \
+    V(DT_OPTIM_NAME_SGD, "sgd") V(DT_OPTIM_NAME_LARS, "lars") V(DT_OPTIM_NAME_ADAM, "adam")    \
+    V(DT_OPTIM_NAME_AMSGRAD, "amsgrad"),                                                       \
+    "optimizer (docs/reference-experiments.md \"Optimizers\")")                                \
   X(optim, lr, FLOAT, "0.1", 0, 1e6, "", "base learning rate at the reference batch size")    \
   X(optim, reference_batch, INT, "128", 1, 1048576, "",                                       \
     "linear scaling rule: lr = optim.lr * train.batch_size / reference_batch")                \
@@ -125,25 +150,34 @@
   X(optim, adam_beta1, FLOAT, "0.9", 0, 0.999999, "", "Adam/AMSGrad: beta1")                   \
   X(optim, adam_beta2, FLOAT, "0.999", 0, 0.999999999, "", "Adam/AMSGrad: beta2")              \
   X(optim, adam_eps, FLOAT, "1e-8", 0, 1, "", "Adam/AMSGrad: eps")                             \
-  X(schedule, type, CHOICE, "cosine", 0, 0, "constant|multistep|cosine|sgdr|linear|poly",    \
+  X(schedule, type, CHOICE, "cosine", 0, 0,                                                    \
+    V(DT_SCHEDULE_TYPE_CONSTANT, "constant") V(DT_SCHEDULE_TYPE_MULTISTEP, "multistep")        \
+    V(DT_SCHEDULE_TYPE_COSINE, "cosine") V(DT_SCHEDULE_TYPE_SGDR, "sgdr")                      \
+    V(DT_SCHEDULE_TYPE_LINEAR, "linear") V(DT_SCHEDULE_TYPE_POLY, "poly"),                     \
     "learning-rate schedule after warmup, stepped per iteration")                             \
   X(schedule, milestones, INTLIST, "", 1, 1000000, "", "multistep: epochs (after warmup) at which lr is multiplied by gamma") \
   X(schedule, gamma, FLOAT, "0.1", 0, 1, "", "multistep: decay factor")                       \
   X(schedule, min_factor, FLOAT, "1e-3", 0, 1, "", "cosine: final lr as a fraction of the base lr") \
   X(schedule, warmup_epochs, INT, "0", 0, 1000000, "", "linear warmup epochs (taken from train.epochs)") \
   X(schedule, warmup_start_factor, FLOAT, "1e-3", 0, 1, "", "warmup: lr factor at step 0") \
-  X(schedule, warmup_type, CHOICE, "linear", 0, 0, "linear|exponential",                       \
+  X(schedule, warmup_type, CHOICE, "linear", 0, 0,                                             \
+    V(DT_SCHEDULE_WARMUP_TYPE_LINEAR, "linear")                                                \
+    V(DT_SCHEDULE_WARMUP_TYPE_EXPONENTIAL, "exponential"),                                     \
     "warmup shape: s + (1-s) t/T, or s + (1-s) (t/T)^exponent")                               \
   X(schedule, warmup_exponent, FLOAT, "4", 0.01, 100, "", "exponential warmup: exponent")      \
   X(schedule, t0, INT, "10", 1, 1000000, "", "sgdr: length of the first period in epochs")      \
   X(schedule, t_mul, FLOAT, "1", 1, 100, "",                                                   \
     "sgdr: period growth factor (the periods must sum to the epochs after warmup)")           \
   X(schedule, poly_power, FLOAT, "2", 0.01, 100, "", "poly: f = m + (1-m) (1 - t/T)^power")   \
-  X(augment, random_crop, CHOICE, "auto", 0, 0, "auto|true|false",                            \
+  X(augment, random_crop, CHOICE, "auto", 0, 0,                                                \
+    V(DT_AUGMENT_RANDOM_CROP_AUTO, "auto") V(DT_AUGMENT_RANDOM_CROP_TRUE, "true")              \
+    V(DT_AUGMENT_RANDOM_CROP_FALSE, "false"),                                                  \
     "pad and random crop; auto = on for every dataset (docs/reference-experiments.md "        \
     "\"Code generations\")")                                                                  \
   X(augment, crop_padding, INT, "4", 0, 64, "", "random crop: zero padding on each side, in pixels") \
-  X(augment, hflip, CHOICE, "auto", 0, 0, "auto|true|false",                                   \
+  X(augment, hflip, CHOICE, "auto", 0, 0,                                                      \
+    V(DT_AUGMENT_HFLIP_AUTO, "auto") V(DT_AUGMENT_HFLIP_TRUE, "true")                          \
+    V(DT_AUGMENT_HFLIP_FALSE, "false"),                                                        \
     "random horizontal flip; auto = on for CIFAR and Fashion-MNIST, off for MNIST and KMNIST") \
   X(augment, hflip_prob, FLOAT, "0.5", 0, 1, "", "probability of a horizontal flip")           \
   X(augment, cutout, BOOL, "false", 0, 0, "",                                                  \
@@ -199,18 +233,41 @@
 typedef struct { int n; long v[DT_LIST_MAX]; } dt_intlist;
 typedef struct { int n; bool v[DT_LIST_MAX]; } dt_boollist;
 
-#define DT_CFG_CTYPE_INT long
-#define DT_CFG_CTYPE_FLOAT double
-#define DT_CFG_CTYPE_BOOL bool
-#define DT_CFG_CTYPE_STR char *
-#define DT_CFG_CTYPE_CHOICE char *
-#define DT_CFG_CTYPE_INTLIST dt_intlist
-#define DT_CFG_CTYPE_BOOLLIST dt_boollist
+/* One enum per CHOICE key, e.g. typedef enum { DT_MODEL_BLOCK_TYPE_BASIC,
+ * DT_MODEL_BLOCK_TYPE_BOTTLENECK } dt_model_block_type, and the text of each value:
+ * dt_model_block_type_str(DT_MODEL_BLOCK_TYPE_BASIC) is "basic". The enums have no extra
+ * member, so a switch over one without a default names every value (-Wswitch). */
+#define DT_CFG_ENUM_ITEM(id, text) id,
+#define DT_CFG_ENUM_INT(...)
+#define DT_CFG_ENUM_FLOAT(...)
+#define DT_CFG_ENUM_BOOL(...)
+#define DT_CFG_ENUM_STR(...)
+#define DT_CFG_ENUM_INTLIST(...)
+#define DT_CFG_ENUM_BOOLLIST(...)
+#define DT_CFG_ENUM_CHOICE(sec, key, ...)                                                      \
+  typedef enum { __VA_ARGS__ } dt_##sec##_##key;                                                \
+  const char *dt_##sec##_##key##_str(dt_##sec##_##key value);
+#define DT_CFG_ENUM(sec, key, type, def, lo, hi, choices, help) \
+  DT_CFG_ENUM_##type(sec, key, choices)
+DT_CONFIG_KEYS(DT_CFG_ENUM, DT_CFG_ENUM_ITEM)
+#undef DT_CFG_ENUM
 
-#define DT_CFG_FIELD(sec, key, type, def, lo, hi, choices, help) DT_CFG_CTYPE_##type sec##_##key;
+/* V for an expansion that does not look at the values of the choices. */
+#define DT_CFG_NO_CHOICE(id, text)
+
+#define DT_CFG_CTYPE_INT(sec, key) long
+#define DT_CFG_CTYPE_FLOAT(sec, key) double
+#define DT_CFG_CTYPE_BOOL(sec, key) bool
+#define DT_CFG_CTYPE_STR(sec, key) char *
+#define DT_CFG_CTYPE_CHOICE(sec, key) dt_##sec##_##key
+#define DT_CFG_CTYPE_INTLIST(sec, key) dt_intlist
+#define DT_CFG_CTYPE_BOOLLIST(sec, key) dt_boollist
+
+#define DT_CFG_FIELD(sec, key, type, def, lo, hi, choices, help) \
+  DT_CFG_CTYPE_##type(sec, key) sec##_##key;
 /* The effective configuration. Strings are owned by the struct (dt_config_free). */
 typedef struct dt_config {
-  DT_CONFIG_KEYS(DT_CFG_FIELD)
+  DT_CONFIG_KEYS(DT_CFG_FIELD, DT_CFG_NO_CHOICE)
   char *source;  /* path of the INI file it was read from */
 } dt_config;
 #undef DT_CFG_FIELD
@@ -239,6 +296,12 @@ void dt_config_key_describe(const dt_config *cfg, size_t i, char *name, size_t n
 void dt_config_write(const dt_config *cfg, FILE *f);
 /* The same text in a string, for the caller to free (checkpoints, --resume comparisons). */
 char *dt_config_text(const dt_config *cfg);
+/* The values of the CHOICE key section.key: their number (0: not a CHOICE key), the text of
+ * value i (NULL past the end), and the value whose text is `text` (-1: none). Tests walk the
+ * enums with these; the program uses the typed dt_<section>_<key>_str. */
+int dt_config_choice_count(const char *section, const char *key);
+const char *dt_config_choice_text(const char *section, const char *key, int i);
+int dt_config_choice_parse(const char *section, const char *key, const char *text);
 /* --help-config: every key with section, type, default, accepted values and meaning. */
 void dt_config_help(FILE *f);
 /* The same as a markdown table (the README's configuration reference). */

@@ -7,12 +7,13 @@
 
 void dt_loss_scale_init(dt_loss_scale *ls, const dt_config *cfg) {
   memset(ls, 0, sizeof *ls);
-  const char *mode = cfg->train_loss_scale;
-  dt_precision precision = DT_PRECISION_FP32;
-  const bool fp16 = dt_precision_parse(cfg->train_precision, &precision) &&
-                    precision == DT_PRECISION_FP16;
-  ls->dynamic = strcmp(mode, "dynamic") == 0 || (strcmp(mode, "auto") == 0 && fp16);
-  ls->active = ls->dynamic || strcmp(mode, "fixed") == 0;
+  const bool fp16 = dt_precision_of(cfg->train_precision) == DT_PRECISION_FP16;
+  switch (cfg->train_loss_scale) {
+    case DT_TRAIN_LOSS_SCALE_AUTO: ls->dynamic = ls->active = fp16; break;
+    case DT_TRAIN_LOSS_SCALE_DYNAMIC: ls->dynamic = ls->active = true; break;
+    case DT_TRAIN_LOSS_SCALE_FIXED: ls->active = true; break;
+    case DT_TRAIN_LOSS_SCALE_OFF: break;
+  }
   ls->scale = ls->active ? cfg->train_loss_scale_init : 1.0;
   ls->growth = cfg->train_loss_scale_growth;
 }

@@ -23,38 +23,39 @@ static bool optim_decays(const dt_optim *opt, const dt_param *p) {
 void dt_optim_init(dt_optim *opt, const dt_config *cfg, const dt_params *ps) {
   memset(opt, 0, sizeof *opt);
   DT_CHECK(ps->be != NULL && ps->weights != NULL);
-  const char *name = cfg->optim_name;
-  opt->kind = strcmp(name, "lars") == 0      ? DT_OPTIM_LARS
-              : strcmp(name, "adam") == 0    ? DT_OPTIM_ADAM
-              : strcmp(name, "amsgrad") == 0 ? DT_OPTIM_AMSGRAD
-                                             : DT_OPTIM_SGD;
+  opt->kind = cfg->optim_name;
   opt->momentum = cfg->optim_momentum;
   opt->weight_decay = cfg->optim_weight_decay;
   opt->nesterov = cfg->optim_nesterov;
   opt->no_decay_bn_bias = cfg->optim_no_decay_bn_bias;
   opt->beta1 = cfg->optim_adam_beta1;
   opt->beta2 = cfg->optim_adam_beta2;
-  opt->eps = opt->kind == DT_OPTIM_LARS ? cfg->optim_lars_eps : cfg->optim_adam_eps;
+  opt->eps = opt->kind == DT_OPTIM_NAME_LARS ? cfg->optim_lars_eps : cfg->optim_adam_eps;
   opt->lars_threshold = cfg->optim_lars_threshold;
   opt->lars_eta = cfg->optim_lars_eta;
   opt->be = ps->be;
   opt->n = ps->n_weights;
   const dt_backend_ops *o = opt->be->ops;
-  const bool have = opt->kind == DT_OPTIM_SGD    ? o->sgd_update != NULL
-                    : opt->kind == DT_OPTIM_LARS ? o->lars_update != NULL
+  const bool have = opt->kind == DT_OPTIM_NAME_SGD    ? o->sgd_update != NULL
+                    : opt->kind == DT_OPTIM_NAME_LARS ? o->lars_update != NULL
                                                  : o->adam_update != NULL;
   if (!have || !o->all_finite)
-    DT_FATAL("optimizer %s not implemented by the %s backend", name, o->name);
-  static const char *names[][3] = {{"momentum"}, {"momentum"}, {"exp_avg", "exp_avg_sq"},
-                                   {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"}};
-  static const int counts[] = {1, 1, 2, 3};
+    DT_FATAL("optimizer %s not implemented by the %s backend", dt_optim_name_str(opt->kind),
+             o->name);
+  static const char *names[][3] = {
+      [DT_OPTIM_NAME_SGD] = {"momentum"},
+      [DT_OPTIM_NAME_LARS] = {"momentum"},
+      [DT_OPTIM_NAME_ADAM] = {"exp_avg", "exp_avg_sq"},
+      [DT_OPTIM_NAME_AMSGRAD] = {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"}};
+  static const int counts[] = {[DT_OPTIM_NAME_SGD] = 1, [DT_OPTIM_NAME_LARS] = 1,
+                               [DT_OPTIM_NAME_ADAM] = 2, [DT_OPTIM_NAME_AMSGRAD] = 3};
   opt->state.n_states = counts[opt->kind];
   for (int i = 0; i < opt->state.n_states; i++) {
     opt->state.names[i] = names[opt->kind][i];
     opt->state.arrays[i] = host_array(opt->n);
     opt->dev[i] = o->alloc(opt->be, DT_MAX(opt->n, 1) * sizeof(float)); /* zero-filled */
   }
-  if (opt->kind == DT_OPTIM_SGD && o->sgd_update_multi && opt->n > 0) {
+  if (opt->kind == DT_OPTIM_NAME_SGD && o->sgd_update_multi && opt->n > 0) {
     uint8_t *mask = dt_xcalloc(opt->n, 1);
     for (int i = 0; i < ps->count; i++) {
       const dt_param *p = &ps->items[i];
@@ -91,17 +92,17 @@ void dt_optim_step(dt_optim *opt, dt_params *ps, double lr, float grad_scale) {
     float *s0 = opt->dev[0] + p->offset;
     const size_t n = p->count;
     switch (opt->kind) {
-      case DT_OPTIM_SGD:
+      case DT_OPTIM_NAME_SGD:
         be->ops->sgd_update(be, w, g, s0, n, (float)lr, m, wd, opt->nesterov, first, grad_scale);
         break;
-      case DT_OPTIM_LARS:
+      case DT_OPTIM_NAME_LARS:
         be->ops->lars_update(be, w, g, s0, n, lr, m, wd, opt->eps, opt->lars_eta,
                              opt->lars_threshold, grad_scale);
         break;
-      case DT_OPTIM_ADAM:
-      case DT_OPTIM_AMSGRAD: {
+      case DT_OPTIM_NAME_ADAM:
+      case DT_OPTIM_NAME_AMSGRAD: {
         float *v = opt->dev[1] + p->offset;
-        float *vmax = opt->kind == DT_OPTIM_AMSGRAD ? opt->dev[2] + p->offset : NULL;
+        float *vmax = opt->kind == DT_OPTIM_NAME_AMSGRAD ? opt->dev[2] + p->offset : NULL;
         be->ops->adam_update(be, w, g, s0, v, vmax, n, (float)lr / bc1, (float)opt->beta1,
                              (float)opt->beta2, (float)opt->eps, bc2_sqrt, wd, grad_scale);
         break;

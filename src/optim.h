@@ -15,10 +15,8 @@
 #include "io/checkpoint.h"
 #include "nn/params.h"
 
-typedef enum { DT_OPTIM_SGD, DT_OPTIM_LARS, DT_OPTIM_ADAM, DT_OPTIM_AMSGRAD } dt_optim_kind;
-
 typedef struct {
-  dt_optim_kind kind;
+  dt_optim_name kind; /* optim.name */
   double momentum, weight_decay, beta1, beta2, eps, lars_threshold, lars_eta;
   bool nesterov, no_decay_bn_bias;
   dt_backend *be;       /* the backend of the parameter arenas */

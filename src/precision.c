@@ -84,3 +84,12 @@ bool dt_precision_parse(const char *s, dt_precision *out) {
     }
   return false;
 }
+
+dt_precision dt_precision_of(dt_train_precision p) {
+  switch (p) {
+    case DT_TRAIN_PRECISION_FP32: return DT_PRECISION_FP32;
+    case DT_TRAIN_PRECISION_BF16: return DT_PRECISION_BF16;
+    case DT_TRAIN_PRECISION_FP16: return DT_PRECISION_FP16;
+  }
+  DT_FATAL("train.precision %d outside its enum", (int)p);
+}

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "config.h"
 
 static inline uint32_t dt_precision_bits(float x) {
   uint32_t u;
@@ -89,5 +90,7 @@ void dt_round_array(dt_precision precision, const float *src, float *dst, size_t
 const char *dt_precision_name(dt_precision precision);
 /* The precision named by s (one of the names above); false when s names none. */
 bool dt_precision_parse(const char *s, dt_precision *out);
+/* The precision of train.precision. */
+dt_precision dt_precision_of(dt_train_precision p);
 
 #endif

@@ -12,10 +12,8 @@ void dt_schedule_init(dt_schedule *s, const dt_config *cfg, long steps_per_epoch
   s->steps_per_epoch = steps_per_epoch;
   s->total_steps = cfg->train_epochs * steps_per_epoch;
   s->warmup_steps = cfg->schedule_warmup_epochs * steps_per_epoch;
-  static const char *names[] = {"constant", "multistep", "cosine", "sgdr", "linear", "poly"};
-  for (int k = 0; k < (int)DT_ARRAY_LEN(names); k++)
-    if (strcmp(cfg->schedule_type, names[k]) == 0) s->kind = (dt_schedule_kind)k;
-  s->warmup_exponential = strcmp(cfg->schedule_warmup_type, "exponential") == 0;
+  s->kind = cfg->schedule_type;
+  s->warmup_exponential = cfg->schedule_warmup_type == DT_SCHEDULE_WARMUP_TYPE_EXPONENTIAL;
   s->warmup_exponent = cfg->schedule_warmup_exponent;
   s->gamma = cfg->schedule_gamma;
   s->min_factor = cfg->schedule_min_factor;
@@ -41,16 +39,16 @@ double dt_schedule_lr(const dt_schedule *s, long t) {
   double x = main_steps > 0 ? (double)DT_MIN(tm, main_steps) / (double)main_steps : 1.0;
   double m = s->min_factor, f = 1.0;
   switch (s->kind) {
-    case DT_SCHED_CONSTANT:
+    case DT_SCHEDULE_TYPE_CONSTANT:
       break;
-    case DT_SCHED_MULTISTEP:
+    case DT_SCHEDULE_TYPE_MULTISTEP:
       for (int i = 0; i < s->n_milestones; i++)
         if (tm >= s->milestones[i]) f *= s->gamma;
       break;
-    case DT_SCHED_COSINE:
+    case DT_SCHEDULE_TYPE_COSINE:
       f = cosine(m, x);
       break;
-    case DT_SCHED_SGDR: {
+    case DT_SCHEDULE_TYPE_SGDR: {
       double period = (double)s->t0_steps, start = 0;
       while (start + period <= (double)tm && period > 0) {
         start += period;
@@ -59,10 +57,10 @@ double dt_schedule_lr(const dt_schedule *s, long t) {
       f = cosine(m, ((double)tm - start) / period);
       break;
     }
-    case DT_SCHED_LINEAR:
+    case DT_SCHEDULE_TYPE_LINEAR:
       f = 1.0 - (1.0 - m) * x;
       break;
-    case DT_SCHED_POLY:
+    case DT_SCHEDULE_TYPE_POLY:
       f = m + (1.0 - m) * pow(1.0 - x, s->power);
       break;
   }

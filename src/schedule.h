@@ -15,15 +15,10 @@
 
 #include "config.h"
 
-typedef enum {
-  DT_SCHED_CONSTANT, DT_SCHED_MULTISTEP, DT_SCHED_COSINE, DT_SCHED_SGDR, DT_SCHED_LINEAR,
-  DT_SCHED_POLY,
-} dt_schedule_kind;
-
 typedef struct {
   double base_lr;
   long steps_per_epoch, total_steps, warmup_steps;
-  dt_schedule_kind kind;
+  dt_schedule_type kind; /* schedule.type */
   bool warmup_exponential;
   double gamma, min_factor, warmup_start, warmup_exponent, t_mul, power;
   long t0_steps;

@@ -364,7 +364,7 @@ static dt_status trainer_setup(trainer *t, const dt_config *cfg, dt_comm *comm, 
                         "%d x %d",
                         cfg->source ? cfg->source : "config", B, t->world, t->accum);
   t->micro = B / (t->world * t->accum);
-  dt_status st = dt_dataset_load(&t->ds, cfg->data_dataset, cfg->data_dir);
+  dt_status st = dt_dataset_load(&t->ds, dt_data_dataset_str(cfg->data_dataset), cfg->data_dir);
   if (st != DT_OK) return st;
   t->ds_loaded = true;
   dt_dataset_limit(&t->ds, (int)cfg->data_train_limit, (int)cfg->data_test_limit);
@@ -375,13 +375,14 @@ static dt_status trainer_setup(trainer *t, const dt_config *cfg, dt_comm *comm, 
                             dt_comm_local_size(comm));
   if (!t->be) return DT_ERR_CONFIG;
   t->be->deterministic = cfg->train_deterministic;
-  DT_CHECK(dt_precision_parse(cfg->train_precision, &t->precision)); /* a checked choice */
+  t->precision = dt_precision_of(cfg->train_precision);
   if (t->precision != DT_PRECISION_FP32) {
     if (!t->be->ops->set_precision)
       return dt_error_set(DT_ERR_CONFIG,
                           "%s: [train] precision = %s is not supported by the %s backend, which "
                           "computes in fp32 only; use precision = fp32",
-                          cfg->source ? cfg->source : "config", cfg->train_precision,
+                          cfg->source ? cfg->source : "config",
+                          dt_train_precision_str(cfg->train_precision),
                           t->be->ops->name);
     st = t->be->ops->set_precision(t->be, t->precision);
     if (st != DT_OK) return st;
@@ -430,7 +431,7 @@ static dt_status trainer_setup(trainer *t, const dt_config *cfg, dt_comm *comm, 
   }
   t->host_weights = dt_xmalloc(DT_MAX(ps->n_weights, 1) * sizeof(float));
   t->host_buffers = dt_xmalloc(DT_MAX(ps->n_buffers, 1) * sizeof(float));
-  if (strcmp(cfg->train_nonfinite, "skip") == 0 || t->world > 1 || t->ls.dynamic)
+  if (cfg->train_nonfinite == DT_TRAIN_NONFINITE_SKIP || t->world > 1 || t->ls.dynamic)
     t->buffers_backup = dt_xmalloc(DT_MAX(ps->n_buffers, 1) * sizeof(float));
   if (t->world > 1) {
     t->buffers_delta = dt_xmalloc(DT_MAX(ps->n_buffers, 1) * sizeof(double));
@@ -568,7 +569,9 @@ static bool ranks_share_dataset(trainer *t, dt_status *st) {
                        "(%s differ%s from rank 0); data.dir %s must hold the same files for every "
                        "rank",
                        what[field], va, vb, first, ranks, strchr(ranks, ',') ? "" : "s",
-                       cfg->data_dir[0] ? cfg->data_dir : dt_dataset_default_dir(cfg->data_dataset));
+                       cfg->data_dir[0]
+                           ? cfg->data_dir
+                           : dt_dataset_default_dir(dt_data_dataset_str(cfg->data_dataset)));
   }
   free(differs);
   free(all);
@@ -712,7 +715,7 @@ static dt_status save_checkpoint(trainer *t, long epoch, long step, long step_in
     memcpy(meta.window_sums, em->win, sizeof meta.window_sums);
     meta.epoch_skipped = em->skipped;
   }
-  snprintf(meta.model, sizeof meta.model, "%s", t->cfg->model_name);
+  snprintf(meta.model, sizeof meta.model, "%s", dt_model_name_str(t->cfg->model_name));
   meta.config_text = dt_config_text(t->cfg);
   /* The backend's algorithm choices, so that a resumed run makes the same (train.deterministic). */
   if (t->be->ops->algos_export) {
@@ -1029,15 +1032,15 @@ static void format_eta(double seconds, char *buf, size_t size) {
 static void print_header(trainer *t) {
   const dt_config *cfg = t->cfg;
   say(t, "dtrain %s: %s (%d train / %d test images, %dx%dx%d, %d classes) on %s\n", DT_VERSION,
-      cfg->data_dataset, t->ds.train.count, t->ds.test.count, t->ds.train.channels,
-      t->ds.train.height, t->ds.train.width, t->ds.classes, t->be->ops->name);
+      dt_data_dataset_str(cfg->data_dataset), t->ds.train.count, t->ds.test.count,
+      t->ds.train.channels, t->ds.train.height, t->ds.train.width, t->ds.classes, t->be->ops->name);
   say(t, "%s; global batch %ld = %d ranks x %d micro-batches x %d images\n", t->threads_line,
       cfg->train_batch_size, t->world, t->accum, t->micro);
-  say(t, "model: %s-%ld %s, %ld parameters\n", cfg->model_name, cfg->model_depth,
-      cfg->model_block_type, dt_model_param_count(t->model));
+  say(t, "model: %s-%ld %s, %ld parameters\n", dt_model_name_str(cfg->model_name), cfg->model_depth,
+      dt_model_block_type_str(cfg->model_block_type), dt_model_param_count(t->model));
   say(t, "lr: %g x batch %ld / reference %ld (linear scaling rule) = %g; %s, schedule %s\n",
       cfg->optim_lr, cfg->train_batch_size, cfg->optim_reference_batch, t->sched.base_lr,
-      cfg->optim_name, cfg->schedule_type);
+      dt_optim_name_str(cfg->optim_name), dt_schedule_type_str(cfg->schedule_type));
   if (t->precision != DT_PRECISION_FP32 || t->ls.active) {
     char scaling[128] = "no loss scaling";
     if (t->ls.dynamic)
@@ -1072,10 +1075,10 @@ static dt_status check_resume_meta(const trainer *t, const char *path, const dt_
     return dt_error_set(DT_ERR_DATA,
                         "checkpoint %s: seed %ld, but the configuration has [train] seed = %ld",
                         path, m->seed, cfg->train_seed);
-  if (strcmp(m->model, cfg->model_name) != 0)
+  if (strcmp(m->model, dt_model_name_str(cfg->model_name)) != 0)
     return dt_error_set(DT_ERR_DATA,
                         "checkpoint %s: model %s, but the configuration has [model] name = %s",
-                        path, m->model, cfg->model_name);
+                        path, m->model, dt_model_name_str(cfg->model_name));
   if (m->step_in_epoch > spe)
     return dt_error_set(DT_ERR_DATA,
                         "checkpoint %s: step_in_epoch = %ld is beyond the %ld steps of an epoch",
@@ -1192,7 +1195,7 @@ int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts) {
   t.prefetch_ld = t.train_ld;
 
   const long max_steps = cfg->train_max_steps, log_every = cfg->output_log_every;
-  const bool skip_nonfinite = strcmp(cfg->train_nonfinite, "skip") == 0;
+  const bool skip_nonfinite = cfg->train_nonfinite == DT_TRAIN_NONFINITE_SKIP;
   const double t_start = dt_now();
   int status = DT_EXIT_OK;
   long last_ckpt = -1;
@@ -1410,8 +1413,8 @@ int dt_train_bench(const dt_config *cfg, dt_comm *comm, dt_device device, long s
   if (t.rank == 0) {
     printf("model: %s-%ld, global batch %ld (%d rank(s) x %d micro-batch(es) of %d), %s, %d "
            "thread(s), %ld timed steps\n",
-           cfg->model_name, cfg->model_depth, cfg->train_batch_size, t.world, t.accum, t.micro,
-           t.be->ops->name, t.be->threads, steps);
+           dt_model_name_str(cfg->model_name), cfg->model_depth, cfg->train_batch_size, t.world,
+           t.accum, t.micro, t.be->ops->name, t.be->threads, steps);
     printf("%s\n", t.threads_line);
     printf("step: %.1f ms, all-reduce %.2f ms per step (%.1f%%), %.1f images/s per rank\n",
            1e3 * secs / (double)steps, 1e3 * ar / (double)steps, 100.0 * ar / secs, only / t.world);
@@ -1430,29 +1433,30 @@ int dt_train_bench(const dt_config *cfg, dt_comm *comm, dt_device device, long s
 
 int dt_train_dry_run(const dt_config *cfg) {
   dt_config_write(cfg, stdout);
+  const char *dataset = dt_data_dataset_str(cfg->data_dataset);
   dt_dataset ds;
-  dt_status st = dt_dataset_describe(cfg->data_dataset, &ds);
+  dt_status st = dt_dataset_describe(dataset, &ds);
   if (st != DT_OK) {
     fprintf(stderr, "dtrain: %s\n", dt_error_message());
     return DT_EXIT_INPUT;
   }
-  const char *dir = cfg->data_dir[0] ? cfg->data_dir : dt_dataset_default_dir(cfg->data_dataset);
+  const char *dir = cfg->data_dir[0] ? cfg->data_dir : dt_dataset_default_dir(dataset);
   struct stat sb;
   if (stat(dir, &sb) == 0) {
     dt_dataset full;
-    if (dt_dataset_load(&full, cfg->data_dataset, cfg->data_dir) != DT_OK) {
+    if (dt_dataset_load(&full, dataset, cfg->data_dir) != DT_OK) {
       fprintf(stderr, "dtrain: %s\n", dt_error_message());
       return DT_EXIT_INPUT;
     }
-    printf("\ndataset: %s in %s: %d train / %d test images (valid)\n", cfg->data_dataset, dir,
+    printf("\ndataset: %s in %s: %d train / %d test images (valid)\n", dataset, dir,
            full.train.count, full.test.count);
     dt_dataset_free(&full);
   } else {
-    printf("\ndataset: %s: directory %s not found (not validated)\n", cfg->data_dataset, dir);
+    printf("\ndataset: %s: directory %s not found (not validated)\n", dataset, dir);
   }
   dt_model *m = dt_model_create(cfg, NULL, ds.train.channels, ds.train.height, ds.train.width, ds.classes);
-  printf("\nmodel: %s, input %dx%dx%d, %d classes\n", cfg->model_name, ds.train.channels,
-         ds.train.height, ds.train.width, ds.classes);
+  printf("\nmodel: %s, input %dx%dx%d, %d classes\n", dt_model_name_str(cfg->model_name),
+         ds.train.channels, ds.train.height, ds.train.width, ds.classes);
   long macs = dt_model_summary(m, stdout);
   printf("parameters: %ld\n", dt_model_param_count(m));
   printf("macs_per_image: %ld\n", macs);

@@ -1,12 +1,14 @@
 /* test_config.c: the configuration module (src/config.c): defaults against the table, a full
  * file, every class of input error with the file, line, section and key in its message,
- * --set overrides, the checks between keys, write -> load round trip and --help-config. */
+ * --set overrides, the checks between keys, write -> load round trip, --help-config, the enums
+ * of the choice keys against the table, and each network family's checks reached. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +16,7 @@
 #include <strings.h>
 
 #include "config.h"
+#include "models/model.h"
 #include "testutil.h"
 
 static char *g_dir; /* temporary directory of this run */
@@ -163,7 +166,17 @@ static void default_STR(char *const *v, const char *def, const char *what) {
     fail();
   }
 }
-#define default_CHOICE default_STR
+/* A CHOICE field holds the enum value; `what` is "section.key". */
+#define default_CHOICE(v, def, what) default_choice((int)*(v), def, what)
+static void default_choice(int v, const char *def, const char *what) {
+  char section[32], key[64];
+  assert_int_equal(sscanf(what, "%31[^.].%63s", section, key), 2);
+  const char *text = dt_config_choice_text(section, key, v);
+  if (!text || strcmp(text, def) != 0) {
+    print_error("%s: default \"%s\", table says \"%s\"\n", what, text ? text : "(null)", def);
+    fail();
+  }
+}
 /* Items of a comma-separated default, whitespace-free in the table. */
 static int split_items(const char *def, char items[][32]) {
   int n = 0;
@@ -202,7 +215,7 @@ static bool same_INT(const long *a, const long *b) { return *a == *b; }
 static bool same_FLOAT(const double *a, const double *b) { return *a == *b; }
 static bool same_BOOL(const bool *a, const bool *b) { return *a == *b; }
 static bool same_STR(char *const *a, char *const *b) { return *a && *b && strcmp(*a, *b) == 0; }
-#define same_CHOICE same_STR
+#define same_CHOICE(a, b) (*(a) == *(b))
 static bool same_INTLIST(const dt_intlist *a, const dt_intlist *b) {
   if (a->n != b->n) return false;
   for (int i = 0; i < a->n; i++)
@@ -224,7 +237,7 @@ static int count_differences(const dt_config *a, const dt_config *b, bool report
     diff++;                                                                \
     if (report) print_error("[%s] %s differs\n", #sec, #name);             \
   }
-  DT_CONFIG_KEYS(CMP_KEY)
+  DT_CONFIG_KEYS(CMP_KEY, DT_CFG_NO_CHOICE)
 #undef CMP_KEY
   return diff;
 }
@@ -366,13 +379,13 @@ static void test_defaults_match_table(void **state) {
   dt_config cfg;
   dt_config_defaults(&cfg);
 #define CHECK_DEFAULT(sec, name, type, def, ...) default_##type(&cfg.sec##_##name, def, #sec "." #name);
-  DT_CONFIG_KEYS(CHECK_DEFAULT)
+  DT_CONFIG_KEYS(CHECK_DEFAULT, DT_CFG_NO_CHOICE)
 #undef CHECK_DEFAULT
   /* a few by hand, in case the table and the struct disagree in some systematic way */
   assert_int_equal(cfg.train_batch_size, 128);
   assert_true(cfg.optim_lr == 0.1);
   assert_true(cfg.optim_weight_decay == 5e-4);
-  assert_string_equal(cfg.data_dataset, "fashion_mnist");
+  assert_string_equal(dt_data_dataset_str(cfg.data_dataset), "fashion_mnist");
   assert_string_equal(cfg.data_dir, "");
   assert_int_equal(cfg.model_preact_stage.n, 3);
   assert_int_equal(cfg.schedule_milestones.n, 0);
@@ -393,10 +406,10 @@ static void test_full_file_loads(void **state) {
     fail();
   }
   assert_non_null(strstr(cfg.source, "full.ini"));
-  assert_string_equal(cfg.data_dataset, "cifar10");
+  assert_string_equal(dt_data_dataset_str(cfg.data_dataset), "cifar10");
   assert_string_equal(cfg.data_dir, "/tmp/data dir/cifar");
   assert_int_equal(cfg.model_depth, 56);
-  assert_string_equal(cfg.model_block_type, "bottleneck");
+  assert_string_equal(dt_model_block_type_str(cfg.model_block_type), "bottleneck");
   assert_true(cfg.model_add_last_bn);
   assert_int_equal(cfg.model_preact_stage.n, 3);
   assert_true(cfg.model_preact_stage.v[0]);
@@ -404,8 +417,8 @@ static void test_full_file_loads(void **state) {
   assert_false(cfg.model_preact_stage.v[2]);
   assert_int_equal(cfg.train_epochs, 160);
   assert_int_equal(cfg.train_seed, 4611686018427387903L);
-  assert_string_equal(cfg.train_precision, "bf16");
-  assert_string_equal(cfg.train_loss_scale, "fixed");
+  assert_string_equal(dt_train_precision_str(cfg.train_precision), "bf16");
+  assert_string_equal(dt_train_loss_scale_str(cfg.train_loss_scale), "fixed");
   assert_true(cfg.train_bucket_mb == 0.5);
   assert_true(cfg.train_cuda_graphs);
   assert_false(cfg.train_deterministic);
@@ -436,8 +449,8 @@ static void test_full_file_loads(void **state) {
   dt_config_defaults(&def);
   int expected = 0;
 #define COUNT_CHANGEABLE(sec, name, type, def_, lo, hi, choices, help) \
-  expected += strcmp(#type, "CHOICE") != 0 || strchr(choices, '|') != NULL;
-  DT_CONFIG_KEYS(COUNT_CHANGEABLE)
+  expected += strcmp(#type, "CHOICE") != 0 || dt_config_choice_count(#sec, #name) > 1;
+  DT_CONFIG_KEYS(COUNT_CHANGEABLE, DT_CFG_NO_CHOICE)
 #undef COUNT_CHANGEABLE
   assert_int_equal(count_differences(&cfg, &def, false), expected);
   dt_config_free(&def);
@@ -632,7 +645,7 @@ static void test_set(void **state) {
   expect_set_ok(&cfg, "schedule.milestones=");
   assert_int_equal(cfg.schedule_milestones.n, 0);
   expect_set_ok(&cfg, "model.block_type=bottleneck");
-  assert_string_equal(cfg.model_block_type, "bottleneck");
+  assert_string_equal(dt_model_block_type_str(cfg.model_block_type), "bottleneck");
 
   expect_set_error(&cfg, "train.batch_size=abc", "not an integer",
                    "(accepted: an integer in [1, 1048576])", NULL);
@@ -722,6 +735,149 @@ static void test_cross_key_checks(void **state) {
   expect_valid("inside_off.ini", "[augment]\ncutout = true\ncutout_size = 40\n");
 }
 
+/* ---- the choice keys: table, enums, parser and texts cannot drift apart ---- */
+
+typedef struct {
+  const char *id, *text; /* the constant's name and the value's text, as the table spells them */
+  int value;             /* the constant's value */
+} choice_item;
+
+/* One choice key's values as listed in the table against the parser and the naming rule. */
+static void check_choice_table(const char *section, const char *key, const choice_item *items,
+                               int n) {
+  assert_int_equal(dt_config_choice_count(section, key), n);
+  assert_true(n >= 1);
+  for (int i = 0; i < n; i++) {
+    /* the constants count 0, 1, ... in table order: the enum is the table's list */
+    if (items[i].value != i) {
+      print_error("[%s] %s: %s = %d, listed at position %d\n", section, key, items[i].id,
+                  items[i].value, i);
+      fail();
+    }
+    /* the constant is named after its text: DT_<SECTION>_<KEY>_<VALUE> in capitals */
+    char want[160];
+    snprintf(want, sizeof want, "DT_%s_%s_%s", section, key, items[i].text);
+    for (char *c = want; *c; c++) *c = (char)toupper((unsigned char)*c);
+    if (strcmp(items[i].id, want) != 0) {
+      print_error("[%s] %s: value \"%s\" is %s, expected %s\n", section, key, items[i].text,
+                  items[i].id, want);
+      fail();
+    }
+    /* name -> enum -> name through the parser's table (a repeated text would parse to the
+     * first of its positions) */
+    assert_string_equal(dt_config_choice_text(section, key, i), items[i].text);
+    assert_int_equal(dt_config_choice_parse(section, key, items[i].text), i);
+  }
+  assert_null(dt_config_choice_text(section, key, n));
+  assert_null(dt_config_choice_text(section, key, -1));
+  assert_int_equal(dt_config_choice_parse(section, key, "no_such_value"), -1);
+}
+
+/* The value of key section.key as dt_config_write prints it. */
+static void expect_printed(const dt_config *cfg, const char *section, const char *key,
+                           const char *want) {
+  char full[128], name[128], value[DT_STR_MAX + 64];
+  snprintf(full, sizeof full, "%s.%s", section, key);
+  for (size_t i = 0; i < dt_config_key_count(); i++) {
+    dt_config_key_describe(cfg, i, name, sizeof name, value, sizeof value);
+    if (strcmp(name, full) == 0) {
+      assert_string_equal(value, want);
+      return;
+    }
+  }
+  print_error("%s not in the table\n", full);
+  fail();
+}
+
+static void test_choice_enums_round_trip(void **state) {
+  (void)state;
+  dt_config cfg;
+  dt_config_defaults(&cfg);
+  int checked = 0;
+  char set[256];
+#define CHOICE_ITEM(id, text) {#id, text, (int)(id)},
+#define CHECK_CHOICES_INT(...)
+#define CHECK_CHOICES_FLOAT(...)
+#define CHECK_CHOICES_BOOL(...)
+#define CHECK_CHOICES_STR(...)
+#define CHECK_CHOICES_INTLIST(...)
+#define CHECK_CHOICES_BOOLLIST(...)
+#define CHECK_CHOICES_CHOICE(sec, key, ...)                                                  \
+  {                                                                                          \
+    static const choice_item items[] = {__VA_ARGS__};                                        \
+    const int n = (int)(sizeof items / sizeof items[0]);                                     \
+    check_choice_table(#sec, #key, items, n);                                                \
+    for (int i = 0; i < n; i++) {                                                            \
+      /* the typed text of the enum, and text -> field -> printed text through --set */      \
+      assert_string_equal(dt_##sec##_##key##_str((dt_##sec##_##key)items[i].value),          \
+                          items[i].text);                                                    \
+      snprintf(set, sizeof set, "%s.%s=%s", #sec, #key, items[i].text);                      \
+      expect_set_ok(&cfg, set);                                                              \
+      assert_int_equal((int)cfg.sec##_##key, items[i].value);                                \
+      expect_printed(&cfg, #sec, #key, items[i].text);                                       \
+    }                                                                                        \
+    checked++;                                                                               \
+  }
+#define CHECK_CHOICES(sec, key, type, def, lo, hi, choices, help) \
+  CHECK_CHOICES_##type(sec, key, choices)
+  DT_CONFIG_KEYS(CHECK_CHOICES, CHOICE_ITEM)
+#undef CHECK_CHOICES
+#undef CHOICE_ITEM
+  /* every key of type choice was walked, and the others have no values */
+  int choice_keys = 0;
+#define COUNT_CHOICE_KEYS(sec, key, type, ...)                   \
+  if (strcmp(#type, "CHOICE") == 0) choice_keys++;               \
+  else assert_int_equal(dt_config_choice_count(#sec, #key), 0);
+  DT_CONFIG_KEYS(COUNT_CHOICE_KEYS, DT_CFG_NO_CHOICE)
+#undef COUNT_CHOICE_KEYS
+  assert_int_equal(checked, choice_keys);
+  assert_true(checked >= 12);
+  dt_config_free(&cfg);
+}
+
+/* Every model.name value has a family with a builder and a validator, and dt_config_validate
+ * reaches that validator: each row is a configuration that only its family refuses. */
+static void test_every_family_validated(void **state) {
+  (void)state;
+  static const struct {
+    const char *name, *keys, *fragment;
+  } rows[] = {
+      {"resnet_preact", "depth = 21\n",
+       "name = resnet_preact with block_type = basic: the depth must be 6n+2"},
+      {"resnet", "depth = 21\n", "name = resnet with block_type = basic: the depth must be 6n+2"},
+      {"wrn", "depth = 20\n", "name = wrn: the depth must be 6n+4"},
+      {"densenet", "depth = 20\nblock_type = bottleneck\n",
+       "name = densenet with block_type = bottleneck: the depth must be 6n+4"},
+      {"pyramidnet", "depth = 21\n",
+       "name = pyramidnet with block_type = basic: the depth must be 6n+2"},
+      {"resnext", "depth = 21\n", "name = resnext: the depth must be 9n+2"},
+      {"shake_shake", "depth = 20\ninitial_channels = 15\n",
+       "initial_channels = 15: shake_shake needs an even width"},
+      {"se_resnet_preact", "se_reduction = 32\n",
+       "se_reduction = 32 is greater than initial_channels = 16"},
+      {"vgg", "vgg_layers = 2,2\n", "vgg_channels has 5 values and vgg_layers 2"},
+  };
+  const int n = dt_config_choice_count("model", "name");
+  assert_int_equal(n, (int)(sizeof rows / sizeof rows[0]));
+  for (int v = 0; v < n; v++) {
+    const dt_model_family *f = dt_model_family_of((dt_model_name)v);
+    assert_non_null(f->build);
+    assert_non_null(f->validate);
+    const char *name = dt_model_name_str((dt_model_name)v);
+    int row = -1;
+    for (int r = 0; r < n; r++)
+      if (strcmp(rows[r].name, name) == 0) row = r;
+    if (row < 0) {
+      print_error("model.name = %s has no row here\n", name);
+      fail();
+    }
+    char text[512], file[64];
+    snprintf(text, sizeof text, "[model]\nname = %s\n%s", name, rows[row].keys);
+    snprintf(file, sizeof file, "family_%s.ini", name);
+    expect_invalid(file, text, rows[row].fragment, NULL);
+  }
+}
+
 /* Every line of an INI file that dt_config_write made fits the parser (it reads back, but a
  * comment line could be cut in a way that still parses). */
 static void check_line_lengths(const char *text) {
@@ -764,7 +920,7 @@ static void round_trip(dt_config *cfg, const char *name) {
     assert_true(hit[-1] != ']'); /* a comment line precedes the key */       \
     pos = hit + 1;                                                           \
   }
-  DT_CONFIG_KEYS(CHECK_ORDER)
+  DT_CONFIG_KEYS(CHECK_ORDER, DT_CFG_NO_CHOICE)
 #undef CHECK_ORDER
   free(text);
 
@@ -831,7 +987,7 @@ static void test_help_mentions_every_key(void **state) {
     snprintf(want, sizeof want, "default %s)", *def ? def : "empty");               \
     assert_non_null(strstr(hit, want));                                             \
   }
-  DT_CONFIG_KEYS(CHECK_HELP)
+  DT_CONFIG_KEYS(CHECK_HELP, DT_CFG_NO_CHOICE)
 #undef CHECK_HELP
   assert_non_null(strstr(text, "accepted: an integer in [1, 1048576]"));
   assert_non_null(strstr(text, "one of fashion_mnist, mnist, kmnist, cifar10, cifar100"));
@@ -851,6 +1007,8 @@ int main(void) {
       cmocka_unit_test(test_cross_key_checks),
       cmocka_unit_test(test_write_load_round_trip),
       cmocka_unit_test(test_help_mentions_every_key),
+      cmocka_unit_test(test_choice_enums_round_trip),
+      cmocka_unit_test(test_every_family_validated),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -124,7 +124,7 @@ static void check_model(const char *const *sets, size_t n_sets, size_t bucket_fl
     free(r.snap[i]);
   }
   print_message("  %s-%ld: %d buckets of <= %zu floats (%zu in all), %d ready before the last "
-                "node's backward\n", cfg.model_name, cfg.model_depth, b.n_buckets, bucket_floats,
+                "node's backward\n", dt_model_name_str(cfg.model_name), cfg.model_depth, b.n_buckets, bucket_floats,
                 ps->n_weights, early);
   assert_true(early >= b.n_buckets / 2);
   free(final);

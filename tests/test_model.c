@@ -16,8 +16,7 @@ static long count(const char *block, long depth, bool last_bn, int channels, int
   dt_config cfg;
   dt_config_defaults(&cfg);
   cfg.model_depth = depth;
-  free(cfg.model_block_type);
-  cfg.model_block_type = strdup(block);
+  cfg.model_block_type = dt_config_choice_parse("model", "block_type", block);
   cfg.model_add_last_bn = last_bn;
   dt_model *m = dt_model_create(&cfg, NULL, channels, 32, 32, classes);
   long n = dt_model_param_count(m);

@@ -72,8 +72,7 @@ static void test_schedules(void **s) {
   cfg.optim_lr = 0.1;
   dt_schedule sch;
   /* cosine with the linear scaling rule: base 0.2 */
-  free(cfg.schedule_type);
-  cfg.schedule_type = strdup("cosine");
+  cfg.schedule_type = DT_SCHEDULE_TYPE_COSINE;
   cfg.schedule_min_factor = 0.001;
   dt_schedule_init(&sch, &cfg, 100);
   assert_true(fabs(dt_schedule_lr(&sch, 0) - 0.2) < 1e-12);
@@ -88,8 +87,7 @@ static void test_schedules(void **s) {
   assert_true(fabs(dt_schedule_lr(&sch, 200) - 0.2) < 1e-12);
   assert_true(fabs(dt_schedule_lr(&sch, 600) - 0.2 * (0.001 + 0.999 * 0.5)) < 1e-12);
   /* multistep: milestones count from the end of warmup */
-  free(cfg.schedule_type);
-  cfg.schedule_type = strdup("multistep");
+  cfg.schedule_type = DT_SCHEDULE_TYPE_MULTISTEP;
   cfg.schedule_milestones.n = 2;
   cfg.schedule_milestones.v[0] = 3;
   cfg.schedule_milestones.v[1] = 6;
@@ -100,8 +98,7 @@ static void test_schedules(void **s) {
   assert_true(fabs(dt_schedule_lr(&sch, 799) - 0.02) < 1e-12);
   assert_true(fabs(dt_schedule_lr(&sch, 800) - 0.002) < 1e-12);
   /* constant */
-  free(cfg.schedule_type);
-  cfg.schedule_type = strdup("constant");
+  cfg.schedule_type = DT_SCHEDULE_TYPE_CONSTANT;
   cfg.schedule_warmup_epochs = 0;
   dt_schedule_init(&sch, &cfg, 100);
   assert_true(fabs(dt_schedule_lr(&sch, 999) - 0.2) < 1e-12);
@@ -119,8 +116,8 @@ typedef struct {
 
 static void case_init(optim_case *c, const char *name) {
   dt_config_defaults(&c->cfg);
-  free(c->cfg.optim_name);
-  c->cfg.optim_name = strdup(name);
+  c->cfg.optim_name = dt_config_choice_parse("optim", "name", name);
+  assert_true((int)c->cfg.optim_name >= 0);
   c->cfg.optim_momentum = 0.9;
   c->cfg.optim_weight_decay = 5e-3;
   memset(&c->ps, 0, sizeof c->ps);
@@ -234,8 +231,7 @@ static void test_more_schedules(void **s) {
   dt_schedule sch;
   const double pi = 3.14159265358979323846;
   /* SGDR: periods of 10 and 20 epochs, each a cosine from 1 to min_factor. */
-  free(cfg.schedule_type);
-  cfg.schedule_type = strdup("sgdr");
+  cfg.schedule_type = DT_SCHEDULE_TYPE_SGDR;
   cfg.schedule_t0 = 10;
   cfg.schedule_t_mul = 2;
   dt_schedule_init(&sch, &cfg, 10);
@@ -244,21 +240,17 @@ static void test_more_schedules(void **s) {
   assert_true(fabs(dt_schedule_lr(&sch, 100) - 0.1) < 1e-12); /* the restart */
   assert_true(fabs(dt_schedule_lr(&sch, 150) - 0.1 * (0.01 + 0.99 * 0.5 * (1 + cos(pi * 0.25)))) < 1e-12);
   /* linear from 1 to min_factor */
-  free(cfg.schedule_type);
-  cfg.schedule_type = strdup("linear");
+  cfg.schedule_type = DT_SCHEDULE_TYPE_LINEAR;
   dt_schedule_init(&sch, &cfg, 10);
   assert_true(fabs(dt_schedule_lr(&sch, 150) - 0.1 * (1 - 0.99 * 0.5)) < 1e-12);
   /* polynomial decay */
-  free(cfg.schedule_type);
-  cfg.schedule_type = strdup("poly");
+  cfg.schedule_type = DT_SCHEDULE_TYPE_POLY;
   cfg.schedule_poly_power = 2;
   dt_schedule_init(&sch, &cfg, 10);
   assert_true(fabs(dt_schedule_lr(&sch, 150) - 0.1 * (0.01 + 0.99 * 0.25)) < 1e-12);
   /* exponential warmup over 5 epochs, without the reference's doubled base lr */
-  free(cfg.schedule_type);
-  cfg.schedule_type = strdup("constant");
-  free(cfg.schedule_warmup_type);
-  cfg.schedule_warmup_type = strdup("exponential");
+  cfg.schedule_type = DT_SCHEDULE_TYPE_CONSTANT;
+  cfg.schedule_warmup_type = DT_SCHEDULE_WARMUP_TYPE_EXPONENTIAL;
   cfg.schedule_warmup_epochs = 5;
   cfg.schedule_warmup_start_factor = 0.1;
   cfg.schedule_warmup_exponent = 4;

@@ -251,7 +251,7 @@ dt_status dt_dump_batch(const dt_config *cfg, const char *given) {
     return st;
   }
   dt_dataset ds;
-  st = dt_dataset_load(&ds, cfg->data_dataset, cfg->data_dir);
+  st = dt_dataset_load(&ds, dt_data_dataset_str(cfg->data_dataset), cfg->data_dir);
   if (st != DT_OK) {
     free(path);
     free(txt);
@@ -308,7 +308,8 @@ dt_status dt_dump_batch(const dt_config *cfg, const char *given) {
   }
   fprintf(f, "dtrain --dump-batch: %s, seed %ld, epoch 0, global batch 0 of %d images; the first %d "
           "shown, %d per row\n",
-          cfg->data_dataset, cfg->train_seed, b->global_n, tiles, DT_DUMP_COLUMNS);
+          dt_data_dataset_str(cfg->data_dataset), cfg->train_seed, b->global_n, tiles,
+          DT_DUMP_COLUMNS);
   dt_dump_settings(f, cfg, &lc, &erase, &mix, H, W);
   fprintf(f, "tile row col label target (class:weight, largest first)\n");
   for (int i = 0; i < tiles; i++) {

@@ -175,10 +175,13 @@ void dt_loader_cfg_from_config(dt_loader_cfg *lc, dt_erase_cfg *erase, dt_mix_cf
   memset(mix, 0, sizeof *mix);
   lc->ds = ds;
   lc->train = true;
-  lc->aug.random_crop = strcmp(cfg->augment_random_crop, "false") != 0;
+  lc->aug.random_crop = cfg->augment_random_crop != DT_AUGMENT_RANDOM_CROP_FALSE; /* auto: on */
   lc->aug.crop_padding = (int)cfg->augment_crop_padding;
-  lc->aug.hflip = strcmp(cfg->augment_hflip, "auto") == 0 ? ds->default_hflip
-                                                          : strcmp(cfg->augment_hflip, "true") == 0;
+  switch (cfg->augment_hflip) {
+    case DT_AUGMENT_HFLIP_AUTO: lc->aug.hflip = ds->default_hflip; break;
+    case DT_AUGMENT_HFLIP_TRUE: lc->aug.hflip = true; break;
+    case DT_AUGMENT_HFLIP_FALSE: lc->aug.hflip = false; break;
+  }
   lc->aug.hflip_prob = (float)cfg->augment_hflip_prob;
   lc->seed = (uint64_t)cfg->train_seed;
   lc->global_batch = lc->slice_count = (int)cfg->train_batch_size;

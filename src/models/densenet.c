@@ -12,6 +12,41 @@
 
 #include "models/model.h"
 
+/* ---- configuration checks (dt_model_validate_fn, run by dt_config_validate) ---- */
+
+dt_status dt_validate_densenet(const dt_config *cfg, const char *src, int height, int width) {
+  (void)height, (void)width;
+  /* 4 layers outside the blocks (stem, 2 transitions, FC); 1 or 2 convs per dense layer */
+  long per = 0;
+  dt_status st = DT_OK;
+  switch (cfg->model_block_type) {
+    case DT_MODEL_BLOCK_TYPE_BASIC:
+      per = 3;
+      st = dt_model_check_depth(cfg, src, 3, 4, true, "40, 100, ...");
+      break;
+    case DT_MODEL_BLOCK_TYPE_BOTTLENECK:
+      per = 6;
+      st = dt_model_check_depth(cfg, src, 6, 4, true, "22, 40, 100, 190, 250, ...");
+      break;
+  }
+  if (st != DT_OK) return st;
+  /* Walk the channels: a transition must keep at least one. */
+  long k = cfg->model_growth_rate, n = (cfg->model_depth - 4) / per, c = 2 * k;
+  for (int t = 1; t <= 2; t++) {
+    c += n * k;
+    long kept = (long)((double)c * cfg->model_compression_rate);
+    if (kept < 1)
+      return dt_error_set(DT_ERR_CONFIG,
+                          "%s: [model] compression_rate = %g: transition %d would keep "
+                          "floor(%ld x %g) = 0 channels",
+                          src, cfg->model_compression_rate, t, c, cfg->model_compression_rate);
+    c = kept;
+  }
+  return DT_OK;
+}
+
+/* ---- the network ---- */
+
 /* One dense layer: returns concat(x, new features) // (N, C + k, H, W) */
 static int dense_layer(dt_graph *g, const char *name, int x, int k, bool bottleneck, float drop) {
   char nm[128];
@@ -43,7 +78,7 @@ static int transition(dt_graph *g, const char *name, int x, double theta, float 
 }
 
 void dt_build_densenet(const dt_config *cfg, dt_graph *g, int classes) {
-  bool bottleneck = strcmp(cfg->model_block_type, "bottleneck") == 0;
+  bool bottleneck = cfg->model_block_type == DT_MODEL_BLOCK_TYPE_BOTTLENECK;
   int depth = (int)cfg->model_depth, k = (int)cfg->model_growth_rate;
   int n_layers = bottleneck ? (depth - 4) / 6 : (depth - 4) / 3;
   float drop = (float)cfg->model_drop_rate;

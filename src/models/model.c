@@ -1,37 +1,77 @@
 /* model.c: family dispatch, parameter table, cached graphs and the --dry-run summary. */
 #include "models/model.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static const struct {
-  const char *name;
-  dt_model_build_fn build;
-} families[] = {
-    {"resnet_preact", dt_build_resnet_preact},
-    {"resnet", dt_build_resnet},
-    {"wrn", dt_build_wrn},
-    {"densenet", dt_build_densenet},
-    {"pyramidnet", dt_build_pyramidnet},
-    {"resnext", dt_build_resnext},
-    {"shake_shake", dt_build_shake_shake},
-    {"se_resnet_preact", dt_build_se_resnet_preact},
-    {"vgg", dt_build_vgg},
+/* Every model.name value and its family (test_config checks that none is missing). */
+static const dt_model_family families[] = {
+    [DT_MODEL_NAME_RESNET_PREACT] = {dt_build_resnet_preact, dt_validate_resnet_preact},
+    [DT_MODEL_NAME_RESNET] = {dt_build_resnet, dt_validate_resnet},
+    [DT_MODEL_NAME_WRN] = {dt_build_wrn, dt_validate_wrn},
+    [DT_MODEL_NAME_DENSENET] = {dt_build_densenet, dt_validate_densenet},
+    [DT_MODEL_NAME_PYRAMIDNET] = {dt_build_pyramidnet, dt_validate_pyramidnet},
+    [DT_MODEL_NAME_RESNEXT] = {dt_build_resnext, dt_validate_resnext},
+    [DT_MODEL_NAME_SHAKE_SHAKE] = {dt_build_shake_shake, dt_validate_shake_shake},
+    [DT_MODEL_NAME_SE_RESNET_PREACT] = {dt_build_se_resnet_preact, dt_validate_se_resnet_preact},
+    [DT_MODEL_NAME_VGG] = {dt_build_vgg, dt_validate_vgg},
 };
 
-dt_model_build_fn dt_model_family(const char *name) {
-  for (size_t i = 0; i < DT_ARRAY_LEN(families); i++)
-    if (strcmp(families[i].name, name) == 0) return families[i].build;
-  return NULL;
+const dt_model_family *dt_model_family_of(dt_model_name name) {
+  DT_CHECK((size_t)name < DT_ARRAY_LEN(families));
+  const dt_model_family *f = &families[name];
+  DT_CHECK(f->build != NULL && f->validate != NULL);
+  return f;
+}
+
+dt_status dt_model_validate(const dt_config *cfg, const char *src, int height, int width) {
+  return dt_model_family_of(cfg->model_name)->validate(cfg, src, height, width);
+}
+
+dt_status dt_model_check_depth(const dt_config *cfg, const char *src, long per, long offset,
+                               bool names_block_type, const char *accepted) {
+  long depth = cfg->model_depth;
+  if (depth >= per + offset && (depth - offset) % per == 0) return DT_OK;
+  long below = depth > offset ? (depth - offset) / per * per + offset : offset;
+  long above = below + per;
+  char nearest[64];
+  if (below >= offset + per)
+    snprintf(nearest, sizeof nearest, "%ld or %ld", below, above);
+  else
+    snprintf(nearest, sizeof nearest, "%ld", above);
+  char fit[96];
+  snprintf(fit, sizeof fit, "name = %s%s%s", dt_model_name_str(cfg->model_name),
+           names_block_type ? " with block_type = " : "",
+           names_block_type ? dt_model_block_type_str(cfg->model_block_type) : "");
+  return dt_error_set(DT_ERR_CONFIG,
+                      "%s: [model] depth = %ld does not fit %s: the depth must be %ldn+%ld "
+                      "(accepted: %s; nearest: %s)",
+                      src, depth, fit, per, offset, accepted, nearest);
+}
+
+dt_status dt_model_check_residual_depth(const dt_config *cfg, const char *src) {
+  /* 2 layers outside the stages; 3 stages of blocks with 2 (basic) or 3 (bottleneck) convs */
+  switch (cfg->model_block_type) {
+    case DT_MODEL_BLOCK_TYPE_BASIC:
+      return dt_model_check_depth(cfg, src, 6, 2, true, "20, 32, 44, 56, 110, ...");
+    case DT_MODEL_BLOCK_TYPE_BOTTLENECK:
+      return dt_model_check_depth(cfg, src, 9, 2, true, "29, 56, 110, 164, 272, ...");
+  }
+  DT_FATAL("model.block_type %d outside its enum", (int)cfg->model_block_type);
 }
 
 bool dt_model_fan_out(const dt_config *cfg) {
   /* SE-ResNet-preact has its own initializer, always fan_out (docs/reference-experiments.md
    * "SE-ResNet-preact"); wrn.yaml selects fan_in, every other reference config fan_out
    * (docs/reference-experiments.md "Common conventions"). */
-  if (strcmp(cfg->model_name, "se_resnet_preact") == 0) return true;
-  if (strcmp(cfg->model_init_mode, "auto") == 0) return strcmp(cfg->model_name, "wrn") != 0;
-  return strcmp(cfg->model_init_mode, "kaiming_fan_out") == 0;
+  if (cfg->model_name == DT_MODEL_NAME_SE_RESNET_PREACT) return true;
+  switch (cfg->model_init_mode) {
+    case DT_MODEL_INIT_MODE_AUTO: return cfg->model_name != DT_MODEL_NAME_WRN;
+    case DT_MODEL_INIT_MODE_KAIMING_FAN_OUT: return true;
+    case DT_MODEL_INIT_MODE_KAIMING_FAN_IN: return false;
+  }
+  DT_FATAL("model.init_mode %d outside its enum", (int)cfg->model_init_mode);
 }
 
 dt_model *dt_model_create(const dt_config *cfg, dt_backend *be, int channels, int height,
@@ -39,8 +79,7 @@ dt_model *dt_model_create(const dt_config *cfg, dt_backend *be, int channels, in
   dt_model *m = dt_xcalloc(1, sizeof *m);
   m->cfg = cfg;
   m->be = be;
-  m->build = dt_model_family(cfg->model_name);
-  DT_CHECK(m->build != NULL);
+  m->build = dt_model_family_of(cfg->model_name)->build;
   m->channels = channels;
   m->height = height;
   m->width = width;

@@ -12,6 +12,15 @@
 
 #include "models/model.h"
 
+/* ---- configuration checks (dt_model_validate_fn, run by dt_config_validate) ---- */
+
+dt_status dt_validate_resnet(const dt_config *cfg, const char *src, int height, int width) {
+  (void)height, (void)width;
+  return dt_model_check_residual_depth(cfg, src);
+}
+
+/* ---- the network ---- */
+
 static int block(dt_graph *g, const char *name, int x, int out_ch, int stride, bool bottleneck) {
   char nm[128];
   int n_convs = bottleneck ? 3 : 2;
@@ -39,7 +48,7 @@ static int block(dt_graph *g, const char *name, int x, int out_ch, int stride, b
 }
 
 void dt_build_resnet(const dt_config *cfg, dt_graph *g, int classes) {
-  bool bottleneck = strcmp(cfg->model_block_type, "bottleneck") == 0;
+  bool bottleneck = cfg->model_block_type == DT_MODEL_BLOCK_TYPE_BOTTLENECK;
   int depth = (int)cfg->model_depth;
   int n_blocks = bottleneck ? (depth - 2) / 9 : (depth - 2) / 6;
   int c0 = (int)cfg->model_initial_channels, e = bottleneck ? 4 : 1;

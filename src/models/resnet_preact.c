@@ -11,6 +11,16 @@
 
 #include "models/model.h"
 
+/* ---- configuration checks (dt_model_validate_fn, run by dt_config_validate) ---- */
+
+dt_status dt_validate_resnet_preact(const dt_config *cfg, const char *src, int height,
+                                    int width) {
+  (void)height, (void)width;
+  return dt_model_check_residual_depth(cfg, src);
+}
+
+/* ---- the network ---- */
+
 typedef struct {
   bool bottleneck, remove_first_relu, add_last_bn;
 } block_opts;
@@ -53,8 +63,8 @@ static int block(dt_graph *g, const char *name, int x, int out_ch, int stride, b
 }
 
 void dt_build_resnet_preact(const dt_config *cfg, dt_graph *g, int classes) {
-  block_opts o = {strcmp(cfg->model_block_type, "bottleneck") == 0, cfg->model_remove_first_relu,
-                  cfg->model_add_last_bn};
+  block_opts o = {cfg->model_block_type == DT_MODEL_BLOCK_TYPE_BOTTLENECK,
+                  cfg->model_remove_first_relu, cfg->model_add_last_bn};
   int depth = (int)cfg->model_depth;
   int n_blocks = o.bottleneck ? (depth - 2) / 9 : (depth - 2) / 6;
   int c0 = (int)cfg->model_initial_channels;

@@ -10,6 +10,15 @@
 
 #include "models/model.h"
 
+/* ---- configuration checks (dt_model_validate_fn, run by dt_config_validate) ---- */
+
+dt_status dt_validate_resnext(const dt_config *cfg, const char *src, int height, int width) {
+  (void)height, (void)width;
+  return dt_model_check_depth(cfg, src, 9, 2, false, "11, 20, 29, ...");
+}
+
+/* ---- the network ---- */
+
 static int block(dt_graph *g, const char *name, int x, int out_ch, int stride, int width,
                  int cardinality) {
   char nm[128];

@@ -12,6 +12,24 @@
 
 #include "models/model.h"
 
+/* ---- configuration checks (dt_model_validate_fn, run by dt_config_validate) ---- */
+
+dt_status dt_validate_se_resnet_preact(const dt_config *cfg, const char *src, int height,
+                                       int width) {
+  (void)height, (void)width;
+  dt_status st = dt_model_check_residual_depth(cfg, src);
+  if (st != DT_OK) return st;
+  if (cfg->model_se_reduction > cfg->model_initial_channels)
+    return dt_error_set(DT_ERR_CONFIG,
+                        "%s: [model] se_reduction = %ld is greater than initial_channels = %ld: "
+                        "the SE layers of stage 1 would have floor(%ld/%ld) = 0 units",
+                        src, cfg->model_se_reduction, cfg->model_initial_channels,
+                        cfg->model_initial_channels, cfg->model_se_reduction);
+  return DT_OK;
+}
+
+/* ---- the network ---- */
+
 typedef struct {
   bool bottleneck, remove_first_relu, add_last_bn;
   int reduction;
@@ -64,8 +82,9 @@ static int block(dt_graph *g, const char *name, int x, int out_ch, int stride, b
 }
 
 void dt_build_se_resnet_preact(const dt_config *cfg, dt_graph *g, int classes) {
-  block_opts o = {strcmp(cfg->model_block_type, "bottleneck") == 0, cfg->model_remove_first_relu,
-                  cfg->model_add_last_bn, (int)cfg->model_se_reduction};
+  block_opts o = {cfg->model_block_type == DT_MODEL_BLOCK_TYPE_BOTTLENECK,
+                  cfg->model_remove_first_relu, cfg->model_add_last_bn,
+                  (int)cfg->model_se_reduction};
   int depth = (int)cfg->model_depth;
   int n_blocks = o.bottleneck ? (depth - 2) / 9 : (depth - 2) / 6;
   int c0 = (int)cfg->model_initial_channels, e = o.bottleneck ? 4 : 1;

@@ -15,6 +15,22 @@
 
 #include "models/model.h"
 
+/* ---- configuration checks (dt_model_validate_fn, run by dt_config_validate) ---- */
+
+dt_status dt_validate_shake_shake(const dt_config *cfg, const char *src, int height, int width) {
+  (void)height, (void)width;
+  dt_status st = dt_model_check_depth(cfg, src, 6, 2, false, "8, 14, 20, 26, ...");
+  if (st != DT_OK) return st;
+  if (cfg->model_initial_channels % 2 != 0)
+    return dt_error_set(DT_ERR_CONFIG,
+                        "%s: [model] initial_channels = %ld: shake_shake needs an even width (the "
+                        "projection shortcut concatenates two halves)",
+                        src, cfg->model_initial_channels);
+  return DT_OK;
+}
+
+/* ---- the network ---- */
+
 typedef struct {
   bool forward, backward, image;
 } shake_flags;

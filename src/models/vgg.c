@@ -10,6 +10,30 @@
 
 #include "models/model.h"
 
+/* ---- configuration checks (dt_model_validate_fn, run by dt_config_validate) ---- */
+
+dt_status dt_validate_vgg(const dt_config *cfg, const char *src, int height, int width) {
+  const dt_intlist *ch = &cfg->model_vgg_channels, *ly = &cfg->model_vgg_layers;
+  if (ch->n == 0 || ch->n != ly->n)
+    return dt_error_set(DT_ERR_CONFIG,
+                        "%s: [model] vgg_channels has %d values and vgg_layers %d: give one "
+                        "value of each per stage (at least one stage)",
+                        src, ch->n, ly->n);
+  if (height > 0 && width > 0) {
+    int side = DT_MIN(height, width);
+    if (side >> ch->n < 1)
+      return dt_error_set(DT_ERR_CONFIG,
+                          "%s: [model] name = vgg with %d stages halves the image %d times: the "
+                          "%dx%d images of [data] dataset = %s would vanish (docs/reference-experiments.md \"VGG\": VGG is "
+                          "CIFAR-only; at least %dx%d is needed)",
+                          src, ch->n, ch->n, height, width,
+                          dt_data_dataset_str(cfg->data_dataset), 1 << ch->n, 1 << ch->n);
+  }
+  return DT_OK;
+}
+
+/* ---- the network ---- */
+
 void dt_build_vgg(const dt_config *cfg, dt_graph *g, int classes) {
   int x = 0;
   for (int st = 0; st < cfg->model_vgg_channels.n; st++) {

@@ -11,6 +11,15 @@
 
 #include "models/model.h"
 
+/* ---- configuration checks (dt_model_validate_fn, run by dt_config_validate) ---- */
+
+dt_status dt_validate_wrn(const dt_config *cfg, const char *src, int height, int width) {
+  (void)height, (void)width;
+  return dt_model_check_depth(cfg, src, 6, 4, false, "10, 16, 22, 28, 40, ...");
+}
+
+/* ---- the network ---- */
+
 static int block(dt_graph *g, const char *name, int x, int out_ch, int stride, float drop) {
   char nm[128];
   bool project = dt_graph_shape(g, x).c != out_ch;

@@ -21,7 +21,8 @@ static void fuzz_differs(const char *section, const char *key, const char *what)
   if ((a) != (b)) fuzz_differs(#s, #k, "bool")
 #define CMP_STR(s, k, a, b) \
   if (strcmp((a) ? (a) : "", (b) ? (b) : "") != 0) fuzz_differs(#s, #k, "string")
-#define CMP_CHOICE CMP_STR
+#define CMP_CHOICE(s, k, a, b) \
+  if ((a) != (b)) fuzz_differs(#s, #k, "choice")
 #define CMP_INTLIST(s, k, a, b)                                       \
   if ((a).n != (b).n || memcmp((a).v, (b).v, sizeof(long) * (size_t)(a).n) != 0) \
     fuzz_differs(#s, #k, "integer list")
@@ -32,7 +33,7 @@ static void fuzz_differs(const char *section, const char *key, const char *what)
   CMP_##type(sec, key, a->sec##_##key, b->sec##_##key);
 
 static void fuzz_config_compare(const dt_config *a, const dt_config *b) {
-  DT_CONFIG_KEYS(CMP_FIELD)
+  DT_CONFIG_KEYS(CMP_FIELD, DT_CFG_NO_CHOICE)
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
