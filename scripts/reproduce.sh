@@ -219,8 +219,10 @@ run_one() {
   if (( rc != 0 )); then echo "reproduce.sh: $dir: $runner exited $rc" >&2; return $rc; fi
   mark_done "$dir" "$fresh_q" "$row" $(( SECONDS - t0 ))
   table
+  tabled=1
 }
 
+tabled=0 # the table is up to date (written after the last run)
 array_lines=()
 array_rows=()
 array_cmds=()
@@ -290,4 +292,4 @@ if (( slurm )); then
     echo "reproduce.sh: submitted; run the same command again when the array has ended to mark the runs and write the table"
   fi
 fi
-table
+(( tabled )) || table
