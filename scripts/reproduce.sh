@@ -5,7 +5,8 @@
 #
 #   scripts/reproduce.sh EXPERIMENT [--epochs N] [--dataset NAME] [--device cpu|cuda]
 #                        [--seeds K] [--rows "ROW ..."] [--runs DIR] [--results DIR]
-#                        [--experiments DIR] [--slurm] [--dry-run] [-- SBATCH_OPTIONS...]
+#                        [--experiments DIR] [--set KEY=VALUE]... [--slurm] [--dry-run]
+#                        [-- SBATCH_OPTIONS...]
 #
 # EXPERIMENT names EXPERIMENTS/EXPERIMENT.rows (EXPERIMENTS = --experiments, default
 # experiments/; one row per line: ROW CONFIG [seeds=K] [runner=dtrain|torch]
@@ -14,9 +15,13 @@
 # train.seed + S. A directory with reproduce.done has finished and is skipped; one with a
 # checkpoint is continued with --resume; any other is started afresh. reproduce.done records
 # the command, reproduce (this script's command for the row), commit, device, device_name (the
-# CPU or GPU model), wall_s and finished. --dataset defaults to cifar10 when data/cifar10
-# exists, else fashion_mnist (the CPU campaign); --epochs defaults to each config's own.
+# CPU or GPU model), wall_s and finished. --dataset defaults to each config's own, where a
+# CIFAR config falls back to fashion_mnist when data/cifar10 (data/cifar100) is missing (the CPU
+# campaign); --epochs defaults to each config's own. So on a machine with CIFAR-10 in
+# data/cifar10, `scripts/reproduce.sh EXPERIMENT` runs the published protocol.
 # runner=torch trains the row with tools/dtrain_tools/torch_train.py (PyTorch, same protocol).
+# --set adds an override to every row, after the row's own (meant for where and how a run
+# reads its data, e.g. data.dir=DIR or data.loader_threads=4, not for the protocol).
 # The table goes to --results DIR/EXPERIMENT/README.md (default results/); it is written after
 # every run, and again at the end.
 #
@@ -41,6 +46,7 @@ dataset=""
 device=cpu
 seeds=""
 only_rows=""
+extra_sets=()
 runs=runs/reproduce
 results=$root/results
 expdir=$root/experiments
@@ -56,6 +62,8 @@ while [[ $# -gt 0 ]]; do
     --runs) runs=${2:?}; shift 2 ;;
     --results) results=${2:?}; shift 2 ;;
     --experiments) expdir=${2:?}; shift 2 ;;
+    --set) [[ ${2:-} =~ ^[a-z_]+\.[a-z_0-9]+=[^[:space:]]*$ ]] || die "--set '${2:-}': expected section.key=value without spaces"
+           extra_sets+=("$2"); shift 2 ;;
     --slurm) slurm=1; shift ;;
     --dry-run) dry=1; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -71,9 +79,6 @@ user_sbatch=("$@")
 [[ -z $seeds || $seeds =~ ^[1-9][0-9]*$ ]] || die "--seeds $seeds: expected a positive integer"
 rows_file=$expdir/$experiment.rows
 [[ -f $rows_file ]] || die "$rows_file: no such experiment (have: $(cd "$expdir" 2>/dev/null && ls *.rows 2>/dev/null | sed 's/\.rows//' | tr '\n' ' '))"
-if [[ -z $dataset ]]; then
-  if [[ -d $root/data/cifar10 ]]; then dataset=cifar10; else dataset=fashion_mnist; fi
-fi
 dtrain=${DTRAIN:-$root/build/dtrain}
 [[ -x $dtrain ]] || die "$dtrain: not built (run scripts/build.sh)"
 python=${DTRAIN_PYTHON:-/usr/bin/python3}
@@ -99,10 +104,14 @@ device_model=$(device_name)
 
 # This script's command line for one row (what the table prints beside it).
 row_command() { # ROW
-  local c=(scripts/reproduce.sh "$experiment" --rows "$1" --dataset "$dataset" --device "$device")
+  local c=(scripts/reproduce.sh "$experiment" --rows "$1")
+  [[ -z $dataset ]] || c+=(--dataset "$dataset")
+  c+=(--device "$device")
   [[ -z $epochs ]] || c+=(--epochs "$epochs")
   [[ -z $seeds ]] || c+=(--seeds "$seeds")
   [[ $expdir == "$root/experiments" ]] || c+=(--experiments "$expdir")
+  local kv
+  for kv in "${extra_sets[@]}"; do c+=(--set "$kv"); done
   printf '%q ' "${c[@]}" | sed 's/ $//'
 }
 
@@ -146,7 +155,21 @@ run_one() {
   if [[ -f $dir/reproduce.done ]]; then echo "reproduce.sh: $dir: finished, skipped"; return 0; fi
   local base_seed
   base_seed=$(sed -n 's/^seed *= *//p' "$root/configs/$config" | head -1)
-  local sets=(--set "data.dataset=$dataset" --set "train.seed=$(( ${base_seed:-0} + s ))"
+  # The dataset: --dataset, else the config's own; CIFAR from data/ when it is there, else
+  # Fashion-MNIST in its place.
+  local ds=$dataset data_dir=()
+  if [[ -z $ds ]]; then
+    ds=$(awk '/^\[/ { s = $0 } s == "[data]" && $1 == "dataset" { print $3 }' "$root/configs/$config" | head -1)
+    ds=${ds:-fashion_mnist}
+  fi
+  if [[ $ds == cifar10 || $ds == cifar100 ]]; then
+    if [[ -d $root/data/$ds ]]; then
+      [[ " ${extra_sets[*]} " == *" data.dir="* ]] || data_dir=(--set "data.dir=$root/data/$ds")
+    elif [[ -z $dataset ]]; then
+      ds=fashion_mnist
+    fi
+  fi
+  local sets=(--set "data.dataset=$ds" "${data_dir[@]}" --set "train.seed=$(( ${base_seed:-0} + s ))"
               --set "output.dir=$dir" --set output.overwrite=false)
   [[ -z $epochs ]] || sets+=(--set "train.epochs=$epochs")
   local kv
@@ -243,6 +266,7 @@ while read -r row config rest; do
       *) die "$rows_file: row $row: '$tok' is neither seeds=K, runner=R nor SECTION.KEY=VALUE" ;;
     esac
   done
+  sets+=("${extra_sets[@]}")
   for (( s = 0; s < n; s++ )); do
     run_one "$row" "$s" "$runner" "$config" "${sets[@]}" || { rc=$?; break 2; }
   done

@@ -6,7 +6,8 @@
 # errors differ).
 #   1. the first run finishes every row (reproduce.done with command, commit, device model,
 #      wall time) and writes results/tiny/README.md, curves.png and batch_size.png (PNG);
-#   2. a second run skips every row and changes nothing in the run directories;
+#   2. a second run skips every row and changes nothing in the run directories; --slurm
+#      --dry-run plans one array task for the one unfinished row;
 #   3. a run interrupted by SIGTERM (to reproduce.sh, passed on to dtrain) exits 143 with a
 #      checkpoint and no reproduce.done; the next run resumes it (--resume) and finishes it;
 #   4. the table's row holds exactly the final test error of the run's metrics.h5 (100 - the
@@ -82,6 +83,18 @@ if [[ $rc -eq 0 && $skips -eq 3 && $(snapshot "$RUNS") == "$before" ]] &&
   ok "second run: 3 rows skipped, run directories unchanged"
 else
   bad "second run: exit $rc, $skips skipped" "$out"
+fi
+
+# ---- 2b. --slurm --dry-run: one array task per unfinished row x seed, the config as --set ----
+out=$("${R[@]}" --slurm --dry-run -- --partition=debug 2>&1)
+rc=$?
+task=$(grep '^  0 long: ' <<<"$out")
+if [[ $rc -eq 0 && $out == *"1 array tasks"* && -n $task && $task == *"--set train.batch_size=128 "* &&
+      $task == *"--set data.train_limit=640 "* && $task == *"--set train.epochs=1"* &&
+      $out == *"sbatch --job-name=reproduce_tiny --array=0-0 "*"--partition=debug "*"slurm/single_node.sbatch "* ]]; then
+  ok "--slurm --dry-run: 1 array task (the unfinished row), its config as --set options"
+else
+  bad "--slurm --dry-run: exit $rc" "$out"
 fi
 
 # ---- 3. interrupted and resumed ----
