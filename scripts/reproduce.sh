@@ -20,8 +20,8 @@
 # campaign); --epochs defaults to each config's own. So on a machine with CIFAR-10 in
 # data/cifar10, `scripts/reproduce.sh EXPERIMENT` runs the published protocol.
 # runner=torch trains the row with tools/dtrain_tools/torch_train.py (PyTorch, same protocol).
-# --set adds an override to every row, after the row's own (meant for where and how a run
-# reads its data, e.g. data.dir=DIR or data.loader_threads=4, not for the protocol).
+# --set adds a dtrain override to every row, before the row's own (e.g. data.dir=DIR,
+# data.loader_threads=4, or data.train_limit=30000 for a shortened campaign).
 # The table goes to --results DIR/EXPERIMENT/README.md (default results/); it is written after
 # every run, and again at the end.
 #
@@ -266,7 +266,7 @@ while read -r row config rest; do
       *) die "$rows_file: row $row: '$tok' is neither seeds=K, runner=R nor SECTION.KEY=VALUE" ;;
     esac
   done
-  sets+=("${extra_sets[@]}")
+  sets=("${extra_sets[@]}" "${sets[@]}")
   for (( s = 0; s < n; s++ )); do
     run_one "$row" "$s" "$runner" "$config" "${sets[@]}" || { rc=$?; break 2; }
   done

@@ -210,14 +210,13 @@ def first_line(rows):
         parts[0] += ", %s epoch%s instead of %s" % (ep, "" if ep == "1" else "s", cep)
     else:
         parts[0] += ", %s epochs as published" % ep
-    def span(key, full):
-        v = sorted({int(r.cfg.get(key, "0")) or full for r in done})
-        return "%d" % v[0] if len(v) == 1 else "%d–%d" % (v[0], v[-1])
-
-    if any(int(r.cfg.get("data.train_limit", "0")) or int(r.cfg.get("data.test_limit", "0"))
-           for r in done):
-        parts.append("only the first %s training / %s test images"
-                     % (span("data.train_limit", 0), span("data.test_limit", 0)))
+    for key, what in (("data.train_limit", "training"), ("data.test_limit", "test")):
+        v = sorted({int(r.cfg.get(key, "0")) for r in done})
+        if v == [0]:
+            continue
+        n = "%d" % v[0] if len(v) == 1 else "%d–%d" % (v[0] or v[1], v[-1])
+        parts.append("only the first %s %s images%s" % (n, what, " (all in some rows)"
+                                                        if 0 in v else ""))
     line = ", ".join(parts)
     if datasets != conf_ds:
         if "cifar10" in conf_ds and not os.path.isdir(os.path.join(ROOT, "data", "cifar10")):
@@ -279,12 +278,36 @@ def row_cells(row):
             "; ".join(devices) or "—", ", ".join(commits) or "—"]
 
 
-def command_of(row):
+# The --set options reproduce.sh itself adds to a row's dtrain command.
+OWN_SETS = ("data.dataset=", "data.dir=", "train.seed=", "output.dir=", "output.overwrite=",
+            "train.epochs=")
+
+
+def command_of(experiment, row):
+    """(reproduce.sh command, training command) of the row's first finished seed. Runs of an
+    older reproduce.sh did not record the first: it is rebuilt from the training command (its
+    epochs and the --set options that are neither reproduce.sh's own nor the row's)."""
     done = row["done"]
     if not done:
         return None, None
     r = done[0]
-    return r.done.get("reproduce"), r.done.get("command")
+    cmd = r.done.get("command", "")
+    rep = r.done.get("reproduce")
+    if rep is None and cmd:
+        words = cmd.split()
+        sets = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--set"]
+        rep = "scripts/reproduce.sh %s --rows %s" % (experiment, row["row"])
+        device = words[words.index("--device") + 1] if "--device" in words[:-1] else None
+        if device:
+            rep += " --device %s" % device
+        for kv in sets:
+            if kv.startswith("train.epochs="):
+                rep += " --epochs %s" % kv.split("=", 1)[1]
+        row_sets = {"%s=%s" % kv for kv in row["sets"].items()}
+        for kv in sets:
+            if not kv.startswith(OWN_SETS) and kv not in row_sets:
+                rep += " --set %s" % kv
+    return rep, cmd or None
 
 
 def plot_curves(rows, path, title):
@@ -425,16 +448,13 @@ def write(experiment, runs_dir, exp_dir, out_dir):
            "Each row again (skips finished seeds, resumes interrupted ones), then the first "
            "seed's training command as it ran:", ""]
     for r in rows:
-        rep, cmd = command_of(r)
+        rep, cmd = command_of(experiment, r)
         if rep is None and cmd is None:
             md.append("- `%s`: not finished yet" % r["row"])
             continue
         md.append("- `%s`:" % r["row"])
         if rep:
             md.append("  `%s`  " % rep)
-        else:
-            md.append("  (the reproduce command was not recorded; `scripts/reproduce.sh %s "
-                      "--rows %s` with the epochs above)  " % (experiment, r["row"]))
         if cmd:
             md.append("  `%s`" % cmd.strip())
     md.append("")
