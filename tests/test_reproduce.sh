@@ -141,7 +141,7 @@ $rerun_out"
   fi
 done
 head1=$(head -1 "$README")
-if [[ $head1 == "Fashion-MNIST, 1 epoch instead of 200, only the first 256–640 training / 70–100 test images: CIFAR-10 is not obtainable"* ]]; then
+if [[ $head1 == "Fashion-MNIST, 1 epoch instead of 200, only the first 256–640 training and 70–100 test images: CIFAR-10 is not obtainable"* ]]; then
   ok "first line: $head1"
 else
   bad "first line does not name the data and the shortening" "$head1"

@@ -210,13 +210,15 @@ def first_line(rows):
         parts[0] += ", %s epoch%s instead of %s" % (ep, "" if ep == "1" else "s", cep)
     else:
         parts[0] += ", %s epochs as published" % ep
+    limits = []
     for key, what in (("data.train_limit", "training"), ("data.test_limit", "test")):
         v = sorted({int(r.cfg.get(key, "0")) for r in done})
         if v == [0]:
             continue
         n = "%d" % v[0] if len(v) == 1 else "%d–%d" % (v[0] or v[1], v[-1])
-        parts.append("only the first %s %s images%s" % (n, what, " (all in some rows)"
-                                                        if 0 in v else ""))
+        limits.append("%s %s%s" % (n, what, " (all in some rows)" if 0 in v else ""))
+    if limits:
+        parts.append("only the first %s images" % " and ".join(limits))
     line = ", ".join(parts)
     if datasets != conf_ds:
         if "cifar10" in conf_ds and not os.path.isdir(os.path.join(ROOT, "data", "cifar10")):
