@@ -316,6 +316,7 @@ def plot_curves(rows, path, title):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
     ax_loss, ax_acc = axes
@@ -332,6 +333,9 @@ def plot_curves(rows, path, title):
     ax_loss.set(title="loss (solid: test, dashed: train)", xlabel="epoch",
                 ylabel="cross-entropy (log scale)", yscale="log")
     ax_acc.set(title="top-1 accuracy (solid: test, dashed: train)", xlabel="epoch", ylabel="%")
+    fmt = matplotlib.ticker.FormatStrFormatter("%.2g")
+    ax_loss.yaxis.set_major_formatter(fmt)
+    ax_loss.yaxis.set_minor_formatter(fmt)
     for ax in axes:
         ax.grid(True, alpha=0.3)
         if len(shown) and max(len(r["done"][0].epochs["epoch"]) for r in shown) <= 10:
