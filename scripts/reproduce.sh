@@ -207,7 +207,7 @@ run_one() {
       return 0
     fi
     (( resume || dry )) || rm -rf "$dir"
-    local line=("$dir") k v key section
+    local line=("$dir") k v
     # The row's config as --set options (the array task starts from an empty base config).
     while IFS='=' read -r k v; do
       line+=(--set "$k=$v")
@@ -222,7 +222,6 @@ run_one() {
     done
     array_lines+=("${line[*]}")
     array_rows+=("$row")
-    array_cmds+=("$fresh_q")
     return 0
   fi
   (( resume || dry )) || rm -rf "$dir"
@@ -248,7 +247,6 @@ run_one() {
 tabled=0 # the table is up to date (written after the last run)
 array_lines=()
 array_rows=()
-array_cmds=()
 rc=0
 while read -r row config rest; do
   [[ -z $row || $row == \#* ]] && continue

@@ -18,7 +18,8 @@
 # Usage (from the repository root, as ctest runs it): bash tests/test_reproduce.sh ./dtrain
 set -u
 source "$(dirname "$0")/harness.sh"
-export DTRAIN=$(realpath "${1:-./dtrain}")
+DTRAIN=$(realpath "${1:-./dtrain}")
+export DTRAIN
 [[ -x scripts/reproduce.sh ]] || { echo "run from the repository root"; exit 1; }
 command -v h5dump >/dev/null || { echo "SKIP: h5dump (hdf5-tools) not installed"; exit 77; }
 /usr/bin/python3 -c 'import torch, h5py, matplotlib' 2>/dev/null ||
@@ -127,6 +128,7 @@ if [[ $rc -eq 0 && -f $RUNS/long/seed0/reproduce.done && ${steps%%.*} == 5 ]] &&
 else
   bad "rerun after SIGTERM: exit $rc, last step '$steps'" "$out"
 fi
+rerun_out=$out
 
 # ---- 4. the table ----
 pub=$(sed -n 's/^; Published test error (%, last epoch): \([0-9.]*\).*/\1/p' "configs/$B128" | head -1)

@@ -49,7 +49,7 @@ run() { # NAME ARGS...
 reproduce() {
   local exp=$1 rows=${ROWS:-${2:-}}
   local args=("$exp" --device cuda --runs "${RUNS:-.device/runs}" --results "$OUTDIR/reproduce/results"
-              --set data.dir=$DATA --set data.loader_threads=4)
+              --set "data.dir=$DATA" --set data.loader_threads=4)
   [[ -z $rows ]] || args+=(--rows "$rows")
   [[ -z ${EPOCHS:-} ]] || args+=(--epochs "$EPOCHS")
   [[ -z ${SEEDS:-} ]] || args+=(--seeds "$SEEDS")
