@@ -1,5 +1,6 @@
-/* test_layers_extra.c: the layer kinds of the other families (src/nn/graph_extra.c,
- * src/nn/layers_extra.c) wired into graphs on the CPU backend.
+/* test_layers.c: the layer kinds of the other families (their builders in src/nn/graph.c, the
+ * layers in src/nn/layers_pool.c, layers_concat_pad_shift.c, layers_dropout_shake.c and
+ * layers_sigmoid_scale_bias.c) wired into graphs on the CPU backend.
  *
  *  - building: output shapes, parameter names / flags / init kinds, and that a graph builds
  *    without a backend (what the model summary does);

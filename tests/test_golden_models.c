@@ -1,4 +1,4 @@
-/* test_golden_families.c: every model family (docs/reference-experiments.md "Models") against the
+/* test_golden_models.c: every model family (docs/reference-experiments.md "Models") against the
  * independent PyTorch models of tools/dtrain_tools/torch_models.py, one small instance per file of tests/golden/
  * written by
  * tools/make_golden_families.py. Each file names its network as dtrain --set overrides
