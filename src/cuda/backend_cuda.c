@@ -503,6 +503,8 @@ static const dt_backend_ops cuda_ops = {
     .capture_free = cuda_capture_free,
 };
 
+const dt_backend_ops *dt_backend_cuda_ops(void) { return &cuda_ops; }
+
 static bool env_flag(const char *name) {
   const char *v = getenv(name);
   return v && *v && strcmp(v, "0") != 0;

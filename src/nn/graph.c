@@ -223,6 +223,11 @@ dt_tensor *dt_graph_value(dt_graph *g, int v) { return &g->values[v].t; }
 void dt_graph_plan(dt_graph *g) {
   DT_CHECK(!g->planned && g->n_nodes > 0 && g->params->weights != NULL);
   dt_backend *be = g->be;
+  /* Every op is required (backend.h); a table with a hole is a bug of its backend. */
+  const char *missing = dt_backend_ops_missing(be->ops);
+  if (missing)
+    DT_FATAL("the %s backend leaves op %s NULL (backend.h: every op is required)",
+             be->ops->name ? be->ops->name : "unnamed", missing);
   g->values = dt_xcalloc((size_t)g->n_nodes + 1, sizeof *g->values);
   g->values[0].t.shape = g->in_shape;
   g->values[0].t.layout = be->ops->layout_plain(be, g->in_shape);

@@ -5,11 +5,6 @@
 #include "nn/graph.h"
 
 #define BE (g->be->ops)
-/* Fail at plan time when the backend lacks an op this layer needs. */
-#define NEED(fn)                                                                     \
-  do {                                                                               \
-    if (!BE->fn) DT_FATAL("op %s not implemented by the %s backend", #fn, BE->name); \
-  } while (0)
 
 static dt_tensor *in_t(dt_graph *g, const dt_node *n, int i) { return dt_graph_value(g, n->in[i]); }
 static dt_tensor *out_t(dt_graph *g, const dt_node *n) { return dt_graph_value(g, n->out); }
@@ -24,9 +19,6 @@ static void free_layer(dt_node *n, dt_graph *g) {
 /* ---- channel concatenation ---- */
 
 static void concat_plan(dt_node *n, dt_graph *g) {
-  NEED(concat_create);
-  NEED(concat_forward);
-  NEED(concat_backward);
   const dt_tensor *a = in_t(g, n, 0), *b = in_t(g, n, 1);
   n->op = BE->concat_create(g->be, a->shape, a->layout, b->shape, b->layout, &n->layout);
 }
@@ -57,9 +49,6 @@ const dt_layer_ops dt_layer_concat = {"concat", concat_plan, concat_forward, con
 /* ---- channel zero-padding ---- */
 
 static void pad_plan(dt_node *n, dt_graph *g) {
-  NEED(pad_channels_create);
-  NEED(pad_channels_forward);
-  NEED(pad_channels_backward);
   const dt_tensor *x = in_t(g, n, 0);
   n->op = BE->pad_channels_create(g->be, x->shape, x->layout, n->k, &n->layout);
 }
@@ -82,9 +71,6 @@ const dt_layer_ops dt_layer_pad_channels = {"pad_channels", pad_plan, pad_forwar
 /* ---- spatial shift ---- */
 
 static void shift_plan(dt_node *n, dt_graph *g) {
-  NEED(shift_create);
-  NEED(shift_forward);
-  NEED(shift_backward);
   const dt_tensor *x = in_t(g, n, 0);
   n->op = BE->shift_create(g->be, x->shape, x->layout, n->shift_y, n->shift_x);
   n->layout = x->layout;

@@ -9,11 +9,6 @@
 #include "rng.h"
 
 #define BE (g->be->ops)
-/* Fail at plan time when the backend lacks an op this layer needs. */
-#define NEED(fn)                                                                     \
-  do {                                                                               \
-    if (!BE->fn) DT_FATAL("op %s not implemented by the %s backend", #fn, BE->name); \
-  } while (0)
 
 static dt_tensor *in_t(dt_graph *g, const dt_node *n, int i) { return dt_graph_value(g, n->in[i]); }
 static dt_tensor *out_t(dt_graph *g, const dt_node *n) { return dt_graph_value(g, n->out); }
@@ -29,9 +24,6 @@ static void free_layer(dt_node *n, dt_graph *g) {
 /* ---- dropout ---- */
 
 static void dropout_plan(dt_node *n, dt_graph *g) {
-  NEED(dropout_create);
-  NEED(dropout_forward);
-  NEED(dropout_backward);
   const dt_tensor *x = in_t(g, n, 0);
   n->op = BE->dropout_create(g->be, x->shape, x->layout, n->prob);
   n->layout = x->layout;
@@ -69,9 +61,6 @@ const dt_layer_ops dt_layer_dropout = {"dropout", dropout_plan, dropout_forward,
 /* ---- shake-shake mixing ---- */
 
 static void shake_plan(dt_node *n, dt_graph *g) {
-  NEED(shake_create);
-  NEED(shake_forward);
-  NEED(shake_backward);
   const dt_tensor *a = in_t(g, n, 0), *b = in_t(g, n, 1);
   if (a->layout != b->layout)
     DT_FATAL("shake: the two branches of node %d have different layouts", n->out);

@@ -4,11 +4,6 @@
 #include "nn/graph.h"
 
 #define BE (g->be->ops)
-/* Fail at plan time when the backend lacks an op this layer needs. */
-#define NEED(fn)                                                                     \
-  do {                                                                               \
-    if (!BE->fn) DT_FATAL("op %s not implemented by the %s backend", #fn, BE->name); \
-  } while (0)
 
 static dt_tensor *in_t(dt_graph *g, const dt_node *n, int i) { return dt_graph_value(g, n->in[i]); }
 static dt_tensor *out_t(dt_graph *g, const dt_node *n) { return dt_graph_value(g, n->out); }
@@ -23,9 +18,6 @@ static void free_layer(dt_node *n, dt_graph *g) {
 /* ---- max / average pooling ---- */
 
 static void pool_plan(dt_node *n, dt_graph *g) {
-  NEED(pool_create);
-  NEED(pool_forward);
-  NEED(pool_backward);
   const dt_tensor *x = in_t(g, n, 0);
   n->op = BE->pool_create(g->be, x->shape, x->layout, (dt_pool_kind)n->pool_kind, n->ksize,
                           n->stride, n->pad, true, &n->layout);

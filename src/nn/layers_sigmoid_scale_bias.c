@@ -5,11 +5,6 @@
 #include "nn/graph.h"
 
 #define BE (g->be->ops)
-/* Fail at plan time when the backend lacks an op this layer needs. */
-#define NEED(fn)                                                                     \
-  do {                                                                               \
-    if (!BE->fn) DT_FATAL("op %s not implemented by the %s backend", #fn, BE->name); \
-  } while (0)
 
 static dt_tensor *in_t(dt_graph *g, const dt_node *n, int i) { return dt_graph_value(g, n->in[i]); }
 static dt_tensor *out_t(dt_graph *g, const dt_node *n) { return dt_graph_value(g, n->out); }
@@ -24,9 +19,6 @@ static void free_layer(dt_node *n, dt_graph *g) {
 /* ---- sigmoid ---- */
 
 static void sigmoid_plan(dt_node *n, dt_graph *g) {
-  NEED(sigmoid_create);
-  NEED(sigmoid_forward);
-  NEED(sigmoid_backward);
   const dt_tensor *x = in_t(g, n, 0);
   n->op = BE->sigmoid_create(g->be, x->shape, x->layout);
   n->layout = x->layout;
@@ -50,9 +42,6 @@ const dt_layer_ops dt_layer_sigmoid = {"sigmoid", sigmoid_plan, sigmoid_forward,
 /* ---- channel scaling (squeeze-and-excitation) ---- */
 
 static void scale_plan(dt_node *n, dt_graph *g) {
-  NEED(scale_create);
-  NEED(scale_forward);
-  NEED(scale_backward);
   const dt_tensor *x = in_t(g, n, 0), *s = in_t(g, n, 1);
   n->op = BE->scale_create(g->be, x->shape, x->layout, s->layout);
   n->layout = x->layout;
@@ -83,9 +72,6 @@ const dt_layer_ops dt_layer_scale = {"scale", scale_plan, scale_forward, scale_b
 /* ---- per-channel bias ---- */
 
 static void bias_plan(dt_node *n, dt_graph *g) {
-  NEED(bias_create);
-  NEED(bias_forward);
-  NEED(bias_backward);
   const dt_tensor *x = in_t(g, n, 0);
   n->op = BE->bias_create(g->be, x->shape, x->layout);
   n->layout = x->layout;
