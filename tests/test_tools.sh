@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # test_tools.sh: the Python tools on the files of a real short dtrain run (Fashion-MNIST, 512
 # training images, 1 epoch) and on hand-made files:
-#   plot-metrics  (tools/dtrain-tool; tools/dtrain_tools/plot_metrics.py) draws the run's metrics.h5 (and several runs at once), reports the
-#                          values it read, and refuses missing / non-HDF5 / non-metrics files
-#                          with one message;
-#   h5-to-torch   (tools/dtrain_tools/h5_to_torch.py) converts the run's last checkpoint into a state_dict that loads with
-#                          strict=True into tools/dtrain_tools/torch_models.py's ResNetPreact, with the same
-#                          values (with and without --num-batches-tracked);
-#                          --verify-fashion-mnist reproduces dtrain's test top-1 of that epoch in
-#                          PyTorch; bad files are refused with one message.
+#   plot-metrics (tools/dtrain-tool TASK; tools/dtrain_tools/plot_metrics.py) draws the run's
+#     metrics.h5 (and several runs at once), reports the values it read, and refuses missing /
+#     non-HDF5 / non-metrics files with one message;
+#   h5-to-torch (tools/dtrain_tools/h5_to_torch.py) converts the run's last checkpoint into a
+#     state_dict that loads with strict=True into tools/dtrain_tools/torch_models.py's
+#     ResNetPreact, with the same values (with and without --num-batches-tracked);
+#     --verify-fashion-mnist reproduces dtrain's test top-1 of that epoch in PyTorch; bad files
+#     are refused with one message.
 # Skipped (77) when /usr/bin/python3 lacks h5py, torch or matplotlib. A run that writes no
 # metrics.h5 or no checkpoint fails the test.
 # Usage (from the repository root, as ctest runs it): bash tests/test_tools.sh ./dtrain
@@ -114,9 +114,8 @@ else
   rc=$?
   [[ $rc -eq 0 && -f $T/model.pt ]] && ok "h5_to_torch.py wrote a state_dict" || bad "h5_to_torch.py (exit $rc)" "$out"
   # strict=True into the reference model, and every tensor equal to the HDF5 one.
-  out=$("$PY" - "$ckpt" "$T/model.pt" <<'EOF' 2>&1
+  out=$(PYTHONPATH=tools "$PY" - "$ckpt" "$T/model.pt" <<'EOF' 2>&1
 import sys, h5py, numpy as np, torch
-sys.path.insert(0, "tools")
 from dtrain_tools.torch_models import ResNetPreact
 ckpt, pt = sys.argv[1:]
 sd = torch.load(pt)
@@ -130,9 +129,8 @@ sys.exit(0 if worst == 0 and len(names) > 60 else 1)
 EOF
 )
   [[ $? -eq 0 ]] && ok "state_dict loads with strict=True, values bit-equal ($out)" || bad "strict load into ResNetPreact" "$out"
-  out=$("$PY" tools/dtrain-tool h5-to-torch "$ckpt" "$T/nbt.pt" --num-batches-tracked 2>&1 && "$PY" - "$T/nbt.pt" <<'EOF' 2>&1
+  out=$("$PY" tools/dtrain-tool h5-to-torch "$ckpt" "$T/nbt.pt" --num-batches-tracked 2>&1 && PYTHONPATH=tools "$PY" - "$T/nbt.pt" <<'EOF' 2>&1
 import sys, torch
-sys.path.insert(0, "tools")
 from dtrain_tools.torch_models import ResNetPreact
 sd = torch.load(sys.argv[1])
 m = ResNetPreact(depth=20, in_channels=1)
