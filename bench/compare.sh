@@ -7,7 +7,7 @@
 #        PYTHON  interpreter with torch (default /usr/bin/python3)
 #
 # Runs `dtrain CONFIG --bench STEPS` (its last line is `bench: X images/s`) and
-# bench/torch_bench.py (plain NCHW and channels_last) alternately, twice:
+# tools/dtrain-tool torch-bench (plain NCHW and channels_last) alternately, twice:
 # dtrain, torch, dtrain, torch. Alternating spreads slow phases of a shared machine
 # over both sides. Prints every number, the means and the ratios dtrain/torch.
 # Exit status: 0 on success, 2 when dtrain is missing or fails (torch numbers are
@@ -29,7 +29,7 @@ if [ -z "${DTRAIN:-}" ]; then
   [ -x "$DTRAIN" ] || DTRAIN=build/dtrain
 fi
 
-# The model and batch that CONFIG describes, as torch_bench.py arguments. The INI is
+# The model and batch that CONFIG describes, as torch-bench arguments. The INI is
 # read with the same defaults as src/config.h (dataset fashion_mnist, depth 20, basic,
 # 16 initial channels, batch 128).
 TORCH_ARGS=$("$PYTHON" - "$CONFIG" "$THREADS" <<'EOF'
@@ -63,7 +63,7 @@ EOF
 ) || exit 1
 
 echo "config $CONFIG, $STEPS timed steps, $THREADS threads, $(nproc) cores"
-echo "torch_bench.py $TORCH_ARGS"
+echo "torch-bench $TORCH_ARGS"
 
 # Last line "<tag>: X images/s" of a run -> X (empty when absent).
 rate() { awk -v tag="$1:" '$1 == tag && $3 == "images/s" { v = $2 } END { if (v != "") print v }'; }
@@ -94,11 +94,11 @@ for round in 1 2; do
     extra=""
     [ $layout = channels_last ] && extra="--channels-last"
     # shellcheck disable=SC2086  # TORCH_ARGS is a word list on purpose
-    out=$(OMP_NUM_THREADS=$THREADS "$PYTHON" bench/torch_bench.py $TORCH_ARGS \
+    out=$(OMP_NUM_THREADS=$THREADS "$PYTHON" tools/dtrain-tool torch-bench $TORCH_ARGS \
       --warmup 3 --steps "$STEPS" $extra 2>&1)
     r=$(printf '%s\n' "$out" | rate torch)
     if [ -z "$r" ]; then
-      echo "torch_bench.py ($layout) failed; its output:"
+      echo "torch-bench ($layout) failed; its output:"
       printf '%s\n' "$out" | tail -n 20
       exit 1
     fi

@@ -97,7 +97,7 @@ for key in $MODELS; do
     for layout in nchw channels_last; do
       extra=()
       [ $layout = channels_last ] && extra=(--channels-last)
-      out=$(OMP_NUM_THREADS=$THREADS "$PYTHON" bench/torch_bench_families.py "${targs[@]}" "${extra[@]}" 2>&1)
+      out=$(OMP_NUM_THREADS=$THREADS "$PYTHON" tools/dtrain-tool torch-bench-models "${targs[@]}" "${extra[@]}" 2>&1)
       r=$(printf '%s\n' "$out" | rate torch)
       if [ -z "$r" ]; then
         echo "torch ($layout) failed; its output:"; printf '%s\n' "$out" | tail -n 20; FAIL=1

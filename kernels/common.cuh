@@ -35,4 +35,36 @@ __device__ static inline int dt_k_channel(size_t i, int c, int hw, bool nhwc) {
   return nhwc ? (int)(i % (size_t)c) : (int)((i / (size_t)hw) % (size_t)c);
 }
 
+/* The ops' kernels (pool.cu, concat_pad_shift.cu, dropout_shake.cu, sigmoid_scale_bias.cu) take
+ * tensors (N, C, H, W) stored as NCHW or NHWC (`nhwc` flags, one per operand where the shapes
+ * differ). One thread per element of the output, which it computes whole: backward passes that
+ * fan in (pooling) gather over the outputs that read an input instead of scattering with
+ * atomics, and reductions (bias and scale gradients) run one thread per (n, c) over H W in
+ * double, then over N in a fixed order, so every result is deterministic. */
+
+/* Offset of (n, c, p) in an (N, C, hw) tensor, p = h W + w. */
+__device__ static inline size_t dt_k_at4(size_t n, int c, size_t p, int C, size_t hw, bool nhwc) {
+  return nhwc ? (n * hw + p) * (size_t)C + (size_t)c : (n * (size_t)C + (size_t)c) * hw + p;
+}
+
+/* The (n, c, p) of storage offset i. */
+__device__ static inline void dt_k_coords(size_t i, int C, size_t hw, bool nhwc, size_t *n,
+                                          int *c, size_t *p) {
+  const size_t per = (size_t)C * hw, r = i % per;
+  *n = i / per;
+  if (nhwc) {
+    *p = r / (size_t)C;
+    *c = (int)(r % (size_t)C);
+  } else {
+    *c = (int)(r / hw);
+    *p = r % hw;
+  }
+}
+
+/* Launch kernel over `count` elements on `stream` (a variable of the caller). */
+#define DT_K_LAUNCH(kernel, count, ...)                                         \
+  do {                                                                          \
+    kernel<<<dt_k_blocks(count), DT_K_BLOCK, 0, stream>>>(__VA_ARGS__);         \
+  } while (0)
+
 #endif

@@ -27,3 +27,28 @@ dt_backend *dt_backend_create(dt_device device, int threads, int local_rank, int
   dt_error_set(DT_ERR_CONFIG, "unknown device %d", (int)device);
   return NULL;
 }
+
+/* Every member of dt_backend_ops is in exactly one of the two lists of backend.h: the lists
+ * count as many pointers as the struct holds, and their offsets add up to those of all of its
+ * members (a member listed twice would leave another one out). */
+#define DT_COUNT_MEMBER(m) +1
+#define DT_OFFSET_MEMBER(m) +offsetof(dt_backend_ops, m)
+enum {
+  DT_BACKEND_MEMBERS = 0 DT_BACKEND_REQUIRED_OPS(DT_COUNT_MEMBER)
+      DT_BACKEND_OPTIONAL_OPS(DT_COUNT_MEMBER)
+};
+_Static_assert(sizeof(dt_backend_ops) == DT_BACKEND_MEMBERS * sizeof(void *),
+               "a member of dt_backend_ops is in neither DT_BACKEND_REQUIRED_OPS nor "
+               "DT_BACKEND_OPTIONAL_OPS (backend.h)");
+_Static_assert((0 DT_BACKEND_REQUIRED_OPS(DT_OFFSET_MEMBER) DT_BACKEND_OPTIONAL_OPS(
+                   DT_OFFSET_MEMBER)) == sizeof(void *) * DT_BACKEND_MEMBERS *
+                                             (DT_BACKEND_MEMBERS - 1) / 2,
+               "a member of dt_backend_ops is listed twice in backend.h");
+
+const char *dt_backend_ops_missing(const dt_backend_ops *ops) {
+#define DT_CHECK_MEMBER(m) \
+  if (!ops->m) return #m;
+  DT_BACKEND_REQUIRED_OPS(DT_CHECK_MEMBER)
+#undef DT_CHECK_MEMBER
+  return NULL;
+}

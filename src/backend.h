@@ -66,6 +66,9 @@ static inline float dt_dropout_uniform(uint64_t key, uint64_t e) {
 /* Arithmetic of a backend's convolutions (train.precision). */
 typedef enum { DT_PRECISION_FP32, DT_PRECISION_BF16, DT_PRECISION_FP16 } dt_precision;
 
+/* The table a backend fills. Every member is required (DT_BACKEND_REQUIRED_OPS below) except
+ * the few capabilities that say "optional" and what NULL means where they are declared
+ * (DT_BACKEND_OPTIONAL_OPS). */
 typedef struct dt_backend_ops {
   const char *name;
   void (*destroy)(dt_backend *be);
@@ -149,9 +152,7 @@ typedef struct dt_backend_ops {
   void (*op_free)(dt_op *op);
 
   /* ==== ops of the other families (docs/reference-experiments.md "Models") ====
-   * A backend may leave any of these NULL: the layer that needs one fails when the graph is
-   * planned, with "op X not implemented by the <name> backend". Every op keeps its input's
-   * layout unless it says otherwise; every output is overwritten. */
+   * Every op keeps its input's layout unless it says otherwise; every output is overwritten. */
 
   /* ---- pooling: (N, C, H, W) -> (N, C, P, Q), P = (H + 2 pad - ksize) / stride + 1 ---- */
   /* DT_POOL_MAX: the maximum over the window (padding never wins, as in PyTorch); the op keeps
@@ -281,7 +282,8 @@ typedef struct dt_backend_ops {
   void (*algos_import)(dt_backend *be, const int32_t *rows, size_t n_rows);
 
   /* The backend's native stream (a cudaStream_t on the CUDA backend) on which every op runs,
-   * for the comm's device collectives to order themselves against; NULL: host backend. */
+   * for the comm's device collectives to order themselves against (optional: NULL on a host
+   * backend, which has no device collectives). */
   void *(*native_stream)(dt_backend *be);
 
   /* ==== asynchronous input (optional: NULL where reading host memory is cheap, as on the CPU)
@@ -323,6 +325,31 @@ struct dt_backend {
    * on every run (no atomics-ordered sums) where the backend chooses between several. */
   bool deterministic;
 };
+
+/* The members of dt_backend_ops every backend sets (name included)... */
+#define DT_BACKEND_REQUIRED_OPS(X)                                                              \
+  X(name) X(destroy) X(layout_plain) X(layout_bytes) X(alloc) X(free) X(zero) X(to_device)      \
+  X(to_host) X(upload) X(download) X(conv_create) X(conv_forward) X(conv_backward_data)         \
+  X(conv_backward_weights) X(bn_create) X(bn_forward_train) X(bn_forward_infer) X(bn_backward)  \
+  X(eltwise_create) X(relu_forward) X(relu_backward) X(add) X(accumulate) X(gap_create)         \
+  X(gap_forward) X(gap_backward) X(linear_create) X(linear_forward) X(linear_backward) X(xent)  \
+  X(op_free) X(pool_create) X(pool_forward) X(pool_backward) X(concat_create) X(concat_forward) \
+  X(concat_backward) X(pad_channels_create) X(pad_channels_forward) X(pad_channels_backward)    \
+  X(dropout_create) X(dropout_forward) X(dropout_backward) X(sigmoid_create) X(sigmoid_forward) \
+  X(sigmoid_backward) X(scale_create) X(scale_forward) X(scale_backward) X(shake_create)        \
+  X(shake_forward) X(shake_backward) X(shift_create) X(shift_forward) X(shift_backward)         \
+  X(bias_create) X(bias_forward) X(bias_backward) X(sgd_update) X(lars_update) X(adam_update)   \
+  X(all_finite)
+/* ...and the optional capabilities, NULL where a backend lacks them (the CPU backend has no
+ * streams, page-locked memory, algorithm choices or recordings). Every member is in exactly one
+ * of the two lists: backend.c fails to compile when one is in neither. */
+#define DT_BACKEND_OPTIONAL_OPS(X)                                                      \
+  X(sgd_update_multi) X(set_precision) X(algos_export) X(algos_import) X(native_stream) \
+  X(host_alloc) X(host_free) X(prefetch) X(capture_begin) X(capture_end) X(replay)      \
+  X(capture_free)
+
+/* The first required member of ops that is NULL, by name, or NULL when all are set. */
+const char *dt_backend_ops_missing(const dt_backend_ops *ops);
 
 /* Integers per row of algos_export / algos_import. */
 #define DT_BACKEND_ALGO_COLS 18

@@ -36,12 +36,6 @@ void dt_optim_init(dt_optim *opt, const dt_config *cfg, const dt_params *ps) {
   opt->be = ps->be;
   opt->n = ps->n_weights;
   const dt_backend_ops *o = opt->be->ops;
-  const bool have = opt->kind == DT_OPTIM_NAME_SGD    ? o->sgd_update != NULL
-                    : opt->kind == DT_OPTIM_NAME_LARS ? o->lars_update != NULL
-                                                 : o->adam_update != NULL;
-  if (!have || !o->all_finite)
-    DT_FATAL("optimizer %s not implemented by the %s backend", dt_optim_name_str(opt->kind),
-             o->name);
   static const char *names[][3] = {
       [DT_OPTIM_NAME_SGD] = {"momentum"},
       [DT_OPTIM_NAME_LARS] = {"momentum"},

@@ -1,4 +1,4 @@
-/* golden.h: reader of the golden tensor files written by tools/make_golden.py.
+/* golden.h: reader of the golden tensor files written by tools/dtrain_tools/make_golden.py.
  * Format (little-endian): magic "DTGOLD1\0", uint32 record count, then per record: uint32 name
  * length, name, uint32 ndim, ndim x int64 dims, float32 data. */
 #ifndef DT_GOLDEN_H

@@ -2,7 +2,7 @@
 # test_configs.sh: every configs/*.ini passes `dtrain CONFIG --dry-run` (it parses, validates and
 # builds its model; datasets that are not on this machine are reported, not needed), and a
 # config whose comment states "; params: N" (docs/reference-experiments.md "Common conventions"
-# count, written by tools/make_configs.py) builds a model with exactly N parameters.
+# count, written by tools/dtrain_tools/make_configs.py) builds a model with exactly N parameters.
 # Usage (ctest runs it from the repository root): bash tests/test_configs.sh path/to/dtrain
 set -u
 dtrain=${1:?usage: test_configs.sh path/to/dtrain}

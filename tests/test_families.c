@@ -1,8 +1,9 @@
 /* test_families.c: the family builders of src/models/ against docs/reference-experiments.md "Common
  * conventions" parameter-count table (exact integers, 3x32x32 input, 10 classes), its 100-class and
- * 1-channel rules, the PyTorch state_dict names and shapes of each family, the cross-key checks of
- * each family's depth formula, and the initialisation fan per family. Counting builds a graph
- * without a backend, so no layer runs here. */
+ * 1-channel rules, the PyTorch state_dict names and shapes of each family, the multiply-accumulates
+ * of ResNet-preact-20, the cross-key checks of each family's depth formula, and the
+ * initialisation fan per family. Counting builds a graph without a backend, so no layer runs
+ * here. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -164,6 +165,10 @@ static void test_spec_rules(void **state) {
   }
   /* VGG keeps its count on CIFAR-100 apart from the FC: 90 x (512 + 1) more. */
   assert_int_equal(count(&k_vgg, 3, 32, 100), 14728266 + 90L * 513);
+  /* ResNet-preact-20: a 1-channel 32x32 input has 2 x 9 x 16 fewer stem weights; 100 classes
+   * 90 x (64 + 1) more. */
+  assert_int_equal(count(&k_preact20, 1, 32, 10), 272282 - 2 * 9 * 16);
+  assert_int_equal(count(&k_preact20, 3, 32, 100), 272282 + 90 * 65);
 }
 
 /* ---- names and shapes ---- */
@@ -261,6 +266,34 @@ static void test_names_and_shapes(void **state) {
   dt_config_free(&cfg);
 }
 
+/* ResNet-preact-20 (the default model): its PyTorch names, the projection shortcut only where
+ * the shape changes, and about 41 M multiply-accumulates per image on 32x32 (conv + fc). */
+static void test_preact_names_and_macs(void **state) {
+  (void)state;
+  dt_config cfg;
+  dt_model *m = build(&k_preact20, &cfg, 3, 32, 10);
+  const char *names[] = {"conv.weight", "stage1.block1.bn1.weight", "stage1.block1.bn1.running_var",
+                         "stage1.block1.conv1.weight", "stage1.block1.conv2.weight",
+                         "stage2.block1.shortcut.conv.weight", "stage3.block3.bn2.bias",
+                         "bn.running_mean", "fc.weight", "fc.bias"};
+  for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+    if (dt_params_find(&m->params, names[i]) < 0) fail_msg("resnet_preact: no parameter %s", names[i]);
+  expect_absent(m, "resnet_preact", "stage1.block1.shortcut.conv.weight");
+  expect_param(m, "resnet_preact", "stage2.block1.shortcut.conv.weight", 4, 32, 16, 1, 1);
+  FILE *devnull = fopen("/dev/null", "w");
+  assert_non_null(devnull);
+  long macs = dt_model_summary(m, devnull);
+  fclose(devnull);
+  long expect = 16L * 3 * 9 * 32 * 32                                  /* stem */
+                + 6L * 16 * 16 * 9 * 32 * 32                           /* stage 1 */
+                + (32L * 16 * 9 * 16 * 16 + 5L * 32 * 32 * 9 * 16 * 16 + 32L * 16 * 16 * 16) /* stage 2 */
+                + (64L * 32 * 9 * 8 * 8 + 5L * 64 * 64 * 9 * 8 * 8 + 64L * 32 * 8 * 8) /* stage 3 */
+                + 64L * 10;
+  assert_int_equal(macs, expect);
+  dt_model_free(m);
+  dt_config_free(&cfg);
+}
+
 /* The last value of each graph is the (N, classes) logits at the right spatial size. */
 static void test_output_shapes(void **state) {
   (void)state;
@@ -346,7 +379,8 @@ static void test_init_fan(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_spec_table),      cmocka_unit_test(test_spec_rules),
-      cmocka_unit_test(test_names_and_shapes), cmocka_unit_test(test_output_shapes),
+      cmocka_unit_test(test_names_and_shapes), cmocka_unit_test(test_preact_names_and_macs),
+      cmocka_unit_test(test_output_shapes),
       cmocka_unit_test(test_depth_checks),    cmocka_unit_test(test_init_fan),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,4 +1,5 @@
-/* test_golden.c: ResNet-preact-20 against an independent PyTorch model (tools/make_golden.py).
+/* test_golden.c: ResNet-preact-20 against an independent PyTorch model
+ * (tools/dtrain_tools/make_golden.py).
  * From identical weights and batch: logits, loss, every parameter gradient and the updated
  * running statistics agree to 1e-4 relative error in norm. The batch of that check was chosen
  * (in float64) so that no pre-ReLU activation lies within 1e-5 of zero: gradients jump at ReLU

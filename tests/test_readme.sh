@@ -20,10 +20,17 @@ for opt in $("$DTRAIN" --help | grep -o -- '--[a-z][a-z-]*' | sort -u); do
 done
 for f in scripts/quickstart.sh scripts/test.sh .ci/run configs/quickstart.ini configs/resnext29.ini \
          slurm/single_node.sbatch slurm/multi_node.sbatch slurm/sweep_batch_lr.sh \
-         tools/plot_metrics.py tools/h5_to_torch.py bench/compare.sh bench/families.sh; do
+         tools/dtrain-tool bench/compare.sh bench/families.sh; do
   if grep -q -- "$f" README.md; then
     [ -e "$f" ] && ok "$f exists" || bad "README names $f, which does not exist"
   fi
+done
+# Every Python task the README names is a module of tools/dtrain_tools/ with a main(argv).
+for task in $(grep -oE 'dtrain-tool [a-z][a-z0-9-]*|`(make|torch|plot|h5)-[a-z0-9-]*`' README.md |
+              sed 's/^dtrain-tool //; s/`//g' | grep -v '^TASK$' | sort -u); do
+  m=tools/dtrain_tools/${task//-/_}.py
+  if [ -e "$m" ] && grep -q '^def main(argv)' "$m"; then ok "README task $task is $m"
+  else bad "README names the task $task, but $m (with a main(argv)) does not exist"; fi
 done
 # Citations: the documents a comment or help text may cite are the ones in docs/.
 files=$( (git ls-files src comm kernels tests tools scripts bench slurm configs docs CMakeLists.txt README.md 2>/dev/null ||

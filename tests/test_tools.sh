@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # test_tools.sh: the Python tools on the files of a real short dtrain run (Fashion-MNIST, 512
 # training images, 1 epoch) and on hand-made files:
-#   tools/plot_metrics.py  draws the run's metrics.h5 (and several runs at once), reports the
-#                          values it read, and refuses missing / non-HDF5 / non-metrics files
-#                          with one message;
-#   tools/h5_to_torch.py   converts the run's last checkpoint into a state_dict that loads with
-#                          strict=True into tools/dtrain_tools/torch_models.py's ResNetPreact, with the same
-#                          values (with and without --num-batches-tracked);
-#                          --verify-fashion-mnist reproduces dtrain's test top-1 of that epoch in
-#                          PyTorch; bad files are refused with one message.
+#   plot-metrics (tools/dtrain-tool TASK; tools/dtrain_tools/plot_metrics.py) draws the run's
+#     metrics.h5 (and several runs at once), reports the values it read, and refuses missing /
+#     non-HDF5 / non-metrics files with one message;
+#   h5-to-torch (tools/dtrain_tools/h5_to_torch.py) converts the run's last checkpoint into a
+#     state_dict that loads with strict=True into tools/dtrain_tools/torch_models.py's
+#     ResNetPreact, with the same values (with and without --num-batches-tracked);
+#     --verify-fashion-mnist reproduces dtrain's test top-1 of that epoch in PyTorch; bad files
+#     are refused with one message.
 # Skipped (77) when /usr/bin/python3 lacks h5py, torch or matplotlib. A run that writes no
 # metrics.h5 or no checkpoint fails the test.
 # Usage (from the repository root, as ctest runs it): bash tests/test_tools.sh ./dtrain
@@ -47,7 +47,7 @@ else
 fi
 
 # ---- plot_metrics.py on the run ----
-out=$("$PY" tools/plot_metrics.py "$run" -o "$T/run.png" 2>&1)
+out=$("$PY" tools/dtrain-tool plot-metrics "$run" -o "$T/run.png" 2>&1)
 rc=$?
 if [[ $rc -eq 0 ]] && is_png "$T/run.png" && grep -q '^run: 1 epochs, final test top-1 [0-9.]*%' <<<"$out"; then
   ok "plot_metrics.py RUN_DIR: 1 epoch, $(stat -c %s "$T/run.png") byte png"
@@ -89,7 +89,7 @@ write(t + "/b.h5", [60.0, 65.0], False)
 with h5py.File(t + "/partial.h5", "w") as f:
     f.create_group("epoch").create_dataset("epoch", data=np.ones(1))
 EOF
-out=$("$PY" tools/plot_metrics.py "$T/a.h5" "$T/b.h5" -o "$T/ab.png" --title "two runs" 2>&1)
+out=$("$PY" tools/dtrain-tool plot-metrics "$T/a.h5" "$T/b.h5" -o "$T/ab.png" --title "two runs" 2>&1)
 rc=$?
 if [[ $rc -eq 0 ]] && is_png "$T/ab.png" &&
    grep -qx 'a: 3 epochs, final test top-1 80.00% (loss 0.5000), best 85.00% at epoch 2' <<<"$out" &&
@@ -99,10 +99,10 @@ else
   bad "plot_metrics.py two hand-made runs (exit $rc)" "$out"
 fi
 echo "not hdf5" >"$T/text.h5"
-expect_error "plot_metrics.py: missing file" "nope.h5: no such file" "$PY" tools/plot_metrics.py "$T/nope.h5" -o "$T/x.png"
-expect_error "plot_metrics.py: directory without metrics.h5" "without metrics.h5" "$PY" tools/plot_metrics.py "$T" -o "$T/x.png"
-expect_error "plot_metrics.py: not HDF5" "text.h5: not a readable HDF5 file" "$PY" tools/plot_metrics.py "$T/text.h5" -o "$T/x.png"
-expect_error "plot_metrics.py: missing column" "partial.h5: /epoch/step missing" "$PY" tools/plot_metrics.py "$T/partial.h5" -o "$T/x.png"
+expect_error "plot_metrics.py: missing file" "nope.h5: no such file" "$PY" tools/dtrain-tool plot-metrics "$T/nope.h5" -o "$T/x.png"
+expect_error "plot_metrics.py: directory without metrics.h5" "without metrics.h5" "$PY" tools/dtrain-tool plot-metrics "$T" -o "$T/x.png"
+expect_error "plot_metrics.py: not HDF5" "text.h5: not a readable HDF5 file" "$PY" tools/dtrain-tool plot-metrics "$T/text.h5" -o "$T/x.png"
+expect_error "plot_metrics.py: missing column" "partial.h5: /epoch/step missing" "$PY" tools/dtrain-tool plot-metrics "$T/partial.h5" -o "$T/x.png"
 [[ ! -e $T/x.png ]] && ok "plot_metrics.py: no figure after an error" || bad "plot_metrics.py wrote a figure after an error"
 
 # ---- h5_to_torch.py on the run's last checkpoint ----
@@ -110,13 +110,12 @@ ckpt=$(ls "$run"/checkpoints/step_*.h5 2>/dev/null | tail -1)
 if [[ -z $ckpt ]]; then
   bad "the dtrain run left no checkpoint in $run/checkpoints"
 else
-  out=$("$PY" tools/h5_to_torch.py "$ckpt" "$T/model.pt" 2>&1)
+  out=$("$PY" tools/dtrain-tool h5-to-torch "$ckpt" "$T/model.pt" 2>&1)
   rc=$?
   [[ $rc -eq 0 && -f $T/model.pt ]] && ok "h5_to_torch.py wrote a state_dict" || bad "h5_to_torch.py (exit $rc)" "$out"
   # strict=True into the reference model, and every tensor equal to the HDF5 one.
-  out=$("$PY" - "$ckpt" "$T/model.pt" <<'EOF' 2>&1
+  out=$(PYTHONPATH=tools "$PY" - "$ckpt" "$T/model.pt" <<'EOF' 2>&1
 import sys, h5py, numpy as np, torch
-sys.path.insert(0, "tools")
 from dtrain_tools.torch_models import ResNetPreact
 ckpt, pt = sys.argv[1:]
 sd = torch.load(pt)
@@ -130,9 +129,8 @@ sys.exit(0 if worst == 0 and len(names) > 60 else 1)
 EOF
 )
   [[ $? -eq 0 ]] && ok "state_dict loads with strict=True, values bit-equal ($out)" || bad "strict load into ResNetPreact" "$out"
-  out=$("$PY" tools/h5_to_torch.py "$ckpt" "$T/nbt.pt" --num-batches-tracked 2>&1 && "$PY" - "$T/nbt.pt" <<'EOF' 2>&1
+  out=$("$PY" tools/dtrain-tool h5-to-torch "$ckpt" "$T/nbt.pt" --num-batches-tracked 2>&1 && PYTHONPATH=tools "$PY" - "$T/nbt.pt" <<'EOF' 2>&1
 import sys, torch
-sys.path.insert(0, "tools")
 from dtrain_tools.torch_models import ResNetPreact
 sd = torch.load(sys.argv[1])
 m = ResNetPreact(depth=20, in_channels=1)
@@ -146,7 +144,7 @@ EOF
   [[ $? -eq 0 ]] && ok "--num-batches-tracked: exactly the reference key set ($(tail -1 <<<"$out"))" ||
     bad "--num-batches-tracked" "$out"
   # PyTorch evaluation of the converted model against dtrain's own test top-1 for that epoch.
-  out=$("$PY" tools/h5_to_torch.py "$ckpt" "$T/model.pt" --verify-fashion-mnist 2>&1)
+  out=$("$PY" tools/dtrain-tool h5-to-torch "$ckpt" "$T/model.pt" --verify-fashion-mnist 2>&1)
   rc=$?
   got=$(sed -n 's/^test_top1: //p' <<<"$out")
   # At most one of the 256 images may flip between oneDNN and PyTorch arithmetic.
@@ -157,9 +155,9 @@ EOF
     bad "--verify-fashion-mnist (exit $rc, dtrain says $want%)" "$out"
   fi
 fi
-expect_error "h5_to_torch.py: missing file" "nope.h5: no such file" "$PY" tools/h5_to_torch.py "$T/nope.h5" "$T/y.pt"
-expect_error "h5_to_torch.py: not HDF5" "text.h5: not a readable HDF5 file" "$PY" tools/h5_to_torch.py "$T/text.h5" "$T/y.pt"
-expect_error "h5_to_torch.py: a metrics file" "a.h5: no /model group" "$PY" tools/h5_to_torch.py "$T/a.h5" "$T/y.pt"
+expect_error "h5_to_torch.py: missing file" "nope.h5: no such file" "$PY" tools/dtrain-tool h5-to-torch "$T/nope.h5" "$T/y.pt"
+expect_error "h5_to_torch.py: not HDF5" "text.h5: not a readable HDF5 file" "$PY" tools/dtrain-tool h5-to-torch "$T/text.h5" "$T/y.pt"
+expect_error "h5_to_torch.py: a metrics file" "a.h5: no /model group" "$PY" tools/dtrain-tool h5-to-torch "$T/a.h5" "$T/y.pt"
 [[ ! -e $T/y.pt ]] && ok "h5_to_torch.py: no output after an error" || bad "h5_to_torch.py wrote output after an error"
 
 finish

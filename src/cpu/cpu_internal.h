@@ -181,7 +181,63 @@ void dt_cpu_linear_forward(dt_op *op, const dt_tensor *x, const float *w, const 
 void dt_cpu_linear_backward(dt_op *op, const dt_tensor *x, const dt_tensor *dy, const float *w,
                             dt_tensor *dx, float *dw, float *db);
 
-/* ---- ops of the other families (cpu_extra.c) ---- */
+/* ---- layout views and the plain-loop op (cpu_view.c) ----
+ * The plain OpenMP loops of cpu_concat_pad_shift.c, cpu_dropout_shake.c and
+ * cpu_sigmoid_scale_bias.c run over the tensor's own layout: NCHW, NHWC and the channel-blocked
+ * nChw8c / nChw16c, described by a dt_cpu_view. In blocked layouts the channels past C in the
+ * last block are padding; every such op writes them as zero, so a padded lane never carries
+ * garbage into oneDNN primitives (a gradient buffer may be the graph's shared scratch). */
+/* Element (n, c, h, w) lives at n sn + (c / b) scb + h sh + w sw + c % b. */
+typedef struct {
+  int n, c, h, w;
+  int b;  /* channel block: 1 (NCHW, NHWC) or 8 / 16 */
+  int cp; /* channels rounded up to the block */
+  long sn, scb, sh, sw;
+  size_t total; /* floats in the buffer, padding included */
+} dt_cpu_view;
+
+static inline long dt_cpu_view_off(const dt_cpu_view *v, int n, int c, int h, int w) {
+  return n * v->sn + (long)(c / v->b) * v->scb + h * v->sh + w * v->sw + c % v->b;
+}
+
+/* An op of the plain loops (cpu_view.c): its layouts and views, per-kind settings, no oneDNN
+ * primitive but the channel scaling's. */
+typedef struct {
+  dt_op base;
+  const dt_layout *x, *y, *z; /* inputs / outputs, per kind */
+  dt_cpu_view vx, vy, vz;
+  int k, sy, sx;
+  float p;
+  float *buf; /* dropout: the mask (x layout), values 0 or 1 / (1 - p) */
+  bool have_mask;
+  /* scale forward on oneDNN: s reordered into x's blocking, then binary mul */
+  bool scale_prim;
+  dt_cpu_reorder s_re;
+  float *s_buf;
+  dt_cpu_prim mul;
+  dnnl_memory_t m_x, m_s, m_y;
+} dt_cpu_simple;
+
+/* The view of layout l (fatal, naming `what`, for a layout the loops do not understand). */
+dt_cpu_view dt_cpu_view_of(const dt_layout *l, const char *what);
+/* The layout of shape s with x's channel blocking (NCHW / NHWC / nChw<b>c). */
+const dt_layout *dt_cpu_view_like(dt_cpu_backend *be, const dt_cpu_view *x, dt_shape s);
+/* True when the pixels of one (n, channel block) are one contiguous run of H W b floats (NCHW,
+ * nChw<b>c); NHWC is not. */
+bool dt_cpu_view_dense(const dt_cpu_view *v);
+/* dst channels [d0, d0 + nc) = src channels [s0, s0 + nc), all N, H, W. */
+void dt_cpu_copy_channels(const dt_cpu_view *sv, const float *src, int s0, const dt_cpu_view *dv,
+                          float *dst, int d0, int nc);
+/* dst channels [c0, c1) = 0 (c1 may reach the padded channel count). */
+void dt_cpu_zero_channels(const dt_cpu_view *dv, float *dst, int c0, int c1);
+/* A registered plain-loop op with x as input and output layout (fatal, naming `what`, when x
+ * does not hold `shape`). */
+dt_cpu_simple *dt_cpu_simple_new(dt_backend *bep, dt_shape shape, const dt_layout *x,
+                                 const char *what);
+
+/* ---- pooling (cpu_pool.c), concatenation, channel padding, spatial shift
+ * (cpu_concat_pad_shift.c), dropout, shake-shake mixing (cpu_dropout_shake.c), sigmoid, channel
+ * scaling, per-channel bias (cpu_sigmoid_scale_bias.c) ---- */
 dt_op *dt_cpu_pool_create(dt_backend *bep, dt_shape s, const dt_layout *x, dt_pool_kind kind,
                           int ksize, int stride, int pad, bool count_include_pad,
                           const dt_layout **y);

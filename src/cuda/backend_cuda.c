@@ -1,8 +1,9 @@
 /* backend_cuda.c: the CUDA backend (docs/architecture.md "Backend table"): device, stream and
  * library handles, layouts, memory, host transfers, the loss, the optimizer updates, and the table
  * of function pointers. Convolutions live in cuda_conv.c (cuDNN), batch norm in cuda_bn.c, ReLU,
- * global average pooling and the linear layer in cuda_ops.c, the ops of the other families in
- * cuda_extra.c; the kernels they launch are in kernels/. See cuda_internal.h for the memory and
+ * global average pooling and the linear layer in cuda_ops.c, the kernel-only ops of the other
+ * families in cuda_pool.c, cuda_concat_pad_shift.c, cuda_dropout_shake.c and
+ * cuda_sigmoid_scale_bias.c (on cuda_kernel_op.c); the kernels they launch are in kernels/. See cuda_internal.h for the memory and
  * synchronisation rules. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -501,6 +502,8 @@ static const dt_backend_ops cuda_ops = {
     .replay = cuda_replay,
     .capture_free = cuda_capture_free,
 };
+
+const dt_backend_ops *dt_backend_cuda_ops(void) { return &cuda_ops; }
 
 static bool env_flag(const char *name) {
   const char *v = getenv(name);

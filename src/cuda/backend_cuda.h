@@ -1,6 +1,7 @@
 /* backend_cuda.h: the constructor of the CUDA backend (src/cuda/, kernels/), called by
  * dt_backend_create (src/backend.c) for DT_DEVICE_CUDA in builds with DT_HAVE_CUDA. Nothing
- * else includes it: model and training code reach the backend through src/backend.h only. */
+ * else includes it but tests/test_backend_table.c: model and training code reach the backend
+ * through src/backend.h only. */
 #ifndef DT_BACKEND_CUDA_H
 #define DT_BACKEND_CUDA_H
 
@@ -12,5 +13,8 @@
  * recorded only (the host side is single-threaded). Returns NULL with DT_ERR_CONFIG set (dt_error_set) when no usable GPU or
  * driver is present, or when the node has more local ranks than visible GPUs (two or more). */
 dt_backend *dt_backend_cuda_create(int threads, int local_rank, int local_size);
+
+/* The CUDA backend's table of ops, for a check that needs no GPU (tests/test_backend_table.c). */
+const dt_backend_ops *dt_backend_cuda_ops(void);
 
 #endif

@@ -190,7 +190,58 @@ void dt_cuda_linear_forward(dt_op *op, const dt_tensor *x, const float *w, const
 void dt_cuda_linear_backward(dt_op *op, const dt_tensor *x, const dt_tensor *dy, const float *w,
                              dt_tensor *dx, float *dw, float *db);
 
-/* ---- ops of the other families (cuda_extra.c) ---- */
+/* ---- the kernel-only op (cuda_kernel_op.c) ---- */
+/* A per-call host array on its way to the device. */
+typedef struct {
+  void *host, *dev; /* pinned host and device copies */
+  size_t bytes;
+  cudaEvent_t done; /* the last copy out of `host` */
+  bool pending;
+} dt_cuda_host_arg;
+
+/* Pinned and device buffers of `bytes` (freed with the op that holds the dt_cuda_host_arg). */
+void dt_cuda_host_arg_init(dt_cuda_host_arg *a, size_t bytes);
+/* The device copy of src (a->bytes), enqueued on the stream. */
+void *dt_cuda_host_arg_put(dt_cuda_backend *be, dt_cuda_host_arg *a, const void *src);
+
+/* An op of the kernels of kernels/ alone (cuda_pool.c, cuda_concat_pad_shift.c,
+ * cuda_dropout_shake.c, cuda_sigmoid_scale_bias.c); the fields a kind does not use stay zero. */
+typedef struct {
+  dt_op base;
+  dt_shape xs, ys, zs; /* input, output, second input / scale */
+  const dt_layout *x, *y, *z;
+  /* pooling */
+  int k, stride, pad;
+  bool is_max, incl;
+  int *ws; /* argmax of every output of the last forward (max pooling) */
+  /* shift */
+  int sy, sx;
+  /* dropout */
+  float p;
+  uint8_t *mask; /* keep mask of the last forward with keys, x's layout */
+  bool have_mask;
+  dt_cuda_host_arg arg; /* dropout keys or shake-shake coefficients (N) */
+  double *partial;      /* bias gradient: (N, C) partial sums */
+} dt_cuda_kernel_op;
+
+/* A registered op with x as input and output (fatal, naming `what`, when x does not hold s). */
+dt_cuda_kernel_op *dt_cuda_kernel_op_new(dt_backend *bep, dt_shape s, const dt_layout *x,
+                                         const char *what);
+
+static inline bool dt_cuda_same_shape(dt_shape a, dt_shape b) {
+  return a.n == b.n && a.c == b.c && a.h == b.h && a.w == b.w;
+}
+
+static inline size_t dt_cuda_hw_of(dt_shape s) { return (size_t)s.h * s.w; }
+
+/* ---- pooling (cuda_pool.c), concatenation, channel padding, spatial shift
+ * (cuda_concat_pad_shift.c), dropout, shake-shake mixing (cuda_dropout_shake.c), sigmoid, channel
+ * scaling, per-channel bias (cuda_sigmoid_scale_bias.c) ----
+ * Each works on NCHW and NHWC alike; an op whose output has another shape (pooling,
+ * concatenation, padding) writes it in its input's storage order (NHWC when either input of a
+ * concatenation is NHWC). Small host arrays that an op takes per call (dropout keys,
+ * shake-shake coefficients) go to the device through the op's dt_cuda_host_arg, so the call does
+ * not wait for the device and the caller may reuse its array at once. */
 dt_op *dt_cuda_pool_create(dt_backend *be, dt_shape s, const dt_layout *x, dt_pool_kind kind,
                            int ksize, int stride, int pad, bool count_include_pad,
                            const dt_layout **y);

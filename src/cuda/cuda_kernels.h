@@ -92,7 +92,8 @@ cudaError_t dt_k_bn_backward(const float *x, const float *dy, const uint8_t *mas
                              float eps, double *partial, float *coef, float *dx, float *dgamma,
                              float *dbeta, int n, int c, int hw, bool nhwc, cudaStream_t stream);
 
-/* ---- ops of the other families (kernels/extra.cu) ---- */
+/* ---- kernel-only ops (kernels/pool.cu, concat_pad_shift.cu, dropout_shake.cu,
+ * sigmoid_scale_bias.cu) ---- */
 /* Pooling (N, C, H, W) -> (N, C, P, Q), windows k x k with stride and symmetric padding; max
  * pooling records the argmax (h W + w) of every output in ws (N C P Q ints). */
 cudaError_t dt_k_pool_forward(const float *x, float *y, int *ws, int n, int c, int h, int w,

@@ -42,7 +42,7 @@ struct dt_node {
   int p[4];                  /* parameter table indices (weight, bias / running stats) */
   dt_op *aux;                /* conv with a copied residual: the accumulate op */
   float *save_mean, *save_var; /* batch norm: batch statistics kept for backward (C each) */
-  /* layers of the other families (layers_extra.c) */
+  /* pooling, shift, dropout and shake-shake layers (layers_*.c) */
   int pool_kind;             /* pool: a dt_pool_kind */
   int shift_y, shift_x;      /* shift: source offsets */
   float prob;                /* dropout: probability of zeroing an element */
@@ -97,8 +97,8 @@ int dt_graph_relu(dt_graph *g, int x);
 int dt_graph_add(dt_graph *g, int a, int b);
 int dt_graph_gap(dt_graph *g, int x);
 int dt_graph_linear(dt_graph *g, const char *name, int x, int k);
-/* ---- layer kinds of the other families (docs/reference-experiments.md "Models"), implemented in
- * src/nn/layers_extra.c ---- */
+/* ---- layer kinds of the other families (docs/reference-experiments.md "Models"): layers_pool.c,
+ * layers_concat_pad_shift.c, layers_dropout_shake.c, layers_sigmoid_scale_bias.c ---- */
 /* Per-channel bias added to x (VGG convolutions have biases): parameter "<name>.bias" (C), not
  * decayed. fan_in > 0 initialises it as PyTorch's default conv bias, U(-1/sqrt(fan_in),
  * 1/sqrt(fan_in)) with fan_in = C_in/groups * R * S of the convolution

@@ -27,7 +27,7 @@ configure_and_build() {
 
 if [[ "${1:-}" == "--seeds" ]]; then
   configure_and_build fuzz_checkpoint_raw
-  /usr/bin/python3 tests/fuzz/make_seeds.py
+  /usr/bin/python3 tools/dtrain-tool make-fuzz-seeds
   DT_FUZZ_WRITE_SEEDS=$root/tests/fuzz/corpus/checkpoint_raw "$build/fuzz_checkpoint_raw"
   exit 0
 fi

@@ -18,7 +18,7 @@
 #   4. throughput on CIFAR-shaped data (3x32x32, a synthetic CIFAR-10 binary dataset written
 #      to /tmp), ResNet-preact-20 and WRN-28-10: the target rows of dtrain first (one
 #      `dtrain --device cuda --bench` process per configuration), then ONE PyTorch process
-#      (bench/torch_bench_gpu.py --rows: one import, one CUDA context) for every PyTorch row
+#      (tools/dtrain-tool torch-bench-gpu --rows: one import, one CUDA context) for every PyTorch row
 #      (eager channels_last fp32, tf32, bf16 and fp16 autocast with a GradScaler, and
 #      torch.compile of the bf16 target rows last)
 #   5. test_cross_device.sh: checkpoints GPU -> CPU -> GPU, GPU -> GPU resume byte-identical
@@ -124,7 +124,7 @@ write_report() { # [quiet]: the report so far (quiet: not printed)
     echo
     echo "dtrain: \`--bench $STEPS\`, the compute-only 'bench:' line (one batch in memory, upload"
     echo "included), and 'bench_with_data:' (the loader and the asynchronous copy of each next"
-    echo "batch; equal to bench when the input pipeline hides); torch: bench/torch_bench_gpu.py,"
+    echo "batch; equal to bench when the input pipeline hides); torch: tools/dtrain-tool torch-bench-gpu,"
     echo "eager, channels_last, cudnn.benchmark, $STEPS steps, all rows in one process (the same"
     echo "PyTorch row for dtrain's variants of a precision: CUDA graph, deterministic = false)."
     echo
@@ -368,7 +368,7 @@ dtrain_row wrn28_10 128 bf16
 TORCH_ROWS="rnp20:128:bf16,wrn28_10:128:bf16,rnp20:128:fp32,rnp20:128:fp16,rnp20:128:tf32"
 TORCH_ROWS="$TORCH_ROWS,wrn28_10:128:fp16,wrn28_10:128:fp32,rnp20:512:bf16,rnp20:512:fp32"
 TORCH_ROWS="$TORCH_ROWS,rnp20:512:fp16,rnp20:128:bf16+compile,wrn28_10:128:bf16+compile"
-run_step torch_rows 150 "$PYTHON" bench/torch_bench_gpu.py --channels 3 --size 32 --warmup 10 \
+run_step torch_rows 150 "$PYTHON" tools/dtrain-tool torch-bench-gpu --channels 3 --size 32 --warmup 10 \
   --steps "$STEPS" --rows "$TORCH_ROWS"
 grep '^torch_row: ' "$LOGS/torch_rows.log" 2>/dev/null |
   awk '{ printf "%s:%s:%s\t%s\n", $2, $3, $4, $5 }' >>"$TORCH_TSV"

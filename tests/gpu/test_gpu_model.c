@@ -17,7 +17,8 @@
  *                and channels_last runs, the kink spread of train/loss_kink, and the CPU
  *                backend's own distance from PyTorch),
  *                within twice that spread; at least 5 steps must meet 1e-3 outright. Training on generic data is chaotic at float32 rounding level
- *                (ReLU sign flips compound from step 3 on: see tools/make_golden.py), so a
+ *                (ReLU sign flips compound from step 3 on: see
+ *                tools/dtrain_tools/make_golden.py), so a
  *                long run on random batches cannot tell a backend bug from rounding; this
  *                batch was chosen so that it can.
  *   optimizer    every optimizer update of the backend seam (SGD with and without Nesterov,

@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """Independent PyTorch references of every dtrain model family, as
 docs/reference-experiments.md "Models" describes them (current reference code).
 
@@ -6,9 +5,9 @@ Written from that description, not from the upstream code, so that dtrain's C
 models can be checked against a second implementation: ResNetPreact, ResNet,
 WRN, DenseNet, PyramidNet, ResNeXt, ShakeShake, SEResNetPreact and VGG (one
 section of that page each); build_model(family,
-...) takes dtrain's model.name. They are used by tools/make_golden.py and
-tools/make_golden_families.py (golden tensors for the C tests) and
-bench/torch_bench.py (PyTorch training speed).
+...) takes dtrain's model.name. They are used by make_golden.py and
+make_golden_models.py (golden tensors for the C tests) and
+torch_bench*.py (PyTorch training speed).
 
 The module names are chosen so that state_dict keys match dtrain's parameter
 names exactly, e.g. `conv.weight`, `stage1.block1.bn1.running_var`,
@@ -17,7 +16,7 @@ names exactly, e.g. `conv.weight`, `stage1.block1.bn1.running_var`,
 `stage2.block1.shortcut.skip.bn.weight`, `stage3.block2.se.fc1.weight`,
 `stage5.conv2.bias`, `bn.weight`, `fc.bias`.
 
-Run `/usr/bin/python3 tools/dtrain_tools/torch_models.py --check` for a self-check
+Run `tools/dtrain-tool torch-models --check` for a self-check
 (parameter counts against docs/reference-experiments.md "Common conventions",
 key names, output shapes).
 """

@@ -1,10 +1,9 @@
-#!/usr/bin/python3
 """Write configs/*.ini: one dtrain configuration per published result row
 (docs/reference-experiments.md "Published results", the tables of
 hysts/pytorch_image_classification) that dtrain can
 run, plus configs/resnext29.ini.
 
-Usage: /usr/bin/python3 tools/make_configs.py [--out-dir configs] [--check]
+Usage: tools/dtrain-tool make-configs [--out-dir configs] [--check]
 
 Each file starts with comments naming its table row(s), the published result
 (test error at the last epoch, % ) and, where docs/reference-experiments.md
@@ -38,7 +37,7 @@ import argparse
 import os
 import sys
 
-HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from dtrain_tools import ROOT
 
 # ---------------------------------------------------------------------------
 # Models: dtrain [model] keys, docs/reference-experiments.md "Common conventions" parameter count
@@ -988,7 +987,7 @@ def render(name, f):
     lines += _wrap("Settings: the model's config (docs/reference-experiments.md \"Default "
                    "hyperparameters\") with the row's changes, as the code generation that "
                    "produced the number ran it (the original code unless noted; \"Code "
-                   "generations\"); tools/make_configs.py lists the choices made where the "
+                   "generations\"); tools/dtrain_tools/make_configs.py lists the choices made where the "
                    "published setup is silent. Tables: \"Published results\".")
     params = f["run"].params()
     if params is not None:
@@ -1000,7 +999,7 @@ def render(name, f):
 
 def main(argv):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out-dir", default=os.path.join(HERE, "configs"))
+    ap.add_argument("--out-dir", default=os.path.join(ROOT, "configs"))
     ap.add_argument("--check", action="store_true",
                     help="list files that differ or are missing; write nothing")
     args = ap.parse_args(argv)

@@ -1,7 +1,6 @@
-#!/usr/bin/python3
 """Plot the training curves of one or more dtrain runs.
 
-    plot_metrics.py RUN_DIR_OR_METRICS_H5... -o out.png
+    tools/dtrain-tool plot-metrics RUN_DIR_OR_METRICS_H5... -o out.png
 
 Reads each run's metrics.h5 (src/io/metrics.h: /epoch/<column> and
 /steps/<column>, one float64 1-d dataset per column) and draws, with one
@@ -184,7 +183,7 @@ def main(argv):
         print("wrote %s" % args.out)
         return 0
     except InputError as e:
-        print("plot_metrics.py: %s" % e, file=sys.stderr)
+        print("dtrain-tool plot-metrics: %s" % e, file=sys.stderr)
         return 1
 
 

@@ -1,22 +1,21 @@
-#!/usr/bin/python3
 """Write one golden file per model family from the independent PyTorch models.
 
-dtrain's tests/test_golden_families.c loads each tests/golden/<case>.bin,
+dtrain's tests/test_golden_models.c loads each tests/golden/<case>.bin,
 builds the dtrain model its config/ records describe, copies the weights by
 name, runs one training-mode forward and backward on the stored batch and
 compares logits, loss, every parameter gradient and every updated batch-norm
 running statistic.
 
 Usage:
-  /usr/bin/python3 tools/make_golden_families.py [--out-dir tests/golden] [CASE ...]
-  /usr/bin/python3 tools/make_golden_families.py --verify [--out-dir ...] [CASE ...]
-  /usr/bin/python3 tools/make_golden_families.py --list
+  tools/dtrain-tool make-golden-models [--out-dir tests/golden] [CASE ...]
+  tools/dtrain-tool make-golden-models --verify [--out-dir ...] [CASE ...]
+  tools/dtrain-tool make-golden-models --list
 
 --verify re-reads each file, recomputes it and requires bit-identical values,
 checks the stored loss against the stored logits and one FC-bias gradient
 against a float64 finite difference.
 
-The file format is tools/make_golden.py's (DTGOLD1, float32 records).
+The file format is make_golden.py's (DTGOLD1, float32 records).
 Records of a family file:
   config/<section.key=value>  () 0.0: one dtrain --set override per record;
                                applied over dtrain's defaults they select the
@@ -64,10 +63,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dtrain_tools import torch_models  # noqa: E402
-from make_golden import read_golden, write_golden  # noqa: E402
-from dtrain_tools.torch_models import build_model, count_params  # noqa: E402
+from dtrain_tools import ROOT, torch_models
+from dtrain_tools.make_golden import read_golden, write_golden
+from dtrain_tools.torch_models import build_model, count_params
 
 N, CHANNELS, SIZE, CLASSES = 4, 3, 32, 10
 MARGIN = 1e-5
@@ -313,9 +311,8 @@ def verify(out_dir, case):
 
 
 def main(argv):
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ap = argparse.ArgumentParser(description="per-family golden tensors")
-    ap.add_argument("--out-dir", default=os.path.join(here, "tests", "golden"))
+    ap.add_argument("--out-dir", default=os.path.join(ROOT, "tests", "golden"))
     ap.add_argument("--verify", action="store_true",
                     help="reload each file and check it instead of writing")
     ap.add_argument("--list", action="store_true", help="list the cases")

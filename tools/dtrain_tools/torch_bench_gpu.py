@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """PyTorch GPU training throughput of ResNet-preact or WRN, the yardstick for dtrain --device cuda.
 
 Times full training steps (forward, mean cross-entropy, backward, SGD Nesterov
@@ -17,9 +16,9 @@ Precisions:
         scaling), as dtrain's train.precision = fp16
 
 Usage:
-  python3 bench/torch_bench_gpu.py --channels 3 --size 32 --batch 128 \\
+  tools/dtrain-tool torch-bench-gpu --channels 3 --size 32 --batch 128 \\
       --precision fp32 --warmup 10 --steps 50
-  python3 bench/torch_bench_gpu.py --channels 3 --size 32 --warmup 10 --steps 50 \\
+  tools/dtrain-tool torch-bench-gpu --channels 3 --size 32 --warmup 10 --steps 50 \\
       --rows rnp20:128:bf16,wrn28_10:128:bf16,rnp20:128:bf16+compile
 
 The last line is `torch: <images/s> images/s`: total images over the wall time
@@ -28,16 +27,13 @@ row is measured in this one process and printed as `torch_row: ...` at once.
 """
 
 import argparse
-import os
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))), "tools"))
-from dtrain_tools.torch_models import WRN, ResNetPreact, count_params  # noqa: E402
+from dtrain_tools.torch_models import WRN, ResNetPreact, count_params
 
 
 def positive(text):

@@ -1,8 +1,7 @@
-#!/usr/bin/python3
 """Convert a dtrain HDF5 checkpoint into a PyTorch state_dict file.
 
-    h5_to_torch.py CHECKPOINT.h5 OUT.pt [--num-batches-tracked]
-    h5_to_torch.py CHECKPOINT.h5 OUT.pt --verify-fashion-mnist
+    tools/dtrain-tool h5-to-torch CHECKPOINT.h5 OUT.pt [--num-batches-tracked]
+    tools/dtrain-tool h5-to-torch CHECKPOINT.h5 OUT.pt --verify-fashion-mnist
 
 Every dataset under /model (weights and batch-norm running statistics, named
 by their PyTorch state_dict names, e.g. stage1.block1.conv1.weight, in their
@@ -41,7 +40,6 @@ import sys
 
 import numpy as np
 
-TOOLS = os.path.dirname(os.path.abspath(__file__))
 
 # Dataset statistics as in src/data/dataset.c (docs/reference-experiments.md "Datasets").
 IDX_DATASETS = {
@@ -150,7 +148,6 @@ def parse_config(text, path):
 
 
 def build_reference(cfg, path):
-    sys.path.insert(0, TOOLS)
     from dtrain_tools.torch_models import ResNetPreact
 
     if cfg["name"] != "resnet_preact":
@@ -285,7 +282,7 @@ def main(argv):
         print("test_loss: %.6f" % loss)
         return 0
     except InputError as e:
-        print("h5_to_torch.py: %s" % e, file=sys.stderr)
+        print("dtrain-tool h5-to-torch: %s" % e, file=sys.stderr)
         return 1
 
 

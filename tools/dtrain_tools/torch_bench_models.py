@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """PyTorch training throughput of any dtrain model family, the yardstick for
 `dtrain CONFIG --bench STEPS` (bench/families.sh runs both).
 
@@ -8,7 +7,7 @@ tools/dtrain_tools/torch_models.py builds for a dtrain model.name, on one synthe
 kept in memory, so the number is compute only, as dtrain's `bench:` line.
 
 Usage:
-  /usr/bin/python3 bench/torch_bench_families.py --family densenet \\
+  tools/dtrain-tool torch-bench-models --family densenet \\
       --set depth=100 --set growth_rate=12 --channels 3 --size 32 \\
       --batch 64 --threads 2 --warmup 3 --steps 10 [--channels-last]
 
@@ -20,16 +19,13 @@ steps.
 """
 
 import argparse
-import os
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))), "tools"))
-from dtrain_tools.torch_models import FAMILIES, build_model, count_params  # noqa: E402
+from dtrain_tools.torch_models import FAMILIES, build_model, count_params
 
 
 def positive(text):
@@ -93,7 +89,7 @@ def main(argv):
     try:
         model = build_model(args.family, **kw)
     except TypeError as e:  # an unknown keyword for this family
-        print("torch_bench_families.py: %s: %s" % (args.family, e),
+        print("dtrain-tool torch-bench-models: %s: %s" % (args.family, e),
               file=sys.stderr)
         return 1
     model = model.to(memory_format=fmt).train()

@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """PyTorch training throughput of ResNet-preact, the yardstick for dtrain.
 
 Times full training steps (forward, mean cross-entropy, backward, SGD
@@ -7,7 +6,7 @@ tools/dtrain_tools/torch_models.py on synthetic data already in memory, so the n
 compute only, like `dtrain CONFIG --bench STEPS`.
 
 Usage:
-  /usr/bin/python3 bench/torch_bench.py --depth 20 --channels 1 --size 28 \\
+  tools/dtrain-tool torch-bench --depth 20 --channels 1 --size 28 \\
       --batch 128 --threads 2 --warmup 3 --steps 20 [--channels-last]
 
 The last line is `torch: <images/s> images/s`, computed as total images over
@@ -15,16 +14,13 @@ total wall time of the timed steps (no median).
 """
 
 import argparse
-import os
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))), "tools"))
-from dtrain_tools.torch_models import ResNetPreact, count_params  # noqa: E402
+from dtrain_tools.torch_models import ResNetPreact, count_params
 
 
 def positive(text):

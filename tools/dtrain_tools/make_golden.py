@@ -1,13 +1,12 @@
-#!/usr/bin/python3
 """Write golden tensors from the independent PyTorch ResNet-preact-20.
 
 dtrain's C tests load tests/golden/resnet_preact20.bin and compare their own
 forward pass, gradients, BN statistics and 20 SGD steps against it.
 
 Usage:
-  /usr/bin/python3 tools/make_golden.py [--out tests/golden/resnet_preact20.bin]
-  /usr/bin/python3 tools/make_golden.py --verify [--out ...]
-  /usr/bin/python3 tools/make_golden.py --spread
+  tools/dtrain-tool make-golden [--out tests/golden/resnet_preact20.bin]
+  tools/dtrain-tool make-golden --verify [--out ...]
+  tools/dtrain-tool make-golden --spread
 
 --verify reloads the file, checks its structure (names, shapes, parameter
 count), recomputes everything and requires bit-identical values, and checks
@@ -83,8 +82,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dtrain_tools.torch_models import ResNetPreact, count_params  # noqa: E402
+from dtrain_tools import ROOT
+from dtrain_tools.torch_models import ResNetPreact, count_params
 
 MAGIC = b"DTGOLD1\0"
 DATA_DIR = "/usr/share/datasets/fashion-mnist"
@@ -534,10 +533,9 @@ def summary(records, path):
 
 
 def main(argv):
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ap = argparse.ArgumentParser(description="ResNet-preact-20 golden tensors")
     ap.add_argument("--out", default=os.path.join(
-        here, "tests", "golden", "resnet_preact20.bin"))
+        ROOT, "tests", "golden", "resnet_preact20.bin"))
     ap.add_argument("--verify", action="store_true",
                     help="reload the file and check it instead of writing")
     ap.add_argument("--spread", action="store_true",

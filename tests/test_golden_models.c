@@ -1,9 +1,9 @@
-/* test_golden_families.c: every model family (docs/reference-experiments.md "Models") against the
- * independent PyTorch models of tools/dtrain_tools/torch_models.py, one small instance per file of tests/golden/
- * written by
- * tools/make_golden_families.py. Each file names its network as dtrain --set overrides
- * (config/ records); the test builds that model on the CPU backend, copies the PyTorch weights
- * by state_dict name (every name and shape must match, both ways), runs one training-mode
+/* test_golden_models.c: every model family (docs/reference-experiments.md "Models") against the
+ * independent PyTorch models of tools/dtrain_tools/torch_models.py, one small instance per file
+ * of tests/golden/ written by tools/dtrain_tools/make_golden_models.py. Each file names its
+ * network as dtrain --set overrides (config/ records); the test builds that model on the CPU
+ * backend, copies the PyTorch weights by state_dict name (every name and shape must match, both
+ * ways), runs one training-mode
  * forward and backward on the stored batch and requires the logits, the loss, every parameter
  * gradient and every updated batch-norm running statistic within 1e-4 relative error in norm.
  * The batch of each file was chosen in float64 so that no ReLU input and no max-pool top-two gap
