@@ -228,7 +228,10 @@
   X(output, log_every, INT, "50", 1, 1000000000, "", "steps between progress lines and step rows of metrics.h5") \
   X(output, checkpoint_every, INT, "1", 0, 1000000, "", "epochs between checkpoints (0 = only at the end)") \
   X(output, checkpoint_steps, INT, "0", 0, 1000000000, "", "also checkpoint every N steps (0 = off)") \
-  X(output, keep_last, INT, "3", 0, 1000000, "", "checkpoints to keep (0 = all)")
+  X(output, keep_last, INT, "3", 0, 1000000, "", "checkpoints to keep (0 = all)")             \
+  X(output, tensorboard, BOOL, "false", 0, 0, "",                                            \
+    "rank 0 also writes TensorBoard events to RUN_DIR/tensorboard: every metrics.h5 row as "  \
+    "scalars <group>/<column> at its step, and the first training batch as an image")
 
 typedef struct { int n; long v[DT_LIST_MAX]; } dt_intlist;
 typedef struct { int n; bool v[DT_LIST_MAX]; } dt_boollist;

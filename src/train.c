@@ -291,7 +291,13 @@ static dt_status open_run_dir(trainer *t, bool resume, long resume_step) {
   t->log = fopen(path, resume || !cfg->output_overwrite ? "a" : "w");
   if (!t->log) return dt_error_set(DT_ERR_IO, "output.dir %s: cannot write log.txt: %s", dir, strerror(errno));
   snprintf(path, sizeof path, "%s/metrics.h5", dir);
-  return dt_metrics_open(&t->metrics, path, resume ? resume_step : -1);
+  dt_status st = dt_metrics_open(&t->metrics, path, resume ? resume_step : -1);
+  /* output.tensorboard: the metrics rows also go to TensorBoard events (io/metrics.h). */
+  if (st == DT_OK && cfg->output_tensorboard) {
+    snprintf(path, sizeof path, "%s/tensorboard", dir);
+    dt_metrics_tensorboard(t->metrics, path, resume ? resume_step : -1);
+  }
+  return st;
 }
 
 /* ---- setup ---- */
@@ -1210,6 +1216,7 @@ int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts) {
     start_loader(&t, t.train_ld, epoch, i);
     const dt_batch *b;
     while ((b = dt_loader_next(t.train_ld)) != NULL) {
+      if (t.rank == 0 && step == 0) dt_metrics_batch_image(t.metrics, &t.ds, b, 0); /* TensorBoard */
       inject_faults(&t, step);
       dt_params *ps = &t.model->params;
       if (t.buffers_backup)

@@ -355,7 +355,8 @@ static const char *const k_full =
     "log_every: 10\n"
     "checkpoint_every = 5\n"
     "checkpoint_steps = 100\n"
-    "keep_last = 2\n";
+    "keep_last = 2\n"
+    "tensorboard = true\n";
 
 static int setup(void **state) {
   (void)state;
@@ -434,6 +435,7 @@ static void test_full_file_loads(void **state) {
   assert_true(cfg.schedule_min_factor == 0);
   assert_true(cfg.augment_hflip_prob == 0.25);
   assert_int_equal(cfg.output_log_every, 10);
+  assert_true(cfg.output_tensorboard);
   assert_true(cfg.comm_timeout_s == 30);
   assert_true(cfg.augment_mixup && cfg.augment_ricap && cfg.augment_dual_cutout);
   assert_true(cfg.augment_label_smoothing == 0.1);

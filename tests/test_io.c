@@ -4,7 +4,8 @@
  * outputs (among them values out of range, non-finite tensors, a negative running_var, links
  * in place of tensors, data that fails its checksum; format 1 files without checksums load); the checkpoints directory helpers; a SIGKILL in the middle of a save leaves the
  * previous checkpoint intact; the metrics tables are appended, readable between flushes and
- * cut back on resume. */
+ * cut back on resume; TensorBoard event files: CRC-32C against its published check values, the
+ * record framing of a written file, name order and an unwritable directory (io/tfevents.h). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,6 +19,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <hdf5.h>
@@ -27,6 +29,7 @@
 #include "fuzz/fuzz_ckpt_table.h"
 #include "io/checkpoint.h"
 #include "io/metrics.h"
+#include "io/tfevents.h"
 #include "testutil.h"
 
 #define SENTINEL 7.25f
@@ -1040,6 +1043,104 @@ static int teardown(void **s) {
   return rc == 0 ? 0 : -1;
 }
 
+
+/* Little-endian integers of a record. */
+static uint64_t le64(const uint8_t *p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
+  return v;
+}
+static uint32_t le32(const uint8_t *p) { return (uint32_t)le64((const uint8_t[8]){p[0], p[1], p[2], p[3]}); }
+
+/* Whether the n bytes at p hold the k bytes of what. */
+static bool holds(const uint8_t *p, size_t n, const void *what, size_t k) {
+  for (size_t i = 0; i + k <= n; i++)
+    if (memcmp(p + i, what, k) == 0) return true;
+  return false;
+}
+
+/* The whole file (malloc'ed) and its size. */
+static uint8_t *slurp(const char *path, size_t *n) {
+  FILE *f = fopen(path, "rb");
+  assert_non_null(f);
+  fseek(f, 0, SEEK_END);
+  *n = (size_t)ftell(f);
+  rewind(f);
+  uint8_t *buf = malloc(*n + 1);
+  assert_int_equal(fread(buf, 1, *n, f), *n);
+  fclose(f);
+  return buf;
+}
+
+static void test_tfevents(void **s) {
+  (void)s;
+  /* CRC-32C check values: "123456789" (the standard check), 32 zero bytes and 32 0xFF bytes
+   * (the iSCSI test vectors); in two pieces as in one. */
+  assert_int_equal(dt_crc32c(0, "123456789", 9), 0xE3069283u);
+  assert_int_equal(dt_crc32c(dt_crc32c(0, "1234", 4), "56789", 5), 0xE3069283u);
+  uint8_t zeros[32] = {0}, ones[32];
+  memset(ones, 0xFF, sizeof ones);
+  assert_int_equal(dt_crc32c(0, zeros, 32), 0x8A9136AAu);
+  assert_int_equal(dt_crc32c(0, ones, 32), 0x62A8AB43u);
+  assert_int_equal(dt_crc32c(0, "", 0), 0u);
+  assert_int_equal(dt_crc32c_mask(0), 0xa282ead8u);
+  assert_int_equal(dt_crc32c_mask(0xE3069283u), ((0xE3069283u >> 15) | (0xE3069283u << 17)) + 0xa282ead8u);
+
+  /* A file with a stamp later than now in the directory: the new file's name sorts after it. */
+  char *dir = tmp_path("tb");
+  assert_int_equal(mkdir(dir, 0777), 0);
+  const long future = (long)time(NULL) + 100;
+  char old[4200], want[64];
+  snprintf(old, sizeof old, "%s/events.out.tfevents.%ld.host.1", dir, future);
+  FILE *f = fopen(old, "wb");
+  assert_non_null(f);
+  fclose(f);
+  dt_tfevents *w = dt_tfevents_open(dir, 7);
+  assert_non_null(w);
+  snprintf(want, sizeof want, "/events.out.tfevents.%ld.", future + 1);
+  assert_non_null(strstr(dt_tfevents_path(w), want));
+  const char *tags[2] = {"steps/loss", "steps/lr"};
+  const double values[2] = {2.5, 0.1};
+  dt_tfevents_scalars(w, 12, 2, tags, values);
+  char *path = dt_xstrdup(dt_tfevents_path(w));
+  dt_tfevents_close(w);
+
+  /* Three records (file_version, SessionLog START, the scalars), each framed by its length and
+   * two masked CRC-32Cs, and nothing after them. */
+  size_t n;
+  uint8_t *buf = slurp(path, &n);
+  size_t off = 0;
+  int records = 0;
+  while (off < n) {
+    assert_true(off + 12 <= n);
+    const uint64_t len = le64(buf + off);
+    assert_int_equal(le32(buf + off + 8), dt_crc32c_mask(dt_crc32c(0, buf + off, 8)));
+    assert_true(off + 16 + len <= n);
+    assert_int_equal(le32(buf + off + 12 + len), dt_crc32c_mask(dt_crc32c(0, buf + off + 12, len)));
+    if (records == 0) assert_true(holds(buf + off + 12, len, "brain.Event:2", 13));
+    if (records == 1) /* step 7 (field 2 varint), session_log (field 7) { status START } */
+      assert_true(holds(buf + off + 12, len, "\x10\x07\x3a\x02\x08\x01", 6));
+    if (records == 2) {
+      assert_true(holds(buf + off + 12, len, "steps/lr", 8));
+      const float lr = 0.1f; /* simple_value: field 2, fixed32 */
+      uint8_t v[5] = {0x15};
+      memcpy(v + 1, &lr, 4);
+      assert_true(holds(buf + off + 12, len, v, 5));
+    }
+    off += 16 + len;
+    records++;
+  }
+  assert_int_equal(records, 3);
+  free(buf);
+  free(path);
+
+  /* An unwritable directory (its parent is a file): NULL after a warning, no crash. */
+  char bad[4300];
+  snprintf(bad, sizeof bad, "%s/sub", old);
+  assert_null(dt_tfevents_open(bad, 0));
+  free(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_round_trip),
@@ -1052,6 +1153,7 @@ int main(void) {
       cmocka_unit_test(test_latest_prune_path),
       cmocka_unit_test(test_kill_during_save),
       cmocka_unit_test(test_metrics),
+      cmocka_unit_test(test_tfevents),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

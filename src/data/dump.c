@@ -144,6 +144,55 @@ static void dt_canvas_target(dt_canvas *cv, const float *row, int K, int label, 
   }
 }
 
+/* The picture of batch b (dump.h): allocates cv->rgb, the caller frees it. */
+static void dt_dump_picture(const dt_dataset *ds, const dt_batch *b, dt_canvas *cv) {
+  const dt_split *sp = &ds->train;
+  const int H = sp->height, W = sp->width, K = ds->classes;
+  const size_t F = (size_t)sp->channels * H * W;
+  const int scale = DT_MAX(1, (DT_DUMP_MIN_SIDE + H - 1) / H);
+  const int views = b->images2 ? 2 : 1;
+  const int tile_w = views * W * scale + (views - 1) * DT_DUMP_VIEW_GAP, tile_h = H * scale;
+  const int cell_w = DT_MAX(tile_w, K), cell_h = tile_h + 2 + DT_DUMP_STRIP;
+  const int tiles = DT_MIN(b->n, DT_DUMP_MAX_TILES);
+  const int cols = DT_MIN(tiles, DT_DUMP_COLUMNS), rows = (tiles + DT_DUMP_COLUMNS - 1) / DT_DUMP_COLUMNS;
+  cv->w = cols * (cell_w + DT_DUMP_GAP) + DT_DUMP_GAP;
+  cv->h = rows * (cell_h + DT_DUMP_GAP) + DT_DUMP_GAP;
+  cv->rgb = dt_xmalloc((size_t)cv->w * cv->h * 3);
+  memset(cv->rgb, 255, (size_t)cv->w * cv->h * 3);
+  for (int i = 0; i < tiles; i++) {
+    const int r = i / DT_DUMP_COLUMNS, c = i % DT_DUMP_COLUMNS;
+    const int x0 = DT_DUMP_GAP + c * (cell_w + DT_DUMP_GAP), y0 = DT_DUMP_GAP + r * (cell_h + DT_DUMP_GAP);
+    dt_canvas_image(cv, ds, sp, b->images + (size_t)i * F, scale, x0, y0);
+    if (b->images2)
+      dt_canvas_image(cv, ds, sp, b->images2 + (size_t)i * F, scale, x0 + W * scale + DT_DUMP_VIEW_GAP,
+                      y0);
+    dt_canvas_target(cv, b->targets + (size_t)i * K, K, b->labels[i], x0, y0 + tile_h + 2, cell_w);
+  }
+}
+
+bool dt_dump_batch_png(const dt_dataset *ds, const dt_batch *b, uint8_t **png, size_t *len, int *w,
+                       int *h) {
+  *png = NULL, *len = 0;
+  dt_canvas cv;
+  dt_dump_picture(ds, b, &cv);
+  *w = cv.w, *h = cv.h;
+  char *buf = NULL;
+  FILE *f = open_memstream(&buf, len);
+  if (!f) {
+    free(cv.rgb);
+    return false;
+  }
+  const bool ok = dt_dump_close(f, dt_png_encode(f, cv.rgb, cv.w, cv.h));
+  free(cv.rgb);
+  if (!ok) {
+    free(buf);
+    *len = 0;
+    return false;
+  }
+  *png = (uint8_t *)buf;
+  return true;
+}
+
 /* ---- the sidecar text ---- */
 
 static void dt_dump_settings(FILE *f, const dt_config *cfg, const dt_loader_cfg *lc,
@@ -276,19 +325,10 @@ dt_status dt_dump_batch(const dt_config *cfg, const char *given) {
   const dt_batch *b = dt_loader_next(ld);
   DT_CHECK(b != NULL); /* count >= B: at least one batch */
 
-  const dt_split *sp = &ds.train;
-  const int H = sp->height, W = sp->width, K = ds.classes;
-  const size_t F = (size_t)sp->channels * H * W;
-  const int scale = DT_MAX(1, (DT_DUMP_MIN_SIDE + H - 1) / H);
-  const int views = b->images2 ? 2 : 1;
-  const int tile_w = views * W * scale + (views - 1) * DT_DUMP_VIEW_GAP, tile_h = H * scale;
-  const int cell_w = DT_MAX(tile_w, K), cell_h = tile_h + 2 + DT_DUMP_STRIP;
+  const int H = ds.train.height, W = ds.train.width, K = ds.classes;
   const int tiles = DT_MIN(b->n, DT_DUMP_MAX_TILES);
-  const int cols = DT_MIN(tiles, DT_DUMP_COLUMNS), rows = (tiles + DT_DUMP_COLUMNS - 1) / DT_DUMP_COLUMNS;
-  dt_canvas cv = {cols * (cell_w + DT_DUMP_GAP) + DT_DUMP_GAP, rows * (cell_h + DT_DUMP_GAP) + DT_DUMP_GAP,
-                  NULL};
-  cv.rgb = dt_xmalloc((size_t)cv.w * cv.h * 3);
-  memset(cv.rgb, 255, (size_t)cv.w * cv.h * 3);
+  dt_canvas cv;
+  dt_dump_picture(&ds, b, &cv);
 
   char *tmp_png = dt_xmalloc(strlen(path) + 32), *tmp_txt = dt_xmalloc(strlen(txt) + 32);
   sprintf(tmp_png, "%s.%ld.tmp", path, (long)getpid());
@@ -313,15 +353,8 @@ dt_status dt_dump_batch(const dt_config *cfg, const char *given) {
   dt_dump_settings(f, cfg, &lc, &erase, &mix, H, W);
   fprintf(f, "tile row col label target (class:weight, largest first)\n");
   for (int i = 0; i < tiles; i++) {
-    const int r = i / DT_DUMP_COLUMNS, c = i % DT_DUMP_COLUMNS;
-    const int x0 = DT_DUMP_GAP + c * (cell_w + DT_DUMP_GAP), y0 = DT_DUMP_GAP + r * (cell_h + DT_DUMP_GAP);
-    dt_canvas_image(&cv, &ds, sp, b->images + (size_t)i * F, scale, x0, y0);
-    if (b->images2)
-      dt_canvas_image(&cv, &ds, sp, b->images2 + (size_t)i * F, scale,
-                      x0 + W * scale + DT_DUMP_VIEW_GAP, y0);
     const float *row = b->targets + (size_t)i * K;
-    dt_canvas_target(&cv, row, K, b->labels[i], x0, y0 + tile_h + 2, cell_w);
-    fprintf(f, "%d %d %d %d", i, r, c, b->labels[i]);
+    fprintf(f, "%d %d %d %d", i, i / DT_DUMP_COLUMNS, i % DT_DUMP_COLUMNS, b->labels[i]);
     /* the non-zero weights, largest first; each pass prints the largest one not yet printed */
     float last = INFINITY;
     int last_class = -1;

@@ -5,6 +5,7 @@
  * HDF5's file lock, so a reader that keeps the file open does not make a flush fail. */
 #include "io/metrics.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -14,7 +15,9 @@
 
 #include <hdf5.h>
 
+#include "data/dump.h"
 #include "io/h5util.h"
+#include "io/tfevents.h"
 
 #define DT_METRICS_FORMAT 1
 
@@ -59,6 +62,7 @@ typedef struct {
 struct dt_metrics {
   char *path;
   table epoch, steps;
+  dt_tfevents *tb; /* NULL without output.tensorboard */
 };
 
 /* ---- HDF5 helpers ---- */
@@ -287,7 +291,32 @@ dt_status dt_metrics_open(dt_metrics **out, const char *path, long resume_step) 
   return DT_OK;
 }
 
-void dt_metrics_step(dt_metrics *m, const dt_step_row *row) { table_push(&m->steps, row); }
+/* The row of t as TensorBoard scalars at its step: every column but `step`, tagged
+ * <group>/<column>. */
+static void tensorboard_row(dt_metrics *m, const table *t, const void *row) {
+  if (!m->tb) return;
+  const char *tags[16];
+  char names[16][48];
+  double values[16], step = 0;
+  int n = 0;
+  for (int c = 0; c < t->n_cols; c++) {
+    double v;
+    memcpy(&v, (const char *)row + t->cols[c].offset, sizeof v);
+    if (strcmp(t->cols[c].name, "step") == 0) {
+      step = v;
+      continue;
+    }
+    snprintf(names[n], sizeof names[n], "%s/%s", t->group, t->cols[c].name);
+    tags[n] = names[n];
+    values[n++] = v;
+  }
+  dt_tfevents_scalars(m->tb, (long)step, n, tags, values);
+}
+
+void dt_metrics_step(dt_metrics *m, const dt_step_row *row) {
+  table_push(&m->steps, row);
+  tensorboard_row(m, &m->steps, row);
+}
 
 /* Append every buffered row; on failure the rows stay buffered for the next try. */
 static const char *flush_rows(dt_metrics *m) {
@@ -322,6 +351,7 @@ dt_status dt_metrics_flush(dt_metrics *m) {
 
 dt_status dt_metrics_epoch(dt_metrics *m, const dt_epoch_row *row) {
   table_push(&m->epoch, row);
+  tensorboard_row(m, &m->epoch, row);
   return dt_metrics_flush(m);
 }
 
@@ -332,8 +362,40 @@ void dt_metrics_close(dt_metrics *m) {
   if (flush_rows(m))
     fprintf(stderr, "dtrain: warning: metrics file %s: the last %zu step rows were not written\n",
             m->path, m->steps.n_rows);
+  dt_tfevents_close(m->tb);
   free(m->epoch.rows);
   free(m->steps.rows);
   free(m->path);
   free(m);
+}
+
+void dt_metrics_tensorboard(dt_metrics *m, const char *dir, long resume_step) {
+  if (resume_step < 0) {
+    /* A fresh run in a directory used before (output.overwrite): the old curves would mix in. */
+    DIR *dp = opendir(dir);
+    const struct dirent *e;
+    while (dp && (e = readdir(dp)) != NULL) {
+      if (strncmp(e->d_name, "events.out.tfevents.", 20) != 0) continue;
+      char file[4500];
+      snprintf(file, sizeof file, "%s/%s", dir, e->d_name);
+      unlink(file);
+    }
+    if (dp) closedir(dp);
+  }
+  dt_tfevents_close(m->tb);
+  m->tb = dt_tfevents_open(dir, resume_step < 0 ? 0 : resume_step + 1);
+}
+
+void dt_metrics_batch_image(dt_metrics *m, const dt_dataset *ds, const dt_batch *b, long step) {
+  if (!m || !m->tb) return;
+  uint8_t *png;
+  size_t len;
+  int w, h;
+  if (!dt_dump_batch_png(ds, b, &png, &len, &w, &h)) {
+    fprintf(stderr, "dtrain: warning: TensorBoard: cannot encode the batch picture: %s\n",
+            strerror(errno));
+    return;
+  }
+  dt_tfevents_image(m->tb, "train/batch", step, png, len, w, h, 3);
+  free(png);
 }

@@ -7,11 +7,16 @@
  *   /steps/<column>  one row every output.log_every steps: step, epoch, lr, loss, top1,
  *                    images_per_s, loss_scale
  * The file is opened, appended to and closed at every flush (each epoch), so other programs can
- * read it while the run continues. */
+ * read it while the run continues.
+ * With output.tensorboard, every row is also written at once, as it is logged, to a TensorBoard
+ * events file (io/tfevents.h): one scalar per column but `step`, tagged <group>/<column>
+ * (steps/loss, epoch/test_top1, ...), at the row's step, so TensorBoard's curves are the columns
+ * of metrics.h5 under the same step numbers. */
 #ifndef DT_METRICS_H
 #define DT_METRICS_H
 
 #include "common.h"
+#include "data/loader.h"
 
 typedef struct {
   double epoch, step, lr, train_loss, train_top1, test_loss, test_top1, test_top5, seconds,
@@ -33,5 +38,15 @@ void dt_metrics_step(dt_metrics *m, const dt_step_row *row);
 dt_status dt_metrics_epoch(dt_metrics *m, const dt_epoch_row *row);
 dt_status dt_metrics_flush(dt_metrics *m);
 void dt_metrics_close(dt_metrics *m);
+
+/* Also write the rows logged from now on to a new TensorBoard events file in dir (created if
+ * missing). resume_step as for dt_metrics_open: a fresh run (< 0) first deletes the events
+ * files dir holds from an earlier run; a resumed one starts its file with a SessionLog START at
+ * resume_step + 1, so TensorBoard drops the points the interrupted run logged after its
+ * checkpoint. An unwritable file is a warning on stderr, and TensorBoard output is off. */
+void dt_metrics_tensorboard(dt_metrics *m, const char *dir, long resume_step);
+/* With TensorBoard output on: the picture of batch b (the one of `dtrain --dump-batch`,
+ * data/dump.h) as the image summary `train/batch` at step; otherwise nothing. */
+void dt_metrics_batch_image(dt_metrics *m, const dt_dataset *ds, const dt_batch *b, long step);
 
 #endif
