@@ -268,6 +268,11 @@ typedef struct dt_backend_ops {
    * of tensor cores, not their speed).
    * Returns DT_ERR_CONFIG with a message when the backend or device cannot; NULL: fp32 only. */
   dt_status (*set_precision)(dt_backend *be, dt_precision precision);
+  /* Optional (CPU): compute with `threads` threads (>= 1) from the next op on, when the share
+   * of the cores changes while training (thread_share.h). Primitives that fixed their thread
+   * count when they were created are re-created on their next use; the time that takes is
+   * added to dt_backend.rethread_seconds. */
+  void (*set_threads)(dt_backend *be, int threads);
 
   /* ==== algorithm choices (optional; the CUDA backend's cuDNN convolutions) ====
    * A backend that picks algorithms by timing hands its choices out as rows of
@@ -316,6 +321,10 @@ typedef struct dt_backend_ops {
 struct dt_backend {
   const dt_backend_ops *ops;
   int threads;
+  /* set_threads: primitives re-created for a new thread count, those kept as they were (the
+   * new one would have changed a layout), and the seconds both took. */
+  long rethread_prims, rethread_kept;
+  double rethread_seconds;
   /* Bumped by a backend that records (capture_begin) whenever it frees or moves device
    * memory a recording may reference: a shared buffer grown, a tensor or op freed. */
   unsigned long generation;
