@@ -17,8 +17,8 @@
 
 struct dt_share {
   char dir[512];
-  char path[600]; /* dir/p<pid> */
-  char name[32];  /* p<pid> */
+  char path[600]; /* dir/name */
+  char name[48];  /* p<pid>-<start time> */
   dt_cpu_mask mask;
   int fd; /* the entry, locked exclusively while the process lives */
 };
@@ -76,7 +76,9 @@ dt_share *dt_share_join(const char *dir, const dt_cpu_mask *mask, char *why, siz
   dt_share *s = dt_xcalloc(1, sizeof *s);
   s->fd = -1;
   snprintf(s->dir, sizeof s->dir, "%s", dir);
-  snprintf(s->name, sizeof s->name, "p%ld", (long)getpid());
+  /* The pid and the start time: processes of two PID namespaces may share the directory. */
+  snprintf(s->name, sizeof s->name, "p%ld-%llx", (long)getpid(),
+           (unsigned long long)(dt_now() * 1e9));
   snprintf(s->path, sizeof s->path, "%s/%s", dir, s->name);
   s->mask = *mask;
   if (!share_write(s, why, why_size)) {

@@ -4,10 +4,11 @@
  * again while it trains, and takes its share of the cores.
  *
  * The registry is a directory (DTRAIN_SHARE_DIR, else /dev/shm/dtrain-<uid>, else
- * /tmp/dtrain-<uid>) with one file per process, "p<pid>", holding its mask. The process holds an
- * exclusive flock on its file for as long as it lives; a file whose lock can be taken belongs to
- * a process that ended without removing it (killed, crashed) and is ignored and removed. Only
- * processes of one user see each other (the directory is theirs, mode 0700). */
+ * /tmp/dtrain-<uid>) with one file per process, "p<pid>-<start time>", holding its mask (a
+ * dt_cpu_mask). The process holds an exclusive flock on its file for as long as it lives; a file
+ * whose lock can be taken belongs to a process that ended without removing it (killed, crashed)
+ * and is ignored and removed. Only processes of one user see each other (the directory is
+ * theirs, mode 0700). */
 #ifndef DT_THREAD_SHARE_H
 #define DT_THREAD_SHARE_H
 
