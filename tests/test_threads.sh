@@ -61,11 +61,15 @@ expect "train.threads=1: no warning" "$out" 'warning' 0
 # locked (flock(1)) by a process for as long as it lives.
 if command -v flock >/dev/null 2>&1; then
   mkdir -p -m 700 "$DTRAIN_SHARE_DIR"
-  /usr/bin/python3 -c 'import struct, sys; sys.stdout.buffer.write(struct.pack("<16Q", 1, *[0] * 15))' \
-    >"$DTRAIN_SHARE_DIR/p-other"
-  (flock -x 9 && exec sleep 120) 9<"$DTRAIN_SHARE_DIR/p-other" &
-  holder=$! # the sleep itself (exec), which holds the lock
-  for _ in $(seq 50); do flock -n -s "$DTRAIN_SHARE_DIR/p-other" true || break; sleep 0.1; done
+  # stand_in: the entry written and locked; holder is the sleep itself (exec), which holds it.
+  stand_in() {
+    /usr/bin/python3 -c 'import struct, sys; sys.stdout.buffer.write(struct.pack("<16Q", 1, *[0] * 15))' \
+      >"$DTRAIN_SHARE_DIR/p-other"
+    (flock -x 9 && exec sleep 120) 9<"$DTRAIN_SHARE_DIR/p-other" &
+    holder=$!
+    for _ in $(seq 50); do flock -n -s "$DTRAIN_SHARE_DIR/p-other" true || break; sleep 0.1; done
+  }
+  stand_in
   out=$(taskset -c 0-$((C - 1)) "$DTRAIN" "${DRY[@]}" 2>&1)
   t=$(share "$C" 2)
   expect "another process on CPU 0: all $C cores shared by 2, $t thread(s)" "$out" \
@@ -85,6 +89,35 @@ if command -v flock >/dev/null 2>&1; then
   fi
   ls "$DTRAIN_SHARE_DIR" >"$T/entries"
   expect "the dry runs left no entry behind" "$(cat "$T/entries")" '^p' 1
+  if ((C >= 2)); then
+    # A training run that starts beside the stand-in grows when it ends and shrinks when another
+    # one arrives (the recount between steps), then stops at SIGTERM.
+    taskset -c 0-$((C - 1)) "$DTRAIN" configs/quickstart.ini --set train.epochs=1000 \
+      --set data.train_limit=256 --set data.test_limit=64 --set train.batch_size=32 \
+      --set output.log_every=1 --set "output.dir=$T/mid" >"$T/mid.out" 2>&1 &
+    trainer=$!
+    # wait_for PATTERN: until the run's output has a line matching PATTERN (2 minutes at most).
+    wait_for() {
+      for _ in $(seq 600); do
+        grep -qE -- "$1" "$T/mid.out" && return 0
+        kill -0 "$trainer" 2>/dev/null || return 1
+        sleep 0.2
+      done
+      return 1
+    }
+    wait_for '^step|^epoch|images/s' && ok "training beside the stand-in started" || bad "training did not start" "$(cat "$T/mid.out")"
+    expect "training beside the stand-in: start-up line" "$(cat "$T/mid.out")" \
+      "^ranks: 1 x $(share "$C" 2) threads? \($C cores?, 1 local rank, 1 other dtrain process on these cores\)"
+    kill "$holder"
+    wait "$holder" 2>/dev/null
+    up="^threads: $(share "$C" 2) -> $(share "$C" 1) \(no other dtrain process shares these cores now; $C cores, 1 process on them\)$"
+    wait_for "$up" && ok "the stand-in ended: the run grows" || bad "the run did not grow" "$(cat "$T/mid.out")"
+    stand_in
+    down="^threads: $(share "$C" 1) -> $(share "$C" 2) \(another dtrain process shares these cores; $C cores, 2 processes on them\)$"
+    wait_for "$down" && ok "another process arrived: the run shrinks" || bad "the run did not shrink" "$(cat "$T/mid.out")"
+    kill -TERM "$trainer"
+    wait "$trainer" 2>/dev/null
+  fi
   kill "$holder"
   wait "$holder" 2>/dev/null
   out=$(taskset -c 0-$((C - 1)) "$DTRAIN" "${DRY[@]}" 2>&1)
