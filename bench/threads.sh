@@ -41,8 +41,10 @@ T=$(mktemp -d /tmp/dtrain-threads-XXXXXX)
 # dtrain processes of other users of the machine do not count in these runs.
 export DTRAIN_SHARE_DIR=$T/share
 busy_pid=
+pa=
 cleanup() {
   [ -n "$busy_pid" ] && kill "$busy_pid" 2>/dev/null
+  [ -n "$pa" ] && kill -9 "$pa" 2>/dev/null # a run in the background (--bench ignores SIGTERM)
   rm -rf "$T"
 }
 trap cleanup EXIT
