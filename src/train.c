@@ -879,7 +879,6 @@ static void dual_cutout_step(trainer *t, const float *x1, const float *x2, const
   *correct += topk_correct(t->logits, labels, n, K, 1);
 }
 
-/* A loader restart refills batch memory that may have been prefetched and never uploaded. */
 /* Between steps: the new share of the cores when dtrain processes of other jobs started on
  * them or ended (thread_share.h), said in the log. */
 static void share_poll(trainer *t) {
@@ -892,6 +891,7 @@ static void share_poll(trainer *t) {
   say(t, "%s%s\n", t->tty ? "\n" : "", line);
 }
 
+/* A loader restart refills batch memory that may have been prefetched and never uploaded. */
 static void start_loader(trainer *t, dt_loader *ld, long epoch, long first_step) {
   if (t->be->ops->prefetch) t->be->ops->prefetch(t->be, NULL, 0);
   dt_loader_start(ld, epoch, first_step);
