@@ -5,10 +5,14 @@
 # Usage: bench/threads.sh [CONFIG=configs/quickstart.ini] [STEPS=4] [PART...]
 #   PART: ranks (mpirun -np 4 and 2 against their references), policy (the OpenMP wait policies
 #         alone, two runs side by side, beside a busy loop), loader (one process, its loader
-#         thread beside 1 or 2 compute threads), or all three (the default).
+#         thread beside 1 or 2 compute threads), or all three (the default); jobs (separate
+#         single-process runs sharing the cores: one alone, two started together, and a second
+#         one arriving while the first runs: it has 4 x STEPS timed steps, the second STEPS,
+#         started ARRIVE seconds after it) is run only when named.
 #   env:  DTRAIN  dtrain binary (default ./dtrain, else build/dtrain)
 #         BEFORE  another dtrain binary (e.g. a build from before thread sharing) to time under
-#                 mpirun -np 4 as well (default: none)
+#                 mpirun -np 4 and in the jobs part as well (default: none)
+#         ARRIVE  seconds between the first and the second run of the jobs part (default 6)
 #         POLICIES the wait policies to compare (default: "auto default active passive"; auto is
 #                  dtrain's own choice, default the OpenMP runtime's (GOMP_SPINCOUNT=300000,
 #                  libgomp's default, which also keeps dtrain from choosing), active and passive
@@ -33,9 +37,14 @@ fi
 MPIRUN=(mpirun --oversubscribe)
 [ "$(id -u)" -eq 0 ] && MPIRUN+=(--allow-run-as-root)
 T=$(mktemp -d /tmp/dtrain-threads-XXXXXX)
+# The registry of dtrain processes (README "Threads, ranks and binding") of this script's own:
+# dtrain processes of other users of the machine do not count in these runs.
+export DTRAIN_SHARE_DIR=$T/share
 busy_pid=
+pa=
 cleanup() {
   [ -n "$busy_pid" ] && kill "$busy_pid" 2>/dev/null
+  [ -n "$pa" ] && kill -9 "$pa" 2>/dev/null # a run in the background (--bench ignores SIGTERM)
   rm -rf "$T"
 }
 trap cleanup EXIT
@@ -116,6 +125,34 @@ case " $PARTS " in *" policy "*)
     printf '%-8s %10s %10s %10s %8s %10s\n' "$p" "$one" "$x" "$y" "$(ratio "$pair" "$one")" "$z"
     grep -h '^ranks:\|wait policy' "$T/pa_$p" | sed "s/^/  $p side by side: /"
     for v in "$one" "$x" "$y" "$z"; do [ "$v" = FAIL ] && failed=1; done
+  done
+  ;;
+esac
+case " $PARTS " in *" jobs "*)
+  echo "== separate jobs on the same cores: one alone, two together, a second arriving =="
+  ARRIVE=${ARRIVE:-6}
+  for bin in ${BEFORE:+"$BEFORE"} "$DTRAIN"; do
+    J=(-u OMP_NUM_THREADS -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT "$bin" "$CONFIG" --set output.dir="$T/run")
+    echo "-- $bin (load $(cut -d' ' -f1-3 /proc/loadavg))"
+    run jobs_alone "${J[@]}" --bench "$STEPS"
+    env "${J[@]}" --bench "$STEPS" --set output.dir="$T/ja" >"$T/jobs_a" 2>&1 &
+    pa=$!
+    run jobs_b "${J[@]}" --bench "$STEPS" --set output.dir="$T/jb"
+    wait $pa
+    one=$(ips "$T/jobs_alone") x=$(ips "$T/jobs_a") y=$(ips "$T/jobs_b")
+    pair=$(awk -v x="$x" -v y="$y" 'BEGIN { print x + y }')
+    printf 'alone %s; together %s + %s = %s images/s: %s of one alone\n' "$one" "$x" "$y" "$pair" "$(ratio "$pair" "$one")"
+    env "${J[@]}" --bench $((4 * STEPS)) --set output.dir="$T/ja" >"$T/arrive_a" 2>&1 &
+    pa=$!
+    sleep "$ARRIVE"
+    run arrive_b "${J[@]}" --bench "$STEPS" --set output.dir="$T/jb"
+    wait $pa
+    x=$(ips "$T/arrive_a") y=$(ips "$T/arrive_b")
+    printf 'first (%d steps) %s, second (%d steps, started %ss later) %s images/s\n' $((4 * STEPS)) "$x" "$STEPS" "$ARRIVE" "$y"
+    grep -h '^threads: \|^ranks: \|^rethread: ' "$T/jobs_a" "$T/jobs_b" | sort | uniq -c | sed 's/^/  together: /'
+    grep -h '^threads: \|^ranks: \|^rethread: ' "$T/arrive_a" | sed 's/^/  first: /'
+    grep -h '^ranks: ' "$T/arrive_b" | sed 's/^/  second: /'
+    for v in "$one" "$x" "$y"; do [ "$v" = FAIL ] && failed=1; done
   done
   ;;
 esac

@@ -269,6 +269,11 @@ typedef struct dt_backend_ops {
    * of tensor cores, not their speed).
    * Returns DT_ERR_CONFIG with a message when the backend or device cannot; NULL: fp32 only. */
   dt_status (*set_precision)(dt_backend *be, dt_precision precision);
+  /* Optional (CPU): compute with `threads` threads (>= 1) from the next op on, when the share
+   * of the cores changes while training (thread_share.h). Primitives that fixed their thread
+   * count when they were created are re-created on their next use; the time that takes is
+   * added to dt_backend.rethread_seconds. */
+  void (*set_threads)(dt_backend *be, int threads);
 
   /* ==== algorithm choices (optional; the CUDA backend's cuDNN convolutions) ====
    * A backend that picks algorithms by timing hands its choices out as rows of
@@ -318,6 +323,10 @@ typedef struct dt_backend_ops {
 struct dt_backend {
   const dt_backend_ops *ops;
   int threads;
+  /* set_threads: primitives re-created for a new thread count, those kept as they were (the
+   * new one would have changed a layout), and the seconds both took. */
+  long rethread_prims, rethread_kept;
+  double rethread_seconds;
   /* Bumped by a backend that records (capture_begin) whenever it frees or moves device
    * memory a recording may reference: a shared buffer grown, a tensor or op freed. */
   unsigned long generation;
@@ -346,7 +355,7 @@ struct dt_backend {
 #define DT_BACKEND_OPTIONAL_OPS(X)                                                      \
   X(sgd_update_multi) X(set_precision) X(algos_export) X(algos_import) X(native_stream) \
   X(host_alloc) X(host_free) X(prefetch) X(capture_begin) X(capture_end) X(replay)      \
-  X(capture_free)
+  X(capture_free) X(set_threads)
 
 /* The first required member of ops that is NULL, by name, or NULL when all are set. */
 const char *dt_backend_ops_missing(const dt_backend_ops *ops);

@@ -175,7 +175,7 @@ int main(int argc, char **argv) {
     /* The thread decision each rank would train with (collective: every rank gets here). */
     dt_thread_plan plan;
     char line[256], mine[256];
-    dt_thread_plan_start(comm, &cfg, device, &plan, line, sizeof line);
+    dt_thread_plan_start(comm, &cfg, device, &plan, NULL, line, sizeof line);
     dt_thread_plan_describe_rank(&plan, dt_comm_rank(comm), dt_comm_size(comm), mine, sizeof mine);
     if (status == 0 && dt_comm_rank(comm) == 0) printf("\n%s\n", line);
     if (status == 0) printf("%s\n", mine);

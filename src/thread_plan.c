@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "thread_share.h"
 
 void dt_cpu_mask_clear(dt_cpu_mask *m) { memset(m, 0, sizeof *m); }
 
@@ -62,11 +63,14 @@ int dt_thread_plan_parse_omp(const char *s) {
 
 /* Threads and their source for local rank r. */
 static int rank_threads(const dt_thread_rank *ranks, int n, int r, int threads_cfg,
-                        int loader_threads, dt_thread_source *source, int *sharing, int *share) {
+                        int loader_threads, dt_thread_source *source, int *job_sharing,
+                        int *sharing, int *share) {
   int cores = dt_cpu_mask_count(&ranks[r].mask);
   int s = 0;
   for (int j = 0; j < n; j++)
     if (j == r || dt_cpu_mask_overlaps(&ranks[r].mask, &ranks[j].mask)) s++;
+  *job_sharing = s;
+  s = DT_MAX(s, ranks[r].registry_sharing);
   int budget = DT_MAX(cores / s, 1);
   *sharing = s;
   *share = budget;
@@ -93,14 +97,15 @@ void dt_thread_plan_make(dt_thread_plan *p, const dt_thread_rank *ranks, int loc
   p->loader_threads = loader_threads;
   p->cores = dt_cpu_mask_count(&ranks[self].mask);
   p->threads = rank_threads(ranks, local_ranks, self, threads_cfg, loader_threads, &p->source,
-                            &p->sharing, &p->share);
+                            &p->job_sharing, &p->sharing, &p->share);
   dt_cpu_mask all;
   dt_cpu_mask_clear(&all);
   p->min_threads = p->max_threads = p->threads;
   for (int r = 0; r < local_ranks; r++) {
     dt_thread_source src;
-    int sharing, share;
-    int t = rank_threads(ranks, local_ranks, r, threads_cfg, loader_threads, &src, &sharing, &share);
+    int job_sharing, sharing, share;
+    int t = rank_threads(ranks, local_ranks, r, threads_cfg, loader_threads, &src, &job_sharing,
+                         &sharing, &share);
     p->node_threads += t;
     p->min_threads = DT_MIN(p->min_threads, t);
     p->max_threads = DT_MAX(p->max_threads, t);
@@ -111,12 +116,14 @@ void dt_thread_plan_make(dt_thread_plan *p, const dt_thread_rank *ranks, int loc
   if (p->node_threads > p->node_cores) p->oversubscribed = true;
 }
 
-void dt_thread_plan_local(dt_thread_plan *p, dt_comm *comm, const dt_config *cfg) {
+void dt_thread_plan_local(dt_thread_plan *p, dt_comm *comm, const dt_config *cfg,
+                          dt_share *share) {
   int n = dt_comm_local_size(comm);
   dt_thread_rank mine;
   memset(&mine, 0, sizeof mine);
   dt_cpu_mask_self(&mine.mask);
   mine.omp_threads = dt_thread_plan_parse_omp(getenv("OMP_NUM_THREADS"));
+  mine.registry_sharing = share ? dt_share_count(share) : 0;
   dt_thread_rank *all = dt_xcalloc((size_t)n, sizeof *all);
   dt_comm_local_allgather(comm, &mine, all, sizeof mine);
   dt_thread_plan_make(p, all, n, dt_comm_local_rank(comm), (int)cfg->train_threads,
@@ -146,6 +153,12 @@ void dt_thread_plan_describe(const dt_thread_plan *p, int world, char *buf, size
                    p->node_cores, p->node_cores == 1 ? "" : "s", p->local_ranks,
                    p->local_ranks == 1 ? "" : "s");
   if (n < 0 || (size_t)n >= size) return;
+  if (p->sharing > p->job_sharing) {
+    int others = p->sharing - p->job_sharing;
+    n += snprintf(buf + n, size - (size_t)n, ", %d other dtrain process%s on these cores", others,
+                  others == 1 ? "" : "es");
+    if ((size_t)n >= size) return;
+  }
   if (p->source == DT_THREADS_SHARE)
     snprintf(buf + n, size - (size_t)n, ")");
   else
@@ -177,19 +190,39 @@ void dt_thread_plan_warning(const dt_thread_plan *p, char *buf, size_t size) {
 
 void dt_thread_plan_describe_rank(const dt_thread_plan *p, int rank, int world, char *buf,
                                   size_t size) {
+  int others = p->sharing - p->job_sharing;
+  char other[64] = "";
+  if (others > 0)
+    snprintf(other, sizeof other, " and %d other dtrain process%s", others,
+             others == 1 ? "" : "es");
   snprintf(buf, size,
            "threads: rank %d of %d: %d compute thread%s + %d loader thread%s; its mask has %d "
-           "core%s, shared by %d local rank%s (%s)",
+           "core%s, shared by %d local rank%s%s (%s)",
            rank, world, p->threads, p->threads == 1 ? "" : "s", p->loader_threads,
-           p->loader_threads == 1 ? "" : "s", p->cores, p->cores == 1 ? "" : "s", p->sharing,
-           p->sharing == 1 ? "" : "s", source_name(p->source));
+           p->loader_threads == 1 ? "" : "s", p->cores, p->cores == 1 ? "" : "s",
+           p->job_sharing, p->job_sharing == 1 ? "" : "s", other, source_name(p->source));
 }
 
 int dt_thread_plan_start(dt_comm *comm, const dt_config *cfg, dt_device device,
-                         dt_thread_plan *plan, char *line, size_t size) {
+                         dt_thread_plan *plan, dt_share **share, char *line, size_t size) {
   int world = dt_comm_size(comm);
+  dt_share *reg = NULL;
+  if (device == DT_DEVICE_CPU) {
+    if (dt_share_enabled()) {
+      char dir[512];
+      dt_share_default_dir(dir, sizeof dir);
+      dt_cpu_mask mask;
+      dt_cpu_mask_self(&mask);
+      reg = dt_share_join(dir, &mask, NULL, 0);
+    }
+    dt_comm_barrier(comm); /* the job's ranks have joined before any of them counts */
+  }
   dt_thread_plan p;
-  dt_thread_plan_local(&p, comm, cfg);
+  dt_thread_plan_local(&p, comm, cfg, reg);
+  if (share)
+    *share = reg;
+  else
+    dt_share_leave(reg);
   if (plan) *plan = p;
   if (device != DT_DEVICE_CPU) {
     snprintf(line, size, "ranks: %d (%d on this node)", world, p.local_ranks);

@@ -33,7 +33,9 @@ void dt_cpu_mask_self(dt_cpu_mask *m);
 /* What one local rank contributes to the decision: its mask and its OMP_NUM_THREADS. */
 typedef struct {
   dt_cpu_mask mask;
-  int omp_threads; /* dt_thread_plan_parse_omp(getenv("OMP_NUM_THREADS")) */
+  int omp_threads;      /* dt_thread_plan_parse_omp(getenv("OMP_NUM_THREADS")) */
+  int registry_sharing; /* live dtrain processes of any job on its cores, itself included
+                           (dt_share_count, thread_share.h); 0 = not known */
 } dt_thread_rank;
 
 typedef enum {
@@ -46,7 +48,9 @@ typedef struct {
   int threads;             /* compute (OpenMP) threads of this rank, >= 1 */
   dt_thread_source source; /* where threads came from */
   int cores;               /* CPUs in this rank's mask */
-  int sharing;             /* local ranks whose masks overlap this rank's, itself included */
+  int job_sharing;         /* local ranks whose masks overlap this rank's, itself included */
+  int sharing;             /* job_sharing, or the registry's count of processes of any job on
+                              these cores when that is larger */
   int share;               /* cores / sharing, at least 1: this rank's budget */
   int loader_threads;      /* data.loader_threads, which count against the budget */
   int local_ranks;         /* ranks on this node */
@@ -64,15 +68,18 @@ int dt_thread_plan_parse_omp(const char *s);
  * (0 = not set), loader_threads is data.loader_threads. Pure: the same inputs give the same
  * plan. Order: train.threads, else the rank's OMP_NUM_THREADS, else the rank's share: the
  * cores in its mask divided by the number of local ranks whose masks overlap it (itself
- * included), at least 1, less its loader threads when at least 2 compute threads remain. Every
+ * included), or by its registry_sharing when that is larger (other jobs), at least 1, less its loader threads when at least 2 compute threads remain. Every
  * local rank is decided the same way to fill node_threads and oversubscribed. */
 void dt_thread_plan_make(dt_thread_plan *p, const dt_thread_rank *ranks, int local_ranks, int self,
                          int threads_cfg, int loader_threads);
 
-/* The plan of this rank on its node: its own mask and OMP_NUM_THREADS, the other local ranks'
- * gathered over comm (collective: every rank calls it), train.threads and data.loader_threads
- * from cfg. */
-void dt_thread_plan_local(dt_thread_plan *p, dt_comm *comm, const dt_config *cfg);
+/* The plan of this rank on its node: its own mask and OMP_NUM_THREADS, and the count of
+ * registered processes on its cores when share is not NULL (thread_share.h), the other local
+ * ranks' gathered over comm (collective: every rank calls it), train.threads and
+ * data.loader_threads from cfg. */
+struct dt_share;
+void dt_thread_plan_local(dt_thread_plan *p, dt_comm *comm, const dt_config *cfg,
+                          struct dt_share *share);
 
 /* The start-up line, without a newline: "ranks: 8 x 8 threads (64 cores, 8 local ranks)",
  * followed by where the count came from when it was not the share. world is the number of
@@ -88,11 +95,14 @@ void dt_thread_plan_describe_rank(const dt_thread_plan *p, int rank, int world, 
 
 /* What the trainer calls at set-up (collective over the node): the threads to create the
  * backend with, and the start-up line in line; the plan in *plan when plan is not NULL. On the
- * CPU: the plan of dt_thread_plan_local, its line followed by the OpenMP wait policy, and the
- * warning on stderr from local rank 0 when the node is oversubscribed. Other devices:
- * train.threads, and "ranks: N (L on this node)". */
+ * CPU: the process joins the registry of dtrain processes (thread_share.h; unless DTRAIN_SHARE
+ * is 0), waits for the job's other ranks to join, then takes the plan of dt_thread_plan_local;
+ * its line followed by the OpenMP wait policy, and the warning on stderr from local rank 0 when
+ * the node is oversubscribed. The registry entry goes to *share (the caller leaves it with
+ * dt_share_leave) when share is not NULL, else it is left at once; NULL when not joined. Other
+ * devices: train.threads, and "ranks: N (L on this node)". */
 int dt_thread_plan_start(dt_comm *comm, const dt_config *cfg, dt_device device,
-                         dt_thread_plan *plan, char *line, size_t size);
+                         dt_thread_plan *plan, struct dt_share **share, char *line, size_t size);
 
 /* ---- OpenMP wait policy ----
  * A thread of an OpenMP team that finishes its part of a parallel region spins, waiting for the

@@ -33,6 +33,7 @@
 #include "replay.h"
 #include "schedule.h"
 #include "thread_plan.h"
+#include "thread_share.h"
 
 /* What an epoch's metrics rows are made of, so far: sums of loss, correct and images over
  * its applied steps, the same over the current output.log_every window, skipped updates.
@@ -68,6 +69,8 @@ typedef struct {
   char start_note[4400]; /* where the run's state came from (--resume, --init), for the header */
   epoch_metrics resumed; /* the resumed epoch's metrics so far (zero for a fresh run) */
   char threads_line[320]; /* "ranks: 8 x 8 threads (64 cores, 8 local ranks)" */
+  dt_share *share;        /* this process's entry in the registry of dtrain processes, or NULL */
+  dt_share_watch watch;   /* recounts the processes on these cores between steps */
   long steps_per_epoch;
   const char *run_dir;
   int lock_fd;                /* the run directory's lock (rank 0), -1 when not held */
@@ -316,6 +319,8 @@ static void trainer_free(trainer *t) {
   dt_model_free(t->model);
   if (t->ds_loaded) dt_dataset_free(&t->ds);
   if (t->be) t->be->ops->destroy(t->be);
+  dt_share_leave(t->share);
+  t->share = NULL;
   if (t->metrics) dt_metrics_close(t->metrics);
   if (t->log) fclose(t->log);
   if (t->lock_fd >= 0) close(t->lock_fd); /* the kernel would release it at exit too */
@@ -362,7 +367,9 @@ static dt_status trainer_setup(trainer *t, const dt_config *cfg, dt_comm *comm, 
   t->tty = t->rank == 0 && t->world == 1 && isatty(STDOUT_FILENO);
   t->run_dir = cfg->output_dir;
   /* Collective over the node, so before anything that can fail on one rank only. */
-  int threads = dt_thread_plan_start(comm, cfg, device, NULL, t->threads_line, sizeof t->threads_line);
+  dt_thread_plan plan;
+  int threads = dt_thread_plan_start(comm, cfg, device, &plan, &t->share, t->threads_line,
+                                     sizeof t->threads_line);
   int B = (int)cfg->train_batch_size;
   if (B % (t->world * t->accum) != 0)
     return dt_error_set(DT_ERR_CONFIG,
@@ -381,6 +388,9 @@ static dt_status trainer_setup(trainer *t, const dt_config *cfg, dt_comm *comm, 
                             dt_comm_local_size(comm));
   if (!t->be) return DT_ERR_CONFIG;
   t->be->deterministic = cfg->train_deterministic;
+  /* Every second at most: a recount of the processes on these cores costs a directory read. */
+  if (device == DT_DEVICE_CPU && t->be->ops->set_threads)
+    dt_share_watch_init(&t->watch, t->share, &plan, 1.0);
   t->precision = dt_precision_of(cfg->train_precision);
   if (t->precision != DT_PRECISION_FP32) {
     if (!t->be->ops->set_precision)
@@ -878,6 +888,18 @@ static void dual_cutout_step(trainer *t, const float *x1, const float *x2, const
   *correct += topk_correct(t->logits, labels, n, K, 1);
 }
 
+/* Between steps: the new share of the cores when dtrain processes of other jobs started on
+ * them or ended (thread_share.h), said in the log. */
+static void share_poll(trainer *t) {
+  int before = 0;
+  int threads = dt_share_watch_poll(&t->watch, dt_now(), &before);
+  if (threads == 0) return;
+  t->be->ops->set_threads(t->be, threads);
+  char line[256];
+  dt_share_describe_change(&t->watch, before, line, sizeof line);
+  say(t, "%s%s\n", t->tty ? "\n" : "", line);
+}
+
 /* A loader restart refills batch memory that may have been prefetched and never uploaded. */
 static void start_loader(trainer *t, dt_loader *ld, long epoch, long first_step) {
   if (t->be->ops->prefetch) t->be->ops->prefetch(t->be, NULL, 0);
@@ -1217,6 +1239,7 @@ int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts) {
     const dt_batch *b;
     while ((b = dt_loader_next(t.train_ld)) != NULL) {
       if (t.rank == 0 && step == 0) dt_metrics_batch_image(t.metrics, &t.ds, b, 0); /* TensorBoard */
+      share_poll(&t);
       inject_faults(&t, step);
       dt_params *ps = &t.model->params;
       if (t.buffers_backup)
@@ -1387,6 +1410,7 @@ int dt_train_bench(const dt_config *cfg, dt_comm *comm, dt_device device, long s
       start_loader(&t, t.train_ld, i, 0);
       b = dt_loader_next(t.train_ld);
     }
+    share_poll(&t);
     compute_gradients(&t, b, i, &loss, &correct);
     allreduce_grads(&t);
     dt_optim_step(&t.opt, &t.model->params, dt_schedule_lr(&t.sched, i), unscale);
@@ -1410,6 +1434,7 @@ int dt_train_bench(const dt_config *cfg, dt_comm *comm, dt_device device, long s
         nccl_b0 = dt_comm_nccl_allreduce_bytes(t.nccl);
       }
     }
+    share_poll(&t);
     compute_gradients(&t, b, i, &loss, &correct);
     allreduce_grads(&t);
     dt_optim_step(&t.opt, &t.model->params, dt_schedule_lr(&t.sched, i), unscale);
@@ -1431,6 +1456,10 @@ int dt_train_bench(const dt_config *cfg, dt_comm *comm, dt_device device, long s
              (double)(dt_comm_nccl_allreduce_count(t.nccl) - nccl_n0) / (double)steps,
              (double)(dt_comm_nccl_allreduce_bytes(t.nccl) - nccl_b0) / (double)steps / 1048576.0,
              1e3 * (dt_comm_nccl_host_seconds(t.nccl) - nccl_s0) / (double)steps);
+    if (t.be->rethread_prims || t.be->rethread_kept)
+      printf("rethread: %ld primitives re-created for a new thread count, %ld kept, %.1f ms in "
+             "all\n",
+             t.be->rethread_prims, t.be->rethread_kept, 1e3 * t.be->rethread_seconds);
     printf("bench_with_data: %.1f images/s\n", with_data);
     printf("bench: %.1f images/s\n", only);
   }

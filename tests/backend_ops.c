@@ -795,8 +795,9 @@ static void t_copy(dt_backend *be, const dt_tensor *src, dt_tensor *dst) {
  *   u = a + conv2(r)             conv2 accumulating onto the skip
  *   g = gap(u); z = linear(g); loss = xent(z, t)
  * and the backward pass down to dw1, comparing every intermediate with the reference. */
-static void test_chain(void **state) {
-  dt_backend *be = *state;
+/* The chain; with rethread > 0 the backend switches to that many threads after the ops are
+ * created, so that every primitive is re-created for it on its first run (set_threads). */
+static void chain_run(dt_backend *be, int rethread) {
   chk_begin();
   const int N = 3, C = 8, H = 9, W = 9, K = 10, hw = H * W;
   const dt_conv_params p1 = {N, 3, H, W, C, 3, 3, 1, 1, 1, false};
@@ -817,6 +818,7 @@ static void test_chain(void **state) {
   dt_op *gap = be->ops->gap_create(be, as, ul, &gl);
   dt_op *fc = be->ops->linear_create(be, gs, gl, K, &zl);
   assert_true(conv1 && bn && relu && conv2 && acc && gap && fc);
+  if (rethread > 0) be->ops->set_threads(be, rethread);
 
   /* ---- data (redrawn until no ReLU input is near its kink) ---- */
   hvec x = {0}, w1 = {0}, gamma = {0}, beta = {0};
@@ -944,6 +946,24 @@ static void test_chain(void **state) {
   dt_op *ops[] = {conv1, bn, relu, conv2, acc, gap, fc};
   for (size_t i = 0; i < DT_ARRAY_LEN(ops); i++) be->ops->op_free(ops[i]);
   chk_end();
+}
+
+static void test_chain(void **state) { chain_run(*state, 0); }
+
+/* The same after a change of the thread count: primitives re-created for it compute the same
+ * (and none kept: the new ones choose the layouts the old ones had). */
+static void test_chain_rethread(void **state) {
+  dt_backend *be = *state;
+  assert_int_equal(be->threads, 2);
+  long made = be->rethread_prims;
+  chain_run(be, 1);
+  assert_true(be->rethread_prims > made);
+  assert_int_equal(be->rethread_kept, 0);
+  made = be->rethread_prims;
+  chain_run(be, 2);
+  assert_true(be->rethread_prims > made);
+  assert_int_equal(be->rethread_kept, 0);
+  assert_int_equal(be->threads, 2);
 }
 
 /* ---- ops of the other families (docs/reference-experiments.md "Models") ---- */
@@ -1408,6 +1428,7 @@ int main(void) {
       cmocka_unit_test(test_memory), cmocka_unit_test(test_conv),   cmocka_unit_test(test_bn),
       cmocka_unit_test(test_eltwise), cmocka_unit_test(test_gap),   cmocka_unit_test(test_linear),
       cmocka_unit_test(test_xent),    cmocka_unit_test(test_chain),
+      cmocka_unit_test(test_chain_rethread),
       cmocka_unit_test(test_pool),    cmocka_unit_test(test_concat_pad),
       cmocka_unit_test(test_dropout_sigmoid), cmocka_unit_test(test_scale_shake),
       cmocka_unit_test(test_shift_bias), cmocka_unit_test(test_conv_bf16),

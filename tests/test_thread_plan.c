@@ -240,6 +240,50 @@ static void test_describe(void **state) {
   assert_non_null(strstr(warn, "4 local ranks on 2 cores"));
 }
 
+/* Processes of other jobs on the same cores (the registry's count, thread_share.h) divide them
+ * like the job's own ranks; the overrides still win. */
+static void test_other_jobs(void **state) {
+  (void)state;
+  dt_thread_rank r[2];
+  memset(r, 0, sizeof r);
+  dt_cpu_mask_add_range(&r[0].mask, 0, 1);
+  r[0].registry_sharing = 2; /* this process and one of another job */
+  dt_thread_plan p;
+  dt_thread_plan_make(&p, r, 1, 0, 0, 1);
+  assert_int_equal(p.threads, 1);
+  assert_int_equal(p.job_sharing, 1);
+  assert_int_equal(p.sharing, 2);
+  char line[200];
+  dt_thread_plan_describe(&p, 1, line, sizeof line);
+  assert_string_equal(line, "ranks: 1 x 1 thread (2 cores, 1 local rank, 1 other dtrain process "
+                            "on these cores)");
+  dt_thread_plan_describe_rank(&p, 0, 1, line, sizeof line);
+  assert_non_null(strstr(line, "shared by 1 local rank and 1 other dtrain process (share)"));
+  r[0].registry_sharing = 1; /* alone */
+  dt_thread_plan_make(&p, r, 1, 0, 0, 1);
+  assert_int_equal(p.threads, 2);
+  /* Two ranks of this job and two other processes on 8 cores: 8 / 4 = 2 each. */
+  r[1] = r[0];
+  dt_cpu_mask_add_range(&r[0].mask, 0, 7);
+  dt_cpu_mask_add_range(&r[1].mask, 0, 7);
+  r[0].registry_sharing = r[1].registry_sharing = 4;
+  dt_thread_plan_make(&p, r, 2, 1, 0, 1);
+  assert_int_equal(p.job_sharing, 2);
+  assert_int_equal(p.sharing, 4);
+  assert_int_equal(p.threads, 2);
+  /* A registry that saw fewer than the job's ranks (not all joined) does not lower the count. */
+  r[0].registry_sharing = r[1].registry_sharing = 1;
+  dt_thread_plan_make(&p, r, 2, 1, 0, 1);
+  assert_int_equal(p.sharing, 2);
+  assert_int_equal(p.threads, 3);
+  r[0].registry_sharing = r[1].registry_sharing = 4;
+  dt_thread_plan_make(&p, r, 2, 1, 6, 1); /* train.threads */
+  assert_int_equal(p.threads, 6);
+  r[0].omp_threads = r[1].omp_threads = 5;
+  dt_thread_plan_make(&p, r, 2, 1, 0, 1); /* OMP_NUM_THREADS */
+  assert_int_equal(p.threads, 5);
+}
+
 static void test_wait_policy(void **state) {
   (void)state;
   /* A process alone on its cores, or beside other jobs, keeps the runtime's spinning. */
@@ -261,7 +305,7 @@ int main(void) {
       cmocka_unit_test(test_one_rank),       cmocka_unit_test(test_identical_masks),
       cmocka_unit_test(test_disjoint_masks), cmocka_unit_test(test_partial_overlap),
       cmocka_unit_test(test_overrides),      cmocka_unit_test(test_describe),
-      cmocka_unit_test(test_wait_policy),
+      cmocka_unit_test(test_other_jobs),     cmocka_unit_test(test_wait_policy),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

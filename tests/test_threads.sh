@@ -13,7 +13,10 @@ set -u
 source "$(dirname "$0")/harness.sh"
 DTRAIN=${1:-./dtrain}
 harness_tmp threads
-unset OMP_NUM_THREADS OMP_WAIT_POLICY GOMP_SPINCOUNT DTRAIN_WAIT_POLICY
+unset OMP_NUM_THREADS OMP_WAIT_POLICY GOMP_SPINCOUNT DTRAIN_WAIT_POLICY DTRAIN_SHARE
+# A registry of dtrain processes of this test's own: other dtrain processes on the machine do not
+# change the counts checked here.
+export DTRAIN_SHARE_DIR=$T/share
 C=$(nproc)
 DRY=(configs/quickstart.ini --dry-run --set data.dir=/nonexistent)
 
@@ -52,6 +55,78 @@ expect "OMP_NUM_THREADS=3 on 1 core: one warning" "$out" '^dtrain: warning: 3 co
 out=$(OMP_NUM_THREADS=3 taskset -c 0 "$DTRAIN" "${DRY[@]}" --set train.threads=1 2>&1)
 expect "train.threads=1 beats OMP_NUM_THREADS=3" "$out" '^threads: rank 0 of 1: 1 compute thread .*\(train.threads\)$'
 expect "train.threads=1: no warning" "$out" 'warning' 0
+
+# ---- other dtrain processes on the same cores (the registry, src/thread_share.h) ----
+# A stand-in for a dtrain process of another job: an entry holding the mask of CPU 0, kept
+# locked (flock(1)) by a process for as long as it lives.
+if command -v flock >/dev/null 2>&1; then
+  mkdir -p -m 700 "$DTRAIN_SHARE_DIR"
+  # stand_in: the entry written and locked; holder is the sleep itself (exec), which holds it.
+  stand_in() {
+    /usr/bin/python3 -c 'import struct, sys; sys.stdout.buffer.write(struct.pack("<16Q", 1, *[0] * 15))' \
+      >"$DTRAIN_SHARE_DIR/p-other"
+    (flock -x 9 && exec sleep 120) 9<"$DTRAIN_SHARE_DIR/p-other" &
+    holder=$!
+    for _ in $(seq 50); do flock -n -s "$DTRAIN_SHARE_DIR/p-other" true || break; sleep 0.1; done
+  }
+  stand_in
+  out=$(taskset -c 0-$((C - 1)) "$DTRAIN" "${DRY[@]}" 2>&1)
+  t=$(share "$C" 2)
+  expect "another process on CPU 0: all $C cores shared by 2, $t thread(s)" "$out" \
+    "^threads: rank 0 of 1: $(thr "$t") \+ 1 loader thread; its mask has $C cores?, shared by 1 local rank and 1 other dtrain process \(share\)$"
+  expect "another process on CPU 0: start-up line" "$out" \
+    "^ranks: 1 x $t threads? \($C cores?, 1 local rank, 1 other dtrain process on these cores\)"
+  out=$(taskset -c 0-$((C - 1)) "$DTRAIN" "${DRY[@]}" --set train.threads=$C 2>&1)
+  expect "another process on CPU 0: train.threads=$C still wins" "$out" \
+    "^threads: rank 0 of 1: $(thr "$C") .*1 other dtrain process \(train.threads\)$"
+  out=$(DTRAIN_SHARE=0 taskset -c 0-$((C - 1)) "$DTRAIN" "${DRY[@]}" 2>&1)
+  expect "another process on CPU 0, DTRAIN_SHARE=0: not counted" "$out" \
+    "^threads: rank 0 of 1: $(thr "$(share "$C" 1)") \+ 1 loader thread; its mask has $C cores?, shared by 1 local rank \(share\)$"
+  if ((C >= 2)); then
+    out=$(taskset -c 1 "$DTRAIN" "${DRY[@]}" 2>&1)
+    expect "another process on CPU 0, this one on CPU 1: not counted" "$out" \
+      '^threads: rank 0 of 1: 1 compute thread \+ 1 loader thread; its mask has 1 core, shared by 1 local rank \(share\)$'
+  fi
+  ls "$DTRAIN_SHARE_DIR" >"$T/entries"
+  expect "the dry runs left no entry behind" "$(cat "$T/entries")" '^p' 1
+  if ((C >= 2)); then
+    # A training run that starts beside the stand-in grows when it ends and shrinks when another
+    # one arrives (the recount between steps), then stops at SIGTERM.
+    taskset -c 0-$((C - 1)) "$DTRAIN" configs/quickstart.ini --set train.epochs=1000 \
+      --set data.train_limit=256 --set data.test_limit=64 --set train.batch_size=32 \
+      --set output.log_every=1 --set "output.dir=$T/mid" >"$T/mid.out" 2>&1 &
+    trainer=$!
+    # wait_for PATTERN: until the run's output has a line matching PATTERN (2 minutes at most).
+    wait_for() {
+      for _ in $(seq 600); do
+        grep -qE -- "$1" "$T/mid.out" && return 0
+        kill -0 "$trainer" 2>/dev/null || return 1
+        sleep 0.2
+      done
+      return 1
+    }
+    wait_for '^step|^epoch|images/s' && ok "training beside the stand-in started" || bad "training did not start" "$(cat "$T/mid.out")"
+    expect "training beside the stand-in: start-up line" "$(cat "$T/mid.out")" \
+      "^ranks: 1 x $(share "$C" 2) threads? \($C cores?, 1 local rank, 1 other dtrain process on these cores\)"
+    kill "$holder"
+    wait "$holder" 2>/dev/null
+    up="^threads: $(share "$C" 2) -> $(share "$C" 1) \(no other dtrain process shares these cores now; $C cores, 1 process on them\)$"
+    wait_for "$up" && ok "the stand-in ended: the run grows" || bad "the run did not grow" "$(cat "$T/mid.out")"
+    stand_in
+    down="^threads: $(share "$C" 1) -> $(share "$C" 2) \(another dtrain process shares these cores; $C cores, 2 processes on them\)$"
+    wait_for "$down" && ok "another process arrived: the run shrinks" || bad "the run did not shrink" "$(cat "$T/mid.out")"
+    kill -TERM "$trainer"
+    wait "$trainer" 2>/dev/null
+  fi
+  kill "$holder"
+  wait "$holder" 2>/dev/null
+  out=$(taskset -c 0-$((C - 1)) "$DTRAIN" "${DRY[@]}" 2>&1)
+  expect "the other process ended (its entry unlocked): not counted" "$out" \
+    "^threads: rank 0 of 1: $(thr "$(share "$C" 1)") \+ 1 loader thread; its mask has $C cores?, shared by 1 local rank \(share\)$"
+  [[ -e $DTRAIN_SHARE_DIR/p-other ]] && bad "the ended process's entry was not removed" || ok "the ended process's entry was removed"
+else
+  ok "flock(1) not found: other processes not checked"
+fi
 
 # ---- the wait policy the OpenMP runtime really uses ----
 out=$(OMP_DISPLAY_ENV=verbose OMP_WAIT_POLICY=active "$DTRAIN" "${DRY[@]}" 2>&1)

@@ -115,6 +115,7 @@ static dnnl_primitive_attr_t cpu_attr(const_dnnl_post_ops_t post_ops) {
  * grow the shared scratchpad to what it needs. */
 static void cpu_prim_finish(dt_cpu_backend *be, dt_cpu_prim *p) {
   DT_DNNL_CHECK(dnnl_primitive_create(&p->prim, p->pd));
+  p->threads = be->base.threads;
   dnnl_primitive_kind_t kind;
   DT_DNNL_CHECK(dnnl_primitive_desc_query(p->pd, dnnl_query_primitive_kind, 0, &kind));
   p->ref_count = NULL;
@@ -140,7 +141,11 @@ static dnnl_status_t cpu_prim_desc(dt_cpu_backend *be, dt_cpu_prim *p, const voi
   dnnl_primitive_attr_t attr = cpu_attr(post_ops);
   dnnl_status_t s = dnnl_primitive_desc_create(&p->pd, op_desc, attr, be->engine, hint);
   DT_DNNL_CHECK(dnnl_primitive_attr_destroy(attr));
-  if (s != dnnl_success) p->pd = NULL;
+  p->hint = NULL;
+  if (s != dnnl_success)
+    p->pd = NULL;
+  else if (hint)
+    DT_DNNL_CHECK(dnnl_primitive_desc_clone(&p->hint, hint));
   return s;
 }
 
@@ -182,6 +187,7 @@ void dt_cpu_prim_reorder_sum(dt_cpu_backend *be, dt_cpu_prim *p, const dnnl_memo
   dnnl_status_t s =
       dnnl_reorder_primitive_desc_create(&p->pd, from, be->engine, to, be->engine, attr);
   DT_DNNL_CHECK(dnnl_primitive_attr_destroy(attr));
+  p->hint = NULL;
   if (s != dnnl_success)
     DT_FATAL("oneDNN cannot create the reorder of %s: %s", what, dnnl_status2str(s));
   cpu_prim_finish(be, p);
@@ -193,8 +199,61 @@ dnnl_memory_desc_t dt_cpu_prim_md(const dt_cpu_prim *p, dnnl_query_t what, int i
   return *md;
 }
 
-void dt_cpu_prim_exec(dt_cpu_backend *be, const dt_cpu_prim *p, int nargs,
-                      const dnnl_exec_arg_t *args) {
+/* Whether two descriptors give every argument the same memory descriptor (arguments a
+ * descriptor does not have count as zero descriptors). */
+static bool cpu_same_mds(const_dnnl_primitive_desc_t a, const_dnnl_primitive_desc_t b) {
+  static const dnnl_query_t queries[] = {dnnl_query_src_md,          dnnl_query_diff_src_md,
+                                         dnnl_query_weights_md,      dnnl_query_diff_weights_md,
+                                         dnnl_query_dst_md,          dnnl_query_diff_dst_md,
+                                         dnnl_query_workspace_md};
+  dnnl_memory_desc_t zero;
+  memset(&zero, 0, sizeof zero);
+  for (size_t q = 0; q < DT_ARRAY_LEN(queries); q++)
+    for (int i = 0; i < 4; i++) {
+      const dnnl_memory_desc_t *x = dnnl_primitive_desc_query_md(a, queries[q], i);
+      const dnnl_memory_desc_t *y = dnnl_primitive_desc_query_md(b, queries[q], i);
+      if (!dnnl_memory_desc_equal(x ? x : &zero, y ? y : &zero)) return false;
+    }
+  return true;
+}
+
+/* Re-creates p for the backend's thread count (dt_cpu_prim_exec). */
+static void cpu_prim_rethread(dt_cpu_backend *be, dt_cpu_prim *p) {
+  double t0 = dt_now();
+  p->threads = be->base.threads; /* also when it stays: tried once per change */
+  const_dnnl_primitive_attr_t attr;
+  DT_DNNL_CHECK(dnnl_primitive_desc_get_attr(p->pd, &attr));
+  dnnl_primitive_kind_t kind;
+  DT_DNNL_CHECK(dnnl_primitive_desc_query(p->pd, dnnl_query_primitive_kind, 0, &kind));
+  dt_cpu_prim n = {0};
+  dnnl_status_t s;
+  if (kind == dnnl_reorder) {
+    const dnnl_memory_desc_t *from = dnnl_primitive_desc_query_md(p->pd, dnnl_query_src_md, 0);
+    const dnnl_memory_desc_t *to = dnnl_primitive_desc_query_md(p->pd, dnnl_query_dst_md, 0);
+    s = dnnl_reorder_primitive_desc_create(&n.pd, from, be->engine, to, be->engine, attr);
+  } else {
+    const_dnnl_op_desc_t d = NULL;
+    DT_DNNL_CHECK(dnnl_primitive_desc_query(p->pd, dnnl_query_op_d, 0, &d));
+    s = dnnl_primitive_desc_create(&n.pd, d, attr, be->engine, p->hint);
+  }
+  bool swap = s == dnnl_success && cpu_same_mds(p->pd, n.pd) &&
+              (dt_cpu_prim_is_ref(p) || !dt_cpu_prim_is_ref(&n));
+  if (swap) {
+    cpu_prim_finish(be, &n);
+    n.hint = p->hint;
+    p->hint = NULL;
+    dt_cpu_prim_free(p);
+    *p = n;
+    be->base.rethread_prims++;
+  } else {
+    if (s == dnnl_success) DT_DNNL_CHECK(dnnl_primitive_desc_destroy(n.pd));
+    be->base.rethread_kept++;
+  }
+  be->base.rethread_seconds += dt_now() - t0;
+}
+
+void dt_cpu_prim_exec(dt_cpu_backend *be, dt_cpu_prim *p, int nargs, const dnnl_exec_arg_t *args) {
+  if (p->threads != be->base.threads) cpu_prim_rethread(be, p);
   dnnl_exec_arg_t all[13];
   if (nargs > 12) DT_FATAL("dt_cpu_prim_exec: %d arguments (at most 12)", nargs);
   memcpy(all, args, sizeof(dnnl_exec_arg_t) * (size_t)nargs);
@@ -213,9 +272,11 @@ void dt_cpu_prim_free(dt_cpu_prim *p) {
   p->ref_count = NULL;
   if (p->prim) DT_DNNL_CHECK(dnnl_primitive_destroy(p->prim));
   if (p->pd) DT_DNNL_CHECK(dnnl_primitive_desc_destroy(p->pd));
+  if (p->hint) DT_DNNL_CHECK(dnnl_primitive_desc_destroy(p->hint));
   dt_cpu_mem_free(&p->scratch);
   p->prim = NULL;
   p->pd = NULL;
+  p->hint = NULL;
 }
 
 /* ---- parameter reorders ---- */
@@ -235,7 +296,7 @@ void dt_cpu_reorder_init_sum(dt_cpu_backend *be, dt_cpu_reorder *r, const dnnl_m
   r->to = dt_cpu_mem(be, to);
 }
 
-void dt_cpu_reorder_run(dt_cpu_backend *be, const dt_cpu_reorder *r, const void *src, void *dst) {
+void dt_cpu_reorder_run(dt_cpu_backend *be, dt_cpu_reorder *r, const void *src, void *dst) {
   dt_cpu_bind(be, r->from, src);
   dt_cpu_bind(be, r->to, dst);
   dnnl_exec_arg_t args[] = {{DNNL_ARG_FROM, r->from}, {DNNL_ARG_TO, r->to}};
@@ -408,6 +469,12 @@ static void cpu_destroy(dt_backend *bep) {
   free(be);
 }
 
+static void cpu_set_threads(dt_backend *bep, int threads) {
+  if (threads < 1 || threads == bep->threads) return;
+  omp_set_num_threads(threads); /* the element-wise loops here follow at once */
+  bep->threads = threads;
+}
+
 static const dt_backend_ops cpu_ops = {
     .name = "cpu",
     .destroy = cpu_destroy,
@@ -473,6 +540,7 @@ static const dt_backend_ops cpu_ops = {
     .adam_update = dt_cpu_adam_update,
     .all_finite = dt_cpu_all_finite,
     .set_precision = cpu_set_precision,
+    .set_threads = cpu_set_threads,
 };
 
 dt_backend *dt_backend_cpu_create(int threads) {

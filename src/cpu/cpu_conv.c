@@ -283,7 +283,7 @@ static dnnl_memory_t side_in(const cpu_conv *c, conv_stage *s, dnnl_memory_t own
 /* The weights a pass reads: the caller's plain array, or the op's copy in the primitive's
  * layout (reorder r into buf of buf_n floats); rounded in reduced precision, in the copy or
  * into the shared buffer 1. */
-static const void *weights_in(const cpu_conv *c, const dt_cpu_reorder *r, float *buf,
+static const void *weights_in(const cpu_conv *c, dt_cpu_reorder *r, float *buf,
                               size_t buf_n, const float *w) {
   if (r->same)
     return c->prec == DT_PRECISION_FP32 ? (const void *)w : round_into(c, 1, w, c->w_n);

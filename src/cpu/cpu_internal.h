@@ -64,6 +64,11 @@ typedef struct {
   dnnl_primitive_t prim;
   dnnl_memory_t scratch;
   int *ref_count; /* the backend's live reference-code count, when this one is counted */
+  /* oneDNN's jit primitives divide their work for the OpenMP thread count at creation and run
+   * that many threads whatever the count is later (bench/rethread.c shows it), so a primitive
+   * made for another count than the backend's now is re-created on its next run. */
+  int threads;               /* the thread count it was created for */
+  dnnl_primitive_desc_t hint; /* a copy of the forward descriptor it was created with, or NULL */
 } dt_cpu_prim;
 
 /* A reorder of a small parameter array (weights, their gradients) between the plain logical
@@ -123,9 +128,11 @@ void dt_cpu_prim_reorder_sum(dt_cpu_backend *be, dt_cpu_prim *p, const dnnl_memo
                              const dnnl_memory_desc_t *to, bool accumulate, const char *what);
 /* Copy of the memory descriptor a primitive chose for one of its arguments. */
 dnnl_memory_desc_t dt_cpu_prim_md(const dt_cpu_prim *p, dnnl_query_t what, int index);
-/* Execute with the given arguments (the scratchpad is added here) and wait. At most 12. */
-void dt_cpu_prim_exec(dt_cpu_backend *be, const dt_cpu_prim *p, int nargs,
-                      const dnnl_exec_arg_t *args);
+/* Execute with the given arguments (the scratchpad is added here) and wait. At most 12. A
+ * primitive created for another thread count than the backend's is first re-created for it,
+ * unless oneDNN would then choose another layout for one of its arguments (it stays as it was:
+ * the tensors and reorders around it were made for those layouts). */
+void dt_cpu_prim_exec(dt_cpu_backend *be, dt_cpu_prim *p, int nargs, const dnnl_exec_arg_t *args);
 void dt_cpu_prim_free(dt_cpu_prim *p);
 
 /* ---- parameter reorders ---- */
@@ -134,7 +141,7 @@ void dt_cpu_reorder_init(dt_cpu_backend *be, dt_cpu_reorder *r, const dnnl_memor
 /* With accumulate, dst += reorder(src) (never `same`: the sum always runs). */
 void dt_cpu_reorder_init_sum(dt_cpu_backend *be, dt_cpu_reorder *r, const dnnl_memory_desc_t *from,
                              const dnnl_memory_desc_t *to, bool accumulate, const char *what);
-void dt_cpu_reorder_run(dt_cpu_backend *be, const dt_cpu_reorder *r, const void *src, void *dst);
+void dt_cpu_reorder_run(dt_cpu_backend *be, dt_cpu_reorder *r, const void *src, void *dst);
 void dt_cpu_reorder_free(dt_cpu_reorder *r);
 
 /* ---- ops ---- */
