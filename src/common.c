@@ -9,8 +9,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "comm/comm.h"
-
 static char g_error[2048];
 static int g_error_set;
 
@@ -32,6 +30,12 @@ void dt_error_clear(void) {
   g_error[0] = 0;
 }
 
+static dt_fatal_hooks g_fatal_hooks;
+
+void dt_fatal_set_hooks(const dt_fatal_hooks *hooks) {
+  g_fatal_hooks = hooks ? *hooks : (dt_fatal_hooks){0};
+}
+
 _Noreturn void dt_fatal(const char *file, int line, const char *fmt, ...) {
   char host[256] = "?";
   gethostname(host, sizeof host - 1);
@@ -41,9 +45,10 @@ _Noreturn void dt_fatal(const char *file, int line, const char *fmt, ...) {
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   fprintf(stderr, "dtrain: fatal: %s (%s:%d, rank %d, host %s)\n", msg, file, line,
-          dt_comm_world_rank(), host);
+          g_fatal_hooks.world_rank ? g_fatal_hooks.world_rank() : 0, host);
   fflush(stderr);
-  dt_comm_abort(DT_EXIT_FATAL);
+  if (g_fatal_hooks.abort_all) g_fatal_hooks.abort_all(DT_EXIT_FATAL);
+  exit(DT_EXIT_FATAL);
 }
 
 void *dt_xmalloc(size_t bytes) {

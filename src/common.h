@@ -31,6 +31,14 @@ void dt_error_clear(void);
 _Noreturn void dt_fatal(const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 #define DT_FATAL(...) dt_fatal(__FILE__, __LINE__, __VA_ARGS__)
+/* How dt_fatal names this process and takes every rank down: the process group installs
+ * both when it starts (dt_comm_init), since this ground floor knows nothing above it. Until
+ * then (and after a NULL) the rank printed is 0 and the abort is exit(code). */
+typedef struct {
+  int (*world_rank)(void);        /* this process's rank, for the message */
+  void (*abort_all)(int code);    /* every rank exits with code; does not return */
+} dt_fatal_hooks;
+void dt_fatal_set_hooks(const dt_fatal_hooks *hooks);
 #define DT_CHECK(cond)                                            \
   do {                                                            \
     if (!(cond)) dt_fatal(__FILE__, __LINE__, "check failed: %s", #cond); \
