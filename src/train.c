@@ -20,6 +20,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "backend_factory.h"
 #include "data/loader.h"
 #include "io/checkpoint.h"
 #include "io/h5util.h"

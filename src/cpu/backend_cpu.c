@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu/backend_cpu.h"
 #include "cpu/cpu_internal.h"
 
 /* Upload / download reorders between plain NCHW and one layout, made on first use. */

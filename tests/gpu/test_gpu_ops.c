@@ -19,7 +19,9 @@
 #include <string.h>
 
 #include "backend.h"
+#include "backend_factory.h"
 #include "common.h"
+#include "cpu/backend_cpu.h"
 
 static int g_cuda_backends; /* CUDA backends the shared fixture created */
 
