@@ -403,7 +403,6 @@ static void cpu_destroy(dt_backend *bep) {
   }
   free(be->scratchpad);
   for (size_t i = 0; i < DT_ARRAY_LEN(be->round_buf); i++) free(be->round_buf[i]);
-  dt_cpu_async_free(be);
   DT_DNNL_CHECK(dnnl_stream_destroy(be->stream));
   DT_DNNL_CHECK(dnnl_engine_destroy(be->engine));
   free(be);
@@ -482,8 +481,6 @@ dt_backend *dt_backend_cpu_create(int threads) {
   if (threads > 0) omp_set_num_threads(threads);
   dt_cpu_backend *be = dt_xcalloc(1, sizeof *be);
   be->base.ops = &cpu_ops;
-  const char *async = getenv("DT_CPU_ASYNC_INPUT");
-  if (async && strcmp(async, "1") == 0) be->base.ops = dt_cpu_async_ops(be, &cpu_ops);
   be->base.threads = threads > 0 ? threads : omp_get_max_threads();
   DT_DNNL_CHECK(dnnl_engine_create(&be->engine, dnnl_cpu, 0));
   DT_DNNL_CHECK(dnnl_stream_create(&be->stream, be->engine, dnnl_stream_default_flags));

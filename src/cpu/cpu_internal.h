@@ -48,7 +48,6 @@ typedef struct {
   dt_precision precision;
   float *round_buf[3];
   size_t round_bytes[3];
-  struct dt_cpu_async *async; /* DT_CPU_ASYNC_INPUT=1: emulated asynchronous input (cpu_async.c) */
 } dt_cpu_backend;
 
 /* Common head of every op; each kind embeds it as its first member. */
@@ -76,12 +75,6 @@ typedef struct {
 } dt_cpu_reorder;
 
 static inline dt_cpu_backend *dt_cpu_be(dt_backend *be) { return (dt_cpu_backend *)be; }
-
-/* ---- emulated asynchronous input (cpu_async.c) ----
- * The ops table `base` with host_alloc, host_free and prefetch filled in and upload taking
- * prefetched copies, the state set up on be (dt_cpu_async_free frees it and reports). */
-const dt_backend_ops *dt_cpu_async_ops(dt_cpu_backend *be, const dt_backend_ops *base);
-void dt_cpu_async_free(dt_cpu_backend *be);
 
 /* ---- layouts and memory objects (backend_cpu.c) ---- */
 const dt_layout *dt_cpu_layout_intern(dt_cpu_backend *be, const dnnl_memory_desc_t *md);
