@@ -254,18 +254,13 @@ void dt_cpu_reorder_free(dt_cpu_reorder *r) {
 void dt_cpu_op_register(dt_cpu_backend *be, dt_op *op, void (*release)(dt_op *op)) {
   op->be = be;
   op->release = release;
-  op->prev = NULL;
-  op->next = be->ops;
-  if (be->ops) be->ops->prev = op;
-  be->ops = op;
+  dt_live_ops_add(&be->live, &op->link);
 }
 
 void dt_cpu_op_free(dt_op *op) {
   if (!op) return;
   dt_cpu_backend *be = op->be;
-  if (op->prev) op->prev->next = op->next;
-  else be->ops = op->next;
-  if (op->next) op->next->prev = op->prev;
+  dt_live_ops_remove(&be->live, &op->link);
   op->release(op);
   free(op);
 }
@@ -375,7 +370,7 @@ static void cpu_xent(dt_backend *be, const dt_tensor *logits, const float *targe
  * arithmetic is fixed when it is created, and a net must not mix the two. */
 static dt_status cpu_set_precision(dt_backend *bep, dt_precision precision) {
   dt_cpu_backend *be = dt_cpu_be(bep);
-  if (be->ops) DT_FATAL("set_precision after ops were created");
+  if (dt_live_ops_any(&be->live)) DT_FATAL("set_precision after ops were created");
   if (precision != DT_PRECISION_FP32 && precision != DT_PRECISION_BF16 &&
       precision != DT_PRECISION_FP16)
     return dt_error_set(DT_ERR_CONFIG, "set_precision: unknown precision %d", (int)precision);
@@ -388,7 +383,7 @@ static dt_status cpu_set_precision(dt_backend *bep, dt_precision precision) {
 static void cpu_destroy(dt_backend *bep) {
   if (!bep) return;
   dt_cpu_backend *be = dt_cpu_be(bep);
-  while (be->ops) dt_cpu_op_free(be->ops);
+  while (dt_live_ops_any(&be->live)) dt_cpu_op_free((dt_op *)be->live.head);
   for (dt_cpu_xfer *x = be->xfers, *next; x; x = next) {
     next = x->next;
     dt_cpu_prim_free(&x->up);

@@ -12,6 +12,7 @@
 #include <oneapi/dnnl/dnnl_debug.h>
 
 #include "backend.h"
+#include "backend_live_ops.h"
 
 /* Every oneDNN call goes through this: a failure is a runtime error (docs/architecture.md
  * "Errors"). */
@@ -37,7 +38,7 @@ typedef struct {
   dnnl_stream_t stream;
   struct dt_layout *layouts; /* interned layouts */
   dt_cpu_xfer *xfers;        /* upload / download reorders, one per layout */
-  dt_op *ops;                /* live ops, freed by destroy if the caller has not */
+  dt_live_ops live;          /* live ops, freed by destroy if the caller has not */
   void *scratchpad;          /* shared user scratchpad of every primitive */
   size_t scratchpad_bytes;
   int act_block;             /* channel block of activations (dt_cpu_act_block), 0: not probed */
@@ -52,9 +53,9 @@ typedef struct {
 
 /* Common head of every op; each kind embeds it as its first member. */
 struct dt_op {
+  dt_live_link link; /* first: the backend's list of live ops (backend_live_ops.h) */
   dt_cpu_backend *be;
   void (*release)(dt_op *op); /* frees the kind's primitives and buffers, not the struct */
-  dt_op *prev, *next;
 };
 
 /* A primitive with its descriptor and the memory object of its scratchpad (NULL if none). */
