@@ -22,6 +22,7 @@
 
 #include "backend_factory.h"
 #include "data/loader.h"
+#include "loader_options.h"
 #include "io/checkpoint.h"
 #include "io/h5util.h"
 #include "io/metrics.h"

@@ -1,7 +1,7 @@
-/* dump.h: `dtrain --dump-batch FILE.png`: the first training batch of epoch 0, built exactly
+/* dump_batch.h: the command `dtrain --dump-batch FILE.png`: the first training batch of epoch 0, built exactly
  * as training builds it, as a picture to look at, plus the PNG writer it uses. */
-#ifndef DT_DUMP_H
-#define DT_DUMP_H
+#ifndef DT_DUMP_BATCH_H
+#define DT_DUMP_BATCH_H
 
 #include "common.h"
 
