@@ -13,13 +13,14 @@ static char g_error[2048];
 static int g_error_set;
 
 dt_status dt_error_set(dt_status status, const char *fmt, ...) {
-  if (!g_error_set) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(g_error, sizeof g_error, fmt, ap);
-    va_end(ap);
-    g_error_set = 1;
-  }
+  /* Formatted aside first: the arguments may include dt_error_message() itself. */
+  char msg[sizeof g_error];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  memcpy(g_error, msg, sizeof g_error);
+  g_error_set = 1;
   return status;
 }
 
