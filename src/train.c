@@ -377,7 +377,8 @@ static dt_status trainer_setup(trainer *t, const dt_config *cfg, dt_comm *comm, 
                             dt_comm_local_size(comm));
   if (!t->be) return DT_ERR_CONFIG;
   t->be->deterministic = cfg->train_deterministic;
-  DT_CHECK(dt_precision_parse(cfg->train_precision, &t->precision)); /* a checked choice */
+  const bool known_precision = dt_precision_parse(cfg->train_precision, &t->precision);
+  DT_CHECK(known_precision); /* a checked choice */
   if (t->precision != DT_PRECISION_FP32) {
     if (!t->be->ops->set_precision)
       return dt_error_set(DT_ERR_CONFIG,
