@@ -60,6 +60,10 @@ char *dt_xstrdup(const char *s);
 
 double dt_now(void); /* monotonic seconds */
 
+/* The size of every path buffer (Linux's PATH_MAX: no longer path can be opened). A path
+ * that does not fit is an error naming it, never a truncated name. */
+#define DT_PATH_MAX 4096
+
 #define DT_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define DT_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define DT_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
