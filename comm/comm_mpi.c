@@ -35,6 +35,7 @@ static bool launched(void) {
 }
 
 dt_comm *dt_comm_init(int *argc, char ***argv) {
+  dt_fatal_set_hooks(&(dt_fatal_hooks){dt_comm_world_rank, dt_comm_abort});
   dt_comm *c = &g_comm;
   c->bucket = (size_t)1 << 20;
   int initialized = 0, provided;

@@ -160,10 +160,12 @@ dt_comm_nccl *dt_comm_nccl_create(dt_comm *comm) {
       failed = 1;
     }
   }
+  const bool failed_here = failed > 0; /* its own message is set: it stays the one reported */
   dt_comm_allreduce_sum_f64(comm, &failed, 1);
   if (failed > 0) {
-    dt_error_set(DT_ERR_CONFIG, "NCCL cannot start: %.0f of %d ranks have no usable CUDA "
-                 "device or NCCL", failed, nc->size);
+    if (!failed_here)
+      dt_error_set(DT_ERR_CONFIG, "NCCL cannot start: %.0f of %d ranks have no usable CUDA "
+                   "device or NCCL", failed, nc->size);
     if (nc->stream) (void)cudaStreamDestroy(nc->stream);
     free(nc);
     return NULL;

@@ -3,11 +3,13 @@
 #include <string.h>
 
 #include "comm.h"
+#include "common.h"
 
 struct dt_comm { int unused; };
 static struct dt_comm g_single;
 
 dt_comm *dt_comm_init(int *argc, char ***argv) {
+  dt_fatal_set_hooks(&(dt_fatal_hooks){dt_comm_world_rank, dt_comm_abort});
   (void)argc;
   (void)argv;
   return &g_single;

@@ -365,12 +365,7 @@ const char *dt_backend_ops_missing(const dt_backend_ops *ops);
 
 typedef enum { DT_DEVICE_CPU = 0, DT_DEVICE_CUDA = 1 } dt_device;
 
-/* Create a backend. threads <= 0 keeps the OpenMP default. local_rank / local_size: this
- * process's rank among the ranks of its node and their count (dt_comm_local_rank), which
- * picks the GPU of a CUDA backend; local_rank < 0 for a process on its own. Returns NULL with
- * an error set (dt_error_set) when the device is not available in this build or on this
- * machine. */
-dt_backend *dt_backend_create(dt_device device, int threads, int local_rank, int local_size);
-dt_backend *dt_backend_cpu_create(int threads);
+/* The backends are created by dt_backend_create (src/backend_factory.h), which sits above
+ * this seam; no backend and no caller of the seam needs to know the others. */
 
 #endif

@@ -9,19 +9,18 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "comm/comm.h"
-
 static char g_error[2048];
 static int g_error_set;
 
 dt_status dt_error_set(dt_status status, const char *fmt, ...) {
-  if (!g_error_set) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(g_error, sizeof g_error, fmt, ap);
-    va_end(ap);
-    g_error_set = 1;
-  }
+  /* Formatted aside first: the arguments may include dt_error_message() itself. */
+  char msg[sizeof g_error];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  memcpy(g_error, msg, sizeof g_error);
+  g_error_set = 1;
   return status;
 }
 
@@ -30,6 +29,12 @@ const char *dt_error_message(void) { return g_error_set ? g_error : "unknown err
 void dt_error_clear(void) {
   g_error_set = 0;
   g_error[0] = 0;
+}
+
+static dt_fatal_hooks g_fatal_hooks;
+
+void dt_fatal_set_hooks(const dt_fatal_hooks *hooks) {
+  g_fatal_hooks = hooks ? *hooks : (dt_fatal_hooks){0};
 }
 
 _Noreturn void dt_fatal(const char *file, int line, const char *fmt, ...) {
@@ -41,9 +46,10 @@ _Noreturn void dt_fatal(const char *file, int line, const char *fmt, ...) {
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   fprintf(stderr, "dtrain: fatal: %s (%s:%d, rank %d, host %s)\n", msg, file, line,
-          dt_comm_world_rank(), host);
+          g_fatal_hooks.world_rank ? g_fatal_hooks.world_rank() : 0, host);
   fflush(stderr);
-  dt_comm_abort(DT_EXIT_FATAL);
+  if (g_fatal_hooks.abort_all) g_fatal_hooks.abort_all(DT_EXIT_FATAL);
+  exit(DT_EXIT_FATAL);
 }
 
 void *dt_xmalloc(size_t bytes) {

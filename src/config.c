@@ -976,7 +976,8 @@ char *dt_config_text(const dt_config *cfg) {
   FILE *f = open_memstream(&text, &len);
   DT_CHECK(f != NULL);
   dt_config_write(cfg, f);
-  DT_CHECK(fclose(f) == 0);
+  const int closed = fclose(f);
+  DT_CHECK(closed == 0);
   return text;
 }
 

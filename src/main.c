@@ -6,7 +6,7 @@
 
 #include "comm/comm.h"
 #include "config.h"
-#include "data/dump.h"
+#include "dump_batch.h"
 #include "io/rundir.h"
 #include "thread_plan.h"
 #include "train.h"

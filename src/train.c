@@ -20,9 +20,12 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "backend_factory.h"
 #include "data/loader.h"
+#include "loader_options.h"
 #include "io/checkpoint.h"
 #include "io/h5util.h"
+#include "dump_batch.h"
 #include "io/metrics.h"
 #include "io/rundir.h"
 #include "loss_scale.h"
@@ -1185,6 +1188,22 @@ static dt_status load_start(trainer *t, const dt_run_opts *opts, long *step, lon
   return DT_OK;
 }
 
+/* output.tensorboard: the first batch, drawn as --dump-batch draws it, as the image summary
+ * train/batch at step 0. */
+static void tensorboard_batch_image(trainer *t, const dt_batch *b) {
+  if (!dt_metrics_has_images(t->metrics)) return;
+  uint8_t *png;
+  size_t len;
+  int w, h;
+  if (!dt_dump_batch_png(&t->ds, b, &png, &len, &w, &h)) {
+    fprintf(stderr, "dtrain: warning: TensorBoard: cannot encode the batch picture: %s\n",
+            strerror(errno));
+    return;
+  }
+  dt_metrics_image(t->metrics, "train/batch", 0, png, len, w, h);
+  free(png);
+}
+
 int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts) {
   if (ranks_share_config(comm, cfg) != DT_OK) {
     if (dt_comm_rank(comm) == 0) fprintf(stderr, "dtrain: %s\n", dt_error_message());
@@ -1238,7 +1257,7 @@ int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts) {
     start_loader(&t, t.train_ld, epoch, i);
     const dt_batch *b;
     while ((b = dt_loader_next(t.train_ld)) != NULL) {
-      if (t.rank == 0 && step == 0) dt_metrics_batch_image(t.metrics, &t.ds, b, 0); /* TensorBoard */
+      if (t.rank == 0 && step == 0) tensorboard_batch_image(&t, b);
       share_poll(&t);
       inject_faults(&t, step);
       dt_params *ps = &t.model->params;

@@ -32,6 +32,7 @@
 
 #include "backend.h"
 #include "common.h"
+#include "cpu/backend_cpu.h"
 #include "ref/ref_ops.h"
 #include "rng.h"
 #include "testutil.h"

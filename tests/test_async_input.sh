@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# test_async_input.sh: the trainer's side of the GPU input pipeline, on the CPU. With
-# DT_CPU_ASYNC_INPUT=1 the CPU backend offers the asynchronous-input ops (src/cpu/cpu_async.c:
-# page-locked-style host buffers, prefetch copying the batch, upload taking the copy), so the
+# test_async_input.sh: the trainer's side of the GPU input pipeline, on the CPU. The test tool
+# dtrain_async_input is dtrain with test scaffolding (tests/emulation/async_input.c): with
+# DT_CPU_ASYNC_INPUT=1 its CPU backend offers the asynchronous-input ops (page-locked-style
+# host buffers, prefetch copying the batch, upload taking the copy), so the
 # trainer peeks at the loader's next batch and prefetches it while each step computes, as it
 # does on a GPU.
 # - A run of 2 epochs x 10 steps uploads 18 of its 20 training batches from prefetched copies
@@ -15,7 +16,8 @@
 set -u
 source "$(dirname "$0")/harness.sh"
 DTRAIN=${1:-./dtrain}
-need_tools ckpt_compare
+need_tools ckpt_compare dtrain_async_input
+ASYNC=$TOOLS/dtrain_async_input
 harness_tmp async
 
 N=20
@@ -44,7 +46,7 @@ else
 fi
 
 run=$T/async
-out=$(DT_CPU_ASYNC_INPUT=1 "$DTRAIN" "${CFG[@]}" --set output.dir=$run 2>&1)
+out=$(DT_CPU_ASYNC_INPUT=1 "$ASYNC" "${CFG[@]}" --set output.dir=$run 2>&1)
 rc=$?
 line=$(report "$out")
 if [ $rc -eq 0 ] && printf '%s\n' "$line" | grep -q ": 18 batches prefetched, 18 uploaded from their copies, 0 forgotten, 0 host buffers not freed"; then
@@ -55,10 +57,10 @@ else
 fi
 
 run=$T/resume
-out=$(DT_CPU_ASYNC_INPUT=1 DTRAIN_FAULT_SIGNAL=13 "$DTRAIN" "${CFG[@]}" --set output.dir=$run 2>&1)
+out=$(DT_CPU_ASYNC_INPUT=1 DTRAIN_FAULT_SIGNAL=13 "$ASYNC" "${CFG[@]}" --set output.dir=$run 2>&1)
 rc=$?
 if [ $rc -eq 143 ]; then
-  out=$(DT_CPU_ASYNC_INPUT=1 "$DTRAIN" --resume $run 2>&1)
+  out=$(DT_CPU_ASYNC_INPUT=1 "$ASYNC" --resume $run 2>&1)
   rc=$?
   if [ $rc -eq 0 ]; then
     same "SIGTERM after step 14 and --resume, prefetching" $run
@@ -69,7 +71,7 @@ else
   bad "SIGTERM run with prefetching (exit $rc)" "$out"
 fi
 
-out=$(DT_CPU_ASYNC_INPUT=1 "$DTRAIN" "${CFG[@]}" --bench 4 2>&1)
+out=$(DT_CPU_ASYNC_INPUT=1 "$ASYNC" "${CFG[@]}" --bench 4 2>&1)
 rc=$?
 line=$(report "$out")
 # 7 steps with data (3 warm-up + 4) prefetch their successors; the loader restart before the

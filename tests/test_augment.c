@@ -23,8 +23,8 @@
 #include <zlib.h>
 
 #include "config.h"
-#include "data/dump.h"
 #include "data/loader.h"
+#include "dump_batch.h"
 #include "rng.h"
 #include "testutil.h"
 

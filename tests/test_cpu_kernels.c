@@ -28,6 +28,7 @@
 
 #include <cmocka.h>
 
+#include "cpu/backend_cpu.h"
 #include "cpu/cpu_internal.h"
 #include "models/model.h"
 #include "ref/ref_ops.h"

@@ -23,6 +23,7 @@
 
 #include <cmocka.h>
 
+#include "cpu/backend_cpu.h"
 #include "golden.h"
 #include "models/model.h"
 #include "optim.h"

@@ -19,6 +19,7 @@
 
 #include <cmocka.h>
 
+#include "cpu/backend_cpu.h"
 #include "golden.h"
 #include "models/model.h"
 #include "testutil.h"

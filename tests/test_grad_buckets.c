@@ -19,6 +19,7 @@
 
 #include <cmocka.h>
 
+#include "cpu/backend_cpu.h"
 #include "models/model.h"
 #include "nn/grad_buckets.h"
 #include "rng.h"

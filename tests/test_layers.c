@@ -28,6 +28,7 @@
 
 #include "backend.h"
 #include "common.h"
+#include "cpu/backend_cpu.h"
 #include "nn/graph.h"
 #include "nn/params.h"
 #include "rng.h"

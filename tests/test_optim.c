@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include "cpu/backend_cpu.h"
 #include "optim.h"
 #include "schedule.h"
 #include "testutil.h"

@@ -31,6 +31,7 @@
 
 #include "backend.h"
 #include "common.h"
+#include "cpu/backend_cpu.h"
 #include "precision.h"
 #include "rng.h"
 #include "testutil.h"

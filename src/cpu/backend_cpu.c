@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu/backend_cpu.h"
 #include "cpu/cpu_internal.h"
 
 /* Upload / download reorders between plain NCHW and one layout, made on first use. */
@@ -314,18 +315,13 @@ void dt_cpu_reorder_free(dt_cpu_reorder *r) {
 void dt_cpu_op_register(dt_cpu_backend *be, dt_op *op, void (*release)(dt_op *op)) {
   op->be = be;
   op->release = release;
-  op->prev = NULL;
-  op->next = be->ops;
-  if (be->ops) be->ops->prev = op;
-  be->ops = op;
+  dt_live_ops_add(&be->live, &op->link);
 }
 
 void dt_cpu_op_free(dt_op *op) {
   if (!op) return;
   dt_cpu_backend *be = op->be;
-  if (op->prev) op->prev->next = op->next;
-  else be->ops = op->next;
-  if (op->next) op->next->prev = op->prev;
+  dt_live_ops_remove(&be->live, &op->link);
   op->release(op);
   free(op);
 }
@@ -435,7 +431,7 @@ static void cpu_xent(dt_backend *be, const dt_tensor *logits, const float *targe
  * arithmetic is fixed when it is created, and a net must not mix the two. */
 static dt_status cpu_set_precision(dt_backend *bep, dt_precision precision) {
   dt_cpu_backend *be = dt_cpu_be(bep);
-  if (be->ops) DT_FATAL("set_precision after ops were created");
+  if (dt_live_ops_any(&be->live)) DT_FATAL("set_precision after ops were created");
   if (precision != DT_PRECISION_FP32 && precision != DT_PRECISION_BF16 &&
       precision != DT_PRECISION_FP16)
     return dt_error_set(DT_ERR_CONFIG, "set_precision: unknown precision %d", (int)precision);
@@ -448,7 +444,7 @@ static dt_status cpu_set_precision(dt_backend *bep, dt_precision precision) {
 static void cpu_destroy(dt_backend *bep) {
   if (!bep) return;
   dt_cpu_backend *be = dt_cpu_be(bep);
-  while (be->ops) dt_cpu_op_free(be->ops);
+  while (dt_live_ops_any(&be->live)) dt_cpu_op_free((dt_op *)be->live.head);
   for (dt_cpu_xfer *x = be->xfers, *next; x; x = next) {
     next = x->next;
     dt_cpu_prim_free(&x->up);
@@ -463,7 +459,6 @@ static void cpu_destroy(dt_backend *bep) {
   }
   free(be->scratchpad);
   for (size_t i = 0; i < DT_ARRAY_LEN(be->round_buf); i++) free(be->round_buf[i]);
-  dt_cpu_async_free(be);
   DT_DNNL_CHECK(dnnl_stream_destroy(be->stream));
   DT_DNNL_CHECK(dnnl_engine_destroy(be->engine));
   free(be);
@@ -549,8 +544,6 @@ dt_backend *dt_backend_cpu_create(int threads) {
   if (threads > 0) omp_set_num_threads(threads);
   dt_cpu_backend *be = dt_xcalloc(1, sizeof *be);
   be->base.ops = &cpu_ops;
-  const char *async = getenv("DT_CPU_ASYNC_INPUT");
-  if (async && strcmp(async, "1") == 0) be->base.ops = dt_cpu_async_ops(be, &cpu_ops);
   be->base.threads = threads > 0 ? threads : omp_get_max_threads();
   DT_DNNL_CHECK(dnnl_engine_create(&be->engine, dnnl_cpu, 0));
   DT_DNNL_CHECK(dnnl_stream_create(&be->stream, be->engine, dnnl_stream_default_flags));

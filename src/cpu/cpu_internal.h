@@ -12,6 +12,7 @@
 #include <oneapi/dnnl/dnnl_debug.h>
 
 #include "backend.h"
+#include "backend_live_ops.h"
 
 /* Every oneDNN call goes through this: a failure is a runtime error (docs/architecture.md
  * "Errors"). */
@@ -37,7 +38,7 @@ typedef struct {
   dnnl_stream_t stream;
   struct dt_layout *layouts; /* interned layouts */
   dt_cpu_xfer *xfers;        /* upload / download reorders, one per layout */
-  dt_op *ops;                /* live ops, freed by destroy if the caller has not */
+  dt_live_ops live;          /* live ops, freed by destroy if the caller has not */
   void *scratchpad;          /* shared user scratchpad of every primitive */
   size_t scratchpad_bytes;
   int act_block;             /* channel block of activations (dt_cpu_act_block), 0: not probed */
@@ -48,14 +49,13 @@ typedef struct {
   dt_precision precision;
   float *round_buf[3];
   size_t round_bytes[3];
-  struct dt_cpu_async *async; /* DT_CPU_ASYNC_INPUT=1: emulated asynchronous input (cpu_async.c) */
 } dt_cpu_backend;
 
 /* Common head of every op; each kind embeds it as its first member. */
 struct dt_op {
+  dt_live_link link; /* first: the backend's list of live ops (backend_live_ops.h) */
   dt_cpu_backend *be;
   void (*release)(dt_op *op); /* frees the kind's primitives and buffers, not the struct */
-  dt_op *prev, *next;
 };
 
 /* A primitive with its descriptor and the memory object of its scratchpad (NULL if none). */
@@ -81,12 +81,6 @@ typedef struct {
 } dt_cpu_reorder;
 
 static inline dt_cpu_backend *dt_cpu_be(dt_backend *be) { return (dt_cpu_backend *)be; }
-
-/* ---- emulated asynchronous input (cpu_async.c) ----
- * The ops table `base` with host_alloc, host_free and prefetch filled in and upload taking
- * prefetched copies, the state set up on be (dt_cpu_async_free frees it and reports). */
-const dt_backend_ops *dt_cpu_async_ops(dt_cpu_backend *be, const dt_backend_ops *base);
-void dt_cpu_async_free(dt_cpu_backend *be);
 
 /* ---- layouts and memory objects (backend_cpu.c) ---- */
 const dt_layout *dt_cpu_layout_intern(dt_cpu_backend *be, const dnnl_memory_desc_t *md);

@@ -305,7 +305,7 @@ static bool cuda_all_finite(dt_backend *bep, const float *x, size_t n) {
 
 static dt_status cuda_set_precision(dt_backend *bep, dt_precision precision) {
   dt_cuda_backend *be = dt_cuda_be(bep);
-  if (be->ops) DT_FATAL("set_precision after ops were created");
+  if (dt_live_ops_any(&be->live)) DT_FATAL("set_precision after ops were created");
   const char *name = dt_precision_name(precision);
   if (precision != DT_PRECISION_FP32) {
     int major = 0, minor = 0;
@@ -332,10 +332,7 @@ static dt_status cuda_set_precision(dt_backend *bep, dt_precision precision) {
 void dt_cuda_op_register(dt_cuda_backend *be, dt_op *op, void (*release)(dt_op *op)) {
   op->be = be;
   op->release = release;
-  op->prev = NULL;
-  op->next = be->ops;
-  if (be->ops) be->ops->prev = op;
-  be->ops = op;
+  dt_live_ops_add(&be->live, &op->link);
 }
 
 void dt_cuda_op_free(dt_op *op) {
@@ -343,9 +340,7 @@ void dt_cuda_op_free(dt_op *op) {
   dt_cuda_backend *be = op->be;
   DT_CUDA_CHECK(cudaStreamSynchronize(be->stream)); /* no kernel may still use its buffers */
   be->base.generation++;                            /* nor a recording replay them */
-  if (op->prev) op->prev->next = op->next;
-  else be->ops = op->next;
-  if (op->next) op->next->prev = op->prev;
+  dt_live_ops_remove(&be->live, &op->link);
   op->release(op);
   free(op);
 }
@@ -356,7 +351,7 @@ static void cuda_destroy(dt_backend *bep) {
   if (!bep) return;
   dt_cuda_backend *be = dt_cuda_be(bep);
   DT_CUDA_CHECK(cudaStreamSynchronize(be->stream));
-  while (be->ops) dt_cuda_op_free(be->ops);
+  while (dt_live_ops_any(&be->live)) dt_cuda_op_free((dt_op *)be->live.head);
   dt_cuda_algo_cache_free(be);
   for (struct dt_layout *l = be->layouts, *next; l; l = next) {
     next = l->next;

@@ -1,5 +1,5 @@
 /* backend_cuda.h: the constructor of the CUDA backend (src/cuda/, kernels/), called by
- * dt_backend_create (src/backend.c) for DT_DEVICE_CUDA in builds with DT_HAVE_CUDA. Nothing
+ * dt_backend_create (src/backend_factory.c) for DT_DEVICE_CUDA in builds with DT_HAVE_CUDA. Nothing
  * else includes it but tests/test_backend_table.c: model and training code reach the backend
  * through src/backend.h only. */
 #ifndef DT_BACKEND_CUDA_H

@@ -374,7 +374,7 @@ size_t dt_cuda_algos_export(dt_backend *bep, int32_t *rows, size_t max_rows) {
 
 void dt_cuda_algos_import(dt_backend *bep, const int32_t *rows, size_t n_rows) {
   dt_cuda_backend *be = dt_cuda_be(bep);
-  if (be->ops) DT_FATAL("algos_import after ops were created");
+  if (dt_live_ops_any(&be->live)) DT_FATAL("algos_import after ops were created");
   size_t bad = 0;
   for (size_t i = 0; i < n_rows; i++) {
     const int32_t *r = rows + i * DT_BACKEND_ALGO_COLS;

@@ -20,6 +20,7 @@
 #include <cudnn.h>
 
 #include "backend.h"
+#include "backend_live_ops.h"
 #include "cuda/backend_cuda.h"
 #include "cuda/cuda_kernels.h"
 
@@ -96,7 +97,7 @@ typedef struct {
   bool sync_all; /* DT_CUDA_SYNC=1: wait after every op */
   bool verbose;  /* DT_CUDA_VERBOSE=1: print the chosen convolution algorithms */
   struct dt_layout *layouts;
-  dt_op *ops;                 /* live ops, freed by destroy if the caller has not */
+  dt_live_ops live;           /* live ops, freed by destroy if the caller has not */
   dt_cuda_algo *algos;        /* convolution algorithms by shape */
   void *workspace;            /* shared cuDNN workspace (device), grown to the largest need */
   size_t workspace_bytes;
@@ -118,9 +119,9 @@ typedef struct {
 
 /* Common head of every op; each kind embeds it as its first member. */
 struct dt_op {
+  dt_live_link link; /* first: the backend's list of live ops (backend_live_ops.h) */
   dt_cuda_backend *be;
   void (*release)(dt_op *op); /* frees the kind's descriptors and buffers, not the struct */
-  dt_op *prev, *next;
 };
 
 static inline dt_cuda_backend *dt_cuda_be(dt_backend *be) { return (dt_cuda_backend *)be; }

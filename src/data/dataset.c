@@ -24,8 +24,6 @@
 #include <sys/stat.h>
 #include <zlib.h>
 
-#define DT_PATH_MAX 4096
-
 typedef enum { DT_FORMAT_IDX, DT_FORMAT_CIFAR10, DT_FORMAT_CIFAR100 } dt_format;
 
 typedef struct {

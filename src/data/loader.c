@@ -241,8 +241,10 @@ dt_loader *dt_loader_create_train(const dt_loader_cfg *cfg, const dt_erase_cfg *
     }
   }
   ld->held = -1;
-  DT_CHECK(pthread_mutex_init(&ld->mu, NULL) == 0);
-  DT_CHECK(pthread_cond_init(&ld->cv, NULL) == 0);
+  const int mu_rc = pthread_mutex_init(&ld->mu, NULL);
+  DT_CHECK(mu_rc == 0);
+  const int cv_rc = pthread_cond_init(&ld->cv, NULL);
+  DT_CHECK(cv_rc == 0);
   ld->nthreads = cfg->threads;
   ld->threads = dt_xcalloc((size_t)ld->nthreads, sizeof *ld->threads);
   for (int t = 0; t < ld->nthreads; t++)

@@ -39,7 +39,6 @@
 #include "data/dataset.h"
 #include "rng.h"
 
-struct dt_config;
 
 /* Geometric augmentation in raw pixel space. */
 typedef struct {
@@ -187,13 +186,6 @@ typedef struct {
   void (*image_free)(void *ctx, void *ptr);
   void *image_ctx;
 } dt_loader_cfg;
-
-/* The training loader of `cfg` for one process holding the whole global batch (slice 0..B): crop
- * and flip (auto = the dataset's default, docs/reference-experiments.md "Code generations"),
- * erasing, mixing and label smoothing from [augment], batch, seed and threads from [train] and
- * [data]. A rank then narrows the slice. Pass the three to dt_loader_create_train. */
-void dt_loader_cfg_from_config(dt_loader_cfg *lc, dt_erase_cfg *erase, dt_mix_cfg *mix,
-                               const struct dt_config *cfg, const dt_dataset *ds);
 
 /* A loader without erasing, mixing or smoothing (evaluation, or plain training). */
 dt_loader *dt_loader_create(const dt_loader_cfg *cfg);

@@ -31,10 +31,6 @@
 #error "checkpoint checksums assume a little-endian host"
 #endif
 
-#ifndef PATH_MAX
-#define PATH_MAX 4096
-#endif
-
 /* ---- HDF5 helpers ---- */
 
 static void h5_close_group(hid_t *g) {
@@ -98,15 +94,15 @@ static hid_t create_group(hid_t loc, const char *name) {
 }
 
 /* Write a float32 dataset of the given logical shape under loc, with its checksum as the
- * attribute crc32. 0 on success. */
-static int write_f32(hid_t loc, const char *name, int ndim, const int *dims, const float *data) {
+ * attribute crc32 (HDF5's convention: negative on failure, h5util.h). */
+static herr_t write_f32(hid_t loc, const char *name, int ndim, const int *dims, const float *data) {
   hsize_t hd[4];
   size_t n = 1;
   for (int d = 0; d < ndim; d++) hd[d] = (hsize_t)dims[d], n *= (size_t)dims[d];
   hid_t space = H5Screate_simple(ndim, hd, NULL);
   if (space < 0) return -1;
   hid_t ds = create_dataset(loc, name, H5T_IEEE_F32LE, space);
-  int rc = -1;
+  herr_t rc = -1;
   if (ds >= 0 && H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0 &&
       h5_write_attr_i64(ds, "crc32", tensor_crc(data, n)) >= 0)
     rc = 0;
@@ -115,12 +111,12 @@ static int write_f32(hid_t loc, const char *name, int ndim, const int *dims, con
   return rc;
 }
 
-/* A scalar string as an attribute (is_dataset 0) or a dataset (1) of loc. */
-static int write_str(hid_t loc, const char *name, const char *value, int is_dataset) {
+/* A scalar string as an attribute (is_dataset 0) or a dataset (1) of loc (HDF5's convention). */
+static herr_t write_str(hid_t loc, const char *name, const char *value, int is_dataset) {
   hid_t type = h5_vlen_str_type();
   if (type < 0) return -1;
   hid_t space = H5Screate(H5S_SCALAR);
-  int rc = -1;
+  herr_t rc = -1;
   if (space >= 0) {
     if (is_dataset) {
       hid_t ds = create_dataset(loc, name, type, space);
@@ -365,16 +361,15 @@ static dt_status check_seal(const char *path) {
   return DT_OK;
 }
 
-/* Write everything into the open file. Returns NULL on success, else what failed (static). */
-/* /backend/conv_algorithms: n rows of DT_CHECKPOINT_ALGO_COLS int32. */
-static int write_algos(hid_t file, const int32_t *rows, size_t n) {
+/* /backend/conv_algorithms: n rows of DT_CHECKPOINT_ALGO_COLS int32 (HDF5's convention). */
+static herr_t write_algos(hid_t file, const int32_t *rows, size_t n) {
   hid_t g = create_group(file, "backend");
   if (g < 0) return -1;
   const hsize_t dims[2] = {n, DT_CHECKPOINT_ALGO_COLS};
   hid_t space = H5Screate_simple(2, dims, NULL);
   hid_t ds = space < 0 ? -1
                        : create_dataset(g, "conv_algorithms", H5T_STD_I32LE, space);
-  int rc = ds < 0 ? -1 : H5Dwrite(ds, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, rows);
+  herr_t rc = ds < 0 ? -1 : H5Dwrite(ds, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, rows);
   if (ds >= 0) H5Dclose(ds);
   if (space >= 0) H5Sclose(space);
   H5Gclose(g);
@@ -419,9 +414,12 @@ static dt_status load_algos(const char *path, hid_t file, dt_checkpoint_meta *m)
   return st;
 }
 
-static const char *save_contents(hid_t file, const dt_params *ps, const float *weights,
-                                 const float *buffers, const dt_optim_state *opt,
-                                 const dt_checkpoint_meta *meta, bool fault_kill) {
+/* Write everything into the open file `file` (the temporary file tmp of checkpoint path) and
+ * close it; the message names what could not be written. */
+static dt_status save_contents(const char *path, const char *tmp, hid_t file, const dt_params *ps,
+                               const float *weights, const float *buffers,
+                               const dt_optim_state *opt, const dt_checkpoint_meta *meta,
+                               bool fault_kill) {
   const char *what = NULL;
   hid_t model = H5I_INVALID_HID, optg = H5I_INVALID_HID, stateg = H5I_INVALID_HID;
 
@@ -514,14 +512,20 @@ done:
   h5_close_group(&stateg);
   h5_close_group(&optg);
   h5_close_group(&model);
-  return what;
+  errno = 0;
+  herr_t closed = H5Fclose(file);
+  int e = errno;
+  if (!what && closed >= 0) return DT_OK;
+  return dt_error_set(DT_ERR_IO, "checkpoint %s: writing %s to %s failed%s%s", path,
+                      what ? what : "the file (close)", tmp, e ? ": " : "",
+                      e ? strerror(e) : " (disk full?)");
 }
 
 dt_status dt_checkpoint_save(const char *path, const dt_params *ps, const float *weights,
                              const float *buffers, const dt_optim_state *opt,
                              const dt_checkpoint_meta *meta) {
   DT_CHECK(weights != NULL && (buffers != NULL || ps->n_buffers == 0));
-  char dir[PATH_MAX], tmp[PATH_MAX];
+  char dir[DT_PATH_MAX], tmp[DT_PATH_MAX];
   const char *base;
   split_path(path, dir, sizeof dir, &base);
   if ((size_t)snprintf(tmp, sizeof tmp, "%s/.%s.tmp.%ld", dir, base, (long)getpid()) >= sizeof tmp)
@@ -544,16 +548,11 @@ dt_status dt_checkpoint_save(const char *path, const dt_params *ps, const float 
     return dt_error_set(DT_ERR_IO, "checkpoint %s: cannot create temporary file %s: %s", path, tmp,
                         e ? strerror(e) : "HDF5 error");
   }
-  const char *what = save_contents(file, ps, weights, buffers, opt, meta, fault_kill);
-  errno = 0;
-  herr_t closed = H5Fclose(file);
-  int e = errno;
+  dt_status st = save_contents(path, tmp, file, ps, weights, buffers, opt, meta, fault_kill);
   h5_quiet_end(&q);
-  if (what || closed < 0) {
+  if (st != DT_OK) {
     unlink(tmp);
-    return dt_error_set(DT_ERR_IO, "checkpoint %s: writing %s to %s failed%s%s", path,
-                        what ? what : "the file (close)", tmp, e ? ": " : "",
-                        e ? strerror(e) : " (disk full?)");
+    return st;
   }
   /* The seal goes into the closed file, before the fsync that makes it durable. */
   if (dt_checkpoint_seal(tmp) != DT_OK) {
@@ -563,12 +562,12 @@ dt_status dt_checkpoint_save(const char *path, const dt_params *ps, const float 
     return dt_error_set(DT_ERR_IO, "checkpoint %s: %s", path, why);
   }
   if (fsync_path(tmp, O_RDONLY) < 0) {
-    e = errno;
+    const int e = errno;
     unlink(tmp);
     return dt_error_set(DT_ERR_IO, "checkpoint %s: fsync of %s failed: %s", path, tmp, strerror(e));
   }
   if (rename(tmp, path) < 0) {
-    e = errno;
+    const int e = errno;
     unlink(tmp);
     return dt_error_set(DT_ERR_IO, "checkpoint %s: cannot rename %s over it: %s", path, tmp,
                         strerror(e));
@@ -970,14 +969,17 @@ typedef struct {
   char name[256];
 } ckpt_entry;
 
-/* Every step_*.h5 of run_dir/checkpoints (malloc'ed, unsorted); -1 if the directory is
- * unreadable. */
-static int list_checkpoints(const char *run_dir, ckpt_entry **out) {
-  char dir[PATH_MAX];
+/* Every step_*.h5 of run_dir/checkpoints (malloc'ed, unsorted) and their count *n (0 and an
+ * error when the directory cannot be read). */
+static dt_status list_checkpoints(const char *run_dir, ckpt_entry **out, int *n_out) {
+  char dir[DT_PATH_MAX];
   snprintf(dir, sizeof dir, "%s/checkpoints", run_dir);
   *out = NULL;
+  *n_out = 0;
   DIR *dp = opendir(dir);
-  if (!dp) return -1;
+  if (!dp)
+    return dt_error_set(DT_ERR_DATA, "run directory %s: cannot read %s: %s", run_dir, dir,
+                        strerror(errno));
   int n = 0, cap = 0;
   ckpt_entry *list = NULL;
   struct dirent *e;
@@ -995,12 +997,14 @@ static int list_checkpoints(const char *run_dir, ckpt_entry **out) {
   }
   closedir(dp);
   *out = list;
-  return n;
+  *n_out = n;
+  return DT_OK;
 }
 
 dt_status dt_checkpoint_latest(const char *run_dir, char *out, size_t size) {
   ckpt_entry *list;
-  int n = list_checkpoints(run_dir, &list);
+  int n;
+  list_checkpoints(run_dir, &list, &n); /* an unreadable directory has none: said below */
   int best = -1;
   for (int i = 0; i < n; i++)
     if (best < 0 || list[i].step > list[best].step) best = i;
@@ -1017,7 +1021,7 @@ dt_status dt_checkpoint_latest(const char *run_dir, char *out, size_t size) {
 }
 
 void dt_checkpoint_path(const char *run_dir, long step, char *out, size_t size) {
-  char dir[PATH_MAX];
+  char dir[DT_PATH_MAX];
   snprintf(dir, sizeof dir, "%s/checkpoints", run_dir);
   /* An existing directory is the normal case; a real failure surfaces when saving. */
   mkdir(dir, 0777);
@@ -1032,11 +1036,12 @@ static int cmp_step_desc(const void *a, const void *b) {
 void dt_checkpoint_prune(const char *run_dir, int keep_last) {
   if (keep_last <= 0) return;
   ckpt_entry *list;
-  int n = list_checkpoints(run_dir, &list);
+  int n;
+  if (list_checkpoints(run_dir, &list, &n) != DT_OK) return; /* nothing to prune */
   if (n > keep_last) {
     qsort(list, (size_t)n, sizeof *list, cmp_step_desc);
     for (int i = keep_last; i < n; i++) {
-      char path[PATH_MAX];
+      char path[DT_PATH_MAX];
       if ((size_t)snprintf(path, sizeof path, "%s/checkpoints/%s", run_dir, list[i].name) <
           sizeof path)
         unlink(path);

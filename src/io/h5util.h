@@ -20,9 +20,12 @@ void h5_init(void);
 
 void h5_quiet_begin(h5_quiet *q);
 void h5_quiet_end(const h5_quiet *q);
-/* A scalar int64 attribute; 0 on success, -1 on failure. */
-int h5_write_attr_i64(hid_t loc, const char *name, int64_t value);
-/* A scalar float64 attribute; 0 on success, -1 on failure. */
-int h5_write_attr_f64(hid_t loc, const char *name, double value);
+/* These helpers, and the file-local HDF5 helpers of checkpoint.c and metrics.c, speak HDF5's
+ * own convention (herr_t / hid_t: negative on failure) and set no message: each is called by a
+ * function that names the file and returns a dt_status with the message (common.h). */
+/* A scalar int64 attribute. */
+herr_t h5_write_attr_i64(hid_t loc, const char *name, int64_t value);
+/* A scalar float64 attribute. */
+herr_t h5_write_attr_f64(hid_t loc, const char *name, double value);
 
 #endif

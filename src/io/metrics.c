@@ -15,7 +15,6 @@
 
 #include <hdf5.h>
 
-#include "data/dump.h"
 #include "io/h5util.h"
 #include "io/tfevents.h"
 
@@ -78,11 +77,11 @@ static hid_t unlocked_fapl(void) {
 }
 
 /* A variable-length string attribute. */
-static int write_attr_str(hid_t loc, const char *name, const char *value) {
+static herr_t write_attr_str(hid_t loc, const char *name, const char *value) {
   hid_t type = H5Tcopy(H5T_C_S1);
   if (type < 0) return -1;
   hid_t space = H5Screate(H5S_SCALAR);
-  int rc = -1;
+  herr_t rc = -1;
   if (space >= 0 && H5Tset_size(type, H5T_VARIABLE) >= 0 &&
       H5Tset_cset(type, H5T_CSET_UTF8) >= 0) {
     hid_t a = H5Acreate2(loc, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
@@ -114,13 +113,18 @@ static hid_t open_table_group(hid_t file, const table *t) {
   return g;
 }
 
-/* Create a fresh file with the root attribute and both groups. Returns NULL or what failed. */
-static const char *create_file(const dt_metrics *m) {
+/* The failure of the metrics file: `what` went wrong. */
+static dt_status metrics_error(const dt_metrics *m, const char *what) {
+  return dt_error_set(DT_ERR_IO, "metrics file %s: %s", m->path, what);
+}
+
+/* Create a fresh file with the root attribute and both groups. */
+static dt_status create_file(const dt_metrics *m) {
   hid_t fapl = unlocked_fapl();
-  if (fapl < 0) return "file access properties";
+  if (fapl < 0) return metrics_error(m, "file access properties");
   hid_t file = H5Fcreate(m->path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
   H5Pclose(fapl);
-  if (file < 0) return "cannot create it";
+  if (file < 0) return metrics_error(m, "cannot create it");
   const char *what = NULL;
   if (h5_write_attr_i64(file, "format_version", DT_METRICS_FORMAT) < 0) what = "format_version";
   const table *ts[2] = {&m->epoch, &m->steps};
@@ -132,17 +136,17 @@ static const char *create_file(const dt_metrics *m) {
       H5Gclose(g);
   }
   if (H5Fclose(file) < 0 && !what) what = "closing it";
-  return what;
+  return what ? metrics_error(m, what) : DT_OK;
 }
 
-/* Append t's buffered rows to its column datasets. 0 on success. */
-static int append_rows(hid_t file, const table *t) {
+/* Append t's buffered rows to its column datasets (HDF5's convention: negative on failure). */
+static herr_t append_rows(hid_t file, const table *t) {
   if (t->n_rows == 0) return 0;
   hid_t g = open_table_group(file, t);
   if (g < 0) return -1;
   double *col = dt_xmalloc(t->n_rows * sizeof *col);
   hsize_t k = t->n_rows;
-  int rc = 0;
+  herr_t rc = 0;
   for (int c = 0; c < t->n_cols && rc == 0; c++) {
     for (size_t r = 0; r < t->n_rows; r++)
       memcpy(&col[r], t->rows + r * t->row_size + t->cols[c].offset, sizeof(double));
@@ -184,14 +188,15 @@ static int append_rows(hid_t file, const table *t) {
 }
 
 /* Drop the rows of t's columns whose step > resume_step. The rows are in step order; columns
- * of unequal length (a flush cut short) are cut to the shortest. 0 on success. */
-static int truncate_table(hid_t file, const table *t, long resume_step) {
+ * of unequal length (a flush cut short) are cut to the shortest (HDF5's convention: negative
+ * on failure). */
+static herr_t truncate_table(hid_t file, const table *t, long resume_step) {
   htri_t exists = H5Lexists(file, t->group, H5P_DEFAULT);
   if (exists == 0) return 0;
   if (exists < 0) return -1;
   hid_t g = H5Gopen2(file, t->group, H5P_DEFAULT);
   if (g < 0) return -1;
-  int rc = 0;
+  herr_t rc = 0;
   hid_t ds[16];
   hsize_t len[16], keep = (hsize_t)-1;
   for (int c = 0; c < t->n_cols; c++) {
@@ -266,6 +271,7 @@ dt_status dt_metrics_open(dt_metrics **out, const char *path, long resume_step) 
   h5_quiet q;
   h5_quiet_begin(&q);
   const char *what = NULL;
+  dt_status st = DT_OK;
   if (resume_step >= 0 && access(path, F_OK) == 0) {
     hid_t fapl = unlocked_fapl();
     hid_t file = fapl >= 0 ? H5Fopen(path, H5F_ACC_RDWR, fapl) : H5I_INVALID_HID;
@@ -278,12 +284,12 @@ dt_status dt_metrics_open(dt_metrics **out, const char *path, long resume_step) 
         what = "cannot drop the rows after the resumed step (corrupt?)";
       if (H5Fclose(file) < 0 && !what) what = "cannot close it";
     }
+    if (what) st = metrics_error(m, what);
   } else {
-    what = create_file(m);
+    st = create_file(m);
   }
   h5_quiet_end(&q);
-  if (what) {
-    dt_status st = dt_error_set(DT_ERR_IO, "metrics file %s: %s", path, what);
+  if (st != DT_OK) {
     dt_metrics_close(m);
     return st;
   }
@@ -319,35 +325,33 @@ void dt_metrics_step(dt_metrics *m, const dt_step_row *row) {
 }
 
 /* Append every buffered row; on failure the rows stay buffered for the next try. */
-static const char *flush_rows(dt_metrics *m) {
-  if (m->epoch.n_rows == 0 && m->steps.n_rows == 0) return NULL;
+static dt_status flush_rows(dt_metrics *m) {
+  if (m->epoch.n_rows == 0 && m->steps.n_rows == 0) return DT_OK;
   h5_quiet q;
   h5_quiet_begin(&q);
   const char *what = NULL;
-  if (access(m->path, F_OK) != 0) what = create_file(m);
+  dt_status st = access(m->path, F_OK) != 0 ? create_file(m) : DT_OK;
   hid_t file = H5I_INVALID_HID;
-  if (!what) {
+  if (st == DT_OK) {
     hid_t fapl = unlocked_fapl();
     file = fapl >= 0 ? H5Fopen(m->path, H5F_ACC_RDWR, fapl) : H5I_INVALID_HID;
     if (fapl >= 0) H5Pclose(fapl);
     if (file < 0) what = "cannot open it for appending";
   }
-  if (!what && (append_rows(file, &m->steps) < 0 || append_rows(file, &m->epoch) < 0))
+  if (st == DT_OK && !what &&
+      (append_rows(file, &m->steps) < 0 || append_rows(file, &m->epoch) < 0))
     what = "appending rows failed (disk full?)";
   if (file >= 0 && H5Fclose(file) < 0 && !what) what = "closing it failed (disk full?)";
   h5_quiet_end(&q);
-  if (!what) {
+  if (what) st = metrics_error(m, what);
+  if (st == DT_OK) {
     m->epoch.n_rows = 0;
     m->steps.n_rows = 0;
   }
-  return what;
+  return st;
 }
 
-dt_status dt_metrics_flush(dt_metrics *m) {
-  const char *what = flush_rows(m);
-  if (what) return dt_error_set(DT_ERR_IO, "metrics file %s: %s", m->path, what);
-  return DT_OK;
-}
+dt_status dt_metrics_flush(dt_metrics *m) { return flush_rows(m); }
 
 dt_status dt_metrics_epoch(dt_metrics *m, const dt_epoch_row *row) {
   table_push(&m->epoch, row);
@@ -359,7 +363,7 @@ void dt_metrics_close(dt_metrics *m) {
   if (!m) return;
   /* Best effort for step rows logged after the last epoch; callers that need the status
    * call dt_metrics_flush first. */
-  if (flush_rows(m))
+  if (flush_rows(m) != DT_OK)
     fprintf(stderr, "dtrain: warning: metrics file %s: the last %zu step rows were not written\n",
             m->path, m->steps.n_rows);
   dt_tfevents_close(m->tb);
@@ -386,16 +390,10 @@ void dt_metrics_tensorboard(dt_metrics *m, const char *dir, long resume_step) {
   m->tb = dt_tfevents_open(dir, resume_step < 0 ? 0 : resume_step + 1);
 }
 
-void dt_metrics_batch_image(dt_metrics *m, const dt_dataset *ds, const dt_batch *b, long step) {
+bool dt_metrics_has_images(const dt_metrics *m) { return m && m->tb; }
+
+void dt_metrics_image(dt_metrics *m, const char *tag, long step, const uint8_t *png, size_t len,
+                      int width, int height) {
   if (!m || !m->tb) return;
-  uint8_t *png;
-  size_t len;
-  int w, h;
-  if (!dt_dump_batch_png(ds, b, &png, &len, &w, &h)) {
-    fprintf(stderr, "dtrain: warning: TensorBoard: cannot encode the batch picture: %s\n",
-            strerror(errno));
-    return;
-  }
-  dt_tfevents_image(m->tb, "train/batch", step, png, len, w, h, 3);
-  free(png);
+  dt_tfevents_image(m->tb, tag, step, png, len, width, height, 3);
 }

@@ -45,8 +45,11 @@ void dt_metrics_close(dt_metrics *m);
  * resume_step + 1, so TensorBoard drops the points the interrupted run logged after its
  * checkpoint. An unwritable file is a warning on stderr, and TensorBoard output is off. */
 void dt_metrics_tensorboard(dt_metrics *m, const char *dir, long resume_step);
-/* With TensorBoard output on: the picture of batch b (the one of `dtrain --dump-batch`,
- * data/dump.h) as the image summary `train/batch` at step; otherwise nothing. */
-void dt_metrics_batch_image(dt_metrics *m, const dt_dataset *ds, const dt_batch *b, long step);
+/* Whether TensorBoard output is on (so that a caller encodes a picture only when it is used). */
+bool dt_metrics_has_images(const dt_metrics *m);
+/* With TensorBoard output on: a PNG-encoded RGB picture of width x height as the image summary
+ * tag at step; otherwise nothing. */
+void dt_metrics_image(dt_metrics *m, const char *tag, long step, const uint8_t *png, size_t len,
+                      int width, int height);
 
 #endif

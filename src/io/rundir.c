@@ -12,8 +12,9 @@
 
 dt_status dt_rundir_lock(const char *dir, int *fd) {
   *fd = -1;
-  char path[4200];
-  snprintf(path, sizeof path, "%s/%s", dir, DT_RUNDIR_LOCK);
+  char path[DT_PATH_MAX];
+  if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, DT_RUNDIR_LOCK) >= sizeof path)
+    return dt_error_set(DT_ERR_IO, "output.dir %s: path too long", dir);
   int f = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (f < 0)
     return dt_error_set(DT_ERR_IO, "output.dir %s: cannot create the lock file %s: %s", dir, path,
@@ -107,7 +108,8 @@ dt_status dt_rundir_config_changes(const dt_config *before, const dt_config *aft
     fprintf(o, "%s%s.%s = %s -> %s", n_changes++ ? ", " : "", section, key, *va ? va : "(empty)",
             *vb ? vb : "(empty)");
   }
-  DT_CHECK(fclose(o) == 0);
+  const int closed = fclose(o);
+  DT_CHECK(closed == 0);
   free(a);
   free(b);
   if (st != DT_OK || n_changes == 0) {

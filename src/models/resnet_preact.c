@@ -5,10 +5,12 @@
  * Bottleneck (9n+2): BN1 [ReLU] conv1x1 BN2 ReLU conv3x3(s) BN3 ReLU conv1x1 [BN4] + shortcut.
  * Shortcut: identity, or conv1x1 with stride s and no BN (`shortcut.conv`). With
  * preact_stage[i] the first block of stage i feeds the pre-activated input to both the branch
- * and the shortcut. No ReLU after the addition. The addition is fused into the last conv. */
+ * and the shortcut. No ReLU after the addition. The addition is fused into the last conv.
+ * The block is dt_block_preact (blocks.c), shared with se_resnet_preact. */
 #include <stdio.h>
 #include <string.h>
 
+#include "models/blocks.h"
 #include "models/model.h"
 
 /* ---- configuration checks (dt_model_validate_fn, run by dt_config_validate) ---- */
@@ -21,50 +23,9 @@ dt_status dt_validate_resnet_preact(const dt_config *cfg, const char *src, int h
 
 /* ---- the network ---- */
 
-typedef struct {
-  bool bottleneck, remove_first_relu, add_last_bn;
-} block_opts;
-
-static int block(dt_graph *g, const char *name, int x, int out_ch, int stride, bool preact,
-                 const block_opts *o) {
-  char nm[128];
-  dt_shape s = dt_graph_shape(g, x);
-  int shortcut_in = x, branch;
-  snprintf(nm, sizeof nm, "%s.bn1", name);
-  if (preact) {
-    branch = dt_graph_bn(g, nm, x, true); /* the ReLU stays even with remove_first_relu */
-    shortcut_in = branch;
-  } else {
-    branch = dt_graph_bn(g, nm, x, !o->remove_first_relu);
-  }
-  int shortcut = shortcut_in;
-  if (s.c != out_ch || stride != 1) {
-    snprintf(nm, sizeof nm, "%s.shortcut.conv", name);
-    shortcut = dt_graph_conv(g, nm, shortcut_in, out_ch, 1, stride, 0, 1, -1);
-  }
-  int last_conv = o->bottleneck ? 3 : 2;
-  int width = o->bottleneck ? out_ch / 4 : out_ch;
-  for (int i = 1; i <= last_conv; i++) {
-    int k = i == last_conv ? out_ch : width;
-    int ksize = o->bottleneck && i != 2 ? 1 : 3;
-    int conv_stride = (o->bottleneck ? i == 2 : i == 1) ? stride : 1;
-    bool last = i == last_conv;
-    snprintf(nm, sizeof nm, "%s.conv%d", name, i);
-    /* Fuse the residual addition into the last conv unless a BN follows it. */
-    int residual = last && !o->add_last_bn ? shortcut : -1;
-    branch = dt_graph_conv(g, nm, branch, k, ksize, conv_stride, ksize / 2, 1, residual);
-    if (!last || o->add_last_bn) {
-      snprintf(nm, sizeof nm, "%s.bn%d", name, i + 1);
-      branch = dt_graph_bn(g, nm, branch, !last);
-    }
-  }
-  if (o->add_last_bn) branch = dt_graph_add(g, branch, shortcut);
-  return branch;
-}
-
 void dt_build_resnet_preact(const dt_config *cfg, dt_graph *g, int classes) {
-  block_opts o = {cfg->model_block_type == DT_MODEL_BLOCK_TYPE_BOTTLENECK,
-                  cfg->model_remove_first_relu, cfg->model_add_last_bn};
+  dt_preact_block o = {cfg->model_block_type == DT_MODEL_BLOCK_TYPE_BOTTLENECK,
+                       cfg->model_remove_first_relu, cfg->model_add_last_bn, 0};
   int depth = (int)cfg->model_depth;
   int n_blocks = o.bottleneck ? (depth - 2) / 9 : (depth - 2) / 6;
   int c0 = (int)cfg->model_initial_channels;
@@ -78,7 +39,7 @@ void dt_build_resnet_preact(const dt_config *cfg, dt_graph *g, int classes) {
       char name[64];
       snprintf(name, sizeof name, "stage%d.block%d", st + 1, b + 1);
       bool preact = b == 0 && cfg->model_preact_stage.v[st];
-      x = block(g, name, x, channels[st], b == 0 && st > 0 ? 2 : 1, preact, &o);
+      x = dt_block_preact(g, name, x, channels[st], b == 0 && st > 0 ? 2 : 1, preact, &o);
     }
   }
   x = dt_graph_bn(g, "bn", x, true);

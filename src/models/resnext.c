@@ -8,6 +8,7 @@
  * "ResNeXt-29 CxDd" is cardinality C, base_channels D. */
 #include <stdio.h>
 
+#include "models/blocks.h"
 #include "models/model.h"
 
 /* ---- configuration checks (dt_model_validate_fn, run by dt_config_validate) ---- */
@@ -35,12 +36,8 @@ static int block(dt_graph *g, const char *name, int x, int out_ch, int stride, i
   snprintf(nm, sizeof nm, "%s.bn3", name);
   y = dt_graph_bn(g, nm, y, false);
   int shortcut = x;
-  if (dt_graph_shape(g, x).c != out_ch) {
-    snprintf(nm, sizeof nm, "%s.shortcut.conv", name);
-    shortcut = dt_graph_conv(g, nm, x, out_ch, 1, stride, 0, 1, -1);
-    snprintf(nm, sizeof nm, "%s.shortcut.bn", name);
-    shortcut = dt_graph_bn(g, nm, shortcut, false);
-  }
+  if (dt_graph_shape(g, x).c != out_ch)
+    shortcut = dt_block_projection(g, name, x, out_ch, stride, true);
   return dt_graph_relu(g, dt_graph_add(g, y, shortcut));
 }
 

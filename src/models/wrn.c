@@ -9,6 +9,7 @@
  * fused into conv2. */
 #include <stdio.h>
 
+#include "models/blocks.h"
 #include "models/model.h"
 
 /* ---- configuration checks (dt_model_validate_fn, run by dt_config_validate) ---- */
@@ -31,10 +32,7 @@ static int block(dt_graph *g, const char *name, int x, int out_ch, int stride, f
   snprintf(nm, sizeof nm, "%s.bn2", name);
   y = dt_graph_bn(g, nm, y, true);
   int shortcut = x;
-  if (project) {
-    snprintf(nm, sizeof nm, "%s.shortcut.conv", name);
-    shortcut = dt_graph_conv(g, nm, a, out_ch, 1, stride, 0, 1, -1);
-  }
+  if (project) shortcut = dt_block_projection(g, name, a, out_ch, stride, false);
   snprintf(nm, sizeof nm, "%s.conv2", name);
   return dt_graph_conv(g, nm, y, out_ch, 3, 1, 1, 1, shortcut);
 }

@@ -56,7 +56,9 @@
 #endif
 
 #include "backend.h"
+#include "backend_factory.h"
 #include "common.h"
+#include "cpu/backend_cpu.h"
 #include "golden.h"
 #include "models/model.h"
 #include "optim.h"

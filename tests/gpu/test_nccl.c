@@ -30,6 +30,7 @@
 #endif
 
 #include "backend.h"
+#include "backend_factory.h"
 #include "comm/comm.h"
 #include "common.h"
 

@@ -1,8 +1,8 @@
-/* dump.c: --dump-batch, a picture of the first training batch as the trainer receives it
+/* dump_batch.c: the command --dump-batch (run by main.c), a picture of the first training batch as the trainer receives it
  * (after crop, flip, normalisation, erasing and batch mixing), to check augmentations by eye,
  * and a small PNG encoder on zlib (deflate and crc32). */
 #define _GNU_SOURCE /* realpath */
-#include "data/dump.h"
+#include "dump_batch.h"
 
 #include <errno.h>
 #include <math.h>
@@ -16,6 +16,7 @@
 
 #include "config.h"
 #include "data/loader.h"
+#include "loader_options.h"
 
 enum {
   DT_DUMP_COLUMNS = 8,

@@ -1,8 +1,8 @@
-/* dump.h: `dtrain --dump-batch FILE.png`: the first training batch of epoch 0, built exactly
- * as training builds it, as a picture to look at, plus the PNG writer it uses. The same
- * picture, PNG-encoded in memory, is the image summary of output.tensorboard. */
-#ifndef DT_DUMP_H
-#define DT_DUMP_H
+/* dump_batch.h: the command `dtrain --dump-batch FILE.png`: the first training batch of epoch 0,
+ * built exactly as training builds it, as a picture to look at, plus the PNG writer it uses. The
+ * same picture, PNG-encoded in memory, is the image summary of output.tensorboard. */
+#ifndef DT_DUMP_BATCH_H
+#define DT_DUMP_BATCH_H
 
 #include "common.h"
 #include "data/loader.h"

@@ -1,9 +1,10 @@
-/* backend.c: the one place that picks a compute backend for a device (docs/architecture.md "Backend
- * table"). */
-#include "backend.h"
+/* backend_factory.c: the one place that picks a compute backend for a device
+ * (docs/architecture.md "Backend table"): the only file that calls both constructors. */
+#include "backend_factory.h"
 
 #include <stddef.h>
 
+#include "cpu/backend_cpu.h"
 #ifdef DT_HAVE_CUDA
 #include "cuda/backend_cuda.h"
 #endif
