@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "nn/params.h"
+#include "optim.h" /* dt_optim_state */
 
 /* 2: a checksum per tensor and the epoch's metrics state. Format 1 files still load (without
  * checksums to verify; their epoch metrics state reads as 0). */
@@ -61,13 +62,6 @@ typedef struct {
 
 /* Bytes in front of HDF5's superblock that hold the seal (an HDF5 user block). */
 #define DT_CHECKPOINT_USERBLOCK 512
-
-/* Optimizer state tensors: n_states arrays, each laid out like the weight arena. */
-typedef struct {
-  const char *names[4];
-  float *arrays[4]; /* host memory, ps->n_weights floats each */
-  int n_states;
-} dt_optim_state;
 
 /* Save weights and buffers (host copies laid out like the arenas), optimizer state and meta
  * to `path` atomically. Fault injection for tests: when the environment variable
