@@ -97,7 +97,13 @@ dt_status dt_checkpoint_seal(const char *path);
 dt_status dt_checkpoint_latest(const char *run_dir, char *out, size_t size);
 /* Checkpoint file name for a step: run_dir/checkpoints/step_%09ld.h5 */
 void dt_checkpoint_path(const char *run_dir, long step, char *out, size_t size);
-/* Delete all but the newest keep_last checkpoints of run_dir (keep_last <= 0: keep all). */
+/* Delete all but the newest keep_last checkpoints of run_dir (keep_last <= 0: keep all).
+ * Temporary files of interrupted saves are not checkpoints: they stay. */
 void dt_checkpoint_prune(const char *run_dir, int keep_last);
+/* Delete every checkpoint of run_dir/checkpoints and every temporary file of an interrupted
+ * save (a run started over must never resume from the checkpoints of the run it replaced);
+ * partial_only: only those temporary files (a resumed run clears what a killed save of its
+ * predecessor left). */
+void dt_checkpoint_remove(const char *run_dir, bool partial_only);
 
 #endif
