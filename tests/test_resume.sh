@@ -10,7 +10,8 @@
 # non-finite or negative-variance tensor, a link in place of a tensor or flipped bits in
 # tensor data, and --init with a mismatched checkpoint, are refused with one message naming
 # the file and the problem, exit 1, and the run directory left exactly as it was. A
-# checkpoint of format 1 (no checksums, no metrics state) still resumes.
+# checkpoint of format 1 (no checksums, no metrics state) still resumes. The same run twice
+# with SOURCE_DATE_EPOCH set writes checkpoints identical byte for byte.
 # Usage: test_resume.sh DTRAIN  (tools from $DTRAIN_TOOLS, else DTRAIN's directory/tools)
 set -u
 source "$(dirname "$0")/harness.sh"
@@ -109,6 +110,29 @@ if [ $? -eq 0 ] && [ "$(ls $run/checkpoints)" = "step_000000003.h5" ]; then
   ok "output.overwrite removes the replaced run's checkpoints (left: step_000000003.h5)"
 else
   bad "output.overwrite left the replaced run's checkpoints: $(ls $run/checkpoints | tr '\n' ' ')" "$out"
+fi
+
+# ---- checkpoints are reproducible byte for byte ----
+# The same run twice in the same directory (a checkpoint holds the config text, which names
+# it) with SOURCE_DATE_EPOCH fixing the 'created' stamp writes the same bytes: no object
+# modification times, nothing else of the moment. The second run starts a second later, so a
+# stamp of the clock would differ.
+run=$T/repro
+REPRO=(--set output.dir=$run --set output.overwrite=true --set train.epochs=1)
+out=$(SOURCE_DATE_EPOCH=0 "$DTRAIN" "${CFG[@]}" "${REPRO[@]}" 2>&1) && mv $run/checkpoints $T/repro_first
+rc1=$?
+sleep 1
+out2=$(SOURCE_DATE_EPOCH=0 "$DTRAIN" "${CFG[@]}" "${REPRO[@]}" 2>&1)
+rc2=$?
+first=$(cd $T/repro_first 2>/dev/null && ls step_*.h5 | tr '\n' ' ')
+second=$(cd $run/checkpoints 2>/dev/null && ls step_*.h5 | tr '\n' ' ')
+differ=""
+for f in $first; do cmp -s $T/repro_first/$f $run/checkpoints/$f || differ="$differ $f"; done
+if [ $rc1 -eq 0 ] && [ $rc2 -eq 0 ] && [ "$first" = "step_000000004.h5 step_000000008.h5 step_000000010.h5 " ] &&
+   [ "$second" = "$first" ] && [ -z "$differ" ]; then
+  ok "the same run twice with SOURCE_DATE_EPOCH=0: checkpoints ${first}identical byte for byte"
+else
+  bad "reproducible checkpoints (exit $rc1/$rc2; first run: $first; second run: $second; differ:$differ)" "$out$out2"
 fi
 
 # ---- SIGTERM sent from outside while the run is going ----
