@@ -44,7 +44,7 @@ typedef struct {
    * checkpoint of a version without them is loaded. */
   double loss_scale;
   long loss_scale_good;
-  /* The interrupted epoch's metrics (train.c): sums of loss, correct and images over its
+  /* The interrupted epoch's metrics (run_state.h): sums of loss, correct and images over its
    * applied steps, the same over the current output.log_every window, and its skipped
    * updates. All 0 in format 1 files. */
   double epoch_sums[3], window_sums[3];
