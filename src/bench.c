@@ -65,19 +65,22 @@ int dt_train_bench(const dt_config *cfg, dt_comm *comm, dt_device device, long s
   double secs = dt_now() - t0, only = n_only / secs;
   double ar = dt_comm_allreduce_seconds(comm) - ar0;
   if (t.rank == 0) {
-    printf("model: %s-%ld, global batch %ld (%d rank(s) x %d micro-batch(es) of %d), %s, %d "
-           "thread(s), %ld timed steps\n",
-           cfg->model_name, cfg->model_depth, cfg->train_batch_size, t.world, t.step.accum, t.step.micro,
-           t.be->ops->name, t.be->threads, steps);
+    printf(
+        "model: %s-%ld, global batch %ld (%d rank(s) x %d micro-batch(es) of %d), %s, %d "
+        "thread(s), %ld timed steps\n",
+        cfg->model_name, cfg->model_depth, cfg->train_batch_size, t.world, t.step.accum,
+        t.step.micro, t.be->ops->name, t.be->threads, steps);
     printf("%s\n", t.threads_line);
     printf("step: %.1f ms, all-reduce %.2f ms per step (%.1f%%), %.1f images/s per rank\n",
            1e3 * secs / (double)steps, 1e3 * ar / (double)steps, 100.0 * ar / secs, only / t.world);
     if (t.step.allreduce.nccl)
-      printf("nccl: %.1f all-reduces of %.2f MiB in all per step, %.3f ms per step in NCCL "
-             "calls on the host (the transfers overlap)\n",
-             (double)(dt_comm_nccl_allreduce_count(t.step.allreduce.nccl) - nccl_n0) / (double)steps,
-             (double)(dt_comm_nccl_allreduce_bytes(t.step.allreduce.nccl) - nccl_b0) / (double)steps / 1048576.0,
-             1e3 * (dt_comm_nccl_host_seconds(t.step.allreduce.nccl) - nccl_s0) / (double)steps);
+      printf(
+          "nccl: %.1f all-reduces of %.2f MiB in all per step, %.3f ms per step in NCCL "
+          "calls on the host (the transfers overlap)\n",
+          (double)(dt_comm_nccl_allreduce_count(t.step.allreduce.nccl) - nccl_n0) / (double)steps,
+          (double)(dt_comm_nccl_allreduce_bytes(t.step.allreduce.nccl) - nccl_b0) / (double)steps /
+              1048576.0,
+          1e3 * (dt_comm_nccl_host_seconds(t.step.allreduce.nccl) - nccl_s0) / (double)steps);
     printf("bench_with_data: %.1f images/s\n", with_data);
     printf("bench: %.1f images/s\n", only);
   }
@@ -107,7 +110,8 @@ int dt_train_dry_run(const dt_config *cfg) {
   } else {
     printf("\ndataset: %s: directory %s not found (not validated)\n", cfg->data_dataset, dir);
   }
-  dt_model *m = dt_model_create(cfg, NULL, ds.train.channels, ds.train.height, ds.train.width, ds.classes);
+  dt_model *m =
+      dt_model_create(cfg, NULL, ds.train.channels, ds.train.height, ds.train.width, ds.classes);
   printf("\nmodel: %s, input %dx%dx%d, %d classes\n", cfg->model_name, ds.train.channels,
          ds.train.height, ds.train.width, ds.classes);
   long macs = dt_model_summary(m, stdout);

@@ -36,7 +36,8 @@ dt_status dt_ranks_same_config(dt_comm *comm, const dt_config *cfg) {
   const int world = dt_comm_size(comm);
   if (world == 1) return DT_OK;
   const size_t nk = dt_config_key_count();
-  uint64_t *mine = dt_xmalloc(nk * sizeof *mine), *all = dt_xmalloc((size_t)world * nk * sizeof *all);
+  uint64_t *mine = dt_xmalloc(nk * sizeof *mine),
+           *all = dt_xmalloc((size_t)world * nk * sizeof *all);
   dt_config_digest(cfg, mine);
   dt_comm_allgather(comm, mine, all, nk * sizeof *mine);
   long key = -1;
@@ -62,11 +63,12 @@ dt_status dt_ranks_same_config(dt_comm *comm, const dt_config *cfg) {
     DT_CHECK(first > 0);
     char ranks[160];
     list_ranks(same_as_first, world, ranks, sizeof ranks);
-    st = dt_error_set(DT_ERR_CONFIG,
-                      "the ranks run different configurations: %s = %s on rank 0 but %s on %s; "
-                      "start every rank with the same config file and --set options",
-                      name, *values ? values : "(empty)",
-                      values[(size_t)first * VAL] ? values + (size_t)first * VAL : "(empty)", ranks);
+    st =
+        dt_error_set(DT_ERR_CONFIG,
+                     "the ranks run different configurations: %s = %s on rank 0 but %s on %s; "
+                     "start every rank with the same config file and --set options",
+                     name, *values ? values : "(empty)",
+                     values[(size_t)first * VAL] ? values + (size_t)first * VAL : "(empty)", ranks);
     free(same_as_first);
     free(values);
   }
@@ -87,7 +89,8 @@ static void dataset_digest(const dt_dataset *ds, uint64_t *d) {
   d[4] = (uint64_t)ds->train.width;
   d[5] = (uint64_t)ds->classes;
   for (int s = 0; s < 2; s++) {
-    const size_t n = (size_t)sp[s]->count, image = (size_t)sp[s]->channels * sp[s]->height * sp[s]->width;
+    const size_t n = (size_t)sp[s]->count,
+                 image = (size_t)sp[s]->channels * sp[s]->height * sp[s]->width;
     d[6 + 2 * s] = crc32_z(crc32_z(0L, Z_NULL, 0), sp[s]->images, n * image);
     d[7 + 2 * s] = crc32_z(crc32_z(0L, Z_NULL, 0), sp[s]->labels, n);
   }
@@ -123,12 +126,13 @@ bool dt_ranks_same_dataset(dt_comm *comm, const dt_config *cfg, const dt_dataset
     char va[32], vb[32];
     snprintf(va, sizeof va, field >= 6 ? "%08" PRIx64 : "%" PRIu64, a);
     snprintf(vb, sizeof vb, field >= 6 ? "%08" PRIx64 : "%" PRIu64, b);
-    *st = dt_error_set(DT_ERR_DATA,
-                       "the ranks loaded different datasets: %s %s on rank 0, %s on rank %d "
-                       "(%s differ%s from rank 0); data.dir %s must hold the same files for every "
-                       "rank",
-                       what[field], va, vb, first, ranks, strchr(ranks, ',') ? "" : "s",
-                       cfg->data_dir[0] ? cfg->data_dir : dt_dataset_default_dir(cfg->data_dataset));
+    *st =
+        dt_error_set(DT_ERR_DATA,
+                     "the ranks loaded different datasets: %s %s on rank 0, %s on rank %d "
+                     "(%s differ%s from rank 0); data.dir %s must hold the same files for every "
+                     "rank",
+                     what[field], va, vb, first, ranks, strchr(ranks, ',') ? "" : "s",
+                     cfg->data_dir[0] ? cfg->data_dir : dt_dataset_default_dir(cfg->data_dataset));
   }
   free(differs);
   free(all);

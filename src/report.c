@@ -64,16 +64,18 @@ void dt_report_format_eta(double seconds, char *buf, size_t size) {
 void dt_report_header(const dt_report *r, const dt_trainer *t, const char *run_dir,
                       const char *start_note) {
   const dt_config *cfg = t->cfg;
-  dt_report_say(r, "dtrain %s: %s (%d train / %d test images, %dx%dx%d, %d classes) on %s\n", DT_VERSION,
-      cfg->data_dataset, t->ds.train.count, t->ds.test.count, t->ds.train.channels,
-      t->ds.train.height, t->ds.train.width, t->ds.classes, t->be->ops->name);
-  dt_report_say(r, "%s; global batch %ld = %d ranks x %d micro-batches x %d images\n", t->threads_line,
-      cfg->train_batch_size, t->world, t->step.accum, t->step.micro);
+  dt_report_say(r, "dtrain %s: %s (%d train / %d test images, %dx%dx%d, %d classes) on %s\n",
+                DT_VERSION, cfg->data_dataset, t->ds.train.count, t->ds.test.count,
+                t->ds.train.channels, t->ds.train.height, t->ds.train.width, t->ds.classes,
+                t->be->ops->name);
+  dt_report_say(r, "%s; global batch %ld = %d ranks x %d micro-batches x %d images\n",
+                t->threads_line, cfg->train_batch_size, t->world, t->step.accum, t->step.micro);
   dt_report_say(r, "model: %s-%ld %s, %ld parameters\n", cfg->model_name, cfg->model_depth,
-      cfg->model_block_type, dt_model_param_count(t->model));
-  dt_report_say(r, "lr: %g x batch %ld / reference %ld (linear scaling rule) = %g; %s, schedule %s\n",
-      cfg->optim_lr, cfg->train_batch_size, cfg->optim_reference_batch, t->sched.base_lr,
-      cfg->optim_name, cfg->schedule_type);
+                cfg->model_block_type, dt_model_param_count(t->model));
+  dt_report_say(r,
+                "lr: %g x batch %ld / reference %ld (linear scaling rule) = %g; %s, schedule %s\n",
+                cfg->optim_lr, cfg->train_batch_size, cfg->optim_reference_batch, t->sched.base_lr,
+                cfg->optim_name, cfg->schedule_type);
   if (t->precision != DT_PRECISION_FP32 || t->ls.active) {
     char scaling[128] = "no loss scaling";
     if (t->ls.dynamic)
@@ -82,18 +84,20 @@ void dt_report_header(const dt_report *r, const dt_trainer *t, const char *run_d
     else if (t->ls.active)
       snprintf(scaling, sizeof scaling, "fixed loss scale %g", t->ls.scale);
     dt_report_say(r, "precision: %s convolutions%s; %s\n", dt_precision_name(t->precision),
-        t->precision != DT_PRECISION_FP32 && strcmp(t->be->ops->name, "cpu") == 0
-            ? " (emulated by rounding operands and results)"
-            : "",
-        scaling);
+                  t->precision != DT_PRECISION_FP32 && strcmp(t->be->ops->name, "cpu") == 0
+                      ? " (emulated by rounding operands and results)"
+                      : "",
+                  scaling);
   }
   if (t->step.allreduce.nccl)
-    dt_report_say(r, "all-reduce: NCCL on the GPUs, buckets of %g MiB %s\n", cfg->train_bucket_mb,
+    dt_report_say(
+        r, "all-reduce: NCCL on the GPUs, buckets of %g MiB %s\n", cfg->train_bucket_mb,
         t->step.accumulate ? "after the step's last backward pass" : "overlapped with backward");
   else if (t->world > 1)
-    dt_report_say(r, "all-reduce: MPI through host memory, buckets of %g MiB\n", cfg->train_bucket_mb);
+    dt_report_say(r, "all-reduce: MPI through host memory, buckets of %g MiB\n",
+                  cfg->train_bucket_mb);
   dt_report_say(r, "steps: %ld per epoch x %ld epochs; run directory %s\n", t->steps_per_epoch,
-      cfg->train_epochs, run_dir);
+                cfg->train_epochs, run_dir);
   /* Printed here, once log.txt is open, so that the log says where the run came from. */
   if (start_note && start_note[0]) dt_report_say(r, "%s\n", start_note);
 }

@@ -23,7 +23,8 @@ void dt_report_init(dt_report *r, int rank, int world);
 void dt_report_say(const dt_report *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* A runtime error, on rank 0: one message on stderr (after the progress line of a terminal)
  * and in log.txt. */
-void dt_report_error(const dt_report *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void dt_report_error(const dt_report *r, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 /* End the terminal's progress line before other output. */
 void dt_report_newline(const dt_report *r);
 

@@ -70,10 +70,10 @@ static dt_status check_resume_meta(const dt_trainer *t, const char *path,
                         "checkpoint %s: step_in_epoch = %ld is beyond the %ld steps of an epoch",
                         path, m->step_in_epoch, spe);
   if (m->epoch + (m->step_in_epoch > 0) > cfg->train_epochs)
-    return dt_error_set(DT_ERR_DATA,
-                        "checkpoint %s: epoch %ld%s is beyond [train] epochs = %ld", path,
-                        m->epoch + (m->step_in_epoch > 0),
-                        m->step_in_epoch > 0 ? " (in progress)" : " (completed)", cfg->train_epochs);
+    return dt_error_set(DT_ERR_DATA, "checkpoint %s: epoch %ld%s is beyond [train] epochs = %ld",
+                        path, m->epoch + (m->step_in_epoch > 0),
+                        m->step_in_epoch > 0 ? " (in progress)" : " (completed)",
+                        cfg->train_epochs);
   if (m->step != m->epoch * spe + m->step_in_epoch)
     return dt_error_set(DT_ERR_DATA,
                         "checkpoint %s: step = %ld, but epoch %ld x %ld steps per epoch + "

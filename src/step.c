@@ -33,13 +33,13 @@ void dt_step_init(dt_step *s, const dt_config *cfg, dt_comm *comm, dt_backend *b
   s->allreduce.bucket = (size_t)(cfg->train_bucket_mb * (1 << 20) / sizeof(float)) + 1;
   dt_comm_set_bucket(comm, s->allreduce.bucket);
   const size_t rows = (size_t)micro * (size_t)s->accum, logits = rows * (size_t)classes;
-  s->losses_pinned = be->ops->host_alloc != NULL;
-  s->losses = s->losses_pinned ? be->ops->host_alloc(be, 2 * rows * sizeof(float))
+  s->host.pinned = be->ops->host_alloc != NULL;
+  s->host.losses = s->host.pinned ? be->ops->host_alloc(be, 2 * rows * sizeof(float))
                                : dt_xmalloc(2 * rows * sizeof(float));
-  s->logits = dt_xmalloc(logits * sizeof(float));
+  s->host.logits = dt_xmalloc(logits * sizeof(float));
   if (dual) {
-    s->logits2 = dt_xmalloc(logits * sizeof(float));
-    s->dlogits = dt_xmalloc(logits * sizeof(float));
+    s->host.logits2 = dt_xmalloc(logits * sizeof(float));
+    s->host.dlogits = dt_xmalloc(logits * sizeof(float));
   }
   const dt_params *ps = &model->params;
   const size_t nb = DT_MAX(ps->n_buffers, 1);
@@ -56,13 +56,13 @@ void dt_step_free(dt_step *s) {
   dt_comm_nccl_destroy(s->allreduce.nccl); /* before the backend: it waits for its all-reduces */
   s->allreduce.nccl = NULL;
   if (s->be) dt_replay_free(&s->replay, s->be);
-  if (s->losses_pinned && s->losses) s->be->ops->host_free(s->be, s->losses);
-  else free(s->losses);
-  s->losses = NULL;
+  if (s->host.pinned && s->host.losses) s->be->ops->host_free(s->be, s->host.losses);
+  else free(s->host.losses);
+  s->host.losses = NULL;
   dt_grad_buckets_free(&s->allreduce.buckets);
-  free(s->logits);
-  free(s->logits2);
-  free(s->dlogits);
+  free(s->host.logits);
+  free(s->host.logits2);
+  free(s->host.dlogits);
   for (size_t i = 0; i < DT_ARRAY_LEN(s->stack.sums); i++) free(s->stack.sums[i]);
   free(s->allreduce.host);
   free(s->bn.before);
@@ -120,8 +120,8 @@ void dt_step_allreduce(dt_step *s) {
     } else {
       const size_t bucket = s->allreduce.bucket;
       for (size_t off = 0; off < ps->n_weights; off += bucket)
-        dt_comm_nccl_allreduce_async(s->allreduce.nccl, ps->grads + off, DT_MIN(bucket, ps->n_weights - off),
-                                     stream);
+        dt_comm_nccl_allreduce_async(s->allreduce.nccl, ps->grads + off,
+                                     DT_MIN(bucket, ps->n_weights - off), stream);
     }
     dt_comm_nccl_join(s->allreduce.nccl, stream);
     return;
@@ -163,7 +163,8 @@ static double train_correct(const float *logits, const float *targets, const int
                             int K, bool mixed) {
   if (!mixed) return dt_eval_topk_correct(logits, labels, n, K, 1);
   double c = 0;
-  for (int i = 0; i < n; i++) c += targets[(size_t)i * K + dt_eval_argmax(logits + (size_t)i * K, K)];
+  for (int i = 0; i < n; i++)
+    c += targets[(size_t)i * K + dt_eval_argmax(logits + (size_t)i * K, K)];
   return c;
 }
 
@@ -218,34 +219,35 @@ static void dual_cutout_step(dt_step *s, const float *x1, const float *x2, const
   g1->step_key = g2->step_key = key;
   g1->sample_offset = g2->sample_offset = offset;
   const dt_tensor *z1 = dt_graph_forward(g1, x1, true), *z2 = dt_graph_forward(g2, x2, true);
-  float *l2 = s->losses + n;
-  dt_graph_loss(g1, targets, 0.5f * loss_grad(s, global_n), s->losses);
+  float *l2 = s->host.losses + n;
+  dt_graph_loss(g1, targets, 0.5f * loss_grad(s, global_n), s->host.losses);
   dt_graph_loss(g2, targets, 0.5f * loss_grad(s, global_n), l2);
-  s->be->ops->download(s->be, z1, s->logits);
-  s->be->ops->download(s->be, z2, s->logits2);
+  s->be->ops->download(s->be, z1, s->host.logits);
+  s->be->ops->download(s->be, z2, s->host.logits2);
   const size_t bytes = (size_t)n * K * sizeof(float);
   const float scale = (float)(s->ls->scale * 2.0 * alpha / ((double)global_n * K));
   dt_graph *gs[2] = {g1, g2};
   for (int v = 0; v < 2; v++) {
     dt_tensor *dz = &gs[v]->values[gs[v]->n_nodes].grad;
-    s->be->ops->to_host(s->be, s->dlogits, dz->data, bytes);
+    s->be->ops->to_host(s->be, s->host.dlogits, dz->data, bytes);
     const float sign = v == 0 ? 1.0f : -1.0f;
     for (size_t j = 0; j < (size_t)n * K; j++)
-      s->dlogits[j] += sign * scale * (s->logits[j] - s->logits2[j]);
-    s->be->ops->to_device(s->be, dz->data, s->dlogits, bytes);
+      s->host.dlogits[j] += sign * scale * (s->host.logits[j] - s->host.logits2[j]);
+    s->be->ops->to_device(s->be, dz->data, s->host.dlogits, bytes);
     dt_graph_backward(gs[v]);
     sum_gradients(s, (*pass)++);
   }
   for (int i = 0; i < n; i++) {
     double mse = 0;
     for (int c = 0; c < K; c++) {
-      double d = (double)s->logits[i * K + c] - s->logits2[i * K + c];
+      double d = (double)s->host.logits[i * K + c] - s->host.logits2[i * K + c];
       mse += d * d;
     }
-    *loss_sum += 0.5 * ((double)s->losses[i] + l2[i]) + alpha * mse / K;
+    *loss_sum += 0.5 * ((double)s->host.losses[i] + l2[i]) + alpha * mse / K;
   }
-  for (size_t j = 0; j < (size_t)n * K; j++) s->logits[j] = 0.5f * (s->logits[j] + s->logits2[j]);
-  *correct += dt_eval_topk_correct(s->logits, labels, n, K, 1);
+  for (size_t j = 0; j < (size_t)n * K; j++)
+    s->host.logits[j] = 0.5f * (s->host.logits[j] + s->host.logits2[j]);
+  *correct += dt_eval_topk_correct(s->host.logits, labels, n, K, 1);
 }
 
 /* A loader restart refills batch memory that may have been prefetched and never uploaded. */
@@ -293,14 +295,14 @@ static const dt_tensor *replay_step(dt_step *s, dt_graph *g, const float *x,
                                     const float *targets, float grad_scale) {
   dt_graph_set_input(g, x);
   dt_graph_set_targets(g, targets);
-  replay_record_ctx rc = {g, grad_scale, s->losses};
+  replay_record_ctx rc = {g, grad_scale, s->host.losses};
   if (dt_replay_pass(&s->replay, s->be, g, grad_scale, replay_record, &rc)) {
     prefetch_next(s);
   } else {
     /* Warm-up, or recording failed: nothing recorded has run. */
     dt_graph_run_forward(g, true);
     prefetch_next(s);
-    dt_graph_run_loss(g, grad_scale, s->losses);
+    dt_graph_run_loss(g, grad_scale, s->host.losses);
     dt_graph_backward(g);
   }
   return &g->values[g->n_nodes].t;
@@ -338,15 +340,15 @@ int dt_step_gradients(dt_step *s, const dt_batch *b, long step, double *loss_sum
     } else {
       logits = dt_graph_forward(g, x, true);
       prefetch_next(s);
-      dt_graph_loss(g, targets, loss_grad(s, b->global_n), s->losses);
+      dt_graph_loss(g, targets, loss_grad(s, b->global_n), s->host.losses);
       overlap_begin(s, g);
       dt_graph_backward(g);
       g->on_backward = NULL;
     }
     sum_gradients(s, pass++);
-    s->be->ops->download(s->be, logits, s->logits);
-    for (int i = 0; i < s->micro; i++) *loss_sum += s->losses[i];
-    *correct += train_correct(s->logits, targets, labels, s->micro, K, b->mixed);
+    s->be->ops->download(s->be, logits, s->host.logits);
+    for (int i = 0; i < s->micro; i++) *loss_sum += s->host.losses[i];
+    *correct += train_correct(s->host.logits, targets, labels, s->micro, K, b->mixed);
   }
   if (pass > 1) {
     /* What is left on the stack (pass counts other than powers of two), from the top. */

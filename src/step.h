@@ -17,6 +17,15 @@
 #include "optim.h"
 #include "replay.h"
 
+/* Host scratch of a step. losses: page-locked (pinned) where the backend has host_alloc, as a
+ * replayed step writes them; Dual-Cutout puts the second view's after the first's. */
+typedef struct {
+  bool pinned;
+  float *losses;            /* (2 micro) per-sample losses */
+  float *logits;            /* (micro, K) */
+  float *logits2, *dlogits; /* Dual-Cutout: the second view's logits, a logits gradient */
+} dt_step_scratch;
+
 /* Partial gradient sums of a step's backward passes, a stack of host arrays each holding
  * passes[i] passes (step.c sum_gradients). */
 typedef struct {
@@ -56,11 +65,7 @@ typedef struct {
    * (backend prefetch), or NULL. */
   dt_loader *prefetch_ld;
   dt_replay replay; /* train.cuda_graphs: the recorded device work of a step */
-  /* Host scratch: per-sample losses (2 micro, page-locked where the backend has host_alloc:
-   * a replayed step writes them), (micro, K) logits; Dual-Cutout: the second view's logits
-   * and a logits gradient. */
-  bool losses_pinned;
-  float *losses, *logits, *logits2, *dlogits;
+  dt_step_scratch host;
   dt_grad_stack stack;
   dt_grad_allreduce allreduce;
   dt_bn_stats bn;

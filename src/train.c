@@ -113,7 +113,8 @@ static int run_start(run *r, const dt_config *cfg, dt_comm *comm, const dt_run_o
     fprintf(stderr, "dtrain: %s\n", dt_error_message());
   }
   if (!set_up || dt_ranks_agree(comm, st) != DT_OK) {
-    if (st != DT_OK && t->rank != 0) fprintf(stderr, "dtrain (rank %d): %s\n", t->rank, dt_error_message());
+    if (st != DT_OK && t->rank != 0)
+      fprintf(stderr, "dtrain (rank %d): %s\n", t->rank, dt_error_message());
     dt_trainer_free(t);
     dt_rundir_close(&r->dir);
     return DT_EXIT_INPUT;
@@ -151,7 +152,8 @@ static int skip_update(run *r, epoch_state *es, dt_scale_verdict verdict, bool l
   }
   const char *nl = r->rep.tty ? "\n" : "";
   if (verdict == DT_SCALE_OVERFLOW)
-    dt_report_say(&r->rep, "%sstep %ld: gradients overflow at loss scale %g: update skipped, scale now %g\n",
+    dt_report_say(&r->rep,
+                  "%sstep %ld: gradients overflow at loss scale %g: update skipped, scale now %g\n",
                   nl, step + 1, used_scale, r->t.ls.scale);
   else
     dt_report_say(&r->rep, "%sskipping step %ld: non-finite loss or gradient\n", nl, step + 1);
@@ -168,7 +170,8 @@ static void report_progress(run *r, epoch_state *es, double lr) {
   double *win = es->em.win;
   if (es->i % cfg->output_log_every != 0 && es->i != spe) return;
   const double ips = es->images_here / (dt_now() - es->t0);
-  const double wl = win[2] > 0 ? win[0] / win[2] : NAN, wa = win[2] > 0 ? 100.0 * win[1] / win[2] : NAN;
+  const double wl = win[2] > 0 ? win[0] / win[2] : NAN,
+               wa = win[2] > 0 ? 100.0 * win[1] / win[2] : NAN;
   const dt_step_row row = {(double)r->step, (double)es->epoch + 1, lr, wl, wa, ips, r->t.ls.scale};
   dt_report_progress(&r->rep, &row, cfg->train_epochs, es->i, spe,
                      (cfg->train_epochs - es->epoch) * spe - es->i, cfg->train_batch_size,
@@ -222,7 +225,8 @@ static int train_step(run *r, epoch_state *es, const dt_batch *b, bool *stop) {
   dt_step_allreduce(s);
   inject_overflow(t, r->step); /* after the join: NCCL no longer touches the gradients */
   /* One reduction carries the metrics and every rank's view of signals and faults. */
-  double red[5] = {loss, correct, b->n, g_stop_signal != 0, !dt_optim_grads_finite(&t->model->params)};
+  double red[5] = {loss, correct, b->n, g_stop_signal != 0,
+                   !dt_optim_grads_finite(&t->model->params)};
   dt_comm_allreduce_sum_f64(t->comm, red, 5);
   const double lr = dt_schedule_lr(&t->sched, r->step);
   double used_scale;
@@ -260,7 +264,8 @@ static int end_epoch(run *r, epoch_state *es) {
   dt_report_epoch(&r->rep, &row, cfg->train_epochs);
   const long max_steps = cfg->train_max_steps;
   const bool last = es->epoch + 1 == cfg->train_epochs || (max_steps && step >= max_steps);
-  const bool periodic = cfg->output_checkpoint_every && (es->epoch + 1) % cfg->output_checkpoint_every == 0;
+  const bool periodic =
+      cfg->output_checkpoint_every && (es->epoch + 1) % cfg->output_checkpoint_every == 0;
   if (epoch_done && (last || periodic) && r->last_ckpt != step)
     return save_checkpoint(r, es->epoch + 1, 0, NULL);
   return DT_EXIT_OK;

@@ -35,7 +35,8 @@ dt_status dt_trainer_setup(dt_trainer *t, const dt_config *cfg, dt_comm *comm, d
   t->world = dt_comm_size(comm);
   const int accum = (int)cfg->train_accum_steps;
   /* Collective over the node, so before anything that can fail on one rank only. */
-  int threads = dt_thread_plan_start(comm, cfg, device, NULL, t->threads_line, sizeof t->threads_line);
+  int threads =
+      dt_thread_plan_start(comm, cfg, device, NULL, t->threads_line, sizeof t->threads_line);
   int B = (int)cfg->train_batch_size;
   if (B % (t->world * accum) != 0)
     return dt_error_set(DT_ERR_CONFIG,
@@ -48,8 +49,9 @@ dt_status dt_trainer_setup(dt_trainer *t, const dt_config *cfg, dt_comm *comm, d
   t->ds_loaded = true;
   dt_dataset_limit(&t->ds, (int)cfg->data_train_limit, (int)cfg->data_test_limit);
   if (t->ds.train.count < B)
-    return dt_error_set(DT_ERR_CONFIG, "train.batch_size = %d is larger than the %d training images",
-                        B, t->ds.train.count);
+    return dt_error_set(DT_ERR_CONFIG,
+                        "train.batch_size = %d is larger than the %d training images", B,
+                        t->ds.train.count);
   t->be = dt_backend_create(device, threads, dt_comm_local_rank(comm),
                             dt_comm_local_size(comm));
   if (!t->be) return DT_ERR_CONFIG;

@@ -54,7 +54,8 @@ static dt_dataset make_ds(int ntest, int classes, uint64_t seed) {
     sp->images = malloc(px);
     sp->labels = malloc((size_t)counts[s]);
     for (size_t i = 0; i < px; i++) sp->images[i] = (uint8_t)dt_rng_below(&r, 256);
-    for (int i = 0; i < counts[s]; i++) sp->labels[i] = (uint8_t)dt_rng_below(&r, (uint64_t)classes);
+    for (int i = 0; i < counts[s]; i++)
+      sp->labels[i] = (uint8_t)dt_rng_below(&r, (uint64_t)classes);
   }
   return ds;
 }
@@ -113,7 +114,8 @@ static void test_per_image_results(void **state) {
   assert_true(r.top5 == 100.0 * s.top5 / N);
   int diagonal = 0, all = 0;
   for (int y = 0; y < K; y++)
-    for (int p = 0; p < K; p++) all += s.confusion[y][p], diagonal += y == p ? s.confusion[y][p] : 0;
+    for (int p = 0; p < K; p++)
+      all += s.confusion[y][p], diagonal += y == p ? s.confusion[y][p] : 0;
   assert_int_equal(all, N);
   assert_true(100.0 * diagonal / N == r.top1); /* argmax = label exactly when top-1 correct */
 

@@ -79,7 +79,8 @@ static dt_status make_dirs(const char *dir, char **created) {
     if (mkdir(path, 0777) == 0) {
       if (!*created) *created = dt_xstrdup(path);
     } else if (errno != EEXIST) {
-      return dt_error_set(DT_ERR_IO, "output.dir %s: cannot create %s: %s", dir, path, strerror(errno));
+      return dt_error_set(DT_ERR_IO, "output.dir %s: cannot create %s: %s", dir, path,
+                          strerror(errno));
     }
     *p = c;
     if (c == 0) break;
@@ -98,7 +99,8 @@ static dt_status write_config(const dt_config *cfg, const char *dir) {
   snprintf(path, sizeof path, "%s/config.ini", dir);
   snprintf(tmp, sizeof tmp, "%s/.config.ini.tmp", dir);
   FILE *f = fopen(tmp, "w");
-  if (!f) return dt_error_set(DT_ERR_IO, "output.dir %s: cannot write %s: %s", dir, tmp, strerror(errno));
+  if (!f)
+    return dt_error_set(DT_ERR_IO, "output.dir %s: cannot write %s: %s", dir, tmp, strerror(errno));
   dt_config_write(cfg, f);
   const bool written = fflush(f) == 0 && !ferror(f);
   const int e = errno;
@@ -147,7 +149,8 @@ dt_status dt_rundir_open(dt_rundir *rd, const dt_config *cfg, long resume_step,
   }
   snprintf(path, sizeof path, "%s/log.txt", dir);
   rd->log = fopen(path, resume || !cfg->output_overwrite ? "a" : "w");
-  if (!rd->log) return dt_error_set(DT_ERR_IO, "output.dir %s: cannot write log.txt: %s", dir, strerror(errno));
+  if (!rd->log)
+    return dt_error_set(DT_ERR_IO, "output.dir %s: cannot write log.txt: %s", dir, strerror(errno));
   snprintf(path, sizeof path, "%s/metrics.h5", dir);
   return dt_metrics_open(&rd->metrics, path, resume_step);
 }
