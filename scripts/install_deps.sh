@@ -3,7 +3,7 @@
 # Usage: scripts/install_deps.sh [--with-torch]   (--with-torch: PyTorch for the reference tools)
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config zlib1g-dev libopenmpi-dev openmpi-bin libhdf5-dev hdf5-tools
-      libdnnl-dev libinih-dev libcmocka-dev dataset-fashion-mnist
+      libdnnl-dev libinih-dev libcmocka-dev dataset-fashion-mnist strace
       clang libclang-rt-14-dev libomp-dev)  # the last three: the fuzz build (tests/fuzz/run.sh)
 if [[ "${1:-}" == "--with-torch" ]]; then
   pkgs+=(python3-torch python3-numpy python3-h5py python3-matplotlib)

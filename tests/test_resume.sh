@@ -11,7 +11,8 @@
 # tensor data, and --init with a mismatched checkpoint, are refused with one message naming
 # the file and the problem, exit 1, and the run directory left exactly as it was. A
 # checkpoint of format 1 (no checksums, no metrics state) still resumes. The same run twice
-# with SOURCE_DATE_EPOCH set writes checkpoints identical byte for byte.
+# with SOURCE_DATE_EPOCH set writes checkpoints identical byte for byte, and every file a run
+# replaces (config.ini, checkpoints) is fsync'ed, renamed and its directory fsync'ed (strace).
 # Usage: test_resume.sh DTRAIN  (tools from $DTRAIN_TOOLS, else DTRAIN's directory/tools)
 set -u
 source "$(dirname "$0")/harness.sh"
@@ -133,6 +134,47 @@ if [ $rc1 -eq 0 ] && [ $rc2 -eq 0 ] && [ "$first" = "step_000000004.h5 step_0000
   ok "the same run twice with SOURCE_DATE_EPOCH=0: checkpoints ${first}identical byte for byte"
 else
   bad "reproducible checkpoints (exit $rc1/$rc2; first run: $first; second run: $second; differ:$differ)" "$out$out2"
+fi
+
+# ---- every replaced file is durable: fsync'ed, renamed, its directory fsync'ed ----
+# Traced with strace (skipped where it is missing or not permitted): after each rename of a
+# temporary file over config.ini or a checkpoint, the directory holding it is opened and
+# fsync'ed, so the rename survives a power failure; before it, the temporary file is fsync'ed.
+if strace -o /dev/null true 2>/dev/null; then
+  run=$T/durable
+  out=$(strace -o $T/durable.trace -e trace=openat,fsync,rename,close \
+    "$DTRAIN" "${CFG[@]}" --set output.dir=$run --set train.max_steps=1 2>&1)
+  rc=$?
+  verdict=$(/usr/bin/python3 - "$T/durable.trace" "$run" <<'PY'
+import os, re, sys
+trace, run = sys.argv[1], sys.argv[2]
+fds, synced, renames, problems = {}, [], [], []
+for line in open(trace):
+    m = re.match(r'openat\(AT_FDCWD, "([^"]*)", [^)]*\) = (\d+)', line)
+    if m: fds[m.group(2)] = m.group(1); continue
+    m = re.match(r'fsync\((\d+)\) += 0', line)
+    if m: synced.append(fds.get(m.group(1), '?')); continue
+    m = re.match(r'rename\("([^"]*)", "([^"]*)"\) += 0', line)
+    if m: renames.append((m.group(1), m.group(2), len(synced)))
+targets = []
+for tmp, path, at in renames:
+    if not path.startswith(run): continue
+    targets.append(os.path.relpath(path, run))
+    if tmp not in synced[:at]: problems.append(f"{tmp} not fsync'ed before its rename")
+    if os.path.dirname(path) not in synced[at:]:
+        problems.append(f"directory of {os.path.relpath(path, run)} not fsync'ed after the rename")
+want = ["config.ini", "checkpoints/step_000000001.h5"]
+if sorted(targets) != sorted(want): problems.append(f"renamed: {targets}, wanted {want}")
+print("; ".join(problems) if problems else "ok " + ", ".join(sorted(targets)))
+PY
+)
+  if [ $rc -eq 0 ] && [ "${verdict#ok }" != "$verdict" ]; then
+    ok "durable replacement (strace): ${verdict#ok }: temporary file fsync'ed, renamed, directory fsync'ed"
+  else
+    bad "durable replacement (exit $rc): $verdict" "$out"
+  fi
+else
+  echo "skip durable replacement: strace is missing or not permitted here"
 fi
 
 # ---- SIGTERM sent from outside while the run is going ----
