@@ -6,7 +6,7 @@
 # events files of output.tensorboard with; `.venv-tb/bin/tensorboard --logdir runs/` views them.
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config zlib1g-dev libopenmpi-dev openmpi-bin libhdf5-dev hdf5-tools
-      libdnnl-dev libinih-dev libcmocka-dev dataset-fashion-mnist
+      libdnnl-dev libinih-dev libcmocka-dev dataset-fashion-mnist strace
       python3-venv
       clang libclang-rt-14-dev libomp-dev)  # the last three: the fuzz build (tests/fuzz/run.sh)
 if [[ "${1:-}" == "--with-torch" ]]; then

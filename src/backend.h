@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "common.h"
+#include "rng.h" /* dt_mix64 */
 
 typedef struct dt_backend dt_backend;
 typedef struct dt_layout dt_layout; /* backend-private storage order of one tensor shape */
@@ -45,13 +46,6 @@ typedef struct {
 
 /* Pooling kinds (dt_graph_pool and pool_create). */
 typedef enum { DT_POOL_MAX, DT_POOL_AVG } dt_pool_kind;
-
-/* SplitMix64's finaliser: a bijective 64-bit mix. */
-static inline uint64_t dt_mix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
 
 /* The dropout decision of one element, shared by every backend and the reference: element
  * e = (c H + h) W + w of a sample draws the e-th number of the SplitMix64 stream seeded with

@@ -16,6 +16,7 @@
 
 #include "config.h"
 #include "data/loader.h"
+#include "io/atomic.h"
 #include "loader_options.h"
 
 enum {
@@ -380,12 +381,10 @@ dt_status dt_dump_batch(const dt_config *cfg, const char *given) {
     st = dt_error_set(DT_ERR_IO, "--dump-batch: writing %s failed: %s", path, strerror(errno));
     goto done;
   }
-  if (rename(tmp_txt, txt) != 0) {
-    st = dt_error_set(DT_ERR_IO, "--dump-batch: cannot create %s: %s", txt, strerror(errno));
-    goto done;
-  }
-  if (rename(tmp_png, path) != 0) {
-    st = dt_error_set(DT_ERR_IO, "--dump-batch: cannot create %s: %s", path, strerror(errno));
+  st = dt_atomic_replace(tmp_txt, txt, "--dump-batch");
+  if (st != DT_OK) goto done;
+  st = dt_atomic_replace(tmp_png, path, "--dump-batch");
+  if (st != DT_OK) {
     unlink(txt);
     goto done;
   }

@@ -12,8 +12,15 @@
 #define DT_OPTIM_H
 
 #include "config.h"
-#include "io/checkpoint.h"
 #include "nn/params.h"
+
+/* Optimizer state tensors in host memory under their checkpoint names (e.g. "momentum"):
+ * n_states arrays, each laid out like the weight arena. Checkpoints save and load these. */
+typedef struct {
+  const char *names[4];
+  float *arrays[4]; /* host memory, ps->n_weights floats each */
+  int n_states;
+} dt_optim_state;
 
 typedef struct {
   dt_optim_name kind; /* optim.name */

@@ -9,12 +9,15 @@
 
 typedef struct { uint64_t s[4]; } dt_rng;
 
-static inline uint64_t dt_splitmix64(uint64_t *x) {
-  uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
+/* SplitMix64's finaliser: a bijective 64-bit mix (also the dropout masks' hash, backend.h). */
+static inline uint64_t dt_mix64(uint64_t z) {
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
   return z ^ (z >> 31);
 }
+
+/* SplitMix64: advance the state x by the golden-ratio increment and mix it. */
+static inline uint64_t dt_splitmix64(uint64_t *x) { return dt_mix64(*x += 0x9E3779B97F4A7C15ull); }
 
 /* Stream purposes, so that two uses of the same (seed, a, b) never share numbers. */
 enum {

@@ -1,6 +1,7 @@
-/* train.h: the training driver: setup on every rank, the step loop (micro-batches, gradient
- * all-reduce, optimizer, schedule), evaluation, checkpoints and resume, metrics, preemption
- * signals, --bench and --dry-run. */
+/* train.h: the training commands: a run (train.c: the loop over epochs and steps, with
+ * checkpoints, resume and preemption signals), --bench and --dry-run (bench.c). The parts are
+ * trainer.h (what every rank sets up), step.h (one step), evaluate.h, report.h, run_state.h
+ * (checkpoint policy), ranks.h (rank agreement) and io/rundir.h (the run directory). */
 #ifndef DT_TRAIN_H
 #define DT_TRAIN_H
 

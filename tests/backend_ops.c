@@ -31,6 +31,7 @@
 #include <cmocka.h>
 
 #include "backend.h"
+#include "backend_factory.h"
 #include "common.h"
 #include "cpu/backend_cpu.h"
 #include "ref/ref_ops.h"

@@ -14,6 +14,7 @@
 
 #include "backend.h"
 #ifdef DT_HAVE_CUDA
+#include "cpu/backend_cpu.h"
 #include "cuda/backend_cuda.h"
 #endif
 

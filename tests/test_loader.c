@@ -241,7 +241,7 @@ static void test_normalisation_exact(void **state) {
 
 typedef struct {
   int n, global_n;
-  long step;
+  long step, first;
   float *images, *targets;
   int *labels;
 } batch_copy;
@@ -263,6 +263,7 @@ static epoch_copy collect(dt_loader *ld, long epoch, long first, const dt_datase
     c->n = b->n;
     c->global_n = b->global_n;
     c->step = b->step;
+    c->first = b->first;
     c->images = malloc(sizeof(float) * img * (size_t)(b->n + 1));
     c->targets = malloc(sizeof(float) * K * (size_t)(b->n + 1));
     c->labels = malloc(sizeof(int) * (size_t)(b->n + 1));
@@ -310,6 +311,7 @@ static void check_direct(const dt_dataset *ds, const dt_loader_cfg *cfg, long ep
     assert_int_equal(c->step, s);
     assert_int_equal(c->n, cfg->slice_count);
     assert_int_equal(c->global_n, B);
+    assert_int_equal(c->first, -1); /* a training batch has no test index */
     for (int i = 0; i < c->n; i++) {
       int index = perm[s * B + cfg->slice_offset + i];
       dt_augment_image(ds, &ds->train, index, &cfg->aug, cfg->seed, epoch, want);
@@ -410,6 +412,7 @@ static void check_eval(const dt_dataset *ds, int B, int R, const int *offsets, c
       const batch_copy *c = &ranks[r].b[s];
       assert_int_equal(c->step, s);
       assert_int_equal(c->global_n, L);
+      assert_int_equal(c->first, next); /* the test index of row 0 */
       for (int i = 0; i < c->n; i++) {
         const int index = next++;
         assert_true(index < N);

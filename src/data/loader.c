@@ -108,6 +108,7 @@ static void dt_loader_fill_eval(dt_loader *ld, long step, dt_batch *b) {
   b->global_n = dt_loader_eval_range(ld, step, &begin, &end);
   b->n = (int)(end - begin);
   b->step = step;
+  b->first = begin;
   const int K = ld->cfg.ds->classes;
   memset(b->targets, 0, sizeof(float) * (size_t)b->n * K);
   for (int i = 0; i < b->n; i++) {
@@ -132,6 +133,7 @@ static void dt_loader_fill_train(dt_loader *ld, long step, dt_slot *slot) {
   b->global_n = B;
   b->n = cfg->slice_count;
   b->step = step;
+  b->first = -1;
   b->mixed = mix->kind != DT_MIX_NONE;
   dt_mix_params *mp = &slot->mix;
   dt_mix_draw(mix, cfg->seed, ld->epoch, step, H, W, mp);

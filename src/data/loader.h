@@ -95,6 +95,7 @@ typedef struct {
   int n;          /* images in this batch (this rank's slice) */
   int global_n;   /* images in the global batch */
   long step;      /* global batch index within the epoch */
+  long first;     /* evaluation: the test index of row 0 (rows are consecutive); else -1 */
   float *images;  /* (n, C, H, W) */
   float *targets; /* (n, K) soft targets, rows sum to 1 */
   int *labels;    /* (n) */

@@ -23,6 +23,7 @@
 #include <math.h>
 #include <zlib.h>
 
+#include "io/atomic.h"
 #include "io/h5util.h"
 
 /* Checksums are taken over the tensors' bytes in memory, which are the file's float32
@@ -30,6 +31,9 @@
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "checkpoint checksums assume a little-endian host"
 #endif
+
+/* What follows the target's name in the name of a save's temporary file. */
+#define PARTIAL_MARK ".tmp."
 
 /* ---- HDF5 helpers ---- */
 
@@ -225,17 +229,6 @@ static void split_path(const char *path, char *dir, size_t dsize, const char **b
     snprintf(dir, dsize, "%.*s", (int)(slash - path), path);
     *base = slash + 1;
   }
-}
-
-/* fsync a file or directory by name; 0 on success. */
-static int fsync_path(const char *path, int flags) {
-  int fd = open(path, flags);
-  if (fd < 0) return -1;
-  int rc = fsync(fd);
-  int e = errno;
-  close(fd);
-  errno = e;
-  return rc;
 }
 
 /* ---- the seal: a whole-file checksum in HDF5's user block ----
@@ -528,7 +521,8 @@ dt_status dt_checkpoint_save(const char *path, const dt_params *ps, const float 
   char dir[DT_PATH_MAX], tmp[DT_PATH_MAX];
   const char *base;
   split_path(path, dir, sizeof dir, &base);
-  if ((size_t)snprintf(tmp, sizeof tmp, "%s/.%s.tmp.%ld", dir, base, (long)getpid()) >= sizeof tmp)
+  if ((size_t)snprintf(tmp, sizeof tmp, "%s/.%s" PARTIAL_MARK "%ld", dir, base, (long)getpid()) >=
+      sizeof tmp)
     return dt_error_set(DT_ERR_IO, "checkpoint %s: path too long", path);
   const char *fault = getenv("DTRAIN_FAULT_CHECKPOINT");
   bool fault_kill = fault && strcmp(fault, "kill") == 0;
@@ -561,22 +555,9 @@ dt_status dt_checkpoint_save(const char *path, const dt_params *ps, const float 
     unlink(tmp);
     return dt_error_set(DT_ERR_IO, "checkpoint %s: %s", path, why);
   }
-  if (fsync_path(tmp, O_RDONLY) < 0) {
-    const int e = errno;
-    unlink(tmp);
-    return dt_error_set(DT_ERR_IO, "checkpoint %s: fsync of %s failed: %s", path, tmp, strerror(e));
-  }
-  if (rename(tmp, path) < 0) {
-    const int e = errno;
-    unlink(tmp);
-    return dt_error_set(DT_ERR_IO, "checkpoint %s: cannot rename %s over it: %s", path, tmp,
-                        strerror(e));
-  }
-  /* Make the rename itself durable. */
-  if (fsync_path(dir, O_RDONLY | O_DIRECTORY) < 0)
-    return dt_error_set(DT_ERR_IO, "checkpoint %s: fsync of directory %s failed: %s", path, dir,
-                        strerror(errno));
-  return DT_OK;
+  char label[DT_PATH_MAX + 16];
+  snprintf(label, sizeof label, "checkpoint %s", path);
+  return dt_atomic_replace(tmp, path, label);
 }
 
 /* ---- load ---- */
@@ -952,7 +933,8 @@ dt_status dt_checkpoint_load(const char *path, const dt_params *ps, float *weigh
 
 /* ---- the checkpoints directory ---- */
 
-/* Step of a "step_<digits>.h5" name, or -1 for anything else (temporary files included). */
+/* Step of a "step_<digits>.h5" name, or -1 for anything else (temporary files included).
+ * The one parser of checkpoint names (dt_checkpoint_path writes them). */
 static long parse_step_name(const char *name) {
   if (strncmp(name, "step_", 5) != 0) return -1;
   const char *d = name + 5;
@@ -962,6 +944,12 @@ static long parse_step_name(const char *name) {
   long step = strtol(d, &end, 10);
   if (errno || strcmp(end, ".h5") != 0) return -1;
   return step;
+}
+
+/* A temporary file that a save killed before its rename left behind:
+ * ".step_<digits>.h5" PARTIAL_MARK "<pid>" (dt_checkpoint_save). */
+static bool is_partial_name(const char *name) {
+  return strncmp(name, ".step_", 6) == 0 && strstr(name, ".h5" PARTIAL_MARK) != NULL;
 }
 
 typedef struct {
@@ -1048,4 +1036,21 @@ void dt_checkpoint_prune(const char *run_dir, int keep_last) {
     }
   }
   free(list);
+}
+
+void dt_checkpoint_remove(const char *run_dir, bool partial_only) {
+  char path[DT_PATH_MAX];
+  snprintf(path, sizeof path, "%s/checkpoints", run_dir);
+  DIR *dp = opendir(path);
+  if (!dp) return;
+  const struct dirent *e;
+  while ((e = readdir(dp)) != NULL) {
+    const char *name = e->d_name;
+    const bool partial = is_partial_name(name);
+    if (!partial && (partial_only || parse_step_name(name) < 0)) continue;
+    char file[DT_PATH_MAX + 256];
+    snprintf(file, sizeof file, "%s/%s", path, name);
+    unlink(file);
+  }
+  closedir(dp);
 }

@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "nn/params.h"
+#include "optim.h" /* dt_optim_state */
 
 /* 2: a checksum per tensor and the epoch's metrics state. Format 1 files still load (without
  * checksums to verify; their epoch metrics state reads as 0). */
@@ -43,7 +44,7 @@ typedef struct {
    * checkpoint of a version without them is loaded. */
   double loss_scale;
   long loss_scale_good;
-  /* The interrupted epoch's metrics (train.c): sums of loss, correct and images over its
+  /* The interrupted epoch's metrics (run_state.h): sums of loss, correct and images over its
    * applied steps, the same over the current output.log_every window, and its skipped
    * updates. All 0 in format 1 files. */
   double epoch_sums[3], window_sums[3];
@@ -61,13 +62,6 @@ typedef struct {
 
 /* Bytes in front of HDF5's superblock that hold the seal (an HDF5 user block). */
 #define DT_CHECKPOINT_USERBLOCK 512
-
-/* Optimizer state tensors: n_states arrays, each laid out like the weight arena. */
-typedef struct {
-  const char *names[4];
-  float *arrays[4]; /* host memory, ps->n_weights floats each */
-  int n_states;
-} dt_optim_state;
 
 /* Save weights and buffers (host copies laid out like the arenas), optimizer state and meta
  * to `path` atomically. Fault injection for tests: when the environment variable
@@ -103,7 +97,13 @@ dt_status dt_checkpoint_seal(const char *path);
 dt_status dt_checkpoint_latest(const char *run_dir, char *out, size_t size);
 /* Checkpoint file name for a step: run_dir/checkpoints/step_%09ld.h5 */
 void dt_checkpoint_path(const char *run_dir, long step, char *out, size_t size);
-/* Delete all but the newest keep_last checkpoints of run_dir (keep_last <= 0: keep all). */
+/* Delete all but the newest keep_last checkpoints of run_dir (keep_last <= 0: keep all).
+ * Temporary files of interrupted saves are not checkpoints: they stay. */
 void dt_checkpoint_prune(const char *run_dir, int keep_last);
+/* Delete every checkpoint of run_dir/checkpoints and every temporary file of an interrupted
+ * save (a run started over must never resume from the checkpoints of the run it replaced);
+ * partial_only: only those temporary files (a resumed run clears what a killed save of its
+ * predecessor left). */
+void dt_checkpoint_remove(const char *run_dir, bool partial_only);
 
 #endif

@@ -1,4 +1,5 @@
-/* rundir.c: the run directory's lock and the configuration changes a --resume may make. */
+/* rundir.c: the run directory: creating and locking it, config.ini, log.txt and metrics.h5
+ * for the run, clean-up, and the configuration changes a --resume may make (rundir.h). */
 #define _GNU_SOURCE
 #include "io/rundir.h"
 
@@ -8,7 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include "io/atomic.h"
+#include "io/checkpoint.h"
 
 dt_status dt_rundir_lock(const char *dir, int *fd) {
   *fd = -1;
@@ -49,6 +54,156 @@ void dt_rundir_lock_note(int fd) {
   /* Only informs: the flock is the lock, even where the text cannot be written (a full disk,
    * on which the run then fails writing config.ini). */
   if (ftruncate(fd, 0) != 0 || pwrite(fd, text, (size_t)len, 0) != len) text[0] = 0;
+}
+
+void dt_rundir_init(dt_rundir *rd, const char *path) {
+  memset(rd, 0, sizeof *rd);
+  rd->path = path;
+  rd->lock_fd = -1;
+}
+
+dt_status dt_rundir_take(dt_rundir *rd) {
+  if (rd->lock_fd >= 0) return DT_OK;
+  return dt_rundir_lock(rd->path, &rd->lock_fd);
+}
+
+/* Create dir and its missing parents; *created: the topmost one this call created
+ * (malloc'ed), NULL when dir existed. */
+static dt_status make_dirs(const char *dir, char **created) {
+  char path[4096];
+  *created = NULL;
+  snprintf(path, sizeof path, "%s", dir);
+  for (char *p = path + 1;; p++) {
+    if (*p != '/' && *p != 0) continue;
+    char c = *p;
+    *p = 0;
+    if (mkdir(path, 0777) == 0) {
+      if (!*created) *created = dt_xstrdup(path);
+    } else if (errno != EEXIST) {
+      return dt_error_set(DT_ERR_IO, "output.dir %s: cannot create %s: %s", dir, path,
+                          strerror(errno));
+    }
+    *p = c;
+    if (c == 0) break;
+  }
+  struct stat st;
+  if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+    return dt_error_set(DT_ERR_IO, "output.dir %s: not a directory", dir);
+  if (access(dir, W_OK | X_OK) != 0)
+    return dt_error_set(DT_ERR_IO, "output.dir %s: not writable: %s", dir, strerror(errno));
+  return DT_OK;
+}
+
+/* Write the config as run to dir/config.ini through a temporary file (dt_atomic_replace). */
+static dt_status write_config(const dt_config *cfg, const char *dir) {
+  char path[4200], tmp[4200], label[4200];
+  snprintf(path, sizeof path, "%s/config.ini", dir);
+  snprintf(tmp, sizeof tmp, "%s/.config.ini.tmp", dir);
+  FILE *f = fopen(tmp, "w");
+  if (!f)
+    return dt_error_set(DT_ERR_IO, "output.dir %s: cannot write %s: %s", dir, tmp, strerror(errno));
+  dt_config_write(cfg, f);
+  const bool written = fflush(f) == 0 && !ferror(f);
+  const int e = errno;
+  if (fclose(f) != 0 || !written) {
+    unlink(tmp);
+    return dt_error_set(DT_ERR_IO, "output.dir %s: writing config.ini failed: %s", dir,
+                        strerror(written ? errno : e));
+  }
+  snprintf(label, sizeof label, "output.dir %s", dir);
+  return dt_atomic_replace(tmp, path, label);
+}
+
+dt_status dt_rundir_open(dt_rundir *rd, const dt_config *cfg, long resume_step,
+                         bool rewrite_config) {
+  const char *dir = rd->path;
+  const bool resume = resume_step >= 0;
+  char path[4200];
+  if (!resume) {
+    dt_status st = make_dirs(dir, &rd->created);
+    if (st != DT_OK) return st;
+    st = dt_rundir_take(rd);
+    if (st != DT_OK) return st;
+    snprintf(path, sizeof path, "%s/config.ini", dir);
+    if (!cfg->output_overwrite && access(path, F_OK) == 0)
+      return dt_error_set(DT_ERR_IO,
+                          "output.dir %s already holds a run (config.ini); continue it with "
+                          "--resume %s, choose another directory, or set output.overwrite=true",
+                          dir, dir);
+    dt_rundir_lock_note(rd->lock_fd);
+    if (cfg->output_overwrite) {
+      /* Old checkpoints and metrics would mix with the new run's. */
+      snprintf(path, sizeof path, "%s/metrics.h5", dir);
+      unlink(path);
+      dt_checkpoint_remove(dir, false);
+    }
+    st = write_config(cfg, dir);
+    if (st != DT_OK) return st;
+  }
+  if (resume) {
+    /* The lock was taken before the checkpoint was chosen. */
+    DT_CHECK(rd->lock_fd >= 0);
+    dt_rundir_lock_note(rd->lock_fd);
+    dt_status st = rewrite_config ? write_config(cfg, dir) : DT_OK;
+    if (st != DT_OK) return st;
+    dt_checkpoint_remove(dir, true);
+  }
+  snprintf(path, sizeof path, "%s/log.txt", dir);
+  rd->log = fopen(path, resume || !cfg->output_overwrite ? "a" : "w");
+  if (!rd->log)
+    return dt_error_set(DT_ERR_IO, "output.dir %s: cannot write log.txt: %s", dir, strerror(errno));
+  snprintf(path, sizeof path, "%s/metrics.h5", dir);
+  dt_status st = dt_metrics_open(&rd->metrics, path, resume_step);
+  /* output.tensorboard: the metrics rows also go to TensorBoard events (io/metrics.h). */
+  if (st == DT_OK && cfg->output_tensorboard) {
+    snprintf(path, sizeof path, "%s/tensorboard", dir);
+    dt_metrics_tensorboard(rd->metrics, path, resume_step);
+  }
+  return st;
+}
+
+void dt_rundir_started(dt_rundir *rd) {
+  free(rd->created);
+  rd->created = NULL;
+}
+
+void dt_rundir_abandon(dt_rundir *rd) {
+  if (!rd->created) return;
+  if (rd->log) fclose(rd->log);
+  rd->log = NULL;
+  if (rd->metrics) dt_metrics_close(rd->metrics);
+  rd->metrics = NULL;
+  static const char *const files[] = {"config.ini", ".config.ini.tmp", "log.txt", "metrics.h5",
+                                      DT_RUNDIR_LOCK};
+  char path[4200];
+  for (size_t i = 0; rd->lock_fd >= 0 && i < DT_ARRAY_LEN(files); i++) {
+    snprintf(path, sizeof path, "%s/%s", rd->path, files[i]);
+    unlink(path);
+  }
+  if (rd->lock_fd >= 0) close(rd->lock_fd);
+  rd->lock_fd = -1;
+  /* From the run directory up to the topmost one created; rmdir keeps anything not empty. */
+  snprintf(path, sizeof path, "%s", rd->path);
+  const size_t top = strlen(rd->created);
+  for (;;) {
+    if (rmdir(path) != 0 || strlen(path) <= top) break;
+    char *slash = strrchr(path, '/');
+    if (!slash || slash == path) break;
+    *slash = 0;
+  }
+  free(rd->created);
+  rd->created = NULL;
+}
+
+void dt_rundir_close(dt_rundir *rd) {
+  if (rd->metrics) dt_metrics_close(rd->metrics);
+  rd->metrics = NULL;
+  if (rd->log) fclose(rd->log);
+  rd->log = NULL;
+  if (rd->lock_fd >= 0) close(rd->lock_fd); /* the kernel would release it at exit too */
+  rd->lock_fd = -1;
+  free(rd->created);
+  rd->created = NULL;
 }
 
 /* Keys fixed for the life of a run: "section." for a whole section, else "section.key". */
