@@ -708,11 +708,28 @@ static int cfg_handler(void *user, const char *section, const char *name, const 
   return 0;
 }
 
+/* Parse the INI text of f, named `path` in messages. */
+static dt_status cfg_load_stream(dt_config *cfg, const char *path, FILE *f);
+
 dt_status dt_config_load(dt_config *cfg, const char *path) {
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    free(cfg->source);
+    cfg->source = dt_xstrdup(path);
+    return dt_error_set(DT_ERR_CONFIG, "%s: cannot open: %s", path, strerror(errno));
+  }
+  return cfg_load_stream(cfg, path, f);
+}
+
+dt_status dt_config_load_text(dt_config *cfg, const char *text, const char *origin) {
+  FILE *f = fmemopen((void *)text, strlen(text), "r");
+  if (!f) return dt_error_set(DT_ERR_NOMEM, "%s: cannot read the configuration text", origin);
+  return cfg_load_stream(cfg, origin, f);
+}
+
+static dt_status cfg_load_stream(dt_config *cfg, const char *path, FILE *f) {
   free(cfg->source);
   cfg->source = dt_xstrdup(path);
-  FILE *f = fopen(path, "r");
-  if (!f) return dt_error_set(DT_ERR_CONFIG, "%s: cannot open: %s", path, strerror(errno));
   cfg_parse st = {.cfg = cfg, .path = path, .f = f};
   int rc = ini_parse_stream(cfg_reader, &st, cfg_handler, &st);
   fclose(f);
@@ -765,6 +782,15 @@ static void cfg_format_intlist(const dt_intlist *l, char *buf, size_t cap) {
   for (int i = 0; i < l->n; i++) cfg_append(buf, cap, "%s%ld", i ? "," : "", l->v[i]);
 }
 
+/* The image shape of the configured dataset, when it can be known now: the built-in table, or
+ * the header of data.path for hdf5 (a missing or bad file is reported when it is loaded, so
+ * its message is dropped here). */
+static bool cfg_image_shape(const dt_config *cfg, dt_dataset *shape) {
+  if (dt_dataset_describe_config(cfg, shape) == DT_OK) return true;
+  dt_error_clear();
+  return false;
+}
+
 /* docs/reference-experiments.md "Augmentations and losses": one batch-mixing method and one loss at
  * a time. The reference code picks silently by priority (mixup > RICAP > CutMix > label smoothing >
  * dual-cutout); a combination whose lower member would be dropped, or would break (dual-cutout's
@@ -811,7 +837,7 @@ static dt_status cfg_validate_augment(const dt_config *cfg, const char *src) {
                         src, cfg->augment_erasing_area_min, cfg->augment_erasing_area_max);
   dt_dataset shape;
   if ((cfg->augment_cutout || cfg->augment_dual_cutout) && cfg->augment_cutout_inside &&
-      dt_dataset_describe(cfg->data_dataset, &shape) == DT_OK) {
+      cfg_image_shape(cfg, &shape)) {
     int side = DT_MIN(shape.train.height, shape.train.width);
     if (cfg->augment_cutout_size > side)
       return dt_error_set(DT_ERR_CONFIG,
@@ -901,7 +927,7 @@ static dt_status cfg_validate_model(const dt_config *cfg, const char *src) {
                           "value of each per stage (at least one stage)",
                           src, ch->n, ly->n);
     dt_dataset shape;
-    if (dt_dataset_describe(cfg->data_dataset, &shape) == DT_OK) {
+    if (cfg_image_shape(cfg, &shape)) {
       int side = DT_MIN(shape.train.height, shape.train.width);
       if (side >> ch->n < 1)
         return dt_error_set(DT_ERR_CONFIG,
@@ -912,11 +938,35 @@ static dt_status cfg_validate_model(const dt_config *cfg, const char *src) {
                             cfg->data_dataset, 1 << ch->n, 1 << ch->n);
     }
   }
+  /* Sizes that other families cannot take (a user's own images can have any size): the
+   * PyramidNet shortcut average-pools 2x2 where the residual path convolves with stride 2,
+   * which agree only on even sides, at stages 2 and 3; DenseNet's two transitions each
+   * average-pool 2x2. */
+  dt_dataset shape;
+  if ((!strcmp(name, "pyramidnet") || !strcmp(name, "densenet")) && cfg_image_shape(cfg, &shape)) {
+    const int H = shape.train.height, W = shape.train.width;
+    const bool pyramid = !strcmp(name, "pyramidnet");
+    if (pyramid ? (H % 4 != 0 || W % 4 != 0) : (H < 4 || W < 4))
+      return dt_error_set(DT_ERR_CONFIG,
+                          "%s: [model] name = %s takes images %s, but those of [data] dataset = %s "
+                          "%s%sare %dx%d",
+                          src, name,
+                          pyramid ? "whose height and width are multiples of 4 (its stride-2 "
+                                    "stages need even sides)"
+                                  : "of at least 4x4 (two 2x2 average-pooling transitions)",
+                          cfg->data_dataset, dt_dataset_is_file(cfg) ? cfg->data_path : "",
+                          dt_dataset_is_file(cfg) ? " " : "", H, W);
+  }
   return DT_OK;
 }
 
 dt_status dt_config_validate(const dt_config *cfg) {
   const char *src = cfg_origin(cfg);
+  if (dt_dataset_is_file(cfg) && !cfg->data_path[0])
+    return dt_error_set(DT_ERR_CONFIG,
+                        "%s: [data] dataset = hdf5 needs [data] path = FILE.h5, a file packed by "
+                        "tools/dtrain_tools/pack_images.py (README \"Your own data\")",
+                        src);
   dt_status model_st = cfg_validate_model(cfg, src);
   if (model_st != DT_OK) return model_st;
   if (cfg->model_preact_stage.n != 3)

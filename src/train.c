@@ -364,7 +364,7 @@ static dt_status trainer_setup(trainer *t, const dt_config *cfg, dt_comm *comm, 
                         "%d x %d",
                         cfg->source ? cfg->source : "config", B, t->world, t->accum);
   t->micro = B / (t->world * t->accum);
-  dt_status st = dt_dataset_load(&t->ds, cfg->data_dataset, cfg->data_dir);
+  dt_status st = dt_dataset_load_config(&t->ds, cfg);
   if (st != DT_OK) return st;
   t->ds_loaded = true;
   dt_dataset_limit(&t->ds, (int)cfg->data_train_limit, (int)cfg->data_test_limit);
@@ -565,10 +565,10 @@ static bool ranks_share_dataset(trainer *t, dt_status *st) {
     const dt_config *cfg = t->cfg;
     *st = dt_error_set(DT_ERR_DATA,
                        "the ranks loaded different datasets: %s %s on rank 0, %s on rank %d "
-                       "(%s differ%s from rank 0); data.dir %s must hold the same files for every "
+                       "(%s differ%s from rank 0); %s %s must hold the same files for every "
                        "rank",
                        what[field], va, vb, first, ranks, strchr(ranks, ',') ? "" : "s",
-                       cfg->data_dir[0] ? cfg->data_dir : dt_dataset_default_dir(cfg->data_dataset));
+                       dt_dataset_is_file(cfg) ? "data.path" : "data.dir", dt_dataset_location(cfg));
   }
   free(differs);
   free(all);
@@ -1431,16 +1431,16 @@ int dt_train_bench(const dt_config *cfg, dt_comm *comm, dt_device device, long s
 int dt_train_dry_run(const dt_config *cfg) {
   dt_config_write(cfg, stdout);
   dt_dataset ds;
-  dt_status st = dt_dataset_describe(cfg->data_dataset, &ds);
+  dt_status st = dt_dataset_describe_config(cfg, &ds);
   if (st != DT_OK) {
     fprintf(stderr, "dtrain: %s\n", dt_error_message());
     return DT_EXIT_INPUT;
   }
-  const char *dir = cfg->data_dir[0] ? cfg->data_dir : dt_dataset_default_dir(cfg->data_dataset);
+  const char *dir = dt_dataset_location(cfg);
   struct stat sb;
   if (stat(dir, &sb) == 0) {
     dt_dataset full;
-    if (dt_dataset_load(&full, cfg->data_dataset, cfg->data_dir) != DT_OK) {
+    if (dt_dataset_load_config(&full, cfg) != DT_OK) {
       fprintf(stderr, "dtrain: %s\n", dt_error_message());
       return DT_EXIT_INPUT;
     }
