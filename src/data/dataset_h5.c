@@ -23,10 +23,14 @@
 #include "data/dataset.h"
 #include "io/h5util.h"
 
-/* What the packer writes; the README's layout. */
+/* What the packer writes; the README's layout. Helpers below name the file by `path`, a label
+ * such as "dataset file data.h5" or "image file batch.h5". */
 #define DT_H5_LAYOUT                                                                          \
   "a dataset file of tools/dtrain_tools/pack_images.py holds /train/images, /train/labels, " \
   "/test/images, /test/labels, /classes, /mean and /std"
+
+#define DT_H5_IMAGES_LAYOUT \
+  "an image file of tools/dtrain_tools/pack_images.py --predict-images holds /images and /names"
 
 static const char *h5_class_name(H5T_class_t c) {
   switch (c) {
@@ -66,17 +70,19 @@ static dt_status h5_open_checked(const char *path, hid_t file, const char *name,
   }
   if (exists > 0) exists = H5Lexists(file, name, H5P_DEFAULT);
   if (exists <= 0)
-    return dt_error_set(DT_ERR_DATA, "dataset file %s: no dataset %s (%s)", path, name,
-                        DT_H5_LAYOUT);
+    return dt_error_set(DT_ERR_DATA, "%s: no dataset %s (%s)", path, name,
+                        strncmp(name, "/images", 7) && strncmp(name, "/names", 6)
+                            ? DT_H5_LAYOUT
+                            : DT_H5_IMAGES_LAYOUT);
   hid_t ds = H5Dopen2(file, name, H5P_DEFAULT);
   if (ds < 0)
-    return dt_error_set(DT_ERR_DATA, "dataset file %s: %s is not a readable dataset", path, name);
+    return dt_error_set(DT_ERR_DATA, "%s: %s is not a readable dataset", path, name);
   hid_t space = H5Dget_space(ds);
   int nd = space >= 0 ? H5Sget_simple_extent_ndims(space) : -1;
   if (nd != rank) {
     if (space >= 0) H5Sclose(space);
     H5Dclose(ds);
-    return dt_error_set(DT_ERR_DATA, "dataset file %s: %s has %d dimension(s), expected %d%s", path,
+    return dt_error_set(DT_ERR_DATA, "%s: %s has %d dimension(s), expected %d%s", path,
                         name, nd, rank, rank == 4 ? " (N, C, H, W)" : "");
   }
   H5Sget_simple_extent_dims(space, dims, NULL);
@@ -95,7 +101,7 @@ static dt_status h5_check_type(const char *path, hid_t ds, const char *name, H5T
   if (type >= 0) h5_type_name(type, tname, sizeof tname);
   if (type >= 0) H5Tclose(type);
   if (!good)
-    return dt_error_set(DT_ERR_DATA, "dataset file %s: %s is %s, expected %s", path, name, tname,
+    return dt_error_set(DT_ERR_DATA, "%s: %s is %s, expected %s", path, name, tname,
                         what);
   return DT_OK;
 }
@@ -109,26 +115,26 @@ static dt_status h5_read_images(const char *path, hid_t file, const char *name, 
   st = h5_check_type(path, ds, name, H5T_INTEGER, true, "uint8 pixels (N, C, H, W)");
   if (st == DT_OK && (dims[1] < 1 || dims[1] > 3))
     st = dt_error_set(DT_ERR_DATA,
-                      "dataset file %s: %s has %llu channels (dimension 2 of N, C, H, W); dtrain "
+                      "%s: %s has %llu channels (dimension 2 of N, C, H, W); dtrain "
                       "takes 1 (grey) to 3 (RGB)",
                       path, name, (unsigned long long)dims[1]);
   if (st == DT_OK && (dims[2] < 1 || dims[3] < 1 || dims[2] > 4096 || dims[3] > 4096))
-    st = dt_error_set(DT_ERR_DATA, "dataset file %s: %s has images of %llux%llu pixels (1 to 4096 "
+    st = dt_error_set(DT_ERR_DATA, "%s: %s has images of %llux%llu pixels (1 to 4096 "
                       "per side)", path, name, (unsigned long long)dims[2],
                       (unsigned long long)dims[3]);
   if (st == DT_OK && (dims[0] < 1 || dims[0] > 100000000))
-    st = dt_error_set(DT_ERR_DATA, "dataset file %s: %s holds %llu images (expected 1 to 100000000)",
+    st = dt_error_set(DT_ERR_DATA, "%s: %s holds %llu images (expected 1 to 100000000)",
                       path, name, (unsigned long long)dims[0]);
   if (st == DT_OK && pixels) {
     size_t bytes = (size_t)(dims[0] * dims[1] * dims[2] * dims[3]);
     *pixels = malloc(bytes);
     if (!*pixels)
-      st = dt_error_set(DT_ERR_NOMEM, "dataset file %s: out of memory for %s (%zu bytes)", path,
+      st = dt_error_set(DT_ERR_NOMEM, "%s: out of memory for %s (%zu bytes)", path,
                         name, bytes);
     else if (H5Dread(ds, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, *pixels) < 0) {
       free(*pixels);
       *pixels = NULL;
-      st = dt_error_set(DT_ERR_DATA, "dataset file %s: cannot read %s (truncated or corrupt?)",
+      st = dt_error_set(DT_ERR_DATA, "%s: cannot read %s (truncated or corrupt?)",
                         path, name);
     }
   }
@@ -145,22 +151,22 @@ static dt_status h5_read_labels(const char *path, hid_t file, const char *name, 
   if (st != DT_OK) return st;
   st = h5_check_type(path, ds, name, H5T_INTEGER, false, "integer class indices");
   if (st == DT_OK && dims[0] != n)
-    st = dt_error_set(DT_ERR_DATA, "dataset file %s: %s holds %llu images but %s %llu labels",
+    st = dt_error_set(DT_ERR_DATA, "%s: %s holds %llu images but %s %llu labels",
                       path, images_name, (unsigned long long)n, name,
                       (unsigned long long)dims[0]);
   int64_t *v = NULL;
   if (st == DT_OK) {
     v = malloc((size_t)n * sizeof *v);
-    if (!v) st = dt_error_set(DT_ERR_NOMEM, "dataset file %s: out of memory for %s", path, name);
+    if (!v) st = dt_error_set(DT_ERR_NOMEM, "%s: out of memory for %s", path, name);
   }
   if (st == DT_OK && H5Dread(ds, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) < 0)
-    st = dt_error_set(DT_ERR_DATA, "dataset file %s: cannot read %s (truncated or corrupt?)", path,
+    st = dt_error_set(DT_ERR_DATA, "%s: cannot read %s (truncated or corrupt?)", path,
                       name);
   H5Dclose(ds);
   for (hsize_t i = 0; st == DT_OK && i < n; i++)
     if (v[i] < 0 || v[i] >= classes)
       st = dt_error_set(DT_ERR_DATA,
-                        "dataset file %s: %s: label %lld of image %llu is out of range (%d "
+                        "%s: %s: label %lld of image %llu is out of range (%d "
                         "classes in /classes: 0 to %d)",
                         path, name, (long long)v[i], (unsigned long long)i, classes, classes - 1);
   if (st == DT_OK) {
@@ -215,7 +221,7 @@ static dt_status h5_read_strings(const char *path, hid_t file, const char *name,
   if (!ok) {
     for (size_t i = 0; i < n; i++) free(s[i]);
     free(s);
-    return dt_error_set(DT_ERR_DATA, "dataset file %s: cannot read the strings of %s", path, name);
+    return dt_error_set(DT_ERR_DATA, "%s: cannot read the strings of %s", path, name);
   }
   *out = s;
   return DT_OK;
@@ -230,15 +236,15 @@ static dt_status h5_read_stats(const char *path, hid_t file, const char *name, i
   if (st != DT_OK) return st;
   st = h5_check_type(path, ds, name, H5T_FLOAT, false, "floats, one per channel");
   if (st == DT_OK && dims[0] != (hsize_t)C)
-    st = dt_error_set(DT_ERR_DATA, "dataset file %s: %s has %llu values but the images %d channel(s)",
+    st = dt_error_set(DT_ERR_DATA, "%s: %s has %llu values but the images %d channel(s)",
                       path, name, (unsigned long long)dims[0], C);
   double v[3];
   if (st == DT_OK && H5Dread(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) < 0)
-    st = dt_error_set(DT_ERR_DATA, "dataset file %s: cannot read %s", path, name);
+    st = dt_error_set(DT_ERR_DATA, "%s: cannot read %s", path, name);
   H5Dclose(ds);
   for (int c = 0; st == DT_OK && c < C; c++) {
     if (!isfinite(v[c]) || (positive && v[c] <= 0))
-      st = dt_error_set(DT_ERR_DATA, "dataset file %s: %s[%d] = %g (expected a finite%s value)",
+      st = dt_error_set(DT_ERR_DATA, "%s: %s[%d] = %g (expected a finite%s value)",
                         path, name, c, v[c], positive ? " positive" : "");
     out[c] = (float)v[c];
   }
@@ -279,34 +285,36 @@ static dt_status h5_dataset_read(const char *path, dt_dataset *ds, bool full, bo
     h5_quiet_end(&q);
     return st;
   }
+  char label[4200];
+  snprintf(label, sizeof label, "dataset file %s", path);
   hsize_t tr[4], te[4], K = 0;
   uint8_t *tr_px = NULL, *te_px = NULL;
-  st = h5_read_images(path, file, "/train/images", tr, full ? &tr_px : NULL);
-  if (st == DT_OK) st = h5_read_images(path, file, "/test/images", te, full ? &te_px : NULL);
+  st = h5_read_images(label, file, "/train/images", tr, full ? &tr_px : NULL);
+  if (st == DT_OK) st = h5_read_images(label, file, "/test/images", te, full ? &te_px : NULL);
   if (st == DT_OK && (tr[1] != te[1] || tr[2] != te[2] || tr[3] != te[3]))
     st = dt_error_set(DT_ERR_DATA,
-                      "dataset file %s: /train/images are %llux%llux%llu (C x H x W) but "
+                      "%s: /train/images are %llux%llux%llu (C x H x W) but "
                       "/test/images %llux%llux%llu",
-                      path, (unsigned long long)tr[1], (unsigned long long)tr[2],
+                      label, (unsigned long long)tr[1], (unsigned long long)tr[2],
                       (unsigned long long)tr[3], (unsigned long long)te[1],
                       (unsigned long long)te[2], (unsigned long long)te[3]);
   char **names = NULL;
   if (st == DT_OK)
-    st = h5_read_strings(path, file, "/classes", &K, full || want_names ? &names : NULL);
+    st = h5_read_strings(label, file, "/classes", &K, full || want_names ? &names : NULL);
   if (st == DT_OK && (K < 1 || K > DT_H5_MAX_CLASSES))
-    st = dt_error_set(DT_ERR_DATA, "dataset file %s: /classes names %llu classes (1 to %d)", path,
+    st = dt_error_set(DT_ERR_DATA, "%s: /classes names %llu classes (1 to %d)", label,
                       (unsigned long long)K, DT_H5_MAX_CLASSES);
   const int C = st == DT_OK ? (int)tr[1] : 0;
-  if (st == DT_OK) st = h5_read_stats(path, file, "/mean", C, false, ds->mean);
-  if (st == DT_OK) st = h5_read_stats(path, file, "/std", C, true, ds->std);
+  if (st == DT_OK) st = h5_read_stats(label, file, "/mean", C, false, ds->mean);
+  if (st == DT_OK) st = h5_read_stats(label, file, "/std", C, true, ds->std);
   if (st == DT_OK) {
     ds->default_hflip = false;
     if (H5Aexists(file, "default_hflip") > 0) {
       hid_t a = H5Aopen(file, "default_hflip", H5P_DEFAULT);
       int64_t v = 0;
       if (a < 0 || H5Aread(a, H5T_NATIVE_INT64, &v) < 0)
-        st = dt_error_set(DT_ERR_DATA, "dataset file %s: attribute default_hflip is not an integer",
-                          path);
+        st = dt_error_set(DT_ERR_DATA, "%s: attribute default_hflip is not an integer",
+                          label);
       if (a >= 0) H5Aclose(a);
       ds->default_hflip = v != 0;
     }
@@ -325,10 +333,10 @@ static dt_status h5_dataset_read(const char *path, dt_dataset *ds, bool full, bo
   if (st == DT_OK && full) {
     ds->train.images = tr_px, tr_px = NULL;
     ds->test.images = te_px, te_px = NULL;
-    st = h5_read_labels(path, file, "/train/labels", tr[0], "/train/images", ds->classes,
+    st = h5_read_labels(label, file, "/train/labels", tr[0], "/train/images", ds->classes,
                         &ds->train.labels);
     if (st == DT_OK)
-      st = h5_read_labels(path, file, "/test/labels", te[0], "/test/images", ds->classes,
+      st = h5_read_labels(label, file, "/test/labels", te[0], "/test/images", ds->classes,
                           &ds->test.labels);
   }
   if (st == DT_OK && full) {
@@ -338,9 +346,9 @@ static dt_status h5_dataset_read(const char *path, dt_dataset *ds, bool full, bo
     for (int k = 0; st == DT_OK && k < ds->classes; k++)
       if (!seen[k])
         st = dt_error_set(DT_ERR_DATA,
-                          "dataset file %s: class %d ('%s') has no training images in "
+                          "%s: class %d ('%s') has no training images in "
                           "/train/labels",
-                          path, k, ds->class_names[k]);
+                          label, k, ds->class_names[k]);
     free(seen);
   }
   if (names)
@@ -395,14 +403,16 @@ dt_status dt_images_load_hdf5(const char *path, dt_split *split, char ***names) 
     h5_quiet_end(&q);
     return st;
   }
+  char label[4200];
+  snprintf(label, sizeof label, "image file %s", path);
   hsize_t dims[4], n_names = 0;
   uint8_t *px = NULL;
-  st = h5_read_images(path, file, "/images", dims, &px);
+  st = h5_read_images(label, file, "/images", dims, &px);
   if (st == DT_OK && H5Lexists(file, "/names", H5P_DEFAULT) > 0) {
-    st = h5_read_strings(path, file, "/names", &n_names, names);
+    st = h5_read_strings(label, file, "/names", &n_names, names);
     if (st == DT_OK && n_names != dims[0])
-      st = dt_error_set(DT_ERR_DATA, "image file %s: /images holds %llu images but /names %llu names",
-                        path, (unsigned long long)dims[0], (unsigned long long)n_names);
+      st = dt_error_set(DT_ERR_DATA, "%s: /images holds %llu images but /names %llu names",
+                        label, (unsigned long long)dims[0], (unsigned long long)n_names);
   }
   H5Fclose(file);
   h5_quiet_end(&q);
