@@ -12,7 +12,12 @@
 #   (e) bad dataset files, each one message naming the file, exit 1, no run directory: missing
 #       datasets, label out of range, empty class, mismatched counts, wrong dtypes, bad
 #       mean/std, not HDF5; bad --predict inputs; bad packer inputs (no output file left);
-#   (f) models refuse image sizes they cannot take, naming the sizes.
+#   (f) models refuse image sizes they cannot take, naming the sizes;
+#   (g) the HDF5 path loses nothing: the first 512 training and 500 test images of the real
+#       Fashion-MNIST exported to PNG files (export_images.py), packed in IDX order with the
+#       built-in normalisation constants, train 1 epoch exactly as the built-in IDX reader does:
+#       every metrics row and every weight of the checkpoint equal bit for bit (skipped
+#       without the Debian dataset-fashion-mnist files).
 # Skipped (77) when /usr/bin/python3 lacks numpy, h5py or Pillow.
 # Usage (from the repository root, as ctest runs it): bash tests/test_owndata.sh ./dtrain
 set -u
@@ -309,5 +314,25 @@ expect_fail "vgg (5 stages) on 12x12 images" "name = vgg with 5 stages halves th
 out=$("$DTRAIN" "$T/own.ini" --set data.path="$T/t10.h5" --set model.name=wrn --set model.depth=10 \
   --set model.widening_factor=1 --dry-run 2>&1)
 [[ $? -eq 0 && $out == *"input 1x10x10, 2 classes"* ]] && ok "wrn takes 1x10x10 images (global average pooling)" || bad "wrn on 10x10" "$out"
+
+# ---- (g) the HDF5 path against the built-in reader on real Fashion-MNIST ----
+FM=/usr/share/datasets/fashion-mnist
+if [[ -e $FM/train-images-idx3-ubyte.gz ]]; then
+  need_tools ckpt_compare
+  env PYTHONPATH="$PWD/tools" "$PY" -m dtrain_tools.export_images "$FM" "$T/fm" --train-limit 512 \
+    --test-limit 500 >/dev/null
+  out=$("${PACK[@]}" "$T/fm" -o "$T/fm.h5" --order name --mean 0.2860 --std 0.3530 2>&1)
+  [[ $? -eq 0 ]] && ok "Fashion-MNIST subset exported and packed: $out" || bad "Fashion-MNIST export" "$out"
+  common=(--set train.epochs=1 --set data.train_limit=512 --set data.test_limit=500 --set output.log_every=1)
+  "$DTRAIN" configs/quickstart.ini "${common[@]}" --set output.dir="$T/fm_idx" >/dev/null 2>&1
+  "$DTRAIN" configs/quickstart.ini "${common[@]}" --set output.dir="$T/fm_h5" --set data.dataset=hdf5 \
+    --set data.path="$T/fm.h5" >/dev/null 2>&1
+  res=$(metrics_equal "$T/fm_idx/metrics.h5" "$T/fm_h5/metrics.h5" 2>&1)
+  [[ $? -eq 0 ]] && ok "HDF5 path = IDX path: metrics rows equal ($res)" || bad "HDF5 path = IDX path: metrics" "$res"
+  res=$("$TOOLS/ckpt_compare" "$(latest "$T/fm_idx")" "$(latest "$T/fm_h5")" --exact 2>&1)
+  [[ $? -eq 0 ]] && ok "HDF5 path = IDX path: checkpoint weights equal ($res)" || bad "HDF5 path = IDX path: weights" "$res"
+else
+  echo "skipped (g): no $FM (Debian dataset-fashion-mnist)"
+fi
 
 finish
