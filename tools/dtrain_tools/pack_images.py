@@ -248,9 +248,15 @@ def pack_dataset(args):
             raise PackError("--mean %s --std %s: expected %d value(s) each (one per channel), std "
                             "positive" % (args.mean, args.std, C))
     else:
-        x = train.astype(np.float64) / 255.0
-        mean = x.mean(axis=(0, 2, 3)).tolist()
-        std = x.std(axis=(0, 2, 3)).tolist()
+        # Per channel over every pixel, in chunks (a float copy of a large set would not fit).
+        s1, s2 = np.zeros(C), np.zeros(C)
+        for i in range(0, len(train), 1024):
+            x = train[i:i + 1024].astype(np.float64) / 255.0
+            s1 += x.sum(axis=(0, 2, 3))
+            s2 += (x * x).sum(axis=(0, 2, 3))
+        n = train.shape[0] * train.shape[2] * train.shape[3]
+        mean = (s1 / n).tolist()
+        std = np.sqrt(np.maximum(s2 / n - (s1 / n) ** 2, 0)).tolist()
         if min(std) <= 0:
             raise PackError("%s: every training pixel of a channel has the same value (std 0): "
                             "give --mean and --std" % args.root)
@@ -276,7 +282,6 @@ def pack_dataset(args):
 
 def pack_predict(args):
     import h5py
-    import numpy as np
     size, mode = (parse_size(args.size) if args.size else None), args.mode
     if args.like:
         try:
