@@ -139,6 +139,8 @@ done
 out=$("$DTRAIN" --eval "$T/run" --csv "$T/eval.csv" 2>&1)
 check_eval "--eval RUN_DIR (its latest checkpoint)" "$T/run" 2 "$out"
 eval_top1=$(sed -n 's/.*(top1 \([0-9]*\)\/.*/\1/p' <<<"$out")
+out=$("$DTRAIN" --eval "$T/run" "$T/own.ini" --set train.eval_batch_size=16 2>&1)
+check_eval "--eval RUN_DIR CONFIG.ini (a given configuration)" "$T/run" 2 "$out"
 res=$("$PY" - "$T/eval.csv" "$eval_top1" <<'EOF' 2>&1
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
@@ -265,6 +267,12 @@ expect_fail "dataset = hdf5 without data.path" "needs \[data\] path = FILE.h5" "
 [[ -e $T/badrun ]] && bad "a bad file left a run directory"
 expect_fail "--eval with a bad data.path" "dataset file $T/counts.h5: /train/images holds" \
   "$DTRAIN" --eval "$T/run" --set data.path="$T/counts.h5"
+expect_fail "--csv without --eval" "--csv is for --eval" "$DTRAIN" "$T/own.ini" --csv "$T/x.csv"
+expect_fail "--top 0" "--top 0: expected a number of classes" "$DTRAIN" --predict "$(latest "$T/run")" "$T/pred.h5" --top 0
+expect_fail "--predict without images" "give one or more image files" "$DTRAIN" --predict "$(latest "$T/run")"
+expect_fail "--eval with --resume" "take no --resume" "$DTRAIN" --eval "$T/run" --resume "$T/run"
+expect_fail "--eval of a model the checkpoint does not hold" "checkpoint .*step_000000012.h5: .*shape" \
+  "$DTRAIN" --eval "$T/run" --set model.initial_channels=8
 expect_fail "--eval of a missing checkpoint" "checkpoint $T/none.h5: cannot open" "$DTRAIN" --eval "$T/none.h5"
 expect_fail "--predict of a PNG file" "image file $T/tree/test/cross/000.png: not an HDF5 file (convert" \
   "$DTRAIN" --predict "$(latest "$T/run")" "$T/tree/test/cross/000.png"
