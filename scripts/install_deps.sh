@@ -6,11 +6,11 @@
 # events files of output.tensorboard with; `.venv-tb/bin/tensorboard --logdir runs/` views them.
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config zlib1g-dev libopenmpi-dev openmpi-bin libhdf5-dev hdf5-tools
-      libdnnl-dev libinih-dev libcmocka-dev dataset-fashion-mnist strace
-      python3-venv
+      libdnnl-dev libinih-dev libcmocka-dev dataset-fashion-mnist strace python3-venv
+      python3-numpy python3-h5py python3-pil  # tools/dtrain_tools/pack_images.py (your own data)
       clang libclang-rt-14-dev libomp-dev)  # the last three: the fuzz build (tests/fuzz/run.sh)
 if [[ "${1:-}" == "--with-torch" ]]; then
-  pkgs+=(python3-torch python3-numpy python3-h5py python3-matplotlib python3-pil)
+  pkgs+=(python3-torch python3-matplotlib)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

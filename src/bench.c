@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <sys/stat.h>
 
+#include "loader_options.h"
 #include "ranks.h"
 #include "train.h"
 #include "trainer.h"
@@ -108,16 +109,16 @@ int dt_train_dry_run(const dt_config *cfg) {
   dt_config_write(cfg, stdout);
   dt_dataset ds;
   const char *dataset = dt_data_dataset_str(cfg->data_dataset);
-  dt_status st = dt_dataset_describe(dataset, &ds);
+  dt_status st = dt_dataset_describe_config(cfg, &ds);
   if (st != DT_OK) {
     fprintf(stderr, "dtrain: %s\n", dt_error_message());
     return DT_EXIT_INPUT;
   }
-  const char *dir = cfg->data_dir[0] ? cfg->data_dir : dt_dataset_default_dir(dataset);
+  const char *dir = dt_dataset_location(cfg);
   struct stat sb;
   if (stat(dir, &sb) == 0) {
     dt_dataset full;
-    if (dt_dataset_load(&full, dataset, cfg->data_dir) != DT_OK) {
+    if (dt_dataset_load_config(&full, cfg) != DT_OK) {
       fprintf(stderr, "dtrain: %s\n", dt_error_message());
       return DT_EXIT_INPUT;
     }

@@ -740,11 +740,28 @@ static int cfg_handler(void *user, const char *section, const char *name, const 
   return 0;
 }
 
+/* Parse the INI text of f, named `path` in messages. */
+static dt_status cfg_load_stream(dt_config *cfg, const char *path, FILE *f);
+
 dt_status dt_config_load(dt_config *cfg, const char *path) {
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    free(cfg->source);
+    cfg->source = dt_xstrdup(path);
+    return dt_error_set(DT_ERR_CONFIG, "%s: cannot open: %s", path, strerror(errno));
+  }
+  return cfg_load_stream(cfg, path, f);
+}
+
+dt_status dt_config_load_text(dt_config *cfg, const char *text, const char *origin) {
+  FILE *f = fmemopen((void *)text, strlen(text), "r");
+  if (!f) return dt_error_set(DT_ERR_NOMEM, "%s: cannot read the configuration text", origin);
+  return cfg_load_stream(cfg, origin, f);
+}
+
+static dt_status cfg_load_stream(dt_config *cfg, const char *path, FILE *f) {
   free(cfg->source);
   cfg->source = dt_xstrdup(path);
-  FILE *f = fopen(path, "r");
-  if (!f) return dt_error_set(DT_ERR_CONFIG, "%s: cannot open: %s", path, strerror(errno));
   cfg_parse st = {.cfg = cfg, .path = path, .f = f};
   int rc = ini_parse_stream(cfg_reader, &st, cfg_handler, &st);
   fclose(f);
@@ -797,6 +814,18 @@ static void cfg_format_intlist(const dt_intlist *l, char *buf, size_t cap) {
   for (int i = 0; i < l->n; i++) cfg_append(buf, cap, "%s%ld", i ? "," : "", l->v[i]);
 }
 
+/* The image shape of the configured dataset, when it can be known now: the built-in table, or
+ * the header of data.path for hdf5 (a missing or bad file is reported when it is loaded, so
+ * its message is dropped here). */
+static bool cfg_image_shape(const dt_config *cfg, dt_dataset *shape) {
+  dt_status st = cfg->data_dataset == DT_DATA_DATASET_HDF5
+                     ? dt_dataset_describe_hdf5(cfg->data_path, shape)
+                     : dt_dataset_describe(dt_data_dataset_str(cfg->data_dataset), shape);
+  if (st == DT_OK) return true;
+  dt_error_clear();
+  return false;
+}
+
 /* docs/reference-experiments.md "Augmentations and losses": one batch-mixing method and one loss at
  * a time. The reference code picks silently by priority (mixup > RICAP > CutMix > label smoothing >
  * dual-cutout); a combination whose lower member would be dropped, or would break (dual-cutout's
@@ -843,7 +872,7 @@ static dt_status cfg_validate_augment(const dt_config *cfg, const char *src) {
                         src, cfg->augment_erasing_area_min, cfg->augment_erasing_area_max);
   dt_dataset shape;
   if ((cfg->augment_cutout || cfg->augment_dual_cutout) && cfg->augment_cutout_inside &&
-      dt_dataset_describe(dt_data_dataset_str(cfg->data_dataset), &shape) == DT_OK) {
+      cfg_image_shape(cfg, &shape)) {
     int side = DT_MIN(shape.train.height, shape.train.width);
     if (cfg->augment_cutout_size > side)
       return dt_error_set(DT_ERR_CONFIG,
@@ -857,9 +886,14 @@ static dt_status cfg_validate_augment(const dt_config *cfg, const char *src) {
 
 dt_status dt_config_validate(const dt_config *cfg) {
   const char *src = cfg_origin(cfg);
+  if (cfg->data_dataset == DT_DATA_DATASET_HDF5 && !cfg->data_path[0])
+    return dt_error_set(DT_ERR_CONFIG,
+                        "%s: [data] dataset = hdf5 needs [data] path = FILE.h5, a file packed by "
+                        "tools/dtrain_tools/pack_images.py (README \"Your own data\")",
+                        src);
   dt_dataset shape;
   int height = 0, width = 0;
-  if (dt_dataset_describe(dt_data_dataset_str(cfg->data_dataset), &shape) == DT_OK) {
+  if (cfg_image_shape(cfg, &shape)) {
     height = shape.train.height;
     width = shape.train.width;
   }

@@ -28,11 +28,15 @@
   X(data, dataset, CHOICE, "fashion_mnist", 0, 0,                                              \
     V(DT_DATA_DATASET_FASHION_MNIST, "fashion_mnist") V(DT_DATA_DATASET_MNIST, "mnist")        \
     V(DT_DATA_DATASET_KMNIST, "kmnist") V(DT_DATA_DATASET_CIFAR10, "cifar10")                  \
-    V(DT_DATA_DATASET_CIFAR100, "cifar100"),                                                   \
-    "dataset to train and evaluate on")                                                       \
+    V(DT_DATA_DATASET_CIFAR100, "cifar100") V(DT_DATA_DATASET_HDF5, "hdf5"),                   \
+    "dataset to train and evaluate on; hdf5 = your own images packed into the file data.path " \
+    "(README \"Your own data\")")                                                              \
   X(data, dir, STR, "", 0, 0, "",                                                              \
     "directory of the dataset files; empty = /usr/share/datasets/fashion-mnist for "          \
     "fashion_mnist, data/<dataset> otherwise")                                                 \
+  X(data, path, STR, "", 0, 0, "",                                                             \
+    "dataset = hdf5: the file packed by tools/dtrain_tools/pack_images.py; it gives the "      \
+    "classes, image size and normalisation")                                                   \
   X(data, train_limit, INT, "0", 0, 100000000, "", "use only the first N training images (0 = all)") \
   X(data, test_limit, INT, "0", 0, 100000000, "", "evaluate only the first N test images (0 = all)") \
   X(data, loader_threads, INT, "1", 1, 64, "", "threads that augment the next batch while the model computes; they count against the rank's share of the cores") \
@@ -178,7 +182,8 @@
   X(augment, hflip, CHOICE, "auto", 0, 0,                                                      \
     V(DT_AUGMENT_HFLIP_AUTO, "auto") V(DT_AUGMENT_HFLIP_TRUE, "true")                          \
     V(DT_AUGMENT_HFLIP_FALSE, "false"),                                                        \
-    "random horizontal flip; auto = on for CIFAR and Fashion-MNIST, off for MNIST and KMNIST") \
+    "random horizontal flip; auto = on for CIFAR and Fashion-MNIST, off for MNIST and KMNIST, " \
+    "the file's default_hflip for hdf5")                                                       \
   X(augment, hflip_prob, FLOAT, "0.5", 0, 1, "", "probability of a horizontal flip")           \
   X(augment, cutout, BOOL, "false", 0, 0, "",                                                  \
     "Cutout after normalisation: a cutout_size square set to 0 (the dataset mean); its centre " \
@@ -281,6 +286,8 @@ void dt_config_defaults(dt_config *cfg);
  * unreadable file: DT_ERR_CONFIG with one message naming file, line, section, key and what is
  * accepted. */
 dt_status dt_config_load(dt_config *cfg, const char *path);
+/* The same from INI text in memory (a checkpoint's /config); messages name `origin`. */
+dt_status dt_config_load_text(dt_config *cfg, const char *text, const char *origin);
 /* Apply one "section.key=value" override (from --set); errors name the override. */
 dt_status dt_config_set(dt_config *cfg, const char *assignment);
 /* Checks between keys (depth fits the block type, warmup shorter than training...). */

@@ -302,7 +302,7 @@ dt_status dt_dump_batch(const dt_config *cfg, const char *given) {
     return st;
   }
   dt_dataset ds;
-  st = dt_dataset_load(&ds, dt_data_dataset_str(cfg->data_dataset), cfg->data_dir);
+  st = dt_dataset_load_config(&ds, cfg);
   if (st != DT_OK) {
     free(path);
     free(txt);

@@ -45,3 +45,21 @@ void dt_loader_cfg_from_config(dt_loader_cfg *lc, dt_erase_cfg *erase, dt_mix_cf
   else
     m->label_smoothing = cfg->augment_label_smoothing;
 }
+
+bool dt_dataset_is_file(const dt_config *cfg) { return cfg->data_dataset == DT_DATA_DATASET_HDF5; }
+
+const char *dt_dataset_location(const dt_config *cfg) {
+  if (dt_dataset_is_file(cfg)) return cfg->data_path;
+  return cfg->data_dir[0] ? cfg->data_dir
+                          : dt_dataset_default_dir(dt_data_dataset_str(cfg->data_dataset));
+}
+
+dt_status dt_dataset_describe_config(const dt_config *cfg, dt_dataset *ds) {
+  if (dt_dataset_is_file(cfg)) return dt_dataset_describe_hdf5(cfg->data_path, ds);
+  return dt_dataset_describe(dt_data_dataset_str(cfg->data_dataset), ds);
+}
+
+dt_status dt_dataset_load_config(dt_dataset *ds, const dt_config *cfg) {
+  if (dt_dataset_is_file(cfg)) return dt_dataset_load_hdf5(ds, cfg->data_path);
+  return dt_dataset_load(ds, dt_data_dataset_str(cfg->data_dataset), cfg->data_dir);
+}

@@ -14,4 +14,12 @@
 void dt_loader_cfg_from_config(dt_loader_cfg *lc, dt_erase_cfg *erase, dt_mix_cfg *mix,
                                const dt_config *cfg, const dt_dataset *ds);
 
+/* The dataset of a configuration: data.dataset with data.dir, or the file data.path
+ * (data.dataset = hdf5). */
+bool dt_dataset_is_file(const dt_config *cfg);
+dt_status dt_dataset_describe_config(const dt_config *cfg, dt_dataset *ds);
+dt_status dt_dataset_load_config(dt_dataset *ds, const dt_config *cfg);
+/* Where the data comes from, for messages: data.path, data.dir or the default directory. */
+const char *dt_dataset_location(const dt_config *cfg);
+
 #endif

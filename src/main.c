@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli_eval.h"
 #include "comm/comm.h"
 #include "config.h"
 #include "dump_batch.h"
@@ -17,6 +18,8 @@ static const struct option long_options[] = {
     {"help", no_argument, NULL, 'h'},          {"help-config", optional_argument, NULL, 'H'},
     {"version", no_argument, NULL, 'V'},       {"resume", required_argument, NULL, 'r'},
     {"init", required_argument, NULL, 'i'},    {"dump-batch", required_argument, NULL, 'P'},
+    {"eval", required_argument, NULL, 'e'},    {"predict", required_argument, NULL, 'p'},
+    {"csv", required_argument, NULL, 'c'},     {"top", required_argument, NULL, 't'},
     {NULL, 0, NULL, 0},
 };
 
@@ -24,6 +27,8 @@ static void usage(FILE *f) {
   fprintf(f,
           "usage: dtrain CONFIG.ini [options]\n"
           "       dtrain --resume RUN_DIR [--set SECTION.KEY=VALUE]...\n"
+          "       dtrain --eval RUN_DIR|CHECKPOINT.h5 [CONFIG.ini] [--set ...] [--csv FILE]\n"
+          "       dtrain --predict CHECKPOINT.h5 IMAGES.h5... [--top K] [--set ...]\n"
           "Trains an image classifier described by CONFIG.ini (see --help-config); under mpirun\n"
           "or srun every rank computes its slice of each global batch.\n\n"
           "  --set SECTION.KEY=VALUE  override one configuration key (repeatable)\n"
@@ -34,6 +39,15 @@ static void usage(FILE *f) {
           "                           batch size, seed, optimizer or output.dir)\n"
           "  --init FILE.h5           start from the weights (and batch-norm statistics) of a\n"
           "                           checkpoint; every name and shape must match the model\n"
+          "  --eval RUN_DIR|CKPT.h5   evaluate a checkpoint (a run's latest) on the test split of\n"
+          "                           its own configuration (or CONFIG.ini), on one or many ranks,\n"
+          "                           as training does: loss, top-1, top-5, per-class accuracy,\n"
+          "                           confusion matrix\n"
+          "  --csv FILE               --eval: also write the per-class table and confusion matrix\n"
+          "  --predict CKPT.h5        top-K classes and probabilities of every image of IMAGES.h5\n"
+          "                           (packed by tools/dtrain_tools/pack_images.py\n"
+          "                           --predict-images), as CSV on stdout\n"
+          "  --top K                  --predict: classes per image (default 5)\n"
           "  --dry-run                print the effective configuration and a model summary,\n"
           "                           validate the dataset, print each rank's threads, and exit\n"
           "  --bench STEPS            time STEPS training steps after a warm-up; prints\n"
@@ -68,6 +82,8 @@ int main(int argc, char **argv) {
   const char *device_name = "cpu";
   const char *resume_dir = NULL, *init_path = NULL;
   const char *dump_path = NULL;
+  const char *eval_target = NULL, *predict_ckpt = NULL, *csv_path = NULL;
+  long top = 5;
   bool dry_run = false;
   long bench_steps = 0;
   int opt;
@@ -93,6 +109,24 @@ int main(int argc, char **argv) {
       case 'P':
         dump_path = optarg;
         break;
+      case 'e':
+        eval_target = optarg;
+        break;
+      case 'p':
+        predict_ckpt = optarg;
+        break;
+      case 'c':
+        csv_path = optarg;
+        break;
+      case 't': {
+        char *end;
+        top = strtol(optarg, &end, 10);
+        if (*optarg == 0 || *end != 0 || top < 1 || top > 256) {
+          fprintf(stderr, "dtrain: --top %s: expected a number of classes in [1, 256]\n", optarg);
+          return 1;
+        }
+        break;
+      }
       case 'b': {
         char *end;
         bench_steps = strtol(optarg, &end, 10);
@@ -124,6 +158,34 @@ int main(int argc, char **argv) {
         return 1;
     }
   }
+  if (eval_target || predict_ckpt) {
+    if (eval_target && predict_ckpt) return fail("--eval and --predict exclude each other");
+    if (resume_dir || init_path || dump_path || dry_run || bench_steps)
+      return fail("--eval and --predict take no --resume, --init, --dump-batch, --dry-run or --bench");
+    if (csv_path && !eval_target) return fail("--csv is for --eval");
+    dt_device dev;
+    if (strcmp(device_name, "cpu") == 0)
+      dev = DT_DEVICE_CPU;
+    else if (strcmp(device_name, "cuda") == 0)
+      dev = DT_DEVICE_CUDA;
+    else {
+      fprintf(stderr, "dtrain: --device %s: expected cpu or cuda\n", device_name);
+      return 1;
+    }
+    dt_cli_opts o = {dev, NULL, sets, n_sets, csv_path, (int)top};
+    int status;
+    if (eval_target) {
+      if (argc - optind > 1) return fail("--eval takes at most one CONFIG.ini");
+      o.config_path = optind < argc ? argv[optind] : NULL;
+      status = dt_cli_eval(eval_target, &o, comm);
+    } else {
+      status = dt_cli_predict(predict_ckpt, (const char *const *)argv + optind, argc - optind, &o,
+                              comm);
+    }
+    dt_comm_finalize(comm);
+    return status;
+  }
+  if (csv_path) return fail("--csv is for --eval");
   char resume_config[4200];
   const char *config_path;
   if (resume_dir) {

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <zlib.h>
 
+#include "loader_options.h"
+
 dt_status dt_ranks_agree(dt_comm *comm, dt_status st) {
   double v = st;
   dt_comm_allreduce_sum_f64(comm, &v, 1);
@@ -129,10 +131,9 @@ bool dt_ranks_same_dataset(dt_comm *comm, const dt_config *cfg, const dt_dataset
     *st =
         dt_error_set(DT_ERR_DATA,
                      "the ranks loaded different datasets: %s %s on rank 0, %s on rank %d "
-                     "(%s differ%s from rank 0); data.dir %s must hold the same files for every "
-                     "rank",
+                     "(%s differ%s from rank 0); %s %s must hold the same files for every rank",
                      what[field], va, vb, first, ranks, strchr(ranks, ',') ? "" : "s",
-                     cfg->data_dir[0] ? cfg->data_dir : dt_dataset_default_dir(dt_data_dataset_str(cfg->data_dataset)));
+                     dt_dataset_is_file(cfg) ? "data.path" : "data.dir", dt_dataset_location(cfg));
   }
   free(differs);
   free(all);

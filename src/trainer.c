@@ -47,7 +47,7 @@ dt_status dt_trainer_setup(dt_trainer *t, const dt_config *cfg, dt_comm *comm, d
                         "%d x %d",
                         cfg->source ? cfg->source : "config", B, t->world, accum);
   const int micro = B / (t->world * accum);
-  dt_status st = dt_dataset_load(&t->ds, dt_data_dataset_str(cfg->data_dataset), cfg->data_dir);
+  dt_status st = dt_dataset_load_config(&t->ds, cfg);
   if (st != DT_OK) return st;
   t->ds_loaded = true;
   dt_dataset_limit(&t->ds, (int)cfg->data_train_limit, (int)cfg->data_test_limit);

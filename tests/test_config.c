@@ -248,6 +248,7 @@ static const char *const k_full =
     "[data]\n"
     "dataset = cifar10\n"
     "dir = /tmp/data dir/cifar\n"
+    "path = /tmp/own data.h5\n"
     "train_limit = 1000\n"
     "test_limit = 500\n"
     "loader_threads = 3\n"
@@ -409,6 +410,7 @@ static void test_full_file_loads(void **state) {
   assert_non_null(strstr(cfg.source, "full.ini"));
   assert_string_equal(dt_data_dataset_str(cfg.data_dataset), "cifar10");
   assert_string_equal(cfg.data_dir, "/tmp/data dir/cifar");
+  assert_string_equal(cfg.data_path, "/tmp/own data.h5");
   assert_int_equal(cfg.model_depth, 56);
   assert_string_equal(dt_model_block_type_str(cfg.model_block_type), "bottleneck");
   assert_true(cfg.model_add_last_bn);

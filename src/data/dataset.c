@@ -572,5 +572,7 @@ void dt_dataset_free(dt_dataset *ds) {
   free(ds->train.labels);
   free(ds->test.images);
   free(ds->test.labels);
+  for (int k = 0; ds->class_names && k < ds->classes; k++) free(ds->class_names[k]);
+  free(ds->class_names);
   memset(ds, 0, sizeof *ds);
 }

@@ -931,6 +931,34 @@ dt_status dt_checkpoint_load(const char *path, const dt_params *ps, float *weigh
   return DT_OK;
 }
 
+dt_status dt_checkpoint_read_config(const char *path, char **text) {
+  *text = NULL;
+  struct stat sb;
+  if (stat(path, &sb) < 0)
+    return dt_error_set(DT_ERR_DATA, "checkpoint %s: cannot open: %s", path, strerror(errno));
+  if (!S_ISREG(sb.st_mode))
+    return dt_error_set(DT_ERR_DATA, "checkpoint %s: not a regular file", path);
+  dt_status st = check_seal(path);
+  if (st != DT_OK) return st;
+  h5_quiet q;
+  h5_quiet_begin(&q);
+  hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+  int rc = file < 0 ? -1 : read_str(file, "config", 1, text);
+  if (file >= 0) H5Fclose(file);
+  h5_quiet_end(&q);
+  if (file < 0)
+    return dt_error_set(DT_ERR_DATA,
+                        "checkpoint %s: not a readable HDF5 checkpoint (truncated or corrupt?)",
+                        path);
+  if (rc != 0 || !**text) {
+    free(*text);
+    *text = NULL;
+    return dt_error_set(DT_ERR_DATA, "checkpoint %s: /config is %s", path,
+                        rc > 0 ? "missing" : rc < 0 ? "unreadable" : "empty");
+  }
+  return DT_OK;
+}
+
 /* ---- the checkpoints directory ---- */
 
 /* Step of a "step_<digits>.h5" name, or -1 for anything else (temporary files included).

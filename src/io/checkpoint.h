@@ -92,6 +92,11 @@ dt_status dt_checkpoint_load(const char *path, const dt_params *ps, float *weigh
  * file without the user block. */
 dt_status dt_checkpoint_seal(const char *path);
 
+/* The configuration text a checkpoint was written with (its /config, malloc'ed into *text),
+ * after the seal check: for commands that rebuild the model of a checkpoint (--eval,
+ * --predict). DT_ERR_DATA naming the file when it is missing, corrupt or has no /config. */
+dt_status dt_checkpoint_read_config(const char *path, char **text);
+
 /* Path of the newest checkpoint in run_dir/checkpoints (by step), into out. DT_ERR_DATA if
  * there is none. */
 dt_status dt_checkpoint_latest(const char *run_dir, char *out, size_t size);

@@ -15,7 +15,6 @@
 /* ---- configuration checks (dt_model_validate_fn, run by dt_config_validate) ---- */
 
 dt_status dt_validate_densenet(const dt_config *cfg, const char *src, int height, int width) {
-  (void)height, (void)width;
   /* 4 layers outside the blocks (stem, 2 transitions, FC); 1 or 2 convs per dense layer */
   long per = 0;
   dt_status st = DT_OK;
@@ -42,7 +41,9 @@ dt_status dt_validate_densenet(const dt_config *cfg, const char *src, int height
                           src, cfg->model_compression_rate, t, c, cfg->model_compression_rate);
     c = kept;
   }
-  return DT_OK;
+  /* The two transitions each average-pool 2x2 (a user's own images can have any size). */
+  return dt_model_check_image(cfg, src, height, width, height >= 4 && width >= 4,
+                              "of at least 4x4 (two 2x2 average-pooling transitions)");
 }
 
 /* ---- the network ---- */

@@ -61,6 +61,18 @@ dt_status dt_model_check_residual_depth(const dt_config *cfg, const char *src) {
   DT_FATAL("model.block_type %d outside its enum", (int)cfg->model_block_type);
 }
 
+dt_status dt_model_check_image(const dt_config *cfg, const char *src, int height, int width,
+                               bool fits, const char *takes) {
+  if (height <= 0 || width <= 0 || fits) return DT_OK;
+  const bool file = cfg->data_dataset == DT_DATA_DATASET_HDF5;
+  return dt_error_set(DT_ERR_CONFIG,
+                      "%s: [model] name = %s takes images %s, but those of [data] dataset = %s "
+                      "%s%sare %dx%d",
+                      src, dt_model_name_str(cfg->model_name), takes,
+                      dt_data_dataset_str(cfg->data_dataset), file ? cfg->data_path : "",
+                      file ? " " : "", height, width);
+}
+
 bool dt_model_fan_out(const dt_config *cfg) {
   /* SE-ResNet-preact has its own initializer, always fan_out (docs/reference-experiments.md
    * "SE-ResNet-preact"); wrn.yaml selects fan_in, every other reference config fan_out

@@ -52,6 +52,10 @@ dt_status dt_model_check_depth(const dt_config *cfg, const char *src, long per, 
 /* The depth rule of the residual families with basic and bottleneck blocks (resnet,
  * resnet_preact, se_resnet_preact, pyramidnet): 6n+2 (basic) or 9n+2 (bottleneck). */
 dt_status dt_model_check_residual_depth(const dt_config *cfg, const char *src);
+/* For the validators: images of height x width (0 x 0: not known yet) that the family cannot
+ * take (fits false) are refused with a message saying which sizes it takes (`takes`). */
+dt_status dt_model_check_image(const dt_config *cfg, const char *src, int height, int width,
+                               bool fits, const char *takes);
 /* Build the parameter table (from a graph of batch 1), allocate the arenas and initialise the
  * weights from train.seed. be may be NULL for a summary only (no arenas). */
 dt_model *dt_model_create(const dt_config *cfg, dt_backend *be, int channels, int height,

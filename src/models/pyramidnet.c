@@ -17,8 +17,13 @@
 /* ---- configuration checks (dt_model_validate_fn, run by dt_config_validate) ---- */
 
 dt_status dt_validate_pyramidnet(const dt_config *cfg, const char *src, int height, int width) {
-  (void)height, (void)width;
-  return dt_model_check_residual_depth(cfg, src);
+  dt_status st = dt_model_check_residual_depth(cfg, src);
+  if (st != DT_OK) return st;
+  /* The shortcut average-pools 2x2 where the residual path convolves with stride 2, which
+   * agree only on even sides, at stages 2 and 3 (a user's own images can have any size). */
+  return dt_model_check_image(cfg, src, height, width, height % 4 == 0 && width % 4 == 0,
+                              "whose height and width are multiples of 4 (its stride-2 stages "
+                              "need even sides)");
 }
 
 /* ---- the network ---- */
