@@ -1,12 +1,12 @@
 /* cli_eval.c: --eval and --predict (cli_eval.h). Both rebuild the model of a checkpoint from
- * its configuration and run predict.c's inference pass.
+ * its configuration (predict.c).
  *
- * --eval reproduces training's evaluation to the image: the same test split (data.test_limit),
- * the same normalisation (the dataset's), the same evaluation batches (train.eval_batch_size
- * rounded up to a multiple of the ranks, each rank its slice, as train.c sets up its test
- * loader) and batch norm with its running statistics. With the same number of ranks as
- * training, every image goes through the same batch shape, so its logits are the very floats
- * training computed; other rank counts may differ in the last bits. */
+ * --eval is training's evaluation (evaluate.c), run to the image as training runs it: the same
+ * test split (data.test_limit), the same normalisation (the dataset's), the same evaluation
+ * batches (dt_eval_loader_cfg) and batch norm with its running statistics; a sink of
+ * dt_evaluate adds the per-class table and the confusion matrix. With the same number of ranks
+ * as training, every image goes through the same batch shape, so its logits are the very
+ * floats training computed; other rank counts may differ in the last bits. */
 #include "cli_eval.h"
 
 #include <errno.h>
@@ -19,20 +19,15 @@
 
 #include "config.h"
 #include "data/loader.h"
+#include "evaluate.h"
 #include "io/checkpoint.h"
 #include "io/h5util.h"
 #include "loader_options.h"
 #include "predict.h"
+#include "ranks.h"
 #include "thread_plan.h"
 
 enum { CLI_PATH = 4200 };
-
-/* Every rank reaches the same verdict; the failing rank with the lowest number prints. */
-static dt_status cli_agree(dt_comm *comm, dt_status st) {
-  double v = st != DT_OK;
-  dt_comm_allreduce_sum_f64(comm, &v, 1);
-  return v == 0 ? DT_OK : (st != DT_OK ? st : DT_ERR_DATA);
-}
 
 static int cli_fail(dt_comm *comm, dt_status st) {
   (void)st;
@@ -68,14 +63,6 @@ static dt_status cli_resolve(const char *target, const dt_cli_opts *o, char *ckp
   return st;
 }
 
-/* Index of the largest logit, the lower class on ties (as topk_correct ranks them). */
-static int cli_argmax(const float *z, int k) {
-  int best = 0;
-  for (int c = 1; c < k; c++)
-    if (z[c] > z[best]) best = c;
-  return best;
-}
-
 /* The class name for tables: the file's, or the index. */
 static const char *cli_class_name(const dt_dataset *ds, int k, char *buf, size_t cap) {
   if (ds->class_names) return ds->class_names[k];
@@ -102,6 +89,22 @@ typedef struct {
   int K;
   double *images, *top1, *top5, *loss, *confusion; /* one allocation, in this order */
 } eval_table;
+
+/* The sink of dt_evaluate: this rank's rows into the table (reduced over the ranks after). */
+static void eval_table_add(void *ctx, const dt_eval_batch *b) {
+  eval_table *t = ctx;
+  const int K = b->classes;
+  for (int i = 0; i < b->n; i++) {
+    const int y = b->labels[i];
+    const float *z = b->logits + (size_t)i * K;
+    const int above = dt_eval_label_rank(z, y, K);
+    t->images[y] += 1;
+    t->top1[y] += above < 1;
+    t->top5[y] += above < DT_MIN(5, K);
+    t->loss[y] += b->losses[i];
+    t->confusion[(size_t)y * K + dt_eval_argmax(z, K)] += 1;
+  }
+}
 
 static void eval_table_write_csv(const eval_table *t, const dt_dataset *ds, FILE *f) {
   const int K = t->K;
@@ -183,7 +186,7 @@ int dt_cli_eval(const char *target, const dt_cli_opts *o, dt_comm *comm) {
   char ckpt[CLI_PATH];
   dt_config cfg;
   dt_config_defaults(&cfg);
-  dt_status st = cli_agree(comm, cli_resolve(target, o, ckpt, &cfg));
+  dt_status st = dt_ranks_agree(comm, cli_resolve(target, o, ckpt, &cfg));
   if (st != DT_OK) {
     dt_config_free(&cfg);
     return cli_fail(comm, st);
@@ -193,64 +196,48 @@ int dt_cli_eval(const char *target, const dt_cli_opts *o, dt_comm *comm) {
   dt_dataset ds;
   st = dt_dataset_load_config(&ds, &cfg);
   if (st == DT_OK) dt_dataset_limit(&ds, (int)cfg.data_train_limit, (int)cfg.data_test_limit);
+  /* Every rank evaluates its slices of the test split it loaded: the same split everywhere. */
+  if (dt_ranks_agree(comm, st) == DT_OK) dt_ranks_same_dataset(comm, &cfg, &ds, &st);
   dt_predictor pr = {0};
   long epoch = 0, step = 0;
   if (st == DT_OK)
     st = dt_predictor_init(&pr, &cfg, o->device, threads, dt_comm_local_rank(comm),
                            dt_comm_local_size(comm), ds.train.channels, ds.train.height,
                            ds.train.width, ds.classes, ckpt, &epoch, &step);
-  if (cli_agree(comm, st) != DT_OK) {
+  if (dt_ranks_agree(comm, st) != DT_OK) {
     if (st == DT_OK) dt_predictor_free(&pr);
     dt_dataset_free(&ds);
     dt_config_free(&cfg);
     return cli_fail(comm, st);
   }
-  /* The test loader of train.c's trainer_setup: the same global batch, the same slices. */
+  /* The test loader of training (trainer.c): the same global batch, the same slices. */
   dt_loader_cfg lc;
   dt_erase_cfg erase;
   dt_mix_cfg mix;
   dt_loader_cfg_from_config(&lc, &erase, &mix, &cfg, &ds);
-  int E = (int)DT_MIN(cfg.train_eval_batch_size, (long)DT_MAX(ds.test.count, 1));
-  E = (E + world - 1) / world * world;
-  lc.train = false;
-  lc.global_batch = E;
-  lc.slice_offset = rank * (E / world);
-  lc.slice_count = E / world;
+  const int E = dt_eval_loader_cfg(&lc, cfg.train_eval_batch_size, ds.test.count, rank, world);
   dt_loader *ld = dt_loader_create(&lc);
+  dt_evaluator ev;
+  dt_evaluator_init(&ev, pr.model, pr.be, comm, ld, ds.classes, E / world);
 
-  const int K = ds.classes, maxn = E / world;
+  const int K = ds.classes;
   eval_table t = {.K = K};
   const size_t n_table = (size_t)4 * K + (size_t)K * K;
   t.images = dt_xcalloc(n_table, sizeof(double));
   t.top1 = t.images + K, t.top5 = t.top1 + K, t.loss = t.top5 + K, t.confusion = t.loss + K;
-  float *logits = dt_xmalloc((size_t)maxn * K * sizeof(float));
-  float *losses = dt_xmalloc(2 * (size_t)maxn * sizeof(float));
-  dt_loader_start(ld, 0, 0);
-  const dt_batch *b;
-  while ((b = dt_loader_next(ld)) != NULL) {
-    if (b->n == 0) continue;
-    dt_predictor_forward(&pr, b->images, b->n, b->targets, logits, losses);
-    for (int i = 0; i < b->n; i++) {
-      const int y = b->labels[i];
-      const float *z = logits + (size_t)i * K;
-      t.images[y] += 1;
-      t.top1[y] += dt_predict_topk_correct(z, &b->labels[i], 1, K, 1);
-      t.top5[y] += dt_predict_topk_correct(z, &b->labels[i], 1, K, DT_MIN(5, K));
-      t.loss[y] += losses[i];
-      t.confusion[(size_t)y * K + cli_argmax(z, K)] += 1;
-    }
-  }
+  const dt_eval_result r = dt_evaluate(&ev, eval_table_add, &t);
   dt_comm_allreduce_sum_f64(comm, t.images, n_table);
   int status = 0;
   if (rank == 0) {
-    double n = 0, c1 = 0, c5 = 0, l = 0;
-    for (int k = 0; k < K; k++) n += t.images[k], c1 += t.top1[k], c5 += t.top5[k], l += t.loss[k];
+    /* The counts of the table; the loss as training reports it. */
+    double n = 0, c1 = 0, c5 = 0;
+    for (int k = 0; k < K; k++) n += t.images[k], c1 += t.top1[k], c5 += t.top5[k];
     printf("eval: %s (epoch %ld, step %ld) on %s %s: %.0f test images, %d classes, %d rank(s), "
            "eval batch %d\n",
            ckpt, epoch, step, dt_data_dataset_str(cfg.data_dataset), dt_dataset_location(&cfg), n, K,
            world, E);
     printf("test loss %.4f top1 %.2f%% top5 %.2f%% (top1 %.0f/%.0f images, top5 %.0f/%.0f)\n",
-           l / n, 100.0 * c1 / n, 100.0 * c5 / n, c1, n, c5, n);
+           r.loss, r.top1, r.top5, c1, n, c5, n);
     eval_print(&t, &ds);
     fflush(stdout);
     if (o->csv_path && eval_write_csv(&t, &ds, o->csv_path) != DT_OK) {
@@ -258,9 +245,8 @@ int dt_cli_eval(const char *target, const dt_cli_opts *o, dt_comm *comm) {
       status = 1;
     }
   }
-  free(logits);
-  free(losses);
   free(t.images);
+  dt_evaluator_free(&ev);
   dt_loader_free(ld);
   dt_predictor_free(&pr);
   dt_dataset_free(&ds);
@@ -354,7 +340,7 @@ int dt_cli_predict(const char *checkpoint, const char *const *inputs, int n_inpu
       const dt_batch *b;
       int at = 0;
       while ((b = dt_loader_next(ld)) != NULL) {
-        dt_predictor_forward(&pr, b->images, b->n, NULL, logits, NULL);
+        dt_predictor_forward(&pr, b->images, b->n, logits);
         for (int j = 0; j < b->n; j++, at++) {
           cli_softmax(logits + (size_t)j * K, K, p);
           /* The top classes by probability, the lower class first on ties. */

@@ -25,6 +25,19 @@ int dt_eval_argmax(const float *z, int classes) {
   return best;
 }
 
+int dt_eval_loader_cfg(dt_loader_cfg *lc, long eval_batch_size, int test_count, int rank,
+                       int world) {
+  /* Buffers sized by the data present: an evaluation batch larger than the test set holds
+   * the test set. */
+  int E = (int)DT_MIN(eval_batch_size, (long)DT_MAX(test_count, 1));
+  E = (E + world - 1) / world * world; /* equal slices of every full eval batch */
+  lc->train = false;
+  lc->global_batch = E;
+  lc->slice_offset = rank * (E / world);
+  lc->slice_count = E / world;
+  return E;
+}
+
 void dt_evaluator_init(dt_evaluator *ev, dt_model *model, dt_backend *be, dt_comm *comm,
                        dt_loader *loader, int classes, int max_rows) {
   ev->model = model;

@@ -43,6 +43,13 @@ typedef struct {
   float *losses, *logits;  /* host scratch: (max_rows), (max_rows, K) */
 } dt_evaluator;
 
+/* The test loader's batches in lc (train.c's and --eval's alike): evaluation batches of
+ * eval_batch_size images (at most the test set's test_count) rounded up to a multiple of the
+ * ranks, each rank its equal slice. Returns that global batch E; a rank's batches hold at
+ * most E / world images (dt_evaluator_init's max_rows). */
+int dt_eval_loader_cfg(dt_loader_cfg *lc, long eval_batch_size, int test_count, int rank,
+                       int world);
+
 /* max_rows: the most images of one of this rank's evaluation batches. */
 void dt_evaluator_init(dt_evaluator *ev, dt_model *model, dt_backend *be, dt_comm *comm,
                        dt_loader *loader, int classes, int max_rows);

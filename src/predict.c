@@ -1,5 +1,6 @@
 /* predict.c: a checkpoint's model in inference mode (predict.h). The forward pass is the one
- * of training's evaluation (train.c), so that --eval counts what training counted. */
+ * of training's evaluation (evaluate.c's dt_evaluate), so that --predict's classes are those
+ * --eval counts. */
 #include "predict.h"
 
 #include <stdlib.h>
@@ -54,11 +55,9 @@ dt_status dt_predictor_init(dt_predictor *p, const dt_config *cfg, dt_device dev
   return st;
 }
 
-void dt_predictor_forward(dt_predictor *p, const float *images, int n, const float *targets,
-                          float *logits_host, float *losses_host) {
+void dt_predictor_forward(dt_predictor *p, const float *images, int n, float *logits_host) {
   dt_graph *g = dt_model_graph(p->model, n, true);
   const dt_tensor *logits = dt_graph_forward(g, images, false);
-  if (targets) dt_graph_loss(g, targets, 1.0f, losses_host);
   p->be->ops->download(p->be, logits, logits_host);
 }
 
@@ -66,18 +65,4 @@ void dt_predictor_free(dt_predictor *p) {
   dt_model_free(p->model);
   if (p->be) p->be->ops->destroy(p->be);
   memset(p, 0, sizeof *p);
-}
-
-/* shares with train.c's evaluate: merge when it moves */
-int dt_predict_topk_correct(const float *logits, const int *labels, int n, int classes, int k) {
-  int correct = 0;
-  for (int i = 0; i < n; i++) {
-    const float *z = logits + (size_t)i * classes;
-    float target = z[labels[i]];
-    int above = 0;
-    for (int c = 0; c < classes; c++)
-      if (z[c] > target || (z[c] == target && c < labels[i])) above++;
-    correct += above < k;
-  }
-  return correct;
 }

@@ -90,14 +90,8 @@ dt_status dt_trainer_setup(dt_trainer *t, const dt_config *cfg, dt_comm *comm, d
     lc.image_ctx = t->be;
   }
   t->train_ld = dt_loader_create_train(&lc, &erase, &mix);
-  /* Buffers sized by the data present: an evaluation batch larger than the test set holds
-   * the test set. */
-  int E = (int)DT_MIN(cfg->train_eval_batch_size, (long)DT_MAX(t->ds.test.count, 1));
-  E = (E + t->world - 1) / t->world * t->world; /* equal slices of every full eval batch */
-  lc.train = false;
-  lc.global_batch = E;
-  lc.slice_offset = t->rank * (E / t->world);
-  lc.slice_count = E / t->world;
+  const int E =
+      dt_eval_loader_cfg(&lc, cfg->train_eval_batch_size, t->ds.test.count, t->rank, t->world);
   t->test_ld = dt_loader_create(&lc);
   t->steps_per_epoch = dt_loader_steps(t->train_ld);
   dt_schedule_init(&t->sched, cfg, t->steps_per_epoch);
