@@ -13,7 +13,7 @@
 # started with different configurations (one --set on rank 1 only: epochs, seed, lr, hflip,
 # batch size, depth) or different dataset files (same data.dir, other working directories)
 # all exit 1 quickly, with one message naming the key or the dataset property, both values
-# and the ranks, and no run directory.
+# and the ranks, and no run directory; so does --eval of ranks with different test images.
 # Usage: test_mpi.sh DTRAIN  (tools from $DTRAIN_TOOLS, else DTRAIN's directory/tools).
 # Exit 77 (skipped) without mpirun or with a single-process (-DDT_MPI=OFF) build.
 set -u
@@ -254,5 +254,19 @@ out=$(timeout 120 "${MPIRUN[@]}" -np 1 --wdir $T/wd0 "$DTRAIN" "$CFGABS" "${DS[@
 rc=$?
 [ $rc -eq 0 ] && [ -f "$(ckpt $run 10)" ] && ok "equal datasets in two directories: the run trains" ||
   bad "equal datasets in two directories (exit $rc)" "$out"
+# --eval of that run from the two directories once one test pixel of wd1 differs: the ranks
+# would evaluate different test splits; exit 1 naming the test images, and no --csv file.
+"$PY" - "$T/wd1/data/t10k-images-idx3-ubyte" <<'PYEOF'
+import sys
+with open(sys.argv[1], "r+b") as f:
+    f.seek(16 + 3 * 784 + 200)
+    b = f.read(1)
+    f.seek(-1, 1)
+    f.write(bytes([b[0] ^ 1]))
+PYEOF
+expect_mismatch "--eval: one pixel of rank 1's test images differs" \
+  "^dtrain: the ranks loaded different datasets: test images (CRC-32) [0-9a-f]* on rank 0, [0-9a-f]* on rank 1 (rank 1 differs from rank 0); data.dir data must hold" $T/eval.csv \
+  -np 1 --wdir $T/wd0 "$DTRAIN" --eval $run --csv $T/eval.csv : \
+  -np 1 --wdir $T/wd1 "$DTRAIN" --eval $run --csv $T/eval.csv
 
 finish
