@@ -262,6 +262,50 @@ static void cli_softmax(const float *z, int K, double *p) {
   for (int k = 0; k < K; k++) p[k] /= s;
 }
 
+/* The rows of --predict: one input file's images, its names, the top classes to print. */
+typedef struct {
+  const char *file;
+  char **names; /* NULL: the file has none */
+  const dt_dataset *ds;
+  int top;
+  double *p;  /* (K) scratch */
+  int *order; /* (K) scratch */
+} predict_out;
+
+/* The sink of dt_evaluate: one CSV row per image of the batch. */
+static void predict_rows(void *ctx, const dt_eval_batch *b) {
+  predict_out *po = ctx;
+  const int K = b->classes;
+  double *p = po->p;
+  int *order = po->order;
+  char buf[32];
+  for (int j = 0; j < b->n; j++) {
+    const long at = b->first + j;
+    cli_softmax(b->logits + (size_t)j * K, K, p);
+    /* The top classes by probability, the lower class first on ties. */
+    for (int k = 0; k < K; k++) order[k] = k;
+    for (int r = 0; r < po->top; r++) {
+      int best = r;
+      for (int k = r + 1; k < K; k++)
+        if (p[order[k]] > p[order[best]] ||
+            (p[order[k]] == p[order[best]] && order[k] < order[best]))
+          best = k;
+      int tmp = order[r];
+      order[r] = order[best];
+      order[best] = tmp;
+    }
+    csv_field(stdout, po->file);
+    printf(",%ld,", at);
+    if (po->names) csv_field(stdout, po->names[at]);
+    for (int r = 0; r < po->top; r++) {
+      printf(",%d,", order[r]);
+      csv_field(stdout, cli_class_name(po->ds, order[r], buf, sizeof buf));
+      printf(",%.6f", p[order[r]]);
+    }
+    printf("\n");
+  }
+}
+
 int dt_cli_predict(const char *checkpoint, const char *const *inputs, int n_inputs,
                    const dt_cli_opts *o, dt_comm *comm) {
   if (dt_comm_size(comm) > 1) {
@@ -288,7 +332,6 @@ int dt_cli_predict(const char *checkpoint, const char *const *inputs, int n_inpu
   /* Every input is read and checked before anything is printed. */
   dt_split *splits = dt_xcalloc((size_t)n_inputs, sizeof *splits);
   char ***names = dt_xcalloc((size_t)n_inputs, sizeof *names);
-  int maxn = 0;
   for (int i = 0; st == DT_OK && i < n_inputs; i++) {
     st = dt_images_load_hdf5(inputs[i], &splits[i], &names[i]);
     const dt_split *s = &splits[i];
@@ -300,7 +343,6 @@ int dt_cli_predict(const char *checkpoint, const char *const *inputs, int n_inpu
                         "--fit resize",
                         inputs[i], s->channels, s->height, s->width, ckpt, C, H, W, H, W,
                         C == 1 ? "L" : "RGB");
-    if (st == DT_OK) maxn = DT_MAX(maxn, s->count);
   }
   char line[320];
   const int threads = st == DT_OK ? dt_thread_plan_start(comm, &cfg, o->device, NULL, NULL, line, sizeof line) : 0;
@@ -318,13 +360,12 @@ int dt_cli_predict(const char *checkpoint, const char *const *inputs, int n_inpu
     printf("file,index,image");
     for (int r = 1; r <= top; r++) printf(",class_%d,name_%d,probability_%d", r, r, r);
     printf("\n");
-    const int E = (int)DT_MIN(cfg.train_eval_batch_size, (long)DT_MAX(maxn, 1));
-    float *logits = dt_xmalloc((size_t)E * K * sizeof(float));
-    double *p = dt_xmalloc((size_t)K * sizeof(double));
-    int *order = dt_xmalloc((size_t)K * sizeof(int));
-    char buf[32];
+    predict_out po = {.ds = &ds, .top = top};
+    po.p = dt_xmalloc((size_t)K * sizeof(double));
+    po.order = dt_xmalloc((size_t)K * sizeof(int));
     for (int i = 0; i < n_inputs; i++) {
-      /* The test-split normalisation of the training data, through the evaluation loader. */
+      /* The test-split normalisation of the training data, through the evaluation loader, its
+       * batches those of one rank's evaluation of this file. */
       dt_dataset one = ds;
       one.test = splits[i];
       one.train = splits[i];
@@ -332,45 +373,18 @@ int dt_cli_predict(const char *checkpoint, const char *const *inputs, int n_inpu
       dt_erase_cfg erase;
       dt_mix_cfg mix;
       dt_loader_cfg_from_config(&lc, &erase, &mix, &cfg, &one);
-      lc.train = false;
-      lc.global_batch = lc.slice_count = DT_MIN(E, splits[i].count);
-      lc.slice_offset = 0;
+      const int E = dt_eval_loader_cfg(&lc, cfg.train_eval_batch_size, splits[i].count, 0, 1);
       dt_loader *ld = dt_loader_create(&lc);
-      dt_loader_start(ld, 0, 0);
-      const dt_batch *b;
-      int at = 0;
-      while ((b = dt_loader_next(ld)) != NULL) {
-        dt_predictor_forward(&pr, b->images, b->n, logits);
-        for (int j = 0; j < b->n; j++, at++) {
-          cli_softmax(logits + (size_t)j * K, K, p);
-          /* The top classes by probability, the lower class first on ties. */
-          for (int k = 0; k < K; k++) order[k] = k;
-          for (int r = 0; r < top; r++) {
-            int best = r;
-            for (int k = r + 1; k < K; k++)
-              if (p[order[k]] > p[order[best]] ||
-                  (p[order[k]] == p[order[best]] && order[k] < order[best]))
-                best = k;
-            int tmp = order[r];
-            order[r] = order[best];
-            order[best] = tmp;
-          }
-          csv_field(stdout, inputs[i]);
-          printf(",%d,", at);
-          if (names[i]) csv_field(stdout, names[i][at]);
-          for (int r = 0; r < top; r++) {
-            printf(",%d,", order[r]);
-            csv_field(stdout, cli_class_name(&ds, order[r], buf, sizeof buf));
-            printf(",%.6f", p[order[r]]);
-          }
-          printf("\n");
-        }
-      }
+      dt_evaluator ev;
+      dt_evaluator_init(&ev, pr.model, pr.be, comm, ld, K, E);
+      po.file = inputs[i];
+      po.names = names[i];
+      dt_evaluate(&ev, predict_rows, &po); /* the loss is of label 0: unused */
+      dt_evaluator_free(&ev);
       dt_loader_free(ld);
     }
-    free(logits);
-    free(p);
-    free(order);
+    free(po.p);
+    free(po.order);
     dt_predictor_free(&pr);
   }
   for (int i = 0; i < n_inputs; i++) {

@@ -1,6 +1,5 @@
-/* predict.c: a checkpoint's model in inference mode (predict.h). The forward pass is the one
- * of training's evaluation (evaluate.c's dt_evaluate), so that --predict's classes are those
- * --eval counts. */
+/* predict.c: a checkpoint's model for inference (predict.h), in the arithmetic training
+ * evaluated with. */
 #include "predict.h"
 
 #include <stdlib.h>
@@ -53,12 +52,6 @@ dt_status dt_predictor_init(dt_predictor *p, const dt_config *cfg, dt_device dev
   free(buffers);
   if (st != DT_OK) dt_predictor_free(p);
   return st;
-}
-
-void dt_predictor_forward(dt_predictor *p, const float *images, int n, float *logits_host) {
-  dt_graph *g = dt_model_graph(p->model, n, true);
-  const dt_tensor *logits = dt_graph_forward(g, images, false);
-  p->be->ops->download(p->be, logits, logits_host);
 }
 
 void dt_predictor_free(dt_predictor *p) {

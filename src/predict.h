@@ -1,7 +1,6 @@
 /* predict.h: a trained model for inference outside a training run (--eval, --predict): the
  * backend, the model of a configuration and the weights and batch-norm statistics of a
- * checkpoint, and --predict's forward pass of a batch in inference mode (batch norm with its
- * running statistics, no dropout), the pass training's evaluation makes (evaluate.c). */
+ * checkpoint, for evaluate.c's dt_evaluate to run, the pass training's evaluation makes. */
 #ifndef DT_PREDICT_H
 #define DT_PREDICT_H
 
@@ -24,9 +23,6 @@ typedef struct {
 dt_status dt_predictor_init(dt_predictor *p, const dt_config *cfg, dt_device device, int threads,
                             int local_rank, int local_size, int C, int H, int W, int classes,
                             const char *path, long *epoch, long *step);
-/* Logits (n, K) of n normalised images (n, C, H, W) into logits_host (--predict; --eval runs
- * the model through evaluate.c's dt_evaluate). */
-void dt_predictor_forward(dt_predictor *p, const float *images, int n, float *logits_host);
 void dt_predictor_free(dt_predictor *p);
 
 #endif
