@@ -15,27 +15,11 @@ total wall time of the timed steps (no median).
 
 import argparse
 import sys
-import time
 
 import torch
-import torch.nn.functional as F
 
+from dtrain_tools.torch_bench_common import bench_cpu, memory_format, positive, print_cpu_result
 from dtrain_tools.torch_models import ResNetPreact, count_params
-
-
-def positive(text):
-    v = int(text)
-    if v <= 0:
-        raise argparse.ArgumentTypeError("must be > 0, got %s" % text)
-    return v
-
-
-def _loadavg():
-    try:
-        with open("/proc/loadavg") as f:
-            return f.read().split()[0]
-    except OSError:
-        return "?"
 
 
 def main(argv):
@@ -61,35 +45,11 @@ def main(argv):
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    fmt = torch.channels_last if args.channels_last else \
-        torch.contiguous_format
     model = ResNetPreact(depth=args.depth, block_type=args.block,
                          in_channels=args.channels, n_classes=args.classes,
                          initial_channels=args.initial_channels,
                          add_last_bn=args.add_last_bn)
-    model = model.to(memory_format=fmt).train()
-    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9,
-                          nesterov=True, weight_decay=5e-4)
-    # Synthetic batch, prepared once: the benchmark measures compute only.
-    x = torch.randn(args.batch, args.channels, args.size, args.size)
-    x = x.contiguous(memory_format=fmt)  # (N, C, H, W)
-    y = torch.randint(0, args.classes, (args.batch,))
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
-    for _ in range(args.warmup):
-        step()
-    t0, c0 = time.perf_counter(), time.process_time()
-    for _ in range(args.steps):
-        loss = step()
-    loss.item()  # the CPU is synchronous; kept so the loss is really used
-    dt = time.perf_counter() - t0
-    cpu = time.process_time() - c0
+    final, dt, cpu = bench_cpu(model, args, memory_format(args.channels_last))
 
     print("model ResNet-preact-%d %s, %d params, input %dx%dx%d, batch %d, "
           "threads %d, %s, torch %s"
@@ -97,13 +57,7 @@ def main(argv):
              args.size, args.size, args.batch, args.threads,
              "channels_last" if args.channels_last else "NCHW",
              torch.__version__))
-    # On a shared machine another process on our cores makes the OpenMP
-    # threads wait for each other; cpu/wall/threads well below 1 flags that.
-    print("%d timed steps in %.3f s, %.1f ms/step, final loss %.4f, "
-          "cpu/(wall*threads) %.2f, load average %s"
-          % (args.steps, dt, 1000 * dt / args.steps, loss.item(),
-             cpu / (dt * args.threads), _loadavg()))
-    print("torch: %.1f images/s" % (args.steps * args.batch / dt))
+    print_cpu_result(args, final, dt, cpu)
     return 0
 
 
