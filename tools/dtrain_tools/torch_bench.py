@@ -18,7 +18,8 @@ import sys
 
 import torch
 
-from dtrain_tools.torch_bench_common import bench_cpu, memory_format, positive, print_cpu_result
+from dtrain_tools.torch_bench_common import (add_cpu_run_args, bench_cpu, memory_format, positive,
+                                             print_cpu_result)
 from dtrain_tools.torch_models import ResNetPreact, count_params
 
 
@@ -34,13 +35,7 @@ def main(argv):
     ap.add_argument("--classes", type=positive, default=10)
     ap.add_argument("--initial-channels", type=positive, default=16)
     ap.add_argument("--add-last-bn", action="store_true")
-    ap.add_argument("--batch", type=positive, default=128)
-    ap.add_argument("--threads", type=positive, default=2)
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--steps", type=positive, default=20)
-    ap.add_argument("--lr", type=float, default=0.1)
-    ap.add_argument("--channels-last", action="store_true",
-                    help="NHWC memory format for model and input")
+    add_cpu_run_args(ap, batch=128, steps=20)
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)

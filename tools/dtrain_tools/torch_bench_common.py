@@ -16,6 +16,18 @@ def positive(text):
     return v
 
 
+def add_cpu_run_args(ap, batch, steps):
+    """The options of a CPU benchmark's run (--batch, --threads, --warmup, --steps, --lr,
+    --channels-last) with the caller's default batch and step count."""
+    ap.add_argument("--batch", type=positive, default=batch)
+    ap.add_argument("--threads", type=positive, default=2)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--steps", type=positive, default=steps)
+    ap.add_argument("--lr", type=float, default=0.1)
+    ap.add_argument("--channels-last", action="store_true",
+                    help="NHWC memory format for model and input")
+
+
 def loadavg():
     """The 1-minute load average, or "?" where /proc/loadavg cannot be read."""
     try:

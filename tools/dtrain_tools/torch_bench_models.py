@@ -23,7 +23,8 @@ import sys
 
 import torch
 
-from dtrain_tools.torch_bench_common import bench_cpu, memory_format, positive, print_cpu_result
+from dtrain_tools.torch_bench_common import (add_cpu_run_args, bench_cpu, memory_format, positive,
+                                             print_cpu_result)
 from dtrain_tools.torch_models import FAMILIES, build_model, count_params
 
 
@@ -55,13 +56,7 @@ def main(argv):
     ap.add_argument("--size", type=positive, default=32,
                     help="input height = width")
     ap.add_argument("--classes", type=positive, default=10)
-    ap.add_argument("--batch", type=positive, default=64)
-    ap.add_argument("--threads", type=positive, default=2)
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--steps", type=positive, default=10)
-    ap.add_argument("--lr", type=float, default=0.1)
-    ap.add_argument("--channels-last", action="store_true",
-                    help="NHWC memory format for model and input")
+    add_cpu_run_args(ap, batch=64, steps=10)
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
