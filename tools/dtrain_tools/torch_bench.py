@@ -20,7 +20,7 @@ import torch
 
 from dtrain_tools.torch_bench_common import (add_cpu_run_args, bench_cpu, memory_format, positive,
                                              print_cpu_result)
-from dtrain_tools.torch_models import ResNetPreact, count_params
+from dtrain_tools.torch_models import ResNetPreact
 
 
 def main(argv):
@@ -46,13 +46,8 @@ def main(argv):
                          add_last_bn=args.add_last_bn)
     final, dt, cpu = bench_cpu(model, args, memory_format(args.channels_last))
 
-    print("model ResNet-preact-%d %s, %d params, input %dx%dx%d, batch %d, "
-          "threads %d, %s, torch %s"
-          % (args.depth, args.block, count_params(model), args.channels,
-             args.size, args.size, args.batch, args.threads,
-             "channels_last" if args.channels_last else "NCHW",
-             torch.__version__))
-    print_cpu_result(args, final, dt, cpu)
+    print_cpu_result(args, "ResNet-preact-%d %s" % (args.depth, args.block), model, final, dt,
+                     cpu)
     return 0
 
 

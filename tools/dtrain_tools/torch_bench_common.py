@@ -8,6 +8,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+from dtrain_tools.torch_models import count_params
+
 
 def positive(text):
     v = int(text)
@@ -90,8 +92,13 @@ def bench_cpu(model, args, fmt):
     return time_steps(step, args.warmup, args.steps)
 
 
-def print_cpu_result(args, final, dt, cpu):
-    """The timing line and the last line `torch: <images/s> images/s` of a CPU benchmark."""
+def print_cpu_result(args, name, model, final, dt, cpu):
+    """The lines of a CPU benchmark: what was measured (model name, its parameters, the run), the
+    timing, and last `torch: <images/s> images/s`."""
+    print("model %s, %d params, input %dx%dx%d, batch %d, threads %d, %s, torch %s"
+          % (name, count_params(model), args.channels, args.size, args.size, args.batch,
+             args.threads, "channels_last" if args.channels_last else "NCHW",
+             torch.__version__))
     # On a shared machine another process on our cores makes the OpenMP
     # threads wait for each other; cpu/wall/threads well below 1 flags that.
     print("%d timed steps in %.3f s, %.1f ms/step, final loss %.4f, "

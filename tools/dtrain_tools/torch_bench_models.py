@@ -25,7 +25,7 @@ import torch
 
 from dtrain_tools.torch_bench_common import (add_cpu_run_args, bench_cpu, memory_format, positive,
                                              print_cpu_result)
-from dtrain_tools.torch_models import FAMILIES, build_model, count_params
+from dtrain_tools.torch_models import FAMILIES, build_model
 
 
 def keyword(text):
@@ -72,13 +72,7 @@ def main(argv):
     final, dt, cpu = bench_cpu(model, args, memory_format(args.channels_last))
 
     settings = " ".join("%s=%s" % kv for kv in sorted(dict(args.set).items()))
-    print("model %s %s, %d params, input %dx%dx%d, batch %d, threads %d, %s, "
-          "torch %s" % (args.family, settings, count_params(model),
-                        args.channels, args.size, args.size, args.batch,
-                        args.threads,
-                        "channels_last" if args.channels_last else "NCHW",
-                        torch.__version__))
-    print_cpu_result(args, final, dt, cpu)
+    print_cpu_result(args, "%s %s" % (args.family, settings), model, final, dt, cpu)
     return 0
 
 
