@@ -1009,6 +1009,29 @@ static void chk_out(dt_backend *be, const char *what, const dt_tensor *t, const 
   free(raw), free(vals);
 }
 
+/* The common end of a one-input op's case whose backward needs only dy (pool, pad_channels,
+ * shift): y = fwd(x) and dx = bwd(dy) into garbage-filled tensors (seeds gseed, gseed + 1),
+ * compared with the references ry and rdx under tag; then frees x, dy, ry, rdx, op and keep. */
+static void check_unary(dt_backend *be, const char *tag, dt_op *op, dt_op **keep,
+                        void (*fwd)(dt_op *, const dt_tensor *, dt_tensor *),
+                        void (*bwd)(dt_op *, const dt_tensor *, dt_tensor *), dt_shape xs,
+                        const dt_layout *xl, dt_shape ys, const dt_layout *yl, hvec *x, hvec *dy,
+                        double *ry, double *rdx, uint64_t gseed) {
+  char what[160];
+  dt_tensor xt = t_new(be, xs, xl), yt = t_garbage(be, ys, yl, gseed);
+  dt_tensor dyt = t_new(be, ys, yl), dxt = t_garbage(be, xs, xl, gseed + 1);
+  t_put(be, &xt, x), t_put(be, &dyt, dy);
+  fwd(op, &xt, &yt);
+  chk_out(be, strcat(strcpy(what, tag), ": forward"), &yt, ry);
+  bwd(op, &dyt, &dxt);
+  chk_out(be, strcat(strcpy(what, tag), ": backward dx"), &dxt, rdx);
+  t_free(be, &xt), t_free(be, &yt), t_free(be, &dyt), t_free(be, &dxt);
+  hv_free(x), hv_free(dy);
+  free(ry), free(rdx);
+  be->ops->op_free(op);
+  op_release(be, keep);
+}
+
 static void pool_case(dt_backend *be, dt_shape s, dt_pool_kind pk, int k, int stride, int pad,
                       bool incl, int kind, uint64_t seed) {
   const bool max = pk == DT_POOL_MAX;
@@ -1020,7 +1043,7 @@ static void pool_case(dt_backend *be, dt_shape s, dt_pool_kind pk, int k, int st
   dt_op *op = be->ops->pool_create(be, s, xl, pk, k, stride, pad, incl, &yl);
   assert_non_null(op);
   assert_non_null(yl);
-  char tag[96], what[160], name[48];
+  char tag[96], name[48];
   snprintf(name, sizeof name, "%s pool %d/%d p%d%s", max ? "max" : "avg", k, stride, pad,
            max || incl ? "" : " excl");
   tag_of(tag, sizeof tag, name, s, kind);
@@ -1028,19 +1051,8 @@ static void pool_case(dt_backend *be, dt_shape s, dt_pool_kind pk, int k, int st
   double *ry = dt_xcalloc(ny, sizeof *ry), *rdx = dt_xcalloc(nx, sizeof *rdx);
   ref_pool_forward(s.n, s.c, s.h, s.w, max, k, stride, pad, incl, x.d, ry);
   ref_pool_backward(s.n, s.c, s.h, s.w, max, k, stride, pad, incl, x.d, dy.d, rdx);
-  dt_tensor xt = t_new(be, s, xl), yt = t_garbage(be, ys, yl, seed + 1);
-  dt_tensor dyt = t_new(be, ys, yl), dxt = t_garbage(be, s, xl, seed + 2);
-  t_put(be, &xt, &x);
-  t_put(be, &dyt, &dy);
-  be->ops->pool_forward(op, &xt, &yt);
-  chk_out(be, strcat(strcpy(what, tag), ": forward"), &yt, ry);
-  be->ops->pool_backward(op, &dyt, &dxt);
-  chk_out(be, strcat(strcpy(what, tag), ": backward dx"), &dxt, rdx);
-  t_free(be, &xt), t_free(be, &yt), t_free(be, &dyt), t_free(be, &dxt);
-  hv_free(&x), hv_free(&dy);
-  free(ry), free(rdx);
-  be->ops->op_free(op);
-  op_release(be, &keep);
+  check_unary(be, tag, op, &keep, be->ops->pool_forward, be->ops->pool_backward, s, xl, ys, yl,
+              &x, &dy, ry, rdx, seed + 1);
 }
 
 static void test_pool(void **state) {
@@ -1120,25 +1132,15 @@ static void pad_case(dt_backend *be, dt_shape s, int c_out, int kind, uint64_t s
   const dt_layout *xl = layout_of(be, s, kind, &keep), *yl = NULL;
   dt_op *op = be->ops->pad_channels_create(be, s, xl, c_out, &yl);
   assert_non_null(op);
-  char tag[96], what[160], name[48];
+  char tag[96], name[48];
   snprintf(name, sizeof name, "pad_channels ->%d", c_out);
   tag_of(tag, sizeof tag, name, s, kind);
   hvec x = hv_rand(nx, seed, -1, 1), dy = hv_rand(ny, seed + 1, -1, 1);
   double *ry = dt_xcalloc(ny, sizeof *ry), *rdx = dt_xcalloc(nx, sizeof *rdx);
   ref_pad_channels_forward(s.n, s.c, c_out, s.h * s.w, x.d, ry);
   ref_pad_channels_backward(s.n, s.c, c_out, s.h * s.w, dy.d, rdx);
-  dt_tensor xt = t_new(be, s, xl), yt = t_garbage(be, ys, yl, seed + 2);
-  dt_tensor dyt = t_new(be, ys, yl), dxt = t_garbage(be, s, xl, seed + 3);
-  t_put(be, &xt, &x), t_put(be, &dyt, &dy);
-  be->ops->pad_channels_forward(op, &xt, &yt);
-  chk_out(be, strcat(strcpy(what, tag), ": forward"), &yt, ry);
-  be->ops->pad_channels_backward(op, &dyt, &dxt);
-  chk_out(be, strcat(strcpy(what, tag), ": backward dx"), &dxt, rdx);
-  t_free(be, &xt), t_free(be, &yt), t_free(be, &dyt), t_free(be, &dxt);
-  hv_free(&x), hv_free(&dy);
-  free(ry), free(rdx);
-  be->ops->op_free(op);
-  op_release(be, &keep);
+  check_unary(be, tag, op, &keep, be->ops->pad_channels_forward, be->ops->pad_channels_backward,
+              s, xl, ys, yl, &x, &dy, ry, rdx, seed + 2);
 }
 
 static void test_concat_pad(void **state) {
@@ -1339,25 +1341,15 @@ static void shift_case(dt_backend *be, dt_shape s, int sy, int sx, int kind, uin
   const dt_layout *l = layout_of(be, s, kind, &keep);
   dt_op *op = be->ops->shift_create(be, s, l, sy, sx);
   assert_non_null(op);
-  char tag[96], what[160], name[48];
+  char tag[96], name[48];
   snprintf(name, sizeof name, "shift (%d, %d)", sy, sx);
   tag_of(tag, sizeof tag, name, s, kind);
   hvec x = hv_rand(n, seed, -1, 1), dy = hv_rand(n, seed + 1, -1, 1);
   double *ry = dt_xcalloc(n, sizeof *ry), *rdx = dt_xcalloc(n, sizeof *rdx);
   ref_shift_forward(s.n, s.c, s.h, s.w, sy, sx, x.d, ry);
   ref_shift_backward(s.n, s.c, s.h, s.w, sy, sx, dy.d, rdx);
-  dt_tensor xt = t_new(be, s, l), yt = t_garbage(be, s, l, seed + 2);
-  dt_tensor dyt = t_new(be, s, l), dxt = t_garbage(be, s, l, seed + 3);
-  t_put(be, &xt, &x), t_put(be, &dyt, &dy);
-  be->ops->shift_forward(op, &xt, &yt);
-  chk_out(be, strcat(strcpy(what, tag), ": forward"), &yt, ry);
-  be->ops->shift_backward(op, &dyt, &dxt);
-  chk_out(be, strcat(strcpy(what, tag), ": backward dx"), &dxt, rdx);
-  t_free(be, &xt), t_free(be, &yt), t_free(be, &dyt), t_free(be, &dxt);
-  hv_free(&x), hv_free(&dy);
-  free(ry), free(rdx);
-  be->ops->op_free(op);
-  op_release(be, &keep);
+  check_unary(be, tag, op, &keep, be->ops->shift_forward, be->ops->shift_backward, s, l, s, l,
+              &x, &dy, ry, rdx, seed + 2);
 }
 
 static void bias_case(dt_backend *be, dt_shape s, int kind, uint64_t seed) {

@@ -106,6 +106,16 @@ dt_op *dt_cpu_scale_create(dt_backend *bep, dt_shape xs, const dt_layout *x, con
   return &s->base;
 }
 
+/* lane[l] = the scale of channel cb b + l of sample n (0 for the padding lanes). */
+static inline void scale_lanes(const dt_cpu_simple *s, const float *sc, int n, int cb,
+                               float *lane) {
+  const dt_cpu_view *v = &s->vx;
+  for (int l = 0; l < v->b; l++) {
+    const int c = cb * v->b + l;
+    lane[l] = c < v->c ? sc[dt_cpu_view_off(&s->vz, n, c, 0, 0)] : 0.0f;
+  }
+}
+
 void dt_cpu_scale_forward(dt_op *op, const dt_tensor *x, const dt_tensor *sc, dt_tensor *y) {
   dt_cpu_simple *s = (dt_cpu_simple *)op;
   dt_cpu_check_tensor(x, s->x, "scale_forward x");
@@ -134,10 +144,7 @@ void dt_cpu_scale_forward(dt_op *op, const dt_tensor *x, const dt_tensor *sc, dt
   for (int n = 0; n < v->n; n++)
     for (int cb = 0; cb < ncb; cb++) {
       float lane[16];
-      for (int l = 0; l < b; l++) {
-        const int c = cb * b + l;
-        lane[l] = c < v->c ? sc->data[dt_cpu_view_off(&s->vz, n, c, 0, 0)] : 0.0f;
-      }
+      scale_lanes(s, sc->data, n, cb, lane);
       for (int h = 0; h < H; h++)
         for (int w = 0; w < W; w++) {
           const long o = n * v->sn + (long)cb * v->scb + h * v->sh + w * v->sw;
@@ -161,10 +168,7 @@ void dt_cpu_scale_backward(dt_op *op, const dt_tensor *x, const dt_tensor *sc, c
   for (int n = 0; n < v->n; n++)
     for (int cb = 0; cb < ncb; cb++) {
       float lane[16], acc[16] = {0};
-      for (int l = 0; l < b; l++) {
-        const int c = cb * b + l;
-        lane[l] = c < v->c ? sc->data[dt_cpu_view_off(&s->vz, n, c, 0, 0)] : 0.0f;
-      }
+      scale_lanes(s, sc->data, n, cb, lane);
       for (int h = 0; h < H; h++)
         for (int w = 0; w < W; w++) {
           const long o = n * v->sn + (long)cb * v->scb + h * v->sh + w * v->sw;

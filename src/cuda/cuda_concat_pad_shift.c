@@ -96,22 +96,23 @@ dt_op *dt_cuda_shift_create(dt_backend *bep, dt_shape s, const dt_layout *x, int
   return &e->base;
 }
 
-void dt_cuda_shift_forward(dt_op *op, const dt_tensor *x, dt_tensor *y) {
+/* dst[i, j] = src[i + sign sy, j + sign sx] (0 outside): the forward shift (sign 1) and its
+ * gradient (sign -1); what_src / what_dst name the tensors in a layout mismatch. */
+static void shift_run(dt_op *op, const dt_tensor *src, dt_tensor *dst, int sign,
+                      const char *what_src, const char *what_dst) {
   dt_cuda_kernel_op *e = (dt_cuda_kernel_op *)op;
-  dt_cuda_check_tensor(x, e->x, "shift_forward x");
-  dt_cuda_check_tensor(y, e->x, "shift_forward y");
+  dt_cuda_check_tensor(src, e->x, what_src);
+  dt_cuda_check_tensor(dst, e->x, what_dst);
   const dt_shape s = e->xs;
-  DT_CUDA_CHECK(dt_k_shift(x->data, y->data, s.n, s.c, s.h, s.w, e->sy, e->sx,
+  DT_CUDA_CHECK(dt_k_shift(src->data, dst->data, s.n, s.c, s.h, s.w, sign * e->sy, sign * e->sx,
                            dt_cuda_is_nhwc(e->x), op->be->stream));
   dt_cuda_op_done(op->be, false);
 }
 
+void dt_cuda_shift_forward(dt_op *op, const dt_tensor *x, dt_tensor *y) {
+  shift_run(op, x, y, 1, "shift_forward x", "shift_forward y");
+}
+
 void dt_cuda_shift_backward(dt_op *op, const dt_tensor *dy, dt_tensor *dx) {
-  dt_cuda_kernel_op *e = (dt_cuda_kernel_op *)op;
-  dt_cuda_check_tensor(dy, e->x, "shift_backward dy");
-  dt_cuda_check_tensor(dx, e->x, "shift_backward dx");
-  const dt_shape s = e->xs;
-  DT_CUDA_CHECK(dt_k_shift(dy->data, dx->data, s.n, s.c, s.h, s.w, -e->sy, -e->sx,
-                           dt_cuda_is_nhwc(e->x), op->be->stream));
-  dt_cuda_op_done(op->be, false);
+  shift_run(op, dy, dx, -1, "shift_backward dy", "shift_backward dx");
 }

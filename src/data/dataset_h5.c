@@ -251,7 +251,7 @@ static dt_status h5_read_stats(const char *path, hid_t file, const char *name, i
 }
 
 /* Open path for reading; DT_ERR_DATA naming it when it is missing or not HDF5. */
-static dt_status h5_open_file(const char *path, const char *what, hid_t *file) {
+static dt_status h5_check_open(const char *path, const char *what, hid_t *file) {
   struct stat sb;
   if (!path || !*path)
     return dt_error_set(DT_ERR_CONFIG,
@@ -271,21 +271,35 @@ static dt_status h5_open_file(const char *path, const char *what, hid_t *file) {
   return DT_OK;
 }
 
+/* h5_check_open with the HDF5 library's own error printing off (q) until h5_close_file; label
+ * gets "WHAT PATH", the prefix of the messages about the file's contents. */
+static dt_status h5_open_file(const char *path, const char *what, h5_quiet *q, hid_t *file,
+                              char *label, size_t label_cap) {
+  h5_quiet_begin(q);
+  dt_status st = h5_check_open(path, what, file);
+  if (st != DT_OK) {
+    h5_quiet_end(q);
+    return st;
+  }
+  snprintf(label, label_cap, "%s %s", what, path);
+  return DT_OK;
+}
+
+static void h5_close_file(hid_t file, const h5_quiet *q) {
+  H5Fclose(file);
+  h5_quiet_end(q);
+}
+
 /* Everything of the file but the pixels and labels (those when `full`) and the class names
  * (those when `full` or `want_names`). */
 static dt_status h5_dataset_read(const char *path, dt_dataset *ds, bool full, bool want_names) {
   memset(ds, 0, sizeof *ds);
   ds->name = "hdf5";
   h5_quiet q;
-  h5_quiet_begin(&q);
   hid_t file;
-  dt_status st = h5_open_file(path, "dataset file", &file);
-  if (st != DT_OK) {
-    h5_quiet_end(&q);
-    return st;
-  }
   char label[4200];
-  snprintf(label, sizeof label, "dataset file %s", path);
+  dt_status st = h5_open_file(path, "dataset file", &q, &file, label, sizeof label);
+  if (st != DT_OK) return st;
   hsize_t tr[4], te[4], K = 0;
   uint8_t *tr_px = NULL, *te_px = NULL;
   st = h5_read_images(label, file, "/train/images", tr, full ? &tr_px : NULL);
@@ -355,8 +369,7 @@ static dt_status h5_dataset_read(const char *path, dt_dataset *ds, bool full, bo
   free(names);
   free(tr_px);
   free(te_px);
-  H5Fclose(file);
-  h5_quiet_end(&q);
+  h5_close_file(file, &q);
   if (st != DT_OK) dt_dataset_free(ds);
   else ds->name = "hdf5";
   return st;
@@ -378,15 +391,10 @@ dt_status dt_images_load_hdf5(const char *path, dt_split *split, char ***names) 
   memset(split, 0, sizeof *split);
   *names = NULL;
   h5_quiet q;
-  h5_quiet_begin(&q);
   hid_t file;
-  dt_status st = h5_open_file(path, "image file", &file);
-  if (st != DT_OK) {
-    h5_quiet_end(&q);
-    return st;
-  }
   char label[4200];
-  snprintf(label, sizeof label, "image file %s", path);
+  dt_status st = h5_open_file(path, "image file", &q, &file, label, sizeof label);
+  if (st != DT_OK) return st;
   hsize_t dims[4], n_names = 0;
   uint8_t *px = NULL;
   st = h5_read_images(label, file, "/images", dims, &px);
@@ -396,8 +404,7 @@ dt_status dt_images_load_hdf5(const char *path, dt_split *split, char ***names) 
       st = dt_error_set(DT_ERR_DATA, "%s: /images holds %llu images but /names %llu names",
                         label, (unsigned long long)dims[0], (unsigned long long)n_names);
   }
-  H5Fclose(file);
-  h5_quiet_end(&q);
+  h5_close_file(file, &q);
   if (st != DT_OK) {
     free(px);
     if (*names)

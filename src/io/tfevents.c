@@ -151,6 +151,15 @@ static void write_record(dt_tfevents *w, const pbuf *ev) {
     writer_fail(w, "writing failed", errno ? errno : EIO);
 }
 
+/* Write an Event at step holding the serialized Summary `summary`. */
+static void write_summary(dt_tfevents *w, long step, const pbuf *summary) {
+  pbuf ev = {0};
+  event_begin(&ev, step);
+  pb_len(&ev, EVENT_SUMMARY, summary->p, summary->n);
+  write_record(w, &ev);
+  free(ev.p);
+}
+
 /* The time stamp of the new file's name: now, or one more than the largest stamp among the
  * events files dir holds, whichever is larger. TensorBoard reads a directory's files in name
  * order; a resumed run's file must come after the interrupted run's, even within a second. */
@@ -211,25 +220,22 @@ dt_tfevents *dt_tfevents_open(const char *dir, long start_step) {
 void dt_tfevents_scalars(dt_tfevents *w, long step, int n, const char *const *tags,
                          const double *values) {
   if (!w || !w->f) return;
-  pbuf summary = {0}, value = {0}, ev = {0};
+  pbuf summary = {0}, value = {0};
   for (int i = 0; i < n; i++) {
     value.n = 0;
     pb_len(&value, VALUE_TAG, tags[i], strlen(tags[i]));
     pb_float(&value, VALUE_SIMPLE, (float)values[i]);
     pb_len(&summary, SUMMARY_VALUE, value.p, value.n);
   }
-  event_begin(&ev, step);
-  pb_len(&ev, EVENT_SUMMARY, summary.p, summary.n);
-  write_record(w, &ev);
+  write_summary(w, step, &summary);
   free(summary.p);
   free(value.p);
-  free(ev.p);
 }
 
 void dt_tfevents_image(dt_tfevents *w, const char *tag, long step, const uint8_t *png,
                        size_t png_len, int width, int height, int channels) {
   if (!w || !w->f) return;
-  pbuf image = {0}, value = {0}, summary = {0}, ev = {0};
+  pbuf image = {0}, value = {0}, summary = {0};
   pb_int(&image, IMAGE_HEIGHT, height);
   pb_int(&image, IMAGE_WIDTH, width);
   pb_int(&image, IMAGE_COLORSPACE, channels);
@@ -237,13 +243,10 @@ void dt_tfevents_image(dt_tfevents *w, const char *tag, long step, const uint8_t
   pb_len(&value, VALUE_TAG, tag, strlen(tag));
   pb_len(&value, VALUE_IMAGE, image.p, image.n);
   pb_len(&summary, SUMMARY_VALUE, value.p, value.n);
-  event_begin(&ev, step);
-  pb_len(&ev, EVENT_SUMMARY, summary.p, summary.n);
-  write_record(w, &ev);
+  write_summary(w, step, &summary);
   free(image.p);
   free(value.p);
   free(summary.p);
-  free(ev.p);
 }
 
 const char *dt_tfevents_path(const dt_tfevents *w) { return w->path; }

@@ -1,20 +1,6 @@
 /* layers_concat_pad_shift.c: the layers that only move values: channel concatenation (DenseNet),
  * channel zero-padding (PyramidNet's shortcuts) and the spatial shift (builders in graph.c). */
-#include <stdlib.h>
-
-#include "nn/graph.h"
-
-#define BE (g->be->ops)
-
-static dt_tensor *in_t(dt_graph *g, const dt_node *n, int i) { return dt_graph_value(g, n->in[i]); }
-static dt_tensor *out_t(dt_graph *g, const dt_node *n) { return dt_graph_value(g, n->out); }
-static dt_tensor *out_grad(dt_graph *g, const dt_node *n) { return &g->values[n->out].grad; }
-
-static void free_layer(dt_node *n, dt_graph *g) {
-  if (n->op) BE->op_free(n->op);
-  free(n->mix);
-  free(n->keys);
-}
+#include "nn/layers_internal.h"
 
 /* ---- channel concatenation ---- */
 

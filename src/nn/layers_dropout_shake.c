@@ -3,23 +3,8 @@
  * Randomness (dropout masks, shake-shake alpha / beta) is drawn from the counter-based stream
  * dt_rng_key(g->step_key, DT_RNG_DROPOUT, node index, global sample index), so a sample's draws
  * are the same whichever rank, micro-batch or thread processes it. */
-#include <stdlib.h>
-
-#include "nn/graph.h"
+#include "nn/layers_internal.h"
 #include "rng.h"
-
-#define BE (g->be->ops)
-
-static dt_tensor *in_t(dt_graph *g, const dt_node *n, int i) { return dt_graph_value(g, n->in[i]); }
-static dt_tensor *out_t(dt_graph *g, const dt_node *n) { return dt_graph_value(g, n->out); }
-static dt_tensor *out_grad(dt_graph *g, const dt_node *n) { return &g->values[n->out].grad; }
-static uint64_t node_index(const dt_node *n) { return (uint64_t)(n->out - 1); }
-
-static void free_layer(dt_node *n, dt_graph *g) {
-  if (n->op) BE->op_free(n->op);
-  free(n->mix);
-  free(n->keys);
-}
 
 /* ---- dropout ---- */
 

@@ -1,20 +1,6 @@
 /* layers_sigmoid_scale_bias.c: the squeeze-and-excitation gate (sigmoid, channel scaling) and the
  * per-channel bias (VGG's convolution biases) layers (builders in graph.c). */
-#include <stdlib.h>
-
-#include "nn/graph.h"
-
-#define BE (g->be->ops)
-
-static dt_tensor *in_t(dt_graph *g, const dt_node *n, int i) { return dt_graph_value(g, n->in[i]); }
-static dt_tensor *out_t(dt_graph *g, const dt_node *n) { return dt_graph_value(g, n->out); }
-static dt_tensor *out_grad(dt_graph *g, const dt_node *n) { return &g->values[n->out].grad; }
-
-static void free_layer(dt_node *n, dt_graph *g) {
-  if (n->op) BE->op_free(n->op);
-  free(n->mix);
-  free(n->keys);
-}
+#include "nn/layers_internal.h"
 
 /* ---- sigmoid ---- */
 

@@ -28,7 +28,6 @@ Exit status: 0 written, 1 bad input (one message), 2 usage.
 """
 
 import argparse
-import configparser
 import math
 import os
 import re
@@ -38,6 +37,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
+
+from dtrain_tools import ini  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST", "mnist": "MNIST", "kmnist": "KMNIST",
@@ -54,14 +55,8 @@ class InputError(Exception):
 
 
 def read_ini(path):
-    cp = configparser.ConfigParser(interpolation=None, comment_prefixes=(";", "#"),
-                                   inline_comment_prefixes=None, strict=False)
-    try:
-        with open(path) as f:
-            cp.read_file(f)
-    except (OSError, configparser.Error) as e:
-        raise InputError("%s: cannot read it (%s)" % (path, e))
-    return {"%s.%s" % (s, k): v.strip() for s in cp.sections() for k, v in cp[s].items()}
+    """{section.key: value} of an .ini file; a bad one raises InputError."""
+    return ini.read_ini(path, InputError)
 
 
 def read_done(path):

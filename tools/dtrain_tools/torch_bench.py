@@ -15,27 +15,12 @@ total wall time of the timed steps (no median).
 
 import argparse
 import sys
-import time
 
 import torch
-import torch.nn.functional as F
 
-from dtrain_tools.torch_models import ResNetPreact, count_params
-
-
-def positive(text):
-    v = int(text)
-    if v <= 0:
-        raise argparse.ArgumentTypeError("must be > 0, got %s" % text)
-    return v
-
-
-def _loadavg():
-    try:
-        with open("/proc/loadavg") as f:
-            return f.read().split()[0]
-    except OSError:
-        return "?"
+from dtrain_tools.torch_bench_common import (add_cpu_run_args, bench_cpu, memory_format, positive,
+                                             print_cpu_result)
+from dtrain_tools.torch_models import ResNetPreact
 
 
 def main(argv):
@@ -50,60 +35,19 @@ def main(argv):
     ap.add_argument("--classes", type=positive, default=10)
     ap.add_argument("--initial-channels", type=positive, default=16)
     ap.add_argument("--add-last-bn", action="store_true")
-    ap.add_argument("--batch", type=positive, default=128)
-    ap.add_argument("--threads", type=positive, default=2)
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--steps", type=positive, default=20)
-    ap.add_argument("--lr", type=float, default=0.1)
-    ap.add_argument("--channels-last", action="store_true",
-                    help="NHWC memory format for model and input")
+    add_cpu_run_args(ap, batch=128, steps=20)
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    fmt = torch.channels_last if args.channels_last else \
-        torch.contiguous_format
     model = ResNetPreact(depth=args.depth, block_type=args.block,
                          in_channels=args.channels, n_classes=args.classes,
                          initial_channels=args.initial_channels,
                          add_last_bn=args.add_last_bn)
-    model = model.to(memory_format=fmt).train()
-    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9,
-                          nesterov=True, weight_decay=5e-4)
-    # Synthetic batch, prepared once: the benchmark measures compute only.
-    x = torch.randn(args.batch, args.channels, args.size, args.size)
-    x = x.contiguous(memory_format=fmt)  # (N, C, H, W)
-    y = torch.randint(0, args.classes, (args.batch,))
+    final, dt, cpu = bench_cpu(model, args, memory_format(args.channels_last))
 
-    def step():
-        opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
-    for _ in range(args.warmup):
-        step()
-    t0, c0 = time.perf_counter(), time.process_time()
-    for _ in range(args.steps):
-        loss = step()
-    loss.item()  # the CPU is synchronous; kept so the loss is really used
-    dt = time.perf_counter() - t0
-    cpu = time.process_time() - c0
-
-    print("model ResNet-preact-%d %s, %d params, input %dx%dx%d, batch %d, "
-          "threads %d, %s, torch %s"
-          % (args.depth, args.block, count_params(model), args.channels,
-             args.size, args.size, args.batch, args.threads,
-             "channels_last" if args.channels_last else "NCHW",
-             torch.__version__))
-    # On a shared machine another process on our cores makes the OpenMP
-    # threads wait for each other; cpu/wall/threads well below 1 flags that.
-    print("%d timed steps in %.3f s, %.1f ms/step, final loss %.4f, "
-          "cpu/(wall*threads) %.2f, load average %s"
-          % (args.steps, dt, 1000 * dt / args.steps, loss.item(),
-             cpu / (dt * args.threads), _loadavg()))
-    print("torch: %.1f images/s" % (args.steps * args.batch / dt))
+    print_cpu_result(args, "ResNet-preact-%d %s" % (args.depth, args.block), model, final, dt,
+                     cpu)
     return 0
 
 

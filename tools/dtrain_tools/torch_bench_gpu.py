@@ -28,19 +28,12 @@ row is measured in this one process and printed as `torch_row: ...` at once.
 
 import argparse
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
+from dtrain_tools.torch_bench_common import positive, sgd, synthetic_batch, time_steps
 from dtrain_tools.torch_models import WRN, ResNetPreact, count_params
-
-
-def positive(text):
-    v = int(text)
-    if v <= 0:
-        raise argparse.ArgumentTypeError("must be > 0, got %s" % text)
-    return v
 
 
 def main(argv):
@@ -131,13 +124,9 @@ def bench(args):
         name = "ResNet-preact-%d %s" % (args.depth, args.block)
     model = model.to(dev).to(memory_format=fmt).train()
     params = count_params(model)
-    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9,
-                          nesterov=True, weight_decay=5e-4)
+    opt = sgd(model, args.lr)
     run = torch.compile(model) if args.compile else model
-    # Synthetic batch, prepared once on the device: compute only.
-    x = torch.randn(args.batch, args.channels, args.size, args.size,
-                    device=dev).contiguous(memory_format=fmt)  # (N, C, H, W)
-    y = torch.randint(0, args.classes, (args.batch,), device=dev)
+    x, y = synthetic_batch(args.batch, args.channels, args.size, args.classes, fmt, dev)
 
     half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision)
     scaler = torch.amp.GradScaler("cuda", enabled=args.precision == "fp16")
@@ -152,14 +141,7 @@ def bench(args):
         scaler.update()
         return loss
 
-    for _ in range(args.warmup):
-        step()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-        loss = step()
-    torch.cuda.synchronize()
-    dt = time.perf_counter() - t0
+    final, dt, _ = time_steps(step, args.warmup, args.steps, torch.cuda.synchronize)
 
     print("model %s, %d params, input %dx%dx%d, batch %d, %s, "
           "%s%s, torch %s, %s"
@@ -169,7 +151,7 @@ def bench(args):
              ", torch.compile" if args.compile else "", torch.__version__,
              torch.cuda.get_device_name(dev)))
     print("%d timed steps in %.3f s, %.2f ms/step, final loss %.4f"
-          % (args.steps, dt, 1000 * dt / args.steps, loss.item()), flush=True)
+          % (args.steps, dt, 1000 * dt / args.steps, final), flush=True)
     return args.steps * args.batch / dt
 
 

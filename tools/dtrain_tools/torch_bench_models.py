@@ -20,19 +20,12 @@ steps.
 
 import argparse
 import sys
-import time
 
 import torch
-import torch.nn.functional as F
 
-from dtrain_tools.torch_models import FAMILIES, build_model, count_params
-
-
-def positive(text):
-    v = int(text)
-    if v <= 0:
-        raise argparse.ArgumentTypeError("must be > 0, got %s" % text)
-    return v
+from dtrain_tools.torch_bench_common import (add_cpu_run_args, bench_cpu, memory_format, positive,
+                                             print_cpu_result)
+from dtrain_tools.torch_models import FAMILIES, build_model
 
 
 def keyword(text):
@@ -53,14 +46,6 @@ def keyword(text):
     return key, raw
 
 
-def _loadavg():
-    try:
-        with open("/proc/loadavg") as f:
-            return f.read().split()[0]
-    except OSError:
-        return "?"
-
-
 def main(argv):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--family", required=True, choices=sorted(FAMILIES))
@@ -71,19 +56,11 @@ def main(argv):
     ap.add_argument("--size", type=positive, default=32,
                     help="input height = width")
     ap.add_argument("--classes", type=positive, default=10)
-    ap.add_argument("--batch", type=positive, default=64)
-    ap.add_argument("--threads", type=positive, default=2)
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--steps", type=positive, default=10)
-    ap.add_argument("--lr", type=float, default=0.1)
-    ap.add_argument("--channels-last", action="store_true",
-                    help="NHWC memory format for model and input")
+    add_cpu_run_args(ap, batch=64, steps=10)
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    fmt = torch.channels_last if args.channels_last else \
-        torch.contiguous_format
     kw = dict(args.set)
     kw.update(in_channels=args.channels, n_classes=args.classes)
     try:
@@ -92,44 +69,10 @@ def main(argv):
         print("dtrain-tool torch-bench-models: %s: %s" % (args.family, e),
               file=sys.stderr)
         return 1
-    model = model.to(memory_format=fmt).train()
-    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9,
-                          nesterov=True, weight_decay=5e-4)
-    # Synthetic batch, prepared once: the benchmark measures compute only.
-    x = torch.randn(args.batch, args.channels, args.size, args.size)
-    x = x.contiguous(memory_format=fmt)  # (N, C, H, W)
-    y = torch.randint(0, args.classes, (args.batch,))
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
-    for _ in range(args.warmup):
-        step()
-    t0, c0 = time.perf_counter(), time.process_time()
-    for _ in range(args.steps):
-        loss = step()
-    final = loss.item()  # the CPU is synchronous; kept so the loss is used
-    dt = time.perf_counter() - t0
-    cpu = time.process_time() - c0
+    final, dt, cpu = bench_cpu(model, args, memory_format(args.channels_last))
 
     settings = " ".join("%s=%s" % kv for kv in sorted(dict(args.set).items()))
-    print("model %s %s, %d params, input %dx%dx%d, batch %d, threads %d, %s, "
-          "torch %s" % (args.family, settings, count_params(model),
-                        args.channels, args.size, args.size, args.batch,
-                        args.threads,
-                        "channels_last" if args.channels_last else "NCHW",
-                        torch.__version__))
-    # On a shared machine another process on our cores makes the OpenMP
-    # threads wait for each other; cpu/wall/threads well below 1 flags that.
-    print("%d timed steps in %.3f s, %.1f ms/step, final loss %.4f, "
-          "cpu/(wall*threads) %.2f, load average %s"
-          % (args.steps, dt, 1000 * dt / args.steps, final,
-             cpu / (dt * args.threads), _loadavg()))
-    print("torch: %.1f images/s" % (args.steps * args.batch / dt))
+    print_cpu_result(args, "%s %s" % (args.family, settings), model, final, dt, cpu)
     return 0
 
 

@@ -35,7 +35,6 @@ Exit status: 0 done, 1 bad config or input, 2 usage.
 """
 
 import argparse
-import configparser
 import gzip
 import math
 import os
@@ -46,6 +45,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
+
+from dtrain_tools import ini  # noqa: E402
 
 # The keys the runner reads, with dtrain's defaults (src/config.h).
 DEFAULTS = {
@@ -92,15 +93,8 @@ class ConfigError(Exception):
 # ---- configuration ----
 
 def read_ini(path):
-    """{section.key: value} of an .ini file in dtrain's syntax (; comments)."""
-    cp = configparser.ConfigParser(interpolation=None, comment_prefixes=(";", "#"),
-                                   inline_comment_prefixes=None, strict=False)
-    try:
-        with open(path) as f:
-            cp.read_file(f)
-    except (OSError, configparser.Error) as e:
-        raise ConfigError("%s: cannot read it (%s)" % (path, e))
-    return {"%s.%s" % (s, k): v.strip() for s in cp.sections() for k, v in cp[s].items()}
+    """{section.key: value} of an .ini file; a bad one raises ConfigError."""
+    return ini.read_ini(path, ConfigError)
 
 
 def resolve(config_path, sets):
