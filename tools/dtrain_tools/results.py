@@ -330,7 +330,11 @@ def plot_curves(rows, path, title):
     ax_acc.set(title="top-1 accuracy (solid: test, dashed: train)", xlabel="epoch", ylabel="%")
     fmt = matplotlib.ticker.FormatStrFormatter("%.2g")
     ax_loss.yaxis.set_major_formatter(fmt)
-    ax_loss.yaxis.set_minor_formatter(fmt)
+    lo, hi = ax_loss.get_ylim()
+    # Minor ticks labelled only over a short range (a diverged run spans decades, where the
+    # labels of every minor tick would overlap).
+    ax_loss.yaxis.set_minor_formatter(fmt if hi / max(lo, 1e-30) < 30
+                                      else matplotlib.ticker.NullFormatter())
     for ax in axes:
         ax.grid(True, alpha=0.3)
         if len(shown) and max(len(r["done"][0].epochs["epoch"]) for r in shown) <= 10:
