@@ -13,8 +13,8 @@
 #include <string.h>
 
 #include "backend.h"
-#ifdef DT_HAVE_CUDA
 #include "cpu/backend_cpu.h"
+#ifdef DT_HAVE_CUDA
 #include "cuda/backend_cuda.h"
 #endif
 
