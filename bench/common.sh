@@ -17,11 +17,16 @@ bench_dtrain() {
   fi
 }
 
-# The CPU's model name, its core count and whether it has the 16-bit instructions that decide
-# dtrain's and PyTorch's bf16 speed (flags of /proc/cpuinfo; CPUINFO overrides the file).
+# The CPU's model name (with its family and model numbers, which tell generations apart where
+# the name does not, e.g. "AMD EPYC"), its core count and whether it has the 16-bit
+# instructions that decide dtrain's and PyTorch's bf16 speed (flags of /proc/cpuinfo; CPUINFO
+# overrides the file).
 bench_cpu() {
-  local info=${CPUINFO:-/proc/cpuinfo} model flags f out=""
+  local info=${CPUINFO:-/proc/cpuinfo} model fam num flags f out=""
   model=$(sed -n 's/^model name[[:space:]]*:[[:space:]]*//p' "$info" 2>/dev/null | head -n 1)
+  fam=$(sed -n 's/^cpu family[[:space:]]*:[[:space:]]*//p' "$info" 2>/dev/null | head -n 1)
+  num=$(sed -n 's/^model[[:space:]]*:[[:space:]]*//p' "$info" 2>/dev/null | head -n 1)
+  [ -n "$fam" ] && model="$model (family $fam, model $num)"
   flags=" $(sed -n 's/^flags[[:space:]]*:[[:space:]]*//p' "$info" 2>/dev/null | head -n 1) "
   for f in avx512_bf16 avx512_fp16 amx_bf16 amx_tile; do
     case $flags in *" $f "*) out="$out, $f yes" ;; *) out="$out, $f no" ;; esac

@@ -70,7 +70,7 @@ EOF
 mkdir -p "$T/venv/bin"
 printf '#!/usr/bin/env bash\nWHO=venv exec %s "$@"\n' "$T/fakepy" >"$T/venv/bin/python"
 printf '#!/usr/bin/env bash\nWHO=sys exec %s "$@"\n' "$T/fakepy" >"$T/syspy"
-printf 'processor\t: 0\nmodel name\t: Stand-in CPU 9000\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_tile\n' >"$T/cpuinfo"
+printf 'processor\t: 0\ncpu family\t: 6\nmodel\t\t: 143\nmodel name\t: Stand-in CPU 9000\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_tile\n' >"$T/cpuinfo"
 chmod +x "$T/dtrain" "$T/fakepy" "$T/venv/bin/python" "$T/syspy"
 
 # precision ARGS...: bench/precision.sh with the stand-ins (environment overrides before it).
@@ -135,7 +135,7 @@ expect_cell "dtrain activations fp32 (MiB)" 1 100.0
 expect_cell "dtrain activations bf16 (MiB)" 2 50.0
 expect_cell "parameters (dtrain = PyTorch)" 2 2748890
 head=$(head -n 1 "$T/table.md")
-[ "$head" = "**CPU**: Stand-in CPU 9000, $(nproc) cores; avx512_bf16 yes, avx512_fp16 no, amx_bf16 no, amx_tile yes" ] &&
+[ "$head" = "**CPU**: Stand-in CPU 9000 (family 6, model 143), $(nproc) cores; avx512_bf16 yes, avx512_fp16 no, amx_bf16 no, amx_tile yes" ] &&
   ok "markdown names the CPU and its flags: $head" || bad "markdown CPU line" "$head"
 grep -q "ISA avx512_core_bf16 (stand-in)" "$T/table.md" && ok "markdown quotes dtrain's ISA line" || bad "no ISA line" "$(cat "$T/table.md")"
 grep -q "| images/s (means of 2) | ResNet-preact-20, 1x28x28, batch 128, 20 steps | WRN-16-4, 3x32x32, batch 64, 5 steps |" "$T/table.md" &&
