@@ -105,7 +105,7 @@ run_row() {
       r=$(printf '%s\n' "$out" | rate bench)
       ACT[$model|$p]=$(printf '%s\n' "$out" | sed -n 's/^activations: //p' | tail -n 1)
       # what dtrain says of its CPU backend's ISA and 16-bit mode, when it says it
-      [ -n "$DTINFO" ] || DTINFO=$(printf '%s\n' "$out" | grep -iE 'isa|native|emulated' | head -n 2 | paste -sd ';' -)
+      [ -n "$DTINFO" ] || DTINFO=$(printf '%s\n' "$out" | grep -iE '\bisa\b|\bnative\b|emulated' | head -n 2 | paste -sd ';' -)
       ;;
     pt_* | sys_*)
       case $row in pt_*) py=$VENV_PY ;; *) py=$PYTHON ;; esac
