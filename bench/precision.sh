@@ -128,7 +128,7 @@ run_row() {
     return
   fi
   RES[$model|$row]="${RES[$model|$row]:-} $r"
-  printf 'run %s  %-46s %9s images/s   (load %s)\n' "$round" "$(row_label "$row")" "$r" "$(bench_load)"
+  printf 'run %s  %-50s %9s images/s   (load %s)\n' "$round" "$(row_label "$row")" "$r" "$(bench_load)"
 }
 
 echo "precision.sh: $THREADS threads, $ROUNDS rounds, dtrain $DTRAIN, PyTorch $SYS_VER ($PYTHON) and ${VENV_PY:+$VENV_VER ($VENV_PY)}${VENV_MISSING:+none from PyPI ($VENV_MISSING)}"
@@ -178,7 +178,7 @@ table() {
     for model in $MODELS; do out="$out $("$@" "$model") |"; done
     echo "$out"
   }
-  for row in $ROW_KEYS; do
+  for row in dt_fp32 dt_bf16 pt_fp32 pt_bf16 sys_nchw sys_fp32 sys_bf16; do # dtrain first
     local cells
     cells="| $(row_label "$row") |"
     for model in $MODELS; do cells="$cells $(m "$model" "$row") |"; done
