@@ -15,19 +15,15 @@
 set -u
 
 cd "$(dirname "$0")/.." || exit 1
+source bench/common.sh
 CONFIG=${1:-configs/quickstart.ini}
 STEPS=${2:-20}
 THREADS=${THREADS:-2}
 PYTHON=${PYTHON:-/usr/bin/python3}
 
-case $STEPS in '' | *[!0-9]*) echo "compare.sh: STEPS must be a positive integer, got '$STEPS'" >&2; exit 1 ;; esac
-if [ "$STEPS" -lt 1 ]; then echo "compare.sh: STEPS must be >= 1" >&2; exit 1; fi
+bench_steps compare.sh "$STEPS"
 if [ ! -r "$CONFIG" ]; then echo "compare.sh: cannot read config '$CONFIG'" >&2; exit 1; fi
-
-if [ -z "${DTRAIN:-}" ]; then
-  DTRAIN=./dtrain
-  [ -x "$DTRAIN" ] || DTRAIN=build/dtrain
-fi
+bench_dtrain
 
 # The model and batch that CONFIG describes, as torch-bench arguments. The INI is
 # read with the same defaults as src/config.h (dataset fashion_mnist, depth 20, basic,
@@ -62,11 +58,9 @@ print(" ".join(args))
 EOF
 ) || exit 1
 
-echo "config $CONFIG, $STEPS timed steps, $THREADS threads, $(nproc) cores"
+echo "config $CONFIG, $STEPS timed steps, $THREADS threads"
+bench_cpu
 echo "torch-bench $TORCH_ARGS"
-
-# Last line "<tag>: X images/s" of a run -> X (empty when absent).
-rate() { awk -v tag="$1:" '$1 == tag && $3 == "images/s" { v = $2 } END { if (v != "") print v }'; }
 
 DT_RATES=()
 PT_RATES=()
@@ -86,7 +80,7 @@ for round in 1 2; do
       printf '%s\n' "$out" | tail -n 20
       DT_OK=0
     else
-      echo "run $round  dtrain               $r images/s   (load $(cut -d' ' -f1 /proc/loadavg))"
+      echo "run $round  dtrain               $r images/s   (load $(bench_load))"
       DT_RATES+=("$r")
     fi
   fi
@@ -102,13 +96,11 @@ for round in 1 2; do
       printf '%s\n' "$out" | tail -n 20
       exit 1
     fi
-    printf 'run %s  torch %-14s %s images/s   (load %s)\n' "$round" "$layout" "$r" \
-      "$(cut -d' ' -f1 /proc/loadavg)"
+    printf 'run %s  torch %-14s %s images/s   (load %s)\n' "$round" "$layout" "$r" "$(bench_load)"
     if [ $layout = plain ]; then PT_RATES+=("$r"); else CL_RATES+=("$r"); fi
   done
 done
 
-mean() { printf '%s\n' "$@" | awk '{ s += $1; n++ } END { if (n) printf "%.1f", s / n }'; }
 pt=$(mean "${PT_RATES[@]}")
 cl=$(mean "${CL_RATES[@]}")
 echo "mean  torch plain          $pt images/s"
@@ -116,9 +108,8 @@ echo "mean  torch channels_last  $cl images/s"
 if [ $DT_OK = 1 ] && [ ${#DT_RATES[@]} -eq 2 ]; then
   dt=$(mean "${DT_RATES[@]}")
   echo "mean  dtrain               $dt images/s"
-  awk -v d="$dt" -v p="$pt" -v c="$cl" 'BEGIN {
-    printf "ratio dtrain/torch plain          %.2f\n", d / p
-    printf "ratio dtrain/torch channels_last  %.2f\n", d / c }'
+  echo "ratio dtrain/torch plain          $(ratio "$dt" "$pt")"
+  echo "ratio dtrain/torch channels_last  $(ratio "$dt" "$cl")"
   exit 0
 fi
 echo "ratio dtrain/torch: n/a (no dtrain result)"

@@ -27,16 +27,13 @@
 set -u
 
 cd "$(dirname "$0")/.." || exit 1
+source bench/common.sh
 STEPS=${1:-10}
 THREADS=${THREADS:-2}
 BATCH=${BATCH:-64}
 PYTHON=${PYTHON:-/usr/bin/python3}
-case $STEPS in '' | *[!0-9]*) echo "families.sh: STEPS must be a positive integer, got '$STEPS'" >&2; exit 1 ;; esac
-if [ "$STEPS" -lt 1 ]; then echo "families.sh: STEPS must be >= 1" >&2; exit 1; fi
-if [ -z "${DTRAIN:-}" ]; then
-  DTRAIN=./dtrain
-  [ -x "$DTRAIN" ] || DTRAIN=build/dtrain
-fi
+bench_steps families.sh "$STEPS"
+bench_dtrain
 if [ ! -x "$DTRAIN" ]; then echo "families.sh: dtrain binary $DTRAIN not found (set DTRAIN)" >&2; exit 1; fi
 
 # key | label | dtrain model.name | dtrain settings | torch family | torch keywords
@@ -53,25 +50,10 @@ done
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/dtrain-families.XXXXXX") || exit 1
 trap 'rm -rf "$TMP"' EXIT
-# CIFAR-10 binary format: data_batch_1..5.bin and test_batch.bin, records of 1 label byte and
-# 3072 pixel bytes (3 planes of 32x32); 256 records per file.
-"$PYTHON" - "$TMP/cifar" <<'EOF' || { echo "families.sh: cannot write the synthetic data set" >&2; exit 1; }
-import os, random, sys
-d = sys.argv[1]
-os.makedirs(d)
-rng = random.Random(0)
-for name in ["data_batch_%d.bin" % i for i in range(1, 6)] + ["test_batch.bin"]:
-    with open(os.path.join(d, name), "wb") as f:
-        for r in range(256):
-            f.write(bytes([rng.randrange(10)]) + bytes(rng.getrandbits(8) for _ in range(3072)))
-EOF
+bench_cifar_data "$TMP/cifar" || { echo "families.sh: cannot write the synthetic data set" >&2; exit 1; }
 
-load() { cut -d' ' -f1-3 /proc/loadavg; }
-# Last line "<tag>: X images/s" of a run -> X (empty when absent).
-rate() { awk -v tag="$1:" '$1 == tag && $3 == "images/s" { v = $2 } END { if (v != "") print v }'; }
-mean() { printf '%s\n' "$@" | awk 'NF { s += $1; n++ } END { if (n) printf "%.1f", s / n; else print "n/a" }'; }
-
-echo "families.sh: $STEPS timed steps, batch $BATCH, $THREADS threads, $(nproc) cores, dtrain $DTRAIN"
+echo "families.sh: $STEPS timed steps, batch $BATCH, $THREADS threads, dtrain $DTRAIN"
+bench_cpu
 echo "start: $(uptime)"
 FAIL=0
 TABLE=()
@@ -92,7 +74,7 @@ for key in $MODELS; do
       echo "dtrain failed; its output:"; printf '%s\n' "$out" | tail -n 20; FAIL=1
     else
       D+=("$r")
-      printf 'run %s  dtrain               %8s images/s   (load %s)\n' "$round" "$r" "$(load)"
+      printf 'run %s  dtrain               %8s images/s   (load %s)\n' "$round" "$r" "$(bench_load)"
     fi
     for layout in nchw channels_last; do
       extra=()
@@ -103,15 +85,13 @@ for key in $MODELS; do
         echo "torch ($layout) failed; its output:"; printf '%s\n' "$out" | tail -n 20; FAIL=1
         continue
       fi
-      printf 'run %s  torch %-14s %8s images/s   (load %s)\n' "$round" "$layout" "$r" "$(load)"
+      printf 'run %s  torch %-14s %8s images/s   (load %s)\n' "$round" "$layout" "$r" "$(bench_load)"
       if [ $layout = nchw ]; then P+=("$r"); else C+=("$r"); fi
     done
   done
   d=$(mean "${D[@]+"${D[@]}"}") p=$(mean "${P[@]+"${P[@]}"}") c=$(mean "${C[@]+"${C[@]}"}")
-  TABLE+=("$(awk -v l="$label" -v d="$d" -v p="$p" -v c="$c" 'BEGIN {
-    rp = (d + 0 > 0 && p + 0 > 0) ? sprintf("%.2f", d / p) : "n/a"
-    rc = (d + 0 > 0 && c + 0 > 0) ? sprintf("%.2f", d / c) : "n/a"
-    printf "%-22s %10s %12s %14s %9s %9s", l, d, p, c, rp, rc }')")
+  TABLE+=("$(printf '%-22s %10s %12s %14s %9s %9s' "$label" "$d" "$p" "$c" "$(ratio "$d" "$p")" \
+    "$(ratio "$d" "$c")")")
 done
 echo "end: $(uptime)"
 echo

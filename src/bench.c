@@ -1,12 +1,15 @@
 /* bench.c: the two commands that train nothing. --bench times the steps of the training
  * configuration (with the loader, then model compute alone on one batch) and prints the
  * numbers that matter, on the same trainer a run sets up (trainer.h); --dry-run prints the
- * configuration, checks the dataset if present and prints the model's summary without a
- * backend. */
+ * configuration, checks the dataset if present and prints the model's summary, and the
+ * activation memory of its training graph on the CPU backend's layouts (planned, not
+ * allocated). Both print that figure in one line (print_activations). */
 #include <stdio.h>
 #include <sys/stat.h>
 
+#include "backend_factory.h"
 #include "loader_options.h"
+#include "precision.h"
 #include "ranks.h"
 #include "train.h"
 #include "trainer.h"
@@ -18,6 +21,31 @@ static void share_poll(dt_trainer *t) {
     printf("%s\n", line);
     fflush(stdout);
   }
+}
+
+/* "activations: 12.3 MiB (values 5.1, gradients 5.1, scratch 2.1) at batch 128, fp32, cpu
+ * backend": dt_graph_activation_bytes of the training graph(s) of one rank's micro-batch. */
+static void print_activations(dt_graph_bytes b, int batch, const dt_config *cfg,
+                              const char *backend) {
+  const double mib = 1048576.0;
+  printf("activations: %.1f MiB (values %.1f, gradients %.1f, scratch %.1f) at batch %d, %s, %s "
+         "backend\n",
+         (double)dt_graph_bytes_total(b) / mib, (double)b.values / mib, (double)b.grads / mib,
+         (double)b.scratch / mib, batch, dt_train_precision_str(cfg->train_precision), backend);
+}
+
+/* The summed activation bytes of the model's planned training graphs of batch n (two with
+ * Dual-Cutout, which runs two passes). */
+static dt_graph_bytes training_bytes(const dt_model *m, int n) {
+  dt_graph_bytes sum = {0, 0, 0};
+  for (int i = 0; i < m->n_graphs; i++) {
+    if (m->graphs[i].n != n || m->graphs[i].inference) continue;
+    dt_graph_bytes b = dt_graph_activation_bytes(m->graphs[i].g);
+    sum.values += b.values;
+    sum.grads += b.grads;
+    sum.scratch += b.scratch;
+  }
+  return sum;
 }
 
 int dt_train_bench(const dt_config *cfg, dt_comm *comm, dt_device device, long steps) {
@@ -98,10 +126,39 @@ int dt_train_bench(const dt_config *cfg, dt_comm *comm, dt_device device, long s
       printf("rethread: %ld primitives re-created for a new thread count, %ld kept, %.1f ms in "
              "all\n",
              t.be->rethread_prims, t.be->rethread_kept, 1e3 * t.be->rethread_seconds);
+    print_activations(training_bytes(t.model, t.step.micro), t.step.micro, cfg, t.be->ops->name);
     printf("bench_with_data: %.1f images/s\n", with_data);
     printf("bench: %.1f images/s\n", only);
   }
   dt_trainer_free(&t);
+  return DT_EXIT_OK;
+}
+
+/* The activation memory of the training graph of one rank's micro-batch (batch_size /
+ * accum_steps) on the CPU backend in the configured precision: its layouts planned, no buffer
+ * allocated, so that it costs no memory even for the largest models. */
+static int dry_run_activations(const dt_config *cfg, const dt_dataset *ds) {
+  dt_backend *be = dt_backend_create(DT_DEVICE_CPU, 1, 0, 1);
+  if (!be) {
+    fprintf(stderr, "dtrain: %s\n", dt_error_message());
+    return DT_EXIT_INPUT;
+  }
+  const dt_precision precision = dt_precision_of(cfg->train_precision);
+  if (precision != DT_PRECISION_FP32 && be->ops->set_precision(be, precision) != DT_OK) {
+    fprintf(stderr, "dtrain: %s\n", dt_error_message());
+    be->ops->destroy(be);
+    return DT_EXIT_INPUT;
+  }
+  const int micro = (int)(cfg->train_batch_size / cfg->train_accum_steps);
+  dt_params ps = {0};
+  dt_graph *g = dt_graph_create(
+      be, &ps, (dt_shape){micro, ds->train.channels, ds->train.height, ds->train.width}, false);
+  dt_model_family_of(cfg->model_name)->build(cfg, g, ds->classes);
+  dt_graph_plan_layouts(g);
+  print_activations(dt_graph_activation_bytes(g), micro, cfg, be->ops->name);
+  dt_graph_free(g);
+  dt_params_free(&ps, NULL);
+  be->ops->destroy(be);
   return DT_EXIT_OK;
 }
 
@@ -136,5 +193,5 @@ int dt_train_dry_run(const dt_config *cfg) {
   printf("parameters: %ld\n", dt_model_param_count(m));
   printf("macs_per_image: %ld\n", macs);
   dt_model_free(m);
-  return DT_EXIT_OK;
+  return dry_run_activations(cfg, &ds);
 }

@@ -35,6 +35,28 @@ if [ $? -eq 0 ] && printf '%s\n' "$out" | grep -qx 'parameters: 271994' &&
 else
   bad "--dry-run" "$out"
 fi
+# The activation memory of the training graph at the micro-batch, its three parts adding up.
+act='activations: [0-9.]* MiB (values [0-9.]*, gradients [0-9.]*, scratch [0-9.]*) at batch'
+act_sum() { printf '%s\n' "$1" | sed -n 's/^activations: \([0-9.]*\) MiB (values \([0-9.]*\), gradients \([0-9.]*\), scratch \([0-9.]*\)).*/\1 \2 \3 \4/p' |
+            awk 'NF == 4 && $1 > 0 { d = $1 - $2 - $3 - $4; if (d < 0) d = -d; if (d <= 0.15) print "ok" }'; }
+line=$(printf '%s\n' "$out" | grep "^activations: ")
+if printf '%s\n' "$line" | grep -qx "$act 128, fp32, cpu backend" && [ "$(act_sum "$line")" = ok ]; then
+  ok "--dry-run: $line"
+else
+  bad "--dry-run activations line" "$out"
+fi
+out=$("$DTRAIN" configs/quickstart.ini --dry-run --set train.precision=bf16 --set train.accum_steps=2 2>&1)
+printf '%s\n' "$out" | grep -qx "$act 64, bf16, cpu backend" && ok "--dry-run bf16, accum_steps 2: $(printf '%s\n' "$out" | grep '^activations: ')" ||
+  bad "--dry-run bf16 activations line" "$out"
+# --bench prints the same figure for the graph it allocated as --dry-run for the one it planned.
+dry=$("$DTRAIN" configs/quickstart.ini $SMALL --dry-run 2>&1 | grep "^activations: ")
+out=$("$DTRAIN" configs/quickstart.ini $SMALL --set output.dir=$T/bench --bench 1 2>&1)
+line=$(printf '%s\n' "$out" | grep "^activations: ")
+if printf '%s\n' "$line" | grep -qx "$act 64, fp32, cpu backend" && [ "$line" = "$dry" ]; then
+  ok "--bench: $line, as --dry-run"
+else
+  bad "--bench activations line (--dry-run: '$dry')" "$out"
+fi
 out=$("$DTRAIN" configs/quickstart.ini --dry-run --set data.dataset=cifar10 --set data.dir=$T/none 2>&1)
 printf '%s\n' "$out" | grep -qx 'parameters: 272282' && ok "--dry-run cifar10 shapes: 272282" || bad "--dry-run cifar10" "$out"
 out=$("$DTRAIN" configs/quickstart.ini --dry-run --set data.dataset=cifar10 --set data.dir=$T/none \

@@ -13,7 +13,11 @@
  *    sample index) only: one batch of 4 gives the same per-sample losses and summed gradients
  *    as two batches of 2 with sample_offset 0 and 2; another step_key changes them; inference
  *    ignores it;
- *  - a backend without an op fails at plan time with a message naming it. */
+ *  - a backend without an op fails at plan time with a message naming it;
+ *  - activation memory: dt_graph_activation_bytes equals the bytes the graph allocated for its
+ *    values, gradients and scratch (a counting backend records every allocation), counts a
+ *    convolution computed in place in its residual's buffer once, is the same when only the
+ *    layouts are planned (which allocates none of them), and halves when the layouts do. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -390,11 +394,154 @@ static void test_missing_op(void **state) {
   assert_non_null(strstr(line, "the test backend leaves op pool_create NULL"));
 }
 
+/* ---- activation memory ---- */
+
+/* The CPU backend with alloc recorded (every block's pointer and size) and, when `half`, every
+ * layout counting half its bytes (a 16-bit backend's layouts, for the accounting only). */
+#define MAX_ALLOCS 4096
+static struct {
+  const dt_backend_ops *real;
+  void *ptr[MAX_ALLOCS];
+  size_t bytes[MAX_ALLOCS];
+  int n;
+  bool half;
+} rec;
+
+static void *rec_alloc(dt_backend *be, size_t bytes) {
+  void *p = rec.real->alloc(be, bytes);
+  assert_true(rec.n < MAX_ALLOCS);
+  rec.ptr[rec.n] = p;
+  rec.bytes[rec.n++] = bytes;
+  return p;
+}
+
+static size_t rec_layout_bytes(const dt_layout *l) {
+  size_t b = rec.real->layout_bytes(l);
+  return rec.half ? b / 2 : b;
+}
+
+static size_t rec_total(void) {
+  size_t t = 0;
+  for (int i = 0; i < rec.n; i++) t += rec.bytes[i];
+  return t;
+}
+
+/* The bytes of the recorded blocks at p (0 when none). */
+static size_t rec_bytes_at(const void *p) {
+  for (int i = 0; i < rec.n; i++)
+    if (p && rec.ptr[i] == p) return rec.bytes[i];
+  return 0;
+}
+
+/* input (N, 3, 8, 8); a = conv3x3 (8); r = conv1x1(a) (8), read only as the residual of
+ * y = conv3x3(a) + r, which the CPU backend computes in r's buffer; bn + ReLU, pooling, a
+ * concatenation with a (two consumers: gradient accumulation), gap, fc -> 10. */
+static dt_graph *bytes_net(dt_backend *be, dt_params *ps, int n, bool inference) {
+  dt_graph *g = dt_graph_create(be, ps, (dt_shape){n, 3, 8, 8}, inference);
+  int a = dt_graph_conv(g, "a", 0, 8, 3, 1, 1, 1, -1);
+  int r = dt_graph_conv(g, "r", a, 8, 1, 1, 0, 1, -1);
+  int y = dt_graph_conv(g, "y", a, 8, 3, 1, 1, 1, r);
+  y = dt_graph_bn(g, "bn", y, true);
+  y = dt_graph_concat(g, y, a);
+  y = dt_graph_pool(g, y, DT_POOL_MAX, 2, 2, 0);
+  y = dt_graph_gap(g, y);
+  dt_graph_linear(g, "fc", y, CLASSES);
+  return g;
+}
+
+static void test_activation_bytes(void **state) {
+  dt_backend *be = *state;
+  const dt_backend_ops *real = be->ops;
+  static dt_backend_ops ops;
+  ops = *real;
+  ops.alloc = rec_alloc;
+  ops.layout_bytes = rec_layout_bytes;
+  memset(&rec, 0, sizeof rec);
+  rec.real = real;
+  const int N = 4;
+  dt_params ps = {0};
+  dt_graph_free(bytes_net(NULL, &ps, 1, true)); /* registers the parameters */
+  dt_params_alloc(&ps, be);
+  be->ops = &ops;
+
+  /* Training graph, fp32: the figure is what was allocated at the values' buffers. */
+  dt_graph *g = bytes_net(be, &ps, N, false);
+  dt_graph_plan(g);
+  const size_t all_full = rec_total();
+  const dt_graph_bytes b = dt_graph_activation_bytes(g);
+  size_t values = 0, grads = 0, max_value = 0;
+  int inplace = 0;
+  for (int v = 0; v <= g->n_nodes; v++) {
+    const bool shared = v > 0 && g->nodes[v - 1].residual_inplace;
+    inplace += shared;
+    if (!shared) values += rec_bytes_at(g->values[v].t.data);
+    grads += rec_bytes_at(g->values[v].grad_own);
+    max_value = DT_MAX(max_value, real->layout_bytes(g->values[v].t.layout));
+    if (v > 0) assert_int_equal(rec_bytes_at(g->values[v].grad_own),
+                                real->layout_bytes(g->values[v].t.layout));
+  }
+  const size_t scratch = rec_bytes_at(g->scratch);
+  print_message("  fp32 batch %d: values %zu, gradients %zu, scratch %zu bytes (%d in place); "
+                "%zu bytes allocated in all while planning\n",
+                N, b.values, b.grads, b.scratch, inplace, all_full);
+  assert_int_equal(inplace, 1); /* y shares r's buffer: counted once */
+  assert_true(values > 0 && grads > 0);
+  assert_int_equal(b.values, values);
+  assert_int_equal(b.grads, grads);
+  assert_int_equal(b.scratch, scratch);
+  assert_int_equal(scratch, max_value);
+  assert_int_equal(dt_graph_bytes_total(b), values + grads + scratch);
+  /* The rest of what planning allocated is op-owned (batch statistics) or the targets. */
+  const size_t targets = (size_t)N * CLASSES * sizeof(float);
+  const size_t op_owned = all_full - dt_graph_bytes_total(b) - targets;
+  assert_int_equal(op_owned, 2 * 8 * sizeof(float));
+  dt_graph_free(g);
+
+  /* Layouts only: the same figure, and of it nothing allocated. */
+  rec.n = 0;
+  g = bytes_net(be, &ps, N, false);
+  dt_graph_plan_layouts(g);
+  const dt_graph_bytes bl = dt_graph_activation_bytes(g);
+  assert_int_equal(bl.values, b.values);
+  assert_int_equal(bl.grads, b.grads);
+  assert_int_equal(bl.scratch, b.scratch);
+  assert_int_equal(rec_total(), op_owned);
+  assert_null(g->values[1].t.data);
+  dt_graph_free(g);
+
+  /* Inference: values only. */
+  rec.n = 0;
+  g = bytes_net(be, &ps, N, true);
+  dt_graph_plan_layouts(g);
+  const dt_graph_bytes bi = dt_graph_activation_bytes(g);
+  assert_int_equal(bi.values, b.values);
+  assert_int_equal(bi.grads, 0);
+  assert_int_equal(bi.scratch, 0);
+  dt_graph_free(g);
+
+  /* 16-bit layouts (layout_bytes halved): every part halves. */
+  rec.n = 0;
+  rec.half = true;
+  g = bytes_net(be, &ps, N, false);
+  dt_graph_plan_layouts(g);
+  const dt_graph_bytes bh = dt_graph_activation_bytes(g);
+  print_message("  16-bit layouts: values %zu, gradients %zu, scratch %zu bytes\n", bh.values,
+                bh.grads, bh.scratch);
+  assert_int_equal(2 * bh.values, b.values);
+  assert_int_equal(2 * bh.grads, b.grads);
+  assert_int_equal(2 * bh.scratch, b.scratch);
+  dt_graph_free(g);
+  rec.half = false;
+
+  be->ops = real;
+  dt_params_free(&ps, be);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_build),      cmocka_unit_test(test_uniform_init),
       cmocka_unit_test(test_graph_grad), cmocka_unit_test(test_randomness),
-      cmocka_unit_test(test_missing_op),
+      cmocka_unit_test(test_missing_op), cmocka_unit_test(test_activation_bytes),
   };
   return cmocka_run_group_tests(tests, setup_backend, teardown_backend);
 }

@@ -20,7 +20,7 @@ for opt in $("$DTRAIN" --help | grep -o -- '--[a-z][a-z-]*' | sort -u); do
 done
 for f in scripts/quickstart.sh scripts/test.sh .ci/run configs/quickstart.ini configs/resnext29.ini \
          slurm/single_node.sbatch slurm/multi_node.sbatch slurm/sweep_batch_lr.sh \
-         tools/dtrain-tool bench/compare.sh bench/families.sh; do
+         tools/dtrain-tool bench/compare.sh bench/families.sh bench/precision.sh; do
   if grep -q -- "$f" README.md; then
     [ -e "$f" ] && ok "$f exists" || bad "README names $f, which does not exist"
   fi

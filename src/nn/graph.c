@@ -220,8 +220,16 @@ int dt_graph_shift(dt_graph *g, int x, int dy, int dx) {
 
 dt_tensor *dt_graph_value(dt_graph *g, int v) { return &g->values[v].t; }
 
-void dt_graph_plan(dt_graph *g) {
-  DT_CHECK(!g->planned && g->n_nodes > 0 && g->params->weights != NULL);
+/* An activation buffer of `bytes` (layout_bytes of its layout), counted in *counter; none when
+ * planning layouts only. */
+static void *act_alloc(dt_graph *g, size_t bytes, size_t *counter) {
+  *counter += bytes;
+  return g->layouts_only ? NULL : g->be->ops->alloc(g->be, bytes);
+}
+
+static void plan(dt_graph *g) {
+  /* Planning reads no parameter: a graph planned for its layouts needs none allocated. */
+  DT_CHECK(!g->planned && g->n_nodes > 0 && (g->layouts_only || g->params->weights != NULL));
   dt_backend *be = g->be;
   /* Every op is required (backend.h); a table with a hole is a bug of its backend. */
   const char *missing = dt_backend_ops_missing(be->ops);
@@ -231,7 +239,9 @@ void dt_graph_plan(dt_graph *g) {
   g->values = dt_xcalloc((size_t)g->n_nodes + 1, sizeof *g->values);
   g->values[0].t.shape = g->in_shape;
   g->values[0].t.layout = be->ops->layout_plain(be, g->in_shape);
-  g->values[0].t.data = be->ops->alloc(be, be->ops->layout_bytes(g->values[0].t.layout));
+  g->act_bytes = (dt_graph_bytes){0, 0, 0};
+  g->values[0].t.data =
+      act_alloc(g, be->ops->layout_bytes(g->values[0].t.layout), &g->act_bytes.values);
   for (int i = 0; i < g->n_nodes; i++) {
     const dt_node *n = &g->nodes[i];
     for (int j = 0; j < n->n_in; j++) g->values[n->in[j]].consumers++;
@@ -249,27 +259,41 @@ void dt_graph_plan(dt_graph *g) {
     if (n->residual_inplace)
       v->t.data = g->values[n->residual].t.data; /* y = residual + conv(x), in place */
     else
-      v->t.data = be->ops->alloc(be, bytes);
+      v->t.data = act_alloc(g, bytes, &g->act_bytes.values);
     if (!g->bn_eval) {
-      v->grad_own = be->ops->alloc(be, bytes);
+      v->grad_own = act_alloc(g, bytes, &g->act_bytes.grads);
       v->grad = (dt_tensor){n->shape, n->layout, v->grad_own};
       if (v->consumers > 1) v->acc = be->ops->eltwise_create(be, n->shape, n->layout);
     }
   }
-  if (!g->bn_eval) g->scratch = be->ops->alloc(be, max_bytes);
+  if (!g->bn_eval) g->scratch = act_alloc(g, max_bytes, &g->act_bytes.scratch);
   g->scratch_bytes = max_bytes;
   const dt_shape out = g->nodes[g->n_nodes - 1].shape;
-  g->targets = be->ops->alloc(be, (size_t)out.n * out.c * sizeof(float));
+  if (!g->layouts_only) g->targets = be->ops->alloc(be, (size_t)out.n * out.c * sizeof(float));
   g->planned = true;
 }
 
-void dt_graph_set_input(dt_graph *g, const float *input_host) {
+void dt_graph_plan(dt_graph *g) { plan(g); }
+
+void dt_graph_plan_layouts(dt_graph *g) {
+  g->layouts_only = true;
+  plan(g);
+}
+
+dt_graph_bytes dt_graph_activation_bytes(const dt_graph *g) {
   DT_CHECK(g->planned);
+  return g->act_bytes;
+}
+
+size_t dt_graph_bytes_total(dt_graph_bytes b) { return b.values + b.grads + b.scratch; }
+
+void dt_graph_set_input(dt_graph *g, const float *input_host) {
+  DT_CHECK(g->planned && !g->layouts_only);
   g->be->ops->upload(g->be, input_host, &g->values[0].t);
 }
 
 const dt_tensor *dt_graph_run_forward(dt_graph *g, bool train) {
-  DT_CHECK(g->planned && (!train || !g->bn_eval));
+  DT_CHECK(g->planned && !g->layouts_only && (!train || !g->bn_eval));
   for (int i = 0; i < g->n_nodes; i++) g->nodes[i].ops->forward(&g->nodes[i], g, train);
   return &g->values[g->n_nodes].t;
 }
@@ -303,7 +327,7 @@ bool dt_graph_replayable(const dt_graph *g) {
 }
 
 void dt_graph_backward(dt_graph *g) {
-  DT_CHECK(g->planned && !g->bn_eval);
+  DT_CHECK(g->planned && !g->layouts_only && !g->bn_eval);
   for (int v = 0; v < g->n_nodes; v++) {
     g->values[v].grad_ready = false;
     g->values[v].grad.data = g->values[v].grad_own;

@@ -61,6 +61,11 @@ typedef struct {
   dt_op *acc;      /* elementwise op for this layout (gradient accumulation) */
 } dt_value;
 
+/* Bytes of activation buffers by kind (dt_graph_activation_bytes). */
+typedef struct {
+  size_t values, grads, scratch;
+} dt_graph_bytes;
+
 struct dt_graph {
   dt_backend *be;
   dt_params *params;
@@ -73,6 +78,8 @@ struct dt_graph {
   float bn_momentum;
   float *scratch;    /* gradient scratch for accumulation, sized to the largest value */
   size_t scratch_bytes;
+  bool layouts_only; /* planned by dt_graph_plan_layouts: no activation buffers */
+  dt_graph_bytes act_bytes; /* what dt_graph_activation_bytes reports */
   float *targets;    /* (N, K) soft targets in backend memory */
   /* Randomness of dropout and shake-shake (set by the trainer before each forward; both 0 by
    * default). step_key keys the step, e.g. a hash of (train.seed, step); sample_offset is the
@@ -144,6 +151,17 @@ dt_shape dt_graph_shape(const dt_graph *g, int value);
 /* ---- running ---- */
 /* Create every backend op and buffer. Called once after building. */
 void dt_graph_plan(dt_graph *g);
+/* Plan every op and layout as dt_graph_plan does but allocate no activation, gradient or
+ * scratch buffer (nor need the parameters allocated): for dt_graph_activation_bytes without the
+ * memory (--dry-run). Such a graph can only be measured and freed. */
+void dt_graph_plan_layouts(dt_graph *g);
+/* Backend memory a planned graph holds for activations, each buffer counted as layout_bytes of
+ * its layout (so 16-bit layouts count half): the values (the input included; a value computed
+ * in place in its residual's buffer holds none of its own), their gradients (none when planned
+ * for inference) and the gradient scratch. Op-owned buffers (batch statistics, staging copies,
+ * workspaces), parameters and the targets are not activations and are not counted. */
+dt_graph_bytes dt_graph_activation_bytes(const dt_graph *g);
+size_t dt_graph_bytes_total(dt_graph_bytes b);
 /* Forward from a plain NCHW host batch; returns the logits tensor (N, K). */
 const dt_tensor *dt_graph_forward(dt_graph *g, const float *input_host, bool train);
 /* Soft-target cross-entropy on the logits of the last forward: per-sample losses to

@@ -7,7 +7,7 @@ compute only, like `dtrain CONFIG --bench STEPS`.
 
 Usage:
   tools/dtrain-tool torch-bench --depth 20 --channels 1 --size 28 \\
-      --batch 128 --threads 2 --warmup 3 --steps 20 [--channels-last]
+      --batch 128 --threads 2 --warmup 3 --steps 20 [--channels-last] [--autocast-bf16]
 
 The last line is `torch: <images/s> images/s`, computed as total images over
 total wall time of the timed steps (no median).

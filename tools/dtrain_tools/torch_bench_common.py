@@ -20,7 +20,7 @@ def positive(text):
 
 def add_cpu_run_args(ap, batch, steps):
     """The options of a CPU benchmark's run (--batch, --threads, --warmup, --steps, --lr,
-    --channels-last) with the caller's default batch and step count."""
+    --channels-last, --autocast-bf16) with the caller's default batch and step count."""
     ap.add_argument("--batch", type=positive, default=batch)
     ap.add_argument("--threads", type=positive, default=2)
     ap.add_argument("--warmup", type=int, default=3)
@@ -28,6 +28,9 @@ def add_cpu_run_args(ap, batch, steps):
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--channels-last", action="store_true",
                     help="NHWC memory format for model and input")
+    ap.add_argument("--autocast-bf16", action="store_true",
+                    help='forward and loss under torch.autocast("cpu", torch.bfloat16): '
+                    "bf16 convolutions and linear layers, fp32 weights and optimizer")
 
 
 def loadavg():
@@ -74,17 +77,28 @@ def time_steps(step, warmup, steps, sync=None):
     return final, time.perf_counter() - t0, time.process_time() - c0
 
 
+def cpu_autocast(enabled):
+    """The bf16 autocast context of the CPU (a no-op context when not enabled). Raises
+    RuntimeError where this PyTorch has no CPU autocast."""
+    if not hasattr(torch, "autocast"):
+        raise RuntimeError("torch %s has no torch.autocast" % torch.__version__)
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
+
+
 def bench_cpu(model, args, fmt):
     """Times CPU training steps (forward, mean cross-entropy, backward, SGD step) of model on
-    one synthetic batch shaped by args (batch, channels, size, classes, lr, warmup, steps).
+    one synthetic batch shaped by args (batch, channels, size, classes, lr, warmup, steps;
+    autocast_bf16: forward and loss under CPU bf16 autocast).
     Returns (final loss, wall seconds, process CPU seconds)."""
     model = model.to(memory_format=fmt).train()
     opt = sgd(model, args.lr)
     x, y = synthetic_batch(args.batch, args.channels, args.size, args.classes, fmt)
+    autocast = getattr(args, "autocast_bf16", False)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
+        with cpu_autocast(autocast):
+            loss = F.cross_entropy(model(x), y)
         loss.backward()
         opt.step()
         return loss
@@ -95,9 +109,10 @@ def bench_cpu(model, args, fmt):
 def print_cpu_result(args, name, model, final, dt, cpu):
     """The lines of a CPU benchmark: what was measured (model name, its parameters, the run), the
     timing, and last `torch: <images/s> images/s`."""
-    print("model %s, %d params, input %dx%dx%d, batch %d, threads %d, %s, torch %s"
+    print("model %s, %d params, input %dx%dx%d, batch %d, threads %d, %s, %s, torch %s"
           % (name, count_params(model), args.channels, args.size, args.size, args.batch,
              args.threads, "channels_last" if args.channels_last else "NCHW",
+             "bf16 autocast" if getattr(args, "autocast_bf16", False) else "fp32",
              torch.__version__))
     # On a shared machine another process on our cores makes the OpenMP
     # threads wait for each other; cpu/wall/threads well below 1 flags that.

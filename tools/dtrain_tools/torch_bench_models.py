@@ -9,7 +9,7 @@ kept in memory, so the number is compute only, as dtrain's `bench:` line.
 Usage:
   tools/dtrain-tool torch-bench-models --family densenet \\
       --set depth=100 --set growth_rate=12 --channels 3 --size 32 \\
-      --batch 64 --threads 2 --warmup 3 --steps 10 [--channels-last]
+      --batch 64 --threads 2 --warmup 3 --steps 10 [--channels-last] [--autocast-bf16]
 
 --set KEY=VALUE passes one keyword of the family's constructor (see
 tools/dtrain_tools/torch_models.py; the names are dtrain's [model] keys); VALUE is read as
