@@ -128,10 +128,6 @@ void dt_optim_undo(dt_optim *opt, dt_params *ps) {
   opt->steps = opt->kept_steps;
 }
 
-bool dt_optim_grads_finite(const dt_params *ps) {
-  return ps->be->ops->all_finite(ps->be, ps->grads, ps->n_weights);
-}
-
 void dt_optim_state_to_host(dt_optim *opt) {
   for (int i = 0; i < opt->state.n_states; i++)
     opt->be->ops->to_host(opt->be, opt->state.arrays[i], opt->dev[i], opt->n * sizeof(float));

@@ -53,8 +53,6 @@ void dt_optim_step(dt_optim *opt, dt_params *ps, double lr, float grad_scale);
  * update had not run. */
 void dt_optim_keep(dt_optim *opt, const dt_params *ps);
 void dt_optim_undo(dt_optim *opt, dt_params *ps);
-/* True when every gradient is finite. */
-bool dt_optim_grads_finite(const dt_params *ps);
 /* Copy the backend state into opt->state (before a checkpoint is saved), or back (after one
  * was loaded into opt->state). */
 void dt_optim_state_to_host(dt_optim *opt);

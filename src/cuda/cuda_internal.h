@@ -102,7 +102,7 @@ typedef struct {
   dt_cuda_algo *algos;        /* convolution algorithms by shape */
   void *workspace;            /* shared cuDNN workspace (device), grown to the largest need */
   size_t workspace_bytes;
-  float *staging;             /* upload / download / loss staging (device) */
+  float *staging;             /* upload / download staging (device) */
   size_t staging_bytes;
   void *lars_scratch;         /* the LARS norms and trust ratio (device) */
   /* 16-bit copies of a convolution's operands, shared by every convolution (one runs at a time
