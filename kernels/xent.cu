@@ -3,7 +3,7 @@
  * logits do not overflow. */
 #include "common.cuh"
 
-// z, t (N, K) -> loss (N), dz (N, K) when not NULL
+// z, t (N, K) -> loss (N), dz (N, K), each when not NULL
 __global__ static void k_xent(const float *z, const float *t, int n, int k, float scale, float *dz,
                               float *loss) {
   DT_K_FOR(i, (size_t)n) {
@@ -15,7 +15,7 @@ __global__ static void k_xent(const float *z, const float *t, int n, int k, floa
     const double lse = zmax + log(sum);
     double l = 0;
     for (int j = 0; j < k; j++) l -= (double)ti[j] * ((double)zi[j] - lse);
-    loss[i] = (float)l;
+    if (loss) loss[i] = (float)l;
     if (dz)
       for (int j = 0; j < k; j++)
         dz[i * (size_t)k + j] = (float)((exp((double)zi[j] - lse) - (double)ti[j]) * scale);

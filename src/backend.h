@@ -139,9 +139,10 @@ typedef struct dt_backend_ops {
 
   /* ---- loss: soft-target cross-entropy, mean over the batch ---- */
   /* logits and dlogits are plain (N, K); targets (N, K) backend memory, rows sum to 1.
-   * Writes per-sample losses to loss_host (N) and dlogits = (softmax - target) * grad_scale. */
+   * Writes per-sample losses to `losses` (N floats of backend memory; NULL: not wanted) and
+   * dlogits = (softmax - target) * grad_scale (NULL: not wanted). Does not wait. */
   void (*xent)(dt_backend *be, const dt_tensor *logits, const float *targets, int n, int k,
-               float grad_scale, dt_tensor *dlogits, float *loss_host);
+               float grad_scale, dt_tensor *dlogits, float *losses);
 
   void (*op_free)(dt_op *op);
 
@@ -252,6 +253,27 @@ typedef struct dt_backend_ops {
   /* True when all n floats at x (backend memory) are finite; waits for the result. */
   bool (*all_finite)(dt_backend *be, const float *x, size_t n);
 
+  /* ==== the step's device-side bookkeeping (src/step.c) ====
+   * None of these waits: a training step reads its results back in one to_host (backend
+   * memory below means the backend's, as everywhere in this table). */
+  /* Copy bytes between two buffers of backend memory (they do not overlap). */
+  void (*copy)(dt_backend *be, void *dst, const void *src, size_t bytes);
+  /* y[i] += a * (x[i] - x2[i]) for i < n, in float, rounded after the difference, the product
+   * and the sum (no fused multiply-add); x2 NULL: y[i] += a * x[i]. */
+  void (*axpy)(dt_backend *be, float *y, const float *x, const float *x2, size_t n, float a);
+  /* *flag = 1 when some of the n floats at x is NaN or infinite, else *flag is left alone. */
+  void (*flag_nonfinite)(dt_backend *be, const float *x, size_t n, int32_t *flag);
+  /* Top-1 count of plain (N, K) logits, added in double to *correct: with labels (N int32),
+   * the rows whose label ranks first (a tie goes to the lower class, as dt_eval_topk_correct
+   * counts); labels NULL, sum_i targets[i, argmax z_i] (the first maximum; targets (N, K)).
+   * logits2 not NULL: z = 0.5f * (logits + logits2) in float, element by element. The count of
+   * the n rows is summed in row order from 0 and then added to *correct. */
+  void (*top1)(dt_backend *be, const dt_tensor *logits, const dt_tensor *logits2,
+               const float *targets, const int32_t *labels, int n, int k, double *correct);
+  /* out[i] = sum over c in order of ((double)a[i, c] - b[i, c])^2, a and b plain (N, K). */
+  void (*sq_diff_rows)(dt_backend *be, const dt_tensor *a, const dt_tensor *b, int n, int k,
+                       double *out);
+
   /* ==== precision ====
    * Choose the arithmetic of the ops created from now on (call it before any op exists).
    * DT_PRECISION_BF16 / DT_PRECISION_FP16: convolutions take bfloat16 / IEEE half operands
@@ -299,11 +321,17 @@ typedef struct dt_backend_ops {
    * before host memory that was prefetched may be refilled without an upload in between, as
    * when a loader restarts). */
   void (*prefetch)(dt_backend *be, const float *nchw_host, size_t count);
+  /* Optional: NULL where to_device and upload never wait for the device (the CPU). While
+   * held (hold true), to_device and upload return without waiting for their copies: the
+   * caller keeps the host memory they read unchanged until hold_host(be, false), which does
+   * not wait either; a later to_host or download waits for them all. From host_alloc memory
+   * the copies then overlap the device's work (from other memory a driver may stage them). */
+  void (*hold_host)(dt_backend *be, bool hold);
 
   /* ==== replaying a step's device work (optional; CUDA graphs) ====
    * capture_begin: from now on the ops are recorded, not run, until capture_end. Only device
    * work may be recorded: no op that waits for results on the host (to_host, download,
-   * all_finite), and host memory written by an op (xent's losses) must come from host_alloc.
+   * all_finite).
    * capture_end returns the recorded work, or NULL (with a warning printed) when the device
    * could not record or instantiate it; nothing recorded has run either way. replay runs it
    * again with the buffers and scalars of the capture; capture_free frees it. A recording
@@ -342,13 +370,13 @@ struct dt_backend {
   X(sigmoid_backward) X(scale_create) X(scale_forward) X(scale_backward) X(shake_create)        \
   X(shake_forward) X(shake_backward) X(shift_create) X(shift_forward) X(shift_backward)         \
   X(bias_create) X(bias_forward) X(bias_backward) X(sgd_update) X(lars_update) X(adam_update)   \
-  X(all_finite)
+  X(all_finite) X(copy) X(axpy) X(flag_nonfinite) X(top1) X(sq_diff_rows)
 /* ...and the optional capabilities, NULL where a backend lacks them (the CPU backend has no
  * streams, page-locked memory, algorithm choices or recordings). Every member is in exactly one
  * of the two lists: backend.c fails to compile when one is in neither. */
 #define DT_BACKEND_OPTIONAL_OPS(X)                                                      \
   X(sgd_update_multi) X(set_precision) X(algos_export) X(algos_import) X(native_stream) \
-  X(host_alloc) X(host_free) X(prefetch) X(capture_begin) X(capture_end) X(replay)      \
+  X(host_alloc) X(host_free) X(prefetch) X(hold_host) X(capture_begin) X(capture_end) X(replay)      \
   X(capture_free) X(set_threads)
 
 /* The first required member of ops that is NULL, by name, or NULL when all are set. */

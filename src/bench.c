@@ -73,9 +73,10 @@ int dt_train_bench(const dt_config *cfg, dt_comm *comm, dt_device device, long s
       b = dt_loader_next(t.train_ld);
     }
     share_poll(&t);
-    dt_step_gradients(&t.step, b, i, &loss, &correct);
+    dt_step_gradients(&t.step, b, i);
     dt_step_allreduce(&t.step);
     dt_optim_step(&t.opt, &t.model->params, dt_schedule_lr(&t.sched, i), unscale);
+    dt_step_collect(&t.step, &loss, &correct); /* a training step's one wait */
     if (i >= warmup) n_with += b->global_n;
   }
   double with_data = n_with / (dt_now() - t0);
@@ -97,9 +98,10 @@ int dt_train_bench(const dt_config *cfg, dt_comm *comm, dt_device device, long s
       }
     }
     share_poll(&t);
-    dt_step_gradients(&t.step, b, i, &loss, &correct);
+    dt_step_gradients(&t.step, b, i);
     dt_step_allreduce(&t.step);
     dt_optim_step(&t.opt, &t.model->params, dt_schedule_lr(&t.sched, i), unscale);
+    dt_step_collect(&t.step, &loss, &correct); /* a training step's one wait */
     if (i >= warmup) n_only += b->global_n;
   }
   double secs = dt_now() - t0, only = n_only / secs;

@@ -37,6 +37,10 @@ typedef struct {
    * read by dt_optim_state_from_host (checkpoints save and load these). */
   dt_optim_state state;
   long steps; /* updates applied so far */
+  /* dt_optim_keep: the weights and dev[] as they were before an update that may be undone
+   * (backend memory, allocated on first use), and steps then. */
+  float *kept_weights, *kept[4];
+  long kept_steps;
 } dt_optim;
 
 /* The parameters must be allocated (dt_params_alloc): the state goes to their backend. */
@@ -44,8 +48,11 @@ void dt_optim_init(dt_optim *opt, const dt_config *cfg, const dt_params *ps);
 /* One update of every trainable tensor with learning rate lr; the gradients are multiplied by
  * grad_scale first (in place). */
 void dt_optim_step(dt_optim *opt, dt_params *ps, double lr, float grad_scale);
-/* True when every gradient is finite. */
-bool dt_optim_grads_finite(const dt_params *ps);
+/* Keep the weights and the optimizer state in backend memory (device copies, nothing waits)
+ * before an update whose verdict comes later; dt_optim_undo puts them back, as if that
+ * update had not run. */
+void dt_optim_keep(dt_optim *opt, const dt_params *ps);
+void dt_optim_undo(dt_optim *opt, dt_params *ps);
 /* Copy the backend state into opt->state (before a checkpoint is saved), or back (after one
  * was loaded into opt->state). */
 void dt_optim_state_to_host(dt_optim *opt);

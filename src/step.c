@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "evaluate.h"
 #include "rng.h"
 
 void dt_step_init(dt_step *s, const dt_config *cfg, dt_comm *comm, dt_backend *be,
@@ -32,20 +31,25 @@ void dt_step_init(dt_step *s, const dt_config *cfg, dt_comm *comm, dt_backend *b
   /* Floats in an all-reduce bucket of train.bucket_mb MiB (at least one). */
   s->allreduce.bucket = (size_t)(cfg->train_bucket_mb * (1 << 20) / sizeof(float)) + 1;
   dt_comm_set_bucket(comm, s->allreduce.bucket);
-  const size_t rows = (size_t)micro * (size_t)s->accum, logits = rows * (size_t)classes;
-  s->host.pinned = be->ops->host_alloc != NULL;
-  s->host.losses = s->host.pinned ? be->ops->host_alloc(be, 2 * rows * sizeof(float))
-                               : dt_xmalloc(2 * rows * sizeof(float));
-  s->host.logits = dt_xmalloc(logits * sizeof(float));
-  if (dual) {
-    s->host.logits2 = dt_xmalloc(logits * sizeof(float));
-    s->host.dlogits = dt_xmalloc(logits * sizeof(float));
+  const size_t rows = (size_t)micro * (size_t)s->accum;
+  dt_step_stats *st = &s->stats;
+  st->mse_at = sizeof(double);
+  st->losses_at = st->mse_at + (dual ? rows * sizeof(double) : 0);
+  st->flag_at = st->losses_at + 2 * rows * sizeof(float);
+  st->bytes = st->flag_at + sizeof(int32_t);
+  st->dev = be->ops->alloc(be, st->bytes);
+  st->host = be->ops->host_alloc ? be->ops->host_alloc(be, st->bytes) : dt_xmalloc(st->bytes);
+  st->labels = be->ops->alloc(be, rows * sizeof(int32_t));
+  if (be->ops->hold_host && be->ops->host_alloc) {
+    st->in_targets = be->ops->host_alloc(be, rows * (size_t)classes * sizeof(float));
+    st->in_labels = be->ops->host_alloc(be, rows * sizeof(int32_t));
   }
   const dt_params *ps = &model->params;
   const size_t nb = DT_MAX(ps->n_buffers, 1);
-  if (cfg->train_nonfinite == DT_TRAIN_NONFINITE_SKIP || s->world > 1 || ls->dynamic)
-    s->bn.before = dt_xmalloc(nb * sizeof(float));
+  s->undo = s->world == 1 && (cfg->train_nonfinite == DT_TRAIN_NONFINITE_SKIP || ls->dynamic);
+  if (s->undo || s->world > 1) s->bn.before = be->ops->alloc(be, nb * sizeof(float));
   if (s->world > 1) {
+    s->bn.before_host = dt_xmalloc(nb * sizeof(float));
     s->bn.host = dt_xmalloc(nb * sizeof(float));
     s->bn.delta = dt_xmalloc(nb * sizeof(double));
     s->allreduce.host = dt_xmalloc(DT_MAX(ps->n_weights, 1) * sizeof(float));
@@ -55,17 +59,21 @@ void dt_step_init(dt_step *s, const dt_config *cfg, dt_comm *comm, dt_backend *b
 void dt_step_free(dt_step *s) {
   dt_comm_nccl_destroy(s->allreduce.nccl); /* before the backend: it waits for its all-reduces */
   s->allreduce.nccl = NULL;
-  if (s->be) dt_replay_free(&s->replay, s->be);
-  if (s->host.pinned && s->host.losses) s->be->ops->host_free(s->be, s->host.losses);
-  else free(s->host.losses);
-  s->host.losses = NULL;
+  dt_backend *be = s->be;
+  if (be) {
+    dt_replay_free(&s->replay, be);
+    if (s->stats.host && be->ops->host_free) be->ops->host_free(be, s->stats.host);
+    else free(s->stats.host);
+    if (s->stats.in_targets) be->ops->host_free(be, s->stats.in_targets);
+    if (s->stats.in_labels) be->ops->host_free(be, s->stats.in_labels);
+    be->ops->free(be, s->stats.dev);
+    be->ops->free(be, s->stats.labels);
+    for (size_t i = 0; i < DT_ARRAY_LEN(s->stack.sums); i++) be->ops->free(be, s->stack.sums[i]);
+    be->ops->free(be, s->bn.before);
+  }
   dt_grad_buckets_free(&s->allreduce.buckets);
-  free(s->host.logits);
-  free(s->host.logits2);
-  free(s->host.dlogits);
-  for (size_t i = 0; i < DT_ARRAY_LEN(s->stack.sums); i++) free(s->stack.sums[i]);
   free(s->allreduce.host);
-  free(s->bn.before);
+  free(s->bn.before_host);
   free(s->bn.host);
   free(s->bn.delta);
   memset(s, 0, sizeof *s);
@@ -148,24 +156,14 @@ static void merge_buffers(dt_step *s, int passes) {
   const double a = 1.0 - (double)dt_model_graph(s->model, s->micro, false)->bn_momentum;
   const double a_p = pow(a, passes), later = pow(a_p, s->world - 1 - s->rank);
   const double a_all = pow(a_p, s->world);
-  const float *r0 = s->bn.before;
+  s->be->ops->to_host(s->be, s->bn.before_host, s->bn.before, ps->n_buffers * sizeof(float));
+  const float *r0 = s->bn.before_host;
   for (size_t i = 0; i < ps->n_buffers; i++)
     s->bn.delta[i] = ((double)s->bn.host[i] - a_p * r0[i]) * later;
   dt_comm_allreduce_sum_f64(s->comm, s->bn.delta, ps->n_buffers);
   for (size_t i = 0; i < ps->n_buffers; i++)
     s->bn.host[i] = (float)(a_all * r0[i] + s->bn.delta[i]);
   s->be->ops->to_device(s->be, ps->buffers, s->bn.host, ps->n_buffers * sizeof(float));
-}
-
-/* Training accuracy of n rows: the label match, or with mixed targets the reference mix of the
- * accuracies, sum_i target[i, argmax z_i]. */
-static double train_correct(const float *logits, const float *targets, const int *labels, int n,
-                            int K, bool mixed) {
-  if (!mixed) return dt_eval_topk_correct(logits, labels, n, K, 1);
-  double c = 0;
-  for (int i = 0; i < n; i++)
-    c += targets[(size_t)i * K + dt_eval_argmax(logits + (size_t)i * K, K)];
-  return c;
 }
 
 /* The factor of the loss gradient, S / global_n (S = 1 without loss scaling), in float as
@@ -177,10 +175,9 @@ static float loss_grad(const dt_step *s, int global_n) {
 
 /* Add the top partial sum of the stack to the one below it. */
 static void merge_top_gradients(dt_step *s) {
-  const size_t n = s->model->params.n_weights;
   float *dst = s->stack.sums[s->stack.depth - 2];
   const float *src = s->stack.sums[s->stack.depth - 1];
-  for (size_t j = 0; j < n; j++) dst[j] += src[j];
+  s->be->ops->axpy(s->be, dst, src, NULL, s->model->params.n_weights, 1.0f); /* dst += src */
   s->stack.passes[s->stack.depth - 2] += s->stack.passes[s->stack.depth - 1];
   s->stack.depth--;
 }
@@ -190,28 +187,69 @@ static void merge_top_gradients(dt_step *s) {
  * by a stack that merges neighbours holding equally many passes: the order in which an
  * all-reduce by recursive doubling adds ranks. A plain running sum, ((g0 + g1) + g2) + g3,
  * rounds differently from 2 ranks x 2 passes or 4 ranks x 1, and training amplifies that
- * last-bit difference (pre-batch-norm biases have gradients that are mostly cancellation). */
+ * last-bit difference (pre-batch-norm biases have gradients that are mostly cancellation).
+ * The stack lives in backend memory: nothing crosses to the host. */
 static void sum_gradients(dt_step *s, int pass) {
   dt_params *ps = &s->model->params;
+  dt_backend *be = s->be;
   if (!s->accumulate) return;
   if (pass == 0) s->stack.depth = 0;
   const int d = s->stack.depth++;
   DT_CHECK(d < (int)DT_ARRAY_LEN(s->stack.sums));
-  if (!s->stack.sums[d]) s->stack.sums[d] = dt_xmalloc(DT_MAX(ps->n_weights, 1) * sizeof(float));
-  s->be->ops->to_host(s->be, s->stack.sums[d], ps->grads, ps->n_weights * sizeof(float));
+  if (!s->stack.sums[d])
+    s->stack.sums[d] = be->ops->alloc(be, DT_MAX(ps->n_weights, 1) * sizeof(float));
+  be->ops->copy(be, s->stack.sums[d], ps->grads, ps->n_weights * sizeof(float));
   s->stack.passes[d] = 1;
   while (s->stack.depth >= 2 &&
          s->stack.passes[s->stack.depth - 2] == s->stack.passes[s->stack.depth - 1])
     merge_top_gradients(s);
 }
 
+static float *stats_losses(const dt_step *s, void *block) {
+  return (float *)((char *)block + s->stats.losses_at);
+}
+static double *stats_mse(const dt_step *s, void *block) {
+  return (double *)((char *)block + s->stats.mse_at);
+}
+
+/* The labels of micro-batch rows [first, first + n) to backend memory, for the top-1 count
+ * (not needed with mixed targets, which count by target weight); returns them there. */
+static const int32_t *put_labels(dt_step *s, const dt_batch *b, const int32_t *labels,
+                                 size_t first, int n) {
+  if (b->mixed) return NULL;
+  int32_t *dst = s->stats.labels + first;
+  s->be->ops->to_device(s->be, dst, labels + first, (size_t)n * sizeof(int32_t));
+  return dst;
+}
+
+/* The start of a step's device work: from here to dt_step_collect the batch's host memory
+ * stays as it is (the next batch is taken after the step), so the backend may copy from it
+ * without waiting (hold_host); targets and labels go through page-locked copies first. */
+static void hold_batch(dt_step *s, const dt_batch *b, const float **targets,
+                       const int32_t **labels) {
+  _Static_assert(sizeof(int) == sizeof(int32_t), "labels are int32");
+  dt_step_stats *st = &s->stats;
+  *targets = b->targets;
+  *labels = (const int32_t *)b->labels;
+  if (!s->be->ops->hold_host) return;
+  s->be->ops->hold_host(s->be, true);
+  if (!st->in_targets) return;
+  const size_t rows = (size_t)s->micro * (size_t)s->accum;
+  memcpy(st->in_targets, b->targets, rows * (size_t)s->classes * sizeof(float));
+  memcpy(st->in_labels, b->labels, rows * sizeof(int32_t));
+  *targets = st->in_targets;
+  *labels = st->in_labels;
+}
+
 /* Dual-Cutout on one micro-batch (docs/reference-experiments.md "Augmentations and losses"): z1 and
  * z2 from two forward passes with their own batch statistics; loss 0.5 [CE(z1, y) + CE(z2, y)] +
  * alpha MSE(z1, z2), CE over the global batch and MSE over its N x K logits; accuracy on (z1 + z2)
- * / 2. */
+ * / 2. The MSE's gradient joins the logit gradients on the device (axpy); its per-sample sums
+ * wait in s->stats for dt_step_collect. */
 static void dual_cutout_step(dt_step *s, const float *x1, const float *x2, const float *targets,
-                             const int *labels, int global_n, uint64_t key, long offset, int *pass,
-                             double *loss_sum, double *correct) {
+                             const int32_t *labels, int global_n, uint64_t key, long offset,
+                             size_t first, int *pass) {
+  dt_backend *be = s->be;
   const int n = s->micro, K = s->classes;
   const double alpha = s->cfg->augment_dual_cutout_alpha;
   dt_graph *g1 = dt_model_graph_slot(s->model, n, false, 0);
@@ -219,35 +257,26 @@ static void dual_cutout_step(dt_step *s, const float *x1, const float *x2, const
   g1->step_key = g2->step_key = key;
   g1->sample_offset = g2->sample_offset = offset;
   const dt_tensor *z1 = dt_graph_forward(g1, x1, true), *z2 = dt_graph_forward(g2, x2, true);
-  float *l2 = s->host.losses + n;
-  dt_graph_loss(g1, targets, 0.5f * loss_grad(s, global_n), s->host.losses);
-  dt_graph_loss(g2, targets, 0.5f * loss_grad(s, global_n), l2);
-  s->be->ops->download(s->be, z1, s->host.logits);
-  s->be->ops->download(s->be, z2, s->host.logits2);
-  const size_t bytes = (size_t)n * K * sizeof(float);
+  float *l1 = stats_losses(s, s->stats.dev) + 2 * first, *l2 = l1 + n;
+  dt_graph_set_targets(g1, targets);
+  dt_graph_run_loss(g1, 0.5f * loss_grad(s, global_n), l1);
+  dt_graph_set_targets(g2, targets);
+  dt_graph_run_loss(g2, 0.5f * loss_grad(s, global_n), l2);
+  const size_t count = (size_t)n * K;
   const float scale = (float)(s->ls->scale * 2.0 * alpha / ((double)global_n * K));
   dt_graph *gs[2] = {g1, g2};
+  /* dz_v += sign_v scale (z1 - z2), before either backward pass may reuse a logit buffer. */
   for (int v = 0; v < 2; v++) {
-    dt_tensor *dz = &gs[v]->values[gs[v]->n_nodes].grad;
-    s->be->ops->to_host(s->be, s->host.dlogits, dz->data, bytes);
     const float sign = v == 0 ? 1.0f : -1.0f;
-    for (size_t j = 0; j < (size_t)n * K; j++)
-      s->host.dlogits[j] += sign * scale * (s->host.logits[j] - s->host.logits2[j]);
-    s->be->ops->to_device(s->be, dz->data, s->host.dlogits, bytes);
+    be->ops->axpy(be, gs[v]->values[gs[v]->n_nodes].grad.data, z1->data, z2->data, count,
+                  sign * scale);
+  }
+  be->ops->sq_diff_rows(be, z1, z2, n, K, stats_mse(s, s->stats.dev) + first);
+  be->ops->top1(be, z1, z2, g1->targets, labels, n, K, (double *)s->stats.dev);
+  for (int v = 0; v < 2; v++) {
     dt_graph_backward(gs[v]);
     sum_gradients(s, (*pass)++);
   }
-  for (int i = 0; i < n; i++) {
-    double mse = 0;
-    for (int c = 0; c < K; c++) {
-      double d = (double)s->host.logits[i * K + c] - s->host.logits2[i * K + c];
-      mse += d * d;
-    }
-    *loss_sum += 0.5 * ((double)s->host.losses[i] + l2[i]) + alpha * mse / K;
-  }
-  for (size_t j = 0; j < (size_t)n * K; j++)
-    s->host.logits[j] = 0.5f * (s->host.logits[j] + s->host.logits2[j]);
-  *correct += dt_eval_topk_correct(s->host.logits, labels, n, K, 1);
 }
 
 /* A loader restart refills batch memory that may have been prefetched and never uploaded. */
@@ -295,40 +324,45 @@ static const dt_tensor *replay_step(dt_step *s, dt_graph *g, const float *x,
                                     const float *targets, float grad_scale) {
   dt_graph_set_input(g, x);
   dt_graph_set_targets(g, targets);
-  replay_record_ctx rc = {g, grad_scale, s->host.losses};
+  replay_record_ctx rc = {g, grad_scale, stats_losses(s, s->stats.dev)};
   if (dt_replay_pass(&s->replay, s->be, g, grad_scale, replay_record, &rc)) {
     prefetch_next(s);
   } else {
     /* Warm-up, or recording failed: nothing recorded has run. */
     dt_graph_run_forward(g, true);
     prefetch_next(s);
-    dt_graph_run_loss(g, grad_scale, s->host.losses);
+    dt_graph_run_loss(g, grad_scale, rc.losses);
     dt_graph_backward(g);
   }
   return &g->values[g->n_nodes].t;
 }
 
 /* Forward and backward over this rank's micro-batches of global step `step`; leaves the
- * rank's gradient sum in the gradient arena. Adds the summed loss and top-1 count. Returns the
- * number of training passes (each one updated the batch-norm running statistics). Dropout and
- * shake-shake draw from a key of (seed, step) and each sample's index in the global batch, so
- * they too are the same for any world size. */
-int dt_step_gradients(dt_step *s, const dt_batch *b, long step, double *loss_sum,
-                      double *correct) {
+ * rank's gradient sum in the gradient arena and the losses and top-1 count in s->stats.
+ * Returns the number of training passes (each one updated the batch-norm running statistics).
+ * Dropout and shake-shake draw from a key of (seed, step) and each sample's index in the
+ * global batch, so they too are the same for any world size. */
+int dt_step_gradients(dt_step *s, const dt_batch *b, long step) {
   dt_rng kr = dt_rng_key((uint64_t)s->cfg->train_seed, DT_RNG_DROPOUT, (uint64_t)step, 0);
   const uint64_t key = dt_rng_u64(&kr);
   dt_params *ps = &s->model->params;
+  dt_backend *be = s->be;
   const size_t image = s->image;
   const int K = s->classes;
   int pass = 0;
+  const float *all_targets;
+  const int32_t *all_labels;
+  hold_batch(s, b, &all_targets, &all_labels);
+  be->ops->zero(be, s->stats.dev, s->stats.bytes);
+  double *correct = s->stats.dev; /* the count, at offset 0 */
   for (int k = 0; k < s->accum; k++) {
     const size_t first = (size_t)k * s->micro;
-    const float *x = b->images + first * image, *targets = b->targets + first * K;
-    const int *labels = b->labels + first;
+    const float *x = b->images + first * image, *targets = all_targets + first * K;
+    const int32_t *labels = put_labels(s, b, all_labels, first, s->micro);
     const long offset = (long)s->rank * (b->global_n / s->world) + (long)first;
     if (b->images2) {
-      dual_cutout_step(s, x, b->images2 + first * image, targets, labels, b->global_n, key, offset,
-                       &pass, loss_sum, correct);
+      dual_cutout_step(s, x, b->images2 + first * image, targets, labels, b->global_n, key,
+                       offset, first, &pass);
       continue;
     }
     dt_graph *g = dt_model_graph(s->model, s->micro, false);
@@ -340,44 +374,105 @@ int dt_step_gradients(dt_step *s, const dt_batch *b, long step, double *loss_sum
     } else {
       logits = dt_graph_forward(g, x, true);
       prefetch_next(s);
-      dt_graph_loss(g, targets, loss_grad(s, b->global_n), s->host.losses);
+      dt_graph_set_targets(g, targets);
+      dt_graph_run_loss(g, loss_grad(s, b->global_n), stats_losses(s, s->stats.dev) + first);
       overlap_begin(s, g);
       dt_graph_backward(g);
       g->on_backward = NULL;
     }
     sum_gradients(s, pass++);
-    s->be->ops->download(s->be, logits, s->host.logits);
-    for (int i = 0; i < s->micro; i++) *loss_sum += s->host.losses[i];
-    *correct += train_correct(s->host.logits, targets, labels, s->micro, K, b->mixed);
+    be->ops->top1(be, logits, NULL, g->targets, labels, s->micro, K, correct);
   }
   if (pass > 1) {
     /* What is left on the stack (pass counts other than powers of two), from the top. */
     while (s->stack.depth > 1) merge_top_gradients(s);
-    s->be->ops->to_device(s->be, ps->grads, s->stack.sums[0], ps->n_weights * sizeof(float));
+    be->ops->copy(be, ps->grads, s->stack.sums[0], ps->n_weights * sizeof(float));
   }
   return pass;
 }
 
-void dt_step_save_stats(dt_step *s) {
+bool dt_step_collect(dt_step *s, double *loss, double *correct) {
+  dt_step_stats *st = &s->stats;
+  if (s->be->ops->hold_host) s->be->ops->hold_host(s->be, false);
+  s->be->ops->to_host(s->be, st->host, st->dev, st->bytes);
+  const float *losses = stats_losses(s, st->host);
+  const double *mse = stats_mse(s, st->host);
+  const double alpha = s->cfg->augment_dual_cutout_alpha;
+  const int n = s->micro, K = s->classes;
+  double sum = 0;
+  for (int k = 0; k < s->accum; k++) {
+    const size_t first = (size_t)k * n;
+    if (s->dual) {
+      const float *l1 = losses + 2 * first, *l2 = l1 + n;
+      for (int i = 0; i < n; i++)
+        sum += 0.5 * ((double)l1[i] + l2[i]) + alpha * mse[first + (size_t)i] / K;
+    } else {
+      for (int i = 0; i < n; i++) sum += losses[first + (size_t)i];
+    }
+  }
+  *loss = sum;
+  memcpy(correct, st->host, sizeof(double));
+  int32_t flag;
+  memcpy(&flag, (const char *)st->host + st->flag_at, sizeof flag);
+  return flag == 0;
+}
+
+/* The running statistics before the step, for a skipped step and the merge over the ranks. */
+static void save_stats(dt_step *s) {
   if (!s->bn.before) return;
   const dt_params *ps = &s->model->params;
-  s->be->ops->to_host(s->be, s->bn.before, ps->buffers, ps->n_buffers * sizeof(float));
+  s->be->ops->copy(s->be, s->bn.before, ps->buffers, ps->n_buffers * sizeof(float));
 }
 
-void dt_step_restore_stats(dt_step *s) {
+/* A skipped update: the forward passes also fed the running statistics: take them back. */
+static void restore_stats(dt_step *s) {
+  if (!s->bn.before) return;
   dt_params *ps = &s->model->params;
-  s->be->ops->to_device(s->be, ps->buffers, s->bn.before, ps->n_buffers * sizeof(float));
+  s->be->ops->copy(s->be, ps->buffers, s->bn.before, ps->n_buffers * sizeof(float));
 }
 
-dt_scale_verdict dt_step_update(dt_step *s, dt_optim *opt, double lr, double loss, bool finite,
-                                int passes, double *used_scale) {
-  /* The gradients carry this step's loss scale until the update divides it out. */
-  *used_scale = s->ls->scale;
-  const dt_scale_verdict verdict =
-      isfinite(loss) ? dt_loss_scale_update(s->ls, finite) : DT_SCALE_NONFINITE;
-  if (verdict == DT_SCALE_APPLY) {
-    dt_optim_step(opt, &s->model->params, lr, (float)(1.0 / *used_scale));
-    merge_buffers(s, passes);
+/* The update, its gradients divided by the loss scale they carry. */
+static void apply_update(dt_step *s, dt_optim *opt, double lr) {
+  if (s->undo) dt_optim_keep(opt, &s->model->params);
+  dt_optim_step(opt, &s->model->params, lr, (float)(1.0 / s->ls->scale));
+}
+
+dt_step_result dt_step_run(dt_step *s, dt_optim *opt, const dt_batch *b, long step, double lr,
+                           bool signalled, bool overflow) {
+  dt_params *ps = &s->model->params;
+  dt_backend *be = s->be;
+  save_stats(s);
+  const int passes = dt_step_gradients(s, b, step);
+  dt_step_allreduce(s);
+  if (overflow && s->rank == 0) {
+    /* After the join: the write is enqueued on the compute stream, which has joined the
+     * all-reduces, so it cannot race an NCCL reduction of the same bucket (and be lost in
+     * it). The finite check, reduced over every rank, then skips the update everywhere. */
+    const float inf = INFINITY;
+    be->ops->to_device(be, ps->grads, &inf, sizeof inf);
   }
-  return verdict;
+  be->ops->flag_nonfinite(be, ps->grads, ps->n_weights,
+                          (int32_t *)((char *)s->stats.dev + s->stats.flag_at));
+  /* One rank: the update goes ahead of the verdict (it is undone when the verdict skips it),
+   * so the step waits for the device once, after it. Several ranks agree on the verdict
+   * first. */
+  const bool agree_first = s->world > 1;
+  if (!agree_first) apply_update(s, opt, lr);
+  double red[5] = {0, 0, b->n, signalled, 0};
+  red[4] = !dt_step_collect(s, &red[0], &red[1]);
+  /* One reduction carries the metrics and every rank's view of signals and faults. */
+  dt_comm_allreduce_sum_f64(s->comm, red, 5);
+  dt_step_result r = {red[0], red[1], red[2], red[3] > 0, isfinite(red[0]), DT_SCALE_APPLY,
+                      s->ls->scale};
+  r.verdict = r.loss_finite ? dt_loss_scale_update(s->ls, red[4] == 0) : DT_SCALE_NONFINITE;
+  if (r.verdict == DT_SCALE_APPLY) {
+    if (agree_first) {
+      dt_optim_step(opt, ps, lr, (float)(1.0 / r.used_scale));
+      merge_buffers(s, passes);
+    }
+  } else {
+    if (s->undo) dt_optim_undo(opt, ps);
+    restore_stats(s);
+  }
+  return r;
 }

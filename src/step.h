@@ -3,6 +3,8 @@
  * two views, CUDA-graph replay (train.cuda_graphs) and the GPU's input prefetch; the gradient
  * all-reduce (NCCL buckets overlapped with backward, or MPI through host memory); the update
  * on the loss scale's verdict; the merge of the batch-norm running statistics over the ranks.
+ * Losses, top-1 counts, gradient sums and the non-finite check stay in backend memory: a step
+ * of one rank waits for the device once, after the update (dt_step_collect).
  * Every rank and every world size computes the same numbers bit for bit (step.c says how). */
 #ifndef DT_STEP_H
 #define DT_STEP_H
@@ -17,17 +19,25 @@
 #include "optim.h"
 #include "replay.h"
 
-/* Host scratch of a step. losses: page-locked (pinned) where the backend has host_alloc, as a
- * replayed step writes them; Dual-Cutout puts the second view's after the first's. */
+/* What a step computes besides the gradients, in backend memory, and its host copy: read
+ * back in one to_host per step (dt_step_collect), the step's only wait for the device. One
+ * block: the top-1 count (a double), Dual-Cutout's squared logit differences per sample
+ * (doubles, rows of them when dual), the per-sample losses (floats, rows of them, 2 rows
+ * when dual: each micro-batch's first view, then its second) and the non-finite flag of the
+ * summed gradients (int32). rows = micro-batch x train.accum_steps. */
 typedef struct {
-  bool pinned;
-  float *losses;            /* (2 micro) per-sample losses */
-  float *logits;            /* (micro, K) */
-  float *logits2, *dlogits; /* Dual-Cutout: the second view's logits, a logits gradient */
-} dt_step_scratch;
+  void *dev, *host; /* host: page-locked where the backend has host_alloc */
+  size_t bytes;
+  size_t mse_at, losses_at, flag_at; /* byte offsets (the count is at 0) */
+  int32_t *labels; /* (rows) this step's labels in backend memory (top-1 without mixing) */
+  /* Where the backend can hold host memory (hold_host): page-locked copies of the batch's
+   * targets (rows, K) and labels (rows) that the step's uploads read without waiting. */
+  float *in_targets;
+  int32_t *in_labels;
+} dt_step_stats;
 
-/* Partial gradient sums of a step's backward passes, a stack of host arrays each holding
- * passes[i] passes (step.c sum_gradients). */
+/* Partial gradient sums of a step's backward passes, a stack of arrays in backend memory each
+ * holding passes[i] passes (step.c sum_gradients). */
 typedef struct {
   float *sums[32];
   int passes[32], depth;
@@ -46,7 +56,9 @@ typedef struct {
 
 /* The batch-norm running statistics around a step. */
 typedef struct {
-  float *before; /* before the step (skipped steps, merging ranks), or NULL when not needed */
+  /* Before the step, in backend memory (skipped steps, merging ranks), or NULL when not
+   * needed; before_host: its host copy for merging ranks (world > 1). */
+  float *before, *before_host;
   float *host;   /* (n_buffers) the rank's statistics after the step */
   double *delta; /* (n_buffers) each rank's share of the merged statistics (world > 1) */
 } dt_bn_stats;
@@ -61,11 +73,15 @@ typedef struct {
   size_t image;    /* floats per image, C H W */
   bool dual;       /* Dual-Cutout: two views, two passes */
   bool accumulate; /* more than one backward pass per step */
+  /* With one rank the update runs before the step's one read-back and is undone when the
+   * verdict skips it (undo: a skipped step can be survived, so the weights, optimizer state
+   * and running statistics are kept before it); several ranks agree on the verdict first. */
+  bool undo;
   /* GPU input: the loader whose next batch is copied to the device while this step computes
    * (backend prefetch), or NULL. */
   dt_loader *prefetch_ld;
   dt_replay replay; /* train.cuda_graphs: the recorded device work of a step */
-  dt_step_scratch host;
+  dt_step_stats stats;
   dt_grad_stack stack;
   dt_grad_allreduce allreduce;
   dt_bn_stats bn;
@@ -86,22 +102,30 @@ dt_status dt_step_start_nccl(dt_step *s, dt_device device);
  * prefetched and never uploaded. */
 void dt_step_start_loader(dt_step *s, dt_loader *ld, long epoch, long first_step);
 
-/* Keep the running statistics as they are before the step (when they are kept at all). */
-void dt_step_save_stats(dt_step *s);
-/* Forward and backward over this rank's micro-batches of global step `step`; leaves the rank's
- * gradient sum in the gradient arena and adds the summed loss and top-1 count. Returns the
- * number of training passes (each updated the batch-norm running statistics). */
-int dt_step_gradients(dt_step *s, const dt_batch *b, long step, double *loss_sum,
-                      double *correct);
+/* One training step of batch b, global step `step`: forward and backward over this rank's
+ * micro-batches, the sum over the ranks, the update at learning rate lr on the loss scale's
+ * verdict, the running statistics merged over the ranks (or taken back with the update on a
+ * skipped step). signalled: this rank caught a stop signal; overflow: make rank 0's gradient
+ * sum infinite (fault injection for the tests of loss scaling). */
+typedef struct {
+  double loss, correct, images; /* summed over the ranks */
+  bool signalled;               /* some rank was signalled */
+  bool loss_finite;             /* the summed loss is finite */
+  dt_scale_verdict verdict;     /* DT_SCALE_APPLY: the update was applied */
+  double used_scale;            /* the loss scale the gradients carried */
+} dt_step_result;
+dt_step_result dt_step_run(dt_step *s, dt_optim *opt, const dt_batch *b, long step, double lr,
+                           bool signalled, bool overflow);
+
+/* The parts of dt_step_run, for --bench. dt_step_gradients: forward and backward over this
+ * rank's micro-batches of global step `step`; leaves the rank's gradient sum in the gradient
+ * arena and the step's losses and top-1 count in s->stats (backend memory). Returns the number
+ * of training passes (each updated the batch-norm running statistics). */
+int dt_step_gradients(dt_step *s, const dt_batch *b, long step);
 /* Sum the gradient arena over the ranks. */
 void dt_step_allreduce(dt_step *s);
-/* The loss scale's verdict on the step's summed gradients, given the step's loss summed over
- * the ranks and whether every rank's gradients are finite; DT_SCALE_APPLY: the optimizer
- * updated the weights at learning rate lr and the running statistics of the `passes` passes
- * were merged over the ranks. *used_scale: the scale the gradients carried. */
-dt_scale_verdict dt_step_update(dt_step *s, dt_optim *opt, double lr, double loss, bool finite,
-                                int passes, double *used_scale);
-/* A skipped update: the forward passes also fed the running statistics: take them back. */
-void dt_step_restore_stats(dt_step *s);
+/* The step's one wait for the device: s->stats to the host; *loss, *correct: this rank's
+ * summed loss and top-1 count; returns whether its gradient sum is finite. */
+bool dt_step_collect(dt_step *s, double *loss, double *correct);
 
 #endif

@@ -51,27 +51,23 @@ static void inject_faults(int rank, long step) {
   if (signal_step == step) raise(SIGTERM);
 }
 
-/* DTRAIN_FAULT_OVERFLOW=S1,S2,... (0-based steps): rank 0's gradient sum of those steps gets
- * an infinite element, as an fp16 overflow would leave it (tests of loss scaling). Called
- * after dt_step_allreduce: the write is enqueued on the compute stream, which has joined the
- * all-reduces, so it cannot race an NCCL reduction of the same bucket (and be lost in it). The
- * step's finite check, reduced over every rank, then skips the update everywhere. */
-static void inject_overflow(const dt_trainer *t, long step) {
+/* DTRAIN_FAULT_OVERFLOW=S1,S2,... (0-based steps): whether rank 0's gradient sum of this step
+ * gets an infinite element, as an fp16 overflow would leave it (tests of loss scaling;
+ * dt_step_run writes it after the all-reduce). The step's finite check, reduced over every
+ * rank, then skips the update everywhere. */
+static bool overflow_at(long step) {
   static const char *v;
   static int looked;
   if (!looked) looked = 1, v = getenv("DTRAIN_FAULT_OVERFLOW"); /* once, off the step path */
-  if (!v || t->rank != 0) return;
+  if (!v) return false;
   for (const char *p = v; *p;) {
     char *end;
     long s = strtol(p, &end, 10);
-    if (end == p) return;
-    if (s == step) {
-      const float inf = INFINITY;
-      t->be->ops->to_device(t->be, t->model->params.grads, &inf, sizeof inf);
-      return;
-    }
+    if (end == p) return false;
+    if (s == step) return true;
     p = *end == ',' ? end + 1 : end;
   }
+  return false;
 }
 
 /* A run: the trainer, rank 0's run directory and reports, where it started and where it is. */
@@ -159,8 +155,7 @@ static int skip_update(run *r, epoch_state *es, dt_scale_verdict verdict, bool l
                   nl, step + 1, used_scale, r->t.ls.scale);
   else
     dt_report_say(&r->rep, "%sskipping step %ld: non-finite loss or gradient\n", nl, step + 1);
-  es->em.skipped++;
-  dt_step_restore_stats(&r->t.step);
+  es->em.skipped++; /* dt_step_run took the update and the running statistics back */
   return DT_EXIT_OK;
 }
 
@@ -243,29 +238,20 @@ static int train_step(run *r, epoch_state *es, const dt_batch *b, bool *stop) {
   }
   if (r->step == 0) tensorboard_batch_image(r, b);
   inject_faults(t->rank, r->step);
-  dt_step_save_stats(s);
-  double loss = 0, correct = 0;
-  const int passes = dt_step_gradients(s, b, r->step, &loss, &correct);
-  dt_step_allreduce(s);
-  inject_overflow(t, r->step); /* after the join: NCCL no longer touches the gradients */
-  /* One reduction carries the metrics and every rank's view of signals and faults. */
-  double red[5] = {loss, correct, b->n, g_stop_signal != 0,
-                   !dt_optim_grads_finite(&t->model->params)};
-  dt_comm_allreduce_sum_f64(t->comm, red, 5);
   const double lr = dt_schedule_lr(&t->sched, r->step);
-  double used_scale;
-  const dt_scale_verdict verdict = dt_step_update(s, &t->opt, lr, red[0], red[4] == 0, passes,
-                                                  &used_scale);
-  if (verdict == DT_SCALE_APPLY) {
+  const dt_step_result sr =
+      dt_step_run(s, &t->opt, b, r->step, lr, g_stop_signal != 0, overflow_at(r->step));
+  if (sr.verdict == DT_SCALE_APPLY) {
+    const double red[3] = {sr.loss, sr.correct, sr.images};
     for (int j = 0; j < 3; j++) es->em.sums[j] += red[j], es->em.win[j] += red[j];
-    es->images_here += red[2];
+    es->images_here += sr.images;
   } else {
-    int status = skip_update(r, es, verdict, isfinite(red[0]), used_scale);
+    int status = skip_update(r, es, sr.verdict, sr.loss_finite, sr.used_scale);
     if (status != DT_EXIT_OK) return status;
   }
   r->step++, es->i++;
   report_progress(r, es, lr);
-  return maybe_checkpoint(r, es, red[3] > 0, stop);
+  return maybe_checkpoint(r, es, sr.signalled, stop);
 }
 
 /* The end of an epoch: evaluation, the epoch line, the checkpoint of the last and of every

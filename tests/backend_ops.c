@@ -34,6 +34,7 @@
 #include "backend_factory.h"
 #include "common.h"
 #include "cpu/backend_cpu.h"
+#include "evaluate.h"
 #include "ref/ref_ops.h"
 #include "rng.h"
 #include "testutil.h"
@@ -753,20 +754,28 @@ static void xent_case(dt_backend *be, int n, int k, float lo, float hi, bool one
   t_put(be, &zt, &z);
   float *td = p_new(be, &t);
   dt_tensor dzt = t_garbage(be, s, l, seed + 2);
-  float *loss = dt_xcalloc(n, sizeof *loss);
-  double *dloss = dt_xcalloc(n, sizeof *dloss);
-  for (int i = 0; i < n; i++) loss[i] = NAN;
+  /* The losses land in backend memory (garbage before, to see them overwritten). */
+  hvec lg = hv_rand((size_t)n, seed + 3, -7, 7);
+  float *loss = p_new(be, &lg);
   be->ops->xent(be, &zt, td, n, k, scale, &dzt, loss);
-  for (int i = 0; i < n; i++) dloss[i] = loss[i];
+  double *dloss = p_get(be, loss, (size_t)n);
   snprintf(what, sizeof what, "%s: per-sample loss", tag);
   chk_close(what, dloss, rl, n);
   snprintf(what, sizeof what, "%s: dlogits", tag);
   chk_tensor(be, what, &dzt, rdz);
+  /* Without losses: the same dlogits. */
+  dt_tensor dz2 = t_garbage(be, s, l, seed + 4);
+  be->ops->xent(be, &zt, td, n, k, scale, &dz2, NULL);
+  snprintf(what, sizeof what, "%s: dlogits, no losses", tag);
+  chk_tensor(be, what, &dz2, rdz);
+  t_free(be, &dz2);
+  be->ops->free(be, loss);
+  hv_free(&lg);
 
   be->ops->free(be, td);
   t_free(be, &zt), t_free(be, &dzt);
   hv_free(&z), hv_free(&t);
-  free(rl), free(rdz), free(loss), free(dloss);
+  free(rl), free(rdz), free(dloss);
 }
 
 static void test_xent(void **state) {
@@ -778,6 +787,139 @@ static void test_xent(void **state) {
   xent_case(be, 5, 3, -2, 2, true, 7030);
   /* Large logits overflow a naive exp in fp32; the max must be subtracted first. */
   xent_case(be, 4, 10, 90, 110, false, 7040);
+  chk_end();
+}
+
+/* ---- a training step's bookkeeping: bit for bit the reference's arithmetic ---- */
+
+static void chk_exact(const char *what, const void *got, const void *want, size_t bytes) {
+  const bool ok = memcmp(got, want, bytes) == 0;
+  g_chk.checks++;
+  if (!ok) {
+    g_chk.failures++;
+    g_chk.worst = INFINITY;
+    snprintf(g_chk.worst_what, sizeof g_chk.worst_what, "%s", what);
+  }
+  if (!ok || g_chk.verbose) print_message("  %s %-60s bit for bit\n", ok ? "ok  " : "FAIL", what);
+}
+
+static void *dev_put(dt_backend *be, const void *host, size_t bytes) {
+  void *p = be->ops->alloc(be, bytes);
+  be->ops->to_device(be, p, host, bytes);
+  return p;
+}
+
+static void copy_axpy_case(dt_backend *be, size_t n, float a, bool with_x2, uint64_t seed) {
+  char what[160];
+  hvec y = hv_rand(n, seed, -3, 3), x = hv_rand(n, seed + 1, -2, 2), x2 = hv_rand(n, seed + 2, -2, 2);
+  float *yd = dev_put(be, y.f, n * sizeof(float)), *xd = dev_put(be, x.f, n * sizeof(float));
+  float *x2d = dev_put(be, x2.f, n * sizeof(float));
+  float *got = dt_xcalloc(n, sizeof *got);
+  /* copy: x over a buffer of garbage */
+  float *cd = dev_put(be, y.f, n * sizeof(float));
+  be->ops->copy(be, cd, xd, n * sizeof(float));
+  be->ops->to_host(be, got, cd, n * sizeof(float));
+  snprintf(what, sizeof what, "copy %zu floats", n);
+  chk_exact(what, got, x.f, n * sizeof(float));
+  be->ops->axpy(be, yd, xd, with_x2 ? x2d : NULL, n, a);
+  be->ops->to_host(be, got, yd, n * sizeof(float));
+  ref_axpy(n, y.f, x.f, with_x2 ? x2.f : NULL, a);
+  snprintf(what, sizeof what, "axpy %zu, a = %g%s", n, a, with_x2 ? ", x - x2" : "");
+  chk_exact(what, got, y.f, n * sizeof(float));
+  be->ops->free(be, yd), be->ops->free(be, xd), be->ops->free(be, x2d), be->ops->free(be, cd);
+  hv_free(&y), hv_free(&x), hv_free(&x2);
+  free(got);
+}
+
+static void nonfinite_case(dt_backend *be, size_t n, size_t at, float bad, int32_t flag0) {
+  char what[160];
+  hvec x = hv_rand(n, 9100 + n, -1e30f, 1e30f);
+  if (at < n) x.f[at] = bad;
+  float *xd = dev_put(be, x.f, n * sizeof(float));
+  int32_t *fd = dev_put(be, &flag0, sizeof flag0), flag = -1;
+  be->ops->flag_nonfinite(be, xd, n, fd);
+  be->ops->to_host(be, &flag, fd, sizeof flag);
+  const int32_t want = at < n && !isfinite(bad) ? 1 : flag0;
+  snprintf(what, sizeof what, "flag_nonfinite %zu floats, %g at %zu, flag %d before", n, bad, at,
+           flag0);
+  chk_exact(what, &flag, &want, sizeof flag);
+  be->ops->free(be, xd), be->ops->free(be, fd);
+  hv_free(&x);
+}
+
+static void top1_case(dt_backend *be, int n, int k, bool two, bool with_labels, uint64_t seed) {
+  char what[160];
+  const dt_shape s = {n, k, 1, 1};
+  const size_t nz = dt_shape_count(s);
+  const dt_layout *l = be->ops->layout_plain(be, s);
+  hvec z1 = hv_rand(nz, seed, -1, 1), z2 = hv_rand(nz, seed + 1, -1, 1);
+  hvec t = soft_targets(n, k, seed + 2);
+  int32_t *labels = dt_xcalloc((size_t)n, sizeof *labels);
+  for (int i = 0; i < n; i++) {
+    labels[i] = (int32_t)((7 * i + 3) % k);
+    /* Every third row: the label ties with a class below it (which then ranks first), every
+     * fifth: the maximum of the row is tied (the first wins). */
+    float *r1 = z1.f + (size_t)i * k, *r2 = z2.f + (size_t)i * k;
+    if (i % 3 == 0 && labels[i] > 0) r1[labels[i]] = r1[0], r2[labels[i]] = r2[0];
+    if (i % 5 == 0) r1[k - 1] = r1[0] = 2.0f, r2[k - 1] = r2[0] = 2.0f;
+    if (i % 7 == 0) r1[labels[i]] = 3.0f, r2[labels[i]] = 3.0f; /* a clear hit */
+  }
+  dt_tensor a = t_new(be, s, l), b = t_new(be, s, l);
+  t_put(be, &a, &z1);
+  t_put(be, &b, &z2);
+  float *td = dev_put(be, t.f, nz * sizeof(float));
+  int32_t *ld = dev_put(be, labels, (size_t)n * sizeof(int32_t));
+  const double before = 2.5;
+  double *cd = dev_put(be, &before, sizeof before), got = 0;
+  be->ops->top1(be, &a, two ? &b : NULL, td, with_labels ? ld : NULL, n, k, cd);
+  be->ops->to_host(be, &got, cd, sizeof got);
+  const double want = before + ref_top1(n, k, z1.f, two ? z2.f : NULL, t.f,
+                                        with_labels ? labels : NULL);
+  snprintf(what, sizeof what, "top1 %dx%d%s, %s", n, k, two ? " of (z1 + z2) / 2" : "",
+           with_labels ? "labels" : "target weights");
+  chk_exact(what, &got, &want, sizeof got);
+  if (with_labels && !two) { /* the count of the evaluation (evaluate.c) */
+    int *il = dt_xcalloc((size_t)n, sizeof *il);
+    for (int i = 0; i < n; i++) il[i] = labels[i];
+    const double eval = before + dt_eval_topk_correct(z1.f, il, n, k, 1);
+    snprintf(what, sizeof what, "top1 %dx%d = dt_eval_topk_correct", n, k);
+    chk_exact(what, &got, &eval, sizeof got);
+    free(il);
+  }
+  /* sq_diff_rows of the same pair. */
+  double *out = be->ops->alloc(be, (size_t)n * sizeof(double));
+  double *sq = dt_xcalloc((size_t)n, sizeof *sq), *rsq = dt_xcalloc((size_t)n, sizeof *rsq);
+  be->ops->sq_diff_rows(be, &a, &b, n, k, out);
+  be->ops->to_host(be, sq, out, (size_t)n * sizeof(double));
+  ref_sq_diff_rows(n, k, z1.f, z2.f, rsq);
+  snprintf(what, sizeof what, "sq_diff_rows %dx%d", n, k);
+  chk_exact(what, sq, rsq, (size_t)n * sizeof(double));
+  be->ops->free(be, out), be->ops->free(be, td), be->ops->free(be, ld), be->ops->free(be, cd);
+  t_free(be, &a), t_free(be, &b);
+  hv_free(&z1), hv_free(&z2), hv_free(&t);
+  free(labels), free(sq), free(rsq);
+}
+
+static void test_step_ops(void **state) {
+  dt_backend *be = *state;
+  chk_begin();
+  copy_axpy_case(be, 1, 1.0f, false, 9000);
+  copy_axpy_case(be, 1037, 1.0f, false, 9010);      /* gradient sums: dst += src */
+  copy_axpy_case(be, 1037, 0.37f, true, 9020);      /* Dual-Cutout: dz += s (z1 - z2) */
+  copy_axpy_case(be, 70001, -0.0123f, true, 9030);
+  copy_axpy_case(be, 4099, 0.1f, false, 9040);
+  nonfinite_case(be, 3000, 3000, 0, 0);             /* finite */
+  nonfinite_case(be, 3000, 2999, NAN, 0);
+  nonfinite_case(be, 3000, 0, INFINITY, 0);
+  nonfinite_case(be, 100000, 77777, -INFINITY, 0);
+  nonfinite_case(be, 3000, 3000, 0, 1);             /* a flag already set stays set */
+  for (int two = 0; two < 2; two++)
+    for (int lab = 0; lab < 2; lab++) {
+      top1_case(be, 37, 10, two, lab, 9100 + 10 * two + lab);
+      top1_case(be, 5, 100, two, lab, 9200 + 10 * two + lab);
+    }
+  top1_case(be, 2500, 3, false, true, 9300); /* more rows than one chunk of the CUDA kernel */
+  top1_case(be, 2500, 3, true, false, 9310);
   chk_end();
 }
 
@@ -1421,7 +1563,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_memory), cmocka_unit_test(test_conv),   cmocka_unit_test(test_bn),
       cmocka_unit_test(test_eltwise), cmocka_unit_test(test_gap),   cmocka_unit_test(test_linear),
-      cmocka_unit_test(test_xent),    cmocka_unit_test(test_chain),
+      cmocka_unit_test(test_xent),    cmocka_unit_test(test_step_ops),
+      cmocka_unit_test(test_chain),
       cmocka_unit_test(test_chain_rethread),
       cmocka_unit_test(test_pool),    cmocka_unit_test(test_concat_pad),
       cmocka_unit_test(test_dropout_sigmoid), cmocka_unit_test(test_scale_shake),

@@ -404,7 +404,7 @@ static void cpu_download(dt_backend *bep, const dt_tensor *src, float *nchw_host
 /* Soft-target cross-entropy on plain logits (N, K): loss_i = -sum_k t_ik log_softmax(z_i)_k,
  * dlogits = (softmax(z) - t) * grad_scale. Tiny (N K values), so plain loops in double. */
 static void cpu_xent(dt_backend *be, const dt_tensor *logits, const float *targets, int n, int k,
-                     float grad_scale, dt_tensor *dlogits, float *loss_host) {
+                     float grad_scale, dt_tensor *dlogits, float *losses) {
   (void)be;
   const float *z = logits->data;
   float *dz = dlogits ? dlogits->data : NULL;
@@ -416,7 +416,7 @@ static void cpu_xent(dt_backend *be, const dt_tensor *logits, const float *targe
     for (int j = 0; j < k; j++) sum += exp(zi[j] - zmax);
     double lse = zmax + log(sum), loss = 0;
     for (int j = 0; j < k; j++) loss -= ti[j] * (zi[j] - lse);
-    if (loss_host) loss_host[i] = (float)loss;
+    if (losses) losses[i] = (float)loss;
     if (dz)
       for (int j = 0; j < k; j++)
         dz[(size_t)i * k + j] = (float)((exp(zi[j] - lse) - ti[j]) * grad_scale);
@@ -534,6 +534,11 @@ static const dt_backend_ops cpu_ops = {
     .lars_update = dt_cpu_lars_update,
     .adam_update = dt_cpu_adam_update,
     .all_finite = dt_cpu_all_finite,
+    .copy = dt_cpu_copy,
+    .axpy = dt_cpu_axpy,
+    .flag_nonfinite = dt_cpu_flag_nonfinite,
+    .top1 = dt_cpu_top1,
+    .sq_diff_rows = dt_cpu_sq_diff_rows,
     .set_precision = cpu_set_precision,
     .set_threads = cpu_set_threads,
 };

@@ -285,4 +285,13 @@ void dt_cpu_adam_update(dt_backend *be, float *w, float *g, float *m, float *v, 
                         float wd, float grad_scale);
 bool dt_cpu_all_finite(dt_backend *be, const float *x, size_t n);
 
+/* ---- the step's bookkeeping (cpu_step.c) ---- */
+void dt_cpu_copy(dt_backend *be, void *dst, const void *src, size_t bytes);
+void dt_cpu_axpy(dt_backend *be, float *y, const float *x, const float *x2, size_t n, float a);
+void dt_cpu_flag_nonfinite(dt_backend *be, const float *x, size_t n, int32_t *flag);
+void dt_cpu_top1(dt_backend *be, const dt_tensor *logits, const dt_tensor *logits2,
+                 const float *targets, const int32_t *labels, int n, int k, double *correct);
+void dt_cpu_sq_diff_rows(dt_backend *be, const dt_tensor *a, const dt_tensor *b, int n, int k,
+                         double *out);
+
 #endif

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cuda/cuda_internal.h"
+#include "cuda/cuda_step_kernels.h"
 #include "gpu_place.h"
 #include "precision.h"
 
@@ -80,7 +81,7 @@ void dt_cuda_workspace_reserve(dt_cuda_backend *be, size_t bytes) {
 static float *cuda_staging(dt_cuda_backend *be, size_t bytes) {
   if (bytes > be->staging_bytes) {
     DT_CUDA_CHECK(cudaStreamSynchronize(be->stream));
-    be->base.generation++; /* a recording may hold the old buffer (xent's losses) */
+    be->base.generation++; /* a recording may hold the old buffer */
     dt_cuda_free(be->staging);
     be->staging = dt_cuda_malloc(bytes);
     be->staging_bytes = bytes;
@@ -117,12 +118,13 @@ static void cuda_zero(dt_backend *bep, void *ptr, size_t bytes) {
   dt_cuda_op_done(be, false);
 }
 
-/* Host transfers wait: the host reads what to_host wrote, and may reuse what to_device read. */
+/* Host transfers wait: the host reads what to_host wrote, and may reuse what to_device read
+ * (unless it holds that memory: hold_host). */
 static void cuda_to_device(dt_backend *bep, void *dst, const void *src_host, size_t bytes) {
   dt_cuda_backend *be = dt_cuda_be(bep);
   if (bytes == 0) return;
   DT_CUDA_CHECK(cudaMemcpyAsync(dst, src_host, bytes, cudaMemcpyHostToDevice, be->stream));
-  dt_cuda_op_done(be, true);
+  dt_cuda_op_done(be, !be->hold_host);
 }
 
 static void cuda_to_host(dt_backend *bep, void *dst_host, const void *src, size_t bytes) {
@@ -215,7 +217,7 @@ static void cuda_upload(dt_backend *bep, const float *nchw_host, dt_tensor *dst)
     DT_CUDA_CHECK(cudaMemcpyAsync(st, nchw_host, bytes, cudaMemcpyDefault, be->stream));
     DT_CUDA_CHECK(dt_k_nchw_to_nhwc(st, dst->data, s.n, s.c, s.h * s.w, be->stream));
   }
-  dt_cuda_op_done(be, true); /* the caller may reuse nchw_host at once */
+  dt_cuda_op_done(be, !be->hold_host); /* the caller may reuse nchw_host at once */
 }
 
 static void cuda_download(dt_backend *bep, const dt_tensor *src, float *nchw_host) {
@@ -235,22 +237,18 @@ static void cuda_download(dt_backend *bep, const dt_tensor *src, float *nchw_hos
 
 /* ---- loss ---- */
 
-/* Soft-target cross-entropy on plain logits (N, K): per-sample losses through the staging
- * buffer to the host, dlogits on the device. */
+/* Soft-target cross-entropy on plain logits (N, K): per-sample losses and dlogits on the
+ * device, nothing waits. */
 static void cuda_xent(dt_backend *bep, const dt_tensor *logits, const float *targets, int n,
-                      int k, float grad_scale, dt_tensor *dlogits, float *loss_host) {
+                      int k, float grad_scale, dt_tensor *dlogits, float *losses) {
   dt_cuda_backend *be = dt_cuda_be(bep);
   const dt_shape s = {n, k, 1, 1};
   const dt_layout *plain = dt_cuda_layout(be, s, DT_CUDA_NCHW);
   dt_cuda_check_tensor(logits, plain, "xent logits");
   if (dlogits) dt_cuda_check_tensor(dlogits, plain, "xent dlogits");
-  float *loss = cuda_staging(be, (size_t)n * sizeof(float));
   DT_CUDA_CHECK(dt_k_xent(logits->data, targets, n, k, grad_scale,
-                          dlogits ? dlogits->data : NULL, loss, be->stream));
-  if (loss_host)
-    DT_CUDA_CHECK(cudaMemcpyAsync(loss_host, loss, (size_t)n * sizeof(float), cudaMemcpyDefault,
-                                  be->stream));
-  dt_cuda_op_done(be, loss_host != NULL);
+                          dlogits ? dlogits->data : NULL, losses, be->stream));
+  dt_cuda_op_done(be, false);
 }
 
 /* ---- optimizer updates ---- */
@@ -485,6 +483,11 @@ static const dt_backend_ops cuda_ops = {
     .lars_update = cuda_lars_update,
     .adam_update = cuda_adam_update,
     .all_finite = cuda_all_finite,
+    .copy = dt_cuda_copy,
+    .axpy = dt_cuda_axpy,
+    .flag_nonfinite = dt_cuda_flag_nonfinite,
+    .top1 = dt_cuda_top1,
+    .sq_diff_rows = dt_cuda_sq_diff_rows,
     .set_precision = cuda_set_precision,
     .algos_export = dt_cuda_algos_export,
     .algos_import = dt_cuda_algos_import,
@@ -492,6 +495,7 @@ static const dt_backend_ops cuda_ops = {
     .host_alloc = cuda_host_alloc,
     .host_free = cuda_host_free,
     .prefetch = cuda_prefetch,
+    .hold_host = dt_cuda_hold_host,
     .capture_begin = cuda_capture_begin,
     .capture_end = cuda_capture_end,
     .replay = cuda_replay,

@@ -6,12 +6,13 @@
  * to_host / to_device / upload / download, and the optimizer updates it with the backend's
  * update kernels. Everything runs on one stream, in call order.
  *
- * Synchronisation: only an op that hands results to host memory (to_host, download, the
- * loss, the non-finite check) or reads host memory the caller may reuse at once (to_device,
+ * Synchronisation: only an op that hands results to host memory (to_host, download,
+ * all_finite) or reads host memory the caller may reuse at once (to_device,
  * upload) waits for the stream before it returns; every other op only enqueues work. With the
  * environment variable DT_CUDA_SYNC=1 every op waits (errors then point at the right op).
- * The one exception is an upload of a prefetched batch: the copy ran on the copy stream from
- * page-locked memory, and the compute stream waits for it on the device. */
+ * The exceptions: an upload of a prefetched batch (the copy ran on the copy stream from
+ * page-locked memory, and the compute stream waits for it on the device), and to_device and
+ * upload while the caller holds their host memory (hold_host, a training step). */
 #ifndef DT_CUDA_INTERNAL_H
 #define DT_CUDA_INTERNAL_H
 
@@ -101,7 +102,7 @@ typedef struct {
   dt_cuda_algo *algos;        /* convolution algorithms by shape */
   void *workspace;            /* shared cuDNN workspace (device), grown to the largest need */
   size_t workspace_bytes;
-  float *staging;             /* upload / download / loss staging (device) */
+  float *staging;             /* upload / download staging (device) */
   size_t staging_bytes;
   void *lars_scratch;         /* the LARS norms and trust ratio (device) */
   /* 16-bit copies of a convolution's operands, shared by every convolution (one runs at a time
@@ -115,6 +116,7 @@ typedef struct {
   int prefetch_next;          /* the slot the next prefetch takes */
   bool capturing;             /* capture_begin .. capture_end: ops are recorded, nothing waits */
   void *cublas_workspace;     /* cuBLAS's workspace, set once so that capture allocates nothing */
+  bool hold_host;             /* hold_host: to_device and upload do not wait (cuda_step.c) */
 } dt_cuda_backend;
 
 /* Common head of every op; each kind embeds it as its first member. */

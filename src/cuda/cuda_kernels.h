@@ -58,8 +58,8 @@ cudaError_t dt_k_bias_rows(const float *b, float *y, int n, int k, cudaStream_t 
 cudaError_t dt_k_sum_rows(const float *dy, float *db, int n, int k, cudaStream_t stream);
 
 /* ---- soft-target cross-entropy (kernels/xent.cu) ---- */
-/* z, t (N, K) row-major: loss (N) = -sum_k t log_softmax(z), and dz = (softmax(z) - t) * scale
- * when dz is not NULL. */
+/* z, t (N, K) row-major: loss (N) = -sum_k t log_softmax(z) when loss is not NULL, and
+ * dz = (softmax(z) - t) * scale when dz is not NULL. */
 cudaError_t dt_k_xent(const float *z, const float *t, int n, int k, float scale, float *dz,
                       float *loss, cudaStream_t stream);
 

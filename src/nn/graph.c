@@ -269,7 +269,10 @@ static void plan(dt_graph *g) {
   if (!g->bn_eval) g->scratch = act_alloc(g, max_bytes, &g->act_bytes.scratch);
   g->scratch_bytes = max_bytes;
   const dt_shape out = g->nodes[g->n_nodes - 1].shape;
-  if (!g->layouts_only) g->targets = be->ops->alloc(be, (size_t)out.n * out.c * sizeof(float));
+  if (!g->layouts_only) {
+    g->targets = be->ops->alloc(be, (size_t)out.n * out.c * sizeof(float));
+    g->losses = be->ops->alloc(be, (size_t)out.n * sizeof(float));
+  }
   g->planned = true;
 }
 
@@ -308,16 +311,18 @@ void dt_graph_set_targets(dt_graph *g, const float *targets) {
   g->be->ops->to_device(g->be, g->targets, targets, (size_t)s.n * s.c * sizeof(float));
 }
 
-void dt_graph_run_loss(dt_graph *g, float grad_scale, float *losses_host) {
+void dt_graph_run_loss(dt_graph *g, float grad_scale, float *losses) {
   dt_value *last = &g->values[g->n_nodes];
   const dt_shape s = last->t.shape;
   dt_tensor *dlogits = g->bn_eval ? NULL : &last->grad;
-  g->be->ops->xent(g->be, &last->t, g->targets, s.n, s.c, grad_scale, dlogits, losses_host);
+  g->be->ops->xent(g->be, &last->t, g->targets, s.n, s.c, grad_scale, dlogits, losses);
 }
 
 void dt_graph_loss(dt_graph *g, const float *targets, float grad_scale, float *losses_host) {
   dt_graph_set_targets(g, targets);
-  dt_graph_run_loss(g, grad_scale, losses_host);
+  dt_graph_run_loss(g, grad_scale, losses_host ? g->losses : NULL);
+  const int n = g->values[g->n_nodes].t.shape.n;
+  if (losses_host) g->be->ops->to_host(g->be, losses_host, g->losses, (size_t)n * sizeof(float));
 }
 
 bool dt_graph_replayable(const dt_graph *g) {
@@ -387,6 +392,7 @@ void dt_graph_free(dt_graph *g) {
   }
   if (g->scratch) be->ops->free(be, g->scratch);
   if (g->targets) be->ops->free(be, g->targets);
+  if (g->losses) be->ops->free(be, g->losses);
   free(g->values);
   free(g->nodes);
   free(g);

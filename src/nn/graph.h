@@ -81,6 +81,7 @@ struct dt_graph {
   bool layouts_only; /* planned by dt_graph_plan_layouts: no activation buffers */
   dt_graph_bytes act_bytes; /* what dt_graph_activation_bytes reports */
   float *targets;    /* (N, K) soft targets in backend memory */
+  float *losses;     /* (N) dt_graph_loss's per-sample losses in backend memory */
   /* Randomness of dropout and shake-shake (set by the trainer before each forward; both 0 by
    * default). step_key keys the step, e.g. a hash of (train.seed, step); sample_offset is the
    * index of this batch's first sample in the global batch, so that every layer's draw for a
@@ -165,15 +166,18 @@ size_t dt_graph_bytes_total(dt_graph_bytes b);
 /* Forward from a plain NCHW host batch; returns the logits tensor (N, K). */
 const dt_tensor *dt_graph_forward(dt_graph *g, const float *input_host, bool train);
 /* Soft-target cross-entropy on the logits of the last forward: per-sample losses to
- * losses_host and the logits gradient (scaled by grad_scale) into the last value's gradient. */
+ * losses_host (NULL: not wanted; waits for them) and the logits gradient (scaled by
+ * grad_scale) into the last value's gradient. */
 void dt_graph_loss(dt_graph *g, const float *targets, float grad_scale, float *losses_host);
 /* The same two steps split into their host transfers and their device work, for replaying
- * the device work of a step (CUDA graphs): dt_graph_forward = set_input + run_forward,
- * dt_graph_loss = set_targets + run_loss. */
+ * the device work of a step (CUDA graphs) and for steps that keep their losses in backend
+ * memory: dt_graph_forward = set_input + run_forward, dt_graph_loss = set_targets + run_loss
+ * + a copy of the losses to the host. run_loss writes the N per-sample losses to `losses`,
+ * backend memory (NULL: not wanted), and does not wait. */
 void dt_graph_set_input(dt_graph *g, const float *input_host);
 const dt_tensor *dt_graph_run_forward(dt_graph *g, bool train);
 void dt_graph_set_targets(dt_graph *g, const float *targets);
-void dt_graph_run_loss(dt_graph *g, float grad_scale, float *losses_host);
+void dt_graph_run_loss(dt_graph *g, float grad_scale, float *losses);
 /* True when a training step's device work is the same every step but for its data: no layer
  * takes per-step host input (dropout masks, shake-shake coefficients). */
 bool dt_graph_replayable(const dt_graph *g);

@@ -287,7 +287,7 @@ run_test() { # NAME LIMIT: one test binary of the bundle, a row of the test tabl
   # that one failing op does not hide the others.
   if [ "$t" = test_gpu_ops ] && [ "$RC" != 0 ] && [ "$RC" != 77 ] && [ "$RC" != 125 ]; then
     for one in test_memory test_conv test_bn test_eltwise test_gap test_linear test_xent \
-      test_chain test_pool test_concat_pad test_dropout_sigmoid test_scale_shake \
+      test_step_ops test_chain test_pool test_concat_pad test_dropout_sigmoid test_scale_shake \
       test_shift_bias; do
       run_step "$t.$one" 10 env OMP_NUM_THREADS=8 DT_TEST_FILTER="$one" "$BIN/$t"
       res=$(result_of "$RC")

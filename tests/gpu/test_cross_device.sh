@@ -18,8 +18,8 @@
 #     identical bytes (train.deterministic = true, the default: deterministic cuDNN algorithms,
 #     the checkpoint's choices reused; the checkpoint holds them); the same with bf16;
 #   - 3 epochs (train -> evaluate -> train ...) with graphs against op by op, fp32 and bf16: the
-#     evaluation's bigger batch grows buffers a recording points into (the loss staging, the
-#     16-bit operands), so the step is recorded again after it (at least 2 recordings), and
+#     evaluation's bigger batch grows shared buffers (the upload staging, the 16-bit
+#     operands a recording points into), so the step is recorded again after it (at least 2 recordings), and
 #     the weights and every epoch's test accuracy agree with the op-by-op run.
 # Exits 77 (skipped) when DTRAIN cannot start a CUDA backend.
 # Usage: test_cross_device.sh DTRAIN   (ckpt_compare from $DTRAIN_TOOLS, else DTRAIN's

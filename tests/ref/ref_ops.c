@@ -420,3 +420,48 @@ void ref_bias_backward(int n, int c, int hw, const double *dy, double *db) {
     db[ch] = acc;
   }
 }
+
+/* ---- a training step's bookkeeping ---- */
+
+void ref_axpy(size_t n, float *y, const float *x, const float *x2, float a) {
+  for (size_t i = 0; i < n; i++) {
+    const float d = x2 ? x[i] - x2[i] : x[i];
+    const float p = a * d;
+    y[i] = y[i] + p;
+  }
+}
+
+double ref_top1(int n, int k, const float *z1, const float *z2, const float *t,
+                const int32_t *labels) {
+  double c = 0;
+  float *z = malloc((size_t)k * sizeof *z);
+  for (int i = 0; i < n; i++) {
+    for (int j = 0; j < k; j++) {
+      const size_t at = (size_t)i * k + j;
+      z[j] = z2 ? 0.5f * (float)(z1[at] + z2[at]) : z1[at];
+    }
+    if (labels) {
+      int above = 0;
+      for (int j = 0; j < k; j++)
+        above += z[j] > z[labels[i]] || (z[j] == z[labels[i]] && j < labels[i]);
+      c += above == 0;
+    } else {
+      int best = 0;
+      for (int j = 1; j < k; j++) best = z[j] > z[best] ? j : best;
+      c += t[(size_t)i * k + best];
+    }
+  }
+  free(z);
+  return c;
+}
+
+void ref_sq_diff_rows(int n, int k, const float *a, const float *b, double *out) {
+  for (int i = 0; i < n; i++) {
+    double s = 0;
+    for (int j = 0; j < k; j++) {
+      const double d = (double)a[(size_t)i * k + j] - (double)b[(size_t)i * k + j];
+      s += d * d;
+    }
+    out[i] = s;
+  }
+}

@@ -134,4 +134,17 @@ void ref_shift_backward(int n, int c, int h, int w, int sy, int sx, const double
 void ref_bias_forward(int n, int c, int hw, const double *x, const double *b, double *y);
 void ref_bias_backward(int n, int c, int hw, const double *dy, double *db);
 
+/* ---- a training step's bookkeeping (src/step.c) ----
+ * These are the exact results the backends must reproduce bit for bit: the float arithmetic
+ * of the contract, not a double approximation of it. */
+
+/* y[i] += a * (x[i] - x2[i]) in float, each operation rounded (x2 NULL: a * x[i]). */
+void ref_axpy(size_t n, float *y, const float *x, const float *x2, float a);
+/* The top-1 count of z = z1 or 0.5f (z1 + z2) (N, K): with labels, the rows whose label ranks
+ * first (ties to the lower class); else sum_i t[i, first argmax of z_i]; summed in row order. */
+double ref_top1(int n, int k, const float *z1, const float *z2, const float *t,
+                const int32_t *labels);
+/* out[i] = sum_c ((double)a[i, c] - b[i, c])^2 in order. */
+void ref_sq_diff_rows(int n, int k, const float *a, const float *b, double *out);
+
 #endif
