@@ -1,5 +1,6 @@
 /* bn.cu: batch normalisation kernels of the CUDA backend, over the m = N hw rows of each
- * channel of an (N, hw, C) or (N, C, hw) tensor.
+ * channel of an (N, hw, C) or (N, C, hw) tensor of any element type (common.cuh): statistics,
+ * sums and coefficients stay fp32 / double whatever the tensors' type.
  *
  * Reductions are two kernels: blocks of 32 channels x 8 row-threads walk a slice of the rows
  * and write per-block partial sums in double to `partial` (2 x R x C); a per-channel kernel
@@ -39,7 +40,8 @@ __device__ static void bn_block_partial(double a, double b, double *partial, int
 }
 
 // partial (2, R, C) <- sums of x and x^2 over the rows of each channel
-__global__ static void k_bn_stats_partial(const float *x, double *partial, int n, int c, int hw,
+template <typename T>
+__global__ static void k_bn_stats_partial(const T *x, double *partial, int n, int c, int hw,
                                           bool nhwc) {
   const int ch = blockIdx.x * BN_TX + threadIdx.x;
   const size_t m = (size_t)n * hw;
@@ -47,7 +49,7 @@ __global__ static void k_bn_stats_partial(const float *x, double *partial, int n
   if (ch < c)
     for (size_t r = (size_t)blockIdx.y * BN_TY + threadIdx.y; r < m;
          r += (size_t)gridDim.y * BN_TY) {
-      const double v = x[dt_k_at(r, ch, c, hw, nhwc)];
+      const double v = dt_k_ld(x, dt_k_at(r, ch, c, hw, nhwc));
       s += v;
       q += v * v;
     }
@@ -83,34 +85,37 @@ __global__ static void k_bn_stats_final(const double *partial, int rows, int c, 
 }
 
 // y = gamma (x - mean) invstd + beta, relu and its mask when asked
-__global__ static void k_bn_apply(const float *x, float *y, uint8_t *mask, const float *mean,
+template <typename T>
+__global__ static void k_bn_apply(const T *x, T *y, uint8_t *mask, const float *mean,
                                   const float *invstd, const float *gamma, const float *beta,
                                   size_t count, int c, int hw, bool nhwc, bool relu) {
   DT_K_FOR(i, count) {
     const int ch = dt_k_channel(i, c, hw, nhwc);
-    float v = gamma[ch] * ((x[i] - mean[ch]) * invstd[ch]) + beta[ch];
+    float v = gamma[ch] * ((dt_k_ld(x, i) - mean[ch]) * invstd[ch]) + beta[ch];
     if (relu) {
       if (v < 0.0f) v = 0.0f;
       mask[i] = v > 0.0f;
     }
-    y[i] = v;
+    dt_k_st(y, i, v);
   }
 }
 
-__global__ static void k_bn_infer(const float *x, float *y, const float *rmean, const float *rvar,
+template <typename T>
+__global__ static void k_bn_infer(const T *x, T *y, const float *rmean, const float *rvar,
                                   const float *gamma, const float *beta, float eps, size_t count,
                                   int c, int hw, bool nhwc, bool relu) {
   DT_K_FOR(i, count) {
     const int ch = dt_k_channel(i, c, hw, nhwc);
     const float invstd = 1.0f / sqrtf(rvar[ch] + eps);
-    float v = gamma[ch] * ((x[i] - rmean[ch]) * invstd) + beta[ch];
+    float v = gamma[ch] * ((dt_k_ld(x, i) - rmean[ch]) * invstd) + beta[ch];
     if (relu && v < 0.0f) v = 0.0f;
-    y[i] = v;
+    dt_k_st(y, i, v);
   }
 }
 
 // partial (2, R, C) <- sums of dy and dy xhat (dy masked by the ReLU mask when given)
-__global__ static void k_bn_bwd_partial(const float *x, const float *dy, const uint8_t *mask,
+template <typename T>
+__global__ static void k_bn_bwd_partial(const T *x, const T *dy, const uint8_t *mask,
                                         const float *save_mean, const float *save_var, float eps,
                                         double *partial, int n, int c, int hw, bool nhwc) {
   const int ch = blockIdx.x * BN_TX + threadIdx.x;
@@ -121,9 +126,9 @@ __global__ static void k_bn_bwd_partial(const float *x, const float *dy, const u
     for (size_t r = (size_t)blockIdx.y * BN_TY + threadIdx.y; r < m;
          r += (size_t)gridDim.y * BN_TY) {
       const size_t at = dt_k_at(r, ch, c, hw, nhwc);
-      const double d = (mask && !mask[at]) ? 0.0 : (double)dy[at];
+      const double d = (mask && !mask[at]) ? 0.0 : (double)dt_k_ld(dy, at);
       s += d;
-      q += d * (((double)x[at] - mean) * invstd);
+      q += d * (((double)dt_k_ld(x, at) - mean) * invstd);
     }
   }
   bn_block_partial(s, q, partial, c, ch);
@@ -152,14 +157,15 @@ __global__ static void k_bn_bwd_final(const double *partial, int rows, int c, do
 }
 
 // dx = gamma invstd (dy - dbeta / m - xhat dgamma / m)
-__global__ static void k_bn_bwd_dx(const float *x, const float *dy, const uint8_t *mask,
-                                   const float *coef, float *dx, size_t count, int c, int hw,
+template <typename T>
+__global__ static void k_bn_bwd_dx(const T *x, const T *dy, const uint8_t *mask,
+                                   const float *coef, T *dx, size_t count, int c, int hw,
                                    bool nhwc) {
   DT_K_FOR(i, count) {
     const int ch = dt_k_channel(i, c, hw, nhwc);
-    const float d = (mask && !mask[i]) ? 0.0f : dy[i];
-    const float xhat = (x[i] - coef[3 * (size_t)c + ch]) * coef[4 * (size_t)c + ch];
-    dx[i] = coef[ch] * (d - coef[(size_t)c + ch] - xhat * coef[2 * (size_t)c + ch]);
+    const float d = (mask && !mask[i]) ? 0.0f : dt_k_ld(dy, i);
+    const float xhat = (dt_k_ld(x, i) - coef[3 * (size_t)c + ch]) * coef[4 * (size_t)c + ch];
+    dt_k_st(dx, i, coef[ch] * (d - coef[(size_t)c + ch] - xhat * coef[2 * (size_t)c + ch]));
   }
 }
 
@@ -167,12 +173,15 @@ static dim3 bn_reduce_grid(int n, int c, int hw) {
   return dim3((unsigned)((c + BN_TX - 1) / BN_TX), (unsigned)dt_k_bn_partial_rows(n, hw), 1);
 }
 
-extern "C" cudaError_t dt_k_bn_stats(const float *x, double *partial, int n, int c, int hw,
+extern "C" cudaError_t dt_k_bn_stats(const void *x, double *partial, int n, int c, int hw,
                                      bool nhwc, float eps, float momentum, float *save_mean,
                                      float *save_var, float *running_mean, float *running_var,
-                                     float *mean_f, float *invstd_f, cudaStream_t stream) {
+                                     float *mean_f, float *invstd_f, dt_cuda_dtype dt,
+                                     cudaStream_t stream) {
   const dim3 grid = bn_reduce_grid(n, c, hw), block(BN_TX, BN_TY, 1);
-  k_bn_stats_partial<<<grid, block, 0, stream>>>(x, partial, n, c, hw, nhwc);
+  DT_K_TYPED(dt, T,
+             k_bn_stats_partial<T><<<grid, block, 0, stream>>>((const T *)x, partial, n, c, hw,
+                                                               nhwc));
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;
   k_bn_stats_final<<<dt_k_blocks((size_t)c), DT_K_BLOCK, 0, stream>>>(
@@ -181,34 +190,39 @@ extern "C" cudaError_t dt_k_bn_stats(const float *x, double *partial, int n, int
   return cudaGetLastError();
 }
 
-extern "C" cudaError_t dt_k_bn_apply(const float *x, float *y, uint8_t *mask, const float *mean,
+extern "C" cudaError_t dt_k_bn_apply(const void *x, void *y, uint8_t *mask, const float *mean,
                                      const float *invstd, const float *gamma, const float *beta,
-                                     int n, int c, int hw, bool nhwc, bool relu,
+                                     int n, int c, int hw, bool nhwc, bool relu, dt_cuda_dtype dt,
                                      cudaStream_t stream) {
   const size_t count = (size_t)n * c * hw;
-  k_bn_apply<<<dt_k_blocks(count), DT_K_BLOCK, 0, stream>>>(x, y, mask, mean, invstd, gamma, beta,
-                                                           count, c, hw, nhwc, relu);
+  DT_K_TYPED(dt, T,
+             DT_K_LAUNCH(k_bn_apply<T>, count, (const T *)x, (T *)y, mask, mean, invstd, gamma,
+                         beta, count, c, hw, nhwc, relu));
   return cudaGetLastError();
 }
 
-extern "C" cudaError_t dt_k_bn_infer(const float *x, float *y, const float *rmean,
+extern "C" cudaError_t dt_k_bn_infer(const void *x, void *y, const float *rmean,
                                      const float *rvar, const float *gamma, const float *beta,
                                      float eps, int n, int c, int hw, bool nhwc, bool relu,
-                                     cudaStream_t stream) {
+                                     dt_cuda_dtype dt, cudaStream_t stream) {
   const size_t count = (size_t)n * c * hw;
-  k_bn_infer<<<dt_k_blocks(count), DT_K_BLOCK, 0, stream>>>(x, y, rmean, rvar, gamma, beta, eps,
-                                                           count, c, hw, nhwc, relu);
+  DT_K_TYPED(dt, T,
+             DT_K_LAUNCH(k_bn_infer<T>, count, (const T *)x, (T *)y, rmean, rvar, gamma, beta,
+                         eps, count, c, hw, nhwc, relu));
   return cudaGetLastError();
 }
 
-extern "C" cudaError_t dt_k_bn_backward(const float *x, const float *dy, const uint8_t *mask,
+extern "C" cudaError_t dt_k_bn_backward(const void *x, const void *dy, const uint8_t *mask,
                                         const float *save_mean, const float *save_var,
                                         const float *gamma, float eps, double *partial,
-                                        float *coef, float *dx, float *dgamma, float *dbeta,
-                                        int n, int c, int hw, bool nhwc, cudaStream_t stream) {
+                                        float *coef, void *dx, float *dgamma, float *dbeta,
+                                        int n, int c, int hw, bool nhwc, dt_cuda_dtype dt,
+                                        cudaStream_t stream) {
   const dim3 grid = bn_reduce_grid(n, c, hw), block(BN_TX, BN_TY, 1);
-  k_bn_bwd_partial<<<grid, block, 0, stream>>>(x, dy, mask, save_mean, save_var, eps, partial, n,
-                                               c, hw, nhwc);
+  DT_K_TYPED(dt, T,
+             k_bn_bwd_partial<T><<<grid, block, 0, stream>>>((const T *)x, (const T *)dy, mask,
+                                                             save_mean, save_var, eps, partial,
+                                                             n, c, hw, nhwc));
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;
   k_bn_bwd_final<<<dt_k_blocks((size_t)c), DT_K_BLOCK, 0, stream>>>(
@@ -217,7 +231,8 @@ extern "C" cudaError_t dt_k_bn_backward(const float *x, const float *dy, const u
   e = cudaGetLastError();
   if (e != cudaSuccess) return e;
   const size_t count = (size_t)n * c * hw;
-  k_bn_bwd_dx<<<dt_k_blocks(count), DT_K_BLOCK, 0, stream>>>(x, dy, mask, coef, dx, count, c, hw,
-                                                            nhwc);
+  DT_K_TYPED(dt, T,
+             DT_K_LAUNCH(k_bn_bwd_dx<T>, count, (const T *)x, (const T *)dy, mask, coef, (T *)dx,
+                         count, c, hw, nhwc));
   return cudaGetLastError();
 }

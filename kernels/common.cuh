@@ -2,6 +2,8 @@
 #ifndef DT_KERNELS_COMMON_CUH
 #define DT_KERNELS_COMMON_CUH
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stddef.h>
 
@@ -60,6 +62,39 @@ __device__ static inline void dt_k_coords(size_t i, int C, size_t hw, bool nhwc,
     *p = r % hw;
   }
 }
+
+/* ---- element types (cuda_dtype.h) ----
+ * Activation kernels are templates on their element type T, instantiated for float (the fp32
+ * path: dt_k_ld and dt_k_st are then plain reads and writes, so fp32 results are those of the
+ * float kernels before the templates), __nv_bfloat16 and __half: each element is loaded to
+ * float, computed in float and stored rounded to nearest even. */
+__device__ static inline float dt_k_ld(const float *p, size_t i) { return p[i]; }
+__device__ static inline float dt_k_ld(const __nv_bfloat16 *p, size_t i) {
+  return __bfloat162float(p[i]);
+}
+__device__ static inline float dt_k_ld(const __half *p, size_t i) { return __half2float(p[i]); }
+
+__device__ static inline void dt_k_st(float *p, size_t i, float v) { p[i] = v; }
+__device__ static inline void dt_k_st(__nv_bfloat16 *p, size_t i, float v) {
+  p[i] = __float2bfloat16_rn(v);
+}
+__device__ static inline void dt_k_st(__half *p, size_t i, float v) { p[i] = __float2half_rn(v); }
+
+/* Run `stmt` (a statement that names the type T) with T the C++ type of the element type dt;
+ * an unknown dt makes the enclosing launcher return cudaErrorInvalidValue. */
+#define DT_K_TYPED(dt, T, ...)                                                      \
+  do {                                                                              \
+    switch (dt) {                                                                   \
+      case DT_CUDA_F32: { typedef float T; __VA_ARGS__; } break;                    \
+      case DT_CUDA_BF16: { typedef __nv_bfloat16 T; __VA_ARGS__; } break;           \
+      case DT_CUDA_F16: { typedef __half T; __VA_ARGS__; } break;                   \
+      default: return cudaErrorInvalidValue;                                        \
+    }                                                                               \
+  } while (0)
+
+/* The same over two element types, T1 of dt1 and T2 of dt2 (mixed-type copies). */
+#define DT_K_TYPED2(dt1, T1, dt2, T2, ...)                                          \
+  DT_K_TYPED(dt1, T1, DT_K_TYPED(dt2, T2, __VA_ARGS__))
 
 /* Launch kernel over `count` elements on `stream` (a variable of the caller). */
 #define DT_K_LAUNCH(kernel, count, ...)                                         \

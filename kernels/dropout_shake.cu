@@ -1,5 +1,5 @@
 /* dropout_shake.cu: kernels of the CUDA backend's random ops (src/cuda/cuda_dropout_shake.c):
- * dropout and shake-shake mixing. Layouts, threads and determinism: common.cuh. */
+ * dropout and shake-shake mixing. Layouts, element types, threads and determinism: common.cuh. */
 #include "common.cuh"
 
 /* ---- dropout ---- */
@@ -17,7 +17,8 @@ __device__ static inline float dropout_uniform(uint64_t key, uint64_t e) {
 }
 
 // keep element e = c H W + p of sample n when its uniform is >= p; y = x * keep / (1 - p)
-__global__ static void k_dropout_forward(const float *x, float *y, uint8_t *mask,
+template <typename T>
+__global__ static void k_dropout_forward(const T *x, T *y, uint8_t *mask,
                                          const uint64_t *keys, float p, float scale, int n, int c,
                                          size_t hw, bool nhwc) {
   DT_K_FOR(i, (size_t)n * c * hw) {
@@ -26,59 +27,71 @@ __global__ static void k_dropout_forward(const float *x, float *y, uint8_t *mask
     dt_k_coords(i, c, hw, nhwc, &img, &ch, &pix);
     const bool keep = dropout_uniform(keys[img], (uint64_t)ch * hw + pix) >= p;
     mask[i] = keep;
-    y[i] = x[i] * (keep ? scale : 0.0f);
+    dt_k_st(y, i, dt_k_ld(x, i) * (keep ? scale : 0.0f));
   }
 }
 
-__global__ static void k_dropout_backward(const float *dy, const uint8_t *mask, float *dx,
-                                          float scale, size_t count) {
-  DT_K_FOR(i, count) { dx[i] = dy[i] * (mask[i] ? scale : 0.0f); }
+template <typename T>
+__global__ static void k_dropout_backward(const T *dy, const uint8_t *mask, T *dx, float scale,
+                                          size_t count) {
+  DT_K_FOR(i, count) { dt_k_st(dx, i, dt_k_ld(dy, i) * (mask[i] ? scale : 0.0f)); }
 }
 
 /* ---- shake-shake: alpha (N) ---- */
 
-__global__ static void k_shake_forward(const float *a, const float *b, const float *alpha,
-                                       float *y, size_t per, size_t count) {
+template <typename T>
+__global__ static void k_shake_forward(const T *a, const T *b, const float *alpha, T *y,
+                                       size_t per, size_t count) {
   DT_K_FOR(i, count) {
     const float f = alpha[i / per];
-    y[i] = f * a[i] + (1.0f - f) * b[i];
+    dt_k_st(y, i, f * dt_k_ld(a, i) + (1.0f - f) * dt_k_ld(b, i));
   }
 }
 
-__global__ static void k_shake_backward(const float *dy, const float *beta, float *da, float *db,
-                                        size_t per, size_t count) {
+template <typename T>
+__global__ static void k_shake_backward(const T *dy, const float *beta, T *da, T *db, size_t per,
+                                        size_t count) {
   DT_K_FOR(i, count) {
     const float f = beta[i / per];
-    if (da) da[i] = f * dy[i];
-    if (db) db[i] = (1.0f - f) * dy[i];
+    if (da) dt_k_st(da, i, f * dt_k_ld(dy, i));
+    if (db) dt_k_st(db, i, (1.0f - f) * dt_k_ld(dy, i));
   }
 }
 
 /* ---- launchers ---- */
 
-extern "C" cudaError_t dt_k_dropout_forward(const float *x, float *y, uint8_t *mask,
+extern "C" cudaError_t dt_k_dropout_forward(const void *x, void *y, uint8_t *mask,
                                             const uint64_t *keys, float p, float scale, int n,
-                                            int c, size_t hw, bool nhwc, cudaStream_t stream) {
-  DT_K_LAUNCH(k_dropout_forward, (size_t)n * c * hw, x, y, mask, keys, p, scale, n, c, hw, nhwc);
+                                            int c, size_t hw, bool nhwc, dt_cuda_dtype dt,
+                                            cudaStream_t stream) {
+  DT_K_TYPED(dt, T,
+             DT_K_LAUNCH(k_dropout_forward<T>, (size_t)n * c * hw, (const T *)x, (T *)y, mask, keys,
+                         p, scale, n, c, hw, nhwc));
   return cudaGetLastError();
 }
 
-extern "C" cudaError_t dt_k_dropout_backward(const float *dy, const uint8_t *mask, float *dx,
-                                             float scale, size_t count, cudaStream_t stream) {
-  DT_K_LAUNCH(k_dropout_backward, count, dy, mask, dx, scale, count);
+extern "C" cudaError_t dt_k_dropout_backward(const void *dy, const uint8_t *mask, void *dx,
+                                             float scale, size_t count, dt_cuda_dtype dt,
+                                             cudaStream_t stream) {
+  DT_K_TYPED(dt, T,
+             DT_K_LAUNCH(k_dropout_backward<T>, count, (const T *)dy, mask, (T *)dx, scale, count));
   return cudaGetLastError();
 }
 
-extern "C" cudaError_t dt_k_shake_forward(const float *a, const float *b, const float *alpha,
-                                          float *y, size_t per, size_t count,
+extern "C" cudaError_t dt_k_shake_forward(const void *a, const void *b, const float *alpha,
+                                          void *y, size_t per, size_t count, dt_cuda_dtype dt,
                                           cudaStream_t stream) {
-  DT_K_LAUNCH(k_shake_forward, count, a, b, alpha, y, per, count);
+  DT_K_TYPED(dt, T,
+             DT_K_LAUNCH(k_shake_forward<T>, count, (const T *)a, (const T *)b, alpha, (T *)y, per,
+                         count));
   return cudaGetLastError();
 }
 
-extern "C" cudaError_t dt_k_shake_backward(const float *dy, const float *beta, float *da,
-                                           float *db, size_t per, size_t count,
+extern "C" cudaError_t dt_k_shake_backward(const void *dy, const float *beta, void *da, void *db,
+                                           size_t per, size_t count, dt_cuda_dtype dt,
                                            cudaStream_t stream) {
-  DT_K_LAUNCH(k_shake_backward, count, dy, beta, da, db, per, count);
+  DT_K_TYPED(dt, T,
+             DT_K_LAUNCH(k_shake_backward<T>, count, (const T *)dy, beta, (T *)da, (T *)db, per,
+                         count));
   return cudaGetLastError();
 }

@@ -1,11 +1,9 @@
 /* layout.cu: storage-order conversions of the CUDA backend: NCHW <-> NHWC for the image batch,
  * downloads and NCHW-input convolutions, and OIHW <-> OHWI (KRSC) for convolution weights,
- * which is the same transposition with N = K, C = C/G, hw = R S; and the fp32 <-> bfloat16 /
- * half conversions of the bf16 and fp16 convolutions (round to nearest even), which may
- * transpose on the way. One thread per element of the destination. */
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
+ * which is the same transposition with N = K, C = C/G, hw = R S; and the conversions between
+ * element types (fp32, bfloat16, half; round to nearest even), which may transpose on the way:
+ * uploads and downloads of 16-bit tensors, the fp32 image batch into a 16-bit convolution, and
+ * the 16-bit weight copies and weight gradients. One thread per element of the destination. */
 #include "common.cuh"
 
 // src (N, C, hw) -> dst (N, hw, C)
@@ -42,66 +40,30 @@ extern "C" cudaError_t dt_k_nhwc_to_nchw(const float *src, float *dst, int n, in
   return cudaGetLastError();
 }
 
-// One value to the 16-bit format and back: bfloat16, or IEEE half (beyond 65504 -> +-inf).
-template <typename H> __device__ static inline H to_half(float v);
-template <> __device__ inline __nv_bfloat16 to_half<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
-template <> __device__ inline __half to_half<__half>(float v) { return __float2half_rn(v); }
-__device__ static inline float from_half(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ static inline float from_half(__half v) { return __half2float(v); }
-
-// src (N, C, hw) fp32, NCHW or already NHWC -> dst (N, hw, C) 16-bit
-template <typename H>
-__global__ static void k_to_half(const float *src, H *dst, int n, int c, int hw, bool src_nchw) {
+// dst (N, C, hw) = src (N, C, hw), or dst += src, each stored NCHW or NHWC, from element type S
+// to D (common.cuh: load to float, store rounded)
+template <typename S, typename D>
+__global__ static void k_convert(const S *src, bool src_nchw, D *dst, bool dst_nchw, int n, int c,
+                                 int hw, bool accumulate) {
   const size_t per = (size_t)c * hw;
   DT_K_FOR(i, (size_t)n * per) {
     size_t from = i;
-    if (src_nchw) {
+    if (src_nchw != dst_nchw) {
       const size_t img = i / per, rem = i % per;
-      from = img * per + (rem % (size_t)c) * (size_t)hw + rem / (size_t)c;
+      from = dst_nchw ? img * per + (rem % (size_t)hw) * (size_t)c + rem / (size_t)hw  // NHWC src
+                      : img * per + (rem % (size_t)c) * (size_t)hw + rem / (size_t)c;  // NCHW src
     }
-    dst[i] = to_half<H>(src[from]);
+    const float v = dt_k_ld(src, from);
+    dt_k_st(dst, i, accumulate ? dt_k_ld(dst, i) + v : v);
   }
 }
 
-// src (N, hw, C) 16-bit -> dst (N, C, hw) or (N, hw, C) fp32, added to dst when accumulate
-template <typename H>
-__global__ static void k_from_half(const H *src, float *dst, int n, int c, int hw, bool dst_nchw,
-                                   bool accumulate) {
-  const size_t per = (size_t)c * hw;
-  DT_K_FOR(i, (size_t)n * per) {
-    size_t from = i;
-    if (dst_nchw) {
-      const size_t img = i / per, rem = i % per;
-      from = img * per + (rem % (size_t)hw) * (size_t)c + rem / (size_t)hw;
-    }
-    const float v = from_half(src[from]);
-    dst[i] = accumulate ? dst[i] + v : v;
-  }
-}
-
-extern "C" cudaError_t dt_k_to_half(const float *src, void *dst, int n, int c, int hw,
-                                    bool src_nchw, bool fp16, cudaStream_t stream) {
+extern "C" cudaError_t dt_k_convert(const void *src, dt_cuda_dtype st, bool src_nchw, void *dst,
+                                    dt_cuda_dtype dt, bool dst_nchw, int n, int c, int hw,
+                                    bool accumulate, cudaStream_t stream) {
   const size_t count = (size_t)n * c * hw;
-  if (fp16)
-    k_to_half<<<dt_k_blocks(count), DT_K_BLOCK, 0, stream>>>(src, (__half *)dst, n, c, hw,
-                                                             src_nchw);
-  else
-    k_to_half<<<dt_k_blocks(count), DT_K_BLOCK, 0, stream>>>(src, (__nv_bfloat16 *)dst, n, c,
-                                                             hw, src_nchw);
-  return cudaGetLastError();
-}
-
-extern "C" cudaError_t dt_k_from_half(const void *src, float *dst, int n, int c, int hw,
-                                      bool dst_nchw, bool accumulate, bool fp16,
-                                      cudaStream_t stream) {
-  const size_t count = (size_t)n * c * hw;
-  if (fp16)
-    k_from_half<<<dt_k_blocks(count), DT_K_BLOCK, 0, stream>>>((const __half *)src, dst, n, c,
-                                                               hw, dst_nchw, accumulate);
-  else
-    k_from_half<<<dt_k_blocks(count), DT_K_BLOCK, 0, stream>>>((const __nv_bfloat16 *)src, dst,
-                                                               n, c, hw, dst_nchw, accumulate);
+  DT_K_TYPED2(st, S, dt, D,
+              k_convert<S, D><<<dt_k_blocks(count), DT_K_BLOCK, 0, stream>>>(
+                  (const S *)src, src_nchw, (D *)dst, dst_nchw, n, c, hw, accumulate));
   return cudaGetLastError();
 }

@@ -1,11 +1,12 @@
 /* pool.cu: kernels of the CUDA backend's max and average pooling (src/cuda/cuda_pool.c).
- * Layouts, threads and determinism: common.cuh. */
+ * Layouts, element types, threads and determinism: common.cuh. */
 #include "common.cuh"
 
 /* ---- pooling ---- */
 
 // y (N, C, P, Q) from x (N, C, H, W); max pooling records in ws the argmax h W + w
-__global__ static void k_pool_forward(const float *x, float *y, int *ws, int n, int c, int h,
+template <typename T>
+__global__ static void k_pool_forward(const T *x, T *y, int *ws, int n, int c, int h,
                                       int w, int P, int Q, int k, int stride, int pad,
                                       bool is_max, bool incl, bool x_nhwc, bool y_nhwc) {
   const size_t hw = (size_t)h * w, pq = (size_t)P * Q;
@@ -22,24 +23,25 @@ __global__ static void k_pool_forward(const float *x, float *y, int *ws, int n, 
       for (int ks = 0; ks < k; ks++) {
         const int iw = ow * stride - pad + ks;
         if (iw < 0 || iw >= w) continue;
-        const float v = x[dt_k_at4(img, ch, (size_t)ih * w + iw, c, hw, x_nhwc)];
+        const float v = dt_k_ld(x, dt_k_at4(img, ch, (size_t)ih * w + iw, c, hw, x_nhwc));
         if (count == 0 || v > best) best = v, arg = ih * w + iw;
         sum += v;
         count++;
       }
     }
     if (is_max) {
-      y[i] = best;
+      dt_k_st(y, i, best);
       ws[i] = arg;
     } else {
-      y[i] = sum / (incl ? (float)(k * k) : (float)count);
+      dt_k_st(y, i, sum / (incl ? (float)(k * k) : (float)count));
     }
   }
 }
 
 // dx (N, C, H, W): for each input, the dy of the outputs whose window holds it (max: whose
 // maximum it was), in output order
-__global__ static void k_pool_backward(const float *dy, const int *ws, float *dx, int n, int c,
+template <typename T>
+__global__ static void k_pool_backward(const T *dy, const int *ws, T *dx, int n, int c,
                                        int h, int w, int P, int Q, int k, int stride, int pad,
                                        bool is_max, bool incl, bool x_nhwc, bool y_nhwc) {
   const size_t hw = (size_t)h * w, pq = (size_t)P * Q;
@@ -59,7 +61,7 @@ __global__ static void k_pool_backward(const float *dy, const int *ws, float *dx
       for (int q = q0; q <= q1; q++) {
         const size_t yo = dt_k_at4(img, ch, (size_t)p * Q + q, c, pq, y_nhwc);
         if (is_max) {
-          if (ws[yo] == (int)o) acc += dy[yo];
+          if (ws[yo] == (int)o) acc += dt_k_ld(dy, yo);
           continue;
         }
         float div = (float)(k * k);
@@ -68,28 +70,30 @@ __global__ static void k_pool_backward(const float *dy, const int *ws, float *dx
           const int s0 = max(q * stride - pad, 0), s1 = min(q * stride - pad + k, w);
           div = (float)((r1 - r0) * (s1 - s0));
         }
-        acc += dy[yo] / div;
+        acc += dt_k_ld(dy, yo) / div;
       }
-    dx[i] = acc;
+    dt_k_st(dx, i, acc);
   }
 }
 
 /* ---- launchers ---- */
 
-extern "C" cudaError_t dt_k_pool_forward(const float *x, float *y, int *ws, int n, int c, int h,
+extern "C" cudaError_t dt_k_pool_forward(const void *x, void *y, int *ws, int n, int c, int h,
                                          int w, int P, int Q, int k, int stride, int pad,
                                          bool max, bool incl, bool x_nhwc, bool y_nhwc,
-                                         cudaStream_t stream) {
-  DT_K_LAUNCH(k_pool_forward, (size_t)n * c * P * Q, x, y, ws, n, c, h, w, P, Q, k, stride, pad,
-              max, incl, x_nhwc, y_nhwc);
+                                         dt_cuda_dtype dt, cudaStream_t stream) {
+  DT_K_TYPED(dt, T,
+             DT_K_LAUNCH(k_pool_forward<T>, (size_t)n * c * P * Q, (const T *)x, (T *)y, ws, n, c,
+                         h, w, P, Q, k, stride, pad, max, incl, x_nhwc, y_nhwc));
   return cudaGetLastError();
 }
 
-extern "C" cudaError_t dt_k_pool_backward(const float *dy, const int *ws, float *dx, int n, int c,
+extern "C" cudaError_t dt_k_pool_backward(const void *dy, const int *ws, void *dx, int n, int c,
                                           int h, int w, int P, int Q, int k, int stride, int pad,
                                           bool max, bool incl, bool x_nhwc, bool y_nhwc,
-                                          cudaStream_t stream) {
-  DT_K_LAUNCH(k_pool_backward, (size_t)n * c * h * w, dy, ws, dx, n, c, h, w, P, Q, k, stride, pad,
-         max, incl, x_nhwc, y_nhwc);
+                                          dt_cuda_dtype dt, cudaStream_t stream) {
+  DT_K_TYPED(dt, T,
+             DT_K_LAUNCH(k_pool_backward<T>, (size_t)n * c * h * w, (const T *)dy, ws, (T *)dx, n,
+                         c, h, w, P, Q, k, stride, pad, max, incl, x_nhwc, y_nhwc));
   return cudaGetLastError();
 }

@@ -28,7 +28,7 @@ BUILD_DIR=${BUILD_DIR:-build-device}
 JOBS=${JOBS:-$(nproc)}
 OUT=.device
 LIMIT_MB=56 # the bundle and the tracked files together
-TARGETS="dtrain test_gpu_ops test_gpu_model test_nccl test_cpu_ops ckpt_compare"
+TARGETS="dtrain test_gpu_ops test_gpu_model test_gpu_half test_nccl test_cpu_ops ckpt_compare"
 
 if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
   echo "device_bundle: configuring $BUILD_DIR (CUDA on, MPI off)"

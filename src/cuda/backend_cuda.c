@@ -16,39 +16,46 @@
 
 /* ---- layouts ---- */
 
-const dt_layout *dt_cuda_layout(dt_cuda_backend *be, dt_shape s, dt_cuda_format format) {
+const dt_layout *dt_cuda_layout(dt_cuda_backend *be, dt_shape s, dt_cuda_format format,
+                                dt_cuda_dtype dtype) {
   if (s.n <= 0 || s.c <= 0 || s.h <= 0 || s.w <= 0)
     DT_FATAL("cuda layout: bad shape (%d, %d, %d, %d)", s.n, s.c, s.h, s.w);
   if (s.c == 1 || s.h * s.w == 1) format = DT_CUDA_NCHW; /* the same bytes either way */
   for (struct dt_layout *l = be->layouts; l; l = l->next)
-    if (l->format == format && l->shape.n == s.n && l->shape.c == s.c && l->shape.h == s.h &&
-        l->shape.w == s.w)
+    if (l->format == format && l->dtype == dtype && l->shape.n == s.n && l->shape.c == s.c &&
+        l->shape.h == s.h && l->shape.w == s.w)
       return l;
   struct dt_layout *l = dt_xcalloc(1, sizeof *l);
   l->shape = s;
   l->format = format;
+  l->dtype = dtype;
   l->next = be->layouts;
   be->layouts = l;
   return l;
 }
 
+/* The plain layout of the contract is fp32 NCHW at every precision (the image batch, the
+ * logits). */
 static const dt_layout *cuda_layout_plain(dt_backend *be, dt_shape s) {
-  return dt_cuda_layout(dt_cuda_be(be), s, DT_CUDA_NCHW);
+  return dt_cuda_layout(dt_cuda_be(be), s, DT_CUDA_NCHW, DT_CUDA_F32);
 }
 
 static size_t cuda_layout_bytes(const dt_layout *l) {
-  return dt_shape_count(l->shape) * sizeof(float);
+  return dt_cuda_tensor_bytes(l->shape, l->dtype);
 }
 
 void dt_cuda_check_tensor(const dt_tensor *t, const dt_layout *expected, const char *what) {
   if (!t || !t->data) DT_FATAL("%s: missing tensor or buffer", what);
   const dt_layout *l = t->layout;
   if (l == expected) return;
-  if (!l || l->format != expected->format || l->shape.n != expected->shape.n ||
+  if (!l || l->format != expected->format || l->dtype != expected->dtype ||
+      l->shape.n != expected->shape.n ||
       l->shape.c != expected->shape.c || l->shape.h != expected->shape.h ||
       l->shape.w != expected->shape.w)
-    DT_FATAL("%s: tensor (%d, %d, %d, %d) does not have the layout the op was created for", what,
-             t->shape.n, t->shape.c, t->shape.h, t->shape.w);
+    DT_FATAL("%s: tensor (%d, %d, %d, %d) does not have the layout the op was created for "
+             "(%s %s)", what, t->shape.n, t->shape.c, t->shape.h, t->shape.w,
+             dt_cuda_dtype_name(expected->dtype),
+             expected->format == DT_CUDA_NHWC ? "NHWC" : "NCHW");
 }
 
 /* ---- memory ---- */
@@ -109,11 +116,13 @@ static void cuda_free_mem(dt_backend *bep, void *ptr) {
   if (!ptr) return;
   DT_CUDA_CHECK(cudaStreamSynchronize(be->stream));
   be->base.generation++;
+  be->weights_gen++; /* the address may come back for other weights */
   DT_CUDA_CHECK(cudaFree(ptr));
 }
 
 static void cuda_zero(dt_backend *bep, void *ptr, size_t bytes) {
   dt_cuda_backend *be = dt_cuda_be(bep);
+  be->weights_gen++;
   DT_CUDA_CHECK(cudaMemsetAsync(ptr, 0, bytes, be->stream));
   dt_cuda_op_done(be, false);
 }
@@ -123,6 +132,7 @@ static void cuda_zero(dt_backend *bep, void *ptr, size_t bytes) {
 static void cuda_to_device(dt_backend *bep, void *dst, const void *src_host, size_t bytes) {
   dt_cuda_backend *be = dt_cuda_be(bep);
   if (bytes == 0) return;
+  be->weights_gen++; /* it may be weights (a checkpoint, a broadcast) */
   DT_CUDA_CHECK(cudaMemcpyAsync(dst, src_host, bytes, cudaMemcpyHostToDevice, be->stream));
   dt_cuda_op_done(be, !be->hold_host);
 }
@@ -189,6 +199,21 @@ static dt_cuda_prefetch *cuda_prefetched(dt_cuda_backend *be, const float *host,
   return NULL;
 }
 
+/* An fp32 NCHW batch on the device (src) into dst: a copy, a transposition (fp32 NHWC) or a
+ * conversion to dst's element type (16-bit, transposed when NHWC). */
+static void cuda_upload_from_device(dt_cuda_backend *be, const float *src, dt_tensor *dst) {
+  const dt_shape s = dst->shape;
+  const bool nhwc = dt_cuda_is_nhwc(dst->layout);
+  if (dt_cuda_dt(dst->layout) != DT_CUDA_F32)
+    DT_CUDA_CHECK(dt_k_convert(src, DT_CUDA_F32, true, dst->data, dt_cuda_dt(dst->layout), !nhwc,
+                               s.n, s.c, s.h * s.w, false, be->stream));
+  else if (!nhwc)
+    DT_CUDA_CHECK(cudaMemcpyAsync(dst->data, src, dt_shape_count(s) * sizeof(float),
+                                  cudaMemcpyDeviceToDevice, be->stream));
+  else
+    DT_CUDA_CHECK(dt_k_nchw_to_nhwc(src, dst->data, s.n, s.c, s.h * s.w, be->stream));
+}
+
 static void cuda_upload(dt_backend *bep, const float *nchw_host, dt_tensor *dst) {
   dt_cuda_backend *be = dt_cuda_be(bep);
   const dt_shape s = dst->shape;
@@ -199,23 +224,19 @@ static void cuda_upload(dt_backend *bep, const float *nchw_host, dt_tensor *dst)
     /* The copy is (usually long) done: the compute stream waits for it on the device, and the
      * host only for the copy itself, after which the caller may change its memory. */
     DT_CUDA_CHECK(cudaStreamWaitEvent(be->stream, pf->copied, 0));
-    if (!dt_cuda_is_nhwc(dst->layout))
-      DT_CUDA_CHECK(cudaMemcpyAsync(dst->data, pf->dev, bytes, cudaMemcpyDeviceToDevice,
-                                    be->stream));
-    else
-      DT_CUDA_CHECK(dt_k_nchw_to_nhwc(pf->dev, dst->data, s.n, s.c, s.h * s.w, be->stream));
+    cuda_upload_from_device(be, pf->dev, dst);
     DT_CUDA_CHECK(cudaEventRecord(pf->used, be->stream));
     DT_CUDA_CHECK(cudaEventSynchronize(pf->copied));
     pf->host = NULL;
     dt_cuda_op_done(be, false);
     return;
   }
-  if (!dt_cuda_is_nhwc(dst->layout)) {
+  if (!dt_cuda_is_nhwc(dst->layout) && dt_cuda_dt(dst->layout) == DT_CUDA_F32) {
     DT_CUDA_CHECK(cudaMemcpyAsync(dst->data, nchw_host, bytes, cudaMemcpyDefault, be->stream));
   } else {
     float *st = cuda_staging(be, bytes);
     DT_CUDA_CHECK(cudaMemcpyAsync(st, nchw_host, bytes, cudaMemcpyDefault, be->stream));
-    DT_CUDA_CHECK(dt_k_nchw_to_nhwc(st, dst->data, s.n, s.c, s.h * s.w, be->stream));
+    cuda_upload_from_device(be, st, dst);
   }
   dt_cuda_op_done(be, !be->hold_host); /* the caller may reuse nchw_host at once */
 }
@@ -225,11 +246,17 @@ static void cuda_download(dt_backend *bep, const dt_tensor *src, float *nchw_hos
   const dt_shape s = src->shape;
   const size_t bytes = dt_shape_count(s) * sizeof(float);
   if (!src->data || !src->layout) DT_FATAL("download: missing tensor buffer or layout");
-  if (!dt_cuda_is_nhwc(src->layout)) {
+  const bool nhwc = dt_cuda_is_nhwc(src->layout);
+  const dt_cuda_dtype dt = dt_cuda_dt(src->layout);
+  if (!nhwc && dt == DT_CUDA_F32) {
     DT_CUDA_CHECK(cudaMemcpyAsync(nchw_host, src->data, bytes, cudaMemcpyDefault, be->stream));
   } else {
     float *st = cuda_staging(be, bytes);
-    DT_CUDA_CHECK(dt_k_nhwc_to_nchw(src->data, st, s.n, s.c, s.h * s.w, be->stream));
+    if (dt == DT_CUDA_F32)
+      DT_CUDA_CHECK(dt_k_nhwc_to_nchw(src->data, st, s.n, s.c, s.h * s.w, be->stream));
+    else
+      DT_CUDA_CHECK(dt_k_convert(src->data, dt, !nhwc, st, DT_CUDA_F32, true, s.n, s.c,
+                                 s.h * s.w, false, be->stream));
     DT_CUDA_CHECK(cudaMemcpyAsync(nchw_host, st, bytes, cudaMemcpyDefault, be->stream));
   }
   dt_cuda_op_done(be, true);
@@ -243,7 +270,7 @@ static void cuda_xent(dt_backend *bep, const dt_tensor *logits, const float *tar
                       int k, float grad_scale, dt_tensor *dlogits, float *losses) {
   dt_cuda_backend *be = dt_cuda_be(bep);
   const dt_shape s = {n, k, 1, 1};
-  const dt_layout *plain = dt_cuda_layout(be, s, DT_CUDA_NCHW);
+  const dt_layout *plain = dt_cuda_layout(be, s, DT_CUDA_NCHW, DT_CUDA_F32);
   dt_cuda_check_tensor(logits, plain, "xent logits");
   if (dlogits) dt_cuda_check_tensor(dlogits, plain, "xent dlogits");
   DT_CUDA_CHECK(dt_k_xent(logits->data, targets, n, k, grad_scale,
@@ -257,6 +284,7 @@ static void cuda_sgd_update(dt_backend *bep, float *w, float *g, float *buf, siz
                             float momentum, float wd, bool nesterov, bool first,
                             float grad_scale) {
   dt_cuda_backend *be = dt_cuda_be(bep);
+  be->weights_gen++;
   DT_CUDA_CHECK(dt_k_sgd_update(w, g, buf, n, lr, momentum, wd, nesterov, first, grad_scale,
                                 be->stream));
   dt_cuda_op_done(be, false);
@@ -266,6 +294,7 @@ static void cuda_sgd_update_multi(dt_backend *bep, float *w, float *g, float *bu
                                   const uint8_t *mask, size_t n, float lr, float momentum,
                                   float wd, bool nesterov, bool first, float grad_scale) {
   dt_cuda_backend *be = dt_cuda_be(bep);
+  be->weights_gen++;
   DT_CUDA_CHECK(dt_k_sgd_update_multi(w, g, buf, mask, n, lr, momentum, wd, nesterov, first,
                                       grad_scale, be->stream));
   dt_cuda_op_done(be, false);
@@ -275,6 +304,7 @@ static void cuda_lars_update(dt_backend *bep, float *w, float *g, float *buf, si
                              double lr, float momentum, float wd, double eps, double eta,
                              double threshold, float grad_scale) {
   dt_cuda_backend *be = dt_cuda_be(bep);
+  be->weights_gen++;
   DT_CUDA_CHECK(dt_k_lars_update(w, g, buf, n, lr, momentum, wd, eps, eta, threshold,
                                  grad_scale, be->lars_scratch, be->stream));
   dt_cuda_op_done(be, false);
@@ -284,6 +314,7 @@ static void cuda_adam_update(dt_backend *bep, float *w, float *g, float *m, floa
                              size_t n, float step, float beta1, float beta2, float eps,
                              float bc2_sqrt, float wd, float grad_scale) {
   dt_cuda_backend *be = dt_cuda_be(bep);
+  be->weights_gen++;
   DT_CUDA_CHECK(dt_k_adam_update(w, g, m, v, vmax, n, step, beta1, beta2, eps, bc2_sqrt, wd,
                                  grad_scale, be->stream));
   dt_cuda_op_done(be, false);
@@ -318,10 +349,13 @@ static dt_status cuda_set_precision(dt_backend *bep, dt_precision precision) {
                           major, minor, precision == DT_PRECISION_BF16 ? "fp16 or fp32" : "fp32");
   }
   be->precision = precision;
+  be->act = dt_cuda_dtype_of(precision);
   if (be->verbose)
     fprintf(stderr, "dtrain cuda: %s convolutions%s\n",
             precision != DT_PRECISION_FP32 ? name : be->tf32 ? "TF32" : "strict fp32",
-            precision != DT_PRECISION_FP32 ? " (fp32 accumulation)" : "");
+            precision != DT_PRECISION_FP32
+                ? " (fp32 accumulation), 16-bit activations and activation gradients"
+                : "");
   return DT_OK;
 }
 
@@ -358,9 +392,6 @@ static void cuda_destroy(dt_backend *bep) {
   dt_cuda_free(be->workspace);
   dt_cuda_free(be->staging);
   dt_cuda_free(be->lars_scratch);
-  dt_cuda_free(be->h16_x);
-  dt_cuda_free(be->h16_y);
-  dt_cuda_free(be->h16_w);
   dt_cuda_free(be->flag);
   DT_CUDA_CHECK(cudaStreamSynchronize(be->copy_stream));
   for (int i = 0; i < 2; i++) {
@@ -386,6 +417,8 @@ static void cuda_capture_begin(dt_backend *bep) {
   /* Thread-local: only this thread's calls are checked, not the loader threads'. */
   DT_CUDA_CHECK(cudaStreamBeginCapture(be->stream, cudaStreamCaptureModeThreadLocal));
   be->capturing = true;
+  be->capture_seq++;
+  be->weights_gen++;
 }
 
 static void *cuda_capture_end(dt_backend *bep) {
@@ -393,6 +426,7 @@ static void *cuda_capture_end(dt_backend *bep) {
   cudaGraph_t graph = NULL;
   cudaError_t e = cudaStreamEndCapture(be->stream, &graph);
   be->capturing = false;
+  be->weights_gen++;
   cudaGraphExec_t exec = NULL;
   if (e == cudaSuccess) e = cudaGraphInstantiate(&exec, graph, 0);
   if (graph) DT_CUDA_CHECK(cudaGraphDestroy(graph));
@@ -407,6 +441,7 @@ static void *cuda_capture_end(dt_backend *bep) {
 
 static void cuda_replay(dt_backend *bep, void *captured) {
   dt_cuda_backend *be = dt_cuda_be(bep);
+  be->weights_gen++; /* the recording's weight copies overwrite what op by op calls made */
   DT_CUDA_CHECK(cudaGraphLaunch((cudaGraphExec_t)captured, be->stream));
   dt_cuda_op_done(be, false);
 }

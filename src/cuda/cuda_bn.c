@@ -1,5 +1,6 @@
 /* cuda_bn.c: batch normalisation over (N, H, W) per channel, by the kernels of kernels/bn.cu,
- * in the layout of its input (y, dy and dx share it; NHWC or NCHW).
+ * in the layout of its input (y, dy and dx share it; NHWC or NCHW, fp32 or 16-bit elements with
+ * fp32 statistics and double sums).
  *
  * Kernels rather than cudnnBatchNormalization*: they give exactly the statistics the contract
  * asks for (the biased batch variance in save_var, where cuDNN saves an inverse standard
@@ -64,9 +65,9 @@ void dt_cuda_bn_forward_train(dt_op *op, const dt_tensor *x, const float *gamma,
   const dt_shape s = b->s;
   DT_CUDA_CHECK(dt_k_bn_stats(x->data, b->partial, s.n, s.c, s.h * s.w, b->nhwc, b->eps, momentum,
                               save_mean, save_var, running_mean, running_var, b->mean, b->invstd,
-                              be->stream));
+                              dt_cuda_dt(b->x), be->stream));
   DT_CUDA_CHECK(dt_k_bn_apply(x->data, y->data, b->mask, b->mean, b->invstd, gamma, beta, s.n,
-                              s.c, s.h * s.w, b->nhwc, b->relu, be->stream));
+                              s.c, s.h * s.w, b->nhwc, b->relu, dt_cuda_dt(b->x), be->stream));
   dt_cuda_op_done(be, false);
 }
 
@@ -79,7 +80,8 @@ void dt_cuda_bn_forward_infer(dt_op *op, const dt_tensor *x, const float *gamma,
   dt_cuda_check_tensor(y, b->x, "bn_forward_infer y");
   const dt_shape s = b->s;
   DT_CUDA_CHECK(dt_k_bn_infer(x->data, y->data, running_mean, running_var, gamma, beta, b->eps,
-                              s.n, s.c, s.h * s.w, b->nhwc, b->relu, be->stream));
+                              s.n, s.c, s.h * s.w, b->nhwc, b->relu, dt_cuda_dt(b->x),
+                              be->stream));
   dt_cuda_op_done(be, false);
 }
 
@@ -94,6 +96,6 @@ void dt_cuda_bn_backward(dt_op *op, const dt_tensor *x, const dt_tensor *dy, con
   const dt_shape s = b->s;
   DT_CUDA_CHECK(dt_k_bn_backward(x->data, dy->data, b->mask, save_mean, save_var, gamma, b->eps,
                                  b->partial, b->coef, dx->data, dgamma, dbeta, s.n, s.c,
-                                 s.h * s.w, b->nhwc, be->stream));
+                                 s.h * s.w, b->nhwc, dt_cuda_dt(b->x), be->stream));
   dt_cuda_op_done(be, false);
 }

@@ -1,6 +1,7 @@
 /* cuda_concat_pad_shift.c: the CUDA backend's ops that only move values (backend.h):
  * concatenation, channel padding and the spatial shift, by the kernels of
- * kernels/concat_pad_shift.cu. */
+ * kernels/concat_pad_shift.cu. Padding and the shift keep their input's element type; a
+ * concatenation takes its inputs' (the activations' when they differ: cuda_dtype.h). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,13 +10,14 @@
 
 /* ---- channel concatenation and padding ---- */
 
-/* Channels [c0, c0 + nc) of dst (layout dl, dc channels) from channels [s0, s0 + nc) of src. */
-static void copy_channels(dt_cuda_backend *be, const float *src, const dt_layout *sl, int s0,
-                          float *dst, const dt_layout *dl, int d0, int nc) {
+/* Channels [c0, c0 + nc) of dst (layout dl, dc channels) from channels [s0, s0 + nc) of src
+ * (zero when src is NULL), converting between the layouts' element types. */
+static void copy_channels(dt_cuda_backend *be, const void *src, const dt_layout *sl, int s0,
+                          void *dst, const dt_layout *dl, int d0, int nc) {
   const dt_shape d = dl->shape;
-  DT_CUDA_CHECK(dt_k_copy_channels(src, sl ? sl->shape.c : 0, s0, sl && dt_cuda_is_nhwc(sl), dst,
-                                   d.c, d0, dt_cuda_is_nhwc(dl), d.n, nc, dt_cuda_hw_of(d),
-                                   be->stream));
+  DT_CUDA_CHECK(dt_k_copy_channels(src, sl ? dt_cuda_dt(sl) : dt_cuda_dt(dl), sl ? sl->shape.c : 0,
+                                   s0, sl && dt_cuda_is_nhwc(sl), dst, dt_cuda_dt(dl), d.c, d0,
+                                   dt_cuda_is_nhwc(dl), d.n, nc, dt_cuda_hw_of(d), be->stream));
 }
 
 dt_op *dt_cuda_concat_create(dt_backend *bep, dt_shape as, const dt_layout *a, dt_shape bs,
@@ -30,7 +32,9 @@ dt_op *dt_cuda_concat_create(dt_backend *bep, dt_shape as, const dt_layout *a, d
   e->z = b;
   e->ys = (dt_shape){as.n, as.c + bs.c, as.h, as.w};
   const bool nhwc = dt_cuda_is_nhwc(a) || dt_cuda_is_nhwc(b);
-  e->y = dt_cuda_layout(dt_cuda_be(bep), e->ys, nhwc ? DT_CUDA_NHWC : DT_CUDA_NCHW);
+  dt_cuda_backend *be = dt_cuda_be(bep);
+  e->y = dt_cuda_layout(be, e->ys, nhwc ? DT_CUDA_NHWC : DT_CUDA_NCHW,
+                        dt_cuda_concat_dtype(dt_cuda_dt(a), dt_cuda_dt(b), be->act));
   *y = e->y;
   return &e->base;
 }
@@ -64,7 +68,7 @@ dt_op *dt_cuda_pad_channels_create(dt_backend *bep, dt_shape xs, const dt_layout
   if (c_out < xs.c) DT_FATAL("pad_channels_create: %d channels cannot pad to %d", xs.c, c_out);
   dt_cuda_kernel_op *e = dt_cuda_kernel_op_new(bep, xs, x, "pad_channels_create");
   e->ys = (dt_shape){xs.n, c_out, xs.h, xs.w};
-  e->y = dt_cuda_layout(dt_cuda_be(bep), e->ys, x->format);
+  e->y = dt_cuda_layout(dt_cuda_be(bep), e->ys, x->format, x->dtype);
   *y = e->y;
   return &e->base;
 }
@@ -105,7 +109,7 @@ static void shift_run(dt_op *op, const dt_tensor *src, dt_tensor *dst, int sign,
   dt_cuda_check_tensor(dst, e->x, what_dst);
   const dt_shape s = e->xs;
   DT_CUDA_CHECK(dt_k_shift(src->data, dst->data, s.n, s.c, s.h, s.w, sign * e->sy, sign * e->sx,
-                           dt_cuda_is_nhwc(e->x), op->be->stream));
+                           dt_cuda_is_nhwc(e->x), dt_cuda_dt(e->x), op->be->stream));
   dt_cuda_op_done(op->be, false);
 }
 

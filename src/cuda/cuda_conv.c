@@ -22,12 +22,18 @@
  *
  * With bf16 or fp16 precision (set_precision) cuDNN runs in its bfloat16 or pseudo-half
  * configuration: x, w and y descriptors in 16 bits, fp32 accumulation (the convolution's
- * compute type), tensor cores. Each call converts its fp32 operands into the backend's shared
- * 16-bit buffers (transposing NCHW input or OIHW weights on the way) and converts the 16-bit
- * result back into the caller's fp32 tensor or gradient (adding to y when accumulating), so
- * callers see fp32 as before. The weight gradient is rounded to 16 bits once, as under
- * PyTorch's autocast; in fp16 a gradient beyond 65504 becomes infinite, which the trainer's
- * loss scaling detects as an overflow. */
+ * compute type), tensor cores; and the activations are 16-bit tensors (cuda_dtype.h), so
+ * cuDNN reads x and dy and writes y and dx in the caller's tensors directly (an accumulating
+ * forward blends into y with beta = 1, in fp32 before the rounding to 16 bits). What is
+ * converted, each into a buffer of the op: the fp32 plain input of the stem (the image batch,
+ * converted and transposed by forward and by backward-weights, the only passes that read it);
+ * the weights, into a 16-bit KRSC copy made once per step (when cuda_dtype.h's dt_cuda_wcopy
+ * says they may have changed, normally at the first forward after an optimizer update) rather
+ * than per call; and the weight gradient, which cuDNN writes in 16 bits and which is converted
+ * once into the fp32 gradient arena (rounded to 16 bits once, as under PyTorch's autocast; in
+ * fp16 a gradient beyond 65504 becomes infinite, which the trainer's loss scaling detects as an
+ * overflow). A shape cuDNN has no 16-bit algorithm for runs in fp32 on converted copies of its
+ * operands, with a warning. */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
 
@@ -66,10 +72,14 @@ typedef struct {
   const dt_layout *x, *y;   /* (N, C, H, W) and (N, K, P, Q) */
   bool stage_x;             /* x is NCHW with C > 1 and H W > 1: cuDNN gets an NHWC copy */
   bool w_same;              /* OIHW and KRSC are the same bytes */
-  dt_precision prec;        /* fp32, or cuDNN's bf16 / fp16 configuration on the backend's
-                             * 16-bit buffers */
-  float *x_nhwc;            /* (N, H, W, C) copy of x, or the NHWC dx before conversion (fp32) */
-  float *w_krsc, *dw_krsc;  /* (K, R, S, C/G) (fp32) */
+  dt_precision prec;        /* fp32, or cuDNN's bf16 / fp16 configuration */
+  dt_cuda_dtype ct;         /* the element type cuDNN sees (of prec) */
+  dt_cuda_dtype xt, yt;     /* the element types of x (and dx), y (and dy) */
+  bool x_conv;              /* x reaches cuDNN through x_k: stage_x or xt != ct */
+  void *x_k;                /* (N, H, W, C) in ct: the converted x, or dx before conversion */
+  void *y_k;                /* (N, P, Q, K) in ct when yt != ct: y or dy on the way */
+  void *w_k, *dw_k;         /* (K, R, S, C/G) in ct, unless fp32 weights are already KRSC */
+  dt_cuda_wcopy w_made;     /* 16 bits: when w_k was made (once per step) */
   cudnnTensorDescriptor_t xd, yd;
   cudnnFilterDescriptor_t wd;
   cudnnConvolutionDescriptor_t cd;
@@ -78,9 +88,10 @@ typedef struct {
 
 static void conv_release(dt_op *op) {
   cuda_conv *c = (cuda_conv *)op;
-  dt_cuda_free(c->x_nhwc);
-  dt_cuda_free(c->w_krsc);
-  dt_cuda_free(c->dw_krsc);
+  dt_cuda_free(c->x_k);
+  dt_cuda_free(c->y_k);
+  dt_cuda_free(c->w_k);
+  dt_cuda_free(c->dw_k);
   DT_CUDNN_CHECK(cudnnDestroyTensorDescriptor(c->xd));
   DT_CUDNN_CHECK(cudnnDestroyTensorDescriptor(c->yd));
   DT_CUDNN_CHECK(cudnnDestroyFilterDescriptor(c->wd));
@@ -431,7 +442,7 @@ dt_op *dt_cuda_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_la
    * requested layout (a residual's, to add into) is kept as given when it is that layout, and
    * refused otherwise: never a silently different one. */
   const dt_shape ys = {p->n, p->k, oh, ow};
-  c->y = dt_cuda_layout(be, ys, DT_CUDA_NHWC);
+  c->y = dt_cuda_layout(be, ys, DT_CUDA_NHWC, be->act);
   if (*y) {
     const dt_layout *want = *y;
     if (want->shape.n != ys.n || want->shape.c != ys.c || want->shape.h != ys.h ||
@@ -442,9 +453,11 @@ dt_op *dt_cuda_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_la
     if (want->format != c->y->format)
       DT_FATAL("conv_create: the requested output layout of (%d, %d, %d, %d) is plain NCHW; "
                "the CUDA backend's convolutions write NHWC", ys.n, ys.c, ys.h, ys.w);
-    c->y = want;
+    c->y = want; /* of any element type: y_k converts when it is not cuDNN's */
   }
   c->stage_x = x->format == DT_CUDA_NCHW && p->c > 1 && p->h * p->w > 1;
+  c->xt = dt_cuda_dt(x);
+  c->yt = dt_cuda_dt(c->y);
   c->w_same = p->r * p->s == 1 || p->c / g == 1;
   DT_CUDNN_CHECK(cudnnCreateTensorDescriptor(&c->xd));
   DT_CUDNN_CHECK(cudnnCreateTensorDescriptor(&c->yd));
@@ -460,7 +473,8 @@ dt_op *dt_cuda_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_la
     char name[160];
     conv_name(name, sizeof name, p);
     fprintf(stderr, "dtrain cuda: warning: cuDNN has no %s algorithm for the convolution %s; "
-                    "it runs in fp32\n", dt_precision_name(c->prec), name);
+                    "it runs in fp32 on converted copies of its operands\n",
+            dt_precision_name(c->prec), name);
     c->prec = DT_PRECISION_FP32;
     conv_describe(be, c);
     c->algo = conv_cached(be, c);
@@ -468,17 +482,14 @@ dt_op *dt_cuda_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_la
   }
   const size_t wcount = (size_t)p->k * (p->c / g) * p->r * p->s;
   const size_t xcount = (size_t)p->n * p->c * p->h * p->w, ycount = (size_t)p->n * p->k * oh * ow;
-  if (c->prec != DT_PRECISION_FP32) {
-    const size_t half = 2; /* bytes of a bfloat16 or half */
-    dt_cuda_buffer_reserve(be, &be->h16_x, &be->h16_x_bytes, xcount * half);
-    dt_cuda_buffer_reserve(be, &be->h16_y, &be->h16_y_bytes, ycount * half);
-    dt_cuda_buffer_reserve(be, &be->h16_w, &be->h16_w_bytes, wcount * half);
-  } else {
-    if (c->stage_x) c->x_nhwc = dt_cuda_malloc(xcount * sizeof(float));
-    if (!c->w_same) {
-      c->w_krsc = dt_cuda_malloc(wcount * sizeof(float));
-      c->dw_krsc = dt_cuda_malloc(wcount * sizeof(float));
-    }
+  c->ct = dt_cuda_dtype_of(c->prec);
+  const size_t ct_bytes = dt_cuda_dtype_bytes(c->ct);
+  c->x_conv = c->stage_x || c->xt != c->ct;
+  if (c->x_conv) c->x_k = dt_cuda_malloc(xcount * ct_bytes);
+  if (c->yt != c->ct) c->y_k = dt_cuda_malloc(ycount * ct_bytes);
+  if (!(c->ct == DT_CUDA_F32 && c->w_same)) {
+    c->w_k = dt_cuda_malloc(wcount * ct_bytes);
+    c->dw_k = dt_cuda_malloc(wcount * ct_bytes);
   }
   size_t ws = 0;
   for (int pass = 0; pass < CONV_PASSES; pass++)
@@ -488,90 +499,48 @@ dt_op *dt_cuda_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_la
   return &c->base;
 }
 
+/* dst (n, ch, hw) of element type dt = src of element type st (or dst += src), each NCHW or
+ * NHWC: the fp32 transpositions of old where they suffice, so that the fp32 path runs the
+ * kernels it always ran. */
+static void conv_convert(cuda_conv *c, const void *src, dt_cuda_dtype st, bool src_nchw,
+                         void *dst, dt_cuda_dtype dt, bool dst_nchw, int n, int ch, int hw,
+                         bool accumulate) {
+  cudaStream_t stream = c->base.be->stream;
+  if (st == DT_CUDA_F32 && dt == DT_CUDA_F32 && !accumulate && src_nchw && !dst_nchw)
+    DT_CUDA_CHECK(dt_k_nchw_to_nhwc(src, dst, n, ch, hw, stream));
+  else if (st == DT_CUDA_F32 && dt == DT_CUDA_F32 && !accumulate && !src_nchw && dst_nchw)
+    DT_CUDA_CHECK(dt_k_nhwc_to_nchw(src, dst, n, ch, hw, stream));
+  else
+    DT_CUDA_CHECK(dt_k_convert(src, st, src_nchw, dst, dt, dst_nchw, n, ch, hw, accumulate,
+                               stream));
+}
+
 /* The NHWC input cuDNN reads: x itself, or the op's converted copy. */
-static const float *conv_x(cuda_conv *c, const dt_tensor *x) {
-  if (!c->stage_x) return x->data;
-  DT_CUDA_CHECK(dt_k_nchw_to_nhwc(x->data, c->x_nhwc, c->p.n, c->p.c, c->p.h * c->p.w,
-                                  c->base.be->stream));
-  return c->x_nhwc;
+static const void *conv_x(cuda_conv *c, const dt_tensor *x) {
+  if (!c->x_conv) return x->data;
+  conv_convert(c, x->data, c->xt, c->stage_x, c->x_k, c->ct, false, c->p.n, c->p.c,
+               c->p.h * c->p.w, false);
+  return c->x_k;
 }
 
-/* The KRSC weights cuDNN reads: w itself, or the op's transposed copy. */
-static const float *conv_w(cuda_conv *c, const float *w) {
-  if (c->w_same) return w;
-  DT_CUDA_CHECK(dt_k_nchw_to_nhwc(w, c->w_krsc, c->p.k, c->p.c / c->p.groups, c->p.r * c->p.s,
-                                  c->base.be->stream));
-  return c->w_krsc;
+/* The dy cuDNN reads: dy itself, or its copy in cuDNN's element type. */
+static const void *conv_dy(cuda_conv *c, const dt_tensor *dy) {
+  if (!c->y_k) return dy->data;
+  conv_convert(c, dy->data, c->yt, false, c->y_k, c->ct, false, c->p.n, c->p.k, c->oh * c->ow,
+               false);
+  return c->y_k;
 }
 
-/* ---- bf16 / fp16: conversions into and out of the backend's 16-bit buffers ---- */
-
-static bool conv_fp16(const cuda_conv *c) { return c->prec == DT_PRECISION_FP16; }
-
-/* x (fp32, NCHW or NHWC) -> h16_x (NHWC). */
-static void *half_x(cuda_conv *c, const float *x) {
-  dt_cuda_backend *be = c->base.be;
-  DT_CUDA_CHECK(dt_k_to_half(x, be->h16_x, c->p.n, c->p.c, c->p.h * c->p.w, c->stage_x,
-                             conv_fp16(c), be->stream));
-  return be->h16_x;
-}
-
-/* y or dy (fp32, NHWC) -> h16_y. */
-static void *half_y(cuda_conv *c, const float *y) {
-  dt_cuda_backend *be = c->base.be;
-  DT_CUDA_CHECK(dt_k_to_half(y, be->h16_y, c->p.n, c->p.k, c->oh * c->ow, false, conv_fp16(c),
-                             be->stream));
-  return be->h16_y;
-}
-
-/* w (fp32 OIHW) -> h16_w (KRSC). */
-static void *half_w(cuda_conv *c, const float *w) {
-  dt_cuda_backend *be = c->base.be;
-  DT_CUDA_CHECK(dt_k_to_half(w, be->h16_w, c->p.k, c->p.c / c->p.groups, c->p.r * c->p.s,
-                             !c->w_same, conv_fp16(c), be->stream));
-  return be->h16_w;
-}
-
-static void conv_forward_half(cuda_conv *c, const dt_tensor *x, const float *w, dt_tensor *y,
-                              bool accumulate) {
-  dt_cuda_backend *be = c->base.be;
-  const float one = 1.0f, zero = 0.0f;
-  const void *xk = half_x(c, x->data), *wk = half_w(c, w);
-  conv_math(c, CONV_FWD);
-  DT_CUDNN_CHECK(cudnnConvolutionForward(be->cudnn, &one, c->xd, xk, c->wd, wk, c->cd,
-                                         (cudnnConvolutionFwdAlgo_t)c->algo->algo[CONV_FWD],
-                                         be->workspace, c->algo->ws[CONV_FWD], &zero, c->yd,
-                                         be->h16_y));
-  DT_CUDA_CHECK(dt_k_from_half(be->h16_y, y->data, c->p.n, c->p.k, c->oh * c->ow, false,
-                               accumulate, conv_fp16(c), be->stream));
-}
-
-static void conv_backward_data_half(cuda_conv *c, const dt_tensor *dy, const float *w,
-                                    dt_tensor *dx) {
-  dt_cuda_backend *be = c->base.be;
-  const float one = 1.0f, zero = 0.0f;
-  const void *dyk = half_y(c, dy->data), *wk = half_w(c, w);
-  conv_math(c, CONV_DATA);
-  DT_CUDNN_CHECK(cudnnConvolutionBackwardData(
-      be->cudnn, &one, c->wd, wk, c->yd, dyk, c->cd,
-      (cudnnConvolutionBwdDataAlgo_t)c->algo->algo[CONV_DATA], be->workspace,
-      c->algo->ws[CONV_DATA], &zero, c->xd, be->h16_x));
-  DT_CUDA_CHECK(dt_k_from_half(be->h16_x, dx->data, c->p.n, c->p.c, c->p.h * c->p.w, c->stage_x,
-                               false, conv_fp16(c), be->stream));
-}
-
-static void conv_backward_weights_half(cuda_conv *c, const dt_tensor *x, const dt_tensor *dy,
-                                       float *dw) {
-  dt_cuda_backend *be = c->base.be;
-  const float one = 1.0f, zero = 0.0f;
-  const void *xk = half_x(c, x->data), *dyk = half_y(c, dy->data);
-  conv_math(c, CONV_FILTER);
-  DT_CUDNN_CHECK(cudnnConvolutionBackwardFilter(
-      be->cudnn, &one, c->xd, xk, c->yd, dyk, c->cd,
-      (cudnnConvolutionBwdFilterAlgo_t)c->algo->algo[CONV_FILTER], be->workspace,
-      c->algo->ws[CONV_FILTER], &zero, c->wd, be->h16_w));
-  DT_CUDA_CHECK(dt_k_from_half(be->h16_w, dw, c->p.k, c->p.c / c->p.groups, c->p.r * c->p.s,
-                               !c->w_same, false, conv_fp16(c), be->stream));
+/* The KRSC weights cuDNN reads: w itself (fp32, already KRSC), the op's fp32 transposed copy
+ * (made by every call, as the caller's weights may have changed), or its 16-bit copy, made
+ * when cuda_dtype.h's dt_cuda_wcopy says so (forward: a forward pass). */
+static const void *conv_w(cuda_conv *c, const float *w, bool forward) {
+  if (!c->w_k) return w;
+  if (c->ct == DT_CUDA_F32 ||
+      dt_cuda_wcopy_needed(c->base.be, &c->w_made, w, forward))
+    conv_convert(c, w, DT_CUDA_F32, !c->w_same, c->w_k, c->ct, false, c->p.k,
+                 c->p.c / c->p.groups, c->p.r * c->p.s, false);
+  return c->w_k;
 }
 
 void dt_cuda_conv_forward(dt_op *op, const dt_tensor *x, const float *w, dt_tensor *y,
@@ -580,18 +549,17 @@ void dt_cuda_conv_forward(dt_op *op, const dt_tensor *x, const float *w, dt_tens
   dt_cuda_backend *be = op->be;
   dt_cuda_check_tensor(x, c->x, "conv_forward x");
   dt_cuda_check_tensor(y, c->y, "conv_forward y");
-  if (c->prec != DT_PRECISION_FP32) {
-    conv_forward_half(c, x, w, y, accumulate);
-    dt_cuda_op_done(be, false);
-    return;
-  }
-  const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
-  const float *xk = conv_x(c, x), *wk = conv_w(c, w);
+  const float one = 1.0f, beta = accumulate && !c->y_k ? 1.0f : 0.0f;
+  const void *xk = conv_x(c, x), *wk = conv_w(c, w, true);
+  void *yk = c->y_k ? c->y_k : y->data;
   conv_math(c, CONV_FWD);
   DT_CUDNN_CHECK(cudnnConvolutionForward(be->cudnn, &one, c->xd, xk, c->wd, wk, c->cd,
                                          (cudnnConvolutionFwdAlgo_t)c->algo->algo[CONV_FWD],
                                          be->workspace, c->algo->ws[CONV_FWD], &beta, c->yd,
-                                         y->data));
+                                         yk));
+  if (c->y_k)
+    conv_convert(c, c->y_k, c->ct, false, y->data, c->yt, false, c->p.n, c->p.k, c->oh * c->ow,
+                 accumulate);
   dt_cuda_op_done(be, false);
 }
 
@@ -601,22 +569,17 @@ void dt_cuda_conv_backward_data(dt_op *op, const dt_tensor *dy, const float *w, 
   if (!c->p.need_dx) DT_FATAL("conv_backward_data on a convolution created without need_dx");
   dt_cuda_check_tensor(dy, c->y, "conv_backward_data dy");
   dt_cuda_check_tensor(dx, c->x, "conv_backward_data dx");
-  if (c->prec != DT_PRECISION_FP32) {
-    conv_backward_data_half(c, dy, w, dx);
-    dt_cuda_op_done(be, false);
-    return;
-  }
   const float one = 1.0f, zero = 0.0f;
-  const float *wk = conv_w(c, w);
-  float *dxk = c->stage_x ? c->x_nhwc : dx->data;
+  const void *dyk = conv_dy(c, dy), *wk = conv_w(c, w, false);
+  void *dxk = c->x_conv ? c->x_k : dx->data;
   conv_math(c, CONV_DATA);
   DT_CUDNN_CHECK(cudnnConvolutionBackwardData(
-      be->cudnn, &one, c->wd, wk, c->yd, dy->data, c->cd,
+      be->cudnn, &one, c->wd, wk, c->yd, dyk, c->cd,
       (cudnnConvolutionBwdDataAlgo_t)c->algo->algo[CONV_DATA], be->workspace,
       c->algo->ws[CONV_DATA], &zero, c->xd, dxk));
-  if (c->stage_x)
-    DT_CUDA_CHECK(dt_k_nhwc_to_nchw(c->x_nhwc, dx->data, c->p.n, c->p.c, c->p.h * c->p.w,
-                                    be->stream));
+  if (c->x_conv)
+    conv_convert(c, c->x_k, c->ct, false, dx->data, c->xt, c->stage_x, c->p.n, c->p.c,
+                 c->p.h * c->p.w, false);
   dt_cuda_op_done(be, false);
 }
 
@@ -626,22 +589,17 @@ void dt_cuda_conv_backward_weights(dt_op *op, const dt_tensor *x, const dt_tenso
   dt_cuda_backend *be = op->be;
   dt_cuda_check_tensor(x, c->x, "conv_backward_weights x");
   dt_cuda_check_tensor(dy, c->y, "conv_backward_weights dy");
-  if (c->prec != DT_PRECISION_FP32) {
-    conv_backward_weights_half(c, x, dy, dw);
-    dt_cuda_op_done(be, false);
-    return;
-  }
   const float one = 1.0f, zero = 0.0f;
-  const float *xk = conv_x(c, x);
-  float *dwk = c->w_same ? dw : c->dw_krsc;
+  const void *xk = conv_x(c, x), *dyk = conv_dy(c, dy);
+  void *dwk = c->dw_k ? c->dw_k : dw;
   conv_math(c, CONV_FILTER);
   DT_CUDNN_CHECK(cudnnConvolutionBackwardFilter(
-      be->cudnn, &one, c->xd, xk, c->yd, dy->data, c->cd,
+      be->cudnn, &one, c->xd, xk, c->yd, dyk, c->cd,
       (cudnnConvolutionBwdFilterAlgo_t)c->algo->algo[CONV_FILTER], be->workspace,
       c->algo->ws[CONV_FILTER], &zero, c->wd, dwk));
-  if (!c->w_same)
-    DT_CUDA_CHECK(dt_k_nhwc_to_nchw(c->dw_krsc, dw, c->p.k, c->p.c / c->p.groups,
-                                    c->p.r * c->p.s, be->stream));
+  if (c->dw_k)
+    conv_convert(c, c->dw_k, c->ct, false, dw, DT_CUDA_F32, !c->w_same, c->p.k,
+                 c->p.c / c->p.groups, c->p.r * c->p.s, false);
   dt_cuda_op_done(be, false);
 }
 

@@ -23,7 +23,7 @@ void dt_cuda_dropout_forward(dt_op *op, const dt_tensor *x, const uint64_t *keys
   const dt_shape s = e->xs;
   if (!keys) {
     if (y->data != x->data)
-      DT_CUDA_CHECK(cudaMemcpyAsync(y->data, x->data, dt_shape_count(s) * sizeof(float),
+      DT_CUDA_CHECK(cudaMemcpyAsync(y->data, x->data, dt_cuda_tensor_bytes(s, dt_cuda_dt(e->x)),
                                     cudaMemcpyDeviceToDevice, be->stream));
     dt_cuda_op_done(be, false);
     return;
@@ -35,7 +35,7 @@ void dt_cuda_dropout_forward(dt_op *op, const dt_tensor *x, const uint64_t *keys
   const uint64_t *dkeys = dt_cuda_host_arg_put(be, &e->arg, keys);
   DT_CUDA_CHECK(dt_k_dropout_forward(x->data, y->data, e->mask, dkeys, e->p, 1.0f / (1.0f - e->p),
                                      s.n, s.c, dt_cuda_hw_of(s), dt_cuda_is_nhwc(e->x),
-                                     be->stream));
+                                     dt_cuda_dt(e->x), be->stream));
   e->have_mask = true;
   dt_cuda_op_done(be, false);
 }
@@ -46,7 +46,7 @@ void dt_cuda_dropout_backward(dt_op *op, const dt_tensor *dy, dt_tensor *dx) {
   dt_cuda_check_tensor(dx, e->x, "dropout_backward dx");
   if (!e->have_mask) DT_FATAL("dropout_backward: no training forward ran before");
   DT_CUDA_CHECK(dt_k_dropout_backward(dy->data, e->mask, dx->data, 1.0f / (1.0f - e->p),
-                                      dt_shape_count(e->xs), op->be->stream));
+                                      dt_shape_count(e->xs), dt_cuda_dt(e->x), op->be->stream));
   dt_cuda_op_done(op->be, false);
 }
 
@@ -67,7 +67,7 @@ void dt_cuda_shake_forward(dt_op *op, const dt_tensor *a, const dt_tensor *b, co
   const size_t count = dt_shape_count(e->xs);
   const float *da = dt_cuda_host_arg_put(op->be, &e->arg, alpha);
   DT_CUDA_CHECK(dt_k_shake_forward(a->data, b->data, da, y->data, count / (size_t)e->xs.n, count,
-                                   op->be->stream));
+                                   dt_cuda_dt(e->x), op->be->stream));
   dt_cuda_op_done(op->be, false);
 }
 
@@ -81,6 +81,7 @@ void dt_cuda_shake_backward(dt_op *op, const dt_tensor *dy, const float *beta, d
   const size_t count = dt_shape_count(e->xs);
   const float *dbeta = dt_cuda_host_arg_put(op->be, &e->arg, beta);
   DT_CUDA_CHECK(dt_k_shake_backward(dy->data, dbeta, da ? da->data : NULL, db ? db->data : NULL,
-                                    count / (size_t)e->xs.n, count, op->be->stream));
+                                    count / (size_t)e->xs.n, count, dt_cuda_dt(e->x),
+                                    op->be->stream));
   dt_cuda_op_done(op->be, false);
 }

@@ -65,12 +65,16 @@ static inline const char *dt_cuda_capture_hint(cudaError_t e) {
 /* ---- layouts ---- */
 typedef enum { DT_CUDA_NCHW, DT_CUDA_NHWC } dt_cuda_format;
 
-/* A storage order of one shape. Interned per backend (equal layouts are the same pointer)
- * and freed with it. Where C = 1 or H W = 1 the two orders are the same bytes; such layouts
- * are always stored as NCHW, so that equal memory means equal layout. */
+/* A storage order and element type of one shape. Interned per backend (equal layouts are the
+ * same pointer) and freed with it. Where C = 1 or H W = 1 the two orders are the same bytes;
+ * such layouts are always stored as NCHW, so that equal memory means equal layout. The
+ * element type is the storage precision of the tensor (cuda_dtype.h): fp32 for the plain
+ * layout, the backend's activation type (be->act) for what convolutions write and for
+ * everything computed from it. A dt_tensor's data then points at 16-bit elements. */
 struct dt_layout {
   dt_shape shape;
   dt_cuda_format format;
+  dt_cuda_dtype dtype;
   struct dt_layout *next;
 };
 
@@ -94,7 +98,12 @@ typedef struct {
   cudnnHandle_t cudnn;
   cublasHandle_t cublas;
   bool tf32;     /* DT_CUDA_TF32=1: let cuDNN and cuBLAS use TF32 tensor cores for fp32 */
-  dt_precision precision; /* set_precision: BF16 / FP16 convolutions on 16-bit operand copies */
+  dt_precision precision; /* set_precision: fp32, or bf16 / fp16 activations and convolutions */
+  dt_cuda_dtype act;      /* the element type of the activations ops choose (fp32, bf16, fp16) */
+  /* Writes the caller may have made to weights (cuda_dtype.h dt_cuda_wcopy): to_device, zero,
+   * free, the optimizer updates, capture_begin / capture_end / replay. */
+  unsigned long weights_gen;
+  unsigned long capture_seq;  /* recordings begun (capture_begin) */
   bool sync_all; /* DT_CUDA_SYNC=1: wait after every op */
   bool verbose;  /* DT_CUDA_VERBOSE=1: print the chosen convolution algorithms */
   struct dt_layout *layouts;
@@ -105,11 +114,6 @@ typedef struct {
   float *staging;             /* upload / download staging (device) */
   size_t staging_bytes;
   void *lars_scratch;         /* the LARS norms and trust ratio (device) */
-  /* 16-bit copies of a convolution's operands, shared by every convolution (one runs at a time
-   * on the stream), grown to the largest: input or its gradient, output or its gradient,
-   * weights or their gradient. */
-  void *h16_x, *h16_y, *h16_w;
-  size_t h16_x_bytes, h16_y_bytes, h16_w_bytes;
   int *flag;                  /* the non-finite check's result (device) */
   cudaStream_t copy_stream;   /* prefetches of input batches, beside the compute stream */
   dt_cuda_prefetch prefetch[2];
@@ -129,9 +133,18 @@ struct dt_op {
 static inline dt_cuda_backend *dt_cuda_be(dt_backend *be) { return (dt_cuda_backend *)be; }
 
 /* ---- backend_cuda.c ---- */
-const dt_layout *dt_cuda_layout(dt_cuda_backend *be, dt_shape shape, dt_cuda_format format);
+const dt_layout *dt_cuda_layout(dt_cuda_backend *be, dt_shape shape, dt_cuda_format format,
+                                dt_cuda_dtype dtype);
 /* True when the layout stores (N, H, W, C) with C > 1 and H W > 1. */
 static inline bool dt_cuda_is_nhwc(const dt_layout *l) { return l->format == DT_CUDA_NHWC; }
+/* The element type of a tensor of this layout. */
+static inline dt_cuda_dtype dt_cuda_dt(const dt_layout *l) { return l->dtype; }
+/* Whether an op's 16-bit copy of the fp32 weights w must be made (again) before the call
+ * about to read it (forward: a forward pass); cuda_dtype.h dt_cuda_wcopy. */
+static inline bool dt_cuda_wcopy_needed(const dt_cuda_backend *be, dt_cuda_wcopy *c,
+                                        const float *w, bool forward) {
+  return dt_cuda_wcopy_update(c, w, be->weights_gen, be->capturing, be->capture_seq, forward);
+}
 /* Fatal unless the tensor has the expected layout (shape mistakes are programming errors). */
 void dt_cuda_check_tensor(const dt_tensor *t, const dt_layout *expected, const char *what);
 /* Device memory, zero-filled; fatal on failure. */

@@ -1,5 +1,5 @@
 /* cuda_pool.c: the CUDA backend's max and average pooling (backend.h), by the kernels of
- * kernels/pool.cu. */
+ * kernels/pool.cu. The output keeps the input's storage order and element type. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +24,7 @@ dt_op *dt_cuda_pool_create(dt_backend *bep, dt_shape s, const dt_layout *x, dt_p
   e->incl = count_include_pad;
   e->ys = (dt_shape){s.n, s.c, (s.h + 2 * pad - ksize) / stride + 1,
                      (s.w + 2 * pad - ksize) / stride + 1};
-  e->y = dt_cuda_layout(be, e->ys, x->format);
+  e->y = dt_cuda_layout(be, e->ys, x->format, x->dtype);
   if (e->is_max) e->ws = dt_cuda_malloc(dt_shape_count(e->ys) * sizeof(int));
   *y = e->y;
   return &e->base;
@@ -37,7 +37,8 @@ void dt_cuda_pool_forward(dt_op *op, const dt_tensor *x, dt_tensor *y) {
   const dt_shape s = e->xs;
   DT_CUDA_CHECK(dt_k_pool_forward(x->data, y->data, e->ws, s.n, s.c, s.h, s.w, e->ys.h, e->ys.w,
                                   e->k, e->stride, e->pad, e->is_max, e->incl,
-                                  dt_cuda_is_nhwc(e->x), dt_cuda_is_nhwc(e->y), op->be->stream));
+                                  dt_cuda_is_nhwc(e->x), dt_cuda_is_nhwc(e->y), dt_cuda_dt(e->x),
+                                  op->be->stream));
   dt_cuda_op_done(op->be, false);
 }
 
@@ -48,6 +49,7 @@ void dt_cuda_pool_backward(dt_op *op, const dt_tensor *dy, dt_tensor *dx) {
   const dt_shape s = e->xs;
   DT_CUDA_CHECK(dt_k_pool_backward(dy->data, e->ws, dx->data, s.n, s.c, s.h, s.w, e->ys.h,
                                    e->ys.w, e->k, e->stride, e->pad, e->is_max, e->incl,
-                                   dt_cuda_is_nhwc(e->x), dt_cuda_is_nhwc(e->y), op->be->stream));
+                                   dt_cuda_is_nhwc(e->x), dt_cuda_is_nhwc(e->y), dt_cuda_dt(e->x),
+                                   op->be->stream));
   dt_cuda_op_done(op->be, false);
 }

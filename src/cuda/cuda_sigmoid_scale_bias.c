@@ -16,7 +16,8 @@ void dt_cuda_sigmoid_forward(dt_op *op, const dt_tensor *x, dt_tensor *y) {
   dt_cuda_kernel_op *e = (dt_cuda_kernel_op *)op;
   dt_cuda_check_tensor(x, e->x, "sigmoid_forward x");
   dt_cuda_check_tensor(y, e->x, "sigmoid_forward y");
-  DT_CUDA_CHECK(dt_k_sigmoid_forward(x->data, y->data, dt_shape_count(e->xs), op->be->stream));
+  DT_CUDA_CHECK(dt_k_sigmoid_forward(x->data, y->data, dt_shape_count(e->xs), dt_cuda_dt(e->x),
+                                     op->be->stream));
   dt_cuda_op_done(op->be, false);
 }
 
@@ -26,11 +27,12 @@ void dt_cuda_sigmoid_backward(dt_op *op, const dt_tensor *y, const dt_tensor *dy
   dt_cuda_check_tensor(dy, e->x, "sigmoid_backward dy");
   dt_cuda_check_tensor(dx, e->x, "sigmoid_backward dx");
   DT_CUDA_CHECK(dt_k_sigmoid_backward(y->data, dy->data, dx->data, dt_shape_count(e->xs),
-                                      op->be->stream));
+                                      dt_cuda_dt(e->x), op->be->stream));
   dt_cuda_op_done(op->be, false);
 }
 
-/* ---- channel scaling: s (N, C, 1, 1), stored as (N, C) in any layout ---- */
+/* ---- channel scaling: s (N, C, 1, 1), stored as (N, C) in any layout and element type (an
+ * fp32 linear output may gate a 16-bit x) ---- */
 
 dt_op *dt_cuda_scale_create(dt_backend *bep, dt_shape xs, const dt_layout *x, const dt_layout *sl) {
   const dt_shape ss = {xs.n, xs.c, 1, 1};
@@ -49,7 +51,8 @@ void dt_cuda_scale_forward(dt_op *op, const dt_tensor *x, const dt_tensor *sc, d
   dt_cuda_check_tensor(y, e->x, "scale_forward y");
   const dt_shape s = e->xs;
   DT_CUDA_CHECK(dt_k_scale_forward(x->data, sc->data, y->data, s.n, s.c, dt_cuda_hw_of(s),
-                                   dt_cuda_is_nhwc(e->x), op->be->stream));
+                                   dt_cuda_is_nhwc(e->x), dt_cuda_dt(e->x), dt_cuda_dt(e->z),
+                                   op->be->stream));
   dt_cuda_op_done(op->be, false);
 }
 
@@ -64,12 +67,12 @@ void dt_cuda_scale_backward(dt_op *op, const dt_tensor *x, const dt_tensor *sc,
   if (ds) {
     dt_cuda_check_tensor(ds, e->z, "scale_backward ds");
     DT_CUDA_CHECK(dt_k_scale_ds(x->data, dy->data, ds->data, s.n, s.c, dt_cuda_hw_of(s), nhwc,
-                                op->be->stream));
+                                dt_cuda_dt(e->x), dt_cuda_dt(e->z), op->be->stream));
   }
   if (dx) {
     dt_cuda_check_tensor(dx, e->x, "scale_backward dx");
     DT_CUDA_CHECK(dt_k_scale_forward(dy->data, sc->data, dx->data, s.n, s.c, dt_cuda_hw_of(s), nhwc,
-                                     op->be->stream));
+                                     dt_cuda_dt(e->x), dt_cuda_dt(e->z), op->be->stream));
   }
   dt_cuda_op_done(op->be, false);
 }
@@ -88,7 +91,7 @@ void dt_cuda_bias_forward(dt_op *op, const dt_tensor *x, const float *b, dt_tens
   dt_cuda_check_tensor(y, e->x, "bias_forward y");
   const dt_shape s = e->xs;
   DT_CUDA_CHECK(dt_k_bias_forward(x->data, b, y->data, s.n, s.c, dt_cuda_hw_of(s),
-                                  dt_cuda_is_nhwc(e->x), op->be->stream));
+                                  dt_cuda_is_nhwc(e->x), dt_cuda_dt(e->x), op->be->stream));
   dt_cuda_op_done(op->be, false);
 }
 
@@ -97,6 +100,6 @@ void dt_cuda_bias_backward(dt_op *op, const dt_tensor *dy, float *db) {
   dt_cuda_check_tensor(dy, e->x, "bias_backward dy");
   const dt_shape s = e->xs;
   DT_CUDA_CHECK(dt_k_bias_backward(dy->data, e->partial, db, s.n, s.c, dt_cuda_hw_of(s),
-                                   dt_cuda_is_nhwc(e->x), op->be->stream));
+                                   dt_cuda_is_nhwc(e->x), dt_cuda_dt(e->x), op->be->stream));
   dt_cuda_op_done(op->be, false);
 }
