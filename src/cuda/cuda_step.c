@@ -28,7 +28,7 @@ void dt_cuda_flag_nonfinite(dt_backend *bep, const float *x, size_t n, int32_t *
 
 /* Fatal unless t is a plain (N, K) matrix. */
 static void check_plain(dt_cuda_backend *be, const dt_tensor *t, int n, int k, const char *what) {
-  dt_cuda_check_tensor(t, dt_cuda_layout(be, (dt_shape){n, k, 1, 1}, DT_CUDA_NCHW), what);
+  dt_cuda_check_tensor(t, dt_cuda_layout(be, (dt_shape){n, k, 1, 1}, DT_CUDA_NCHW, DT_CUDA_F32), what);
 }
 
 void dt_cuda_top1(dt_backend *bep, const dt_tensor *logits, const dt_tensor *logits2,
