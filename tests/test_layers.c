@@ -491,9 +491,10 @@ static void test_activation_bytes(void **state) {
   assert_int_equal(b.scratch, scratch);
   assert_int_equal(scratch, max_value);
   assert_int_equal(dt_graph_bytes_total(b), values + grads + scratch);
-  /* The rest of what planning allocated is op-owned (batch statistics) or the targets. */
-  const size_t targets = (size_t)N * CLASSES * sizeof(float);
-  const size_t op_owned = all_full - dt_graph_bytes_total(b) - targets;
+  /* The rest of what planning allocated is op-owned (batch statistics), the targets or the
+   * per-sample losses. */
+  const size_t targets = (size_t)N * CLASSES * sizeof(float), losses = (size_t)N * sizeof(float);
+  const size_t op_owned = all_full - dt_graph_bytes_total(b) - targets - losses;
   assert_int_equal(op_owned, 2 * 8 * sizeof(float));
   dt_graph_free(g);
 
