@@ -571,10 +571,10 @@ static void bn_case(dt_backend *be, dt_shape s, bool relu, int kind, uint64_t se
   dt_tensor dxt = t_garbage(be, s, xl, seed + 8);
   float *dgd = p_new(be, &garbage), *dbd = p_new(be, &garbage);
   be->ops->bn_backward(op, &xt, &dyt, gd, smd, svd, &dxt, dgd, dbd);
-  /* With 16-bit activations x is rounded on upload, which moves ReLU inputs by up to 2^-9 of
-   * their scale, far more than KINK_MARGIN: the reference then takes the ReLU mask from the
-   * backend's forward output (a rounded positive value stays positive). */
-  double *mask = native16(be) && relu ? t_get(be, &yt) : NULL;
+  /* In 16 bits x is rounded on upload (16-bit activations), which moves ReLU inputs by up to
+   * 2^-9 of their scale, far more than KINK_MARGIN: the reference then takes the ReLU mask from
+   * the backend's forward output (a rounded positive value stays positive). */
+  double *mask = g_prec != DT_PRECISION_FP32 && relu ? t_get(be, &yt) : NULL;
   ref_bn_backward(s.n, c, hw, x.d, dy.d, gamma.d, rmu, rv, BN_EPS, relu, mask ? mask : ry, rdx,
                   rdg, rdb);
   free(mask);
@@ -1005,10 +1005,10 @@ static void chain_run(dt_backend *be, int rethread) {
   be->ops->conv_backward_weights(conv2, &rt, &dut, dw2d);
   chk_param(be, "chain conv2 backward weights dw2", dw2d, rdw2, nw2);
   be->ops->relu_backward(relu, &rt, &drt, &dbt);
-  if (native16(be)) {
-    /* 16-bit activations move the ReLU inputs by up to 2^-9 of their scale (far beyond the
-     * kink margin of the data): take the mask from the backend's forward output, and redo the
-     * reference from here on with it. */
+  if (g_prec != DT_PRECISION_FP32) {
+    /* 16 bits (conv1's rounded output, native or emulated) move the ReLU inputs by up to 2^-9
+     * of their scale, far beyond the kink margin of the data: take the mask from the backend's
+     * forward output, and redo the reference from here on with it. */
     double *mask = t_get(be, &rt);
     ref_relu_backward(na, mask, rdr, rdb);
     free(mask);
@@ -1145,7 +1145,7 @@ static void pool_case(dt_backend *be, dt_shape s, dt_pool_kind pk, int k, int st
            max || incl ? "" : " excl");
   tag_of(tag, sizeof tag, name, s, kind);
   hvec x = hv_distinct(nx, 7919 % nx ? 7919 : 7907), dy = hv_rand(ny, seed, -1, 1);
-  if (native16(be)) hv_round16(&x); /* max pooling on the values the backend holds */
+  if (g_prec != DT_PRECISION_FP32) hv_round16(&x); /* max pooling on values without ties */
   double *ry = dt_xcalloc(ny, sizeof *ry), *rdx = dt_xcalloc(nx, sizeof *rdx);
   ref_pool_forward(s.n, s.c, s.h, s.w, max, k, stride, pad, incl, x.d, ry);
   ref_pool_backward(s.n, s.c, s.h, s.w, max, k, stride, pad, incl, x.d, dy.d, rdx);

@@ -500,17 +500,20 @@ static dnnl_data_type_t cpu_act_dt(dt_precision precision) {
   return dnnl_f32;
 }
 
-void dt_cpu_compute_line(dt_precision precision, char *buf, size_t size) {
+bool dt_cpu_compute_line(dt_precision precision, char *buf, size_t size) {
   const char *isa = dnnl_cpu_isa2str(dnnl_get_effective_cpu_isa());
+  if (strncmp(isa, "cpu_isa_", 8) == 0) isa += 8;
   const char *name = precision == DT_PRECISION_BF16 ? "bf16" : "fp16";
+  const bool native = precision != DT_PRECISION_FP32 && cpu_act_dt(precision) != dnnl_f32;
   if (precision == DT_PRECISION_FP32)
     snprintf(buf, size, "oneDNN ISA %s; fp32", isa);
-  else if (cpu_act_dt(precision) != dnnl_f32)
+  else if (native)
     snprintf(buf, size, "oneDNN ISA %s; %s native (16-bit activations, oneDNN %s kernels)", isa,
              name, name);
   else
     snprintf(buf, size, "oneDNN ISA %s; %s: emulated, this CPU has no %s instructions", isa,
              name, name);
+  return native;
 }
 
 /* Native 16-bit mode where the CPU has the instructions (cpu_act_dt): activations and their

@@ -11,8 +11,9 @@ dt_backend *dt_backend_cpu_create(int threads);
 
 /* One line on how this CPU computes in `precision`: the ISA oneDNN dispatches to and, for
  * bf16 / fp16, whether the CPU backend runs it natively (16-bit activations on oneDNN's
- * kernels) or emulates it ("bf16: emulated, this CPU has no bf16 instructions"). */
-void dt_cpu_compute_line(dt_precision precision, char *buf, size_t size);
+ * kernels) or emulates it ("bf16: emulated, this CPU has no bf16 instructions"). Returns
+ * true for a 16-bit precision run natively. */
+bool dt_cpu_compute_line(dt_precision precision, char *buf, size_t size);
 /* The element size in bytes of the activations a CPU backend's ops create (4, or 2 in native
  * 16-bit mode); for tests. */
 int dt_cpu_act_bytes(dt_backend *be);
