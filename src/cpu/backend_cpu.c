@@ -533,6 +533,12 @@ static dt_status cpu_set_precision(dt_backend *bep, dt_precision precision) {
   return DT_OK;
 }
 
+dt_status dt_cpu_set_precision_emulated(dt_backend *bep, dt_precision precision) {
+  dt_status st = cpu_set_precision(bep, precision);
+  dt_cpu_be(bep)->act_dt = dnnl_f32;
+  return st;
+}
+
 /* ---- the backend ---- */
 
 static void cpu_destroy(dt_backend *bep) {
