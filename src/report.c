@@ -91,8 +91,8 @@ void dt_report_header(const dt_report *r, const dt_trainer *t, const char *run_d
     const bool native =
         cpu && dt_backend_compute_line(DT_DEVICE_CPU, t->precision, how, sizeof how);
     if (cpu && t->precision != DT_PRECISION_FP32)
-      snprintf(note, sizeof note, native ? " (%s)" : " (emulated by rounding operands and results; %s)",
-               how);
+      snprintf(note, sizeof note, " (%s%s)",
+               native ? "" : "emulated by rounding operands and results; ", how);
     dt_report_say(r, "precision: %s %s%s; %s\n", dt_precision_name(t->precision),
                   native ? "activations and convolutions" : "convolutions", note, scaling);
   }

@@ -122,9 +122,6 @@ static bool native16(dt_backend *be) {
   return DT_TEST_DEVICE == DT_DEVICE_CPU && dt_cpu_act_bytes(be) == 2;
 }
 
-/* Fails the check list when the CPU backend holds primitives on oneDNN's reference code (it
- * must not on an ISA with jit kernels, AVX2 and up, in any precision). */
-static void chk_no_ref(dt_backend *be, const char *what);
 
 /* Skips a test of the plain-loop ops where they cannot run yet (DT_TEST_LOOPS_16BIT). */
 static void skip_unless_loops(dt_backend *be) {
@@ -147,6 +144,9 @@ static void chk_close(const char *what, const double *got, const double *want, s
     print_message("  %s %-60s rel err %.2e\n", ok ? "ok  " : "FAIL", what, err);
 }
 
+
+/* Fails the check list when the CPU backend holds primitives on oneDNN's reference code (it
+ * must not on an ISA with jit kernels, AVX2 and up, in any precision). */
 static void chk_no_ref(dt_backend *be, const char *what) {
   if (DT_TEST_DEVICE != DT_DEVICE_CPU) return;
   const dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
@@ -903,6 +903,14 @@ static void chain_run(dt_backend *be, int rethread) {
   dt_op *fc = be->ops->linear_create(be, gs, gl, K, &zl);
   assert_true(conv1 && bn && relu && conv2 && acc && gap && fc);
   chk_no_ref(be, "chain ops");
+  /* Native 16 bits: every activation between the ops is 16-bit but the image batch and the
+   * logits (fp32); otherwise all fp32. */
+  const int eb = native16(be) ? 2 : 4;
+  assert_int_equal(elem_bytes(xl), 4);
+  assert_int_equal(elem_bytes(al), eb);
+  assert_int_equal(elem_bytes(ul), eb);
+  assert_int_equal(elem_bytes(gl), eb);
+  assert_int_equal(elem_bytes(zl), 4);
   if (rethread > 0) be->ops->set_threads(be, rethread);
 
   /* ---- data (redrawn until no ReLU input is near its kink) ---- */

@@ -161,8 +161,8 @@ static void conv_desc(const cpu_conv *c, conv_kind kind, dnnl_convolution_desc_t
 
 /* Whether pass `kind` should try Winograd F(4x4, 3x3) (oneDNN's jit_wino_4x3, AVX-512 fp32
  * only; elsewhere its creation fails and the pass stays direct), for 3x3 stride-1 pad-1
- * ungrouped fp32 convolutions. Both algorithms work on channels padded to 16, so the rule looks at padded
- * counts. Measured against the direct kernel (oneDNN 2.6, AVX-512, 1 thread):
+ * ungrouped fp32 convolutions. Both algorithms work on channels padded to 16, so the rule
+ * looks at padded counts. Measured against the direct kernel (oneDNN 2.6, AVX-512, 1 thread):
  *   - batch 64, 8x8 to 32x32 images: forward and backward-data 1.1-1.9x faster from 32
  *     padded input and output channels on, slower at 16 (DenseNet's 12-channel outputs);
  *     backward-weights 1.1-1.6x faster from 64 on, 0.75-0.9x below;
