@@ -65,8 +65,9 @@ static dt_backend *test_backend_create(int threads) {
 
 /* The plain-loop ops (cpu_view.c users: concatenation, channel padding, shift, dropout,
  * shake-shake, sigmoid, channel scaling, bias) read and write 16-bit tensors: 1 once they do
- * on the CPU (BF16_DESIGN.md, the view's element type). Until then their tests run in fp32 and
- * wherever the 16-bit precision is emulated, and are skipped in native 16-bit mode. */
+ * on the CPU (dt_cpu_view with an element type, cpu_internal.h). Until then their tests run
+ * in fp32 and wherever the 16-bit precision is emulated, and are skipped in native 16-bit
+ * mode. */
 #ifndef DT_TEST_LOOPS_16BIT
 #define DT_TEST_LOOPS_16BIT 0
 #endif
