@@ -32,7 +32,9 @@ static inline size_t dt_shape_count(dt_shape s) { return (size_t)s.n * s.c * s.h
 typedef struct {
   dt_shape shape;
   const dt_layout *layout;
-  float *data; /* backend memory of layout_bytes(layout) bytes */
+  /* backend memory of layout_bytes(layout) bytes; its element type is the layout's, fp32 or
+   * 16-bit (bf16 / fp16 activations after set_precision); host code never dereferences it */
+  float *data;
 } dt_tensor;
 
 /* Convolution without bias: input (N, C, H, W), weight (K, C/G, R, S), square stride and
@@ -57,7 +59,7 @@ static inline float dt_dropout_uniform(uint64_t key, uint64_t e) {
   return (float)(z >> 40) * 0x1.0p-24f;
 }
 
-/* Arithmetic of a backend's convolutions (train.precision). */
+/* Arithmetic of a backend's ops (train.precision). */
 typedef enum { DT_PRECISION_FP32, DT_PRECISION_BF16, DT_PRECISION_FP16 } dt_precision;
 
 /* The table a backend fills. Every member is required (DT_BACKEND_REQUIRED_OPS below) except
@@ -278,11 +280,15 @@ typedef struct dt_backend_ops {
    * Choose the arithmetic of the ops created from now on (call it before any op exists).
    * DT_PRECISION_BF16 / DT_PRECISION_FP16: convolutions take bfloat16 / IEEE half operands
    * (rounded to nearest even; in fp16 a value beyond 65504 becomes infinite, so callers train
-   * fp16 with loss scaling) and accumulate in fp32; tensors, parameters, gradients and the
-   * optimizer stay fp32, so nothing else changes for the caller. A convolution's result is
-   * rounded to the format as well (the GPU stores it in 16 bits); an accumulating forward adds
-   * the rounded result in fp32. The CPU backend emulates all of it by rounding (the arithmetic
-   * of tensor cores, not their speed).
+   * fp16 with loss scaling) and accumulate in fp32; parameters, their gradients, batch-norm
+   * statistics and the optimizer stay fp32. A convolution's result is rounded to the format as
+   * well. Activations and their gradients may be stored in 16 bits between the ops: the
+   * layouts the ops choose then carry the 16-bit type (layout_bytes about halves), except the
+   * input (layout_plain stays fp32) and the linear layer's output, the fp32 logits; upload and
+   * download convert. The CPU backend does so with oneDNN's bf16 kernels where the CPU has
+   * bf16 instructions (AVX-512 BF16, AMX); elsewhere, and for fp16 without fp16 kernels, it
+   * emulates the convolutions' arithmetic by rounding in fp32 tensors (the arithmetic of
+   * tensor cores, not their speed; an accumulating forward adds the rounded result in fp32).
    * Returns DT_ERR_CONFIG with a message when the backend or device cannot; NULL: fp32 only. */
   dt_status (*set_precision)(dt_backend *be, dt_precision precision);
   /* Optional (CPU): compute with `threads` threads (>= 1) from the next op on, when the share

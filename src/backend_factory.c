@@ -29,6 +29,12 @@ dt_backend *dt_backend_create(dt_device device, int threads, int local_rank, int
   return NULL;
 }
 
+bool dt_backend_compute_line(dt_device device, dt_precision precision, char *buf, size_t size) {
+  if (size) buf[0] = 0;
+  if (device != DT_DEVICE_CPU) return precision != DT_PRECISION_FP32;
+  return dt_cpu_compute_line(precision, buf, size);
+}
+
 /* Every member of dt_backend_ops is in exactly one of the two lists of backend.h: the lists
  * count as many pointers as the struct holds, and their offsets add up to those of all of its
  * members (a member listed twice would leave another one out). */

@@ -13,4 +13,11 @@
  * machine. */
 dt_backend *dt_backend_create(dt_device device, int threads, int local_rank, int local_size);
 
+/* One line on how `device` computes in `precision`, for --dry-run, --bench and the start of a
+ * run: on the CPU the ISA oneDNN dispatches to and, in bf16 / fp16, whether activations are
+ * 16-bit on oneDNN's kernels ("bf16 native") or the precision is emulated ("bf16: emulated,
+ * this CPU has no bf16 instructions"); "" for a device that says nothing. Returns true when
+ * a 16-bit precision runs natively. */
+bool dt_backend_compute_line(dt_device device, dt_precision precision, char *buf, size_t size);
+
 #endif

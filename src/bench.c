@@ -114,6 +114,9 @@ int dt_train_bench(const dt_config *cfg, dt_comm *comm, dt_device device, long s
         t.step.accum,
         t.step.micro, t.be->ops->name, t.be->threads, steps);
     printf("%s\n", t.threads_line);
+    char how[200];
+    dt_backend_compute_line(device, t.precision, how, sizeof how);
+    if (how[0]) printf("compute: %s\n", how);
     printf("step: %.1f ms, all-reduce %.2f ms per step (%.1f%%), %.1f images/s per rank\n",
            1e3 * secs / (double)steps, 1e3 * ar / (double)steps, 100.0 * ar / secs, only / t.world);
     if (t.step.allreduce.nccl)
@@ -194,6 +197,9 @@ int dt_train_dry_run(const dt_config *cfg) {
   long macs = dt_model_summary(m, stdout);
   printf("parameters: %ld\n", dt_model_param_count(m));
   printf("macs_per_image: %ld\n", macs);
+  char how[200];
+  dt_backend_compute_line(DT_DEVICE_CPU, dt_precision_of(cfg->train_precision), how, sizeof how);
+  printf("compute (cpu): %s\n", how);
   dt_model_free(m);
   return dry_run_activations(cfg, &ds);
 }

@@ -110,9 +110,10 @@
   X(train, precision, CHOICE, "fp32", 0, 0,                                                    \
     V(DT_TRAIN_PRECISION_FP32, "fp32") V(DT_TRAIN_PRECISION_BF16, "bf16")                      \
     V(DT_TRAIN_PRECISION_FP16, "fp16"),                                                        \
-    "arithmetic of the convolutions: fp32, bf16 or fp16 operands with fp32 accumulation "     \
-    "(tensor cores on the GPU, emulated by rounding on the CPU); weights, gradients and "      \
-    "optimizer stay fp32; fp16 implies dynamic loss scaling (train.loss_scale)")              \
+    "arithmetic: fp32, bf16 or fp16 operands with fp32 accumulation (tensor cores on the "    \
+    "GPU; on the CPU 16-bit activations on oneDNN's kernels where the CPU has bf16 "           \
+    "instructions, else emulated by rounding the convolutions' operands); weights, "           \
+    "gradients and optimizer stay fp32; fp16 implies dynamic loss scaling (train.loss_scale)") \
   X(train, cuda_graphs, BOOL, "false", 0, 0, "",                                              \
     "--device cuda: record a training step's forward, loss and backward as a CUDA graph once "\
     "and replay it (one pass per step, no dropout or shake-shake, no NCCL); not yet verified " \

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backend_factory.h"
 #include "precision.h"
 
 void dt_report_init(dt_report *r, int rank, int world) {
@@ -84,11 +85,16 @@ void dt_report_header(const dt_report *r, const dt_trainer *t, const char *run_d
                t->ls.scale, t->ls.growth);
     else if (t->ls.active)
       snprintf(scaling, sizeof scaling, "fixed loss scale %g", t->ls.scale);
-    dt_report_say(r, "precision: %s convolutions%s; %s\n", dt_precision_name(t->precision),
-                  t->precision != DT_PRECISION_FP32 && strcmp(t->be->ops->name, "cpu") == 0
-                      ? " (emulated by rounding operands and results)"
-                      : "",
-                  scaling);
+    /* On the CPU: oneDNN's ISA and whether 16 bits are native or emulated (once, here). */
+    char how[200] = "", note[256] = "";
+    const bool cpu = strcmp(t->be->ops->name, "cpu") == 0;
+    const bool native =
+        cpu && dt_backend_compute_line(DT_DEVICE_CPU, t->precision, how, sizeof how);
+    if (cpu && t->precision != DT_PRECISION_FP32)
+      snprintf(note, sizeof note, " (%s%s)",
+               native ? "" : "emulated by rounding operands and results; ", how);
+    dt_report_say(r, "precision: %s %s%s; %s\n", dt_precision_name(t->precision),
+                  native ? "activations and convolutions" : "convolutions", note, scaling);
   }
   if (t->step.allreduce.nccl)
     dt_report_say(

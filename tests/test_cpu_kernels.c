@@ -12,6 +12,9 @@
  * one inference forward at
  *   batch 2 on 3x16x16 (VGG 3x32x32): afterwards the backend holds no primitive on reference
  *   code (dt_cpu_ref_prims; reorders aside).
+ * - The same in bf16 (set_precision): native on a CPU with bf16 instructions (oneDNN's bf16
+ *   primitives on 16-bit activations; the families whose plain-loop ops do not take 16-bit
+ *   tensors yet are left out, DT_TEST_LOOPS_16BIT), emulated elsewhere (every family).
  * Both run on the machine's own ISA and again, when that is above AVX2, in a child process
  * with ONEDNN_MAX_CPU_ISA=AVX2 (the AVX2-only machines use nChw8c and other kernels). Below
  * AVX2 the no-reference checks are skipped (oneDNN has few kernels there). One thread: the
@@ -245,34 +248,42 @@ static void test_conv_kernels(void **state) {
 typedef struct {
   const char *label;
   const char *sets[8];
-  int size; /* input height = width; 0: 16 */
+  int size;   /* input height = width; 0: 16 */
+  bool loops; /* uses plain-loop ops (concat, pad, dropout, shake, sigmoid, scale, bias...) */
 } family_case;
 
+/* Whether the plain-loop ops take 16-bit tensors (as in backend_ops.c). */
+#ifndef DT_TEST_LOOPS_16BIT
+#define DT_TEST_LOOPS_16BIT 0
+#endif
+
 static const family_case k_families[] = {
-    {"resnet-8", {"model.name=resnet", "model.depth=8"}, 0},
+    {"resnet-8", {"model.name=resnet", "model.depth=8"}, 0, false},
     {"resnet_preact-8 c0 8",
-     {"model.name=resnet_preact", "model.depth=8", "model.initial_channels=8"}, 0},
+     {"model.name=resnet_preact", "model.depth=8", "model.initial_channels=8"}, 0, false},
     {"resnet_preact-11 bottleneck",
-     {"model.name=resnet_preact", "model.depth=11", "model.block_type=bottleneck"}, 0},
+     {"model.name=resnet_preact", "model.depth=11", "model.block_type=bottleneck"}, 0, false},
     {"wrn-10-2 dropout",
-     {"model.name=wrn", "model.depth=10", "model.widening_factor=2", "model.drop_rate=0.3"}, 0},
+     {"model.name=wrn", "model.depth=10", "model.widening_factor=2", "model.drop_rate=0.3"}, 0,
+     true},
+    {"wrn-10-2", {"model.name=wrn", "model.depth=10", "model.widening_factor=2"}, 0, false},
     {"densenet-BC-16 k12",
      {"model.name=densenet", "model.depth=16", "model.block_type=bottleneck",
-      "model.drop_rate=0.2"}, 0},
+      "model.drop_rate=0.2"}, 0, true},
     {"densenet-10 k12",
      {"model.name=densenet", "model.depth=10", "model.block_type=basic",
-      "model.compression_rate=1"}, 0},
-    {"pyramidnet-14 a30", {"model.name=pyramidnet", "model.depth=14", "model.alpha=30"}, 0},
+      "model.compression_rate=1"}, 0, true},
+    {"pyramidnet-14 a30", {"model.name=pyramidnet", "model.depth=14", "model.alpha=30"}, 0, true},
     {"pyramidnet-11 bottleneck a20",
      {"model.name=pyramidnet", "model.depth=11", "model.block_type=bottleneck",
-      "model.alpha=20"}, 0},
+      "model.alpha=20"}, 0, true},
     {"resnext-11 2x4d",
      {"model.name=resnext", "model.depth=11", "model.cardinality=2", "model.base_channels=4",
-      "model.initial_channels=16"}, 0},
+      "model.initial_channels=16"}, 0, false},
     {"shake_shake-8 2x8d", {"model.name=shake_shake", "model.depth=8", "model.initial_channels=8"},
-     0},
-    {"se_resnet_preact-8", {"model.name=se_resnet_preact", "model.depth=8"}, 0},
-    {"vgg", {"model.name=vgg"}, 32}, /* five 2x2 max-pools */
+     0, true},
+    {"se_resnet_preact-8", {"model.name=se_resnet_preact", "model.depth=8"}, 0, true},
+    {"vgg", {"model.name=vgg"}, 32, true}, /* five 2x2 max-pools; conv bias */
 };
 
 static void family_step(const family_case *fc) {
@@ -319,6 +330,30 @@ static void test_families_no_ref(void **state) {
   if (g_fail) fail_msg("%d family/families used reference code", g_fail);
 }
 
+/* bf16: native where oneDNN's ISA has bf16 instructions (then every activation of a family
+ * is 16-bit and still no primitive is reference code), emulated elsewhere. */
+static void test_families_no_ref_bf16(void **state) {
+  (void)state;
+  dt_backend *fp32 = g_be;
+  g_be = dt_backend_cpu_create(1);
+  assert_non_null(g_be);
+  assert_int_equal(g_be->ops->set_precision(g_be, DT_PRECISION_BF16), DT_OK);
+  const dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+  const bool native = isa == dnnl_cpu_isa_avx512_core_bf16 || isa == dnnl_cpu_isa_avx512_core_amx;
+  assert_int_equal(dt_cpu_act_bytes(g_be), native ? 2 : 4);
+  g_fail = 0;
+  int run = 0;
+  for (size_t i = 0; i < DT_ARRAY_LEN(k_families); i++) {
+    if (native && k_families[i].loops && !DT_TEST_LOOPS_16BIT) continue;
+    family_step(&k_families[i]);
+    run++;
+  }
+  print_message("  bf16 %s: %d families\n", native ? "native" : "emulated", run);
+  g_be->ops->destroy(g_be);
+  g_be = fp32;
+  if (g_fail) fail_msg("%d family/families used reference code in bf16", g_fail);
+}
+
 /* ---- the same on AVX2, in a child process (oneDNN fixes its ISA at first use) ---- */
 
 static void test_avx2(void **state) {
@@ -346,6 +381,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_conv_kernels),
       cmocka_unit_test(test_families_no_ref),
+      cmocka_unit_test(test_families_no_ref_bf16),
       cmocka_unit_test(test_avx2),
   };
   const char *isa = getenv("ONEDNN_MAX_CPU_ISA");

@@ -33,9 +33,23 @@ const dt_layout *dt_cpu_layout_intern(dt_cpu_backend *be, const dnnl_memory_desc
 }
 
 dnnl_memory_desc_t dt_cpu_md(int ndims, const dnnl_dim_t *dims, dnnl_format_tag_t tag) {
+  return dt_cpu_md_dt(ndims, dims, dnnl_f32, tag);
+}
+
+dnnl_memory_desc_t dt_cpu_md_dt(int ndims, const dnnl_dim_t *dims, dnnl_data_type_t dt,
+                                dnnl_format_tag_t tag) {
   dnnl_memory_desc_t md;
-  DT_DNNL_CHECK(dnnl_memory_desc_init_by_tag(&md, ndims, dims, dnnl_f32, tag));
+  DT_DNNL_CHECK(dnnl_memory_desc_init_by_tag(&md, ndims, dims, dt, tag));
   return md;
+}
+
+dnnl_memory_desc_t dt_cpu_md_retype(const dnnl_memory_desc_t *md, dnnl_data_type_t dt) {
+  dnnl_memory_desc_t r = *md;
+  if (md->format_kind != dnnl_blocked && md->format_kind != dnnl_format_kind_any)
+    DT_FATAL("dt_cpu_md_retype: a descriptor of format kind %d", (int)md->format_kind);
+  r.data_type = dt;
+  r.extra.flags = 0; /* compensation flags belong to int8 weights only */
+  return r;
 }
 
 const dt_layout *dt_cpu_layout_plain(dt_backend *be, dt_shape s) {
@@ -425,10 +439,89 @@ static void cpu_xent(dt_backend *be, const dt_tensor *logits, const float *targe
 
 /* ---- precision ---- */
 
-/* Reduced precision is emulated (backend.h): each convolution rounds its operands to bf16 or
- * fp16 and runs the fp32 primitive, the numerics of tensor cores with fp32 accumulation at
- * fp32 speed plus the rounding. Like the CUDA backend, only before any op exists: an op's
- * arithmetic is fixed when it is created, and a net must not mix the two. */
+/* Whether oneDNN runs bf16 on real bf16 instructions here: its effective ISA (after
+ * ONEDNN_MAX_CPU_ISA) is AVX-512 BF16 or AMX. Below that, oneDNN 2.6 either has no bf16
+ * kernels (AVX2) or converts in software (avx512_core), slower than fp32. */
+static bool cpu_isa_has_bf16(void) {
+  const dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+  return isa == dnnl_cpu_isa_avx512_core_bf16 || isa == dnnl_cpu_isa_avx512_core_amx;
+}
+
+/* Whether the primitive of op descriptor d has a kernel other than oneDNN's reference code
+ * on engine e. */
+static bool cpu_probe_fast(dnnl_engine_t e, const void *d) {
+  dnnl_primitive_desc_t pd;
+  if (dnnl_primitive_desc_create(&pd, d, NULL, e, NULL) != dnnl_success) return false;
+  const char *impl = NULL;
+  DT_DNNL_CHECK(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl));
+  const bool fast = impl && strncmp(impl, "ref", 3) != 0;
+  DT_DNNL_CHECK(dnnl_primitive_desc_destroy(pd));
+  return fast;
+}
+
+/* Whether oneDNN has non-reference fp16 kernels here: a typical convolution (forward and
+ * backward-weights) and batch norm in f16, probed once per process (oneDNN 2.6.3 has none on
+ * the CPUs seen so far, so fp16 is emulated). */
+static bool cpu_has_f16(void) {
+  static int known = -1;
+  if (known >= 0) return known;
+  dnnl_engine_t e;
+  DT_DNNL_CHECK(dnnl_engine_create(&e, dnnl_cpu, 0));
+  dnnl_dims_t xd = {8, 64, 16, 16}, wd = {64, 64, 3, 3}, strides = {1, 1}, pad = {1, 1};
+  dnnl_memory_desc_t x = dt_cpu_md_dt(4, xd, dnnl_f16, dnnl_format_tag_any);
+  dnnl_memory_desc_t w = dt_cpu_md_dt(4, wd, dnnl_f16, dnnl_format_tag_any), y = x;
+  dnnl_memory_desc_t dw = dt_cpu_md(4, wd, dnnl_format_tag_any);
+  dnnl_memory_desc_t xb = dt_cpu_md_dt(4, xd, dnnl_f16, dnnl_nChw16c);
+  dnnl_convolution_desc_t cd;
+  DT_DNNL_CHECK(dnnl_convolution_forward_desc_init(&cd, dnnl_forward_training,
+                                                   dnnl_convolution_direct, &x, &w, NULL, &y,
+                                                   strides, pad, pad));
+  bool fast = cpu_probe_fast(e, &cd);
+  /* oneDNN 2.6 rejects the descriptor itself (fp32 weight gradients of f16 data) on CPUs
+   * without f16 support: that is a no too. */
+  fast = fast && dnnl_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &x,
+                                                             &dw, NULL, &y, strides, pad,
+                                                             pad) == dnnl_success;
+  fast = fast && cpu_probe_fast(e, &cd);
+  dnnl_batch_normalization_desc_t bd;
+  DT_DNNL_CHECK(dnnl_batch_normalization_forward_desc_init(
+      &bd, dnnl_forward_training, &xb, 1e-5f, dnnl_use_scale | dnnl_use_shift));
+  fast = fast && cpu_probe_fast(e, &bd);
+  DT_DNNL_CHECK(dnnl_engine_destroy(e));
+  known = fast;
+  return fast;
+}
+
+/* The element type of activations in `precision` on this CPU: 16-bit where oneDNN has
+ * kernels for it, else f32 (the precision is then emulated). */
+static dnnl_data_type_t cpu_act_dt(dt_precision precision) {
+  if (precision == DT_PRECISION_BF16 && cpu_isa_has_bf16()) return dnnl_bf16;
+  if (precision == DT_PRECISION_FP16 && cpu_has_f16()) return dnnl_f16;
+  return dnnl_f32;
+}
+
+bool dt_cpu_compute_line(dt_precision precision, char *buf, size_t size) {
+  const char *isa = dnnl_cpu_isa2str(dnnl_get_effective_cpu_isa());
+  if (strncmp(isa, "cpu_isa_", 8) == 0) isa += 8;
+  const char *name = precision == DT_PRECISION_BF16 ? "bf16" : "fp16";
+  const bool native = precision != DT_PRECISION_FP32 && cpu_act_dt(precision) != dnnl_f32;
+  if (precision == DT_PRECISION_FP32)
+    snprintf(buf, size, "oneDNN ISA %s; fp32", isa);
+  else if (native)
+    snprintf(buf, size, "oneDNN ISA %s; %s native (16-bit activations, oneDNN %s kernels)", isa,
+             name, name);
+  else
+    snprintf(buf, size, "oneDNN ISA %s; %s: emulated, this CPU has no %s instructions", isa,
+             name, name);
+  return native;
+}
+
+/* Native 16-bit mode where the CPU has the instructions (cpu_act_dt): activations and their
+ * gradients in bf16 / fp16 layouts between the ops, fp32 statistics, parameters and
+ * gradients. Elsewhere reduced precision is emulated (backend.h): each convolution rounds its
+ * operands to bf16 or fp16 and runs the fp32 primitive, the numerics of tensor cores with fp32
+ * accumulation at fp32 speed plus the rounding. Like the CUDA backend, only before any op
+ * exists: an op's arithmetic is fixed when it is created, and a net must not mix the two. */
 static dt_status cpu_set_precision(dt_backend *bep, dt_precision precision) {
   dt_cpu_backend *be = dt_cpu_be(bep);
   if (dt_live_ops_any(&be->live)) DT_FATAL("set_precision after ops were created");
@@ -436,7 +529,14 @@ static dt_status cpu_set_precision(dt_backend *bep, dt_precision precision) {
       precision != DT_PRECISION_FP16)
     return dt_error_set(DT_ERR_CONFIG, "set_precision: unknown precision %d", (int)precision);
   be->precision = precision;
+  be->act_dt = cpu_act_dt(precision);
   return DT_OK;
+}
+
+dt_status dt_cpu_set_precision_emulated(dt_backend *bep, dt_precision precision) {
+  dt_status st = cpu_set_precision(bep, precision);
+  dt_cpu_be(bep)->act_dt = dnnl_f32;
+  return st;
 }
 
 /* ---- the backend ---- */
@@ -550,7 +650,14 @@ dt_backend *dt_backend_cpu_create(int threads) {
   dt_cpu_backend *be = dt_xcalloc(1, sizeof *be);
   be->base.ops = &cpu_ops;
   be->base.threads = threads > 0 ? threads : omp_get_max_threads();
+  be->act_dt = dnnl_f32;
   DT_DNNL_CHECK(dnnl_engine_create(&be->engine, dnnl_cpu, 0));
   DT_DNNL_CHECK(dnnl_stream_create(&be->stream, be->engine, dnnl_stream_default_flags));
   return &be->base;
+}
+
+int dt_cpu_act_bytes(dt_backend *be) { return dt_cpu_be(be)->act_dt == dnnl_f32 ? 4 : 2; }
+
+int dt_cpu_layout_elem_bytes(const dt_layout *l) {
+  return l->md.data_type == dnnl_f32 ? 4 : 2;
 }

@@ -21,7 +21,16 @@
  * back (with a sum post-op for a forward that adds into a residual). The published layouts,
  * and so the rest of the net, stay as they were.
  *
- * Reduced precision (set_precision bf16 / fp16) is emulated: each pass rounds its two inputs
+ * Native 16-bit mode (the backend's act_dt bf16 / fp16, on CPUs with the instructions): the
+ * activations x, y and their gradients are 16-bit in the op's layouts and the primitives are
+ * oneDNN's 16-bit ones with fp32 accumulation; weights are converted from the fp32 plain
+ * array by the weight reorder each pass already runs, and backward-weights writes fp32 weight
+ * gradients. An fp32 input (the graph's image batch in layout_plain) is staged: every pass
+ * that reads or writes it reorders it into (or from) an op-owned 16-bit buffer, a tiny tensor
+ * of a few channels.
+ *
+ * Emulated reduced precision (set_precision bf16 / fp16 where the CPU has no 16-bit
+ * instructions): each pass rounds its two inputs
  * (forward x and w, backward-data dy and w, backward-weights x and dy) to the format and runs
  * the same fp32 primitive, so products are exact and sums fp32 as on tensor cores; its result
  * (y, dx, dw) is rounded to the format too, as the CUDA backend's 16-bit convolutions store
@@ -150,10 +159,10 @@ static void conv_desc(const cpu_conv *c, conv_kind kind, dnnl_convolution_desc_t
                                                               c->pad, c->pad));
 }
 
-/* Whether pass `kind` should try Winograd F(4x4, 3x3) (oneDNN's jit_wino_4x3, AVX-512 only;
- * elsewhere its creation fails and the pass stays direct), for 3x3 stride-1 pad-1 ungrouped
- * convolutions. Both algorithms work on channels padded to 16, so the rule looks at padded
- * counts. Measured against the direct kernel (oneDNN 2.6, AVX-512, 1 thread):
+/* Whether pass `kind` should try Winograd F(4x4, 3x3) (oneDNN's jit_wino_4x3, AVX-512 fp32
+ * only; elsewhere its creation fails and the pass stays direct), for 3x3 stride-1 pad-1
+ * ungrouped fp32 convolutions. Both algorithms work on channels padded to 16, so the rule
+ * looks at padded counts. Measured against the direct kernel (oneDNN 2.6, AVX-512, 1 thread):
  *   - batch 64, 8x8 to 32x32 images: forward and backward-data 1.1-1.9x faster from 32
  *     padded input and output channels on, slower at 16 (DenseNet's 12-channel outputs);
  *     backward-weights 1.1-1.6x faster from 64 on, 0.75-0.9x below;
@@ -163,8 +172,9 @@ static void conv_desc(const cpu_conv *c, conv_kind kind, dnnl_convolution_desc_t
  * Results differ from direct by rounding (relative 1e-6 of the largest output). A fixed rule
  * rather than timing at creation: a run must pick the same kernels every time (resume,
  * comparisons between runs). */
-static bool conv_winograd(const dt_conv_params *p, conv_kind kind) {
+static bool conv_winograd(const dt_conv_params *p, conv_kind kind, dnnl_data_type_t dt) {
   const int g = p->groups > 0 ? p->groups : 1;
+  if (dt != dnnl_f32) return false;
   if (g != 1 || p->r != 3 || p->s != 3 || p->stride != 1 || p->pad != 1) return false;
   if ((long)p->n * p->h * p->w < 1024) return false; /* stride 1, pad 1: P Q = H W */
   const int cp = (p->c + 15) / 16 * 16, kp = (p->k + 15) / 16 * 16;
@@ -184,7 +194,7 @@ static const dnnl_format_tag_t conv_alts[][2] = {
 };
 
 static dnnl_memory_desc_t conv_alt_md(const dnnl_memory_desc_t *own, dnnl_format_tag_t tag) {
-  return tag == CONV_OWN ? *own : dt_cpu_md(4, own->dims, tag);
+  return tag == CONV_OWN ? *own : dt_cpu_md_dt(4, own->dims, own->data_type, tag);
 }
 
 /* Stage one side when the pass's descriptor `run` differs from the op's `own`: inputs reorder
@@ -202,28 +212,45 @@ static void stage_init(dt_cpu_backend *be, conv_stage *s, const dnnl_memory_desc
   s->m = dt_cpu_mem(be, run);
 }
 
-/* Create pass `kind` for the op's activation layouts xmd, ymd and weights w (usually any).
- * When that is oneDNN's reference code, the first alternative of conv_alts with a real
- * kernel replaces it, staged (see the file comment). A pass that no alternative speeds up
- * keeps the reference code; one that oneDNN cannot create at all is fatal. */
+/* Stage the x side of pass p, created for x descriptor xmd, when that differs from the op's
+ * own x layout xown (a 16-bit pass on an fp32 input). */
+static void conv_pass_stage_x(cpu_conv *c, conv_pass *p, conv_kind kind,
+                              const dnnl_memory_desc_t *xown, const char *what) {
+  dnnl_query_t xq = kind == CONV_BWD_DATA ? dnnl_query_diff_src_md : dnnl_query_src_md;
+  dnnl_memory_desc_t xr = dt_cpu_prim_md(&p->prim, xq, 0);
+  stage_init(c->base.be, &p->x, xown, &xr, kind != CONV_BWD_DATA, what);
+}
+
+/* Create pass `kind` for the activation layouts xmd, ymd and weights w (usually any); xown is
+ * the op's x layout, staged when xmd differs from it. When that is oneDNN's reference code,
+ * the first alternative of conv_alts with a real kernel replaces it, staged (see the file
+ * comment). A pass that no alternative speeds up keeps the reference code; one that oneDNN
+ * cannot create at all is fatal. */
 static void conv_pass_create(cpu_conv *c, conv_pass *p, conv_kind kind,
-                             const dnnl_memory_desc_t *xmd, const dnnl_memory_desc_t *ymd,
-                             const dnnl_memory_desc_t *w, const_dnnl_post_ops_t po,
-                             const_dnnl_primitive_desc_t hint, const char *what) {
+                             const dnnl_memory_desc_t *xown, const dnnl_memory_desc_t *xmd,
+                             const dnnl_memory_desc_t *ymd, const dnnl_memory_desc_t *w,
+                             const_dnnl_post_ops_t po, const_dnnl_primitive_desc_t hint,
+                             const char *what) {
   dt_cpu_backend *be = c->base.be;
   memset(p, 0, sizeof *p);
   dnnl_convolution_desc_t d;
   if (c->alg[kind] == dnnl_convolution_winograd) {
     conv_desc(c, kind, &d, xmd, w, ymd);
     if (dt_cpu_prim_try_create(be, &p->prim, &d, po, hint)) {
-      if (!dt_cpu_prim_is_ref(&p->prim)) return;
+      if (!dt_cpu_prim_is_ref(&p->prim)) {
+        conv_pass_stage_x(c, p, kind, xown, what);
+        return;
+      }
       dt_cpu_prim_free(&p->prim);
     }
     c->alg[kind] = dnnl_convolution_direct;
   }
   conv_desc(c, kind, &d, xmd, w, ymd);
   bool have = dt_cpu_prim_try_create(be, &p->prim, &d, po, hint);
-  if (have && !dt_cpu_prim_is_ref(&p->prim)) return;
+  if (have && !dt_cpu_prim_is_ref(&p->prim)) {
+    conv_pass_stage_x(c, p, kind, xown, what);
+    return;
+  }
   for (size_t i = 0; i < DT_ARRAY_LEN(conv_alts); i++) {
     dnnl_memory_desc_t xa = conv_alt_md(xmd, conv_alts[i][0]);
     dnnl_memory_desc_t ya = conv_alt_md(ymd, conv_alts[i][1]);
@@ -239,11 +266,12 @@ static void conv_pass_create(cpu_conv *c, conv_pass *p, conv_kind kind,
     dnnl_query_t xq = kind == CONV_BWD_DATA ? dnnl_query_diff_src_md : dnnl_query_src_md;
     dnnl_query_t yq = kind == CONV_FWD ? dnnl_query_dst_md : dnnl_query_diff_dst_md;
     dnnl_memory_desc_t xr = dt_cpu_prim_md(&p->prim, xq, 0), yr = dt_cpu_prim_md(&p->prim, yq, 0);
-    stage_init(be, &p->x, xmd, &xr, kind != CONV_BWD_DATA, what);
+    stage_init(be, &p->x, xown, &xr, kind != CONV_BWD_DATA, what);
     stage_init(be, &p->y, ymd, &yr, kind != CONV_FWD, what);
     return;
   }
   if (!have) DT_FATAL("oneDNN cannot create %s", what);
+  conv_pass_stage_x(c, p, kind, xown, what);
 }
 
 /* Grow the backend's shared rounding buffer `slot` to at least `bytes` (at creation, so that
@@ -328,25 +356,35 @@ dt_op *dt_cpu_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_lay
   c->p.groups = g;
   c->strides[0] = c->strides[1] = p->stride;
   c->pad[0] = c->pad[1] = p->pad;
+  /* The element type of the activations: the backend's (16-bit in native mode). An input of
+   * another type (the fp32 image batch) is staged into it: its passes run on xrun, oneDNN's
+   * choice of layout for the converted copy. */
+  const dnnl_data_type_t adt = be->act_dt;
+  const dnnl_memory_desc_t xrun =
+      xmd->data_type == adt ? *xmd : dt_cpu_md_dt(4, xmd->dims, adt, dnnl_format_tag_any);
   for (int k = 0; k < 3; k++)
-    c->alg[k] = conv_winograd(&c->p, (conv_kind)k) ? dnnl_convolution_winograd
-                                                    : dnnl_convolution_direct;
+    c->alg[k] = conv_winograd(&c->p, (conv_kind)k, adt) ? dnnl_convolution_winograd
+                                                         : dnnl_convolution_direct;
 
-  /* Plain weights: OIHW (K, C, R, S), or goihw (G, K/G, C/G, R, S) with groups. */
-  dnnl_memory_desc_t w_plain, w_any, y_any;
+  /* Plain weights: OIHW (K, C, R, S), or goihw (G, K/G, C/G, R, S) with groups; the passes
+   * read them in the activations' type (w_any) and backward-weights writes fp32 (dw_any). */
+  dnnl_memory_desc_t w_plain, w_any, dw_any, y_any;
   if (g == 1) {
     dnnl_dims_t wd = {p->k, p->c, p->r, p->s};
     w_plain = dt_cpu_md(4, wd, dnnl_oihw);
-    w_any = dt_cpu_md(4, wd, dnnl_format_tag_any);
+    w_any = dt_cpu_md_dt(4, wd, adt, dnnl_format_tag_any);
+    dw_any = dt_cpu_md(4, wd, dnnl_format_tag_any);
   } else {
     dnnl_dims_t wd = {g, p->k / g, p->c / g, p->r, p->s};
     w_plain = dt_cpu_md(5, wd, dnnl_goihw);
-    w_any = dt_cpu_md(5, wd, dnnl_format_tag_any);
+    w_any = dt_cpu_md_dt(5, wd, adt, dnnl_format_tag_any);
+    dw_any = dt_cpu_md(5, wd, dnnl_format_tag_any);
   }
   dnnl_dims_t yd = {p->n, p->k, oh, ow};
-  y_any = dt_cpu_md(4, yd, dnnl_format_tag_any);
+  y_any = dt_cpu_md_dt(4, yd, adt, dnnl_format_tag_any);
   if (want) {
-    if (want->md.ndims != 4 || memcmp(want->md.dims, yd, sizeof(dnnl_dim_t) * 4) != 0)
+    if (want->md.ndims != 4 || memcmp(want->md.dims, yd, sizeof(dnnl_dim_t) * 4) != 0 ||
+        want->md.data_type != adt)
       DT_FATAL("conv_create: the requested output layout does not have the shape (%d, %d, %d, %d)",
                p->n, p->k, oh, ow);
     y_any = want->md;
@@ -365,7 +403,7 @@ dt_op *dt_cpu_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_lay
     c->alg[CONV_FWD] = dnnl_convolution_direct;
     dnnl_convolution_desc_t d;
     dt_cpu_prim probe = {0};
-    conv_desc(c, CONV_FWD, &d, xmd, &w_any, &y_any);
+    conv_desc(c, CONV_FWD, &d, &xrun, &w_any, &y_any);
     if (!dt_cpu_prim_try_create(be, &probe, &d, NULL, NULL))
       DT_FATAL("oneDNN cannot create %s forward", what);
     ymd = dt_cpu_prim_md(&probe, dnnl_query_dst_md, 0);
@@ -373,8 +411,8 @@ dt_op *dt_cpu_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_lay
     dt_cpu_prim_free(&probe);
     const int blk = dt_cpu_act_block(be);
     if (blk > 1 && dt_cpu_md_block(&ymd) != blk) {
-      dnnl_memory_desc_t y_blk = dt_cpu_md(4, yd, blk == 16 ? dnnl_nChw16c : dnnl_nChw8c);
-      conv_desc(c, CONV_FWD, &d, xmd, &w_any, &y_blk);
+      dnnl_memory_desc_t y_blk = dt_cpu_md_dt(4, yd, adt, blk == 16 ? dnnl_nChw16c : dnnl_nChw8c);
+      conv_desc(c, CONV_FWD, &d, &xrun, &w_any, &y_blk);
       if (dt_cpu_prim_try_create(be, &probe, &d, NULL, NULL)) {
         if (!dt_cpu_prim_is_ref(&probe) || free_ref) ymd = y_blk;
         dt_cpu_prim_free(&probe);
@@ -387,7 +425,7 @@ dt_op *dt_cpu_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_lay
 
   char fwhat[200];
   snprintf(fwhat, sizeof fwhat, "%s forward", what);
-  conv_pass_create(c, &c->fwd, CONV_FWD, xmd, &ymd, &w_any, NULL, NULL, fwhat);
+  conv_pass_create(c, &c->fwd, CONV_FWD, xmd, &xrun, &ymd, &w_any, NULL, NULL, fwhat);
   dnnl_memory_desc_t w_fwd = dt_cpu_prim_md(&c->fwd.prim, dnnl_query_weights_md, 0);
 
   /* The accumulating variant: the forward's layouts and weights with the residual summed into
@@ -400,13 +438,13 @@ dt_op *dt_cpu_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_lay
   c->acc_reorder = c->fwd.x.on || c->fwd.y.on;
   if (!c->acc_reorder) {
     dnnl_convolution_desc_t d;
-    conv_desc(c, CONV_FWD, &d, xmd, &w_fwd, &ymd);
+    conv_desc(c, CONV_FWD, &d, &xrun, &w_fwd, &ymd);
     bool have = dt_cpu_prim_try_create(be, &c->fwd_acc.prim, &d, po, NULL);
     if (!have && c->alg[CONV_FWD] != dnnl_convolution_direct) {
       /* Winograd without a sum post-op: the direct kernel reads the same weight layout. */
       const dnnl_alg_kind_t alg_fwd = c->alg[CONV_FWD];
       c->alg[CONV_FWD] = dnnl_convolution_direct;
-      conv_desc(c, CONV_FWD, &d, xmd, &w_fwd, &ymd);
+      conv_desc(c, CONV_FWD, &d, &xrun, &w_fwd, &ymd);
       have = dt_cpu_prim_try_create(be, &c->fwd_acc.prim, &d, po, NULL);
       c->alg[CONV_FWD] = alg_fwd;
     }
@@ -435,8 +473,8 @@ dt_op *dt_cpu_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_lay
 
   if (p->need_dx) {
     snprintf(fwhat, sizeof fwhat, "%s backward data", what);
-    conv_pass_create(c, &c->bwd_data, CONV_BWD_DATA, xmd, &ymd, &w_any, NULL, c->fwd.prim.pd,
-                     fwhat);
+    conv_pass_create(c, &c->bwd_data, CONV_BWD_DATA, xmd, &xrun, &ymd, &w_any, NULL,
+                     c->fwd.prim.pd, fwhat);
     dnnl_memory_desc_t w_bwd = dt_cpu_prim_md(&c->bwd_data.prim, dnnl_query_weights_md, 0);
     dt_cpu_reorder_init(be, &c->w_bwd, &w_plain, &w_bwd, fwhat);
     c->w_bwd_buf = conv_wbuf(&c->w_bwd, &w_bwd);
@@ -445,8 +483,8 @@ dt_op *dt_cpu_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_lay
   }
 
   snprintf(fwhat, sizeof fwhat, "%s backward weights", what);
-  conv_pass_create(c, &c->bwd_weights, CONV_BWD_WEIGHTS, xmd, &ymd, &w_any, NULL, c->fwd.prim.pd,
-                   fwhat);
+  conv_pass_create(c, &c->bwd_weights, CONV_BWD_WEIGHTS, xmd, &xrun, &ymd, &dw_any, NULL,
+                   c->fwd.prim.pd, fwhat);
   dnnl_memory_desc_t dw = dt_cpu_prim_md(&c->bwd_weights.prim, dnnl_query_diff_weights_md, 0);
   dt_cpu_reorder_init(be, &c->dw, &dw, &w_plain, fwhat);
   c->dw_buf = conv_wbuf(&c->dw, &dw);
@@ -454,7 +492,7 @@ dt_op *dt_cpu_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_lay
 
   /* Reduced precision: slot 0 holds a rounded activation input (x, or dy in backward-data),
    * slot 1 the other input of the pass (plain weights, or dy in backward-weights). */
-  c->prec = be->precision;
+  c->prec = dt_cpu_emulated(be) ? be->precision : DT_PRECISION_FP32;
   c->x_n = dnnl_memory_desc_get_size(xmd) / sizeof(float);
   c->y_n = dnnl_memory_desc_get_size(&ymd) / sizeof(float);
   c->w_n = dnnl_memory_desc_get_size(&w_plain) / sizeof(float);

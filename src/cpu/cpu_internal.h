@@ -43,13 +43,22 @@ typedef struct {
   size_t scratchpad_bytes;
   int act_block;             /* channel block of activations (dt_cpu_act_block), 0: not probed */
   int ref_prims;             /* live primitives on oneDNN's reference code (reorders aside) */
-  /* Arithmetic of the convolutions created from now on (set_precision). In bf16 / fp16 they
-   * round their operands (precision.h) into these two buffers, shared like the scratchpad
-   * and grown by conv_create to the largest need; fp32 convolutions never touch them. */
+  /* Arithmetic of the ops created from now on (set_precision). act_dt is the element type of
+   * the activations and activation gradients the ops choose layouts for: dnnl_f32, or in
+   * native 16-bit mode (a bf16 / fp16 precision on a CPU whose oneDNN kernels have it)
+   * dnnl_bf16 / dnnl_f16. A 16-bit precision with act_dt f32 is emulated: convolutions round
+   * their operands (precision.h) into round_buf, shared like the scratchpad and grown by
+   * conv_create to the largest need; fp32 and native convolutions never touch them. */
   dt_precision precision;
+  dnnl_data_type_t act_dt;
   float *round_buf[3];
   size_t round_bytes[3];
 } dt_cpu_backend;
+
+/* True when the backend's 16-bit precision is emulated (rounding in fp32 tensors). */
+static inline bool dt_cpu_emulated(const dt_cpu_backend *be) {
+  return be->precision != DT_PRECISION_FP32 && be->act_dt == dnnl_f32;
+}
 
 /* Common head of every op; each kind embeds it as its first member. */
 struct dt_op {
@@ -87,6 +96,11 @@ const dt_layout *dt_cpu_layout_intern(dt_cpu_backend *be, const dnnl_memory_desc
 const dt_layout *dt_cpu_layout_plain(dt_backend *be, dt_shape shape);
 /* Descriptor with the given dims and tag (f32). */
 dnnl_memory_desc_t dt_cpu_md(int ndims, const dnnl_dim_t *dims, dnnl_format_tag_t tag);
+/* The same with element type dt (dnnl_f32, dnnl_bf16, dnnl_f16). */
+dnnl_memory_desc_t dt_cpu_md_dt(int ndims, const dnnl_dim_t *dims, dnnl_data_type_t dt,
+                                dnnl_format_tag_t tag);
+/* md with its element type replaced by dt (same dims and blocking; strides count elements). */
+dnnl_memory_desc_t dt_cpu_md_retype(const dnnl_memory_desc_t *md, dnnl_data_type_t dt);
 /* The channel block oneDNN gives the activations of a typical convolution on this CPU (16 with
  * AVX-512, 8 with AVX2; 1 when it keeps them plain), probed once. Convolutions write their
  * outputs in nChw<block>c whenever oneDNN is as fast that way, so that tensors meeting at an

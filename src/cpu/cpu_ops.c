@@ -1,7 +1,9 @@
-/* cpu_ops.c: the smaller ops on oneDNN, all in the layout of their input: ReLU (eltwise;
- * the backward reads the forward output), add and accumulate (binary add, in place for
- * accumulate), global average pooling (pooling over the whole H x W) and the linear layer
- * (inner product; weights plain (K, C) in the caller's array, reordered per call). */
+/* cpu_ops.c: the smaller ops on oneDNN, all in the layout and element type of their input
+ * (fp32, or bf16 / fp16 in native 16-bit mode): ReLU (eltwise; the backward reads the forward
+ * output), add and accumulate (binary add, in place for accumulate), global average pooling
+ * (pooling over the whole H x W) and the linear layer (inner product; weights plain (K, C) in
+ * the caller's fp32 array, reordered per call into the primitive's layout and type). The
+ * linear layer's output, the logits, is fp32 plain (N, K) whatever its input. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -147,7 +149,7 @@ dt_op *dt_cpu_gap_create(dt_backend *bep, dt_shape s, const dt_layout *x, const 
   dt_cpu_op_register(be, &g->base, gap_release);
   g->x = x;
   dnnl_dims_t yd = {s.n, s.c, 1, 1};
-  dnnl_memory_desc_t y_any = dt_cpu_md(4, yd, dnnl_format_tag_any);
+  dnnl_memory_desc_t y_any = dt_cpu_md_dt(4, yd, x->md.data_type, dnnl_format_tag_any);
   dnnl_dims_t strides = {1, 1}, kernel = {s.h, s.w}, dil = {0, 0}, pad = {0, 0};
   dnnl_pooling_v2_desc_t d;
   DT_DNNL_CHECK(dnnl_pooling_v2_forward_desc_init(&d, dnnl_forward_training,
@@ -189,13 +191,16 @@ void dt_cpu_gap_backward(dt_op *op, const dt_tensor *dy, dt_tensor *dx) {
 
 typedef struct {
   dt_op base;
-  const dt_layout *x, *y; /* y is plain (N, K, 1, 1), i.e. (N, K) row-major */
+  const dt_layout *x, *y; /* y is plain (N, K, 1, 1), i.e. (N, K) row-major, fp32 */
   char what[128];
-  dnnl_memory_desc_t w_plain, w_any, y_nc;
+  /* w_any and dy_nc in x's element type: a 16-bit x takes 16-bit weights and output gradient
+   * (dy, fp32 like y, is reordered into dy_buf); dw_any is fp32. */
+  dnnl_memory_desc_t w_plain, w_any, dw_any, y_nc, dy_nc;
   dt_cpu_prim fwd, bwd_data, bwd_weights; /* bwd_data on first use (the input may need none) */
-  dt_cpu_reorder w_fwd, w_bwd, dw;
+  dt_cpu_reorder w_fwd, w_bwd, dw, dy_re;
   float *w_fwd_buf, *w_bwd_buf, *dw_buf;
-  dnnl_memory_t m_x, m_y, m_w_fwd, m_w_bwd, m_dw, m_b;
+  void *dy_buf; /* 16-bit x: dy converted, else NULL (dy is read as it is) */
+  dnnl_memory_t m_x, m_y, m_dy, m_w_fwd, m_w_bwd, m_dw, m_b;
 } cpu_linear;
 
 static void linear_release(dt_op *op) {
@@ -206,10 +211,13 @@ static void linear_release(dt_op *op) {
   dt_cpu_reorder_free(&l->w_fwd);
   dt_cpu_reorder_free(&l->w_bwd);
   dt_cpu_reorder_free(&l->dw);
+  dt_cpu_reorder_free(&l->dy_re);
   free(l->w_fwd_buf);
   free(l->w_bwd_buf);
   free(l->dw_buf);
-  dnnl_memory_t *mems[] = {&l->m_x, &l->m_y, &l->m_w_fwd, &l->m_w_bwd, &l->m_dw, &l->m_b};
+  free(l->dy_buf);
+  dnnl_memory_t *mems[] = {&l->m_x,     &l->m_y,     &l->m_dy, &l->m_w_fwd,
+                           &l->m_w_bwd, &l->m_dw, &l->m_b};
   for (size_t i = 0; i < DT_ARRAY_LEN(mems); i++) dt_cpu_mem_free(mems[i]);
 }
 
@@ -240,9 +248,12 @@ dt_op *dt_cpu_linear_create(dt_backend *bep, dt_shape s, const dt_layout *x, int
   l->x = x;
   /* Weights (K, C, H, W): the PyTorch (K, C H W) matrix of a flattened input. */
   dnnl_dims_t wd = {k, s.c, s.h, s.w}, yd = {s.n, k}, bd = {k};
+  const dnnl_data_type_t xdt = x->md.data_type;
   l->w_plain = dt_cpu_md(4, wd, dnnl_oihw);
-  l->w_any = dt_cpu_md(4, wd, dnnl_format_tag_any);
+  l->w_any = dt_cpu_md_dt(4, wd, xdt, dnnl_format_tag_any);
+  l->dw_any = dt_cpu_md(4, wd, dnnl_format_tag_any);
   l->y_nc = dt_cpu_md(2, yd, dnnl_nc);
+  l->dy_nc = dt_cpu_md_dt(2, yd, xdt, dnnl_nc);
   dnnl_memory_desc_t b_md = dt_cpu_md(1, bd, dnnl_a);
 
   dnnl_inner_product_desc_t d;
@@ -252,14 +263,21 @@ dt_op *dt_cpu_linear_create(dt_backend *bep, dt_shape s, const dt_layout *x, int
   dnnl_memory_desc_t w_fwd = dt_cpu_prim_md(&l->fwd, dnnl_query_weights_md, 0);
   l->w_fwd_buf = linear_wreorder(l, &l->w_fwd, &w_fwd, false, &l->m_w_fwd);
 
-  DT_DNNL_CHECK(dnnl_inner_product_backward_weights_desc_init(&d, &x->md, &l->w_any, &b_md,
-                                                              &l->y_nc));
+  DT_DNNL_CHECK(dnnl_inner_product_backward_weights_desc_init(&d, &x->md, &l->dw_any, &b_md,
+                                                              &l->dy_nc));
   dt_cpu_prim_create(be, &l->bwd_weights, &d, NULL, l->fwd.pd, l->what);
   dnnl_memory_desc_t dw = dt_cpu_prim_md(&l->bwd_weights, dnnl_query_diff_weights_md, 0);
   l->dw_buf = linear_wreorder(l, &l->dw, &dw, true, &l->m_dw);
 
   l->m_x = dt_cpu_mem(be, &x->md);
   l->m_y = dt_cpu_mem(be, &l->y_nc);
+  l->m_dy = dt_cpu_mem(be, &l->dy_nc);
+  if (xdt != dnnl_f32) {
+    dt_cpu_reorder_init(be, &l->dy_re, &l->y_nc, &l->dy_nc, l->what);
+    size_t bytes = dnnl_memory_desc_get_size(&l->dy_nc);
+    l->dy_buf = dt_xaligned(bytes);
+    memset(l->dy_buf, 0, bytes);
+  }
   l->m_b = dt_cpu_mem(be, &b_md);
   dt_shape ys = {s.n, k, 1, 1};
   l->y = dt_cpu_layout_plain(bep, ys);
@@ -295,12 +313,17 @@ void dt_cpu_linear_backward(dt_op *op, const dt_tensor *x, const dt_tensor *dy, 
   dt_cpu_backend *be = op->be;
   dt_cpu_check_tensor(x, l->x, "linear_backward x");
   dt_cpu_check_tensor(dy, l->y, "linear_backward dy");
+  const void *dyk = dy->data; /* dy in dy_nc: converted for a 16-bit x (N K values) */
+  if (l->dy_buf) {
+    dt_cpu_reorder_run(be, &l->dy_re, dy->data, l->dy_buf);
+    dyk = l->dy_buf;
+  }
   if (dx) {
     dt_cpu_check_tensor(dx, l->x, "linear_backward dx");
     if (!l->bwd_data.prim) {
       dnnl_inner_product_desc_t d;
       DT_DNNL_CHECK(
-          dnnl_inner_product_backward_data_desc_init(&d, &l->x->md, &l->w_any, &l->y_nc));
+          dnnl_inner_product_backward_data_desc_init(&d, &l->x->md, &l->w_any, &l->dy_nc));
       dt_cpu_prim_create(be, &l->bwd_data, &d, NULL, l->fwd.pd, l->what);
       dnnl_memory_desc_t w_bwd = dt_cpu_prim_md(&l->bwd_data, dnnl_query_weights_md, 0);
       l->w_bwd_buf = linear_wreorder(l, &l->w_bwd, &w_bwd, false, &l->m_w_bwd);
@@ -310,21 +333,21 @@ void dt_cpu_linear_backward(dt_op *op, const dt_tensor *x, const dt_tensor *dy, 
       dt_cpu_reorder_run(be, &l->w_bwd, w, l->w_bwd_buf);
       wk = l->w_bwd_buf;
     }
-    dt_cpu_bind(be, l->m_y, dy->data);
+    dt_cpu_bind(be, l->m_dy, dyk);
     dt_cpu_bind(be, l->m_w_bwd, wk);
     dt_cpu_bind(be, l->m_x, dx->data);
-    dnnl_exec_arg_t args[] = {{DNNL_ARG_DIFF_DST, l->m_y},
+    dnnl_exec_arg_t args[] = {{DNNL_ARG_DIFF_DST, l->m_dy},
                               {DNNL_ARG_WEIGHTS, l->m_w_bwd},
                               {DNNL_ARG_DIFF_SRC, l->m_x}};
     dt_cpu_prim_exec(be, &l->bwd_data, 3, args);
   }
   void *dwk = l->dw.same ? (void *)dw : (void *)l->dw_buf;
   dt_cpu_bind(be, l->m_x, x->data);
-  dt_cpu_bind(be, l->m_y, dy->data);
+  dt_cpu_bind(be, l->m_dy, dyk);
   dt_cpu_bind(be, l->m_dw, dwk);
   dt_cpu_bind(be, l->m_b, db);
   dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC, l->m_x},
-                            {DNNL_ARG_DIFF_DST, l->m_y},
+                            {DNNL_ARG_DIFF_DST, l->m_dy},
                             {DNNL_ARG_DIFF_WEIGHTS, l->m_dw},
                             {DNNL_ARG_DIFF_BIAS, l->m_b}};
   dt_cpu_prim_exec(be, &l->bwd_weights, 4, args);

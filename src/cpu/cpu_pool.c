@@ -1,5 +1,6 @@
-/* cpu_pool.c: max and average pooling of the CPU backend (backend.h) on oneDNN; max pooling
- * keeps its workspace in the op. */
+/* cpu_pool.c: max and average pooling of the CPU backend (backend.h) on oneDNN, in the input's
+ * element type (fp32, or bf16 / fp16 in native 16-bit mode); max pooling keeps its workspace in
+ * the op. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,8 +35,9 @@ dt_op *dt_cpu_pool_create(dt_backend *bep, dt_shape s, const dt_layout *x, dt_po
       s.w + 2 * pad < ksize)
     DT_FATAL("pool_create: bad window %d / stride %d / pad %d on %d x %d", ksize, stride, pad, s.h,
              s.w);
-  dt_cpu_view vx = dt_cpu_view_of(x, "pool_create");
-  if (vx.n != s.n || vx.c != s.c || vx.h != s.h || vx.w != s.w)
+  const dnnl_memory_desc_t *xmd = &x->md;
+  if (xmd->ndims != 4 || xmd->dims[0] != s.n || xmd->dims[1] != s.c || xmd->dims[2] != s.h ||
+      xmd->dims[3] != s.w)
     DT_FATAL("pool_create: layout does not match (%d, %d, %d, %d)", s.n, s.c, s.h, s.w);
   char what[160];
   snprintf(what, sizeof what, "%s pooling %dx%d/%d pad %d of (%d, %d, %d, %d)",
@@ -45,7 +47,8 @@ dt_op *dt_cpu_pool_create(dt_backend *bep, dt_shape s, const dt_layout *x, dt_po
   p->x = x;
   const int oh = (s.h + 2 * pad - ksize) / stride + 1, ow = (s.w + 2 * pad - ksize) / stride + 1;
   dnnl_dims_t yd = {s.n, s.c, oh, ow};
-  dnnl_memory_desc_t y_any = dt_cpu_md(4, yd, dnnl_format_tag_any);
+  /* The output keeps the input's element type (16-bit in native mode: backend_cpu.c). */
+  dnnl_memory_desc_t y_any = dt_cpu_md_dt(4, yd, xmd->data_type, dnnl_format_tag_any);
   /* Floor mode as PyTorch: oneDNN's output size formula floors too, so symmetric padding
    * gives the same windows; with count_include_pad every window lies inside the padded input,
    * so both divide by ksize^2. */
