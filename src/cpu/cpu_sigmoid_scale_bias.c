@@ -128,6 +128,7 @@ static inline void scale_plane(dnnl_data_type_t dt, const dt_cpu_view *v, int n,
   for (int h = 0; h < H; h++)
     for (int w = 0; w < W; w++) {
       const long o = base + h * sh + w * sw;
+#pragma omp simd
       for (int l = 0; l < b; l++) dt_cpu_store(dt, py, o + l, dt_cpu_load(dt, px, o + l) * lane[l]);
     }
 }
@@ -177,9 +178,11 @@ static inline void scale_back_plane(dnnl_data_type_t dt, const dt_cpu_view *v, i
     for (int w = 0; w < W; w++) {
       const long o = base + h * sh + w * sw;
       if (dx)
+#pragma omp simd
         for (int l = 0; l < b; l++)
           dt_cpu_store(dt, dx, o + l, dt_cpu_load(dt, g, o + l) * lane[l]);
       if (sum)
+#pragma omp simd
         for (int l = 0; l < b; l++)
           acc[l] += dt_cpu_load(dt, g, o + l) * dt_cpu_load(dt, px, o + l);
     }
@@ -227,6 +230,7 @@ static inline void bias_plane(dnnl_data_type_t dt, const dt_cpu_view *v, int n, 
   for (int h = 0; h < H; h++)
     for (int w = 0; w < W; w++) {
       const long o = base + h * sh + w * sw;
+#pragma omp simd
       for (int l = 0; l < b; l++) dt_cpu_store(dt, py, o + l, dt_cpu_load(dt, px, o + l) + lane[l]);
     }
 }
@@ -259,6 +263,7 @@ static inline void bias_back_plane(dnnl_data_type_t dt, const dt_cpu_view *v, in
   for (int h = 0; h < H; h++)
     for (int w = 0; w < W; w++) {
       const long o = base + h * sh + w * sw;
+#pragma omp simd
       for (int l = 0; l < b; l++) part[l] += dt_cpu_load(dt, g, o + l);
     }
 }
