@@ -8,8 +8,10 @@
  * backend's upload. The ops compute in f32 and round once at the store, so every bf16 result
  * must equal the f32 result rounded to bf16 (precision.h's dt_round_bf16) bit for bit; the
  * bias gradient (f32) must equal the f32 run's. Output buffers start as garbage and their
- * padding lanes must come out zero in both runs. An op given tensors of two element types
- * must stop with a fatal error naming the types (checked in a child process).
+ * padding lanes must come out zero in both runs. The channel scaling also takes an fp32 scale
+ * with a bf16 x (native bf16 mode's squeeze-and-excitation gate is fp32). Another op given
+ * tensors of two element types must stop with a fatal error naming the types (checked in a
+ * child process).
  *
  * It runs on the machine's ISA and again, when that is above AVX2, in a child process with
  * ONEDNN_MAX_CPU_ISA=AVX2. oneDNN 2.6.3 has no bf16 eltwise kernel below AVX-512 (no native
@@ -375,6 +377,44 @@ static void scale_case(int t, int ts) {
   pair_free(&x), pair_free(&s), pair_free(&y), pair_free(&dy), pair_free(&dx), pair_free(&ds);
 }
 
+/* A bf16 x scaled by an fp32 s (the squeeze-and-excitation gate comes from fp32 linear layers
+ * in native bf16 mode): s and ds are fp32 in both runs, s not rounded to bf16. y and dx must be
+ * the f32 run's rounded to bf16, ds equal to the f32 run's. */
+static void scale_mixed_case(int t, int ts) {
+  char tag[64];
+  snprintf(tag, sizeof tag, "%s, fp32 scale %s", k_tag_names[t], k_tag_names[ts]);
+  const dt_shape ss = {k_shape.n, k_shape.c, 1, 1};
+  pair x = pair_new(k_shape, k_tags[t]), y = pair_new(k_shape, k_tags[t]),
+       dy = pair_new(k_shape, k_tags[t]), dx = pair_new(k_shape, k_tags[t]),
+       s = pair_new(ss, k_tags[ts]), ds = pair_new(ss, k_tags[ts]);
+  pair_put(&x, 20, -2, 2);
+  pair_put(&dy, 21, -2, 2);
+  float sv[15];
+  tu_fill_uniform(sv, 15, 22, 0, 1);
+  g_be->ops->upload(g_be, sv, &s.f);
+  dt_op *of = dt_cpu_scale_create(g_be, k_shape, x.f.layout, s.f.layout);
+  dt_op *oh = dt_cpu_scale_create(g_be, k_shape, x.h.layout, s.f.layout);
+  dt_cpu_scale_forward(of, &x.f, &s.f, &y.f);
+  dt_cpu_scale_forward(oh, &x.h, &s.f, &y.h);
+  pair_check("scale forward", tag, &y, 0);
+  /* ds of the bf16 run goes to the f32 tensor of the pair h is not: compare the two f32s. */
+  dt_tensor ds_h = {ss, s.f.layout, g_be->ops->alloc(g_be, g_be->ops->layout_bytes(s.f.layout))};
+  memset(ds_h.data, 0x5a, g_be->ops->layout_bytes(s.f.layout));
+  dt_cpu_scale_backward(of, &x.f, &s.f, &dy.f, &dx.f, &ds.f);
+  dt_cpu_scale_backward(oh, &x.h, &s.f, &dy.h, &dx.h, &ds_h);
+  pair_check("scale backward dx", tag, &dx, 0);
+  const size_t bytes = g_be->ops->layout_bytes(s.f.layout);
+  if (memcmp(ds.f.data, ds_h.data, bytes) != 0) {
+    print_message("  FAIL scale backward ds %s: the bf16 run's fp32 ds differs from the f32 run's "
+                  "(padding included)\n", tag);
+    g_fail++;
+  }
+  g_be->ops->free(g_be, ds_h.data);
+  dt_cpu_op_free(of);
+  dt_cpu_op_free(oh);
+  pair_free(&x), pair_free(&s), pair_free(&y), pair_free(&dy), pair_free(&dx), pair_free(&ds);
+}
+
 static void bias_case(int t) {
   pair x = pair_new(k_shape, k_tags[t]), y = pair_new(k_shape, k_tags[t]),
        dy = pair_new(k_shape, k_tags[t]);
@@ -413,6 +453,8 @@ static void test_ops_bf16(void **state) {
     if (sigmoid) sigmoid_case(t);
     scale_case(t, t);
     scale_case(t, 0);
+    scale_mixed_case(t, t);
+    scale_mixed_case(t, 0);
     bias_case(t);
   }
   assert_int_equal(g_fail, 0);

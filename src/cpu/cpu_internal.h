@@ -191,7 +191,8 @@ void dt_cpu_linear_backward(dt_op *op, const dt_tensor *x, const dt_tensor *dy, 
  * garbage into oneDNN primitives (a gradient buffer may be the graph's shared scratch).
  * Elements are fp32 or bf16 (the layout's data type): the loops load each element as fp32,
  * compute in fp32 and round once when they store (dt_cpu_store). An op's tensors all have one
- * element type; the loops refuse a mix. */
+ * element type (a mix is refused), but for the channel scaling's s and ds (N, C, 1, 1): fp32
+ * with a bf16 x, as the squeeze-and-excitation gate comes from fp32 linear layers. */
 /* Element (n, c, h, w) lives at element n sn + (c / b) scb + h sh + w sw + c % b. */
 typedef struct {
   int n, c, h, w;

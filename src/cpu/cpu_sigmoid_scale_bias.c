@@ -2,8 +2,8 @@
  * (backend.h): the logistic sigmoid on oneDNN (eltwise, backward from the output), the channel
  * scaling (forward: oneDNN binary mul with the scale broadcast over H, W; backward: plain loops
  * over the layout, cpu_view.c) and the per-channel bias (plain loops). Tensors are fp32 or bf16
- * (the layout's type, one per op): the primitives run on it, the loops compute in fp32 and round
- * once at the store. */
+ * (the layout's type, one per op but for the channel scaling's s, which may be fp32 with a bf16
+ * x): the primitives run on it, the loops compute in fp32 and round once at the store. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,13 +81,16 @@ dt_op *dt_cpu_scale_create(dt_backend *bep, dt_shape xs, const dt_layout *x, con
   dt_cpu_simple *s = dt_cpu_simple_new(bep, xs, x, "scale_create x");
   s->z = sl;
   s->vz = dt_cpu_view_of(sl, "scale_create s");
-  dt_cpu_view_same_type(&s->vx, &s->vz, "scale_create");
   if (s->vz.n != xs.n || s->vz.c != xs.c || s->vz.h != 1 || s->vz.w != 1)
     DT_FATAL("scale_create: scale layout is not (%d, %d, 1, 1)", xs.n, xs.c);
   /* Forward on oneDNN when its binary mul has a real kernel: that needs the scale in x's
-   * blocking, so s (N C floats) is reordered first when its layout differs. */
+   * blocking, so s (N C values) is reordered first when its layout differs. s keeps its own
+   * element type: in native bf16 mode x is bf16 and s comes from fp32 linear layers (the
+   * squeeze-and-excitation gate), so y = x s is computed in fp32 and rounded once. */
   dt_shape ss = {xs.n, xs.c, 1, 1};
-  const dt_layout *s_like = dt_cpu_view_like(be, &s->vx, ss);
+  dt_cpu_view s_view = s->vx; /* x's blocking, s's element type */
+  s_view.dt = s->vz.dt;
+  const dt_layout *s_like = dt_cpu_view_like(be, &s_view, ss);
   dnnl_binary_desc_t d;
   DT_DNNL_CHECK(dnnl_binary_desc_init(&d, dnnl_binary_mul, &x->md, &s_like->md, &x->md));
   if (dt_cpu_prim_try_create(be, &s->mul, &d, NULL, NULL)) {
