@@ -128,6 +128,15 @@ static inline void scale_plane(dnnl_data_type_t dt, const dt_cpu_view *v, int n,
                                const float *lane, const void *px, void *py) {
   const int H = v->h, W = v->w, b = v->b;
   const long base = n * v->sn + (long)cb * v->scb, sh = v->sh, sw = v->sw;
+  if (b == 1) { /* NCHW, NHWC: one lane (a vector loop of one would only cost) */
+    const float a = lane[0];
+    for (int h = 0; h < H; h++)
+      for (int w = 0; w < W; w++) {
+        const long o = base + h * sh + w * sw;
+        dt_cpu_store(dt, py, o, dt_cpu_load(dt, px, o) * a);
+      }
+    return;
+  }
   for (int h = 0; h < H; h++)
     for (int w = 0; w < W; w++) {
       const long o = base + h * sh + w * sw;
@@ -230,6 +239,15 @@ static inline void bias_plane(dnnl_data_type_t dt, const dt_cpu_view *v, int n, 
                               const float *lane, const void *px, void *py) {
   const int H = v->h, W = v->w, b = v->b;
   const long base = n * v->sn + (long)cb * v->scb, sh = v->sh, sw = v->sw;
+  if (b == 1) { /* NCHW, NHWC: one lane (a vector loop of one would only cost) */
+    const float a = lane[0];
+    for (int h = 0; h < H; h++)
+      for (int w = 0; w < W; w++) {
+        const long o = base + h * sh + w * sw;
+        dt_cpu_store(dt, py, o, dt_cpu_load(dt, px, o) + a);
+      }
+    return;
+  }
   for (int h = 0; h < H; h++)
     for (int w = 0; w < W; w++) {
       const long o = base + h * sh + w * sw;
