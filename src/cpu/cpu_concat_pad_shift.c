@@ -1,7 +1,8 @@
 /* cpu_concat_pad_shift.c: the CPU backend's ops that only move values (backend.h):
  * concatenation, channel padding and slicing, and the spatial shift. Plain OpenMP loops over the
  * tensor's own layout (cpu_view.c): oneDNN's concat and sub-memory views need channel offsets on
- * a block boundary, and DenseNet's growth rates put them inside blocks. None reorders a tensor. */
+ * a block boundary, and DenseNet's growth rates put them inside blocks. None reorders a tensor;
+ * fp32 and bf16 tensors alike (they move bit patterns), outputs of the inputs' type. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@ dt_op *dt_cpu_concat_create(dt_backend *bep, dt_shape as, const dt_layout *a, dt
   dt_cpu_simple *s = dt_cpu_simple_new(bep, as, a, "concat_create a");
   s->z = b;
   s->vz = dt_cpu_view_of(b, "concat_create b");
+  dt_cpu_view_same_type(&s->vx, &s->vz, "concat_create");
   if (s->vz.n != bs.n || s->vz.c != bs.c || s->vz.h != bs.h || s->vz.w != bs.w)
     DT_FATAL("concat_create: layout of b does not match its shape");
   /* y takes the blocking of the input with the larger channel block (a's on a tie), so a
@@ -92,41 +94,60 @@ dt_op *dt_cpu_shift_create(dt_backend *bep, dt_shape shape, const dt_layout *x, 
   return &s->base;
 }
 
+/* One channel plane (from element base) of a non-dense layout; es is a constant at each call
+ * (see shift_run) and the stores are typed, as in cpu_view.c. */
+static inline void shift_plane(int es, const dt_cpu_view *v, const void *x, void *y, long base,
+                               int sy, int sx) {
+  const int H = v->h, W = v->w;
+  const long sh = v->sh, sw = v->sw;
+  for (int i = 0; i < H; i++)
+    for (int j = 0; j < W; j++) {
+      const int si = i + sy, sj = j + sx;
+      const long o = base + i * sh + j * sw;
+      const bool in = si >= 0 && si < H && sj >= 0 && sj < W;
+      if (es == 2)
+        ((uint16_t *)y)[o] = in ? ((const uint16_t *)x)[base + si * sh + sj * sw] : 0;
+      else
+        ((float *)y)[o] = in ? ((const float *)x)[base + si * sh + sj * sw] : 0.0f;
+    }
+}
+
 /* y[i, j] = x[i + sy, j + sx] (0 outside) for every (n, c), padding lanes included (they
- * move zeros). In a dense layout a row of one channel block is W b contiguous floats, so each
- * output row is one shifted copy plus zero fill. */
-static void shift_run(const dt_cpu_view *v, const float *x, float *y, int sy, int sx) {
-  const int H = v->h, W = v->w, b = v->b, ncb = v->cp / v->b;
+ * move zeros). In a dense layout a row of one channel block is W b contiguous elements, so each
+ * output row is one shifted copy plus zero fill. Bit patterns of v->es bytes move unchanged. */
+static void shift_run(const dt_cpu_view *v, const void *xp, void *yp, int sy, int sx) {
+  const int H = v->h, W = v->w, b = v->b, ncb = v->cp / v->b, es = v->es;
+  const char *x = xp;
+  char *y = yp;
   if (!dt_cpu_view_dense(v)) {
 #pragma omp parallel for collapse(2) schedule(static)
     for (int n = 0; n < v->n; n++)
       for (int c = 0; c < v->c; c++) {
         const long base = dt_cpu_view_off(v, n, c, 0, 0);
-        for (int i = 0; i < H; i++)
-          for (int j = 0; j < W; j++) {
-            const int si = i + sy, sj = j + sx;
-            y[base + i * v->sh + j * v->sw] =
-                (si >= 0 && si < H && sj >= 0 && sj < W) ? x[base + si * v->sh + sj * v->sw] : 0.0f;
-          }
+        if (es == 2)
+          shift_plane(2, v, x, y, base, sy, sx);
+        else
+          shift_plane(4, v, x, y, base, sy, sx);
       }
     return;
   }
   const int j0 = DT_MAX(0, -sx), j1 = DT_MIN(W, W - sx); /* output columns with a source */
+  const size_t px = (size_t)es * b;                        /* bytes of one pixel's lanes */
 #pragma omp parallel for collapse(2) schedule(static)
   for (int n = 0; n < v->n; n++)
     for (int cb = 0; cb < ncb; cb++) {
       const long base = n * v->sn + (long)cb * v->scb;
       for (int i = 0; i < H; i++) {
-        float *yr = y + base + (long)i * W * b;
+        char *yr = y + (base + (long)i * W * b) * es;
         const int si = i + sy;
         if (si < 0 || si >= H || j1 <= j0) {
-          memset(yr, 0, sizeof(float) * (size_t)W * b);
+          memset(yr, 0, px * W);
           continue;
         }
-        const float *xr = x + base + (long)si * W * b;
-        memset(yr, 0, sizeof(float) * (size_t)j0 * b);
-        memcpy(yr + (long)j0 * b, xr + (long)(j0 + sx) * b, sizeof(float) * (size_t)(j1 - j0) * b);
-        memset(yr + (long)j1 * b, 0, sizeof(float) * (size_t)(W - j1) * b);
+        const char *xr = x + (base + (long)si * W * b) * es;
+        memset(yr, 0, px * j0);
+        memcpy(yr + px * j0, xr + px * (j0 + sx), px * (j1 - j0));
+        memset(yr + px * j1, 0, px * (W - j1));
       }
     }
 }

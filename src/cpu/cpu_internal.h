@@ -13,6 +13,7 @@
 
 #include "backend.h"
 #include "backend_live_ops.h"
+#include "precision.h"
 
 /* Every oneDNN call goes through this: a failure is a runtime error (docs/architecture.md
  * "Errors"). */
@@ -201,18 +202,50 @@ void dt_cpu_linear_backward(dt_op *op, const dt_tensor *x, const dt_tensor *dy, 
  * cpu_sigmoid_scale_bias.c run over the tensor's own layout: NCHW, NHWC and the channel-blocked
  * nChw8c / nChw16c, described by a dt_cpu_view. In blocked layouts the channels past C in the
  * last block are padding; every such op writes them as zero, so a padded lane never carries
- * garbage into oneDNN primitives (a gradient buffer may be the graph's shared scratch). */
-/* Element (n, c, h, w) lives at n sn + (c / b) scb + h sh + w sw + c % b. */
+ * garbage into oneDNN primitives (a gradient buffer may be the graph's shared scratch).
+ * Elements are fp32 or bf16 (the layout's data type): the loops load each element as fp32,
+ * compute in fp32 and round once when they store (dt_cpu_store). An op's tensors all have one
+ * element type (a mix is refused), but for the channel scaling's s and ds (N, C, 1, 1): fp32
+ * with a bf16 x, as the squeeze-and-excitation gate comes from fp32 linear layers. */
+/* Element (n, c, h, w) lives at element n sn + (c / b) scb + h sh + w sw + c % b. */
 typedef struct {
   int n, c, h, w;
   int b;  /* channel block: 1 (NCHW, NHWC) or 8 / 16 */
   int cp; /* channels rounded up to the block */
   long sn, scb, sh, sw;
-  size_t total; /* floats in the buffer, padding included */
+  size_t total;        /* elements in the buffer, padding included */
+  dnnl_data_type_t dt; /* dnnl_f32 or dnnl_bf16 */
+  int es;              /* bytes per element: 4 or 2 */
 } dt_cpu_view;
 
 static inline long dt_cpu_view_off(const dt_cpu_view *v, int n, int c, int h, int w) {
   return n * v->sn + (long)(c / v->b) * v->scb + h * v->sh + w * v->sw + c % v->b;
+}
+
+/* Element off of an fp32 or bf16 buffer, as fp32 (bf16 is the top half of the fp32 pattern).
+ * The hot loops pass dt as a constant (each is an inline function called once per type), so
+ * the fp32 version compiles to the plain float loop and vectorises: GCC at -O2 does not
+ * unswitch a loop on a run-time type. */
+static inline float dt_cpu_load(dnnl_data_type_t dt, const void *p, long off) {
+  if (dt == dnnl_bf16) return dt_precision_float((uint32_t)((const uint16_t *)p)[off] << 16);
+  return ((const float *)p)[off];
+}
+
+/* Store x at element off; bf16 rounds to nearest even (precision.h's dt_round_bf16_bits) and
+ * keeps the top 16 bits. */
+static inline void dt_cpu_store(dnnl_data_type_t dt, void *p, long off, float x) {
+  if (dt == dnnl_bf16)
+    ((uint16_t *)p)[off] = (uint16_t)(dt_round_bf16_bits(dt_precision_bits(x)) >> 16);
+  else
+    ((float *)p)[off] = x;
+}
+
+static inline float dt_cpu_view_load(const dt_cpu_view *v, const void *p, long off) {
+  return dt_cpu_load(v->dt, p, off);
+}
+
+static inline void dt_cpu_view_store(const dt_cpu_view *v, void *p, long off, float x) {
+  dt_cpu_store(v->dt, p, off, x);
 }
 
 /* An op of the plain loops (cpu_view.c): its layouts and views, per-kind settings, no oneDNN
@@ -233,18 +266,25 @@ typedef struct {
   dnnl_memory_t m_x, m_s, m_y;
 } dt_cpu_simple;
 
-/* The view of layout l (fatal, naming `what`, for a layout the loops do not understand). */
+/* The view of layout l (fatal, naming `what`, for a layout or data type the loops do not
+ * understand). */
 dt_cpu_view dt_cpu_view_of(const dt_layout *l, const char *what);
-/* The layout of shape s with x's channel blocking (NCHW / NHWC / nChw<b>c). */
+/* The layout of shape s with x's channel blocking (NCHW / NHWC / nChw<b>c) and element type. */
 const dt_layout *dt_cpu_view_like(dt_cpu_backend *be, const dt_cpu_view *x, dt_shape s);
-/* True when the pixels of one (n, channel block) are one contiguous run of H W b floats (NCHW,
- * nChw<b>c); NHWC is not. */
+/* Fatal (naming `what`) unless the views have one element type. */
+void dt_cpu_view_same_type(const dt_cpu_view *a, const dt_cpu_view *b, const char *what);
+/* True when the pixels of one (n, channel block) are one contiguous run of H W b elements
+ * (NCHW, nChw<b>c); NHWC is not. */
 bool dt_cpu_view_dense(const dt_cpu_view *v);
-/* dst channels [d0, d0 + nc) = src channels [s0, s0 + nc), all N, H, W. */
-void dt_cpu_copy_channels(const dt_cpu_view *sv, const float *src, int s0, const dt_cpu_view *dv,
-                          float *dst, int d0, int nc);
+/* dst channels [d0, d0 + nc) = src channels [s0, s0 + nc), all N, H, W (one element type:
+ * fatal otherwise). */
+void dt_cpu_copy_channels(const dt_cpu_view *sv, const void *src, int s0, const dt_cpu_view *dv,
+                          void *dst, int d0, int nc);
 /* dst channels [c0, c1) = 0 (c1 may reach the padded channel count). */
-void dt_cpu_zero_channels(const dt_cpu_view *dv, float *dst, int c0, int c1);
+void dt_cpu_zero_channels(const dt_cpu_view *dv, void *dst, int c0, int c1);
+/* Flat loops over a buffer run in chunks of this many elements and pick the typed version of
+ * their body once per chunk, not per element. */
+#define DT_CPU_CHUNK 4096L
 /* A registered plain-loop op with x as input and output layout (fatal, naming `what`, when x
  * does not hold `shape`). */
 dt_cpu_simple *dt_cpu_simple_new(dt_backend *bep, dt_shape shape, const dt_layout *x,

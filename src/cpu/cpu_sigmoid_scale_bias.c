@@ -1,7 +1,9 @@
 /* cpu_sigmoid_scale_bias.c: the CPU backend's squeeze-and-excitation gate and per-channel bias
  * (backend.h): the logistic sigmoid on oneDNN (eltwise, backward from the output), the channel
  * scaling (forward: oneDNN binary mul with the scale broadcast over H, W; backward: plain loops
- * over the layout, cpu_view.c) and the per-channel bias (plain loops). */
+ * over the layout, cpu_view.c) and the per-channel bias (plain loops). Tensors are fp32 or bf16
+ * (the layout's type, one per op but for the channel scaling's s, which may be fp32 with a bf16
+ * x): the primitives run on it, the loops compute in fp32 and round once at the store. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,9 +84,13 @@ dt_op *dt_cpu_scale_create(dt_backend *bep, dt_shape xs, const dt_layout *x, con
   if (s->vz.n != xs.n || s->vz.c != xs.c || s->vz.h != 1 || s->vz.w != 1)
     DT_FATAL("scale_create: scale layout is not (%d, %d, 1, 1)", xs.n, xs.c);
   /* Forward on oneDNN when its binary mul has a real kernel: that needs the scale in x's
-   * blocking, so s (N C floats) is reordered first when its layout differs. */
+   * blocking, so s (N C values) is reordered first when its layout differs. s keeps its own
+   * element type: in native bf16 mode x is bf16 and s comes from fp32 linear layers (the
+   * squeeze-and-excitation gate), so y = x s is computed in fp32 and rounded once. */
   dt_shape ss = {xs.n, xs.c, 1, 1};
-  const dt_layout *s_like = dt_cpu_view_like(be, &s->vx, ss);
+  dt_cpu_view s_view = s->vx; /* x's blocking, s's element type */
+  s_view.dt = s->vz.dt;
+  const dt_layout *s_like = dt_cpu_view_like(be, &s_view, ss);
   dnnl_binary_desc_t d;
   DT_DNNL_CHECK(dnnl_binary_desc_init(&d, dnnl_binary_mul, &x->md, &s_like->md, &x->md));
   if (dt_cpu_prim_try_create(be, &s->mul, &d, NULL, NULL)) {
@@ -107,13 +113,36 @@ dt_op *dt_cpu_scale_create(dt_backend *bep, dt_shape xs, const dt_layout *x, con
 }
 
 /* lane[l] = the scale of channel cb b + l of sample n (0 for the padding lanes). */
-static inline void scale_lanes(const dt_cpu_simple *s, const float *sc, int n, int cb,
+static inline void scale_lanes(const dt_cpu_simple *s, const void *sc, int n, int cb,
                                float *lane) {
   const dt_cpu_view *v = &s->vx;
   for (int l = 0; l < v->b; l++) {
     const int c = cb * v->b + l;
-    lane[l] = c < v->c ? sc[dt_cpu_view_off(&s->vz, n, c, 0, 0)] : 0.0f;
+    lane[l] = c < v->c ? dt_cpu_view_load(&s->vz, sc, dt_cpu_view_off(&s->vz, n, c, 0, 0)) : 0.0f;
   }
+}
+
+/* y = x lane[l] over one (n, channel block); dt is a constant at each call (cpu_internal.h,
+ * dt_cpu_load). */
+static inline void scale_plane(dnnl_data_type_t dt, const dt_cpu_view *v, int n, int cb,
+                               const float *lane, const void *px, void *py) {
+  const int H = v->h, W = v->w, b = v->b;
+  const long base = n * v->sn + (long)cb * v->scb, sh = v->sh, sw = v->sw;
+  if (b == 1) { /* NCHW, NHWC: one lane (a vector loop of one would only cost) */
+    const float a = lane[0];
+    for (int h = 0; h < H; h++)
+      for (int w = 0; w < W; w++) {
+        const long o = base + h * sh + w * sw;
+        dt_cpu_store(dt, py, o, dt_cpu_load(dt, px, o) * a);
+      }
+    return;
+  }
+  for (int h = 0; h < H; h++)
+    for (int w = 0; w < W; w++) {
+      const long o = base + h * sh + w * sw;
+#pragma omp simd
+      for (int l = 0; l < b; l++) dt_cpu_store(dt, py, o + l, dt_cpu_load(dt, px, o + l) * lane[l]);
+    }
 }
 
 void dt_cpu_scale_forward(dt_op *op, const dt_tensor *x, const dt_tensor *sc, dt_tensor *y) {
@@ -137,19 +166,37 @@ void dt_cpu_scale_forward(dt_op *op, const dt_tensor *x, const dt_tensor *sc, dt
     return;
   }
   const dt_cpu_view *v = &s->vx;
-  const int H = v->h, W = v->w, b = v->b, ncb = v->cp / v->b;
-  const float *px = x->data;
-  float *py = y->data;
+  const int ncb = v->cp / v->b;
+  const bool bf16 = v->dt == dnnl_bf16;
 #pragma omp parallel for collapse(2) schedule(static)
   for (int n = 0; n < v->n; n++)
     for (int cb = 0; cb < ncb; cb++) {
       float lane[16];
       scale_lanes(s, sc->data, n, cb, lane);
-      for (int h = 0; h < H; h++)
-        for (int w = 0; w < W; w++) {
-          const long o = n * v->sn + (long)cb * v->scb + h * v->sh + w * v->sw;
-          for (int l = 0; l < b; l++) py[o + l] = px[o + l] * lane[l];
-        }
+      if (bf16)
+        scale_plane(dnnl_bf16, v, n, cb, lane, x->data, y->data);
+      else
+        scale_plane(dnnl_f32, v, n, cb, lane, x->data, y->data);
+    }
+}
+
+/* Over one (n, channel block): dx = dy lane[l] (dx may be NULL), and with sum acc[l] += dy x. */
+static inline void scale_back_plane(dnnl_data_type_t dt, const dt_cpu_view *v, int n, int cb,
+                                    const float *lane, const void *px, const void *g, void *dx,
+                                    bool sum, float *acc) {
+  const int H = v->h, W = v->w, b = v->b;
+  const long base = n * v->sn + (long)cb * v->scb, sh = v->sh, sw = v->sw;
+  for (int h = 0; h < H; h++)
+    for (int w = 0; w < W; w++) {
+      const long o = base + h * sh + w * sw;
+      if (dx)
+#pragma omp simd
+        for (int l = 0; l < b; l++)
+          dt_cpu_store(dt, dx, o + l, dt_cpu_load(dt, g, o + l) * lane[l]);
+      if (sum)
+#pragma omp simd
+        for (int l = 0; l < b; l++)
+          acc[l] += dt_cpu_load(dt, g, o + l) * dt_cpu_load(dt, px, o + l);
     }
 }
 
@@ -162,25 +209,23 @@ void dt_cpu_scale_backward(dt_op *op, const dt_tensor *x, const dt_tensor *sc, c
   if (dx) dt_cpu_check_tensor(dx, s->x, "scale_backward dx");
   if (ds) dt_cpu_check_tensor(ds, s->z, "scale_backward ds");
   const dt_cpu_view *v = &s->vx;
-  const int H = v->h, W = v->w, b = v->b, ncb = v->cp / v->b;
-  const float *px = x->data, *g = dy->data;
+  const int b = v->b, ncb = v->cp / v->b;
+  const bool bf16 = v->dt == dnnl_bf16;
+  void *pdx = dx ? dx->data : NULL;
 #pragma omp parallel for collapse(2) schedule(static)
   for (int n = 0; n < v->n; n++)
     for (int cb = 0; cb < ncb; cb++) {
       float lane[16], acc[16] = {0};
       scale_lanes(s, sc->data, n, cb, lane);
-      for (int h = 0; h < H; h++)
-        for (int w = 0; w < W; w++) {
-          const long o = n * v->sn + (long)cb * v->scb + h * v->sh + w * v->sw;
-          if (dx)
-            for (int l = 0; l < b; l++) dx->data[o + l] = g[o + l] * lane[l];
-          if (ds)
-            for (int l = 0; l < b; l++) acc[l] += g[o + l] * px[o + l];
-        }
+      if (bf16)
+        scale_back_plane(dnnl_bf16, v, n, cb, lane, x->data, dy->data, pdx, ds != NULL, acc);
+      else
+        scale_back_plane(dnnl_f32, v, n, cb, lane, x->data, dy->data, pdx, ds != NULL, acc);
       if (ds)
         for (int l = 0; l < b && cb * b + l < v->c; l++)
-          ds->data[dt_cpu_view_off(&s->vz, n, cb * b + l, 0, 0)] = acc[l];
+          dt_cpu_view_store(&s->vz, ds->data, dt_cpu_view_off(&s->vz, n, cb * b + l, 0, 0), acc[l]);
     }
+  if (ds) dt_cpu_zero_channels(&s->vz, ds->data, s->vz.c, s->vz.cp); /* ds's own padding */
 }
 
 /* ---- per-channel bias ---- */
@@ -189,25 +234,58 @@ dt_op *dt_cpu_bias_create(dt_backend *bep, dt_shape shape, const dt_layout *x) {
   return &dt_cpu_simple_new(bep, shape, x, "bias_create")->base;
 }
 
+/* y = x + lane[l] over one (n, channel block); dt is a constant at each call. */
+static inline void bias_plane(dnnl_data_type_t dt, const dt_cpu_view *v, int n, int cb,
+                              const float *lane, const void *px, void *py) {
+  const int H = v->h, W = v->w, b = v->b;
+  const long base = n * v->sn + (long)cb * v->scb, sh = v->sh, sw = v->sw;
+  if (b == 1) { /* NCHW, NHWC: one lane (a vector loop of one would only cost) */
+    const float a = lane[0];
+    for (int h = 0; h < H; h++)
+      for (int w = 0; w < W; w++) {
+        const long o = base + h * sh + w * sw;
+        dt_cpu_store(dt, py, o, dt_cpu_load(dt, px, o) + a);
+      }
+    return;
+  }
+  for (int h = 0; h < H; h++)
+    for (int w = 0; w < W; w++) {
+      const long o = base + h * sh + w * sw;
+#pragma omp simd
+      for (int l = 0; l < b; l++) dt_cpu_store(dt, py, o + l, dt_cpu_load(dt, px, o + l) + lane[l]);
+    }
+}
+
 void dt_cpu_bias_forward(dt_op *op, const dt_tensor *x, const float *bias, dt_tensor *y) {
   dt_cpu_simple *s = (dt_cpu_simple *)op;
   dt_cpu_check_tensor(x, s->x, "bias_forward x");
   dt_cpu_check_tensor(y, s->x, "bias_forward y");
   const dt_cpu_view *v = &s->vx;
-  const int H = v->h, W = v->w, b = v->b, ncb = v->cp / v->b;
-  const float *px = x->data;
-  float *py = y->data;
+  const int b = v->b, ncb = v->cp / v->b;
+  const bool bf16 = v->dt == dnnl_bf16;
   /* In storage order; padding lanes add 0 (and stay 0). */
 #pragma omp parallel for collapse(2) schedule(static)
   for (int n = 0; n < v->n; n++)
     for (int cb = 0; cb < ncb; cb++) {
       float lane[16];
       for (int l = 0; l < b; l++) lane[l] = cb * b + l < v->c ? bias[cb * b + l] : 0.0f;
-      for (int h = 0; h < H; h++)
-        for (int w = 0; w < W; w++) {
-          const long o = n * v->sn + (long)cb * v->scb + h * v->sh + w * v->sw;
-          for (int l = 0; l < b; l++) py[o + l] = px[o + l] + lane[l];
-        }
+      if (bf16)
+        bias_plane(dnnl_bf16, v, n, cb, lane, x->data, y->data);
+      else
+        bias_plane(dnnl_f32, v, n, cb, lane, x->data, y->data);
+    }
+}
+
+/* part[l] += the H W values of lane l of one (n, channel block) of g. */
+static inline void bias_back_plane(dnnl_data_type_t dt, const dt_cpu_view *v, int n, int cb,
+                                   const void *g, float *part) {
+  const int H = v->h, W = v->w, b = v->b;
+  const long base = n * v->sn + (long)cb * v->scb, sh = v->sh, sw = v->sw;
+  for (int h = 0; h < H; h++)
+    for (int w = 0; w < W; w++) {
+      const long o = base + h * sh + w * sw;
+#pragma omp simd
+      for (int l = 0; l < b; l++) part[l] += dt_cpu_load(dt, g, o + l);
     }
 }
 
@@ -217,18 +295,17 @@ void dt_cpu_bias_backward(dt_op *op, const dt_tensor *dy, float *db) {
   dt_cpu_simple *s = (dt_cpu_simple *)op;
   dt_cpu_check_tensor(dy, s->x, "bias_backward dy");
   const dt_cpu_view *v = &s->vx;
-  const int H = v->h, W = v->w, b = v->b, ncb = v->cp / v->b;
-  const float *g = dy->data;
+  const int b = v->b, ncb = v->cp / v->b;
+  const bool bf16 = v->dt == dnnl_bf16;
 #pragma omp parallel for schedule(static)
   for (int cb = 0; cb < ncb; cb++) {
     double acc[16] = {0};
     for (int n = 0; n < v->n; n++) {
       float part[16] = {0};
-      for (int h = 0; h < H; h++)
-        for (int w = 0; w < W; w++) {
-          const long o = n * v->sn + (long)cb * v->scb + h * v->sh + w * v->sw;
-          for (int l = 0; l < b; l++) part[l] += g[o + l];
-        }
+      if (bf16)
+        bias_back_plane(dnnl_bf16, v, n, cb, dy->data, part);
+      else
+        bias_back_plane(dnnl_f32, v, n, cb, dy->data, part);
       for (int l = 0; l < b; l++) acc[l] += part[l];
     }
     for (int l = 0; l < b && cb * b + l < v->c; l++) db[cb * b + l] = (float)acc[l];
