@@ -69,9 +69,6 @@ static dt_backend *test_backend_create(int threads) {
  * on the CPU (dt_cpu_view with an element type, cpu_internal.h). Until then their tests run
  * in fp32 and wherever the 16-bit precision is emulated, and are skipped in native 16-bit
  * mode. */
-#ifndef DT_TEST_LOOPS_16BIT
-#define DT_TEST_LOOPS_16BIT 0
-#endif
 
 /* ---- check bookkeeping: every check of a test runs, failures are listed at the end ---- */
 
@@ -124,14 +121,6 @@ static bool native16(dt_backend *be) {
   return DT_TEST_DEVICE == DT_DEVICE_CPU && dt_cpu_act_bytes(be) == 2;
 }
 
-
-/* Skips a test of the plain-loop ops where they cannot run yet (DT_TEST_LOOPS_16BIT). */
-static void skip_unless_loops(dt_backend *be) {
-  if (DT_TEST_LOOPS_16BIT || !native16(be)) return;
-  print_message("  skipped: the plain-loop ops do not take 16-bit tensors yet "
-                "(DT_TEST_LOOPS_16BIT)\n");
-  skip();
-}
 
 static void chk_close(const char *what, const double *got, const double *want, size_t count) {
   const double err = tu_rel_err_d(got, want, count);
@@ -1394,7 +1383,6 @@ static void pad_case(dt_backend *be, dt_shape s, int c_out, int kind, uint64_t s
 
 static void test_concat_pad(void **state) {
   dt_backend *be = *state;
-  skip_unless_loops(be);
   chk_begin();
   static const int cases[][5] = {
       /* n  ca  cb  h  w */
@@ -1481,7 +1469,6 @@ static void sigmoid_case(dt_backend *be, dt_shape s, int kind, uint64_t seed) {
 
 static void test_dropout_sigmoid(void **state) {
   dt_backend *be = *state;
-  skip_unless_loops(be);
   chk_begin();
   static const dt_shape shapes[] = {{2, 16, 8, 8}, {1, 17, 9, 9}, {3, 5, 1, 1}, {2, 40, 7, 5}};
   for (size_t si = 0; si < DT_ARRAY_LEN(shapes); si++)
@@ -1575,7 +1562,6 @@ static void shake_case(dt_backend *be, dt_shape s, int kind, uint64_t seed) {
 
 static void test_scale_shake(void **state) {
   dt_backend *be = *state;
-  skip_unless_loops(be);
   chk_begin();
   static const dt_shape shapes[] = {{2, 16, 8, 8}, {1, 17, 9, 9}, {3, 64, 4, 4}, {2, 5, 7, 3}};
   for (size_t si = 0; si < DT_ARRAY_LEN(shapes); si++)
@@ -1636,7 +1622,6 @@ static void bias_case(dt_backend *be, dt_shape s, int kind, uint64_t seed) {
 
 static void test_shift_bias(void **state) {
   dt_backend *be = *state;
-  skip_unless_loops(be);
   chk_begin();
   static const dt_shape shapes[] = {{2, 16, 8, 8}, {1, 17, 9, 9}, {3, 5, 4, 7}, {2, 64, 32, 32}};
   static const int shifts[][2] = {{1, 1}, {-1, 0}, {0, 2}};

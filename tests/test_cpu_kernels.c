@@ -13,8 +13,7 @@
  *   batch 2 on 3x16x16 (VGG 3x32x32): afterwards the backend holds no primitive on reference
  *   code (dt_cpu_ref_prims; reorders aside).
  * - The same in bf16 (set_precision): native on a CPU with bf16 instructions (oneDNN's bf16
- *   primitives on 16-bit activations; the families whose plain-loop ops do not take 16-bit
- *   tensors yet are left out, DT_TEST_LOOPS_16BIT), emulated elsewhere (every family).
+ *   primitives and the plain loops on 16-bit activations), emulated elsewhere.
  * Both run on the machine's own ISA and again, when that is above AVX2, in a child process
  * with ONEDNN_MAX_CPU_ISA=AVX2 (the AVX2-only machines use nChw8c and other kernels). Below
  * AVX2 the no-reference checks are skipped (oneDNN has few kernels there). One thread: the
@@ -252,10 +251,6 @@ typedef struct {
   bool loops; /* uses plain-loop ops (concat, pad, dropout, shake, sigmoid, scale, bias...) */
 } family_case;
 
-/* Whether the plain-loop ops take 16-bit tensors (as in backend_ops.c). */
-#ifndef DT_TEST_LOOPS_16BIT
-#define DT_TEST_LOOPS_16BIT 0
-#endif
 
 static const family_case k_families[] = {
     {"resnet-8", {"model.name=resnet", "model.depth=8"}, 0, false},
@@ -344,7 +339,6 @@ static void test_families_no_ref_bf16(void **state) {
   g_fail = 0;
   int run = 0;
   for (size_t i = 0; i < DT_ARRAY_LEN(k_families); i++) {
-    if (native && k_families[i].loops && !DT_TEST_LOOPS_16BIT) continue;
     family_step(&k_families[i]);
     run++;
   }

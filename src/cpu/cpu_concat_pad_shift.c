@@ -19,13 +19,20 @@ dt_op *dt_cpu_concat_create(dt_backend *bep, dt_shape as, const dt_layout *a, dt
   dt_cpu_simple *s = dt_cpu_simple_new(bep, as, a, "concat_create a");
   s->z = b;
   s->vz = dt_cpu_view_of(b, "concat_create b");
-  dt_cpu_view_same_type(&s->vx, &s->vz, "concat_create");
   if (s->vz.n != bs.n || s->vz.c != bs.c || s->vz.h != bs.h || s->vz.w != bs.w)
     DT_FATAL("concat_create: layout of b does not match its shape");
   /* y takes the blocking of the input with the larger channel block (a's on a tie), so a
-   * concatenation of a blocked and a plain tensor stays blocked like the rest of the net. */
+   * concatenation of a blocked and a plain tensor stays blocked like the rest of the net; and
+   * the narrower element type when a and b differ (an fp32 tensor, e.g. the image batch, beside
+   * 16-bit activations: y is 16-bit like the rest of the net). */
   dt_shape ys = {as.n, as.c + bs.c, as.h, as.w};
-  s->y = dt_cpu_view_like(dt_cpu_be(bep), s->vz.b > s->vx.b ? &s->vz : &s->vx, ys);
+  dt_cpu_view like = s->vz.b > s->vx.b ? s->vz : s->vx;
+  if (s->vx.es != s->vz.es) {
+    const dt_cpu_view *narrow = s->vx.es < s->vz.es ? &s->vx : &s->vz;
+    like.dt = narrow->dt;
+    like.es = narrow->es;
+  }
+  s->y = dt_cpu_view_like(dt_cpu_be(bep), &like, ys);
   s->vy = dt_cpu_view_of(s->y, "concat y");
   *y = s->y;
   return &s->base;

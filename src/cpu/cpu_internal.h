@@ -271,8 +271,6 @@ typedef struct {
 dt_cpu_view dt_cpu_view_of(const dt_layout *l, const char *what);
 /* The layout of shape s with x's channel blocking (NCHW / NHWC / nChw<b>c) and element type. */
 const dt_layout *dt_cpu_view_like(dt_cpu_backend *be, const dt_cpu_view *x, dt_shape s);
-/* Fatal (naming `what`) unless the views have one element type. */
-void dt_cpu_view_same_type(const dt_cpu_view *a, const dt_cpu_view *b, const char *what);
 /* True when the pixels of one (n, channel block) are one contiguous run of H W b elements
  * (NCHW, nChw<b>c); NHWC is not. */
 bool dt_cpu_view_dense(const dt_cpu_view *v);

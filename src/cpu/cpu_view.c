@@ -56,12 +56,6 @@ const dt_layout *dt_cpu_view_like(dt_cpu_backend *be, const dt_cpu_view *x, dt_s
   return dt_cpu_layout_intern(be, &md);
 }
 
-void dt_cpu_view_same_type(const dt_cpu_view *a, const dt_cpu_view *b, const char *what) {
-  if (a->dt != b->dt)
-    DT_FATAL("%s: tensors of element types %s and %s (one type per op)", what, dnnl_dt2str(a->dt),
-             dnnl_dt2str(b->dt));
-}
-
 /* True when the pixels of one (n, channel block) are one contiguous run of H W b elements
  * (NCHW, nChw<b>c); NHWC is not. */
 bool dt_cpu_view_dense(const dt_cpu_view *v) { return v->sw == v->b && v->sh == (long)v->w * v->b; }
@@ -122,7 +116,21 @@ static inline void zero_plane(int es, const dt_cpu_view *dv, void *dst, long dof
 void dt_cpu_copy_channels(const dt_cpu_view *sv, const void *src, int s0, const dt_cpu_view *dv,
                           void *dst, int d0, int nc) {
   if (nc <= 0) return;
-  dt_cpu_view_same_type(sv, dv, "copy_channels");
+  if (sv->dt != dv->dt) {
+    /* Two element types (a concatenation of an fp32 and a 16-bit tensor, and its backward):
+     * converted element by element, rounded once where dst is 16-bit. Rare in a model (in
+     * native 16-bit mode only the image batch and the logits are fp32), so one plain loop. */
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int n = 0; n < dv->n; n++)
+      for (int c = 0; c < nc; c++) {
+        const long so = dt_cpu_view_off(sv, n, s0 + c, 0, 0), dof = dt_cpu_view_off(dv, n, d0 + c, 0, 0);
+        for (int h = 0; h < dv->h; h++)
+          for (int w = 0; w < dv->w; w++)
+            dt_cpu_view_store(dv, dst, dof + h * dv->sh + w * dv->sw,
+                              dt_cpu_view_load(sv, src, so + h * sv->sh + w * sv->sw));
+      }
+    return;
+  }
   const int hw = dv->h * dv->w, es = dv->es;
   const char *sb = src;
   char *db = dst;
