@@ -122,10 +122,13 @@ static inline void scale_lanes(const dt_cpu_simple *s, const void *sc, int n, in
   }
 }
 
-/* y = x lane[l] over one (n, channel block); dt is a constant at each call (cpu_internal.h,
- * dt_cpu_load). */
-static inline void scale_plane(dnnl_data_type_t dt, const dt_cpu_view *v, int n, int cb,
-                               const float *lane, const void *px, void *py) {
+/* y = x lane[l] (mul) or x + lane[l] over one (n, channel block), the scaling's and the bias's
+ * forward; dt and mul are constants at each call (cpu_internal.h, dt_cpu_load), so each use is
+ * its own vector loop. */
+static inline float lane_op(bool mul, float x, float a) { return mul ? x * a : x + a; }
+
+static inline void lane_plane(dnnl_data_type_t dt, bool mul, const dt_cpu_view *v, int n, int cb,
+                              const float *lane, const void *px, void *py) {
   const int H = v->h, W = v->w, b = v->b;
   const long base = n * v->sn + (long)cb * v->scb, sh = v->sh, sw = v->sw;
   if (b == 1) { /* NCHW, NHWC: one lane (a vector loop of one would only cost) */
@@ -133,7 +136,7 @@ static inline void scale_plane(dnnl_data_type_t dt, const dt_cpu_view *v, int n,
     for (int h = 0; h < H; h++)
       for (int w = 0; w < W; w++) {
         const long o = base + h * sh + w * sw;
-        dt_cpu_store(dt, py, o, dt_cpu_load(dt, px, o) * a);
+        dt_cpu_store(dt, py, o, lane_op(mul, dt_cpu_load(dt, px, o), a));
       }
     return;
   }
@@ -141,7 +144,8 @@ static inline void scale_plane(dnnl_data_type_t dt, const dt_cpu_view *v, int n,
     for (int w = 0; w < W; w++) {
       const long o = base + h * sh + w * sw;
 #pragma omp simd
-      for (int l = 0; l < b; l++) dt_cpu_store(dt, py, o + l, dt_cpu_load(dt, px, o + l) * lane[l]);
+      for (int l = 0; l < b; l++)
+        dt_cpu_store(dt, py, o + l, lane_op(mul, dt_cpu_load(dt, px, o + l), lane[l]));
     }
 }
 
@@ -174,9 +178,9 @@ void dt_cpu_scale_forward(dt_op *op, const dt_tensor *x, const dt_tensor *sc, dt
       float lane[16];
       scale_lanes(s, sc->data, n, cb, lane);
       if (bf16)
-        scale_plane(dnnl_bf16, v, n, cb, lane, x->data, y->data);
+        lane_plane(dnnl_bf16, true, v, n, cb, lane, x->data, y->data);
       else
-        scale_plane(dnnl_f32, v, n, cb, lane, x->data, y->data);
+        lane_plane(dnnl_f32, true, v, n, cb, lane, x->data, y->data);
     }
 }
 
@@ -234,28 +238,6 @@ dt_op *dt_cpu_bias_create(dt_backend *bep, dt_shape shape, const dt_layout *x) {
   return &dt_cpu_simple_new(bep, shape, x, "bias_create")->base;
 }
 
-/* y = x + lane[l] over one (n, channel block); dt is a constant at each call. */
-static inline void bias_plane(dnnl_data_type_t dt, const dt_cpu_view *v, int n, int cb,
-                              const float *lane, const void *px, void *py) {
-  const int H = v->h, W = v->w, b = v->b;
-  const long base = n * v->sn + (long)cb * v->scb, sh = v->sh, sw = v->sw;
-  if (b == 1) { /* NCHW, NHWC: one lane (a vector loop of one would only cost) */
-    const float a = lane[0];
-    for (int h = 0; h < H; h++)
-      for (int w = 0; w < W; w++) {
-        const long o = base + h * sh + w * sw;
-        dt_cpu_store(dt, py, o, dt_cpu_load(dt, px, o) + a);
-      }
-    return;
-  }
-  for (int h = 0; h < H; h++)
-    for (int w = 0; w < W; w++) {
-      const long o = base + h * sh + w * sw;
-#pragma omp simd
-      for (int l = 0; l < b; l++) dt_cpu_store(dt, py, o + l, dt_cpu_load(dt, px, o + l) + lane[l]);
-    }
-}
-
 void dt_cpu_bias_forward(dt_op *op, const dt_tensor *x, const float *bias, dt_tensor *y) {
   dt_cpu_simple *s = (dt_cpu_simple *)op;
   dt_cpu_check_tensor(x, s->x, "bias_forward x");
@@ -270,9 +252,9 @@ void dt_cpu_bias_forward(dt_op *op, const dt_tensor *x, const float *bias, dt_te
       float lane[16];
       for (int l = 0; l < b; l++) lane[l] = cb * b + l < v->c ? bias[cb * b + l] : 0.0f;
       if (bf16)
-        bias_plane(dnnl_bf16, v, n, cb, lane, x->data, y->data);
+        lane_plane(dnnl_bf16, false, v, n, cb, lane, x->data, y->data);
       else
-        bias_plane(dnnl_f32, v, n, cb, lane, x->data, y->data);
+        lane_plane(dnnl_f32, false, v, n, cb, lane, x->data, y->data);
     }
 }
 
