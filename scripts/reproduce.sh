@@ -79,6 +79,15 @@ user_sbatch=("$@")
 [[ -z $seeds || $seeds =~ ^[1-9][0-9]*$ ]] || die "--seeds $seeds: expected a positive integer"
 rows_file=$expdir/$experiment.rows
 [[ -f $rows_file ]] || die "$rows_file: no such experiment (have: $(cd "$expdir" 2>/dev/null && ls *.rows 2>/dev/null | sed 's/\.rows//' | tr '\n' ' '))"
+# Every name of --rows must be a row of the file: a typo (or "a,b" for "a b") would otherwise
+# run nothing and still write the table.
+if [[ -n $only_rows ]]; then
+  known=" $(awk '!/^[[:space:]]*(#|$)/ {printf "%s ", $1}' "$rows_file")"
+  for r in $only_rows; do
+    [[ $known == *" $r "* ]] || die "--rows: $r is not a row of $rows_file (rows:$known)"
+  done
+fi
+
 dtrain=${DTRAIN:-$root/build/dtrain}
 [[ -x $dtrain ]] || die "$dtrain: not built (run scripts/build.sh)"
 python=${DTRAIN_PYTHON:-/usr/bin/python3}

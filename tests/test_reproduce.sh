@@ -14,7 +14,8 @@
 #   4. the table's row holds exactly the final test error of the run's metrics.h5 (100 - the
 #      last test_top1, read with h5dump) and the published value of the config's header; the
 #      PyTorch row's error is its own metrics.h5's;
-#   5. bad input: an unknown experiment, a rows file with a bad token, exit 2 with one message.
+#   5. bad input: an unknown experiment, a rows file with a bad token, a --rows name that is no
+#      row ("a,b" for "a b"): exit 2 with one message, nothing run.
 # Usage (from the repository root, as ctest runs it): bash tests/test_reproduce.sh ./dtrain
 set -u
 source "$(dirname "$0")/harness.sh"
@@ -165,4 +166,11 @@ out=$(scripts/reproduce.sh bad --experiments "$T/exp" --runs "$T/runs" 2>&1)
 rc=$?
 [[ $rc -eq 2 && $out == *"bad.rows: row b128: 'bogus'"* && ! -d $T/runs/bad/b128 ]] &&
   ok "bad token in a rows file: exit 2, names the file and the row" || bad "bad rows file: exit $rc" "$out"
+out=$(scripts/reproduce.sh tiny --experiments "$T/exp" --runs "$T/runs_typo" --results "$T/res_typo" \
+  --rows "b128,b256" 2>&1)
+rc=$?
+[[ $rc -eq 2 && $out == *"--rows: b128,b256 is not a row of"*"tiny.rows"* && ! -e $T/runs_typo &&
+   ! -e $T/res_typo ]] &&
+  ok "--rows naming no row: exit 2, names it and the file, runs and writes nothing" ||
+  bad "--rows typo: exit $rc" "$out"
 finish
