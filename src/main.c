@@ -158,6 +158,7 @@ int main(int argc, char **argv) {
         return 1;
     }
   }
+  if (eval_target || predict_ckpt || bench_steps || dry_run) dt_train_release_signals();
   if (eval_target || predict_ckpt) {
     if (eval_target && predict_ckpt) return fail("--eval and --predict exclude each other");
     if (resume_dir || init_path || dump_path || dry_run || bench_steps)

@@ -36,6 +36,16 @@ void dt_train_catch_signals(void) {
   sigaction(SIGUSR1, &sa, NULL);
 }
 
+void dt_train_release_signals(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = SIG_DFL;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGUSR1, &sa, NULL);
+  if (g_stop_signal) raise(g_stop_signal); /* one that came during start-up */
+}
+
 /* Fault injection for the tests: DTRAIN_FAULT_KILL=RANK:STEP makes that rank SIGKILL itself
  * before step STEP; DTRAIN_FAULT_SIGNAL=STEP raises SIGTERM on every rank before that step. */
 static void inject_faults(int rank, long step) {

@@ -30,6 +30,10 @@ typedef struct {
  * checkpoint and DT_EXIT_PREEMPTED. Installed first thing, so a signal during start-up is not
  * lost. */
 void dt_train_catch_signals(void);
+/* The default action again (the process ends at once): for the modes that write no checkpoint
+ * (--bench, --dry-run, --eval, --predict), which would otherwise ignore SIGTERM until done. A
+ * signal caught before is acted on now. */
+void dt_train_release_signals(void);
 int dt_train_run(const dt_config *cfg, dt_comm *comm, const dt_run_opts *opts);
 int dt_train_bench(const dt_config *cfg, dt_comm *comm, dt_device device, long steps);
 int dt_train_dry_run(const dt_config *cfg);

@@ -57,6 +57,19 @@ if printf '%s\n' "$line" | grep -qx "$act 64, fp32, cpu backend" && [ "$line" = 
 else
   bad "--bench activations line (--dry-run: '$dry')" "$out"
 fi
+# --bench writes no checkpoint: SIGTERM ends it at once (exit 143), not after its last step.
+"$DTRAIN" configs/quickstart.ini $SMALL --set output.dir=$T/bench_term --bench 1000000 >"$T/bench_term.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 100); do grep -q "^activations: " "$T/bench_term.log" 2>/dev/null && break; sleep 0.2; done
+kill -TERM $pid
+for _ in $(seq 1 50); do kill -0 $pid 2>/dev/null || break; sleep 0.2; done
+if kill -0 $pid 2>/dev/null; then
+  kill -KILL $pid; wait $pid 2>/dev/null
+  bad "--bench ignored SIGTERM (still running 10 s later)" "$(cat "$T/bench_term.log")"
+else
+  wait $pid; rc=$?
+  [ $rc -eq 143 ] && ok "--bench ended by SIGTERM at once (exit 143)" || bad "--bench after SIGTERM: exit $rc" "$(cat "$T/bench_term.log")"
+fi
 out=$("$DTRAIN" configs/quickstart.ini --dry-run --set data.dataset=cifar10 --set data.dir=$T/none 2>&1)
 printf '%s\n' "$out" | grep -qx 'parameters: 272282' && ok "--dry-run cifar10 shapes: 272282" || bad "--dry-run cifar10" "$out"
 out=$("$DTRAIN" configs/quickstart.ini --dry-run --set data.dataset=cifar10 --set data.dir=$T/none \
