@@ -252,8 +252,6 @@ typedef struct dt_backend_ops {
   void (*adam_update)(dt_backend *be, float *w, float *g, float *m, float *v, float *vmax,
                       size_t n, float step, float beta1, float beta2, float eps, float bc2_sqrt,
                       float wd, float grad_scale);
-  /* True when all n floats at x (backend memory) are finite; waits for the result. */
-  bool (*all_finite)(dt_backend *be, const float *x, size_t n);
 
   /* ==== the step's device-side bookkeeping (src/step.c) ====
    * None of these waits: a training step reads its results back in one to_host (backend
@@ -336,8 +334,7 @@ typedef struct dt_backend_ops {
 
   /* ==== replaying a step's device work (optional; CUDA graphs) ====
    * capture_begin: from now on the ops are recorded, not run, until capture_end. Only device
-   * work may be recorded: no op that waits for results on the host (to_host, download,
-   * all_finite).
+   * work may be recorded: no op that waits for results on the host (to_host, download).
    * capture_end returns the recorded work, or NULL (with a warning printed) when the device
    * could not record or instantiate it; nothing recorded has run either way. replay runs it
    * again with the buffers and scalars of the capture; capture_free frees it. A recording
@@ -376,7 +373,7 @@ struct dt_backend {
   X(sigmoid_backward) X(scale_create) X(scale_forward) X(scale_backward) X(shake_create)        \
   X(shake_forward) X(shake_backward) X(shift_create) X(shift_forward) X(shift_backward)         \
   X(bias_create) X(bias_forward) X(bias_backward) X(sgd_update) X(lars_update) X(adam_update)   \
-  X(all_finite) X(copy) X(axpy) X(flag_nonfinite) X(top1) X(sq_diff_rows)
+  X(copy) X(axpy) X(flag_nonfinite) X(top1) X(sq_diff_rows)
 /* ...and the optional capabilities, NULL where a backend lacks them (the CPU backend has no
  * streams, page-locked memory, algorithm choices or recordings). Every member is in exactly one
  * of the two lists: backend.c fails to compile when one is in neither. */

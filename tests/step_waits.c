@@ -11,7 +11,7 @@ static sw_counts g_n;
 static dt_backend_ops g_inner, g_counting;
 
 long sw_waits(const sw_counts *c) {
-  return c->to_host + c->download + c->all_finite + c->waiting_uploads;
+  return c->to_host + c->download + c->waiting_uploads;
 }
 
 static void c_to_host(dt_backend *be, void *dst, const void *src, size_t bytes) {
@@ -21,10 +21,6 @@ static void c_to_host(dt_backend *be, void *dst, const void *src, size_t bytes) 
 static void c_download(dt_backend *be, const dt_tensor *src, float *nchw_host) {
   g_n.download++;
   g_inner.download(be, src, nchw_host);
-}
-static bool c_all_finite(dt_backend *be, const float *x, size_t n) {
-  g_n.all_finite++;
-  return g_inner.all_finite(be, x, n);
 }
 static void c_to_device(dt_backend *be, void *dst, const void *src, size_t bytes) {
   g_n.to_device++;
@@ -103,7 +99,6 @@ bool sw_run_steps(sw_run *out, const char *what, dt_comm *comm, dt_device device
   g_counting = g_inner;
   g_counting.to_host = c_to_host;
   g_counting.download = c_download;
-  g_counting.all_finite = c_all_finite;
   g_counting.to_device = c_to_device;
   g_counting.upload = c_upload;
   g_counting.hold_host = c_hold_host;
@@ -125,9 +120,9 @@ bool sw_run_steps(sw_run *out, const char *what, dt_comm *comm, dt_device device
     out->applied[i] = r.verdict == DT_SCALE_APPLY;
     out->unchanged[i] = same_state(&before, &after);
     out->steps = i + 1;
-    printf("%-32s %s step %d: %ld wait(s): to_host %ld, download %ld, all_finite %ld, uploads "
+    printf("%-32s %s step %d: %ld wait(s): to_host %ld, download %ld, uploads "
            "outside hold %ld (of %ld to_device, %ld upload); loss %.6f, top-1 %g of %g%s\n",
-           what, t.be->ops->name, i, sw_waits(&g_n), g_n.to_host, g_n.download, g_n.all_finite,
+           what, t.be->ops->name, i, sw_waits(&g_n), g_n.to_host, g_n.download,
            g_n.waiting_uploads, g_n.to_device, g_n.upload, r.loss / r.images, r.correct,
            r.images, out->applied[i] ? "" : ", update skipped");
   }

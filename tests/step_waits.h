@@ -1,6 +1,6 @@
 /* step_waits.h: training steps of the real trainer (dt_trainer_setup, dt_step_run) behind a
  * backend wrapper that counts the calls that wait for the device on the CUDA backend
- * (src/cuda/cuda_internal.h, "Synchronisation"): to_host, download and all_finite hand
+ * (src/cuda/cuda_internal.h, "Synchronisation"): to_host and download hand
  * results to the host and always wait; to_device and upload wait unless the caller holds
  * their host memory (hold_host, which the wrapper adds where the backend has none, as on the
  * CPU, whose copies never wait). For tests/test_step_syncs.c (CPU) and
@@ -15,7 +15,7 @@
 
 /* What one step asked of the backend. */
 typedef struct {
-  long to_host, download, all_finite, to_device, upload;
+  long to_host, download, to_device, upload;
   long waiting_uploads; /* to_device and upload outside hold_host */
   bool held;            /* hold_host in force (after the step: it must have let go) */
 } sw_counts;

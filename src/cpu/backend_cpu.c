@@ -633,7 +633,6 @@ static const dt_backend_ops cpu_ops = {
     .sgd_update = dt_cpu_sgd_update,
     .lars_update = dt_cpu_lars_update,
     .adam_update = dt_cpu_adam_update,
-    .all_finite = dt_cpu_all_finite,
     .copy = dt_cpu_copy,
     .axpy = dt_cpu_axpy,
     .flag_nonfinite = dt_cpu_flag_nonfinite,

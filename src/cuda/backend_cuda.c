@@ -320,16 +320,6 @@ static void cuda_adam_update(dt_backend *bep, float *w, float *g, float *m, floa
   dt_cuda_op_done(be, false);
 }
 
-static bool cuda_all_finite(dt_backend *bep, const float *x, size_t n) {
-  dt_cuda_backend *be = dt_cuda_be(bep);
-  int bad = 0;
-  DT_CUDA_CHECK(cudaMemsetAsync(be->flag, 0, sizeof(int), be->stream));
-  DT_CUDA_CHECK(dt_k_nonfinite(x, n, be->flag, be->stream));
-  DT_CUDA_CHECK(cudaMemcpyAsync(&bad, be->flag, sizeof(int), cudaMemcpyDeviceToHost, be->stream));
-  dt_cuda_op_done(be, true);
-  return bad == 0;
-}
-
 /* ---- precision ---- */
 
 static dt_status cuda_set_precision(dt_backend *bep, dt_precision precision) {
@@ -392,7 +382,6 @@ static void cuda_destroy(dt_backend *bep) {
   dt_cuda_free(be->workspace);
   dt_cuda_free(be->staging);
   dt_cuda_free(be->lars_scratch);
-  dt_cuda_free(be->flag);
   DT_CUDA_CHECK(cudaStreamSynchronize(be->copy_stream));
   for (int i = 0; i < 2; i++) {
     dt_cuda_free(be->prefetch[i].dev);
@@ -517,7 +506,6 @@ static const dt_backend_ops cuda_ops = {
     .sgd_update_multi = cuda_sgd_update_multi,
     .lars_update = cuda_lars_update,
     .adam_update = cuda_adam_update,
-    .all_finite = cuda_all_finite,
     .copy = dt_cuda_copy,
     .axpy = dt_cuda_axpy,
     .flag_nonfinite = dt_cuda_flag_nonfinite,
@@ -614,7 +602,6 @@ dt_backend *dt_backend_cuda_create(int threads, int local_rank, int local_size) 
     DT_CUDA_CHECK(cudaEventCreateWithFlags(&be->prefetch[i].copied, cudaEventDisableTiming));
     DT_CUDA_CHECK(cudaEventCreateWithFlags(&be->prefetch[i].used, cudaEventDisableTiming));
   }
-  be->flag = dt_cuda_malloc(sizeof(int));
   if (be->verbose) {
     struct cudaDeviceProp prop;
     DT_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));

@@ -6,8 +6,8 @@
  * to_host / to_device / upload / download, and the optimizer updates it with the backend's
  * update kernels. Everything runs on one stream, in call order.
  *
- * Synchronisation: only an op that hands results to host memory (to_host, download,
- * all_finite) or reads host memory the caller may reuse at once (to_device,
+ * Synchronisation: only an op that hands results to host memory (to_host, download)
+ * or reads host memory the caller may reuse at once (to_device,
  * upload) waits for the stream before it returns; every other op only enqueues work. With the
  * environment variable DT_CUDA_SYNC=1 every op waits (errors then point at the right op).
  * The exceptions: an upload of a prefetched batch (the copy ran on the copy stream from
@@ -114,7 +114,6 @@ typedef struct {
   float *staging;             /* upload / download staging (device) */
   size_t staging_bytes;
   void *lars_scratch;         /* the LARS norms and trust ratio (device) */
-  int *flag;                  /* the non-finite check's result (device) */
   cudaStream_t copy_stream;   /* prefetches of input batches, beside the compute stream */
   dt_cuda_prefetch prefetch[2];
   int prefetch_next;          /* the slot the next prefetch takes */
