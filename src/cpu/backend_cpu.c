@@ -447,77 +447,35 @@ static bool cpu_isa_has_bf16(void) {
   return isa == dnnl_cpu_isa_avx512_core_bf16 || isa == dnnl_cpu_isa_avx512_core_amx;
 }
 
-/* Whether the primitive of op descriptor d has a kernel other than oneDNN's reference code
- * on engine e. */
-static bool cpu_probe_fast(dnnl_engine_t e, const void *d) {
-  dnnl_primitive_desc_t pd;
-  if (dnnl_primitive_desc_create(&pd, d, NULL, e, NULL) != dnnl_success) return false;
-  const char *impl = NULL;
-  DT_DNNL_CHECK(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl));
-  const bool fast = impl && strncmp(impl, "ref", 3) != 0;
-  DT_DNNL_CHECK(dnnl_primitive_desc_destroy(pd));
-  return fast;
-}
-
-/* Whether oneDNN has non-reference fp16 kernels here: a typical convolution (forward and
- * backward-weights) and batch norm in f16, probed once per process (oneDNN 2.6.3 has none on
- * the CPUs seen so far, so fp16 is emulated). */
-static bool cpu_has_f16(void) {
-  static int known = -1;
-  if (known >= 0) return known;
-  dnnl_engine_t e;
-  DT_DNNL_CHECK(dnnl_engine_create(&e, dnnl_cpu, 0));
-  dnnl_dims_t xd = {8, 64, 16, 16}, wd = {64, 64, 3, 3}, strides = {1, 1}, pad = {1, 1};
-  dnnl_memory_desc_t x = dt_cpu_md_dt(4, xd, dnnl_f16, dnnl_format_tag_any);
-  dnnl_memory_desc_t w = dt_cpu_md_dt(4, wd, dnnl_f16, dnnl_format_tag_any), y = x;
-  dnnl_memory_desc_t dw = dt_cpu_md(4, wd, dnnl_format_tag_any);
-  dnnl_memory_desc_t xb = dt_cpu_md_dt(4, xd, dnnl_f16, dnnl_nChw16c);
-  dnnl_convolution_desc_t cd;
-  DT_DNNL_CHECK(dnnl_convolution_forward_desc_init(&cd, dnnl_forward_training,
-                                                   dnnl_convolution_direct, &x, &w, NULL, &y,
-                                                   strides, pad, pad));
-  bool fast = cpu_probe_fast(e, &cd);
-  /* oneDNN 2.6 rejects the descriptor itself (fp32 weight gradients of f16 data) on CPUs
-   * without f16 support: that is a no too. */
-  fast = fast && dnnl_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &x,
-                                                             &dw, NULL, &y, strides, pad,
-                                                             pad) == dnnl_success;
-  fast = fast && cpu_probe_fast(e, &cd);
-  dnnl_batch_normalization_desc_t bd;
-  DT_DNNL_CHECK(dnnl_batch_normalization_forward_desc_init(
-      &bd, dnnl_forward_training, &xb, 1e-5f, dnnl_use_scale | dnnl_use_shift));
-  fast = fast && cpu_probe_fast(e, &bd);
-  DT_DNNL_CHECK(dnnl_engine_destroy(e));
-  known = fast;
-  return fast;
-}
-
-/* The element type of activations in `precision` on this CPU: 16-bit where oneDNN has
- * kernels for it, else f32 (the precision is then emulated). */
+/* The element type of activations in `precision` on this CPU: bf16 where it has bf16
+ * instructions, else f32 (the precision is then emulated). fp16 is always emulated: oneDNN
+ * 2.6.3 has no fp16 kernels for any CPU (its ISA levels stop at AMX, without AVX512-FP16;
+ * creating an fp16 backward-weights convolution fails), and the plain-loop ops
+ * (cpu_internal.h, dt_cpu_load) know f32 and bf16 only. */
 static dnnl_data_type_t cpu_act_dt(dt_precision precision) {
   if (precision == DT_PRECISION_BF16 && cpu_isa_has_bf16()) return dnnl_bf16;
-  if (precision == DT_PRECISION_FP16 && cpu_has_f16()) return dnnl_f16;
   return dnnl_f32;
 }
 
 bool dt_cpu_compute_line(dt_precision precision, char *buf, size_t size) {
   const char *isa = dnnl_cpu_isa2str(dnnl_get_effective_cpu_isa());
   if (strncmp(isa, "cpu_isa_", 8) == 0) isa += 8;
-  const char *name = precision == DT_PRECISION_BF16 ? "bf16" : "fp16";
-  const bool native = precision != DT_PRECISION_FP32 && cpu_act_dt(precision) != dnnl_f32;
+  const bool native = cpu_act_dt(precision) != dnnl_f32;
   if (precision == DT_PRECISION_FP32)
     snprintf(buf, size, "oneDNN ISA %s; fp32", isa);
   else if (native)
-    snprintf(buf, size, "oneDNN ISA %s; %s native (16-bit activations, oneDNN %s kernels)", isa,
-             name, name);
+    snprintf(buf, size, "oneDNN ISA %s; bf16 native (16-bit activations, oneDNN bf16 kernels)",
+             isa);
+  else if (precision == DT_PRECISION_BF16)
+    snprintf(buf, size, "oneDNN ISA %s; bf16: emulated, this CPU has no bf16 instructions", isa);
   else
-    snprintf(buf, size, "oneDNN ISA %s; %s: emulated, this CPU has no %s instructions", isa,
-             name, name);
+    snprintf(buf, size, "oneDNN ISA %s; fp16: emulated (oneDNN has no fp16 kernels for CPUs)",
+             isa);
   return native;
 }
 
-/* Native 16-bit mode where the CPU has the instructions (cpu_act_dt): activations and their
- * gradients in bf16 / fp16 layouts between the ops, fp32 statistics, parameters and
+/* Native bf16 mode where the CPU has the instructions (cpu_act_dt): activations and their
+ * gradients in bf16 layouts between the ops, fp32 statistics, parameters and
  * gradients. Elsewhere reduced precision is emulated (backend.h): each convolution rounds its
  * operands to bf16 or fp16 and runs the fp32 primitive, the numerics of tensor cores with fp32
  * accumulation at fp32 speed plus the rounding. Like the CUDA backend, only before any op

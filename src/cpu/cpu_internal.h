@@ -46,8 +46,7 @@ typedef struct {
   int ref_prims;             /* live primitives on oneDNN's reference code (reorders aside) */
   /* Arithmetic of the ops created from now on (set_precision). act_dt is the element type of
    * the activations and activation gradients the ops choose layouts for: dnnl_f32, or in
-   * native 16-bit mode (a bf16 / fp16 precision on a CPU whose oneDNN kernels have it)
-   * dnnl_bf16 / dnnl_f16. A 16-bit precision with act_dt f32 is emulated: convolutions round
+   * native mode (bf16 on a CPU with bf16 instructions) dnnl_bf16. A 16-bit precision with act_dt f32 is emulated: convolutions round
    * their operands (precision.h) into round_buf, shared like the scratchpad and grown by
    * conv_create to the largest need; fp32 and native convolutions never touch them. */
   dt_precision precision;
