@@ -23,6 +23,16 @@ static void share_poll(dt_trainer *t) {
   }
 }
 
+/* One timed training step: gradients, all-reduce, update and the step's one wait. */
+static void bench_step(dt_trainer *t, const dt_batch *b, long i, float unscale, double *loss,
+                       double *correct) {
+  share_poll(t);
+  dt_step_gradients(&t->step, b, i);
+  dt_step_allreduce(&t->step);
+  dt_optim_step(&t->opt, &t->model->params, dt_schedule_lr(&t->sched, i), unscale);
+  dt_step_collect(&t->step, loss, correct);
+}
+
 /* "activations: 12.3 MiB (values 5.1, gradients 5.1, scratch 2.1) at batch 128, fp32, cpu
  * backend": dt_graph_activation_bytes of the training graph(s) of one rank's micro-batch. */
 static void print_activations(dt_graph_bytes b, int batch, const dt_config *cfg,
@@ -72,11 +82,7 @@ int dt_train_bench(const dt_config *cfg, dt_comm *comm, dt_device device, long s
       dt_step_start_loader(&t.step, t.train_ld, i, 0);
       b = dt_loader_next(t.train_ld);
     }
-    share_poll(&t);
-    dt_step_gradients(&t.step, b, i);
-    dt_step_allreduce(&t.step);
-    dt_optim_step(&t.opt, &t.model->params, dt_schedule_lr(&t.sched, i), unscale);
-    dt_step_collect(&t.step, &loss, &correct); /* a training step's one wait */
+    bench_step(&t, b, i, unscale, &loss, &correct);
     if (i >= warmup) n_with += b->global_n;
   }
   double with_data = n_with / (dt_now() - t0);
@@ -97,11 +103,7 @@ int dt_train_bench(const dt_config *cfg, dt_comm *comm, dt_device device, long s
         nccl_b0 = dt_comm_nccl_allreduce_bytes(t.step.allreduce.nccl);
       }
     }
-    share_poll(&t);
-    dt_step_gradients(&t.step, b, i);
-    dt_step_allreduce(&t.step);
-    dt_optim_step(&t.opt, &t.model->params, dt_schedule_lr(&t.sched, i), unscale);
-    dt_step_collect(&t.step, &loss, &correct); /* a training step's one wait */
+    bench_step(&t, b, i, unscale, &loss, &correct);
     if (i >= warmup) n_only += b->global_n;
   }
   double secs = dt_now() - t0, only = n_only / secs;

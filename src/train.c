@@ -27,22 +27,20 @@ static volatile sig_atomic_t g_stop_signal;
 
 static void on_stop_signal(int sig) { g_stop_signal = sig; }
 
-void dt_train_catch_signals(void) {
+/* The action of the stop signals, SIGTERM and SIGUSR1. */
+static void set_stop_action(void (*handler)(int)) {
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_stop_signal;
+  sa.sa_handler = handler;
   sigemptyset(&sa.sa_mask);
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGUSR1, &sa, NULL);
 }
 
+void dt_train_catch_signals(void) { set_stop_action(on_stop_signal); }
+
 void dt_train_release_signals(void) {
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = SIG_DFL;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGTERM, &sa, NULL);
-  sigaction(SIGUSR1, &sa, NULL);
+  set_stop_action(SIG_DFL);
   if (g_stop_signal) raise(g_stop_signal); /* one that came during start-up */
 }
 

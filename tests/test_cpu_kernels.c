@@ -247,38 +247,36 @@ static void test_conv_kernels(void **state) {
 typedef struct {
   const char *label;
   const char *sets[8];
-  int size;   /* input height = width; 0: 16 */
-  bool loops; /* uses plain-loop ops (concat, pad, dropout, shake, sigmoid, scale, bias...) */
+  int size; /* input height = width; 0: 16 */
 } family_case;
 
 
 static const family_case k_families[] = {
-    {"resnet-8", {"model.name=resnet", "model.depth=8"}, 0, false},
+    {"resnet-8", {"model.name=resnet", "model.depth=8"}, 0},
     {"resnet_preact-8 c0 8",
-     {"model.name=resnet_preact", "model.depth=8", "model.initial_channels=8"}, 0, false},
+     {"model.name=resnet_preact", "model.depth=8", "model.initial_channels=8"}, 0},
     {"resnet_preact-11 bottleneck",
-     {"model.name=resnet_preact", "model.depth=11", "model.block_type=bottleneck"}, 0, false},
+     {"model.name=resnet_preact", "model.depth=11", "model.block_type=bottleneck"}, 0},
     {"wrn-10-2 dropout",
-     {"model.name=wrn", "model.depth=10", "model.widening_factor=2", "model.drop_rate=0.3"}, 0,
-     true},
-    {"wrn-10-2", {"model.name=wrn", "model.depth=10", "model.widening_factor=2"}, 0, false},
+     {"model.name=wrn", "model.depth=10", "model.widening_factor=2", "model.drop_rate=0.3"}, 0},
+    {"wrn-10-2", {"model.name=wrn", "model.depth=10", "model.widening_factor=2"}, 0},
     {"densenet-BC-16 k12",
      {"model.name=densenet", "model.depth=16", "model.block_type=bottleneck",
-      "model.drop_rate=0.2"}, 0, true},
+      "model.drop_rate=0.2"}, 0},
     {"densenet-10 k12",
      {"model.name=densenet", "model.depth=10", "model.block_type=basic",
-      "model.compression_rate=1"}, 0, true},
-    {"pyramidnet-14 a30", {"model.name=pyramidnet", "model.depth=14", "model.alpha=30"}, 0, true},
+      "model.compression_rate=1"}, 0},
+    {"pyramidnet-14 a30", {"model.name=pyramidnet", "model.depth=14", "model.alpha=30"}, 0},
     {"pyramidnet-11 bottleneck a20",
      {"model.name=pyramidnet", "model.depth=11", "model.block_type=bottleneck",
-      "model.alpha=20"}, 0, true},
+      "model.alpha=20"}, 0},
     {"resnext-11 2x4d",
      {"model.name=resnext", "model.depth=11", "model.cardinality=2", "model.base_channels=4",
-      "model.initial_channels=16"}, 0, false},
+      "model.initial_channels=16"}, 0},
     {"shake_shake-8 2x8d", {"model.name=shake_shake", "model.depth=8", "model.initial_channels=8"},
-     0, true},
-    {"se_resnet_preact-8", {"model.name=se_resnet_preact", "model.depth=8"}, 0, true},
-    {"vgg", {"model.name=vgg"}, 32, true}, /* five 2x2 max-pools; conv bias */
+     0},
+    {"se_resnet_preact-8", {"model.name=se_resnet_preact", "model.depth=8"}, 0},
+    {"vgg", {"model.name=vgg"}, 32}, /* five 2x2 max-pools; conv bias */
 };
 
 static void family_step(const family_case *fc) {
