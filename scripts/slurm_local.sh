@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # slurm_local.sh: a one-node Slurm cluster on this machine, for trying and testing the sbatch
-# scripts in slurm/ (the recipe of ENVIRONMENT.md "A one-node Slurm cluster on localhost").
+# scripts in slurm/ (a one-node cluster on localhost: the daemons started by hand, no systemd).
 #   scripts/slurm_local.sh start    install slurm-wlm + munge if missing, write
 #                                   /etc/slurm/slurm.conf, start munged, slurmctld, slurmd, wait
 #                                   until sinfo shows the node idle (prints 'started', or

@@ -1,4 +1,4 @@
-/* test_gpu_half.c: the CUDA backend's 16-bit storage (train.precision = bf16 / fp16; issue 12,
+/* test_gpu_half.c: the CUDA backend's 16-bit storage (train.precision = bf16 / fp16,
  * src/cuda/cuda_dtype.h), on the GPU. Every op against the double reference in bf16 and fp16
  * is tests/backend_ops.c's (test_gpu_ops); this file checks what those op tests cannot see:
  *
