@@ -6,6 +6,7 @@
 #define DT_COMM_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct dt_comm dt_comm;
 
@@ -28,6 +29,8 @@ void dt_comm_set_bucket(dt_comm *comm, size_t floats);
 double dt_comm_allreduce_seconds(const dt_comm *comm);
 /* In-place sum of doubles (loss and accuracy sums). */
 void dt_comm_allreduce_sum_f64(dt_comm *comm, double *buf, size_t count);
+/* In-place maximum of int32 flags over every rank (a step's non-finite flag). */
+void dt_comm_allreduce_max_i32(dt_comm *comm, int32_t *buf, size_t count);
 void dt_comm_broadcast(dt_comm *comm, void *buf, size_t bytes, int root);
 /* Every rank's `bytes` bytes at send, in rank order, into recv (size x bytes) on every rank:
  * how ranks compare what they were started with (configuration, dataset) before anything
@@ -44,11 +47,15 @@ void dt_comm_barrier(dt_comm *comm);
  *   for each bucket, once its gradients are enqueued on the compute stream:
  *     dt_comm_nccl_allreduce_async(nc, grad + off, n, stream);
  *   dt_comm_nccl_join(nc, stream);   (then the optimizer step, on the compute stream)
+ *   ...
+ *   dt_comm_nccl_wait(nc, stream, what);   (the step's one wait; then read results back)
  *
- * allreduce_async does not block the host; the join waits, bounded, for the sums. Streams
- * are passed as void * (a cudaStream_t: the backend's native_stream) so that no file outside
- * comm/ and src/cuda/ sees a CUDA header. NCCL and CUDA errors after creation are fatal
- * (DT_FATAL: every rank aborts). */
+ * Neither allreduce_async nor the join blocks the host: the join only makes the compute
+ * stream wait for the sums on the device. The host blocks once, in dt_comm_nccl_wait, which
+ * is bounded: a dead peer leaves NCCL's kernels, and so the compute stream behind them,
+ * unfinished forever, and a plain synchronize would hang. Streams are passed as void * (a
+ * cudaStream_t: the backend's native_stream) so that no file outside comm/ and src/cuda/ sees
+ * a CUDA header. NCCL and CUDA errors after creation are fatal (DT_FATAL: every rank aborts). */
 typedef struct dt_comm_nccl dt_comm_nccl;
 
 /* One NCCL communicator over every rank of comm, on the current CUDA device: create the CUDA
@@ -70,14 +77,22 @@ void dt_comm_nccl_destroy(dt_comm_nccl *nc);
  * dt_comm_nccl_join. count 0 does nothing. */
 void dt_comm_nccl_allreduce_async(dt_comm_nccl *nc, float *dev, size_t count,
                                   void *compute_stream);
-/* Wait for every all-reduce enqueued so far and make compute_stream wait for them too; work
- * enqueued on compute_stream afterwards sees the sums. The host waits in a loop that polls
- * NCCL's asynchronous error and gives up after the timeout (dt_comm_nccl_set_timeout): an
- * error or a timeout (a dead or hung peer) aborts the communicator and is fatal, with a
- * message naming the rank and the collective, instead of hanging the job. */
+/* In-place maximum over every rank of count int32 of device memory, ordered like
+ * dt_comm_nccl_allreduce_async (a step's non-finite flag: every rank then skips or applies the
+ * update alike, on the device). */
+void dt_comm_nccl_allreduce_max_i32_async(dt_comm_nccl *nc, int32_t *dev, size_t count,
+                                          void *compute_stream);
+/* Make compute_stream wait, on the device, for every all-reduce enqueued so far: work enqueued
+ * there afterwards sees the results. The host does not wait. */
 void dt_comm_nccl_join(dt_comm_nccl *nc, void *compute_stream);
-/* The longest wait of a join or of dt_comm_nccl_destroy, in seconds (config comm.timeout_s;
- * 600 from creation; <= 0 waits without limit). */
+/* Block the host until everything enqueued on compute_stream so far has finished (with a
+ * join before, the all-reduces too). The host waits in a loop that polls NCCL's asynchronous
+ * error and gives up after the timeout (dt_comm_nccl_set_timeout): an error or a timeout (a
+ * dead or hung peer) aborts the communicator and is fatal, with a message naming the rank and
+ * `what` (the collectives waited for), instead of hanging the job. */
+void dt_comm_nccl_wait(dt_comm_nccl *nc, void *compute_stream, const char *what);
+/* The longest wait of dt_comm_nccl_wait or of dt_comm_nccl_destroy, in seconds (config
+ * comm.timeout_s; 600 from creation; <= 0 waits without limit). */
 void dt_comm_nccl_set_timeout(dt_comm_nccl *nc, double seconds);
 /* For --bench: seconds the host spent inside NCCL calls of dt_comm_nccl_allreduce_async
  * (enqueueing; the transfers themselves overlap and are not counted), the number of

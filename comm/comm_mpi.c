@@ -100,6 +100,12 @@ void dt_comm_allreduce_sum_f64(dt_comm *comm, double *buf, size_t count) {
   MPI_Allreduce(MPI_IN_PLACE, buf, (int)count, MPI_DOUBLE, MPI_SUM, comm->world);
 }
 
+void dt_comm_allreduce_max_i32(dt_comm *comm, int32_t *buf, size_t count) {
+  if (comm->size == 1) return;
+  DT_CHECK(count <= (size_t)INT_MAX);
+  MPI_Allreduce(MPI_IN_PLACE, buf, (int)count, MPI_INT32_T, MPI_MAX, comm->world);
+}
+
 void dt_comm_broadcast(dt_comm *comm, void *buf, size_t bytes, int root) {
   if (comm->size == 1) return;
   const size_t chunk = (size_t)1 << 30;

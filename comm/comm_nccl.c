@@ -15,9 +15,11 @@
  *
  * A peer that dies mid-collective leaves this rank's all-reduce unfinished forever, and NCCL
  * reports it (ncclCommGetAsyncError) only when its transport notices, if ever. So the host
- * never blocks on NCCL's work with a plain synchronize: the join waits for its event in
- * dt_comm_wait's loop, which polls the communicator's error and gives up after
- * comm.timeout_s (dt_comm_nccl_set_timeout), then aborts as above. */
+ * never blocks on NCCL's work, or on a compute stream that waits for it, with a plain
+ * synchronize: dt_comm_nccl_wait (and shutdown) wait for an event in dt_comm_wait's loop,
+ * which polls the communicator's error and gives up after comm.timeout_s
+ * (dt_comm_nccl_set_timeout), then aborts as above. The join itself does not block the host:
+ * the compute stream waits for the sums on the device, and the step's one wait covers both. */
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 #include <stdio.h>
@@ -32,9 +34,12 @@ struct dt_comm_nccl {
   cudaStream_t stream;   /* the all-reduces run here */
   cudaEvent_t ready;     /* compute stream -> comm stream: the bucket's gradients are written */
   cudaEvent_t done;      /* comm stream -> compute stream: the all-reduces so far are over */
+  cudaEvent_t settled;   /* the host's bounded wait: the compute stream's work so far is over */
   bool pending;          /* all-reduces enqueued since the last join */
   size_t pending_count, pending_bytes; /* ... how many, and their size, for messages */
+  size_t joined_count, joined_bytes;   /* joined since the last wait, for its message */
   double timeout_s;      /* the longest wait for a join (<= 0: none) */
+  cudaEvent_t waiting;   /* the event a bounded wait is polling (done or settled) */
   cudaError_t query_error; /* the failed cudaEventQuery of a wait, for its message */
   int rank, size, device;
   double host_seconds;
@@ -83,7 +88,7 @@ _Noreturn static void comm_nccl_fail(dt_comm_nccl *nc, const char *file, int lin
 
 static int comm_nccl_probe_done(void *ctx) {
   dt_comm_nccl *nc = ctx;
-  const cudaError_t e = cudaEventQuery(nc->done);
+  const cudaError_t e = cudaEventQuery(nc->waiting);
   if (e == cudaSuccess) return 1;
   if (e == cudaErrorNotReady) return 0;
   nc->query_error = e;
@@ -99,10 +104,13 @@ static int comm_nccl_probe_error(void *ctx) {
   return async == ncclInProgress ? 0 : (int)async;
 }
 
-/* Block the host until everything enqueued on the comm stream so far has finished, or fail
- * (abort the communicator, then every rank) with a message naming the collective. */
-static void comm_nccl_wait(dt_comm_nccl *nc, const char *collective) {
-  DT_COMM_CUDA_CHECK(nc, cudaEventRecord(nc->done, nc->stream));
+/* Block the host until everything enqueued on `stream` so far has finished, or fail (abort the
+ * communicator, then every rank) with a message naming the collective. event: recorded on
+ * stream and polled. */
+static void comm_nccl_wait_on(dt_comm_nccl *nc, cudaStream_t stream, cudaEvent_t event,
+                              const char *collective) {
+  DT_COMM_CUDA_CHECK(nc, cudaEventRecord(event, stream));
+  nc->waiting = event;
   const dt_comm_wait_probes probes = {nc, comm_nccl_probe_done, comm_nccl_probe_error, NULL, NULL};
   int code = 0;
   double waited = 0;
@@ -189,13 +197,14 @@ dt_comm_nccl *dt_comm_nccl_create(dt_comm *comm) {
   }
   DT_COMM_CUDA_CHECK(nc, cudaEventCreateWithFlags(&nc->ready, cudaEventDisableTiming));
   DT_COMM_CUDA_CHECK(nc, cudaEventCreateWithFlags(&nc->done, cudaEventDisableTiming));
+  DT_COMM_CUDA_CHECK(nc, cudaEventCreateWithFlags(&nc->settled, cudaEventDisableTiming));
   nc->timeout_s = 600;
   return nc;
 }
 
 void dt_comm_nccl_destroy(dt_comm_nccl *nc) {
   if (!nc) return;
-  comm_nccl_wait(nc, "the last NCCL all-reduces before shutdown");
+  comm_nccl_wait_on(nc, nc->stream, nc->done, "the last NCCL all-reduces before shutdown");
   /* Finalize first so that an error in flushing is reported rather than lost in Destroy. */
   DT_COMM_NCCL_CHECK(nc, ncclCommFinalize(nc->comm));
   ncclComm_t comm = nc->comm;
@@ -203,52 +212,73 @@ void dt_comm_nccl_destroy(dt_comm_nccl *nc) {
   DT_COMM_NCCL_CHECK(nc, ncclCommDestroy(comm));
   DT_COMM_CUDA_CHECK(nc, cudaEventDestroy(nc->ready));
   DT_COMM_CUDA_CHECK(nc, cudaEventDestroy(nc->done));
+  DT_COMM_CUDA_CHECK(nc, cudaEventDestroy(nc->settled));
   DT_COMM_CUDA_CHECK(nc, cudaStreamDestroy(nc->stream));
   free(nc);
+}
+
+/* Enqueue one all-reduce on the comm stream, after the compute stream's work so far. */
+static void comm_nccl_allreduce(dt_comm_nccl *nc, void *dev, size_t count, ncclDataType_t type,
+                                size_t elem, ncclRedOp_t op, cudaStream_t compute) {
+  DT_COMM_CUDA_CHECK(nc, cudaEventRecord(nc->ready, compute));
+  DT_COMM_CUDA_CHECK(nc, cudaStreamWaitEvent(nc->stream, nc->ready, 0));
+  const double t0 = dt_now();
+  DT_COMM_NCCL_CHECK(nc, ncclAllReduce(dev, dev, count, type, op, nc->comm, nc->stream));
+  nc->host_seconds += dt_now() - t0;
+  nc->pending = true;
+  nc->pending_count++;
+  nc->pending_bytes += count * elem;
+  nc->allreduces++;
+  nc->bytes += count * elem;
 }
 
 void dt_comm_nccl_allreduce_async(dt_comm_nccl *nc, float *dev, size_t count,
                                   void *compute_stream) {
   if (count == 0) return;
-  cudaStream_t compute = compute_stream;
-  DT_COMM_CUDA_CHECK(nc, cudaEventRecord(nc->ready, compute));
-  DT_COMM_CUDA_CHECK(nc, cudaStreamWaitEvent(nc->stream, nc->ready, 0));
-  const double t0 = dt_now();
-  DT_COMM_NCCL_CHECK(nc, ncclAllReduce(dev, dev, count, ncclFloat32, ncclSum, nc->comm,
-                                       nc->stream));
-  nc->host_seconds += dt_now() - t0;
-  nc->pending = true;
-  nc->pending_count++;
-  nc->pending_bytes += count * sizeof(float);
-  nc->allreduces++;
-  nc->bytes += count * sizeof(float);
+  comm_nccl_allreduce(nc, dev, count, ncclFloat32, sizeof(float), ncclSum, compute_stream);
 }
 
-void dt_comm_nccl_join(dt_comm_nccl *nc, void *compute_stream) {
-  if (nc->pending) {
-    cudaStream_t compute = compute_stream;
-    /* The host waits (bounded) for the sums; the compute stream then waits on the device for
-     * the same event, which costs nothing more. The trainer reads the summed gradients' finite
-     * flag right after the join, so the host would block here anyway, only without a limit. */
-    char what[160];
-    snprintf(what, sizeof what, "NCCL all-reduce of the gradients (%zu bucket%s, %.2f MiB)",
-             nc->pending_count, nc->pending_count == 1 ? "" : "s",
-             (double)nc->pending_bytes / 1048576.0);
-    comm_nccl_wait(nc, what);
-    DT_COMM_CUDA_CHECK(nc, cudaStreamWaitEvent(compute, nc->done, 0));
-    nc->pending = false;
-    nc->pending_count = nc->pending_bytes = 0;
-  }
-  /* Network failures surface only here (the calls above return before the transfer). */
+void dt_comm_nccl_allreduce_max_i32_async(dt_comm_nccl *nc, int32_t *dev, size_t count,
+                                          void *compute_stream) {
+  if (count == 0) return;
+  comm_nccl_allreduce(nc, dev, count, ncclInt32, sizeof(int32_t), ncclMax, compute_stream);
+}
+
+/* Network failures surface only through the communicator's asynchronous error (the calls
+ * return before the transfer): a cheap host call, checked at every join and wait. */
+static void comm_nccl_check_async(dt_comm_nccl *nc) {
   ncclResult_t async = ncclSuccess;
   DT_COMM_NCCL_CHECK(nc, ncclCommGetAsyncError(nc->comm, &async));
-  if (async != ncclSuccess) {
+  if (async != ncclSuccess && async != ncclInProgress) {
     char msg[768];
     snprintf(msg, sizeof msg, "NCCL all-reduce failed on rank %d (GPU %d): %s (%d): %s",
              nc->rank, nc->device, ncclGetErrorString(async), (int)async,
              comm_nccl_last_error(nc));
     comm_nccl_fail(nc, __FILE__, __LINE__, msg);
   }
+}
+
+void dt_comm_nccl_join(dt_comm_nccl *nc, void *compute_stream) {
+  if (nc->pending) {
+    /* The device orders the work; the host goes on (dt_comm_nccl_wait bounds its wait). */
+    DT_COMM_CUDA_CHECK(nc, cudaEventRecord(nc->done, nc->stream));
+    DT_COMM_CUDA_CHECK(nc, cudaStreamWaitEvent((cudaStream_t)compute_stream, nc->done, 0));
+    nc->joined_count += nc->pending_count;
+    nc->joined_bytes += nc->pending_bytes;
+    nc->pending = false;
+    nc->pending_count = nc->pending_bytes = 0;
+  }
+  comm_nccl_check_async(nc);
+}
+
+void dt_comm_nccl_wait(dt_comm_nccl *nc, void *compute_stream, const char *what) {
+  char collective[256];
+  snprintf(collective, sizeof collective, "%s (%zu NCCL all-reduce%s, %.2f MiB)", what,
+           nc->joined_count, nc->joined_count == 1 ? "" : "s",
+           (double)nc->joined_bytes / 1048576.0);
+  comm_nccl_wait_on(nc, (cudaStream_t)compute_stream, nc->settled, collective);
+  nc->joined_count = nc->joined_bytes = 0;
+  comm_nccl_check_async(nc);
 }
 
 double dt_comm_nccl_host_seconds(const dt_comm_nccl *nc) { return nc->host_seconds; }

@@ -26,6 +26,22 @@ void dt_comm_nccl_allreduce_async(dt_comm_nccl *nc, float *dev, size_t count,
   DT_FATAL("dt_comm_nccl_allreduce_async: this build has no NCCL");
 }
 
+void dt_comm_nccl_allreduce_max_i32_async(dt_comm_nccl *nc, int32_t *dev, size_t count,
+                                          void *compute_stream) {
+  (void)nc;
+  (void)dev;
+  (void)count;
+  (void)compute_stream;
+  DT_FATAL("dt_comm_nccl_allreduce_max_i32_async: this build has no NCCL");
+}
+
+void dt_comm_nccl_wait(dt_comm_nccl *nc, void *compute_stream, const char *what) {
+  (void)nc;
+  (void)compute_stream;
+  (void)what;
+  DT_FATAL("dt_comm_nccl_wait: this build has no NCCL");
+}
+
 void dt_comm_nccl_join(dt_comm_nccl *nc, void *compute_stream) {
   (void)nc;
   (void)compute_stream;

@@ -27,6 +27,7 @@ void dt_comm_allreduce_sum(dt_comm *comm, float *buf, size_t count) { (void)comm
 void dt_comm_set_bucket(dt_comm *comm, size_t floats) { (void)comm; (void)floats; }
 double dt_comm_allreduce_seconds(const dt_comm *comm) { (void)comm; return 0; }
 void dt_comm_allreduce_sum_f64(dt_comm *comm, double *buf, size_t count) { (void)comm; (void)buf; (void)count; }
+void dt_comm_allreduce_max_i32(dt_comm *comm, int32_t *buf, size_t count) { (void)comm; (void)buf; (void)count; }
 void dt_comm_broadcast(dt_comm *comm, void *buf, size_t bytes, int root) {
   (void)comm; (void)buf; (void)bytes; (void)root;
 }

@@ -358,6 +358,10 @@ struct dt_backend {
   /* train.deterministic, set before ops are created: only algorithms that give the same bits
    * on every run (no atomics-ordered sums) where the backend chooses between several. */
   bool deterministic;
+  /* Backend memory is host memory that host code may read and write directly, and every op
+   * has finished when it returns (the CPU backend): the MPI comm then sums gradients and flags
+   * in place instead of through to_host / to_device. */
+  bool host_memory;
 };
 
 /* The members of dt_backend_ops every backend sets (name included)... */

@@ -24,12 +24,11 @@ static void share_poll(dt_trainer *t) {
 }
 
 /* One timed training step: gradients, all-reduce, update and the step's one wait. */
-static void bench_step(dt_trainer *t, const dt_batch *b, long i, float unscale, double *loss,
+static void bench_step(dt_trainer *t, const dt_batch *b, long i, double *loss,
                        double *correct) {
   share_poll(t);
   dt_step_gradients(&t->step, b, i);
-  dt_step_allreduce(&t->step);
-  dt_optim_step(&t->opt, &t->model->params, dt_schedule_lr(&t->sched, i), unscale);
+  dt_step_update(&t->step, &t->opt, dt_schedule_lr(&t->sched, i), false);
   dt_step_collect(&t->step, loss, correct);
 }
 
@@ -69,7 +68,6 @@ int dt_train_bench(const dt_config *cfg, dt_comm *comm, dt_device device, long s
   }
   const int warmup = 3;
   double loss = 0, correct = 0;
-  const float unscale = dt_loss_scale_unscale(&t.ls); /* a fixed scale: timing only */
   /* With data: the loader prepares each batch while the model computes (and a GPU copies the
    * next one meanwhile). */
   t.step.prefetch_ld = t.train_ld;
@@ -82,7 +80,7 @@ int dt_train_bench(const dt_config *cfg, dt_comm *comm, dt_device device, long s
       dt_step_start_loader(&t.step, t.train_ld, i, 0);
       b = dt_loader_next(t.train_ld);
     }
-    bench_step(&t, b, i, unscale, &loss, &correct);
+    bench_step(&t, b, i, &loss, &correct);
     if (i >= warmup) n_with += b->global_n;
   }
   double with_data = n_with / (dt_now() - t0);
@@ -103,7 +101,7 @@ int dt_train_bench(const dt_config *cfg, dt_comm *comm, dt_device device, long s
         nccl_b0 = dt_comm_nccl_allreduce_bytes(t.step.allreduce.nccl);
       }
     }
-    bench_step(&t, b, i, unscale, &loss, &correct);
+    bench_step(&t, b, i, &loss, &correct);
     if (i >= warmup) n_only += b->global_n;
   }
   double secs = dt_now() - t0, only = n_only / secs;

@@ -62,8 +62,13 @@ void dt_optim_init(dt_optim *opt, const dt_config *cfg, const dt_params *ps) {
   }
 }
 
-void dt_optim_step(dt_optim *opt, dt_params *ps, double lr, float grad_scale) {
+void dt_optim_step(dt_optim *opt, dt_params *ps, double lr, float grad_scale,
+                   const int32_t *skip) {
   dt_backend *be = opt->be;
+  if (skip && be->host_memory && *skip) { /* SHIM until the ops take the flag */
+    opt->steps++;
+    return;
+  }
   DT_CHECK(ps->be == be && ps->n_weights == opt->n);
   const float m = (float)opt->momentum;
   const bool first = opt->steps == 0;
@@ -106,27 +111,7 @@ void dt_optim_step(dt_optim *opt, dt_params *ps, double lr, float grad_scale) {
   opt->steps++;
 }
 
-void dt_optim_keep(dt_optim *opt, const dt_params *ps) {
-  dt_backend *be = opt->be;
-  const size_t bytes = DT_MAX(opt->n, 1) * sizeof(float);
-  if (!opt->kept_weights) {
-    opt->kept_weights = be->ops->alloc(be, bytes);
-    for (int i = 0; i < opt->state.n_states; i++) opt->kept[i] = be->ops->alloc(be, bytes);
-  }
-  be->ops->copy(be, opt->kept_weights, ps->weights, opt->n * sizeof(float));
-  for (int i = 0; i < opt->state.n_states; i++)
-    be->ops->copy(be, opt->kept[i], opt->dev[i], opt->n * sizeof(float));
-  opt->kept_steps = opt->steps;
-}
-
-void dt_optim_undo(dt_optim *opt, dt_params *ps) {
-  dt_backend *be = opt->be;
-  DT_CHECK(opt->kept_weights != NULL);
-  be->ops->copy(be, ps->weights, opt->kept_weights, opt->n * sizeof(float));
-  for (int i = 0; i < opt->state.n_states; i++)
-    be->ops->copy(be, opt->dev[i], opt->kept[i], opt->n * sizeof(float));
-  opt->steps = opt->kept_steps;
-}
+void dt_optim_unstep(dt_optim *opt) { opt->steps--; }
 
 void dt_optim_state_to_host(dt_optim *opt) {
   for (int i = 0; i < opt->state.n_states; i++)
@@ -142,9 +127,7 @@ void dt_optim_free(dt_optim *opt) {
   for (int i = 0; i < opt->state.n_states; i++) {
     free(opt->state.arrays[i]);
     if (opt->dev[i]) opt->be->ops->free(opt->be, opt->dev[i]);
-    if (opt->kept[i]) opt->be->ops->free(opt->be, opt->kept[i]);
   }
   if (opt->decay_mask) opt->be->ops->free(opt->be, opt->decay_mask);
-  if (opt->kept_weights) opt->be->ops->free(opt->be, opt->kept_weights);
   memset(opt, 0, sizeof *opt);
 }

@@ -37,22 +37,19 @@ typedef struct {
    * read by dt_optim_state_from_host (checkpoints save and load these). */
   dt_optim_state state;
   long steps; /* updates applied so far */
-  /* dt_optim_keep: the weights and dev[] as they were before an update that may be undone
-   * (backend memory, allocated on first use), and steps then. */
-  float *kept_weights, *kept[4];
-  long kept_steps;
 } dt_optim;
 
 /* The parameters must be allocated (dt_params_alloc): the state goes to their backend. */
 void dt_optim_init(dt_optim *opt, const dt_config *cfg, const dt_params *ps);
 /* One update of every trainable tensor with learning rate lr; the gradients are multiplied by
- * grad_scale first (in place). */
-void dt_optim_step(dt_optim *opt, dt_params *ps, double lr, float grad_scale);
-/* Keep the weights and the optimizer state in backend memory (device copies, nothing waits)
- * before an update whose verdict comes later; dt_optim_undo puts them back, as if that
- * update had not run. */
-void dt_optim_keep(dt_optim *opt, const dt_params *ps);
-void dt_optim_undo(dt_optim *opt, dt_params *ps);
+ * grad_scale first (in place). skip: an int32 flag in backend memory (NULL: none); when it is
+ * set the update changes nothing, decided on the device without a wait (a step enqueues its
+ * update before the host knows whether its gradients were finite). */
+void dt_optim_step(dt_optim *opt, dt_params *ps, double lr, float grad_scale,
+                   const int32_t *skip);
+/* The host learned that the last dt_optim_step was skipped (*skip was set): it no longer
+ * counts (Adam's next update reuses its bias corrections). */
+void dt_optim_unstep(dt_optim *opt);
 /* Copy the backend state into opt->state (before a checkpoint is saved), or back (after one
  * was loaded into opt->state). */
 void dt_optim_state_to_host(dt_optim *opt);

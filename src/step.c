@@ -32,28 +32,47 @@ void dt_step_init(dt_step *s, const dt_config *cfg, dt_comm *comm, dt_backend *b
   s->allreduce.bucket = (size_t)(cfg->train_bucket_mb * (1 << 20) / sizeof(float)) + 1;
   dt_comm_set_bucket(comm, s->allreduce.bucket);
   const size_t rows = (size_t)micro * (size_t)s->accum;
+  const dt_params *ps = &model->params;
+  const size_t nb = ps->n_buffers;
+  const bool skippable = cfg->train_nonfinite == DT_TRAIN_NONFINITE_SKIP || ls->dynamic;
   dt_step_stats *st = &s->stats;
   st->mse_at = sizeof(double);
   st->losses_at = st->mse_at + (dual ? rows * sizeof(double) : 0);
   st->flag_at = st->losses_at + 2 * rows * sizeof(float);
-  st->bytes = st->flag_at + sizeof(int32_t);
+  st->zero_bytes = st->flag_at + sizeof(int32_t);
+  size_t end = st->zero_bytes;
+  if (skippable || s->world > 1) { /* a skipped step puts them back; ranks merge them */
+    st->before_at = end;
+    end += nb * sizeof(float);
+  }
+  st->host_bytes = st->zero_bytes;
+  if (s->world > 1) {
+    st->after_at = end;
+    end += nb * sizeof(float);
+    st->host_bytes = end;
+  }
+  st->bytes = end;
   st->dev = be->ops->alloc(be, st->bytes);
-  st->host = be->ops->host_alloc ? be->ops->host_alloc(be, st->bytes) : dt_xmalloc(st->bytes);
+  st->host = be->ops->host_alloc ? be->ops->host_alloc(be, st->host_bytes)
+                                 : dt_xmalloc(st->host_bytes);
   st->labels = be->ops->alloc(be, rows * sizeof(int32_t));
   if (be->ops->hold_host && be->ops->host_alloc) {
     st->in_targets = be->ops->host_alloc(be, rows * (size_t)classes * sizeof(float));
     st->in_labels = be->ops->host_alloc(be, rows * sizeof(int32_t));
   }
-  const dt_params *ps = &model->params;
-  const size_t nb = DT_MAX(ps->n_buffers, 1);
-  s->undo = s->world == 1 && (cfg->train_nonfinite == DT_TRAIN_NONFINITE_SKIP || ls->dynamic);
-  if (s->undo || s->world > 1) s->bn.before = be->ops->alloc(be, nb * sizeof(float));
+  s->reduce_count = 5 + (s->world > 1 ? nb : 0);
+  s->reduce = dt_xmalloc(s->reduce_count * sizeof(double));
   if (s->world > 1) {
-    s->bn.before_host = dt_xmalloc(nb * sizeof(float));
-    s->bn.host = dt_xmalloc(nb * sizeof(float));
-    s->bn.delta = dt_xmalloc(nb * sizeof(double));
-    s->allreduce.host = dt_xmalloc(DT_MAX(ps->n_weights, 1) * sizeof(float));
+    s->bn.merged = be->ops->host_alloc ? be->ops->host_alloc(be, DT_MAX(nb, 1) * sizeof(float))
+                                       : dt_xmalloc(DT_MAX(nb, 1) * sizeof(float));
   }
+}
+
+/* Host memory of the backend's own kind (page-locked where it has host_alloc). */
+static void host_release(dt_backend *be, void *p) {
+  if (!p) return;
+  if (be->ops->host_free) be->ops->host_free(be, p);
+  else free(p);
 }
 
 void dt_step_free(dt_step *s) {
@@ -62,20 +81,17 @@ void dt_step_free(dt_step *s) {
   dt_backend *be = s->be;
   if (be) {
     dt_replay_free(&s->replay, be);
-    if (s->stats.host && be->ops->host_free) be->ops->host_free(be, s->stats.host);
-    else free(s->stats.host);
+    host_release(be, s->stats.host);
+    host_release(be, s->bn.merged);
     if (s->stats.in_targets) be->ops->host_free(be, s->stats.in_targets);
     if (s->stats.in_labels) be->ops->host_free(be, s->stats.in_labels);
     be->ops->free(be, s->stats.dev);
     be->ops->free(be, s->stats.labels);
     for (size_t i = 0; i < DT_ARRAY_LEN(s->stack.sums); i++) be->ops->free(be, s->stack.sums[i]);
-    be->ops->free(be, s->bn.before);
   }
   dt_grad_buckets_free(&s->allreduce.buckets);
   free(s->allreduce.host);
-  free(s->bn.before_host);
-  free(s->bn.host);
-  free(s->bn.delta);
+  free(s->reduce);
   memset(s, 0, sizeof *s);
 }
 
@@ -114,8 +130,8 @@ static void overlap_begin(dt_step *s, dt_graph *g) {
 }
 
 /* Sum the gradient arena over the ranks. NCCL: the buckets not yet launched by the overlap
- * (all of them after several passes), then the compute stream waits for the sums. MPI: the
- * comm works on host memory and the arena is backend memory, so the sum goes through
+ * (all of them after several passes), then the compute stream waits for the sums (on the
+ * device). MPI: in place where backend memory is host memory (the CPU), else through
  * allreduce.host. */
 void dt_step_allreduce(dt_step *s) {
   dt_params *ps = &s->model->params;
@@ -135,7 +151,12 @@ void dt_step_allreduce(dt_step *s) {
     return;
   }
   if (s->world == 1) return;
+  if (s->be->host_memory) {
+    dt_comm_allreduce_sum(s->comm, ps->grads, ps->n_weights);
+    return;
+  }
   const size_t bytes = ps->n_weights * sizeof(float);
+  if (!s->allreduce.host) s->allreduce.host = dt_xmalloc(DT_MAX(bytes, 1));
   s->be->ops->to_host(s->be, s->allreduce.host, ps->grads, bytes);
   dt_comm_allreduce_sum(s->comm, s->allreduce.host, ps->n_weights);
   s->be->ops->to_device(s->be, ps->grads, s->allreduce.host, bytes);
@@ -145,25 +166,38 @@ void dt_step_allreduce(dt_step *s) {
  * its own micro-batches. They are merged as if one rank had run every pass of the step in
  * rank order (what a single process with ranks x accum_steps micro-batches computes), which
  * keeps every rank and every checkpoint identical for any split. With a = 1 - momentum, P
- * passes per rank and r0 the statistics before the step (bn.before), rank r holds
- * a^P r0 + c_r, and the sequential result is a^(P W) r0 + sum_r a^(P (W - 1 - r)) c_r. A plain
- * average would give a^P r0 + mean_r c_r instead: too little decay, and a different result
- * for every world size. */
-static void merge_buffers(dt_step *s, int passes) {
-  if (s->world == 1) return;
-  dt_params *ps = &s->model->params;
-  s->be->ops->to_host(s->be, s->bn.host, ps->buffers, ps->n_buffers * sizeof(float));
+ * passes per rank and r0 the statistics before the step, rank r holds a^P r0 + c_r, and the
+ * sequential result is a^(P W) r0 + sum_r a^(P (W - 1 - r)) c_r. A plain average would give
+ * a^P r0 + mean_r c_r instead: too little decay, and a different result for every world size.
+ * Both r0 and the rank's statistics after its passes come back in the step's one read-back
+ * (the stats block); merge_shares writes each rank's share c_r a^(P (W - 1 - r)) into
+ * `delta`, which the step's one reduction sums, and merge_finish uploads the result. */
+static double merge_decay(const dt_step *s, int passes) {
   const double a = 1.0 - (double)dt_model_graph(s->model, s->micro, false)->bn_momentum;
-  const double a_p = pow(a, passes), later = pow(a_p, s->world - 1 - s->rank);
-  const double a_all = pow(a_p, s->world);
-  s->be->ops->to_host(s->be, s->bn.before_host, s->bn.before, ps->n_buffers * sizeof(float));
-  const float *r0 = s->bn.before_host;
+  return pow(a, passes);
+}
+
+static void merge_shares(dt_step *s, int passes, double *delta) {
+  const dt_params *ps = &s->model->params;
+  const float *after = (const float *)((const char *)s->stats.host + s->stats.after_at);
+  const float *r0 = (const float *)((const char *)s->stats.host + s->stats.before_at);
+  const double a_p = merge_decay(s, passes), later = pow(a_p, s->world - 1 - s->rank);
   for (size_t i = 0; i < ps->n_buffers; i++)
-    s->bn.delta[i] = ((double)s->bn.host[i] - a_p * r0[i]) * later;
-  dt_comm_allreduce_sum_f64(s->comm, s->bn.delta, ps->n_buffers);
+    delta[i] = ((double)after[i] - a_p * r0[i]) * later;
+}
+
+/* Upload the merged statistics without waiting: the host copy stays as it is until the next
+ * step's read-back, which waits for the copy. */
+static void merge_finish(dt_step *s, int passes, const double *delta) {
+  dt_params *ps = &s->model->params;
+  dt_backend *be = s->be;
+  const float *r0 = (const float *)((const char *)s->stats.host + s->stats.before_at);
+  const double a_all = pow(merge_decay(s, passes), s->world);
   for (size_t i = 0; i < ps->n_buffers; i++)
-    s->bn.host[i] = (float)(a_all * r0[i] + s->bn.delta[i]);
-  s->be->ops->to_device(s->be, ps->buffers, s->bn.host, ps->n_buffers * sizeof(float));
+    s->bn.merged[i] = (float)(a_all * r0[i] + delta[i]);
+  if (be->ops->hold_host) be->ops->hold_host(be, true);
+  be->ops->to_device(be, ps->buffers, s->bn.merged, ps->n_buffers * sizeof(float));
+  if (be->ops->hold_host) be->ops->hold_host(be, false);
 }
 
 /* The factor of the loss gradient, S / global_n (S = 1 without loss scaling), in float as
@@ -353,7 +387,7 @@ int dt_step_gradients(dt_step *s, const dt_batch *b, long step) {
   const float *all_targets;
   const int32_t *all_labels;
   hold_batch(s, b, &all_targets, &all_labels);
-  be->ops->zero(be, s->stats.dev, s->stats.bytes);
+  be->ops->zero(be, s->stats.dev, s->stats.zero_bytes);
   double *correct = s->stats.dev; /* the count, at offset 0 */
   for (int k = 0; k < s->accum; k++) {
     const size_t first = (size_t)k * s->micro;
@@ -393,8 +427,11 @@ int dt_step_gradients(dt_step *s, const dt_batch *b, long step) {
 
 bool dt_step_collect(dt_step *s, double *loss, double *correct) {
   dt_step_stats *st = &s->stats;
+  if (s->allreduce.nccl)
+    dt_comm_nccl_wait(s->allreduce.nccl, s->be->ops->native_stream(s->be),
+                      "a training step and its all-reduces");
   if (s->be->ops->hold_host) s->be->ops->hold_host(s->be, false);
-  s->be->ops->to_host(s->be, st->host, st->dev, st->bytes);
+  s->be->ops->to_host(s->be, st->host, st->dev, st->host_bytes);
   const float *losses = stats_losses(s, st->host);
   const double *mse = stats_mse(s, st->host);
   const double alpha = s->cfg->augment_dual_cutout_alpha;
@@ -417,61 +454,87 @@ bool dt_step_collect(dt_step *s, double *loss, double *correct) {
   return flag == 0;
 }
 
-/* The running statistics before the step, for a skipped step and the merge over the ranks. */
+/* The running statistics before the step: a skipped step puts them back, ranks merge from
+ * them. */
 static void save_stats(dt_step *s) {
-  if (!s->bn.before) return;
+  if (!s->stats.before_at) return;
   const dt_params *ps = &s->model->params;
-  s->be->ops->copy(s->be, s->bn.before, ps->buffers, ps->n_buffers * sizeof(float));
+  s->be->ops->copy(s->be, (char *)s->stats.dev + s->stats.before_at, ps->buffers,
+                   ps->n_buffers * sizeof(float));
 }
 
 /* A skipped update: the forward passes also fed the running statistics: take them back. */
 static void restore_stats(dt_step *s) {
-  if (!s->bn.before) return;
+  if (!s->stats.before_at) return;
   dt_params *ps = &s->model->params;
-  s->be->ops->copy(s->be, ps->buffers, s->bn.before, ps->n_buffers * sizeof(float));
+  s->be->ops->copy(s->be, ps->buffers, (const char *)s->stats.dev + s->stats.before_at,
+                   ps->n_buffers * sizeof(float));
 }
 
-/* The update, its gradients divided by the loss scale they carry. */
-static void apply_update(dt_step *s, dt_optim *opt, double lr) {
-  if (s->undo) dt_optim_keep(opt, &s->model->params);
-  dt_optim_step(opt, &s->model->params, lr, (float)(1.0 / s->ls->scale));
+/* Make the step's flag the same on every rank: the maximum over the ranks (through NCCL
+ * whenever it runs, one rank included: DT_NCCL=1 tests the path on one GPU). */
+static void reduce_flag(dt_step *s, int32_t *flag) {
+  dt_backend *be = s->be;
+  if (s->allreduce.nccl) {
+    void *stream = be->ops->native_stream(be);
+    dt_comm_nccl_allreduce_max_i32_async(s->allreduce.nccl, flag, 1, stream);
+    dt_comm_nccl_join(s->allreduce.nccl, stream);
+  } else if (s->world == 1) {
+    return;
+  } else if (be->host_memory) {
+    dt_comm_allreduce_max_i32(s->comm, flag, 1);
+  } else {
+    be->ops->to_host(be, &s->stats.flag_host, flag, sizeof(int32_t));
+    dt_comm_allreduce_max_i32(s->comm, &s->stats.flag_host, 1);
+    be->ops->to_device(be, flag, &s->stats.flag_host, sizeof(int32_t));
+  }
 }
 
-dt_step_result dt_step_run(dt_step *s, dt_optim *opt, const dt_batch *b, long step, double lr,
-                           bool signalled, bool overflow) {
+void dt_step_update(dt_step *s, dt_optim *opt, double lr, bool overflow) {
   dt_params *ps = &s->model->params;
   dt_backend *be = s->be;
-  save_stats(s);
-  const int passes = dt_step_gradients(s, b, step);
   dt_step_allreduce(s);
   if (overflow && s->rank == 0) {
     /* After the join: the write is enqueued on the compute stream, which has joined the
      * all-reduces, so it cannot race an NCCL reduction of the same bucket (and be lost in
-     * it). The finite check, reduced over every rank, then skips the update everywhere. */
-    const float inf = INFINITY;
+     * it). The flag, reduced over every rank, then skips the update everywhere. */
+    static const float inf = INFINITY;
     be->ops->to_device(be, ps->grads, &inf, sizeof inf);
   }
-  be->ops->flag_nonfinite(be, ps->grads, ps->n_weights,
-                          (int32_t *)((char *)s->stats.dev + s->stats.flag_at));
-  /* One rank: the update goes ahead of the verdict (it is undone when the verdict skips it),
-   * so the step waits for the device once, after it. Several ranks agree on the verdict
-   * first. */
-  const bool agree_first = s->world > 1;
-  if (!agree_first) apply_update(s, opt, lr);
-  double red[5] = {0, 0, b->n, signalled, 0};
+  int32_t *flag = (int32_t *)((char *)s->stats.dev + s->stats.flag_at);
+  be->ops->flag_nonfinite(be, ps->grads, ps->n_weights, flag);
+  be->ops->flag_nonfinite(be, stats_losses(s, s->stats.dev),
+                          2 * (size_t)s->micro * (size_t)s->accum, flag);
+  reduce_flag(s, flag);
+  if (s->stats.after_at)
+    be->ops->copy(be, (char *)s->stats.dev + s->stats.after_at, ps->buffers,
+                  ps->n_buffers * sizeof(float));
+  dt_optim_step(opt, ps, lr, (float)(1.0 / s->ls->scale), flag);
+}
+
+dt_step_result dt_step_run(dt_step *s, dt_optim *opt, const dt_batch *b, long step, double lr,
+                           bool signalled, bool overflow) {
+  save_stats(s);
+  const int passes = dt_step_gradients(s, b, step);
+  const double used_scale = s->ls->scale;
+  dt_step_update(s, opt, lr, overflow);
+  /* One reduction carries the metrics, every rank's view of signals and faults, and the
+   * shares of the merged running statistics. */
+  double *red = s->reduce;
+  red[0] = red[1] = 0;
+  red[2] = b->n;
+  red[3] = signalled;
   red[4] = !dt_step_collect(s, &red[0], &red[1]);
-  /* One reduction carries the metrics and every rank's view of signals and faults. */
-  dt_comm_allreduce_sum_f64(s->comm, red, 5);
+  if (s->world > 1) merge_shares(s, passes, red + 5);
+  dt_comm_allreduce_sum_f64(s->comm, red, s->reduce_count);
   dt_step_result r = {red[0], red[1], red[2], red[3] > 0, isfinite(red[0]), DT_SCALE_APPLY,
-                      s->ls->scale};
+                      used_scale};
   r.verdict = r.loss_finite ? dt_loss_scale_update(s->ls, red[4] == 0) : DT_SCALE_NONFINITE;
   if (r.verdict == DT_SCALE_APPLY) {
-    if (agree_first) {
-      dt_optim_step(opt, ps, lr, (float)(1.0 / r.used_scale));
-      merge_buffers(s, passes);
-    }
+    if (s->world > 1) merge_finish(s, passes, red + 5);
   } else {
-    if (s->undo) dt_optim_undo(opt, ps);
+    /* The device skipped the update already (the flag): the host catches up. */
+    dt_optim_unstep(opt);
     restore_stats(s);
   }
   return r;

@@ -3,8 +3,10 @@
  * two views, CUDA-graph replay (train.cuda_graphs) and the GPU's input prefetch; the gradient
  * all-reduce (NCCL buckets overlapped with backward, or MPI through host memory); the update
  * on the loss scale's verdict; the merge of the batch-norm running statistics over the ranks.
- * Losses, top-1 counts, gradient sums and the non-finite check stay in backend memory: a step
- * of one rank waits for the device once, after the update (dt_step_collect).
+ * Losses, top-1 counts, gradient sums, the non-finite check and the statistics to merge stay
+ * in backend memory, and the update is enqueued before the host knows the verdict (the
+ * optimizer skips itself on the device when the step's flag is set): a step waits for the
+ * device once, after the update (dt_step_collect), on any number of ranks.
  * Every rank and every world size computes the same numbers bit for bit (step.c says how). */
 #ifndef DT_STEP_H
 #define DT_STEP_H
@@ -23,12 +25,19 @@
  * back in one to_host per step (dt_step_collect), the step's only wait for the device. One
  * block: the top-1 count (a double), Dual-Cutout's squared logit differences per sample
  * (doubles, rows of them when dual), the per-sample losses (floats, rows of them, 2 rows
- * when dual: each micro-batch's first view, then its second) and the non-finite flag of the
- * summed gradients (int32). rows = micro-batch x train.accum_steps. */
+ * when dual: each micro-batch's first view, then its second), the step's non-finite flag
+ * (int32: some summed gradient, or some rank's loss, is not finite; the same on every rank),
+ * then, where needed, the batch-norm running statistics before the step (a skipped step
+ * puts them back; ranks merge from them) and after this rank's passes (ranks merge them).
+ * rows = micro-batch x train.accum_steps. */
 typedef struct {
   void *dev, *host; /* host: page-locked where the backend has host_alloc */
-  size_t bytes;
-  size_t mse_at, losses_at, flag_at; /* byte offsets (the count is at 0) */
+  size_t bytes;      /* of dev */
+  size_t zero_bytes; /* the part cleared at every step: up to the flag */
+  size_t host_bytes; /* the part read back: up to the flag, or everything with several ranks */
+  size_t mse_at, losses_at, flag_at;  /* byte offsets (the count is at 0) */
+  size_t before_at, after_at;         /* (n_buffers floats each), or 0 when not kept */
+  int32_t flag_host; /* the flag on its way through MPI (backend memory that is not host's) */
   int32_t *labels; /* (rows) this step's labels in backend memory (top-1 without mixing) */
   /* Where the backend can hold host memory (hold_host): page-locked copies of the batch's
    * targets (rows, K) and labels (rows) that the step's uploads read without waiting. */
@@ -54,13 +63,10 @@ typedef struct {
   float *host;   /* MPI: the sum crossing ranks, host memory (world > 1) */
 } dt_grad_allreduce;
 
-/* The batch-norm running statistics around a step. */
+/* The batch-norm running statistics merged over the ranks (world > 1): the result on its
+ * way to the device (host memory, page-locked where the backend has host_alloc). */
 typedef struct {
-  /* Before the step, in backend memory (skipped steps, merging ranks), or NULL when not
-   * needed; before_host: its host copy for merging ranks (world > 1). */
-  float *before, *before_host;
-  float *host;   /* (n_buffers) the rank's statistics after the step */
-  double *delta; /* (n_buffers) each rank's share of the merged statistics (world > 1) */
+  float *merged;
 } dt_bn_stats;
 
 typedef struct {
@@ -73,10 +79,10 @@ typedef struct {
   size_t image;    /* floats per image, C H W */
   bool dual;       /* Dual-Cutout: two views, two passes */
   bool accumulate; /* more than one backward pass per step */
-  /* With one rank the update runs before the step's one read-back and is undone when the
-   * verdict skips it (undo: a skipped step can be survived, so the weights, optimizer state
-   * and running statistics are kept before it); several ranks agree on the verdict first. */
-  bool undo;
+  /* The step's one host reduction: loss, top-1, images, signals, faults, then (world > 1)
+   * each rank's shares of the merged running statistics. */
+  double *reduce;
+  size_t reduce_count;
   /* GPU input: the loader whose next batch is copied to the device while this step computes
    * (backend prefetch), or NULL. */
   dt_loader *prefetch_ld;
@@ -124,8 +130,15 @@ dt_step_result dt_step_run(dt_step *s, dt_optim *opt, const dt_batch *b, long st
 int dt_step_gradients(dt_step *s, const dt_batch *b, long step);
 /* Sum the gradient arena over the ranks. */
 void dt_step_allreduce(dt_step *s);
-/* The step's one wait for the device: s->stats to the host; *loss, *correct: this rank's
- * summed loss and top-1 count; returns whether its gradient sum is finite. */
+/* Everything after dt_step_gradients up to the wait, enqueued without waiting: the sum over
+ * the ranks (dt_step_allreduce), the step's non-finite flag (the summed gradients and this
+ * rank's losses, reduced to the same value on every rank), the statistics to merge, and the
+ * update at lr, which the device skips when the flag is set. overflow: make rank 0's gradient
+ * sum infinite first (fault injection). */
+void dt_step_update(dt_step *s, dt_optim *opt, double lr, bool overflow);
+/* The step's one wait for the device (bounded with NCCL: dt_comm_nccl_wait): s->stats to the
+ * host; *loss, *correct: this rank's summed loss and top-1 count; returns whether the step's
+ * flag is clear (the update was applied on the device). */
 bool dt_step_collect(dt_step *s, double *loss, double *correct);
 
 #endif

@@ -13,7 +13,10 @@
 # started with different configurations (one --set on rank 1 only: epochs, seed, lr, hflip,
 # batch size, depth) or different dataset files (same data.dir, other working directories)
 # all exit 1 quickly, with one message naming the key or the dataset property, both values
-# and the ranks, and no run directory; so does --eval of ranks with different test images.
+# and the ranks, and no run directory; so does --eval of ranks with different test images;
+# (i) a training step on 2 ranks waits for the device once, as on one (test_step_syncs under
+# mpirun: fp32, accumulation, Dual-Cutout, loss scaling with an overflow step, nonfinite=skip;
+# a skipped step leaves weights, optimizer state and running statistics as they were).
 # Usage: test_mpi.sh DTRAIN  (tools from $DTRAIN_TOOLS, else DTRAIN's directory/tools).
 # Exit 77 (skipped) without mpirun or with a single-process (-DDT_MPI=OFF) build.
 set -u
@@ -268,5 +271,20 @@ expect_mismatch "--eval: one pixel of rank 1's test images differs" \
   "^dtrain: the ranks loaded different datasets: test images (CRC-32) [0-9a-f]* on rank 0, [0-9a-f]* on rank 1 (rank 1 differs from rank 0); data.dir data must hold" $T/eval.csv \
   -np 1 --wdir $T/wd0 "$DTRAIN" --eval $run --csv $T/eval.csv : \
   -np 1 --wdir $T/wd1 "$DTRAIN" --eval $run --csv $T/eval.csv
+
+# (i) One wait per step on 2 ranks (the cmocka program checks every step of both ranks).
+SYNCS="$(dirname "$DTRAIN")/test_step_syncs"
+if [ -x "$SYNCS" ]; then
+  out=$(timeout 300 "${MPIRUN[@]}" -np 2 "$SYNCS" 2>&1)
+  rc=$?
+  passed=$(printf '%s\n' "$out" | grep -c '^\[  PASSED  \] 4 test(s)')
+  if [ $rc -eq 0 ] && [ "$passed" -eq 2 ]; then
+    ok "2 ranks: one wait for the device per step (test_step_syncs on both ranks)"
+  else
+    bad "2 ranks: test_step_syncs under mpirun (exit $rc, $passed of 2 ranks passed)" "$out"
+  fi
+else
+  bad "test_step_syncs not found next to $DTRAIN"
+fi
 
 finish

@@ -46,7 +46,7 @@ static void run_sgd(bool nesterov, bool no_decay) {
         w[j] -= nesterov ? lr * (d + 0.9 * buf[j]) : lr * buf[j];
       }
     }
-    dt_optim_step(&opt, &ps, lr, 0.5f);
+    dt_optim_step(&opt, &ps, lr, 0.5f, NULL);
   }
   for (int i = 0; i < ps.count; i++) {
     const dt_param *p = &ps.items[i];
@@ -175,7 +175,7 @@ static void test_lars(void **st) {
           wi[j] -= bi[j];
         }
       }
-      dt_optim_step(&opt, &c.ps, 0.05, 1.0f);
+      dt_optim_step(&opt, &c.ps, 0.05, 1.0f, NULL);
     }
     /* The weight is adapted at every step; the tiny bias is not at first (it grows past the
      * threshold after the first update and is adapted from then on). */
@@ -210,7 +210,7 @@ static void test_adam(void **st) {
         double vv = ams ? vmax[j] : v[j];
         w[j] -= lr / (1 - pow(b1, t)) * m[j] / (sqrt(vv) / sqrt(1 - pow(b2, t)) + eps);
       }
-      dt_optim_step(&opt, &c.ps, 1e-2, 1.0f);
+      dt_optim_step(&opt, &c.ps, 1e-2, 1.0f, NULL);
     }
     for (int i = 0; i < c.ps.count; i++) {
       const dt_param *p = &c.ps.items[i];

@@ -1,5 +1,6 @@
-/* test_step_syncs.c: a training step of one rank waits for the device once (src/step.c,
- * dt_step_run: the losses, top-1 count and non-finite flag in one to_host after the update),
+/* test_step_syncs.c: a training step waits for the device once (src/step.c, dt_step_run: the
+ * losses, top-1 count, non-finite flag and, with several ranks, the running statistics to
+ * merge, in one to_host after the update; tests/test_mpi.sh runs it on 2 ranks),
  * in fp32, with gradient accumulation, with Dual-Cutout, and with a loss scale in fp16 and
  * train.nonfinite = skip, an overflow step included; a skipped step leaves weights, optimizer
  * state and running statistics exactly as they were. The real trainer on the CPU backend,

@@ -606,6 +606,7 @@ dt_backend *dt_backend_cpu_create(int threads) {
   if (threads > 0) omp_set_num_threads(threads);
   dt_cpu_backend *be = dt_xcalloc(1, sizeof *be);
   be->base.ops = &cpu_ops;
+  be->base.host_memory = true;
   be->base.threads = threads > 0 ? threads : omp_get_max_threads();
   be->act_dt = dnnl_f32;
   DT_DNNL_CHECK(dnnl_engine_create(&be->engine, dnnl_cpu, 0));

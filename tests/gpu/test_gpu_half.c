@@ -359,7 +359,7 @@ static double side_step(side *s, const float *x, const float *t, double lr) {
   float losses[TRACK_N];
   dt_graph_loss(g, t, 1.0f / TRACK_N, losses);
   dt_graph_backward(g);
-  dt_optim_step(&s->opt, &s->m->params, lr, 1.0f);
+  dt_optim_step(&s->opt, &s->m->params, lr, 1.0f, NULL);
   double sum = 0;
   for (int i = 0; i < TRACK_N; i++) sum += losses[i];
   return sum / TRACK_N;

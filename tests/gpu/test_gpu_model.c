@@ -328,8 +328,8 @@ static void test_golden_steps(void **state) {
   double scale_floor = 0;
   for (int s = 0; s < TRACK_STEPS; s++) {
     const double lc = golden_step(&cpu, x, t), lg = golden_step(&gpu, x, t);
-    dt_optim_step(&cpu.opt, &cpu.m->params, cfg.optim_lr, 1.0f);
-    dt_optim_step(&gpu.opt, &gpu.m->params, cfg.optim_lr, 1.0f);
+    dt_optim_step(&cpu.opt, &cpu.m->params, cfg.optim_lr, 1.0f, NULL);
+    dt_optim_step(&gpu.opt, &gpu.m->params, cfg.optim_lr, 1.0f, NULL);
     /* How far apart correct float32 runs of this step are known to land (PyTorch's float64
      * and channels_last runs and the kink spread, for the steps the golden file holds; beyond
      * them LOSS_TOL). */
@@ -378,8 +378,8 @@ static void half_golden_steps(void **state, dt_precision precision) {
   double last = NAN;
   for (int s = 0; s < GOLDEN_STEPS; s++) {
     const double lc = golden_step(&cpu, x, t), lg = golden_step(&gpu, x, t);
-    dt_optim_step(&cpu.opt, &cpu.m->params, cfg.optim_lr, 1.0f);
-    dt_optim_step(&gpu.opt, &gpu.m->params, cfg.optim_lr, 1.0f);
+    dt_optim_step(&cpu.opt, &cpu.m->params, cfg.optim_lr, 1.0f, NULL);
+    dt_optim_step(&gpu.opt, &gpu.m->params, cfg.optim_lr, 1.0f, NULL);
     if (!isfinite(lg)) failures++;
     last = lg;
     print_message("  %4d %15.6f %15.6f %10.2e\n", s + 1, lc, lg, fabs(lg - lc) / fabs(lc));
@@ -619,7 +619,7 @@ static void test_sgd_multi_tensor(void **state) {
     for (int k = 0; k < 2; k++) {
       g->ops->to_device(g, ps->weights, w, bytes);
       g->ops->to_device(g, ps->grads, gr, bytes);
-      dt_optim_step(o[k], ps, 0.05, 0.5f);
+      dt_optim_step(o[k], ps, 0.05, 0.5f, NULL);
       g->ops->to_host(g, out[k][0], ps->weights, bytes);
       g->ops->to_host(g, out[k][1], ps->grads, bytes);
       g->ops->to_host(g, out[k][2], o[k]->dev[0], bytes);
@@ -786,6 +786,13 @@ static void test_step_waits(void **state) {
   const char *fp16[] = {"train.precision=fp16", "train.loss_scale=dynamic",
                         "train.loss_scale_init=256", NULL};
   steps_case(comm, dir_set, "fp16, overflow", fp16, 3, 1, 2e-2);
+  /* The NCCL path on one GPU (DT_NCCL=1): gradient buckets overlapped with backward, the flag
+   * reduced by NCCL, the join on the device and the step's one bounded wait. */
+  setenv("DT_NCCL", "1", 1);
+  steps_case(comm, dir_set, "NCCL, fp32", fp32, 3, -1, 1e-3);
+  steps_case(comm, dir_set, "NCCL, accum_steps=2", accum, 3, -1, 1e-3);
+  steps_case(comm, dir_set, "NCCL, fp16, overflow", fp16, 3, 1, 2e-2);
+  unsetenv("DT_NCCL");
   char cmd[600];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
   tu_run(cmd, NULL);

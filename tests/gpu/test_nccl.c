@@ -6,7 +6,8 @@
  * with its own call before one join (and a count-0 call); the statistics; and ordering, both
  * ways: each bucket's new data is copied in on the compute stream (behind a large copy that
  * keeps that stream busy) just before its all-reduce, which must see it, and after the join a
- * copy on the compute stream must see the sums.
+ * copy on the compute stream must see the sums. The int32 maximum (a step's non-finite flag),
+ * read back after a join and the bounded dt_comm_nccl_wait.
  *
  * Works with one process (no mpirun) and with n ranks on n GPUs (mpirun -np n, one GPU per
  * local rank). With one rank NCCL may move no data for an in-place sum, so the ordering checks
@@ -180,6 +181,36 @@ static void test_ordering(void **state) {
 }
 #endif
 
+/* Rank r's flags: element i is (i + r) % 3 - 1 (-1, 0 or 1), except that the last rank sets
+ * element 0 to 1 and every rank clears element 1: the maximum is known for every world size. */
+static int32_t flag_value(int rank, int i) {
+  if (i == 0 && rank == g_size - 1) return 1;
+  if (i == 1) return 0;
+  return (int32_t)((i + rank) % 3) - 1;
+}
+
+static void test_flag_max(void **state) {
+  (void)state;
+  enum { FLAGS = 5 };
+  int32_t h[FLAGS];
+  for (int i = 0; i < FLAGS; i++) h[i] = flag_value(g_rank, i);
+  int32_t *d = g_be->ops->alloc(g_be, sizeof h);
+  g_be->ops->to_device(g_be, d, h, sizeof h);
+  dt_comm_nccl_allreduce_max_i32_async(g_nc, d, FLAGS, stream());
+  dt_comm_nccl_allreduce_max_i32_async(g_nc, d, 0, stream()); /* nothing to do */
+  dt_comm_nccl_join(g_nc, stream());
+  dt_comm_nccl_wait(g_nc, stream(), "test_flag_max");
+  memset(h, 0x7f, sizeof h);
+  g_be->ops->to_host(g_be, h, d, sizeof h);
+  g_be->ops->free(g_be, d);
+  for (int i = 0; i < FLAGS; i++) {
+    int32_t want = flag_value(0, i);
+    for (int r = 1; r < g_size; r++) want = DT_MAX(want, flag_value(r, i));
+    if (h[i] != want) print_message("  rank %d: flag %d is %d, want %d\n", g_rank, i, h[i], want);
+    assert_int_equal(h[i], want);
+  }
+}
+
 /* No GPU or no CUDA build: creation must fail cleanly, with a message, on every rank. */
 static int skip_without_gpu(const char *why) {
   printf("test_nccl: skipped: %s\n", why);
@@ -216,6 +247,7 @@ int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_sizes),
       cmocka_unit_test(test_buckets),
+      cmocka_unit_test(test_flag_max),
 #ifdef DT_HAVE_CUDA
       cmocka_unit_test(test_ordering),
 #endif
