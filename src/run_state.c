@@ -39,6 +39,7 @@ dt_status dt_run_state_save(dt_trainer *t, const char *run_dir, dt_metrics *metr
     meta.n_algos = t->be->ops->algos_export(t->be, NULL, 0);
     meta.algos = dt_xmalloc(DT_MAX(meta.n_algos, 1) * DT_CHECKPOINT_ALGO_COLS * sizeof(int32_t));
     meta.n_algos = DT_MIN(meta.n_algos, t->be->ops->algos_export(t->be, meta.algos, meta.n_algos));
+    meta.algos_deterministic = t->cfg->train_deterministic;
   }
   char path[4200];
   dt_checkpoint_path(run_dir, step, path, sizeof path);
@@ -131,9 +132,18 @@ dt_status dt_run_state_load(dt_trainer *t, const char *resume_dir, const char *i
     snprintf(start->note, sizeof start->note,
              "resuming from %s: epoch %ld, step %ld (checkpoint of %d rank(s))", path,
              meta.epoch + (meta.step_in_epoch > 0), meta.step, meta.world_size);
-    /* train.deterministic: the algorithms the interrupted run chose, not a new timing. */
-    if (t->cfg->train_deterministic && meta.n_algos > 0 && t->be->ops->algos_import)
-      t->be->ops->algos_import(t->be, meta.algos, meta.n_algos);
+    /* train.deterministic: the algorithms the interrupted run chose, not a new timing; but not
+     * choices made without it (they may sum with atomics): those are timed anew. */
+    if (t->cfg->train_deterministic && meta.n_algos > 0 && t->be->ops->algos_import) {
+      if (meta.algos_deterministic != 0) {
+        t->be->ops->algos_import(t->be, meta.algos, meta.n_algos);
+      } else {
+        const size_t len = strlen(start->note);
+        snprintf(start->note + len, sizeof start->note - len,
+                 "; its convolution algorithms were chosen with train.deterministic = false, "
+                 "so deterministic ones are timed anew (the resumed run rounds differently)");
+      }
+    }
     free(meta.config_text);
     free(meta.algos);
   } else {

@@ -390,16 +390,53 @@ static void test_algorithm_choices(void **s) {
   ref.meta.algos = rows;
   ref.meta.n_algos = ROWS;
   char *path = tmp_path("algos.h5");
-  assert_int_equal(dt_checkpoint_save(path, &ps, ref.weights, ref.buffers, &ref.opt, &ref.meta),
+  /* Chosen with and without train.deterministic: the table and that setting come back. */
+  for (int det = 1; det >= 0; det--) {
+    ref.meta.algos_deterministic = det;
+    assert_int_equal(dt_checkpoint_save(path, &ps, ref.weights, ref.buffers, &ref.opt, &ref.meta),
+                     DT_OK);
+    host_init(&in, &ps, 0);
+    assert_int_equal(dt_checkpoint_load(path, &ps, in.weights, in.buffers, &in.opt, &in.meta),
+                     DT_OK);
+    assert_int_equal(in.meta.n_algos, ROWS);
+    assert_non_null(in.meta.algos);
+    assert_memory_equal(in.meta.algos, rows, sizeof rows);
+    assert_int_equal(in.meta.algos_deterministic, det);
+    free(in.meta.algos);
+    free(in.meta.config_text);
+    host_free(&in);
+  }
+  /* A file from before the attribute: the table loads, its setting unknown (-1). */
+  char *old = tmp_path("algos_old.h5");
+  assert_int_equal(dt_checkpoint_save(old, &ps, ref.weights, ref.buffers, &ref.opt, &ref.meta),
                    DT_OK);
+  hid_t fo = H5Fopen(old, H5F_ACC_RDWR, H5P_DEFAULT);
+  assert_true(fo >= 0);
+  hid_t dso = H5Dopen2(fo, "backend/conv_algorithms", H5P_DEFAULT);
+  assert_true(dso >= 0 && H5Adelete(dso, "deterministic") >= 0);
+  H5Dclose(dso);
+  close_sealed(fo, old);
   host_init(&in, &ps, 0);
-  assert_int_equal(dt_checkpoint_load(path, &ps, in.weights, in.buffers, &in.opt, &in.meta), DT_OK);
+  assert_int_equal(dt_checkpoint_load(old, &ps, in.weights, in.buffers, &in.opt, &in.meta), DT_OK);
   assert_int_equal(in.meta.n_algos, ROWS);
-  assert_non_null(in.meta.algos);
-  assert_memory_equal(in.meta.algos, rows, sizeof rows);
+  assert_int_equal(in.meta.algos_deterministic, -1);
   free(in.meta.algos);
   free(in.meta.config_text);
   host_free(&in);
+  /* A setting other than 0 or 1 is refused. */
+  fo = H5Fopen(old, H5F_ACC_RDWR, H5P_DEFAULT);
+  assert_true(fo >= 0);
+  dso = H5Dopen2(fo, "backend/conv_algorithms", H5P_DEFAULT);
+  hid_t asp = H5Screate(H5S_SCALAR);
+  hid_t at = H5Acreate2(dso, "deterministic", H5T_STD_I64LE, asp, H5P_DEFAULT, H5P_DEFAULT);
+  const int64_t two = 2;
+  assert_true(at >= 0 && H5Awrite(at, H5T_NATIVE_INT64, &two) >= 0);
+  H5Aclose(at);
+  H5Sclose(asp);
+  H5Dclose(dso);
+  close_sealed(fo, old);
+  expect_refusal(old, TABLE_FULL, true, "/backend/conv_algorithms", "deterministic", NULL);
+  free(old);
 
   /* None saved: none loaded. */
   char *none = tmp_path("algos_none.h5");

@@ -354,8 +354,9 @@ static dt_status check_seal(const char *path) {
   return DT_OK;
 }
 
-/* /backend/conv_algorithms: n rows of DT_CHECKPOINT_ALGO_COLS int32 (HDF5's convention). */
-static herr_t write_algos(hid_t file, const int32_t *rows, size_t n) {
+/* /backend/conv_algorithms: n rows of DT_CHECKPOINT_ALGO_COLS int32 (HDF5's convention), with
+ * the attribute `deterministic` (0 / 1). */
+static herr_t write_algos(hid_t file, const int32_t *rows, size_t n, int deterministic) {
   hid_t g = create_group(file, "backend");
   if (g < 0) return -1;
   const hsize_t dims[2] = {n, DT_CHECKPOINT_ALGO_COLS};
@@ -363,6 +364,7 @@ static herr_t write_algos(hid_t file, const int32_t *rows, size_t n) {
   hid_t ds = space < 0 ? -1
                        : create_dataset(g, "conv_algorithms", H5T_STD_I32LE, space);
   herr_t rc = ds < 0 ? -1 : H5Dwrite(ds, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, rows);
+  if (rc >= 0) rc = h5_write_attr_i64(ds, "deterministic", deterministic != 0);
   if (ds >= 0) H5Dclose(ds);
   if (space >= 0) H5Sclose(space);
   H5Gclose(g);
@@ -373,6 +375,7 @@ static herr_t write_algos(hid_t file, const int32_t *rows, size_t n) {
 static dt_status load_algos(const char *path, hid_t file, dt_checkpoint_meta *m) {
   m->algos = NULL;
   m->n_algos = 0;
+  m->algos_deterministic = -1;
   if (H5Lexists(file, "backend", H5P_DEFAULT) <= 0 ||
       H5Lexists(file, "backend/conv_algorithms", H5P_DEFAULT) <= 0)
     return DT_OK;
@@ -400,6 +403,18 @@ static dt_status load_algos(const char *path, hid_t file, dt_checkpoint_meta *m)
     } else {
       m->n_algos = (size_t)dims[0];
     }
+  }
+  int64_t det = -1;
+  const int rc_det = st == DT_OK ? read_attr_i64(ds, "deterministic", &det) : 1;
+  if (rc_det < 0 || (rc_det == 0 && det != 0 && det != 1))
+    st = dt_error_set(DT_ERR_DATA, "checkpoint %s: /backend/conv_algorithms has an invalid "
+                      "`deterministic` attribute (0 or 1 expected)", path);
+  else if (rc_det == 0)
+    m->algos_deterministic = (int)det;
+  if (st != DT_OK) {
+    free(m->algos);
+    m->algos = NULL;
+    m->n_algos = 0;
   }
   if (type >= 0) H5Tclose(type);
   if (space >= 0) H5Sclose(space);
@@ -496,7 +511,7 @@ static dt_status save_contents(const char *path, const char *tmp, hid_t file, co
     what = "/config";
     goto done;
   }
-  if (meta->n_algos > 0 && write_algos(file, meta->algos, meta->n_algos) < 0) {
+  if (meta->n_algos > 0 && write_algos(file, meta->algos, meta->n_algos, meta->algos_deterministic) < 0) {
     what = "/backend/conv_algorithms";
     goto done;
   }

@@ -56,6 +56,10 @@ typedef struct {
    * none (a CPU run, or a file without them). Owned by the caller on save; malloc'ed by load. */
   int32_t *algos;
   size_t n_algos;
+  /* Whether those choices were made with train.deterministic (only deterministic algorithms):
+   * 1 or 0, the attribute `deterministic` of /backend/conv_algorithms; -1 on load from a
+   * file that predates it. */
+  int algos_deterministic;
 } dt_checkpoint_meta;
 
 #define DT_CHECKPOINT_ALGO_COLS 18
