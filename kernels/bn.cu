@@ -3,9 +3,10 @@
  * sums and coefficients stay fp32 / double whatever the tensors' type.
  *
  * Reductions are two kernels: blocks of 32 channels x 8 row-threads walk a slice of the rows
- * and write per-block partial sums in double to `partial` (2 x R x C); a per-channel kernel
- * adds the R partials (in a fixed order, so results do not depend on scheduling) and derives
- * the statistics. The elementwise kernels then apply them. */
+ * and write per-block partial sums in double to `partial` (2 x R x C); then one warp per
+ * channel adds its R partials (lane l the rows l, l + 32, ..., then the 32 lane sums in a
+ * fixed shuffle tree: results do not depend on scheduling) and derives the statistics. The
+ * elementwise kernels then apply them (with the ReLU fused where the layer has one). */
 #include "common.cuh"
 
 #define BN_TX 32            /* channels per block */
@@ -56,32 +57,56 @@ __global__ static void k_bn_stats_partial(const T *x, double *partial, int n, in
   bn_block_partial(s, q, partial, c, ch);
 }
 
-// per channel: mean, biased variance, running statistics, and the apply kernel's copies
+/* The sums of channel ch's R partials in each half of `partial` (rows [0, R) and [R, 2R)),
+ * added by one warp in a fixed order; lane 0 gets them. Every lane of the warp must call it. */
+__device__ static void bn_warp_sums(const double *partial, int rows, int c, int ch, double *a,
+                                    double *b) {
+  double s = 0, q = 0;
+  for (int r = (int)(threadIdx.x & 31); r < rows; r += 32) {
+    s += partial[(size_t)r * c + ch];
+    q += partial[((size_t)rows + r) * c + ch];
+  }
+  for (int off = 16; off > 0; off >>= 1) {
+    s += __shfl_down_sync(0xffffffffu, s, off);
+    q += __shfl_down_sync(0xffffffffu, q, off);
+  }
+  *a = s;
+  *b = q;
+}
+
+/* The channel of this thread's warp in the final kernels (32 threads per channel). */
+__device__ static inline int bn_warp_channel(void) {
+  return (int)(((size_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5);
+}
+
+static unsigned bn_final_blocks(int c) {
+  return (unsigned)(((size_t)c * 32 + DT_K_BLOCK - 1) / DT_K_BLOCK);
+}
+
+// per channel (a warp each): mean, biased variance, running statistics, the apply kernel's copies
 __global__ static void k_bn_stats_final(const double *partial, int rows, int c, double m,
                                         float eps, float momentum, float *save_mean,
                                         float *save_var, float *running_mean, float *running_var,
                                         float *mean_f, float *invstd_f) {
-  DT_K_FOR(j, (size_t)c) {
-    double s = 0, q = 0;
-    for (int r = 0; r < rows; r++) {
-      s += partial[(size_t)r * c + j];
-      q += partial[((size_t)rows + r) * c + j];
-    }
-    const double mean = s / m;
-    double var = q / m - mean * mean;
-    if (var < 0) var = 0;
-    if (save_mean) save_mean[j] = (float)mean;
-    if (save_var) save_var[j] = (float)var;
-    const double mom = momentum;
-    if (running_mean) running_mean[j] = (float)((1.0 - mom) * running_mean[j] + mom * mean);
-    if (running_var) {
-      /* PyTorch's unbiased estimate; a single row has none, so keep the biased one. */
-      const double unbiased = m > 1 ? var * m / (m - 1) : var;
-      running_var[j] = (float)((1.0 - mom) * running_var[j] + mom * unbiased);
-    }
-    mean_f[j] = (float)mean;
-    invstd_f[j] = (float)(1.0 / sqrt(var + (double)eps));
+  const int j = bn_warp_channel();
+  if (j >= c) return; /* the whole warp: j is the same on its lanes */
+  double s, q;
+  bn_warp_sums(partial, rows, c, j, &s, &q);
+  if ((threadIdx.x & 31) != 0) return;
+  const double mean = s / m;
+  double var = q / m - mean * mean;
+  if (var < 0) var = 0;
+  if (save_mean) save_mean[j] = (float)mean;
+  if (save_var) save_var[j] = (float)var;
+  const double mom = momentum;
+  if (running_mean) running_mean[j] = (float)((1.0 - mom) * running_mean[j] + mom * mean);
+  if (running_var) {
+    /* PyTorch's unbiased estimate; a single row has none, so keep the biased one. */
+    const double unbiased = m > 1 ? var * m / (m - 1) : var;
+    running_var[j] = (float)((1.0 - mom) * running_var[j] + mom * unbiased);
   }
+  mean_f[j] = (float)mean;
+  invstd_f[j] = (float)(1.0 / sqrt(var + (double)eps));
 }
 
 // y = gamma (x - mean) invstd + beta, relu and its mask when asked
@@ -134,26 +159,25 @@ __global__ static void k_bn_bwd_partial(const T *x, const T *dy, const uint8_t *
   bn_block_partial(s, q, partial, c, ch);
 }
 
-// per channel: dbeta, dgamma, and coef (5, C) = gamma invstd, dbeta / m, dgamma / m, mean, invstd
+// per channel (a warp each): dbeta, dgamma, and coef (5, C) = gamma invstd, dbeta / m,
+// dgamma / m, mean, invstd
 __global__ static void k_bn_bwd_final(const double *partial, int rows, int c, double m,
                                       const float *save_mean, const float *save_var,
                                       const float *gamma, float eps, float *dgamma, float *dbeta,
                                       float *coef) {
-  DT_K_FOR(j, (size_t)c) {
-    double s = 0, q = 0;
-    for (int r = 0; r < rows; r++) {
-      s += partial[(size_t)r * c + j];
-      q += partial[((size_t)rows + r) * c + j];
-    }
-    const double invstd = 1.0 / sqrt((double)save_var[j] + (double)eps);
-    dbeta[j] = (float)s;
-    dgamma[j] = (float)q;
-    coef[j] = (float)(gamma[j] * invstd);
-    coef[(size_t)c + j] = (float)(s / m);
-    coef[2 * (size_t)c + j] = (float)(q / m);
-    coef[3 * (size_t)c + j] = save_mean[j];
-    coef[4 * (size_t)c + j] = (float)invstd;
-  }
+  const int j = bn_warp_channel();
+  if (j >= c) return; /* the whole warp */
+  double s, q;
+  bn_warp_sums(partial, rows, c, j, &s, &q);
+  if ((threadIdx.x & 31) != 0) return;
+  const double invstd = 1.0 / sqrt((double)save_var[j] + (double)eps);
+  dbeta[j] = (float)s;
+  dgamma[j] = (float)q;
+  coef[j] = (float)(gamma[j] * invstd);
+  coef[(size_t)c + j] = (float)(s / m);
+  coef[2 * (size_t)c + j] = (float)(q / m);
+  coef[3 * (size_t)c + j] = save_mean[j];
+  coef[4 * (size_t)c + j] = (float)invstd;
 }
 
 // dx = gamma invstd (dy - dbeta / m - xhat dgamma / m)
@@ -184,7 +208,7 @@ extern "C" cudaError_t dt_k_bn_stats(const void *x, double *partial, int n, int 
                                                                nhwc));
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;
-  k_bn_stats_final<<<dt_k_blocks((size_t)c), DT_K_BLOCK, 0, stream>>>(
+  k_bn_stats_final<<<bn_final_blocks(c), DT_K_BLOCK, 0, stream>>>(
       partial, (int)grid.y, c, (double)n * hw, eps, momentum, save_mean, save_var, running_mean,
       running_var, mean_f, invstd_f);
   return cudaGetLastError();
@@ -225,7 +249,7 @@ extern "C" cudaError_t dt_k_bn_backward(const void *x, const void *dy, const uin
                                                              n, c, hw, nhwc));
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;
-  k_bn_bwd_final<<<dt_k_blocks((size_t)c), DT_K_BLOCK, 0, stream>>>(
+  k_bn_bwd_final<<<bn_final_blocks(c), DT_K_BLOCK, 0, stream>>>(
       partial, (int)grid.y, c, (double)n * hw, save_mean, save_var, gamma, eps, dgamma, dbeta,
       coef);
   e = cudaGetLastError();
