@@ -13,11 +13,12 @@
 #   2. nvidia-smi
 #   3. the cheap correctness tests: test_gpu_ops (every op against the double reference),
 #      test_gpu_model (ResNet-preact-20 CPU vs GPU: one step, 20 SGD steps on the golden batch,
-#      the optimizer updates, bf16 and fp16, asynchronous input, requested conv layouts),
+#      the optimizer updates, bf16 and fp16, asynchronous input, requested conv layouts, one
+#      wait per step, also through the NCCL path),
 #      test_gpu_half (16-bit storage: layout bytes, the once-per-step weight copy after
 #      updates, the activation memory of ResNet-preact-20 and WRN-16-4 in fp32 / bf16 / fp16,
 #      20 bf16 and fp16 steps against fp32 on the GPU), test_nccl (closed-form bucketed NCCL
-#      all-reduce and its stream order)
+#      all-reduce, the flag maximum, and their stream order)
 #   4. throughput on CIFAR-shaped data (3x32x32, a synthetic CIFAR-10 binary dataset written
 #      to /tmp), ResNet-preact-20 and WRN-28-10: the target rows of dtrain first (one
 #      `dtrain --device cuda --bench` process per configuration), then ONE PyTorch process
@@ -302,7 +303,7 @@ run_test() { # NAME LIMIT: one test binary of the bundle, a row of the test tabl
 }
 
 run_test test_gpu_ops 60
-run_test test_gpu_model 60
+run_test test_gpu_model 90
 run_test test_gpu_half 60
 run_test test_nccl 30
 
