@@ -29,7 +29,7 @@ static void bench_step(dt_trainer *t, const dt_batch *b, long i, float unscale, 
   share_poll(t);
   dt_step_gradients(&t->step, b, i);
   dt_step_allreduce(&t->step);
-  dt_optim_step(&t->opt, &t->model->params, dt_schedule_lr(&t->sched, i), unscale);
+  dt_optim_step(&t->opt, &t->model->params, dt_schedule_lr(&t->sched, i), unscale, NULL);
   dt_step_collect(&t->step, loss, correct);
 }
 

@@ -434,7 +434,7 @@ static void restore_stats(dt_step *s) {
 /* The update, its gradients divided by the loss scale they carry. */
 static void apply_update(dt_step *s, dt_optim *opt, double lr) {
   if (s->undo) dt_optim_keep(opt, &s->model->params);
-  dt_optim_step(opt, &s->model->params, lr, (float)(1.0 / s->ls->scale));
+  dt_optim_step(opt, &s->model->params, lr, (float)(1.0 / s->ls->scale), NULL);
 }
 
 dt_step_result dt_step_run(dt_step *s, dt_optim *opt, const dt_batch *b, long step, double lr,
@@ -467,7 +467,7 @@ dt_step_result dt_step_run(dt_step *s, dt_optim *opt, const dt_batch *b, long st
   r.verdict = r.loss_finite ? dt_loss_scale_update(s->ls, red[4] == 0) : DT_SCALE_NONFINITE;
   if (r.verdict == DT_SCALE_APPLY) {
     if (agree_first) {
-      dt_optim_step(opt, ps, lr, (float)(1.0 / r.used_scale));
+      dt_optim_step(opt, ps, lr, (float)(1.0 / r.used_scale), NULL);
       merge_buffers(s, passes);
     }
   } else {

@@ -175,7 +175,7 @@ static void test_twenty_steps(void **state) {
   while (unflipped < 20 && kink[unflipped] == 0.0f) unflipped++;
   for (int i = 0; i < 20; i++) {
     double loss = step_loss(f, g, 0);
-    dt_optim_step(&opt, &f->m->params, 0.1, 1.0f);
+    dt_optim_step(&opt, &f->m->params, 0.1, 1.0f, NULL);
     double err = fabs(loss - want[i]) / fabs(want[i]);
     double torch_spread = fmax(fabs((double)want64[i] - want[i]), fabs((double)want_cl[i] - want[i])) /
                           fabs(want[i]);

@@ -328,8 +328,8 @@ static void test_golden_steps(void **state) {
   double scale_floor = 0;
   for (int s = 0; s < TRACK_STEPS; s++) {
     const double lc = golden_step(&cpu, x, t), lg = golden_step(&gpu, x, t);
-    dt_optim_step(&cpu.opt, &cpu.m->params, cfg.optim_lr, 1.0f);
-    dt_optim_step(&gpu.opt, &gpu.m->params, cfg.optim_lr, 1.0f);
+    dt_optim_step(&cpu.opt, &cpu.m->params, cfg.optim_lr, 1.0f, NULL);
+    dt_optim_step(&gpu.opt, &gpu.m->params, cfg.optim_lr, 1.0f, NULL);
     /* How far apart correct float32 runs of this step are known to land (PyTorch's float64
      * and channels_last runs and the kink spread, for the steps the golden file holds; beyond
      * them LOSS_TOL). */
@@ -378,8 +378,8 @@ static void half_golden_steps(void **state, dt_precision precision) {
   double last = NAN;
   for (int s = 0; s < GOLDEN_STEPS; s++) {
     const double lc = golden_step(&cpu, x, t), lg = golden_step(&gpu, x, t);
-    dt_optim_step(&cpu.opt, &cpu.m->params, cfg.optim_lr, 1.0f);
-    dt_optim_step(&gpu.opt, &gpu.m->params, cfg.optim_lr, 1.0f);
+    dt_optim_step(&cpu.opt, &cpu.m->params, cfg.optim_lr, 1.0f, NULL);
+    dt_optim_step(&gpu.opt, &gpu.m->params, cfg.optim_lr, 1.0f, NULL);
     if (!isfinite(lg)) failures++;
     last = lg;
     print_message("  %4d %15.6f %15.6f %10.2e\n", s + 1, lc, lg, fabs(lg - lc) / fabs(lc));
@@ -420,16 +420,16 @@ static void run_update(dt_backend *be, const upd_case *c, float *a[UPD_ARRAYS]) 
     case UPD_SGD:
     case UPD_SGD_NESTEROV:
       o->sgd_update(be, a[0], a[1], a[2], UPD_N, 0.05f, 0.9f, c->wd, c->kind == UPD_SGD_NESTEROV,
-                    c->first, c->grad_scale);
+                    c->first, c->grad_scale, NULL);
       break;
     case UPD_LARS:
       o->lars_update(be, a[0], a[1], a[2], UPD_N, 0.3, 0.9f, c->wd, 1e-9, c->eta, c->threshold,
-                     c->grad_scale);
+                     c->grad_scale, NULL);
       break;
     case UPD_ADAM:
     case UPD_AMSGRAD:
       o->adam_update(be, a[0], a[1], a[2], a[3], c->kind == UPD_AMSGRAD ? a[4] : NULL, UPD_N,
-                     1e-3f / 0.19f, 0.9f, 0.999f, 1e-8f, 0.0447f, c->wd, c->grad_scale);
+                     1e-3f / 0.19f, 0.9f, 0.999f, 1e-8f, 0.0447f, c->wd, c->grad_scale, NULL);
       break;
   }
 }
@@ -619,7 +619,7 @@ static void test_sgd_multi_tensor(void **state) {
     for (int k = 0; k < 2; k++) {
       g->ops->to_device(g, ps->weights, w, bytes);
       g->ops->to_device(g, ps->grads, gr, bytes);
-      dt_optim_step(o[k], ps, 0.05, 0.5f);
+      dt_optim_step(o[k], ps, 0.05, 0.5f, NULL);
       g->ops->to_host(g, out[k][0], ps->weights, bytes);
       g->ops->to_host(g, out[k][1], ps->grads, bytes);
       g->ops->to_host(g, out[k][2], o[k]->dev[0], bytes);
