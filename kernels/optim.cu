@@ -68,6 +68,10 @@ __global__ static void k_sgd_multi(float *w, float *g, float *buf, const uint8_t
 __device__ static void norm_block(const float *w, const float *g, size_t n, float scale, int b,
                                   double *partial) {
   __shared__ double sw[DT_K_BLOCK], sg[DT_K_BLOCK];
+  if ((size_t)b * DT_K_BLOCK >= n) { /* no element (the whole block alike): sums of zeros */
+    if (threadIdx.x == 0) partial[b] = partial[OPT_NORM_BLOCKS + b] = 0.0;
+    return;
+  }
   double a = 0, c = 0;
   for (size_t j = (size_t)b * DT_K_BLOCK + threadIdx.x; j < n;
        j += (size_t)OPT_NORM_BLOCKS * DT_K_BLOCK) {
@@ -110,7 +114,8 @@ __global__ static void k_norm_partial_multi(const float *w, const float *g,
 }
 
 // (float)(lr r), the LARS trust ratio r of the CPU backend, from a tensor's partial sums,
-// added in order
+// added in order; the denominator rounded step by step as the CPU computes it (no FMA that
+// the compiler might contract differently where this is inlined)
 __device__ static float lars_ratio(const double *partial, double lr, float wd, double eps,
                                    double eta, double threshold) {
   double a = 0, b = 0;
@@ -119,7 +124,7 @@ __device__ static float lars_ratio(const double *partial, double lr, float wd, d
     b += partial[OPT_NORM_BLOCKS + i];
   }
   const double wn = sqrt(a), gn = sqrt(b);
-  double local = wn / (eps + gn + (double)wd * wn);
+  double local = wn / __dadd_rn(__dadd_rn(eps, gn), __dmul_rn((double)wd, wn));
   if (eta > 0) local *= eta;
   if (wn < threshold) local = 1.0;
   return (float)(lr * local);
