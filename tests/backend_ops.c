@@ -20,6 +20,11 @@
  * caught. Shapes include odd channel counts and sizes, batch 1, stride 2, 1x1 kernels and
  * groups; data comes from fixed seeds (tu_fill_uniform).
  *
+ * The optimizer updates are checked for their skip flag (a set flag changes nothing, a zero
+ * flag is no flag) and, where the backend has them, the one-call (_multi) updates against the
+ * per-tensor ones bit for bit; their arithmetic is checked by test_optim (against the
+ * formulas) and test_gpu_model (the GPU against the CPU).
+ *
  * Parameter-like arrays (weights, statistics, targets) go through alloc / to_device /
  * to_host as the contract asks, so the same checks can later run on another backend.
  * Failing checks are listed with op, shape and error; DT_TEST_VERBOSE=1 lists every check,
