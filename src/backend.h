@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "common.h"
+#include "optim_segment.h" /* dt_optim_segment: lars_update_multi */
 #include "rng.h" /* dt_mix64 */
 
 typedef struct dt_backend dt_backend;
@@ -227,31 +228,53 @@ typedef struct dt_backend_ops {
    * One trainable tensor per call: w its n weights, g its gradient and the state arrays laid
    * out like w, all backend memory. Every update first multiplies g in place by grad_scale
    * when that is not 1, then uses d = g + wd w (coupled weight decay). The arithmetic is the
-   * CPU backend's float loops, in their order, which other backends reproduce to rounding. */
+   * CPU backend's float loops, in their order, which other backends reproduce to rounding.
+   * skip: one int32 of backend memory, or NULL (always apply). When *skip != 0 the call
+   * changes nothing at all: not w, not g (no grad_scale either), not the state. The flag is
+   * read where the update runs, when it runs (on the GPU by the kernels themselves: no host
+   * read, nothing waits), so a caller may enqueue the update before the flag is written
+   * (e.g. by flag_nonfinite) and never learn it on the host in between. */
   /* SGD: buf = d on the first step, else momentum buf + d; then
    * w -= lr (d + momentum buf) with Nesterov, else w -= lr buf. */
   void (*sgd_update)(dt_backend *be, float *w, float *g, float *buf, size_t n, float lr,
-                     float momentum, float wd, bool nesterov, bool first, float grad_scale);
+                     float momentum, float wd, bool nesterov, bool first, float grad_scale,
+                     const int32_t *skip);
   /* sgd_update on every tensor of the weight arena in one call (optional; NULL: per tensor):
    * element i of [0, n) with weight decay wd where mask[i] == 1, none where mask[i] == 2, left
    * alone where mask[i] == 0 (alignment padding). mask: n bytes of backend memory. The same
    * bits as sgd_update tensor by tensor. */
   void (*sgd_update_multi)(dt_backend *be, float *w, float *g, float *buf, const uint8_t *mask,
                            size_t n, float lr, float momentum, float wd, bool nesterov,
-                           bool first, float grad_scale);
+                           bool first, float grad_scale, const int32_t *skip);
   /* LARS: the trust ratio r = |w| / (eps + |g| + wd |w|) from the norms of this tensor, in
    * double; times eta when eta > 0; 1 when |w| < threshold. Then buf = momentum buf +
    * (float)(lr r) d and w -= buf. */
   void (*lars_update)(dt_backend *be, float *w, float *g, float *buf, size_t n, double lr,
                       float momentum, float wd, double eps, double eta, double threshold,
-                      float grad_scale);
+                      float grad_scale, const int32_t *skip);
+  /* lars_update on every tensor of the weight arena at once (optional; NULL: per tensor):
+   * seg holds n_seg tensors (backend memory), in increasing offset order, without overlap,
+   * inside [0, n), each with its own weight decay; elements outside every segment are left
+   * alone. Each tensor's norms are summed in a fixed order (no atomics), so the results are
+   * deterministic and the same bits as lars_update tensor by tensor. */
+  void (*lars_update_multi)(dt_backend *be, float *w, float *g, float *buf,
+                            const dt_optim_segment *seg, int n_seg, size_t n, double lr,
+                            float momentum, double eps, double eta, double threshold,
+                            float grad_scale, const int32_t *skip);
   /* Adam: m = beta1 m + (1 - beta1) d, v = beta2 v + (1 - beta2) d d, and with vmax (AMSGrad;
    * NULL for Adam) vmax = max(vmax, v) taking v's place below; then
    * w -= step m / (sqrt(v) / bc2_sqrt + eps), where the caller gives step = lr / (1 - beta1^t)
    * and bc2_sqrt = sqrt(1 - beta2^t) for update t. */
   void (*adam_update)(dt_backend *be, float *w, float *g, float *m, float *v, float *vmax,
                       size_t n, float step, float beta1, float beta2, float eps, float bc2_sqrt,
-                      float wd, float grad_scale);
+                      float wd, float grad_scale, const int32_t *skip);
+  /* adam_update on every tensor of the weight arena in one call (optional; NULL: per
+   * tensor), with the decay mask of sgd_update_multi. The same bits as adam_update tensor by
+   * tensor. */
+  void (*adam_update_multi)(dt_backend *be, float *w, float *g, float *m, float *v, float *vmax,
+                            const uint8_t *mask, size_t n, float step, float beta1, float beta2,
+                            float eps, float bc2_sqrt, float wd, float grad_scale,
+                            const int32_t *skip);
 
   /* ==== the step's device-side bookkeeping (src/step.c) ====
    * None of these waits: a training step reads its results back in one to_host (backend
@@ -381,10 +404,10 @@ struct dt_backend {
 /* ...and the optional capabilities, NULL where a backend lacks them (the CPU backend has no
  * streams, page-locked memory, algorithm choices or recordings). Every member is in exactly one
  * of the two lists: backend.c fails to compile when one is in neither. */
-#define DT_BACKEND_OPTIONAL_OPS(X)                                                      \
-  X(sgd_update_multi) X(set_precision) X(algos_export) X(algos_import) X(native_stream) \
-  X(host_alloc) X(host_free) X(prefetch) X(hold_host) X(capture_begin) X(capture_end) X(replay)      \
-  X(capture_free) X(set_threads)
+#define DT_BACKEND_OPTIONAL_OPS(X)                                                          \
+  X(sgd_update_multi) X(lars_update_multi) X(adam_update_multi) X(set_precision)            \
+  X(algos_export) X(algos_import) X(native_stream) X(host_alloc) X(host_free) X(prefetch)   \
+  X(hold_host) X(capture_begin) X(capture_end) X(replay) X(capture_free) X(set_threads)
 
 /* The first required member of ops that is NULL, by name, or NULL when all are set. */
 const char *dt_backend_ops_missing(const dt_backend_ops *ops);

@@ -49,7 +49,9 @@ void dt_optim_init(dt_optim *opt, const dt_config *cfg, const dt_params *ps) {
     opt->state.arrays[i] = host_array(opt->n);
     opt->dev[i] = o->alloc(opt->be, DT_MAX(opt->n, 1) * sizeof(float)); /* zero-filled */
   }
-  if (opt->kind == DT_OPTIM_NAME_SGD && o->sgd_update_multi && opt->n > 0) {
+  const bool adam = opt->kind == DT_OPTIM_NAME_ADAM || opt->kind == DT_OPTIM_NAME_AMSGRAD;
+  if (opt->n > 0 && ((opt->kind == DT_OPTIM_NAME_SGD && o->sgd_update_multi) ||
+                     (adam && o->adam_update_multi))) {
     uint8_t *mask = dt_xcalloc(opt->n, 1);
     for (int i = 0; i < ps->count; i++) {
       const dt_param *p = &ps->items[i];
@@ -60,15 +62,29 @@ void dt_optim_init(dt_optim *opt, const dt_config *cfg, const dt_params *ps) {
     o->to_device(opt->be, opt->decay_mask, mask, opt->n);
     free(mask);
   }
+  if (opt->kind == DT_OPTIM_NAME_LARS && o->lars_update_multi && opt->n > 0) {
+    dt_optim_segment *seg = dt_xcalloc((size_t)DT_MAX(ps->count, 1), sizeof *seg);
+    int n_seg = 0;
+    for (int i = 0; i < ps->count; i++) { /* the table is in offset order */
+      const dt_param *p = &ps->items[i];
+      if (p->flags & DT_PARAM_BUFFER || p->count == 0) continue;
+      DT_CHECK(n_seg == 0 || p->offset >= seg[n_seg - 1].offset + seg[n_seg - 1].count);
+      seg[n_seg++] = (dt_optim_segment){p->offset, p->count,
+                                        optim_decays(opt, p) ? (float)opt->weight_decay : 0.0f,
+                                        0};
+    }
+    if (n_seg > 0) {
+      opt->n_segments = n_seg;
+      opt->segments = o->alloc(opt->be, (size_t)n_seg * sizeof *seg);
+      o->to_device(opt->be, opt->segments, seg, (size_t)n_seg * sizeof *seg);
+    }
+    free(seg);
+  }
 }
 
 void dt_optim_step(dt_optim *opt, dt_params *ps, double lr, float grad_scale,
                    const int32_t *skip) {
   dt_backend *be = opt->be;
-  if (skip && be->host_memory && *skip) { /* SHIM until the ops take the flag */
-    opt->steps++;
-    return;
-  }
   DT_CHECK(ps->be == be && ps->n_weights == opt->n);
   const float m = (float)opt->momentum;
   const bool first = opt->steps == 0;
@@ -76,10 +92,27 @@ void dt_optim_step(dt_optim *opt, dt_params *ps, double lr, float grad_scale,
   /* Adam's bias corrections of update t, the same for every tensor. */
   const float bc1 = (float)(1.0 - pow(opt->beta1, (double)t));
   const float bc2_sqrt = (float)sqrt(1.0 - pow(opt->beta2, (double)t));
-  if (opt->decay_mask) { /* SGD, every tensor in one call */
-    be->ops->sgd_update_multi(be, ps->weights, ps->grads, opt->dev[0], opt->decay_mask, opt->n,
-                              (float)lr, m, (float)opt->weight_decay, opt->nesterov, first,
-                              grad_scale);
+  float *vmax = opt->kind == DT_OPTIM_NAME_AMSGRAD ? opt->dev[2] : NULL;
+  if (opt->decay_mask || opt->segments) { /* every tensor in one call */
+    switch (opt->kind) {
+      case DT_OPTIM_NAME_SGD:
+        be->ops->sgd_update_multi(be, ps->weights, ps->grads, opt->dev[0], opt->decay_mask,
+                                  opt->n, (float)lr, m, (float)opt->weight_decay, opt->nesterov,
+                                  first, grad_scale, skip);
+        break;
+      case DT_OPTIM_NAME_LARS:
+        be->ops->lars_update_multi(be, ps->weights, ps->grads, opt->dev[0], opt->segments,
+                                   opt->n_segments, opt->n, lr, m, opt->eps, opt->lars_eta,
+                                   opt->lars_threshold, grad_scale, skip);
+        break;
+      case DT_OPTIM_NAME_ADAM:
+      case DT_OPTIM_NAME_AMSGRAD:
+        be->ops->adam_update_multi(be, ps->weights, ps->grads, opt->dev[0], opt->dev[1], vmax,
+                                   opt->decay_mask, opt->n, (float)lr / bc1, (float)opt->beta1,
+                                   (float)opt->beta2, (float)opt->eps, bc2_sqrt,
+                                   (float)opt->weight_decay, grad_scale, skip);
+        break;
+    }
     opt->steps++;
     return;
   }
@@ -92,18 +125,19 @@ void dt_optim_step(dt_optim *opt, dt_params *ps, double lr, float grad_scale,
     const size_t n = p->count;
     switch (opt->kind) {
       case DT_OPTIM_NAME_SGD:
-        be->ops->sgd_update(be, w, g, s0, n, (float)lr, m, wd, opt->nesterov, first, grad_scale);
+        be->ops->sgd_update(be, w, g, s0, n, (float)lr, m, wd, opt->nesterov, first, grad_scale,
+                            skip);
         break;
       case DT_OPTIM_NAME_LARS:
         be->ops->lars_update(be, w, g, s0, n, lr, m, wd, opt->eps, opt->lars_eta,
-                             opt->lars_threshold, grad_scale);
+                             opt->lars_threshold, grad_scale, skip);
         break;
       case DT_OPTIM_NAME_ADAM:
       case DT_OPTIM_NAME_AMSGRAD: {
-        float *v = opt->dev[1] + p->offset;
-        float *vmax = opt->kind == DT_OPTIM_NAME_AMSGRAD ? opt->dev[2] + p->offset : NULL;
-        be->ops->adam_update(be, w, g, s0, v, vmax, n, (float)lr / bc1, (float)opt->beta1,
-                             (float)opt->beta2, (float)opt->eps, bc2_sqrt, wd, grad_scale);
+        be->ops->adam_update(be, w, g, s0, opt->dev[1] + p->offset,
+                             vmax ? vmax + p->offset : NULL, n, (float)lr / bc1,
+                             (float)opt->beta1, (float)opt->beta2, (float)opt->eps, bc2_sqrt, wd,
+                             grad_scale, skip);
         break;
       }
     }
@@ -111,7 +145,10 @@ void dt_optim_step(dt_optim *opt, dt_params *ps, double lr, float grad_scale,
   opt->steps++;
 }
 
-void dt_optim_unstep(dt_optim *opt) { opt->steps--; }
+void dt_optim_unstep(dt_optim *opt) {
+  DT_CHECK(opt->steps > 0);
+  opt->steps--;
+}
 
 void dt_optim_state_to_host(dt_optim *opt) {
   for (int i = 0; i < opt->state.n_states; i++)
@@ -129,5 +166,6 @@ void dt_optim_free(dt_optim *opt) {
     if (opt->dev[i]) opt->be->ops->free(opt->be, opt->dev[i]);
   }
   if (opt->decay_mask) opt->be->ops->free(opt->be, opt->decay_mask);
+  if (opt->segments) opt->be->ops->free(opt->be, opt->segments);
   memset(opt, 0, sizeof *opt);
 }

@@ -6,8 +6,9 @@
  *   lars     r = |w| / (eps + |g| + wd |w|) (times eta when eta > 0; 1 when |w| < threshold);
  *            buf = m buf + lr r d; w -= buf   (no Nesterov; every tensor is adapted)
  *   adam     PyTorch Adam with bias correction; amsgrad keeps the running maximum of v
- * The arithmetic runs in the backend that owns the arenas (its optimizer-update ops, one call
- * per tensor), and the optimizer state lives there too: host code never touches either. */
+ * The arithmetic runs in the backend that owns the arenas (its optimizer-update ops: one call
+ * for the whole arena where the backend has the _multi op, else one per tensor), and the
+ * optimizer state lives there too: host code never touches either. */
 #ifndef DT_OPTIM_H
 #define DT_OPTIM_H
 
@@ -28,10 +29,14 @@ typedef struct {
   bool nesterov, no_decay_bn_bias;
   dt_backend *be;       /* the backend of the parameter arenas */
   float *dev[4];        /* state arrays in backend memory, laid out like the weight arena */
-  /* SGD with a backend that has sgd_update_multi: per weight-arena element, 1 = decayed,
-   * 2 = not decayed, 0 = padding (backend memory); the update is then one call. NULL: per
-   * tensor. */
+  /* SGD, Adam and AMSGrad with a backend that has sgd_update_multi / adam_update_multi: per
+   * weight-arena element, 1 = decayed, 2 = not decayed, 0 = padding (backend memory); the
+   * update is then one call. NULL: per tensor. */
   uint8_t *decay_mask;
+  /* LARS with a backend that has lars_update_multi: one row per trainable tensor (backend
+   * memory); the update is then one call. NULL: per tensor. */
+  dt_optim_segment *segments;
+  int n_segments;
   size_t n;             /* floats per state array (the weight arena's) */
   /* Host copies of dev[] under their checkpoint names: written by dt_optim_state_to_host,
    * read by dt_optim_state_from_host (checkpoints save and load these). */
@@ -42,13 +47,15 @@ typedef struct {
 /* The parameters must be allocated (dt_params_alloc): the state goes to their backend. */
 void dt_optim_init(dt_optim *opt, const dt_config *cfg, const dt_params *ps);
 /* One update of every trainable tensor with learning rate lr; the gradients are multiplied by
- * grad_scale first (in place). skip: an int32 flag in backend memory (NULL: none); when it is
- * set the update changes nothing, decided on the device without a wait (a step enqueues its
- * update before the host knows whether its gradients were finite). */
+ * grad_scale first (in place). skip: one int32 of backend memory, or NULL (always apply);
+ * when it is set at the time the update runs on the backend, the update changes nothing (not
+ * the weights, gradients or state; backend.h). opt->steps counts the call either way: a
+ * caller that learns later that the flag was set calls dt_optim_unstep. */
 void dt_optim_step(dt_optim *opt, dt_params *ps, double lr, float grad_scale,
                    const int32_t *skip);
-/* The host learned that the last dt_optim_step was skipped (*skip was set): it no longer
- * counts (Adam's next update reuses its bias corrections). */
+/* The last dt_optim_step was skipped by its flag: count it as not taken (opt->steps--), so the
+ * next update is numbered as that one would have been (Adam's bias corrections, SGD's first
+ * step). */
 void dt_optim_unstep(dt_optim *opt);
 /* Copy the backend state into opt->state (before a checkpoint is saved), or back (after one
  * was loaded into opt->state). */

@@ -20,6 +20,11 @@
  * caught. Shapes include odd channel counts and sizes, batch 1, stride 2, 1x1 kernels and
  * groups; data comes from fixed seeds (tu_fill_uniform).
  *
+ * The optimizer updates are checked for their skip flag (a set flag changes nothing, a zero
+ * flag is no flag) and, where the backend has them, the one-call (_multi) updates against the
+ * per-tensor ones bit for bit; their arithmetic is checked by test_optim (against the
+ * formulas) and test_gpu_model (the GPU against the CPU).
+ *
  * Parameter-like arrays (weights, statistics, targets) go through alloc / to_device /
  * to_host as the contract asks, so the same checks can later run on another backend.
  * Failing checks are listed with op, shape and error; DT_TEST_VERBOSE=1 lists every check,
@@ -995,6 +1000,166 @@ static void test_step_ops(void **state) {
   chk_end();
 }
 
+/* ---- optimizer updates: the skip flag, and the one-call (_multi) ops ---- */
+
+/* An arena of OPT_N floats holding four tensors with padding between them (one of a single
+ * element; the second and fourth exempt from weight decay), and the five arrays an update
+ * reads: w, g and three state arrays (Adam's v and vmax non-negative). */
+#define OPT_N 4099
+#define OPT_ARRAYS 5
+static const dt_optim_segment opt_segs[] = {
+    {0, 1000, 5e-3f, 0}, {1003, 1, 0.0f, 0}, {1004, 2500, 5e-3f, 0}, {3520, 579, 0.0f, 0}};
+#define OPT_SEGS ((int)DT_ARRAY_LEN(opt_segs))
+
+typedef enum { OPT_SGD, OPT_LARS, OPT_ADAM, OPT_AMSGRAD, OPT_KINDS } opt_kind;
+static const char *const opt_name[OPT_KINDS] = {"sgd nesterov", "lars", "adam", "amsgrad"};
+
+/* The device arrays of one case and the tables of the _multi ops. */
+typedef struct {
+  float *a[OPT_ARRAYS];
+  uint8_t *mask;          /* sgd_update_multi / adam_update_multi: 1 decayed, 2 not, 0 padding */
+  dt_optim_segment *segs; /* lars_update_multi: opt_segs */
+} opt_arena;
+
+/* Whether the backend has the one-call op of kind. */
+static bool opt_has_multi(dt_backend *be, opt_kind kind) {
+  const dt_backend_ops *o = be->ops;
+  return kind == OPT_SGD    ? o->sgd_update_multi != NULL
+         : kind == OPT_LARS ? o->lars_update_multi != NULL
+                            : o->adam_update_multi != NULL;
+}
+
+/* One update of kind over the arena with gradient scale 0.5: per tensor, or in one call. */
+static void opt_update(dt_backend *be, opt_kind kind, bool multi, const opt_arena *ar,
+                       const int32_t *skip) {
+  const dt_backend_ops *o = be->ops;
+  float *const *a = ar->a;
+  float *vmax = kind == OPT_AMSGRAD ? a[4] : NULL;
+  const float lr = 0.05f, m = 0.9f, wd = 5e-3f, gs = 0.5f;
+  const float step = 1e-3f / 0.19f, b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, bc2 = 0.0447f;
+  const double eta = 0.001, threshold = 1.0; /* the one-element tensor stays under it */
+  if (multi) {
+    switch (kind) {
+      case OPT_SGD:
+        o->sgd_update_multi(be, a[0], a[1], a[2], ar->mask, OPT_N, lr, m, wd, true, false, gs,
+                            skip);
+        break;
+      case OPT_LARS:
+        o->lars_update_multi(be, a[0], a[1], a[2], ar->segs, OPT_SEGS, OPT_N, lr, m, 1e-9, eta,
+                             threshold, gs, skip);
+        break;
+      default:
+        o->adam_update_multi(be, a[0], a[1], a[2], a[3], vmax, ar->mask, OPT_N, step, b1, b2,
+                             eps, bc2, wd, gs, skip);
+        break;
+    }
+    return;
+  }
+  for (int i = 0; i < OPT_SEGS; i++) {
+    const size_t at = opt_segs[i].offset, n = opt_segs[i].count;
+    const float w = opt_segs[i].wd;
+    switch (kind) {
+      case OPT_SGD:
+        o->sgd_update(be, a[0] + at, a[1] + at, a[2] + at, n, lr, m, w, true, false, gs, skip);
+        break;
+      case OPT_LARS:
+        o->lars_update(be, a[0] + at, a[1] + at, a[2] + at, n, lr, m, w, 1e-9, eta, threshold,
+                       gs, skip);
+        break;
+      default:
+        o->adam_update(be, a[0] + at, a[1] + at, a[2] + at, a[3] + at, vmax ? vmax + at : NULL,
+                       n, step, b1, b2, eps, bc2, w, gs, skip);
+        break;
+    }
+  }
+}
+
+/* The five arrays after an update from `in` (host), with the flag: none (NULL) or an int32
+ * of backend memory holding `flag`. */
+static void opt_case(dt_backend *be, opt_kind kind, bool multi, const opt_arena *ar,
+                     float *const in[OPT_ARRAYS], const int32_t *flag, float *out[OPT_ARRAYS]) {
+  const size_t bytes = OPT_N * sizeof(float);
+  for (int j = 0; j < OPT_ARRAYS; j++) be->ops->to_device(be, ar->a[j], in[j], bytes);
+  int32_t *fd = flag ? dev_put(be, flag, sizeof *flag) : NULL;
+  opt_update(be, kind, multi, ar, fd);
+  for (int j = 0; j < OPT_ARRAYS; j++) be->ops->to_host(be, out[j], ar->a[j], bytes);
+  if (fd) be->ops->free(be, fd);
+}
+
+/* Every optimizer update, per tensor and (where the backend has them) in one call: a set
+ * skip flag (1, or any other non-zero value) leaves w, g and every state array byte-identical
+ * (g is not even scaled); a zero flag gives the bytes of no flag (NULL); the update without a
+ * flag changes w and g, or the comparisons would prove little. The one-call ops give the bits
+ * of the per-tensor ops, padding left alone. */
+static void test_optim_skip(void **state) {
+  dt_backend *be = *state;
+  chk_begin();
+  char what[160];
+  const size_t bytes = OPT_N * sizeof(float);
+  static const char *const array_name[OPT_ARRAYS] = {"w", "g", "state0", "state1", "state2"};
+  opt_arena ar;
+  float *in[OPT_ARRAYS], *ref[OPT_ARRAYS], *got[OPT_ARRAYS], *per[OPT_ARRAYS];
+  for (int j = 0; j < OPT_ARRAYS; j++) {
+    ar.a[j] = be->ops->alloc(be, bytes);
+    in[j] = dt_xcalloc(OPT_N, sizeof(float));
+    ref[j] = dt_xcalloc(OPT_N, sizeof(float));
+    got[j] = dt_xcalloc(OPT_N, sizeof(float));
+    per[j] = dt_xcalloc(OPT_N, sizeof(float));
+    tu_fill_uniform(in[j], OPT_N, 9500 + (uint64_t)j, j >= 3 ? 0.0f : -1.0f, 1.0f);
+  }
+  uint8_t mask[OPT_N] = {0};
+  for (int i = 0; i < OPT_SEGS; i++)
+    memset(mask + opt_segs[i].offset, opt_segs[i].wd != 0 ? 1 : 2, opt_segs[i].count);
+  ar.mask = dev_put(be, mask, sizeof mask);
+  ar.segs = dev_put(be, opt_segs, sizeof opt_segs);
+  static const int32_t zero = 0, set[] = {1, -1, 7};
+  int multis = 0;
+  for (int k = 0; k < OPT_KINDS; k++)
+    for (int multi = 0; multi < 2; multi++) {
+      if (multi && !opt_has_multi(be, (opt_kind)k)) continue;
+      multis += multi;
+      const char *how = multi ? "in one call" : "per tensor";
+      opt_case(be, (opt_kind)k, multi, &ar, in, NULL, ref);
+      for (int j = 0; j < 2; j++) {
+        g_chk.checks++;
+        if (memcmp(ref[j], in[j], bytes) == 0) {
+          g_chk.failures++;
+          print_message("  FAIL %s %s: the update left %s unchanged\n", opt_name[k], how,
+                        array_name[j]);
+        }
+      }
+      if (multi) /* against the per tensor update of the same arena */
+        for (int j = 0; j < OPT_ARRAYS; j++) {
+          snprintf(what, sizeof what, "%s in one call = per tensor: %s", opt_name[k],
+                   array_name[j]);
+          chk_exact(what, ref[j], per[j], bytes);
+        }
+      else
+        for (int j = 0; j < OPT_ARRAYS; j++) memcpy(per[j], ref[j], bytes);
+      opt_case(be, (opt_kind)k, multi, &ar, in, &zero, got);
+      for (int j = 0; j < OPT_ARRAYS; j++) {
+        snprintf(what, sizeof what, "%s %s, skip flag 0 = no flag: %s", opt_name[k], how,
+                 array_name[j]);
+        chk_exact(what, got[j], ref[j], bytes);
+      }
+      for (size_t f = 0; f < DT_ARRAY_LEN(set); f++) {
+        opt_case(be, (opt_kind)k, multi, &ar, in, &set[f], got);
+        for (int j = 0; j < OPT_ARRAYS; j++) {
+          snprintf(what, sizeof what, "%s %s, skip flag %d: %s untouched", opt_name[k], how,
+                   set[f], array_name[j]);
+          chk_exact(what, got[j], in[j], bytes);
+        }
+      }
+    }
+  print_message("  optimizer updates: %d one-call ops of this backend checked\n", multis);
+  for (int j = 0; j < OPT_ARRAYS; j++) {
+    be->ops->free(be, ar.a[j]);
+    free(in[j]), free(ref[j]), free(got[j]), free(per[j]);
+  }
+  be->ops->free(be, ar.mask), be->ops->free(be, ar.segs);
+  chk_end();
+}
+
 /* ---- a residual block, forward and backward, in the layouts the ops choose ---- */
 
 /* Move a tensor's values into a tensor of another layout through the host. */
@@ -1714,6 +1879,7 @@ int main(void) {
       cmocka_unit_test(test_concat_pad), cmocka_unit_test(test_dropout_sigmoid),                 \
       cmocka_unit_test(test_scale_shake), cmocka_unit_test(test_shift_bias)
   const struct CMUnitTest tests[] = {OP_TESTS, cmocka_unit_test(test_step_ops),
+                                      cmocka_unit_test(test_optim_skip),
                                       cmocka_unit_test(test_act_layouts)};
   const struct CMUnitTest tests16[] = {OP_TESTS};
 #undef OP_TESTS

@@ -1,5 +1,6 @@
-/* test_optim.c: SGD (momentum, Nesterov, coupled weight decay, no-decay groups) against the
- * formulas of docs/reference-experiments.md "Optimizers" evaluated in double, and the schedules of
+/* test_optim.c: SGD (momentum, Nesterov, coupled weight decay, no-decay groups), LARS and Adam
+ * against the formulas of docs/reference-experiments.md "Optimizers" evaluated in double, the
+ * skip flag of dt_optim_step and dt_optim_unstep, and the schedules of
  * docs/reference-experiments.md "Schedules" at known points. */
 #include <math.h>
 #include <setjmp.h>
@@ -222,6 +223,93 @@ static void test_adam(void **st) {
   }
 }
 
+/* ---- the skip flag of dt_optim_step, and dt_optim_unstep ---- */
+
+static const char *const optim_names[] = {"sgd", "lars", "adam", "amsgrad"};
+
+/* w, g and every state array of c and o, one after the other (host copies). */
+static float *optim_snapshot(optim_case *c, const dt_optim *o, size_t *bytes) {
+  const size_t n = c->ps.n_weights, nb = n * sizeof(float);
+  *bytes = (2 + (size_t)o->state.n_states) * nb;
+  float *out = dt_xcalloc(2 + (size_t)o->state.n_states, nb);
+  c->be->ops->to_host(c->be, out, c->ps.weights, nb);
+  c->be->ops->to_host(c->be, out + n, c->ps.grads, nb);
+  for (int i = 0; i < o->state.n_states; i++)
+    c->be->ops->to_host(c->be, out + (2 + (size_t)i) * n, o->dev[i], nb);
+  return out;
+}
+
+/* The gradients of step s (the same for every case). */
+static void optim_grads(optim_case *c, int s) {
+  float *g = dt_xcalloc(c->ps.n_weights, sizeof(float));
+  tu_fill_uniform(g, c->ps.n_weights, 300 + (uint64_t)s, -1, 1);
+  c->be->ops->to_device(c->be, c->ps.grads, g, c->ps.n_weights * sizeof(float));
+  free(g);
+}
+
+/* An int32 of backend memory holding v. */
+static int32_t *optim_flag(dt_backend *be, int32_t v) {
+  int32_t *f = be->ops->alloc(be, sizeof v);
+  be->ops->to_device(be, f, &v, sizeof v);
+  return f;
+}
+
+/* For every optimizer, after 0 and after 2 real updates (gradient scale 0.5, so an update
+ * also rewrites g): an update with its skip flag set leaves the weights, the gradients and
+ * every state array byte-identical, and counts the call (opt->steps); a zero flag gives the
+ * bytes of no flag; a skipped update, dt_optim_unstep, then a real one gives the bytes of one
+ * real update from the same state (Adam's bias corrections use the same t). */
+static void test_skip_unstep(void **st) {
+  (void)st;
+  for (size_t k = 0; k < DT_ARRAY_LEN(optim_names); k++)
+    for (int before = 0; before <= 2; before += 2) {
+      optim_case c[3];
+      dt_optim o[3];
+      for (int i = 0; i < 3; i++) {
+        case_init(&c[i], optim_names[k]);
+        dt_optim_init(&o[i], &c[i].cfg, &c[i].ps);
+        for (int s = 0; s < before; s++) {
+          optim_grads(&c[i], s);
+          dt_optim_step(&o[i], &c[i].ps, 0.05, 0.5f, NULL);
+        }
+        optim_grads(&c[i], before);
+      }
+      int32_t *one = optim_flag(c[0].be, 1), *zero = optim_flag(c[1].be, 0);
+      size_t bytes;
+      /* c[0]: skipped; it must not have changed */
+      float *held = optim_snapshot(&c[0], &o[0], &bytes);
+      dt_optim_step(&o[0], &c[0].ps, 0.05, 0.5f, one);
+      assert_int_equal(o[0].steps, before + 1);
+      float *after = optim_snapshot(&c[0], &o[0], &bytes);
+      if (memcmp(held, after, bytes) != 0)
+        fail_msg("%s after %d steps: a skipped update changed the weights, gradients or state",
+                 optim_names[k], before);
+      /* ...then unstep and a real update; c[1]: a zero flag; c[2]: no flag */
+      dt_optim_unstep(&o[0]);
+      assert_int_equal(o[0].steps, before);
+      dt_optim_step(&o[0], &c[0].ps, 0.05, 0.5f, NULL);
+      dt_optim_step(&o[1], &c[1].ps, 0.05, 0.5f, zero);
+      dt_optim_step(&o[2], &c[2].ps, 0.05, 0.5f, NULL);
+      float *got[3];
+      for (int i = 0; i < 3; i++) got[i] = optim_snapshot(&c[i], &o[i], &bytes);
+      if (memcmp(got[2], held, bytes) == 0)
+        fail_msg("%s: the real update changed nothing", optim_names[k]);
+      if (memcmp(got[1], got[2], bytes) != 0)
+        fail_msg("%s after %d steps: a zero skip flag differs from none", optim_names[k], before);
+      if (memcmp(got[0], got[2], bytes) != 0)
+        fail_msg("%s after %d steps: skipped, unstep, update differs from one update",
+                 optim_names[k], before);
+      assert_int_equal(o[0].steps, o[2].steps);
+      for (int i = 0; i < 3; i++) free(got[i]);
+      free(held), free(after);
+      c[0].be->ops->free(c[0].be, one), c[1].be->ops->free(c[1].be, zero);
+      for (int i = 0; i < 3; i++) {
+        dt_optim_free(&o[i]);
+        case_free(&c[i]);
+      }
+    }
+}
+
 static void test_more_schedules(void **s) {
   (void)s;
   dt_config cfg;
@@ -269,6 +357,7 @@ int main(void) {
       cmocka_unit_test(test_schedules),
       cmocka_unit_test(test_lars),
       cmocka_unit_test(test_adam),
+      cmocka_unit_test(test_skip_unstep),
       cmocka_unit_test(test_more_schedules),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -327,13 +327,14 @@ void dt_cpu_bias_backward(dt_op *op, const dt_tensor *dy, float *db);
 
 /* ---- optimizer updates (cpu_optim.c) ---- */
 void dt_cpu_sgd_update(dt_backend *be, float *w, float *g, float *buf, size_t n, float lr,
-                       float momentum, float wd, bool nesterov, bool first, float grad_scale);
+                       float momentum, float wd, bool nesterov, bool first, float grad_scale,
+                       const int32_t *skip);
 void dt_cpu_lars_update(dt_backend *be, float *w, float *g, float *buf, size_t n, double lr,
                         float momentum, float wd, double eps, double eta, double threshold,
-                        float grad_scale);
+                        float grad_scale, const int32_t *skip);
 void dt_cpu_adam_update(dt_backend *be, float *w, float *g, float *m, float *v, float *vmax,
                         size_t n, float step, float beta1, float beta2, float eps, float bc2_sqrt,
-                        float wd, float grad_scale);
+                        float wd, float grad_scale, const int32_t *skip);
 bool dt_cpu_all_finite(dt_backend *be, const float *x, size_t n);
 
 /* ---- the step's bookkeeping (cpu_step.c) ---- */

@@ -1,7 +1,9 @@
 /* cpu_optim.c: the optimizer updates of the CPU backend (backend.h, "optimizer updates"), one
  * trainable tensor per call, on host memory. These loops are the reference arithmetic of
  * docs/reference-experiments.md "Optimizers" that other backends reproduce: float throughout,
- * weight decay coupled as d = g + wd w, and the LARS norms summed sequentially in double. */
+ * weight decay coupled as d = g + wd w, and the LARS norms summed sequentially in double.
+ * A set skip flag (host-addressable backend memory here) returns before anything is
+ * touched. */
 #include <math.h>
 
 #include "cpu/cpu_internal.h"
@@ -13,8 +15,10 @@ static void scale_grad(float *restrict g, size_t n, float grad_scale) {
 }
 
 void dt_cpu_sgd_update(dt_backend *be, float *w_, float *g_, float *buf, size_t n, float lr,
-                       float momentum, float wd, bool nesterov, bool first, float grad_scale) {
+                       float momentum, float wd, bool nesterov, bool first, float grad_scale,
+                       const int32_t *skip) {
   (void)be;
+  if (skip && *skip) return;
   float *restrict w = w_, *restrict g = g_, *restrict s0 = buf;
   const float m = momentum;
   scale_grad(g, n, grad_scale);
@@ -34,8 +38,9 @@ static double norm2(const float *x, size_t n) {
 
 void dt_cpu_lars_update(dt_backend *be, float *w_, float *g_, float *buf, size_t n, double lr,
                         float momentum, float wd, double eps, double eta, double threshold,
-                        float grad_scale) {
+                        float grad_scale, const int32_t *skip) {
   (void)be;
+  if (skip && *skip) return;
   float *restrict w = w_, *restrict g = g_, *restrict s0 = buf;
   const float m = momentum;
   scale_grad(g, n, grad_scale);
@@ -53,8 +58,9 @@ void dt_cpu_lars_update(dt_backend *be, float *w_, float *g_, float *buf, size_t
 
 void dt_cpu_adam_update(dt_backend *be, float *w_, float *g_, float *m_, float *v_, float *vmax_,
                         size_t n, float step, float beta1, float beta2, float eps, float bc2_sqrt,
-                        float wd, float grad_scale) {
+                        float wd, float grad_scale, const int32_t *skip) {
   (void)be;
+  if (skip && *skip) return;
   float *restrict w = w_, *restrict g = g_, *restrict s0 = m_, *restrict v = v_;
   float *restrict vmax = vmax_;
   const float b1 = beta1, b2 = beta2;

@@ -279,44 +279,74 @@ static void cuda_xent(dt_backend *bep, const dt_tensor *logits, const float *tar
 }
 
 /* ---- optimizer updates ---- */
+/* The skip flag (backend.h) goes to the kernels, which read it on the device. */
 
 static void cuda_sgd_update(dt_backend *bep, float *w, float *g, float *buf, size_t n, float lr,
                             float momentum, float wd, bool nesterov, bool first,
-                            float grad_scale) {
+                            float grad_scale, const int32_t *skip) {
   dt_cuda_backend *be = dt_cuda_be(bep);
   be->weights_gen++;
   DT_CUDA_CHECK(dt_k_sgd_update(w, g, buf, n, lr, momentum, wd, nesterov, first, grad_scale,
-                                be->stream));
+                                skip, be->stream));
   dt_cuda_op_done(be, false);
 }
 
 static void cuda_sgd_update_multi(dt_backend *bep, float *w, float *g, float *buf,
                                   const uint8_t *mask, size_t n, float lr, float momentum,
-                                  float wd, bool nesterov, bool first, float grad_scale) {
+                                  float wd, bool nesterov, bool first, float grad_scale,
+                                  const int32_t *skip) {
   dt_cuda_backend *be = dt_cuda_be(bep);
   be->weights_gen++;
   DT_CUDA_CHECK(dt_k_sgd_update_multi(w, g, buf, mask, n, lr, momentum, wd, nesterov, first,
-                                      grad_scale, be->stream));
+                                      grad_scale, skip, be->stream));
   dt_cuda_op_done(be, false);
 }
 
 static void cuda_lars_update(dt_backend *bep, float *w, float *g, float *buf, size_t n,
                              double lr, float momentum, float wd, double eps, double eta,
-                             double threshold, float grad_scale) {
+                             double threshold, float grad_scale, const int32_t *skip) {
   dt_cuda_backend *be = dt_cuda_be(bep);
   be->weights_gen++;
   DT_CUDA_CHECK(dt_k_lars_update(w, g, buf, n, lr, momentum, wd, eps, eta, threshold,
-                                 grad_scale, be->lars_scratch, be->stream));
+                                 grad_scale, be->lars_scratch, skip, be->stream));
+  dt_cuda_op_done(be, false);
+}
+
+/* The per-tensor norms and trust ratios go to a scratch buffer grown to the largest table
+ * seen (the optimizer's, allocated at its first update). */
+static void cuda_lars_update_multi(dt_backend *bep, float *w, float *g, float *buf,
+                                   const dt_optim_segment *seg, int n_seg, size_t n, double lr,
+                                   float momentum, double eps, double eta, double threshold,
+                                   float grad_scale, const int32_t *skip) {
+  dt_cuda_backend *be = dt_cuda_be(bep);
+  DT_CHECK(n_seg >= 0);
+  dt_cuda_buffer_reserve(be, &be->lars_multi_scratch, &be->lars_multi_bytes,
+                         dt_k_lars_multi_scratch_bytes(n_seg));
+  be->weights_gen++;
+  DT_CUDA_CHECK(dt_k_lars_update_multi(w, g, buf, seg, n_seg, n, lr, momentum, eps, eta,
+                                       threshold, grad_scale, be->lars_multi_scratch, skip,
+                                       be->stream));
   dt_cuda_op_done(be, false);
 }
 
 static void cuda_adam_update(dt_backend *bep, float *w, float *g, float *m, float *v, float *vmax,
                              size_t n, float step, float beta1, float beta2, float eps,
-                             float bc2_sqrt, float wd, float grad_scale) {
+                             float bc2_sqrt, float wd, float grad_scale, const int32_t *skip) {
   dt_cuda_backend *be = dt_cuda_be(bep);
   be->weights_gen++;
   DT_CUDA_CHECK(dt_k_adam_update(w, g, m, v, vmax, n, step, beta1, beta2, eps, bc2_sqrt, wd,
-                                 grad_scale, be->stream));
+                                 grad_scale, skip, be->stream));
+  dt_cuda_op_done(be, false);
+}
+
+static void cuda_adam_update_multi(dt_backend *bep, float *w, float *g, float *m, float *v,
+                                   float *vmax, const uint8_t *mask, size_t n, float step,
+                                   float beta1, float beta2, float eps, float bc2_sqrt, float wd,
+                                   float grad_scale, const int32_t *skip) {
+  dt_cuda_backend *be = dt_cuda_be(bep);
+  be->weights_gen++;
+  DT_CUDA_CHECK(dt_k_adam_update_multi(w, g, m, v, vmax, mask, n, step, beta1, beta2, eps,
+                                       bc2_sqrt, wd, grad_scale, skip, be->stream));
   dt_cuda_op_done(be, false);
 }
 
@@ -382,6 +412,7 @@ static void cuda_destroy(dt_backend *bep) {
   dt_cuda_free(be->workspace);
   dt_cuda_free(be->staging);
   dt_cuda_free(be->lars_scratch);
+  dt_cuda_free(be->lars_multi_scratch);
   DT_CUDA_CHECK(cudaStreamSynchronize(be->copy_stream));
   for (int i = 0; i < 2; i++) {
     dt_cuda_free(be->prefetch[i].dev);
@@ -505,7 +536,9 @@ static const dt_backend_ops cuda_ops = {
     .sgd_update = cuda_sgd_update,
     .sgd_update_multi = cuda_sgd_update_multi,
     .lars_update = cuda_lars_update,
+    .lars_update_multi = cuda_lars_update_multi,
     .adam_update = cuda_adam_update,
+    .adam_update_multi = cuda_adam_update_multi,
     .copy = dt_cuda_copy,
     .axpy = dt_cuda_axpy,
     .flag_nonfinite = dt_cuda_flag_nonfinite,

@@ -114,6 +114,8 @@ typedef struct {
   float *staging;             /* upload / download staging (device) */
   size_t staging_bytes;
   void *lars_scratch;         /* the LARS norms and trust ratio (device) */
+  void *lars_multi_scratch;   /* the same for every tensor of lars_update_multi (device) */
+  size_t lars_multi_bytes;
   cudaStream_t copy_stream;   /* prefetches of input batches, beside the compute stream */
   dt_cuda_prefetch prefetch[2];
   int prefetch_next;          /* the slot the next prefetch takes */

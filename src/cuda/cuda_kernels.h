@@ -16,6 +16,7 @@
 #include <cuda_runtime_api.h>
 
 #include "cuda/cuda_dtype.h"
+#include "optim_segment.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -154,21 +155,35 @@ cudaError_t dt_k_bias_backward(const void *dy, double *partial, float *db, int n
 
 /* ---- optimizer updates and the non-finite check (kernels/optim.cu) ---- */
 /* The updates of backend.h on one tensor of n floats, g scaled in place first when
- * grad_scale != 1; LARS needs dt_k_lars_scratch_bytes() of device scratch. */
+ * grad_scale != 1, nothing done when the device flag *skip is set (skip NULL: never); LARS
+ * needs dt_k_lars_scratch_bytes() of device scratch. */
 cudaError_t dt_k_sgd_update(float *w, float *g, float *buf, size_t n, float lr, float momentum,
                             float wd, bool nesterov, bool first, float grad_scale,
-                            cudaStream_t stream);
+                            const int32_t *skip, cudaStream_t stream);
 /* dt_k_sgd_update on every tensor of an arena at once (backend.h sgd_update_multi). */
 cudaError_t dt_k_sgd_update_multi(float *w, float *g, float *buf, const uint8_t *mask, size_t n,
                                   float lr, float momentum, float wd, bool nesterov, bool first,
-                                  float grad_scale, cudaStream_t stream);
+                                  float grad_scale, const int32_t *skip, cudaStream_t stream);
 size_t dt_k_lars_scratch_bytes(void);
 cudaError_t dt_k_lars_update(float *w, float *g, float *buf, size_t n, double lr, float momentum,
                              float wd, double eps, double eta, double threshold, float grad_scale,
-                             void *scratch, cudaStream_t stream);
+                             void *scratch, const int32_t *skip, cudaStream_t stream);
+/* dt_k_lars_update on the n_seg tensors of seg (device memory) at once (backend.h
+ * lars_update_multi): three launches; scratch: dt_k_lars_multi_scratch_bytes(n_seg). */
+size_t dt_k_lars_multi_scratch_bytes(int n_seg);
+cudaError_t dt_k_lars_update_multi(float *w, float *g, float *buf, const dt_optim_segment *seg,
+                                   int n_seg, size_t n, double lr, float momentum, double eps,
+                                   double eta, double threshold, float grad_scale, void *scratch,
+                                   const int32_t *skip, cudaStream_t stream);
 cudaError_t dt_k_adam_update(float *w, float *g, float *m, float *v, float *vmax, size_t n,
                              float step, float beta1, float beta2, float eps, float bc2_sqrt,
-                             float wd, float grad_scale, cudaStream_t stream);
+                             float wd, float grad_scale, const int32_t *skip,
+                             cudaStream_t stream);
+/* dt_k_adam_update on every tensor of an arena at once (backend.h adam_update_multi). */
+cudaError_t dt_k_adam_update_multi(float *w, float *g, float *m, float *v, float *vmax,
+                                   const uint8_t *mask, size_t n, float step, float beta1,
+                                   float beta2, float eps, float bc2_sqrt, float wd,
+                                   float grad_scale, const int32_t *skip, cudaStream_t stream);
 /* *flag = 1 when some of the n floats at x is NaN or infinite (the caller zeroes *flag). */
 cudaError_t dt_k_nonfinite(const float *x, size_t n, int *flag, cudaStream_t stream);
 

@@ -179,7 +179,7 @@ static int weight_copy_case(dt_backend *be, const char *name) {
     /* round 0: fresh weights; 1: after an SGD update (lr 0.5: the weights move by ~0.5);
      * 2: after to_device of new weights, backward-data first */
     if (round == 1)
-      be->ops->sgd_update(be, w, g, buf, nw, 0.5f, 0.0f, 0.0f, false, true, 1.0f);
+      be->ops->sgd_update(be, w, g, buf, nw, 0.5f, 0.0f, 0.0f, false, true, 1.0f, NULL);
     if (round == 2) {
       float *w2 = rand_floats(nw, 5, -0.3f, 0.3f);
       be->ops->to_device(be, w, w2, nw * sizeof(float));
@@ -226,7 +226,7 @@ static int weight_copy_case(dt_backend *be, const char *name) {
   const double zero_b[5] = {0};
   for (int round = 0; round < 3; round++) {
     if (round == 1)
-      be->ops->sgd_update(be, lw, lg, lbuf, nl, 0.5f, 0.0f, 0.0f, false, true, 1.0f);
+      be->ops->sgd_update(be, lw, lg, lbuf, nl, 0.5f, 0.0f, 0.0f, false, true, 1.0f, NULL);
     if (round == 2) {
       float *w2 = rand_floats(nl, 10, -0.5f, 0.5f);
       be->ops->to_device(be, lw, w2, nl * sizeof(float));

@@ -420,16 +420,16 @@ static void run_update(dt_backend *be, const upd_case *c, float *a[UPD_ARRAYS]) 
     case UPD_SGD:
     case UPD_SGD_NESTEROV:
       o->sgd_update(be, a[0], a[1], a[2], UPD_N, 0.05f, 0.9f, c->wd, c->kind == UPD_SGD_NESTEROV,
-                    c->first, c->grad_scale);
+                    c->first, c->grad_scale, NULL);
       break;
     case UPD_LARS:
       o->lars_update(be, a[0], a[1], a[2], UPD_N, 0.3, 0.9f, c->wd, 1e-9, c->eta, c->threshold,
-                     c->grad_scale);
+                     c->grad_scale, NULL);
       break;
     case UPD_ADAM:
     case UPD_AMSGRAD:
       o->adam_update(be, a[0], a[1], a[2], a[3], c->kind == UPD_AMSGRAD ? a[4] : NULL, UPD_N,
-                     1e-3f / 0.19f, 0.9f, 0.999f, 1e-8f, 0.0447f, c->wd, c->grad_scale);
+                     1e-3f / 0.19f, 0.9f, 0.999f, 1e-8f, 0.0447f, c->wd, c->grad_scale, NULL);
       break;
   }
 }
@@ -589,54 +589,83 @@ static int conv_want_nchw_child(void) {
   return 0;
 }
 
-/* SGD in one launch over the weight arena (sgd_update_multi with dt_optim's decay mask) gives
- * the bits of the update tensor by tensor: weights, momentum and the scaled gradients, over
- * three steps (the first one too), with Nesterov, a gradient scale and batch-norm and bias
- * tensors exempt from weight decay; the padding between tensors is left alone. */
-static void test_sgd_multi_tensor(void **state) {
+/* Each optimizer in one call over the weight arena (sgd_update_multi, adam_update_multi with
+ * dt_optim's decay mask, lars_update_multi with its segment table: one, one and three
+ * launches) gives the bits of the update tensor by tensor: weights, every state array and the
+ * scaled gradients, over three steps (the first one too), with Nesterov, a gradient scale and
+ * batch-norm and bias tensors exempt from weight decay; the padding between tensors is left
+ * alone. A fourth update with its skip flag set changes nothing on either path. */
+static void test_multi_tensor(void **state) {
   dt_backend **be = *state, *g = be[1];
-  assert_non_null(g->ops->sgd_update_multi);
-  dt_config cfg = g_cfg; /* a shallow copy: only flags change, nothing is freed */
-  cfg.optim_no_decay_bn_bias = true;
-  cfg.optim_nesterov = true;
-  dt_model *m = dt_model_create(&cfg, g, CHANNELS, SIZE, SIZE, CLASSES);
-  assert_non_null(m);
-  dt_params *ps = &m->params;
-  dt_optim multi, per;
-  dt_optim_init(&multi, &cfg, ps);
-  dt_optim_init(&per, &cfg, ps);
-  assert_non_null(multi.decay_mask);
-  g->ops->free(g, per.decay_mask);
-  per.decay_mask = NULL; /* tensor by tensor */
-  const size_t n = ps->n_weights, bytes = n * sizeof(float);
-  float *w = malloc(bytes), *gr = malloc(bytes), *out[2][3];
-  for (int k = 0; k < 2; k++)
-    for (int j = 0; j < 3; j++) out[k][j] = malloc(bytes);
-  g->ops->to_host(g, w, ps->weights, bytes);
-  for (int s = 0; s < 3; s++) {
-    tu_fill_uniform(gr, n, 4000 + (uint64_t)s, -1, 1); /* the padding too */
-    dt_optim *o[2] = {&multi, &per};
-    for (int k = 0; k < 2; k++) {
-      g->ops->to_device(g, ps->weights, w, bytes);
-      g->ops->to_device(g, ps->grads, gr, bytes);
-      dt_optim_step(o[k], ps, 0.05, 0.5f, NULL);
-      g->ops->to_host(g, out[k][0], ps->weights, bytes);
-      g->ops->to_host(g, out[k][1], ps->grads, bytes);
-      g->ops->to_host(g, out[k][2], o[k]->dev[0], bytes);
+  static const char *const names[] = {"sgd", "adam", "amsgrad", "lars"};
+  for (size_t kn = 0; kn < DT_ARRAY_LEN(names); kn++) {
+    dt_config cfg = g_cfg; /* a shallow copy: only flags change, nothing is freed */
+    cfg.optim_name = dt_config_choice_parse("optim", "name", names[kn]);
+    assert_true((int)cfg.optim_name >= 0);
+    cfg.optim_no_decay_bn_bias = true;
+    cfg.optim_nesterov = cfg.optim_name == DT_OPTIM_NAME_SGD;
+    dt_model *m = dt_model_create(&cfg, g, CHANNELS, SIZE, SIZE, CLASSES);
+    assert_non_null(m);
+    dt_params *ps = &m->params;
+    dt_optim multi, per;
+    dt_optim_init(&multi, &cfg, ps);
+    dt_optim_init(&per, &cfg, ps);
+    if (cfg.optim_name == DT_OPTIM_NAME_LARS) {
+      assert_non_null(multi.segments);
+      g->ops->free(g, per.segments);
+      per.segments = NULL; /* tensor by tensor */
+    } else {
+      assert_non_null(multi.decay_mask);
+      g->ops->free(g, per.decay_mask);
+      per.decay_mask = NULL;
     }
-    for (int j = 0; j < 3; j++)
-      if (memcmp(out[0][j], out[1][j], bytes) != 0)
-        fail_msg("step %d: %s differ between one launch and tensor by tensor", s,
-                 j == 0 ? "weights" : j == 1 ? "scaled gradients" : "momentum");
-    memcpy(w, out[0][0], bytes);
+    const int arrays = 2 + multi.state.n_states;
+    const size_t n = ps->n_weights, bytes = n * sizeof(float);
+    float *w = malloc(bytes), *gr = malloc(bytes), *out[2][5], *st[5];
+    for (int k = 0; k < 2; k++)
+      for (int j = 0; j < arrays; j++) out[k][j] = malloc(bytes);
+    for (int j = 0; j < 3; j++) st[j] = calloc(n, sizeof(float)); /* state, zero at first */
+    const int32_t one = 1;
+    int32_t *skip = g->ops->alloc(g, sizeof one);
+    g->ops->to_device(g, skip, &one, sizeof one);
+    g->ops->to_host(g, w, ps->weights, bytes);
+    for (int s = 0; s < 4; s++) {
+      tu_fill_uniform(gr, n, 4000 + (uint64_t)s, -1, 1); /* the padding too */
+      dt_optim *o[2] = {&multi, &per};
+      for (int k = 0; k < 2; k++) {
+        g->ops->to_device(g, ps->weights, w, bytes);
+        g->ops->to_device(g, ps->grads, gr, bytes);
+        for (int j = 0; j < arrays - 2; j++) g->ops->to_device(g, o[k]->dev[j], st[j], bytes);
+        dt_optim_step(o[k], ps, 0.05, 0.5f, s == 3 ? skip : NULL);
+        g->ops->to_host(g, out[k][0], ps->weights, bytes);
+        g->ops->to_host(g, out[k][1], ps->grads, bytes);
+        for (int j = 2; j < arrays; j++) g->ops->to_host(g, out[k][j], o[k]->dev[j - 2], bytes);
+      }
+      for (int j = 0; j < arrays; j++)
+        if (memcmp(out[0][j], out[1][j], bytes) != 0)
+          fail_msg("%s step %d: %s differ between one call and tensor by tensor", names[kn], s,
+                   j == 0 ? "weights" : j == 1 ? "scaled gradients" : "state arrays");
+      if (s == 3) { /* skipped: everything as it was */
+        const float *was[5] = {w, gr, st[0], st[1], st[2]};
+        for (int j = 0; j < arrays; j++)
+          if (memcmp(out[0][j], was[j], bytes) != 0)
+            fail_msg("%s: a skipped update changed array %d", names[kn], j);
+      } else if (memcmp(out[0][0], w, bytes) == 0) {
+        fail_msg("%s step %d: the update left the weights unchanged", names[kn], s);
+      }
+      memcpy(w, out[0][0], bytes);
+      for (int j = 2; j < arrays; j++) memcpy(st[j - 2], out[0][j], bytes);
+    }
+    for (int k = 0; k < 2; k++)
+      for (int j = 0; j < arrays; j++) free(out[k][j]);
+    for (int j = 0; j < 3; j++) free(st[j]);
+    free(w);
+    free(gr);
+    g->ops->free(g, skip);
+    dt_optim_free(&multi);
+    dt_optim_free(&per);
+    dt_model_free(m);
   }
-  for (int k = 0; k < 2; k++)
-    for (int j = 0; j < 3; j++) free(out[k][j]);
-  free(w);
-  free(gr);
-  dt_optim_free(&multi);
-  dt_optim_free(&per);
-  dt_model_free(m);
 }
 
 static void test_optim_ops(void **state) {
@@ -819,7 +848,7 @@ int main(void) {
       cmocka_unit_test(test_one_step),
       cmocka_unit_test(test_golden_steps),
       cmocka_unit_test(test_optim_ops),
-      cmocka_unit_test(test_sgd_multi_tensor),
+      cmocka_unit_test(test_multi_tensor),
       cmocka_unit_test(test_prefetch),
       cmocka_unit_test(test_prefetch_forget_waits),
       cmocka_unit_test(test_conv_requested_layout),
