@@ -38,6 +38,23 @@ __global__ static void k_sgd(float *w, const float *g, float *buf, size_t n, flo
   }
 }
 
+// Element j of a masked arena (the _multi kernels): false for padding (mask 0); else its
+// gradient, scaled in place first when scale != 1, and its weight decay (wd where mask 1, none
+// where 2).
+__device__ static inline bool arena_grad(float *g, const uint8_t *mask, size_t j, float scale,
+                                         float wd, float *gj, float *wdj) {
+  const uint8_t k = mask[j];
+  if (k == 0) return false;
+  float v = g[j];
+  if (scale != 1.0f) {
+    v = __fmul_rn(v, scale);
+    g[j] = v;
+  }
+  *gj = v;
+  *wdj = k == 1 ? wd : 0.0f;
+  return true;
+}
+
 // k_sgd over a whole arena in one launch: element j is updated like k_sgd with weight decay
 // wd where mask[j] == 1, none where mask[j] == 2, and left alone where mask[j] == 0 (the
 // padding between tensors); g is scaled in place first when scale != 1, as k_scale does.
@@ -46,14 +63,9 @@ __global__ static void k_sgd_multi(float *w, float *g, float *buf, const uint8_t
                                    float scale, const int32_t *skip) {
   if (skipped(skip)) return;
   DT_K_FOR(j, n) {
-    const uint8_t k = mask[j];
-    if (k == 0) continue;
-    float gj = g[j];
-    if (scale != 1.0f) {
-      gj = __fmul_rn(gj, scale);
-      g[j] = gj;
-    }
-    const float d = decayed(gj, w[j], k == 1 ? wd : 0.0f);
+    float gj, wdj;
+    if (!arena_grad(g, mask, j, scale, wd, &gj, &wdj)) continue;
+    const float d = decayed(gj, w[j], wdj);
     const float b = first ? d : __fadd_rn(__fmul_rn(m, buf[j]), d);
     buf[j] = b;
     const float u = nesterov ? __fmul_rn(lr, __fadd_rn(d, __fmul_rn(m, b))) : __fmul_rn(lr, b);
@@ -223,15 +235,9 @@ __global__ static void k_adam_multi(float *w, float *g, float *m, float *v, floa
                                     const int32_t *skip) {
   if (skipped(skip)) return;
   DT_K_FOR(j, n) {
-    const uint8_t k = mask[j];
-    if (k == 0) continue;
-    float gj = g[j];
-    if (scale != 1.0f) {
-      gj = __fmul_rn(gj, scale);
-      g[j] = gj;
-    }
-    adam_elem(&w[j], gj, &m[j], &v[j], vmax ? &vmax[j] : NULL, step, b1, b2, eps, bc2_sqrt,
-              k == 1 ? wd : 0.0f);
+    float gj, wdj;
+    if (!arena_grad(g, mask, j, scale, wd, &gj, &wdj)) continue;
+    adam_elem(&w[j], gj, &m[j], &v[j], vmax ? &vmax[j] : NULL, step, b1, b2, eps, bc2_sqrt, wdj);
   }
 }
 
