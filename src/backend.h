@@ -381,7 +381,7 @@ struct dt_backend {
    * backend is always KRSC; the CPU backend is OIHW unless the environment has
    * DT_WEIGHTS_KRSC=1 (a test switch: the CPU suite then runs the KRSC mechanism). Host views
    * stay logical: nn/params.h converts at the boundary (dt_params_to_host / _from_host), and
-   * a caller that hands its own weights to conv_* converts them with dt_conv_weights_order. */
+   * a caller that hands its own weights to conv_* converts them (dt_conv_weights_permute). */
   bool weights_krsc;
 };
 

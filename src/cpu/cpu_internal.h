@@ -82,8 +82,8 @@ typedef struct {
 
 /* A reorder of a small parameter array (weights, their gradients) between the plain layout
  * (logical, or ohwi for KRSC convolution weights: backend.h weights_krsc) and the layout a
- * primitive chose. `same` means no reorder is needed: the primitive
- * reads or writes the caller's array directly. */
+ * primitive chose. `same` means no reorder is needed: the primitive reads or writes the
+ * caller's array directly. */
 typedef struct {
   bool same;
   dt_cpu_prim re;

@@ -32,8 +32,9 @@
  * per call, a conversion in the same KRSC order; and the weight gradient, which cuDNN writes
  * in 16 bits and which is converted once (no transposition) into the fp32 gradient arena
  * (rounded to 16 bits once, as under PyTorch's autocast; in fp16 a gradient beyond 65504
- * becomes infinite, which the trainer's loss scaling detects as an overflow). A shape cuDNN has no 16-bit algorithm for runs in fp32 on converted copies of its
- * operands, with a warning. */
+ * becomes infinite, which the trainer's loss scaling detects as an overflow). A shape cuDNN
+ * has no 16-bit algorithm for runs in fp32 on converted copies of its activations (its fp32
+ * weights as they are), with a warning. */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
 

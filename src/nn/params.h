@@ -6,10 +6,12 @@
  *
  * Storage order: in backend memory a convolution weight (DT_PARAM_CONV) is in the backend's
  * order (dt_backend.weights_krsc: OIHW, or KRSC on the CUDA backend), and so are its gradient
- * and its optimizer state (the optimizer and the all-reduce are elementwise; LARS norms are
- * per tensor). Every host view is logical: host code moves weight-arena arrays through
- * dt_params_to_host / dt_params_from_host (or the _entry_ forms for one tensor), never through
- * the backend's plain to_host / to_device. */
+ * and its optimizer state (the optimizer and the all-reduce are elementwise; a LARS norm is
+ * per tensor, though summed in storage order: in double, so that the two orders' last-bit
+ * differences rarely reach the float step). Every host view is logical: host code that reads
+ * or writes weight-arena arrays (checkpoints, broadcast, tests) moves them through
+ * dt_params_to_host / dt_params_from_host (or the _entry_ forms for one tensor); only a round
+ * trip that treats the elements alike (the MPI all-reduce of the gradients) may copy raw. */
 #ifndef DT_PARAMS_H
 #define DT_PARAMS_H
 
