@@ -1,9 +1,8 @@
 /* layout.cu: storage-order conversions of the CUDA backend: NCHW <-> NHWC for the image batch,
- * downloads and NCHW-input convolutions, and OIHW <-> OHWI (KRSC) for convolution weights,
- * which is the same transposition with N = K, C = C/G, hw = R S; and the conversions between
- * element types (fp32, bfloat16, half; round to nearest even), which may transpose on the way:
- * uploads and downloads of 16-bit tensors, the fp32 image batch into a 16-bit convolution, and
- * the 16-bit weight copies and weight gradients. One thread per element of the destination. */
+ * downloads and NCHW-input convolutions; and the conversions between element types (fp32,
+ * bfloat16, half; round to nearest even), which may transpose on the way: uploads and
+ * downloads of 16-bit tensors, the fp32 image batch into a 16-bit convolution, and the 16-bit
+ * copies of the (KRSC) weights and their gradients. One thread per element of the destination. */
 #include "common.cuh"
 
 // src (N, C, hw) -> dst (N, hw, C)

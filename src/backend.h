@@ -5,8 +5,9 @@
  * chooses (oneDNN blocked nChw8c on the CPU, NHWC on the GPU). Each op is prepared once for
  * fixed shapes with *_create, which is told the layouts of its inputs and returns the layout
  * of its output; the graph allocates every buffer from those layouts. Parameters and their
- * gradients are plain fp32 arrays carved from flat arenas, in logical layout (OIHW for
- * convolutions, (K, C) for linear layers), exactly as PyTorch stores them. All of that is
+ * gradients are plain fp32 arrays carved from flat arenas, in logical layout ((K, C) for
+ * linear layers, exactly as PyTorch stores them) except convolution weights, which are OIHW
+ * or KRSC as dt_backend.weights_krsc says. All of that is
  * backend memory, which host code must not dereference (it is GPU memory on the CUDA backend):
  * it reaches the host only through to_host / download, and the optimizer updates it through
  * the ops at the end of the table.
@@ -46,6 +47,21 @@ typedef struct {
   int stride, pad, groups;
   bool need_dx; /* false for a layer whose input needs no gradient (the stem) */
 } dt_conv_params;
+
+/* Permute one convolution weight (K, C/G, R, S) between the logical OIHW order and KRSC
+ * (dt_backend.weights_krsc): to_krsc, dst (K, R, S, C/G) from src (K, C/G, R, S); else the
+ * reverse. cg = C/G, rs = R S; dst and src do not overlap. Exact (a copy), and the identity
+ * when rs == 1 or cg == 1. */
+static inline void dt_conv_weights_permute(float *dst, const float *src, int k, int cg, int rs,
+                                           bool to_krsc) {
+  for (int o = 0; o < k; o++)
+    for (int c = 0; c < cg; c++)
+      for (int j = 0; j < rs; j++) {
+        const size_t oihw = ((size_t)o * cg + c) * rs + j, krsc = ((size_t)o * rs + j) * cg + c;
+        if (to_krsc) dst[krsc] = src[oihw];
+        else dst[oihw] = src[krsc];
+      }
+}
 
 /* Pooling kinds (dt_graph_pool and pool_create). */
 typedef enum { DT_POOL_MAX, DT_POOL_AVG } dt_pool_kind;
@@ -90,6 +106,7 @@ typedef struct dt_backend_ops {
    * return, the output layout. */
   dt_op *(*conv_create)(dt_backend *be, const dt_conv_params *p, const dt_layout *x,
                         const dt_layout **y);
+  /* w and dw below are (K, C/G, R, S) weights in the backend's order (weights_krsc). */
   /* y = conv(x, w), or y += conv(x, w) when accumulate (a residual addition). */
   void (*conv_forward)(dt_op *op, const dt_tensor *x, const float *w, dt_tensor *y,
                        bool accumulate);
@@ -385,6 +402,14 @@ struct dt_backend {
    * has finished when it returns (the CPU backend): the MPI comm then sums gradients and flags
    * in place instead of through to_host / to_device. */
   bool host_memory;
+  /* The storage order of convolution weights (and so of their gradients and optimizer state)
+   * in backend memory, fixed when the backend is created: false, the logical OIHW (K, C/G, R,
+   * S); true, KRSC (K, R, S, C/G), the order cuDNN reads with NHWC activations. The CUDA
+   * backend is always KRSC; the CPU backend is OIHW unless the environment has
+   * DT_WEIGHTS_KRSC=1 (a test switch: the CPU suite then runs the KRSC mechanism). Host views
+   * stay logical: nn/params.h converts at the boundary (dt_params_to_host / _from_host), and
+   * a caller that hands its own weights to conv_* converts them (dt_conv_weights_permute). */
+  bool weights_krsc;
 };
 
 /* The members of dt_backend_ops every backend sets (name included)... */

@@ -45,7 +45,7 @@ dt_status dt_predictor_init(dt_predictor *p, const dt_config *cfg, dt_device dev
   *epoch = meta.epoch;
   *step = meta.step;
   if (st == DT_OK) {
-    p->be->ops->to_device(p->be, ps->weights, weights, ps->n_weights * sizeof(float));
+    dt_params_from_host(ps, ps->weights, weights);
     p->be->ops->to_device(p->be, ps->buffers, buffers, ps->n_buffers * sizeof(float));
   }
   free(weights);

@@ -138,13 +138,13 @@ bool dt_trainer_share_poll(dt_trainer *t, char *line, size_t size) {
 
 void dt_trainer_params_to_host(dt_trainer *t) {
   dt_params *ps = &t->model->params;
-  t->be->ops->to_host(t->be, t->host_weights, ps->weights, ps->n_weights * sizeof(float));
+  dt_params_to_host(ps, t->host_weights, ps->weights);
   t->be->ops->to_host(t->be, t->host_buffers, ps->buffers, ps->n_buffers * sizeof(float));
 }
 
 void dt_trainer_params_from_host(dt_trainer *t) {
   dt_params *ps = &t->model->params;
-  t->be->ops->to_device(t->be, ps->weights, t->host_weights, ps->n_weights * sizeof(float));
+  dt_params_from_host(ps, ps->weights, t->host_weights);
   t->be->ops->to_device(t->be, ps->buffers, t->host_buffers, ps->n_buffers * sizeof(float));
 }
 

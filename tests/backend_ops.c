@@ -256,6 +256,34 @@ static void chk_param(dt_backend *be, const char *what, const float *p, const do
   free(got);
 }
 
+/* Convolution weights of rp in backend memory, in the backend's order (weights_krsc), from v
+ * in logical OIHW. */
+static float *w_new(dt_backend *be, const hvec *v, const ref_conv *rp) {
+  float *f = dt_xcalloc(v->n ? v->n : 1, sizeof *f);
+  dt_conv_weights_permute(f, v->f, rp->k, rp->c / rp->groups, rp->r * rp->s, true);
+  const hvec krsc = {v->n, f, v->d};
+  float *p = p_new(be, be->weights_krsc ? &krsc : v);
+  free(f);
+  return p;
+}
+
+/* chk_param of a convolution weight gradient stored in the backend's order, against want in
+ * logical OIHW. */
+static void chk_wgrad(dt_backend *be, const char *what, const float *p, const double *want,
+                      const ref_conv *rp) {
+  const size_t n = ref_conv_w_count(rp);
+  double *got = p_get(be, p, n);
+  if (be->weights_krsc) {
+    float *f = dt_xcalloc(n, sizeof *f), *o = dt_xcalloc(n, sizeof *o);
+    for (size_t i = 0; i < n; i++) f[i] = (float)got[i];
+    dt_conv_weights_permute(o, f, rp->k, rp->c / rp->groups, rp->r * rp->s, false);
+    for (size_t i = 0; i < n; i++) got[i] = o[i];
+    free(f), free(o);
+  }
+  chk_close(what, got, want, n);
+  free(got);
+}
+
 /* ---- layouts under test ---- */
 
 /* Input layouts every op is tried with: plain NCHW, and what a convolution writes. */
@@ -407,7 +435,7 @@ static void conv_case(dt_backend *be, const dt_conv_params *p, int kind, uint64_
 
   dt_tensor xt = t_new(be, xs, xl);
   t_put(be, &xt, &x);
-  float *wd = p_new(be, &w);
+  float *wd = w_new(be, &w, &rp);
   dt_tensor yt = t_garbage(be, ys, yl, seed + 4);
   be->ops->conv_forward(op, &xt, wd, &yt, false);
   conv_name(what, sizeof what, p, layout_name[kind], "forward");
@@ -435,7 +463,7 @@ static void conv_case(dt_backend *be, const dt_conv_params *p, int kind, uint64_
   be->ops->conv_backward_weights(op, &xt, &dyt, dwd);
   ref_conv_backward_weights(&rp, x.d, dy.d, rdw);
   conv_name(what, sizeof what, p, layout_name[kind], "backward weights");
-  chk_param(be, what, dwd, rdw, nw);
+  chk_wgrad(be, what, dwd, rdw, &rp);
 
   be->ops->free(be, dwd);
   be->ops->free(be, wd);
@@ -1262,7 +1290,7 @@ static void chain_run(dt_backend *be, int rethread) {
   ref_conv_backward_weights(&r1, x.d, rda, rdw1);
 
   /* ---- backend forward ---- */
-  float *w1d = p_new(be, &w1), *w2d = p_new(be, &w2), *wfcd = p_new(be, &wfc);
+  float *w1d = w_new(be, &w1, &r1), *w2d = w_new(be, &w2, &r2), *wfcd = p_new(be, &wfc);
   float *bfcd = p_new(be, &bfc), *gd = p_new(be, &gamma), *bd = p_new(be, &beta);
   float *rmd = p_new(be, &rm), *rvd = p_new(be, &rv), *td = p_new(be, &t);
   hvec zc = hv_new(C), zw2 = hv_new(nw2), zw1 = hv_new(nw1), zfc = hv_new(nfc), zk = hv_new(K);
@@ -1308,7 +1336,7 @@ static void chain_run(dt_backend *be, int rethread) {
   be->ops->conv_backward_data(conv2, &dut, w2d, &drt);
   chk_tensor(be, "chain conv2 backward data dr", &drt, rdr);
   be->ops->conv_backward_weights(conv2, &rt, &dut, dw2d);
-  chk_param(be, "chain conv2 backward weights dw2", dw2d, rdw2, nw2);
+  chk_wgrad(be, "chain conv2 backward weights dw2", dw2d, rdw2, &r2);
   be->ops->relu_backward(relu, &rt, &drt, &dbt);
   if (g_prec != DT_PRECISION_FP32) {
     /* 16 bits (conv1's rounded output, native or emulated) move the ReLU inputs by up to 2^-9
@@ -1330,7 +1358,7 @@ static void chain_run(dt_backend *be, int rethread) {
   be->ops->accumulate(acc, &skip, &dat);
   chk_tensor(be, "chain bn backward + skip da", &dat, rda);
   be->ops->conv_backward_weights(conv1, &xt, &dat, dw1d);
-  chk_param(be, "chain conv1 backward weights dw1", dw1d, rdw1, nw1);
+  chk_wgrad(be, "chain conv1 backward weights dw1", dw1d, rdw1, &r1);
 
   /* ---- cleanup ---- */
   float *dev[] = {w1d, w2d, wfcd, bfcd, gd, bd, rmd, rvd, td, smd, svd, dgd, dbd, dw1d, dw2d,

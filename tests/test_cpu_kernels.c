@@ -128,11 +128,31 @@ static void check_tensor(const char *what, const dt_tensor *t, const double *wan
   free(f);
 }
 
-static void check_param(const char *what, const float *p, const double *want, size_t n) {
-  float *f = dt_xcalloc(n, sizeof *f);
+/* Convolution weights of rp from logical OIHW v into backend memory in the backend's order
+ * (weights_krsc). */
+static float *w_new(const double *v, const ref_conv *rp) {
+  const size_t n = ref_conv_w_count(rp);
+  double *b = dt_xcalloc(n, sizeof *b);
+  float *f = dt_xcalloc(n, sizeof *f), *k = dt_xcalloc(n, sizeof *k);
+  for (size_t i = 0; i < n; i++) f[i] = (float)v[i];
+  dt_conv_weights_permute(k, f, rp->k, rp->c / rp->groups, rp->r * rp->s, true);
+  for (size_t i = 0; i < n; i++) b[i] = g_be->weights_krsc ? k[i] : f[i];
+  float *p = p_new(b, n);
+  free(b), free(f), free(k);
+  return p;
+}
+
+/* A convolution weight gradient in the backend's order against want in logical OIHW. */
+static void check_wgrad(const char *what, const float *p, const double *want, const ref_conv *rp) {
+  const size_t n = ref_conv_w_count(rp);
+  float *f = dt_xcalloc(n, sizeof *f), *o = dt_xcalloc(n, sizeof *o);
   g_be->ops->to_host(g_be, f, p, n * sizeof(float));
-  check(what, err_of(f, want, n));
-  free(f);
+  if (g_be->weights_krsc)
+    dt_conv_weights_permute(o, f, rp->k, rp->c / rp->groups, rp->r * rp->s, false);
+  else
+    memcpy(o, f, n * sizeof *o);
+  check(what, err_of(o, want, n));
+  free(f), free(o);
 }
 
 /* ---- convolutions ---- */
@@ -198,7 +218,7 @@ static void conv_case(const dt_conv_params *p, uint64_t seed) {
   t_put(&xt, x);
   t_put(&dyt, dy);
   double *gw = rand_d(nw, seed + 6, -7, 7);
-  float *wd = p_new(w, nw), *dwd = p_new(gw, nw); /* dw starts as garbage: it is overwritten */
+  float *wd = w_new(w, &rp), *dwd = p_new(gw, nw); /* dw starts as garbage: it is overwritten */
   t_garbage(&yt, seed + 4);
   g_be->ops->conv_forward(op, &xt, wd, &yt, false);
   snprintf(what, sizeof what, "%s forward", name);
@@ -214,7 +234,7 @@ static void conv_case(const dt_conv_params *p, uint64_t seed) {
   check_tensor(what, &dxt, rdx);
   g_be->ops->conv_backward_weights(op, &xt, &dyt, dwd);
   snprintf(what, sizeof what, "%s backward weights", name);
-  check_param(what, dwd, rdw, nw);
+  check_wgrad(what, dwd, rdw, &rp);
 
   dt_tensor *ts[] = {&xt, &yt, &dyt, &dxt};
   for (size_t i = 0; i < DT_ARRAY_LEN(ts); i++) g_be->ops->free(g_be, ts[i]->data);

@@ -56,7 +56,7 @@ static void load_params(fixture *f, const char *prefix) {
     const golden_tensor *t = need(&f->gf, name);
     assert_int_equal(t->ndim, p->ndim);
     for (int d = 0; d < p->ndim; d++) assert_int_equal(t->dims[d], p->dims[d]);
-    f->be->ops->to_device(f->be, dt_params_data(ps, i), t->data, p->count * sizeof(float));
+    dt_params_entry_from_host(ps, i, dt_params_data(ps, i), t->data);
   }
   int golden_params = 0;
   for (int i = 0; i < f->gf.n; i++)
@@ -141,10 +141,10 @@ static void test_one_step(void **state) {
     float *host = malloc(p->count * sizeof(float));
     if (p->flags & DT_PARAM_BUFFER) {
       snprintf(name, sizeof name, "step0/%s", p->name);
-      f->be->ops->to_host(f->be, host, dt_params_data(ps, i), p->count * sizeof(float));
+      dt_params_entry_to_host(ps, i, host, dt_params_data(ps, i));
     } else {
       snprintf(name, sizeof name, "grad/%s", p->name);
-      f->be->ops->to_host(f->be, host, dt_params_grad(ps, i), p->count * sizeof(float));
+      dt_params_entry_to_host(ps, i, host, dt_params_grad(ps, i));
     }
     double err = tu_rel_err(host, need(&f->gf, name)->data, p->count);
     if (err > worst) worst = err, worst_name = p->name;

@@ -67,7 +67,7 @@ static void load_params(dt_model *m, const golden_file *gf) {
         fail_msg("%s: dim %d is %lld in PyTorch, %d in dtrain", p->name, d, (long long)t->dims[d],
                  p->dims[d]);
     }
-    g_be->ops->to_device(g_be, dt_params_data(ps, i), t->data, p->count * sizeof(float));
+    dt_params_entry_from_host(ps, i, dt_params_data(ps, i), t->data);
   }
   int golden_params = 0;
   for (int i = 0; i < gf->n; i++) {
@@ -145,8 +145,7 @@ static void check_case(void **state) {
     bool buffer = p->flags & DT_PARAM_BUFFER;
     const golden_tensor *t = need(&gf, record_name(p, rec_buf));
     float *host = malloc(p->count * sizeof *host);
-    g_be->ops->to_host(g_be, host, buffer ? dt_params_data(ps, i) : dt_params_grad(ps, i),
-                       p->count * sizeof *host);
+    dt_params_entry_to_host(ps, i, host, buffer ? dt_params_data(ps, i) : dt_params_grad(ps, i));
     int kind = param_kind(p);
     double ref = 0, diff = 0;
     for (size_t j = 0; j < p->count; j++) {

@@ -609,6 +609,10 @@ dt_backend *dt_backend_cpu_create(int threads) {
   be->base.host_memory = true;
   be->base.threads = threads > 0 ? threads : omp_get_max_threads();
   be->act_dt = dnnl_f32;
+  /* Convolution weights in KRSC order, the CUDA backend's, only when asked (a test switch:
+   * backend.h, dt_backend.weights_krsc). */
+  const char *krsc = getenv("DT_WEIGHTS_KRSC");
+  be->base.weights_krsc = krsc && strcmp(krsc, "1") == 0;
   DT_DNNL_CHECK(dnnl_engine_create(&be->engine, dnnl_cpu, 0));
   DT_DNNL_CHECK(dnnl_stream_create(&be->stream, be->engine, dnnl_stream_default_flags));
   return &be->base;

@@ -2,9 +2,9 @@
  * is given and writes its output in the backend's blocked activation layout (nChw8c on AVX2,
  * nChw16c on AVX-512; dt_cpu_act_block) unless oneDNN is only fast in another one; backward-
  * data and backward-weights use the forward's layouts for the gradients, so activations are
- * normally never reordered. Weights stay plain OIHW (goihw with groups) in the caller's arrays
- * and are reordered into each primitive's layout on every call (they are small); weight
- * gradients are reordered back.
+ * normally never reordered. Weights stay plain in the caller's arrays, OIHW (goihw with groups)
+ * or, in the backend's KRSC order, ohwi (gohwi), and are reordered into each primitive's layout
+ * on every call (they are small); weight gradients are reordered back.
  *
  * The exception, "staging": oneDNN's jit kernels reject some layout combinations and it then
  * falls back to its reference code (plain C++ loops, 20-100x slower). Seen on oneDNN 2.6:
@@ -366,17 +366,21 @@ dt_op *dt_cpu_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_lay
     c->alg[k] = conv_winograd(&c->p, (conv_kind)k, adt) ? dnnl_convolution_winograd
                                                          : dnnl_convolution_direct;
 
-  /* Plain weights: OIHW (K, C, R, S), or goihw (G, K/G, C/G, R, S) with groups; the passes
-   * read them in the activations' type (w_any) and backward-weights writes fp32 (dw_any). */
+  /* Plain weights: OIHW (K, C, R, S), or goihw (G, K/G, C/G, R, S) with groups; in the
+   * backend's KRSC order (weights_krsc) ohwi / gohwi, the same dims stored (K, R, S, C/G). The
+   * passes read them in the activations' type (w_any) and backward-weights writes fp32
+   * (dw_any): the primitives' own weight layouts do not depend on the plain order, and the
+   * reorders between them are exact, so both orders compute the same bits. */
+  const bool krsc = be->base.weights_krsc;
   dnnl_memory_desc_t w_plain, w_any, dw_any, y_any;
   if (g == 1) {
     dnnl_dims_t wd = {p->k, p->c, p->r, p->s};
-    w_plain = dt_cpu_md(4, wd, dnnl_oihw);
+    w_plain = dt_cpu_md(4, wd, krsc ? dnnl_ohwi : dnnl_oihw);
     w_any = dt_cpu_md_dt(4, wd, adt, dnnl_format_tag_any);
     dw_any = dt_cpu_md(4, wd, dnnl_format_tag_any);
   } else {
     dnnl_dims_t wd = {g, p->k / g, p->c / g, p->r, p->s};
-    w_plain = dt_cpu_md(5, wd, dnnl_goihw);
+    w_plain = dt_cpu_md(5, wd, krsc ? dnnl_gohwi : dnnl_goihw);
     w_any = dt_cpu_md_dt(5, wd, adt, dnnl_format_tag_any);
     dw_any = dt_cpu_md(5, wd, dnnl_format_tag_any);
   }

@@ -80,9 +80,10 @@ typedef struct {
   dnnl_primitive_desc_t hint; /* a copy of the forward descriptor it was created with, or NULL */
 } dt_cpu_prim;
 
-/* A reorder of a small parameter array (weights, their gradients) between the plain logical
- * layout and the layout a primitive chose. `same` means no reorder is needed: the primitive
- * reads or writes the caller's array directly. */
+/* A reorder of a small parameter array (weights, their gradients) between the plain layout
+ * (logical, or ohwi for KRSC convolution weights: backend.h weights_krsc) and the layout a
+ * primitive chose. `same` means no reorder is needed: the primitive reads or writes the
+ * caller's array directly. */
 typedef struct {
   bool same;
   dt_cpu_prim re;

@@ -597,6 +597,7 @@ dt_backend *dt_backend_cuda_create(int threads, int local_rank, int local_size) 
   dt_cuda_backend *be = dt_xcalloc(1, sizeof *be);
   be->base.ops = &cuda_ops;
   be->base.threads = threads > 0 ? threads : 1;
+  be->base.weights_krsc = true; /* the order cuDNN reads (cuda_conv.c) */
   be->device = device;
   be->tf32 = env_flag("DT_CUDA_TF32");
   be->sync_all = env_flag("DT_CUDA_SYNC");

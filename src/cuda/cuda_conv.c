@@ -3,11 +3,11 @@
  * them; this is the one file that uses them, with the deprecation warnings silenced below.
  *
  * cuDNN sees every tensor in NHWC and the filter in its NHWC order, KRSC (K, R, S, C/G). The
- * caller's weights stay in logical OIHW (K, C/G, R, S): each call transposes them into the
- * op's KRSC copy, and the weight gradient is transposed back (for 1x1 kernels or one input
- * channel per group the two orders are the same bytes and no copy is made). An input in the
- * plain NCHW layout (the image batch) is converted into an op-owned NHWC copy, and its
- * gradient converted back.
+ * weight and gradient arenas keep convolution weights in that order (the backend's
+ * weights_krsc; nn/params.h converts to and from the logical OIHW at the host boundary), so
+ * in fp32 cuDNN reads the caller's weights and writes the weight gradient into the caller's
+ * array directly: no copy, no transposition. An input in the plain NCHW layout (the image
+ * batch) is converted into an op-owned NHWC copy, and its gradient converted back.
  *
  * Algorithms are chosen once per shape by cudnnFind*AlgorithmEx (every candidate run on
  * scratch buffers; the fastest that succeeds wins), cached in the backend for every op of the
@@ -27,13 +27,14 @@
  * forward blends into y with beta = 1, in fp32 before the rounding to 16 bits). What is
  * converted, each into a buffer of the op: the fp32 plain input of the stem (the image batch,
  * converted and transposed by forward and by backward-weights, the only passes that read it);
- * the weights, into a 16-bit KRSC copy made once per step (when cuda_dtype.h's dt_cuda_wcopy
- * says they may have changed, normally at the first forward after an optimizer update) rather
- * than per call; and the weight gradient, which cuDNN writes in 16 bits and which is converted
- * once into the fp32 gradient arena (rounded to 16 bits once, as under PyTorch's autocast; in
- * fp16 a gradient beyond 65504 becomes infinite, which the trainer's loss scaling detects as an
- * overflow). A shape cuDNN has no 16-bit algorithm for runs in fp32 on converted copies of its
- * operands, with a warning. */
+ * the weights, into a 16-bit copy made once per step (when cuda_dtype.h's dt_cuda_wcopy says
+ * they may have changed, normally at the first forward after an optimizer update) rather than
+ * per call, a conversion in the same KRSC order; and the weight gradient, which cuDNN writes
+ * in 16 bits and which is converted once (no transposition) into the fp32 gradient arena
+ * (rounded to 16 bits once, as under PyTorch's autocast; in fp16 a gradient beyond 65504
+ * becomes infinite, which the trainer's loss scaling detects as an overflow). A shape cuDNN
+ * has no 16-bit algorithm for runs in fp32 on converted copies of its activations (its fp32
+ * weights as they are), with a warning. */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
 
@@ -71,14 +72,13 @@ typedef struct {
   int oh, ow;               /* P, Q */
   const dt_layout *x, *y;   /* (N, C, H, W) and (N, K, P, Q) */
   bool stage_x;             /* x is NCHW with C > 1 and H W > 1: cuDNN gets an NHWC copy */
-  bool w_same;              /* OIHW and KRSC are the same bytes */
   dt_precision prec;        /* fp32, or cuDNN's bf16 / fp16 configuration */
   dt_cuda_dtype ct;         /* the element type cuDNN sees (of prec) */
   dt_cuda_dtype xt, yt;     /* the element types of x (and dx), y (and dy) */
   bool x_conv;              /* x reaches cuDNN through x_k: stage_x or xt != ct */
   void *x_k;                /* (N, H, W, C) in ct: the converted x, or dx before conversion */
   void *y_k;                /* (N, P, Q, K) in ct when yt != ct: y or dy on the way */
-  void *w_k, *dw_k;         /* (K, R, S, C/G) in ct, unless fp32 weights are already KRSC */
+  void *w_k, *dw_k;         /* (K, R, S, C/G) in ct when ct is 16-bit; fp32: none */
   dt_cuda_wcopy w_made;     /* 16 bits: when w_k was made (once per step) */
   cudnnTensorDescriptor_t xd, yd;
   cudnnFilterDescriptor_t wd;
@@ -458,7 +458,6 @@ dt_op *dt_cuda_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_la
   c->stage_x = x->format == DT_CUDA_NCHW && p->c > 1 && p->h * p->w > 1;
   c->xt = dt_cuda_dt(x);
   c->yt = dt_cuda_dt(c->y);
-  c->w_same = p->r * p->s == 1 || p->c / g == 1;
   DT_CUDNN_CHECK(cudnnCreateTensorDescriptor(&c->xd));
   DT_CUDNN_CHECK(cudnnCreateTensorDescriptor(&c->yd));
   DT_CUDNN_CHECK(cudnnCreateFilterDescriptor(&c->wd));
@@ -487,7 +486,7 @@ dt_op *dt_cuda_conv_create(dt_backend *bep, const dt_conv_params *p, const dt_la
   c->x_conv = c->stage_x || c->xt != c->ct;
   if (c->x_conv) c->x_k = dt_cuda_malloc(xcount * ct_bytes);
   if (c->yt != c->ct) c->y_k = dt_cuda_malloc(ycount * ct_bytes);
-  if (!(c->ct == DT_CUDA_F32 && c->w_same)) {
+  if (c->ct != DT_CUDA_F32) {
     c->w_k = dt_cuda_malloc(wcount * ct_bytes);
     c->dw_k = dt_cuda_malloc(wcount * ct_bytes);
   }
@@ -531,15 +530,14 @@ static const void *conv_dy(cuda_conv *c, const dt_tensor *dy) {
   return c->y_k;
 }
 
-/* The KRSC weights cuDNN reads: w itself (fp32, already KRSC), the op's fp32 transposed copy
- * (made by every call, as the caller's weights may have changed), or its 16-bit copy, made
- * when cuda_dtype.h's dt_cuda_wcopy says so (forward: a forward pass). */
+/* The KRSC weights cuDNN reads: w itself in fp32 (the arena is KRSC), or the op's 16-bit copy,
+ * converted (not transposed) when cuda_dtype.h's dt_cuda_wcopy says so (forward: a forward
+ * pass). */
 static const void *conv_w(cuda_conv *c, const float *w, bool forward) {
   if (!c->w_k) return w;
-  if (c->ct == DT_CUDA_F32 ||
-      dt_cuda_wcopy_needed(c->base.be, &c->w_made, w, forward))
-    conv_convert(c, w, DT_CUDA_F32, !c->w_same, c->w_k, c->ct, false, c->p.k,
-                 c->p.c / c->p.groups, c->p.r * c->p.s, false);
+  if (dt_cuda_wcopy_needed(c->base.be, &c->w_made, w, forward))
+    conv_convert(c, w, DT_CUDA_F32, false, c->w_k, c->ct, false, c->p.k, c->p.c / c->p.groups,
+                 c->p.r * c->p.s, false);
   return c->w_k;
 }
 
@@ -598,8 +596,8 @@ void dt_cuda_conv_backward_weights(dt_op *op, const dt_tensor *x, const dt_tenso
       (cudnnConvolutionBwdFilterAlgo_t)c->algo->algo[CONV_FILTER], be->workspace,
       c->algo->ws[CONV_FILTER], &zero, c->wd, dwk));
   if (c->dw_k)
-    conv_convert(c, c->dw_k, c->ct, false, dw, DT_CUDA_F32, !c->w_same, c->p.k,
-                 c->p.c / c->p.groups, c->p.r * c->p.s, false);
+    conv_convert(c, c->dw_k, c->ct, false, dw, DT_CUDA_F32, false, c->p.k, c->p.c / c->p.groups,
+                 c->p.r * c->p.s, false);
   dt_cuda_op_done(be, false);
 }
 

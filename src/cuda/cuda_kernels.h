@@ -30,7 +30,7 @@ extern "C" {
  * given another dt returns cudaErrorInvalidValue. */
 
 /* ---- layouts (kernels/layout.cu) ---- */
-/* (N, C, hw) -> (N, hw, C), fp32. Also OIHW -> OHWI weights with N = K, C = C/G, hw = R S. */
+/* (N, C, hw) -> (N, hw, C), fp32. */
 cudaError_t dt_k_nchw_to_nhwc(const float *src, float *dst, int n, int c, int hw,
                               cudaStream_t stream);
 /* (N, hw, C) -> (N, C, hw), fp32. */
@@ -39,8 +39,8 @@ cudaError_t dt_k_nhwc_to_nchw(const float *src, float *dst, int n, int c, int hw
 /* dst = src, or dst += src when accumulate: an (N, C, hw) tensor stored NCHW (src_nchw /
  * dst_nchw) or NHWC, from element type st to dt (fp32 -> 16 bits rounds to nearest even; in
  * fp16 beyond 65504 becomes +-inf). Uploads, downloads, the staged input of a convolution
- * (the fp32 image batch), weights (OIHW -> KRSC with N = K, C = C/G, hw = R S) and their
- * gradients. */
+ * (the fp32 image batch), and the 16-bit copies of KRSC weights and their gradients (both
+ * sides NHWC with N = K, C = C/G, hw = R S: a conversion, no transposition). */
 cudaError_t dt_k_convert(const void *src, dt_cuda_dtype st, bool src_nchw, void *dst,
                          dt_cuda_dtype dt, bool dst_nchw, int n, int c, int hw, bool accumulate,
                          cudaStream_t stream);

@@ -64,7 +64,7 @@ int dt_graph_conv(dt_graph *g, const char *name, int x, int k, int ksize, int st
   snprintf(pname, sizeof pname, "%s.weight", name);
   int dims[4] = {k, s.c / groups, ksize, ksize};
   DT_CHECK(s.c % groups == 0 && k % groups == 0);
-  n->p[0] = dt_params_add(g->params, pname, 4, dims, 0, DT_INIT_KAIMING_NORMAL,
+  n->p[0] = dt_params_add(g->params, pname, 4, dims, DT_PARAM_CONV, DT_INIT_KAIMING_NORMAL,
                           s.c / groups * ksize * ksize, k * ksize * ksize);
   n->macs = (long)k * (s.c / groups) * ksize * ksize * n->shape.h * n->shape.w;
   n->n_params = (long)g->params->items[n->p[0]].count;

@@ -66,6 +66,7 @@ void dt_params_alloc(dt_params *ps, dt_backend *be) {
 }
 
 void dt_params_init(dt_params *ps, dt_backend *be, uint64_t seed, bool fan_out) {
+  DT_CHECK(ps->be == be);
   size_t max = 1;
   for (int i = 0; i < ps->count; i++) max = DT_MAX(max, ps->items[i].count);
   float *host = dt_xmalloc(max * sizeof *host);
@@ -93,7 +94,7 @@ void dt_params_init(dt_params *ps, dt_backend *be, uint64_t seed, bool fan_out) 
         break;
       }
     }
-    be->ops->to_device(be, dt_params_data(ps, i), host, p->count * sizeof *host);
+    dt_params_entry_from_host(ps, i, dt_params_data(ps, i), host);
   }
   free(host);
 }
@@ -104,4 +105,76 @@ void dt_params_free(dt_params *ps, dt_backend *be) {
   if (ps->buffers) be->ops->free(be, ps->buffers);
   free(ps->items);
   memset(ps, 0, sizeof *ps);
+}
+
+bool dt_params_permuted(const dt_params *ps, const dt_param *p) {
+  return ps->be && ps->be->weights_krsc && (p->flags & DT_PARAM_CONV) && p->ndim == 4 &&
+         p->dims[1] > 1 && p->dims[2] * p->dims[3] > 1;
+}
+
+/* Entry p of a host array from src into dst (both p->count floats, not overlapping). */
+static void entry_permute(const dt_param *p, float *dst, const float *src, bool to_backend) {
+  dt_conv_weights_permute(dst, src, p->dims[0], p->dims[1], p->dims[2] * p->dims[3], to_backend);
+}
+
+void dt_params_order_host(const dt_params *ps, float *host, bool to_backend) {
+  float *tmp = NULL;
+  for (int i = 0; i < ps->count; i++) {
+    const dt_param *p = &ps->items[i];
+    if (!dt_params_permuted(ps, p)) continue;
+    if (!tmp) {
+      size_t max = 1;
+      for (int j = 0; j < ps->count; j++) max = DT_MAX(max, ps->items[j].count);
+      tmp = dt_xmalloc(max * sizeof *tmp);
+    }
+    memcpy(tmp, host + p->offset, p->count * sizeof *tmp);
+    entry_permute(p, host + p->offset, tmp, to_backend);
+  }
+  free(tmp);
+}
+
+void dt_params_to_host(const dt_params *ps, float *host, const float *arena) {
+  ps->be->ops->to_host(ps->be, host, arena, ps->n_weights * sizeof *host);
+  dt_params_order_host(ps, host, false);
+}
+
+void dt_params_from_host(const dt_params *ps, float *arena, const float *host) {
+  const size_t bytes = ps->n_weights * sizeof *host;
+  bool any = false;
+  for (int i = 0; i < ps->count && !any; i++) any = dt_params_permuted(ps, &ps->items[i]);
+  if (!any) {
+    ps->be->ops->to_device(ps->be, arena, host, bytes);
+    return;
+  }
+  float *tmp = dt_xmalloc(DT_MAX(bytes, sizeof *tmp));
+  memcpy(tmp, host, bytes);
+  dt_params_order_host(ps, tmp, true);
+  ps->be->ops->to_device(ps->be, arena, tmp, bytes);
+  free(tmp);
+}
+
+void dt_params_entry_to_host(const dt_params *ps, int i, float *host, const float *src) {
+  const dt_param *p = &ps->items[i];
+  const size_t bytes = p->count * sizeof *host;
+  if (!dt_params_permuted(ps, p)) {
+    ps->be->ops->to_host(ps->be, host, src, bytes);
+    return;
+  }
+  float *tmp = dt_xmalloc(bytes);
+  ps->be->ops->to_host(ps->be, tmp, src, bytes);
+  entry_permute(p, host, tmp, false);
+  free(tmp);
+}
+
+void dt_params_entry_from_host(const dt_params *ps, int i, float *dst, const float *host) {
+  const dt_param *p = &ps->items[i];
+  const size_t bytes = p->count * sizeof *host;
+  if (!dt_params_permuted(ps, p)) {
+    ps->be->ops->to_device(ps->be, dst, host, bytes);
+    return;
+  }
+  float *tmp = dt_xmalloc(bytes);
+  entry_permute(p, tmp, host, true);
+  ps->be->ops->to_device(ps->be, dst, tmp, bytes);
+  free(tmp);
 }

@@ -100,6 +100,21 @@ static double *p_get(dt_backend *be, const float *w, size_t n) {
   return d;
 }
 
+/* Backend convolution weights of rp (in the backend's order, weights_krsc) to the host in
+ * logical OIHW, in double: what the reference reads. */
+static double *w_get(dt_backend *be, const float *w, const ref_conv *rp) {
+  const size_t n = ref_conv_w_count(rp);
+  float *f = dt_xcalloc(n, sizeof *f), *o = dt_xcalloc(n, sizeof *o);
+  be->ops->to_host(be, f, w, n * sizeof *f);
+  if (be->weights_krsc)
+    dt_conv_weights_permute(o, f, rp->k, rp->c / rp->groups, rp->r * rp->s, false);
+  else
+    memcpy(o, f, n * sizeof *o);
+  double *d = to_double(o, n);
+  free(f), free(o);
+  return d;
+}
+
 static int check(const char *what, const double *got, const double *want, size_t n) {
   const double err = tu_rel_err_d(got, want, n);
   const bool ok = err < HALF_TOL; /* false for NaN */
@@ -185,7 +200,7 @@ static int weight_copy_case(dt_backend *be, const char *name) {
       be->ops->to_device(be, w, w2, nw * sizeof(float));
       free(w2);
     }
-    double *wd = p_get(be, w, nw);
+    double *wd = w_get(be, w, &rp);
     if (round < 2) {
       be->ops->conv_forward(conv, &x, w, &y, false);
       ref_conv_forward(&rp, xd, wd, want);
@@ -384,7 +399,7 @@ static void test_track_20_steps(void **state) {
   dt_params *rp = &ref.m->params;
   float *w0 = dt_xcalloc(rp->n_weights ? rp->n_weights : 1, sizeof *w0);
   float *b0 = dt_xcalloc(rp->n_buffers ? rp->n_buffers : 1, sizeof *b0);
-  ref.be->ops->to_host(ref.be, w0, rp->weights, rp->n_weights * sizeof *w0);
+  dt_params_to_host(rp, w0, rp->weights);
   ref.be->ops->to_host(ref.be, b0, rp->buffers, rp->n_buffers * sizeof *b0);
   double want[TRACK_STEPS];
   for (int s = 0; s < TRACK_STEPS; s++) want[s] = side_step(&ref, x, t, cfg.optim_lr);
@@ -398,7 +413,7 @@ static void test_track_20_steps(void **state) {
     assert_non_null(h.m);
     dt_params *hp = &h.m->params;
     assert_int_equal(hp->n_weights, rp->n_weights);
-    h.be->ops->to_device(h.be, hp->weights, w0, hp->n_weights * sizeof *w0);
+    dt_params_from_host(hp, hp->weights, w0);
     h.be->ops->to_device(h.be, hp->buffers, b0, hp->n_buffers * sizeof *b0);
     dt_optim_init(&h.opt, &cfg, hp);
     const char *name = dt_precision_name(half_precisions[pi]);

@@ -46,7 +46,9 @@
  *                statistics untouched, and the losses and top-1 counts that come back agree
  *                with the CPU's (loss within 1e-3 relative, 2e-2 in fp16; top-1 within 2 of 16).
  *
- * The test reads backend arenas only through to_host. Exits 77 (ctest: skipped) without a
+ * The test reads backend arenas only through to_host, and compares weights and gradients in
+ * logical order (dt_params_to_host): the GPU keeps convolution weights in KRSC, which one_step
+ * checks against the CPU's weights permuted. Exits 77 (ctest: skipped) without a
  * CUDA backend or GPU. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -142,10 +144,16 @@ static double step(side *s, const float *x, const float *t, float *logits) {
   return sum / BATCH;
 }
 
-/* A copy of a backend arena on the host. */
+/* A copy of a backend arena on the host: the buffer arena as it is, an array laid out like the
+ * weight arena (weights, gradients) in logical order (dt_params_to_host: the CPU keeps OIHW
+ * convolution weights, the GPU KRSC). */
 static float *arena(side *s, const float *p, size_t n) {
   float *h = dt_xcalloc(n ? n : 1, sizeof *h);
-  s->be->ops->to_host(s->be, h, p, n * sizeof *h);
+  const dt_params *ps = &s->m->params;
+  if (n == ps->n_weights && (p == ps->weights || p == ps->grads))
+    dt_params_to_host(ps, h, p);
+  else
+    s->be->ops->to_host(s->be, h, p, n * sizeof *h);
   return h;
 }
 
@@ -162,6 +170,14 @@ static int one_step(dt_backend *be_cpu, dt_backend *be_gpu, double logit_tol, do
   float *wc = arena(&cpu, pc->weights, pc->n_weights);
   float *wg = arena(&gpu, pg->weights, pg->n_weights);
   assert_memory_equal(wc, wg, pc->n_weights * sizeof(float));
+  /* The GPU's arena itself is KRSC (backend.h weights_krsc): the logical weights permuted. */
+  assert_true(be_gpu->weights_krsc);
+  float *raw = dt_xcalloc(pg->n_weights ? pg->n_weights : 1, sizeof *raw);
+  be_gpu->ops->to_host(be_gpu, raw, pg->weights, pg->n_weights * sizeof *raw);
+  dt_params_order_host(pg, wc, true);
+  assert_memory_equal(raw, wc, pg->n_weights * sizeof(float));
+  dt_params_order_host(pg, wc, false);
+  free(raw);
 
   float *x = dt_xcalloc((size_t)BATCH * CHANNELS * SIZE * SIZE, sizeof *x);
   float *t = dt_xcalloc((size_t)BATCH * CLASSES, sizeof *t);
@@ -262,7 +278,7 @@ static side golden_side(dt_backend *be, const golden_file *gf, const dt_config *
     snprintf(name, sizeof name, "param/%s", p->name);
     const golden_tensor *t = need(gf, name);
     assert_int_equal(t->count, p->count);
-    be->ops->to_device(be, dt_params_data(ps, i), t->data, p->count * sizeof(float));
+    dt_params_entry_from_host(ps, i, dt_params_data(ps, i), t->data);
   }
   dt_optim_init(&s.opt, cfg, ps);
   return s;
