@@ -150,14 +150,14 @@ void dt_optim_unstep(dt_optim *opt) {
   opt->steps--;
 }
 
-void dt_optim_state_to_host(dt_optim *opt) {
+void dt_optim_state_to_host(dt_optim *opt, const dt_params *ps) {
   for (int i = 0; i < opt->state.n_states; i++)
-    opt->be->ops->to_host(opt->be, opt->state.arrays[i], opt->dev[i], opt->n * sizeof(float));
+    dt_params_to_host(ps, opt->state.arrays[i], opt->dev[i]);
 }
 
-void dt_optim_state_from_host(dt_optim *opt) {
+void dt_optim_state_from_host(dt_optim *opt, const dt_params *ps) {
   for (int i = 0; i < opt->state.n_states; i++)
-    opt->be->ops->to_device(opt->be, opt->dev[i], opt->state.arrays[i], opt->n * sizeof(float));
+    dt_params_from_host(ps, opt->dev[i], opt->state.arrays[i]);
 }
 
 void dt_optim_free(dt_optim *opt) {

@@ -58,9 +58,10 @@ void dt_optim_step(dt_optim *opt, dt_params *ps, double lr, float grad_scale,
  * step). */
 void dt_optim_unstep(dt_optim *opt);
 /* Copy the backend state into opt->state (before a checkpoint is saved), or back (after one
- * was loaded into opt->state). */
-void dt_optim_state_to_host(dt_optim *opt);
-void dt_optim_state_from_host(dt_optim *opt);
+ * was loaded into opt->state). The state is laid out like the weights of ps: the host copies
+ * are in logical order whatever the backend's storage order (dt_params_to_host). */
+void dt_optim_state_to_host(dt_optim *opt, const dt_params *ps);
+void dt_optim_state_from_host(dt_optim *opt, const dt_params *ps);
 void dt_optim_free(dt_optim *opt);
 
 #endif

@@ -17,10 +17,7 @@ dt_status dt_run_state_save(dt_trainer *t, const char *run_dir, dt_metrics *metr
   if (metrics && dt_metrics_flush(metrics) != DT_OK)
     fprintf(stderr, "dtrain: warning: %s\n", dt_error_message());
   dt_trainer_params_to_host(t);
-  dt_optim_state_to_host(&t->opt);
-  /* The state is laid out like the weights: in logical order in the checkpoint. */
-  for (int i = 0; i < t->opt.state.n_states; i++)
-    dt_params_order_host(&t->model->params, t->opt.state.arrays[i], false);
+  dt_optim_state_to_host(&t->opt, &t->model->params);
   dt_checkpoint_meta meta = {0};
   meta.epoch = epoch;
   meta.step = step;
@@ -120,12 +117,7 @@ dt_status dt_run_state_load(dt_trainer *t, const char *resume_dir, const char *i
   }
   dt_trainer_params_from_host(t);
   if (resume_dir) {
-    /* The checkpoint's state is in logical order: the backend's for the upload, then back. */
-    for (int i = 0; i < t->opt.state.n_states; i++)
-      dt_params_order_host(&t->model->params, t->opt.state.arrays[i], true);
-    dt_optim_state_from_host(&t->opt);
-    for (int i = 0; i < t->opt.state.n_states; i++)
-      dt_params_order_host(&t->model->params, t->opt.state.arrays[i], false);
+    dt_optim_state_from_host(&t->opt, &t->model->params);
     memcpy(start->metrics.sums, meta.epoch_sums, sizeof meta.epoch_sums);
     memcpy(start->metrics.win, meta.window_sums, sizeof meta.window_sums);
     start->metrics.skipped = meta.epoch_skipped;
