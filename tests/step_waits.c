@@ -104,6 +104,9 @@ bool sw_run_steps(sw_run *out, const char *what, dt_comm *comm, dt_device device
   g_counting.hold_host = c_hold_host;
   t.be->ops = &g_counting;
   trained before = {0}, after = {0};
+  const dt_comm_nccl *nc = t.step.allreduce.nccl;
+  out->nccl = nc != NULL;
+  const size_t allreduces0 = nc ? dt_comm_nccl_allreduce_count(nc) : 0;
   dt_step_start_loader(&t.step, t.train_ld, 0, 0);
   for (int i = 0; i < steps; i++) {
     const dt_batch *b = dt_loader_next(t.train_ld);
@@ -126,6 +129,7 @@ bool sw_run_steps(sw_run *out, const char *what, dt_comm *comm, dt_device device
            g_n.waiting_uploads, g_n.to_device, g_n.upload, r.loss / r.images, r.correct,
            r.images, out->applied[i] ? "" : ", update skipped");
   }
+  if (nc) out->nccl_allreduces = dt_comm_nccl_allreduce_count(nc) - allreduces0;
   t.be->ops = &g_inner;
   free_state(&before);
   free_state(&after);

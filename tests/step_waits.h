@@ -33,6 +33,8 @@ typedef struct {
   bool applied[SW_MAX_STEPS];  /* the verdict applied the update */
   bool unchanged[SW_MAX_STEPS]; /* weights, optimizer state and running statistics as before */
   bool held_after;              /* some step left hold_host in force */
+  bool nccl;                    /* the trainer summed through NCCL (dt_step_start_nccl) */
+  size_t nccl_allreduces;       /* ... and the NCCL all-reduces its steps enqueued */
 } sw_run;
 
 /* Set up the trainer of configs/quickstart.ini with a small ResNet-preact-8 (batch 16) and

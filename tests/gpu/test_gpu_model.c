@@ -800,6 +800,13 @@ static void steps_case(dt_comm *comm, const char *dir_set, const char *what,
   assert_int_equal(gpu.steps, steps);
   assert_int_equal(cpu.steps, steps);
   assert_false(gpu.held_after);
+  /* DT_NCCL=1: the GPU run took the NCCL path (every step: at least one gradient bucket and
+   * the flag), or the NCCL cases below would pass on the plain path; the CPU never does. */
+  const char *force = getenv("DT_NCCL");
+  const bool nccl = force && strcmp(force, "1") == 0;
+  assert_true(gpu.nccl == nccl);
+  assert_false(cpu.nccl);
+  if (nccl) assert_true(gpu.nccl_allreduces >= 2 * (size_t)steps);
   for (int i = 0; i < steps; i++) {
     assert_int_equal(sw_waits(&gpu.count[i]), 1);
     assert_true(gpu.applied[i] == (i != overflow_step));
