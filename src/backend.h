@@ -367,9 +367,10 @@ typedef struct dt_backend_ops {
   void (*prefetch)(dt_backend *be, const float *nchw_host, size_t count);
   /* Optional: NULL where to_device and upload never wait for the device (the CPU). While
    * held (hold true), to_device and upload return without waiting for their copies: the
-   * caller keeps the host memory they read unchanged until hold_host(be, false), which does
-   * not wait either; a later to_host or download waits for them all. From host_alloc memory
-   * the copies then overlap the device's work (from other memory a driver may stage them). */
+   * caller keeps the host memory they read unchanged until a later to_host or download, which
+   * waits for them all. hold_host(be, false) ends the hold without waiting: copies made
+   * during it may still be reading their host memory. From host_alloc memory the copies then
+   * overlap the device's work (from other memory a driver may stage them). */
   void (*hold_host)(dt_backend *be, bool hold);
 
   /* ==== replaying a step's device work (optional; CUDA graphs) ====

@@ -2,7 +2,7 @@
  * each global batch in train.accum_steps micro-batches; gradients are summed over the
  * micro-batches (a balanced tree, sum_gradients) and the ranks (the loss is already scaled by
  * 1 / global batch); the running statistics are merged as one process would have updated them
- * (merge_buffers). So any split of the same global batch gives the same numbers. */
+ * (merge_shares, merge_finish). So any split of the same global batch gives the same numbers. */
 #include "step.h"
 
 #include <math.h>
