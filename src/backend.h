@@ -370,7 +370,9 @@ typedef struct dt_backend_ops {
    * caller keeps the host memory they read unchanged until a later to_host or download, which
    * waits for them all. hold_host(be, false) ends the hold without waiting: copies made
    * during it may still be reading their host memory. From host_alloc memory the copies then
-   * overlap the device's work (from other memory a driver may stage them). */
+   * overlap the device's work (from other memory a driver may stage them). What is copied
+   * while held is a step's inputs and bookkeeping, never weights: a backend that keeps derived
+   * copies of weights (CUDA's 16-bit copies) need not make them again for such a copy. */
   void (*hold_host)(dt_backend *be, bool hold);
 
   /* ==== replaying a step's device work (optional; CUDA graphs) ====

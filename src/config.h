@@ -227,8 +227,9 @@
     "label smoothing epsilon: targets (1 - epsilon) onehot + epsilon / classes (0 = off; the " \
     "reference experiments use 0.001 to 0.1); excludes the mixing methods and dual_cutout")              \
   X(comm, timeout_s, FLOAT, "600", 0, 1e9, "",                                               \
-    "--device cuda with NCCL: seconds a rank waits for a step's gradient all-reduce before it "\
-    "aborts the job naming itself and the collective (a dead or hung peer); 0 = no limit")     \
+    "--device cuda with NCCL: seconds a rank waits for a step (its device work and "          \
+    "all-reduces) before it aborts the job naming itself and the collectives (a dead or hung " \
+    "peer); 0 = no limit")                                                                     \
   X(output, dir, STR, "runs/default", 0, 0, "", "run directory: config.ini as run and log.txt") \
   X(output, overwrite, BOOL, "false", 0, 0, "", "allow writing into an existing run directory") \
   X(output, log_every, INT, "50", 1, 1000000000, "", "steps between progress lines and step rows of metrics.h5") \

@@ -81,13 +81,15 @@ void dt_step_free(dt_step *s) {
   dt_backend *be = s->be;
   if (be) {
     dt_replay_free(&s->replay, be);
+    /* Backend memory first: freeing it waits for the device, so no copy still reads the
+     * page-locked host memory freed after it (the last merged statistics' upload). */
+    be->ops->free(be, s->stats.dev);
+    be->ops->free(be, s->stats.labels);
+    for (size_t i = 0; i < DT_ARRAY_LEN(s->stack.sums); i++) be->ops->free(be, s->stack.sums[i]);
     host_release(be, s->stats.host);
     host_release(be, s->bn.merged);
     if (s->stats.in_targets) be->ops->host_free(be, s->stats.in_targets);
     if (s->stats.in_labels) be->ops->host_free(be, s->stats.in_labels);
-    be->ops->free(be, s->stats.dev);
-    be->ops->free(be, s->stats.labels);
-    for (size_t i = 0; i < DT_ARRAY_LEN(s->stack.sums); i++) be->ops->free(be, s->stack.sums[i]);
   }
   dt_grad_buckets_free(&s->allreduce.buckets);
   free(s->allreduce.host);

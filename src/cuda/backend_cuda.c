@@ -73,8 +73,10 @@ void dt_cuda_free(void *ptr) {
 
 void dt_cuda_buffer_reserve(dt_cuda_backend *be, void **buf, size_t *size, size_t bytes) {
   if (bytes <= *size) return;
-  DT_CUDA_CHECK(cudaStreamSynchronize(be->stream));
-  be->base.generation++; /* a recording may hold the old buffer */
+  if (*buf) { /* a kernel may still use the old buffer, a recording may hold it */
+    DT_CUDA_CHECK(cudaStreamSynchronize(be->stream));
+    be->base.generation++;
+  }
   dt_cuda_free(*buf);
   *buf = dt_cuda_malloc(bytes);
   *size = bytes;
@@ -132,7 +134,10 @@ static void cuda_zero(dt_backend *bep, void *ptr, size_t bytes) {
 static void cuda_to_device(dt_backend *bep, void *dst, const void *src_host, size_t bytes) {
   dt_cuda_backend *be = dt_cuda_be(bep);
   if (bytes == 0) return;
-  be->weights_gen++; /* it may be weights (a checkpoint, a broadcast) */
+  /* It may be weights (a checkpoint, a broadcast), except while the host is held: a step's
+   * uploads (targets, labels, merged statistics) never are (backend.h hold_host). Otherwise
+   * every micro-batch's targets would make the 16-bit weight copies again. */
+  if (!be->hold_host) be->weights_gen++;
   DT_CUDA_CHECK(cudaMemcpyAsync(dst, src_host, bytes, cudaMemcpyHostToDevice, be->stream));
   dt_cuda_op_done(be, !be->hold_host);
 }
