@@ -7,7 +7,8 @@
  * numbers, an op-by-op call runs at once, a call made while a CUDA graph is recorded is
  * appended to the recording and runs at each replay, and every read of the copy must see the
  * weights' current version. The trainer's sequences are played through it: steps op by op
- * (one conversion per step, not one per call), steps replayed from a recording (replay.c: two
+ * (one conversion per step, not one per call; also with a step's held uploads between forward
+ * and backward, over several micro-batches), steps replayed from a recording (replay.c: two
  * warm-up passes, then forward, loss and backward recorded once) with the optimizer update
  * op by op in between, evaluation passes between replays, a backward with no forward, other
  * weights, and a backward recorded without its forward. */
@@ -103,6 +104,9 @@ static void optimizer_update(sim *s) {
   s->weights++;
 }
 static void to_device_targets(sim *s) { s->gen++; }
+/* A step's uploads while the host is held (targets, labels, merged statistics) are never
+ * weights: no bump. */
+static void held_to_device(sim *s) { (void)s; }
 
 static void sim_capture_begin(dt_backend *be) {
   sim *s = S(be);
@@ -179,6 +183,25 @@ static void test_op_by_op(void **state) {
   op_call(&s, false);
   assert_int_equal(s.conversions, 9);
   assert_int_equal(s.stale_reads, 0);
+}
+
+/* Targets set between forward and backward, and several micro-batches a step (src/step.c):
+ * the uploads are held, so the copy is still made once per step. */
+static void test_held_uploads(void **state) {
+  (void)state;
+  sim s;
+  sim_init(&s);
+  for (int step = 0; step < 4; step++) {
+    for (int micro = 0; micro < 3; micro++) {
+      op_call(&s, true);
+      held_to_device(&s); /* targets */
+      op_call(&s, false);
+    }
+    optimizer_update(&s);
+  }
+  assert_int_equal(s.stale_reads, 0);
+  assert_int_equal(s.reads, 24);
+  assert_int_equal(s.conversions, 4);
 }
 
 static void test_replayed_steps(void **state) {
@@ -259,6 +282,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_sizes),
       cmocka_unit_test(test_op_by_op),
+      cmocka_unit_test(test_held_uploads),
       cmocka_unit_test(test_replayed_steps),
       cmocka_unit_test(test_backward_recorded_alone),
       cmocka_unit_test(test_two_recordings),
