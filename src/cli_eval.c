@@ -187,6 +187,8 @@ int dt_cli_eval(const char *target, const dt_cli_opts *o, dt_comm *comm) {
   dt_config cfg;
   dt_config_defaults(&cfg);
   dt_status st = dt_ranks_agree(comm, cli_resolve(target, o, ckpt, &cfg));
+  /* Another evaluation batch or split on some rank would count images twice or not at all. */
+  if (st == DT_OK) st = dt_ranks_agree(comm, dt_ranks_same_config(comm, &cfg));
   if (st != DT_OK) {
     dt_config_free(&cfg);
     return cli_fail(comm, st);

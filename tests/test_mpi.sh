@@ -13,7 +13,8 @@
 # started with different configurations (one --set on rank 1 only: epochs, seed, lr, hflip,
 # batch size, depth) or different dataset files (same data.dir, other working directories)
 # all exit 1 quickly, with one message naming the key or the dataset property, both values
-# and the ranks, and no run directory; so does --eval of ranks with different test images;
+# and the ranks, and no run directory; so does --eval of ranks with different test images or
+# configurations;
 # (i) a training step on 2 ranks waits for the device once, as on one (test_step_syncs under
 # mpirun: fp32, accumulation, Dual-Cutout, loss scaling with an overflow step, nonfinite=skip;
 # a skipped step leaves weights, optimizer state and running statistics as they were).
@@ -271,6 +272,13 @@ expect_mismatch "--eval: one pixel of rank 1's test images differs" \
   "^dtrain: the ranks loaded different datasets: test images (CRC-32) [0-9a-f]* on rank 0, [0-9a-f]* on rank 1 (rank 1 differs from rank 0); data.dir data must hold" $T/eval.csv \
   -np 1 --wdir $T/wd0 "$DTRAIN" --eval $run --csv $T/eval.csv : \
   -np 1 --wdir $T/wd1 "$DTRAIN" --eval $run --csv $T/eval.csv
+
+# --eval with another evaluation batch on rank 1: the ranks' slices of the test split would
+# not tile it; refused like a training run's mismatch, naming the key, and no --csv file.
+expect_mismatch "--eval: train.eval_batch_size differs on rank 1" \
+  "^dtrain: the ranks run different configurations: train.eval_batch_size = 256 on rank 0 but 50 on rank 1;" $T/eval_cfg.csv \
+  -np 1 --wdir $T/wd0 "$DTRAIN" --eval $run --csv $T/eval_cfg.csv : \
+  -np 1 --wdir $T/wd0 "$DTRAIN" --eval $run --csv $T/eval_cfg.csv --set train.eval_batch_size=50
 
 # (i) One wait per step on 2 ranks (the cmocka program checks every step of both ranks).
 SYNCS="$(dirname "$DTRAIN")/test_step_syncs"
