@@ -11,6 +11,18 @@
 
 #include "rng.h"
 
+/* Host memory of the backend's own kind (page-locked where it has host_alloc), and its
+ * release. */
+static void *host_acquire(dt_backend *be, size_t bytes) {
+  return be->ops->host_alloc ? be->ops->host_alloc(be, bytes) : dt_xmalloc(bytes);
+}
+
+static void host_release(dt_backend *be, void *p) {
+  if (!p) return;
+  if (be->ops->host_free) be->ops->host_free(be, p);
+  else free(p);
+}
+
 void dt_step_init(dt_step *s, const dt_config *cfg, dt_comm *comm, dt_backend *be,
                   dt_model *model, dt_loss_scale *ls, int micro, size_t image, int classes,
                   bool dual) {
@@ -53,8 +65,7 @@ void dt_step_init(dt_step *s, const dt_config *cfg, dt_comm *comm, dt_backend *b
   }
   st->bytes = end;
   st->dev = be->ops->alloc(be, st->bytes);
-  st->host = be->ops->host_alloc ? be->ops->host_alloc(be, st->host_bytes)
-                                 : dt_xmalloc(st->host_bytes);
+  st->host = host_acquire(be, st->host_bytes);
   st->labels = be->ops->alloc(be, rows * sizeof(int32_t));
   if (be->ops->hold_host && be->ops->host_alloc) {
     st->in_targets = be->ops->host_alloc(be, rows * (size_t)classes * sizeof(float));
@@ -63,17 +74,10 @@ void dt_step_init(dt_step *s, const dt_config *cfg, dt_comm *comm, dt_backend *b
   s->reduce_count = 5 + (s->world > 1 ? nb : 0);
   s->reduce = dt_xmalloc(s->reduce_count * sizeof(double));
   if (s->world > 1) {
-    s->bn.merged = be->ops->host_alloc ? be->ops->host_alloc(be, DT_MAX(nb, 1) * sizeof(float))
-                                       : dt_xmalloc(DT_MAX(nb, 1) * sizeof(float));
+    s->bn.merged = host_acquire(be, DT_MAX(nb, 1) * sizeof(float));
   }
 }
 
-/* Host memory of the backend's own kind (page-locked where it has host_alloc). */
-static void host_release(dt_backend *be, void *p) {
-  if (!p) return;
-  if (be->ops->host_free) be->ops->host_free(be, p);
-  else free(p);
-}
 
 void dt_step_free(dt_step *s) {
   dt_comm_nccl_destroy(s->allreduce.nccl); /* before the backend: it waits for its all-reduces */
@@ -88,8 +92,8 @@ void dt_step_free(dt_step *s) {
     for (size_t i = 0; i < DT_ARRAY_LEN(s->stack.sums); i++) be->ops->free(be, s->stack.sums[i]);
     host_release(be, s->stats.host);
     host_release(be, s->bn.merged);
-    if (s->stats.in_targets) be->ops->host_free(be, s->stats.in_targets);
-    if (s->stats.in_labels) be->ops->host_free(be, s->stats.in_labels);
+    host_release(be, s->stats.in_targets);
+    host_release(be, s->stats.in_labels);
   }
   dt_grad_buckets_free(&s->allreduce.buckets);
   free(s->allreduce.host);
